@@ -1,0 +1,70 @@
+"""The `datagen` command: one subcommand per stage.
+
+Each stage package registers its own subcommands in its `cli.py` (`register(subparsers)`), so the
+code that parses a stage's flags sits beside the stage. Heavy imports (torch, transformers) happen
+inside the command functions, never at import time, so `datagen --help` stays fast.
+
+Known errors print one `Error: ...` line on stderr and exit 1; usage errors exit 2. Set
+`DATAGEN_DEBUG=1` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+#: Modules whose `register(subparsers)` adds subcommands, in the order `--help` lists them.
+COMMAND_MODULES = [
+    "datagen.formats.cli",  # validate, convert, stats
+    "datagen.generate.cli",  # seeds, expand, generate
+    "datagen.filters.cli",  # filter
+    "datagen.moss.cli",  # check, finetune
+    "datagen.publish",  # publish
+    "datagen.pipeline",  # run, status
+    "datagen.teacher.cli",  # serve-teacher, journal
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from datagen import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="datagen",
+        description="Turn seed prompts into clean multi-turn MOSS 003 dialogue datasets.",
+        epilog="Run `datagen COMMAND --help` for a command's options. DATAGEN_DEBUG=1 shows tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"datagen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `datagen` console script and `python -m datagen`."""
+    from datagen.errors import DatagenError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("Interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    except DatagenError as exc:
+        if os.environ.get("DATAGEN_DEBUG"):
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

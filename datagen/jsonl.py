@@ -1,0 +1,144 @@
+"""JSONL on disk: the hand-off between stages.
+
+Readers name the file and line of any bad row. Writers are either atomic (write a temp file, then
+`os.replace`, so a killed process never leaves half a file) or append-only with a flush per row
+(for stage outputs that grow as work finishes and must survive a kill).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import InputError
+from datagen.record import Conversation
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield (line_number, object) for each non-blank line; raise InputError naming file:line on a
+    line that is not valid JSON. A torn last line (no trailing newline, invalid JSON, as left by a
+    killed writer) is skipped rather than fatal."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data_lines = fh.readlines()
+    n = len(data_lines)
+    for i, raw in enumerate(data_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", path=str(path), line=i) from None
+        try:
+            yield i, json.loads(text)
+        except json.JSONDecodeError as exc:
+            if i == n and not raw.endswith(b"\n"):
+                return  # torn tail of an interrupted append
+            raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=i) from None
+
+
+def read_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
+    """Read datagen's own JSONL (one `Conversation.to_dict()` per line)."""
+    for line, obj in iter_json_lines(path):
+        try:
+            yield Conversation.from_dict(obj)
+        except KeyError as exc:
+            raise InputError("missing required field", path=str(path), line=line, field=str(exc.args[0])) from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InputError(str(exc), path=str(path), line=line) from None
+
+
+def dumps(obj: Any) -> str:
+    """One JSON line: UTF-8 kept readable, no spaces wasted."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """Write rows (dicts or objects with `to_dict`) to path atomically; return the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(dumps(row.to_dict() if hasattr(row, "to_dict") else row))
+                fh.write("\n")
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return n
+
+
+class AppendWriter:
+    """Append rows to a JSONL file, one flushed line each, so a kill loses at most a torn last line
+    (which readers skip). Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self.count = 0
+
+    def _repair_tail(self) -> None:
+        # A previous process killed mid-write may have left a line without its newline; cut it off
+        # so the next row starts on a fresh line.
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 1))
+            if fh.read(1) == b"\n":
+                return
+            # find the last newline
+            pos = size
+            chunk = 1 << 16
+            while pos > 0:
+                start = max(0, pos - chunk)
+                fh.seek(start)
+                buf = fh.read(pos - start)
+                idx = buf.rfind(b"\n")
+                if idx >= 0:
+                    fh.truncate(start + idx + 1)
+                    return
+                pos = start
+            fh.truncate(0)
+
+    def write(self, row: Any) -> None:
+        self._fh.write(dumps(row.to_dict() if hasattr(row, "to_dict") else row) + "\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+    def __enter__(self) -> AppendWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def append_writer(path: str | os.PathLike) -> Iterator[AppendWriter]:
+    w = AppendWriter(path)
+    try:
+        yield w
+    finally:
+        w.close()

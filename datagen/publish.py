@@ -1,0 +1,7 @@
+"""Publish a run: dataset folder, card, Hub upload."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    """Add `datagen publish`."""

@@ -1,0 +1,1 @@
+"""Plugin tools: calculator, equation solver, search, text-to-image."""

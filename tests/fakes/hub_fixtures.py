@@ -1,0 +1,1 @@
+"""pytest fixtures for the fake Hugging Face Hub server (see hub_server.py)."""
