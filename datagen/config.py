@@ -1,0 +1,276 @@
+"""The run config: YAML -> typed objects, `--set` overrides, and a fingerprint for lineage.
+
+A run config has one section per stage. Each section is parsed by the stage's own config class
+(`TeacherConfig`, `ExpandConfig`, ...), which rejects unknown keys; this module adds the YAML line
+of the offending key to the error, applies `--set a.b=value` overrides and fingerprints the result.
+See configs/example.yaml for every field, annotated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datagen.errors import ConfigError
+
+#: section name -> (module, class) of the stage config that parses it.
+SECTION_CLASSES: dict[str, tuple[str, str]] = {
+    "teacher": ("datagen.teacher.config", "TeacherConfig"),
+    "expand": ("datagen.generate.expand", "ExpandConfig"),
+    "filters": ("datagen.filters.config", "FilterConfig"),
+    "finetune": ("datagen.moss.finetune", "FinetuneConfig"),
+}
+
+#: sections parsed here (small, owned by the pipeline).
+TOP_LEVEL_KEYS = {
+    "name", "seed", "seeds", "teacher", "expand", "dialogues", "tools", "filters", "check",
+    "finetune", "dataset", "publish",
+}
+
+
+@dataclass(slots=True)
+class SeedsSection:
+    """Which seed prompts a run starts from."""
+
+    path: str = "seeds/starter.jsonl"
+    languages: list[str] = field(default_factory=list)  # empty = all
+    categories: list[str] = field(default_factory=list)  # empty = all
+    per_cell: int | None = None  # balanced sample: at most this many per (category, language, plugin)
+
+
+@dataclass(slots=True)
+class DialogueKind:
+    """One kind of dialogue to generate (`hhh` or `plugin`)."""
+
+    enabled: bool = True
+    max_dialogues: int | None = None  # cap on prompts taken for this kind
+    include_seeds: bool = True  # seed prompts themselves become dialogues too
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the generation config
+
+
+@dataclass(slots=True)
+class CheckSection:
+    """The local-model check: score every kept dialogue, optionally drop the worst."""
+
+    enabled: bool = False
+    model: str | None = None  # a folder, a .gguf file, or `smollm2` for the embedded demo model
+    batch_size: int = 4
+    max_length: int = 2048
+    max_loss: float | None = None
+    percentile: float | None = None  # drop rows above this loss percentile (e.g. 95)
+    max_rows: int | None = None
+
+
+@dataclass(slots=True)
+class DatasetSection:
+    """The Hub-ready dataset folder built at the end of a run."""
+
+    enabled: bool = True
+    validation_fraction: float = 0.05
+
+
+@dataclass(slots=True)
+class PublishSection:
+    """Where and how to publish. Nothing is uploaded unless `repo_id` is set."""
+
+    repo_id: str | None = None
+    license: str | None = None
+    private: bool = False
+    pretty_name: str | None = None
+
+
+@dataclass(slots=True)
+class RunConfig:
+    """A whole run. Stage sections hold the stages' own config objects (or dicts for stages whose
+    config class is optional, e.g. finetune needs the `moss` extra)."""
+
+    name: str = "run"
+    seed: int = 0
+    seeds: SeedsSection = field(default_factory=SeedsSection)
+    teacher: Any = None
+    expand: Any = None
+    dialogues: dict[str, DialogueKind] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)
+    filters: Any = None
+    check: CheckSection = field(default_factory=CheckSection)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    publish: PublishSection = field(default_factory=PublishSection)
+    raw: dict[str, Any] = field(default_factory=dict)  # the merged dict it was built from
+    source: str | None = None
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short hash of the given sections (all when none), for lineage and stage skipping.
+        Publishing details and progress display do not change what a run produces, so they are left
+        out; no secret is ever in the config (keys come from environment variables)."""
+        data = dict(self.raw)
+        data.pop("publish", None)
+        if isinstance(data.get("teacher"), dict):
+            data["teacher"] = {k: v for k, v in data["teacher"].items()
+                               if k not in {"progress", "stall_seconds"}}
+        if sections:
+            data = {k: data.get(k) for k in sections}
+        blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key, by dotted path."""
+
+
+def _load_with_lines(text: str, path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{prefix}.{i}")
+
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path,
+                          line=mark.line + 1 if mark else None) from None
+    if node is not None:
+        walk(node, "")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a run config must be a YAML mapping", path=path, line=1)
+    return data, lines
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`teacher.model=gpt-4o-mini` -> (["teacher", "model"], "gpt-4o-mini"); values are YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+    key, value = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set needs a key, got {item!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides in order to a nested dict (creating sections as needed)."""
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if not isinstance(child, dict):
+                child = {}
+                node[p] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=where)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key (known: {', '.join(sorted(names))})", field=f"{where}.{unknown[0]}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(str(exc), field=where) from None
+
+
+def _section(name: str, data: Any) -> Any:
+    module, cls_name = SECTION_CLASSES[name]
+    cls = getattr(importlib.import_module(module), cls_name)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=name)
+    try:
+        return cls.from_dict(data)
+    except ConfigError as exc:
+        f = exc.field or ""
+        raise ConfigError(exc.reason, field=f if f.startswith(name + ".") or f == name else
+                          (f"{name}.{f}" if f else name)) from None
+
+
+def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfig:
+    """Build a RunConfig from a plain dict (already merged with overrides)."""
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})", field=unknown[0])
+    dialogues: dict[str, DialogueKind] = {}
+    for kind, section in (data.get("dialogues") or {}).items():
+        if kind not in ("hhh", "plugin"):
+            raise ConfigError("unknown dialogue kind (use hhh or plugin)", field=f"dialogues.{kind}")
+        dialogues[kind] = _dataclass_from_dict(DialogueKind, section, f"dialogues.{kind}")
+    finetune = data.get("finetune") or {}
+    if not isinstance(finetune, dict):
+        raise ConfigError("must be a mapping", field="finetune")
+    tools = data.get("tools") or {}
+    if not isinstance(tools, dict):
+        raise ConfigError("must be a mapping", field="tools")
+    return RunConfig(
+        name=str(data.get("name", "run")),
+        seed=int(data.get("seed", 0)),
+        seeds=_dataclass_from_dict(SeedsSection, data.get("seeds"), "seeds"),
+        teacher=_section("teacher", data.get("teacher")),
+        expand=_section("expand", data.get("expand")),
+        dialogues=dialogues,
+        tools=tools,
+        filters=_section("filters", data.get("filters")),
+        check=_dataclass_from_dict(CheckSection, data.get("check"), "check"),
+        finetune=finetune,
+        dataset=_dataclass_from_dict(DatasetSection, data.get("dataset"), "dataset"),
+        publish=_dataclass_from_dict(PublishSection, data.get("publish"), "publish"),
+        raw=data,
+        source=source,
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply `--set` overrides, and validate every section. Errors name the
+    key and its line in the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8", path=str(path)) from None
+    data, lines = _load_with_lines(text, str(path))
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return build_config(data, source=str(path))
+    except ConfigError as exc:
+        key = exc.field or ""
+        line = None
+        probe = key
+        while probe:
+            if probe in lines:
+                line = lines[probe]
+                break
+            probe = probe.rpartition(".")[0]
+        raise ConfigError(exc.reason, path=str(path), line=line, field=key or None) from None

@@ -1,0 +1,93 @@
+"""`manifest.json`: what a run directory holds and how far its run got.
+
+Each stage records its status, fingerprint, counts, times and cost. A rerun of the same command
+skips every stage whose fingerprint matches and whose status is `done`; a changed stage (and every
+stage after it) runs again, and an unfinished one continues from the teacher journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions of datagen and the libraries that shape its output, for bug reports and lineage."""
+    out = {"python": platform.python_version()}
+    for pkg in ("datagen", "openai", "datasets", "huggingface_hub", "transformers", "torch", "llama_cpp_python"):
+        try:
+            out[pkg] = metadata.version(pkg.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass(slots=True)
+class Manifest:
+    """The manifest of one run directory, saved after every change."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> Manifest:
+        path = Path(run_dir) / MANIFEST
+        data: dict[str, Any] = {}
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+        data.setdefault("stages", {})
+        return cls(path=path, data=data)
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    @property
+    def stages(self) -> dict[str, dict[str, Any]]:
+        return self.data["stages"]
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        s = self.stages.get(stage)
+        return bool(s and s.get("status") == "done" and s.get("fingerprint") == fingerprint)
+
+    def start(self, stage: str, fingerprint: str) -> None:
+        prev = self.stages.get(stage, {})
+        resumed = prev.get("fingerprint") == fingerprint and prev.get("status") == "running"
+        self.stages[stage] = {"status": "running", "fingerprint": fingerprint, "started": now(),
+                              "resumed": resumed or prev.get("resumed", False) and resumed}
+        self.save()
+
+    def finish(self, stage: str, **info: Any) -> None:
+        s = self.stages[stage]
+        s.update(info)
+        s["status"] = "done"
+        s["finished"] = now()
+        self.save()
+
+    def fail(self, stage: str, error: str) -> None:
+        s = self.stages.setdefault(stage, {})
+        s["status"] = "failed"
+        s["error"] = error
+        s["finished"] = now()
+        self.save()

