@@ -1,7 +1,419 @@
-"""`datagen run CONFIG`: drive every stage; `datagen status RUN_DIR`."""
+"""`datagen run CONFIG`: seeds -> expansion -> HHH and plugin dialogues -> filters -> local check ->
+dataset folder (-> Hub). `datagen status RUN_DIR` shows where a run is.
+
+Every stage writes its JSONL under the run directory and records itself in `manifest.json`. A rerun
+of the same command skips stages whose fingerprint matches, and the unfinished stage continues from
+the teacher journal (`journal.sqlite`), so finished calls are never paid twice.
+
+Layout of a run directory:
+
+    manifest.json            config, fingerprints, versions, per-stage status, counts, times, cost
+    seeds.jsonl              the seed prompts this run started from
+    prompts/expanded.jsonl   machine prompts from the Self-Instruct loop (+ rejected.jsonl)
+    dialogues/{hhh,plugin}.jsonl
+    filtered/                kept.jsonl, rejected.jsonl, funnel.json, funnel.md
+    checked/                 scored.jsonl, rejected.jsonl, report.json
+    final.jsonl              the conversations that made it
+    funnel.json, funnel.md, funnel.png
+    dataset/                 the Hub-ready folder (parquet + card)
+    journal.sqlite           every teacher call: cache, resume point, cost ledger
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from datagen.config import RunConfig, load_config
+from datagen.errors import DatagenError
+from datagen.jsonl import read_conversations, write_jsonl_atomic
+from datagen.manifest import Manifest, now, versions, write_json_atomic
+from datagen.record import Conversation
+
+
+def _log(msg: str) -> None:
+    print(f"[datagen] {msg}", file=sys.stderr, flush=True)
+
+
+class Run:
+    """One run directory and the stages that fill it."""
+
+    def __init__(self, config: RunConfig, run_dir: Path):
+        self.config = config
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest.open(self.dir)
+        self.journal = self.dir / "journal.sqlite"
+        self.steps: list[dict[str, Any]] = []  # the whole-run funnel, in order
+        self._fp: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- bookkeeping
+    def fingerprint(self, stage: str, *sections: str, after: str | None = None) -> str:
+        """A stage's fingerprint: its config sections plus the fingerprint of the stage it reads."""
+        import hashlib
+
+        base = self.config.fingerprint(*sections) if sections else self.config.fingerprint("seed")
+        upstream = self._fp.get(after, "") if after else ""
+        fp = hashlib.sha256(f"{stage}:{base}:{upstream}".encode()).hexdigest()[:16]
+        self._fp[stage] = fp
+        return fp
+
+    def stage(self, name: str, fingerprint: str, outputs: list[Path], fn, *args: Any) -> dict[str, Any]:
+        """Run `fn` unless the manifest says this stage is done with this fingerprint and its outputs
+        exist. Returns the stage's recorded info."""
+        if self.manifest.is_done(name, fingerprint) and all(p.exists() for p in outputs):
+            _log(f"{name}: done earlier, skipped")
+            return self.manifest.stages[name]
+        _log(f"{name}: running")
+        self.manifest.start(name, fingerprint)
+        t0 = time.monotonic()
+        try:
+            info = fn(*args) or {}
+        except BaseException as exc:
+            self.manifest.fail(name, f"{type(exc).__name__}: {exc}")
+            raise
+        info["seconds"] = round(time.monotonic() - t0, 2)
+        self.manifest.finish(name, **info)
+        return self.manifest.stages[name]
+
+    # ----------------------------------------------------------------- stages
+    def run(self) -> dict[str, Any]:
+        from datagen import __version__
+
+        cfg = self.config
+        self.manifest.data.update({
+            "name": cfg.name,
+            "fingerprint": cfg.fingerprint(),
+            "config": cfg.raw,
+            "config_file": cfg.source,
+            "versions": versions(),
+            "datagen": __version__,
+        })
+        self.manifest.data.setdefault("created", now())
+        self.manifest.save()
+
+        seeds_path = self.dir / "seeds.jsonl"
+        fp = self.fingerprint("seeds", "seeds", "seed")
+        info = self.stage("seeds", fp, [seeds_path], self._seeds, seeds_path)
+        self.steps.append({"step": "seeds", "in": info.get("in", 0), "kept": info.get("count", 0),
+                           "dropped": info.get("in", 0) - info.get("count", 0), "tagged": 0,
+                           "reasons": info.get("reasons", {})})
+
+        expanded = self.dir / "prompts" / "expanded.jsonl"
+        fp = self.fingerprint("expand", "expand", "teacher", "seed", after="seeds")
+        info = self.stage("expand", fp, [expanded], self._expand, seeds_path, expanded)
+        self.steps.append({"step": "expand", "in": info.get("candidates", 0), "kept": info.get("count", 0),
+                           "dropped": info.get("rejected", 0), "tagged": 0, "reasons": info.get("reasons", {})})
+
+        dialogue_files: list[Path] = []
+        for kind in ("hhh", "plugin"):
+            dk = cfg.dialogues.get(kind)
+            if dk is not None and not dk.enabled:
+                continue
+            out = self.dir / "dialogues" / f"{kind}.jsonl"
+            fp = self.fingerprint(f"dialogues.{kind}", "dialogues", "teacher", "tools", "seed", after="expand")
+            info = self.stage(f"dialogues.{kind}", fp, [out], self._dialogues, kind, seeds_path, expanded, out)
+            self.steps.append({"step": f"dialogues.{kind}", "in": info.get("prompts", 0),
+                               "kept": info.get("count", 0), "dropped": info.get("failed", 0), "tagged": 0,
+                               "reasons": info.get("reasons", {})})
+            dialogue_files.append(out)
+        self._fp["dialogues"] = "".join(self._fp.get(f"dialogues.{k}", "") for k in ("hhh", "plugin"))
+
+        filtered = self.dir / "filtered"
+        fp = self.fingerprint("filter", "filters", after="dialogues")
+        info = self.stage("filter", fp, [filtered / "kept.jsonl", filtered / "funnel.json"],
+                          self._filter, dialogue_files, filtered)
+        filter_funnel = json.loads((filtered / "funnel.json").read_text(encoding="utf-8"))
+        self.steps.extend(filter_funnel.get("steps", []))
+        current = filtered / "kept.jsonl"
+
+        if cfg.check.enabled:
+            checked = self.dir / "checked"
+            fp = self.fingerprint("check", "check", after="filter")
+            info = self.stage("check", fp, [checked / "kept.jsonl"], self._check, current, checked)
+            self.steps.append(info.get("funnel_step") or {"step": "moss_check", "in": info.get("in", 0),
+                                                          "kept": info.get("count", 0), "dropped": 0,
+                                                          "tagged": 0, "reasons": {}})
+            current = checked / "kept.jsonl"
+            self._fp["final_input"] = self._fp["check"]
+        else:
+            self._fp["final_input"] = self._fp["filter"]
+
+        final = self.dir / "final.jsonl"
+        fp = self.fingerprint("final", after="final_input")
+        self.stage("final", fp, [final, self.dir / "funnel.json", self.dir / "funnel.png"], self._final,
+                   current, final)
+
+        if cfg.dataset.enabled:
+            folder = self.dir / "dataset"
+            fp = self.fingerprint("dataset", "dataset", "publish", after="final")
+            self.stage("dataset", fp, [folder / "README.md"], self._dataset, folder)
+            if cfg.publish.repo_id:
+                # Uploading is cheap to repeat and the Hub is the source of truth: always run it.
+                self.manifest.stages.pop("publish", None)
+                fp = self.fingerprint("publish", "publish", after="dataset")
+                self.stage("publish", fp, [], self._publish, folder)
+
+        cost = sum(float(s.get("cost", 0.0) or 0.0) for s in self.manifest.stages.values())
+        self.manifest.data["cost"] = round(cost, 6)
+        self.manifest.data["finished"] = now()
+        self.manifest.save()
+        return self.manifest.data
+
+    def _seeds(self, out: Path) -> dict[str, Any]:
+        from datagen.generate.seeds import read_seeds, sample_balanced
+
+        sc = self.config.seeds
+        path = Path(sc.path)
+        if not path.is_absolute() and not path.exists() and self.config.source:
+            alt = Path(self.config.source).parent / path
+            path = alt if alt.exists() else path
+        seeds = list(read_seeds(path))
+        total = len(seeds)
+        reasons: Counter[str] = Counter()
+        kept = []
+        for s in seeds:
+            if sc.languages and s.language not in sc.languages:
+                reasons["language_not_selected"] += 1
+            elif sc.categories and s.category not in sc.categories:
+                reasons["category_not_selected"] += 1
+            else:
+                kept.append(s)
+        if sc.per_cell:
+            sampled = sample_balanced(kept, per_cell=sc.per_cell, seed=self.config.seed)
+            reasons["balanced_sample"] += len(kept) - len(sampled)
+            kept = sampled
+        n = write_jsonl_atomic(out, kept)
+        return {"count": n, "in": total, "reasons": dict(reasons), "source": str(path)}
+
+    def _expand(self, seeds_path: Path, out: Path) -> dict[str, Any]:
+        from datagen.generate.expand import expand
+        from datagen.generate.seeds import read_seeds
+
+        seeds = list(read_seeds(seeds_path))
+        stats = expand(seeds, self.config.expand, self.config.teacher, out, self.journal,
+                       run_seed=self.config.seed)
+        info = stats if isinstance(stats, dict) else stats.to_dict()
+        info.setdefault("count", _count_lines(out))
+        return info
+
+    def _dialogue_prompts(self, kind: str, seeds_path: Path, expanded: Path) -> list[Any]:
+        from datagen.generate.seeds import read_seeds
+
+        dk = self.config.dialogues.get(kind)
+        include_seeds = dk.include_seeds if dk else True
+        prompts = list(read_seeds(seeds_path)) if include_seeds else []
+        if expanded.exists():
+            prompts += list(read_seeds(expanded))
+        want_plugin = kind == "plugin"
+        prompts = [p for p in prompts if bool(p.plugins) == want_plugin]
+        if dk and dk.max_dialogues is not None:
+            prompts = _interleave(prompts)[: dk.max_dialogues]
+        return prompts
+
+    def _dialogues(self, kind: str, seeds_path: Path, expanded: Path, out: Path) -> dict[str, Any]:
+        from datagen.generate.dialogues import generate_dialogues
+
+        prompts = self._dialogue_prompts(kind, seeds_path, expanded)
+        dk = self.config.dialogues.get(kind)
+        options = dict(dk.options) if dk else {}
+        stats = generate_dialogues(prompts, kind=kind, options=options, teacher=self.config.teacher,
+                                   out_path=out, journal_path=self.journal, tools_config=self.config.tools,
+                                   run_seed=self.config.seed)
+        info = stats if isinstance(stats, dict) else stats.to_dict()
+        info["prompts"] = len(prompts)
+        info.setdefault("count", _count_lines(out))
+        return info
+
+    def _filter(self, inputs: list[Path], out_dir: Path) -> dict[str, Any]:
+        from datagen.filters.run import run_filters
+
+        def rows():
+            for p in inputs:
+                if p.exists():
+                    yield from read_conversations(p)
+
+        report = run_filters(rows(), self.config.filters, out_dir)
+        data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        return {"count": data.get("kept", 0), "in": data.get("input", 0)}
+
+    def _check(self, inp: Path, out_dir: Path) -> dict[str, Any]:
+        from datagen.moss.check import run_check
+
+        cc = self.config.check
+        return run_check(inp, out_dir, model=cc.model, batch_size=cc.batch_size, max_length=cc.max_length,
+                         max_loss=cc.max_loss, percentile=cc.percentile, max_rows=cc.max_rows)
+
+    def _final(self, inp: Path, final: Path) -> dict[str, Any]:
+        from datagen.report import funnel_table, plot_run
+
+        convs = list(read_conversations(inp))
+        write_jsonl_atomic(final, convs)
+        first_in = self.steps[0]["in"] if self.steps else len(convs)
+        funnel = {"input": first_in, "kept": len(convs), "steps": self.steps}
+        write_json_atomic(self.dir / "funnel.json", funnel)
+        (self.dir / "funnel.md").write_text(funnel_table(funnel) + "\n", encoding="utf-8")
+        losses = [float(c.scores["moss_loss"]) for c in convs if "moss_loss" in c.scores]
+        plot_run(funnel, losses, self.dir / "funnel.png")
+        by_kind = Counter(c.kind for c in convs)
+        return {"count": len(convs), "by_kind": dict(by_kind)}
+
+    def _dataset(self, folder: Path) -> dict[str, Any]:
+        from datagen.publish import build_dataset_folder, check_dataset_folder
+
+        pc = self.config.publish
+        built = build_dataset_folder(self.dir, folder, license=pc.license, pretty_name=pc.pretty_name,
+                                     repo_id=pc.repo_id)
+        problems = check_dataset_folder(folder)
+        if problems:
+            raise DatagenError(f"the dataset folder {folder} failed its checks: {problems[0]}"
+                               + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return {"count": getattr(built, "rows", None) or _count_lines(self.dir / "final.jsonl")}
+
+    def _publish(self, folder: Path) -> dict[str, Any]:
+        from datagen.publish import publish
+
+        pc = self.config.publish
+        url = publish(folder, pc.repo_id, private=pc.private,
+                      commit_message=f"datagen run {self.config.name} ({self.manifest.data['fingerprint']})")
+        return {"url": url}
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _interleave(prompts: list[Any]) -> list[Any]:
+    """Round-robin over (category, language, plugins) so a cap keeps every kind of prompt."""
+    groups: dict[tuple, list[Any]] = {}
+    for p in prompts:
+        groups.setdefault((p.category, p.language, tuple(p.plugins)), []).append(p)
+    out: list[Any] = []
+    queues = list(groups.values())
+    i = 0
+    while any(queues):
+        q = queues[i % len(queues)]
+        if q:
+            out.append(q.pop(0))
+        i += 1
+    return out
+
+
+# --------------------------------------------------------------------------- status
+
+def run_status(run_dir: Path) -> str:
+    """A readable summary of a run directory: each stage's status, counts, time and cost."""
+    m = Manifest.open(run_dir)
+    if not m.path.exists():
+        raise DatagenError(f"{run_dir}: no manifest.json here (is it a run directory?)")
+    lines = [f"run {m.data.get('name', '?')} ({m.data.get('fingerprint', '?')}) in {run_dir}"]
+    for name, s in m.stages.items():
+        extra = []
+        if "count" in s:
+            extra.append(f"{s['count']} rows")
+        if s.get("cost"):
+            extra.append(f"${float(s['cost']):.4f}")
+        if "seconds" in s:
+            extra.append(f"{s['seconds']}s")
+        if s.get("error"):
+            extra.append(f"error: {s['error']}")
+        lines.append(f"  {name:<18} {s.get('status', '?'):<8} {', '.join(extra)}")
+    journal = Path(run_dir) / "journal.sqlite"
+    if journal.exists():
+        try:
+            from datagen.teacher.journal import Journal
+
+            with Journal(journal) as j:
+                st = j.stats()
+            lines.append(f"  journal: {st}")
+        except Exception as exc:  # status must always print something useful
+            lines.append(f"  journal: unreadable ({exc})")
+    if (Path(run_dir) / "funnel.md").exists():
+        lines.append("")
+        lines.append((Path(run_dir) / "funnel.md").read_text(encoding="utf-8").rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("outputs") / config.name
+    teacher = None
+    if args.serve_teacher:
+        from datagen.teacher.local_server import start_local_teacher
+
+        out.mkdir(parents=True, exist_ok=True)
+        _log("starting the embedded teacher (llama-cpp-python, SmolLM2-135M-Instruct) on 127.0.0.1")
+        teacher = start_local_teacher(args.teacher_model, port=args.teacher_port,
+                                      log_path=out / "teacher-server.log")
+        config.teacher.base_url = teacher.base_url
+    try:
+        t0 = time.monotonic()
+        data = Run(config, out).run()
+    finally:
+        if teacher is not None:
+            teacher.stop()
+    stages = data.get("stages", {})
+    kept = stages.get("final", {}).get("count", 0)
+    print(f"done in {time.monotonic() - t0:.0f}s: {kept} conversations kept, cost ${data.get('cost', 0):.4f}")
+    print(f"  dataset:  {out / 'final.jsonl'}" + (f"  and {out / 'dataset'}/" if (out / 'dataset').exists() else ""))
+    print(f"  funnel:   {out / 'funnel.md'}  {out / 'funnel.png'}")
+    if "publish" in stages and stages["publish"].get("url"):
+        print(f"  on the Hub: {stages['publish']['url']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(run_status(Path(args.run_dir)))
+    return 0
+
+
+def cmd_serve_teacher(args: argparse.Namespace) -> int:
+    from datagen.teacher.local_server import start_local_teacher
+
+    teacher = start_local_teacher(args.model, port=args.port, threads=args.threads)
+    print(f"serving {teacher.model_alias} at {teacher.base_url} (Ctrl-C stops it)", flush=True)
+    try:
+        teacher.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        teacher.stop()
+    return 0
+
 
 def register(sub) -> None:
-    """Add `datagen run` and `datagen status`."""
+    """Add `datagen run`, `datagen status` and `datagen serve-teacher`."""
+    p = sub.add_parser("run", help="run every stage of a run config (rerun to resume)",
+                       description="Run seeds -> expansion -> dialogues -> filters -> check -> dataset. "
+                                   "Rerunning the same command resumes where it stopped. "
+                                   "Example: datagen run configs/demo.yaml --out outputs/demo "
+                                   "--set teacher.model=gpt-4o-mini")
+    p.add_argument("config", help="YAML run config (see configs/example.yaml)")
+    p.add_argument("--out", help="run directory (default outputs/NAME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set teacher.model=gpt-4o-mini (repeatable)")
+    p.add_argument("--serve-teacher", action="store_true",
+                   help="start the embedded local teacher for this run and stop it afterwards")
+    p.add_argument("--teacher-model", default=None, help="GGUF for --serve-teacher (default: SmolLM2-135M)")
+    p.add_argument("--teacher-port", type=int, default=8089)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="show where a run directory stands")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("serve-teacher", help="serve the embedded local teacher on 127.0.0.1 (OpenAI API)")
+    p.add_argument("--model", default=None, help="a GGUF file (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_serve_teacher)
