@@ -26,7 +26,8 @@ class Request:
     winning. `template_version` names the prompt template that built the messages: it is part of
     the journal key, so changing a template re-asks the teacher. `require_complete` makes
     `finish_reason == "length"` a failure. `tag` is the caller's own label (e.g. dialogue id and
-    turn); it is returned on the Result and is not part of the key.
+    turn); it is returned on the Result and is not part of the key. `sample` tells apart repeated
+    samples of the same request (e.g. several candidate answers): it is part of the key, not sent.
     """
 
     messages: tuple[dict[str, Any], ...] | list[dict[str, Any]]
@@ -35,6 +36,7 @@ class Request:
     template_version: str = ""
     require_complete: bool = True
     tag: Any = None
+    sample: int = 0
 
 
 @dataclass(slots=True)
@@ -44,8 +46,10 @@ class Result:
     `key` is the journal key (hash of the canonical request). `cached` is True when the journal
     already held a finished response and nothing was paid. `error` is a short reason code when
     `ok` is False: `rate_limited`, `server_error`, `timeout`, `connection`, `bad_request`,
-    `auth`, `not_found`, `insufficient_quota`, `length`, `empty`, `invalid_response`, `content_filter`;
-    `detail` holds the last error message.
+    `auth`, `not_found`, `insufficient_quota`, `length`, `empty` (no choices), `empty_text` (a choice
+    with no text), `invalid_response`, `content_filter` (see `datagen.teacher.failures`); `detail`
+    holds the last error message. `attempts` counts the HTTP tries made for this Result (0 when
+    cached).
     """
 
     key: str

@@ -1,0 +1,182 @@
+"""The teacher config: which endpoint, how hard to push it, what it costs.
+
+    teacher:
+      base_url: https://api.openai.com/v1
+      model: gpt-4o-mini
+      api_key_env: OPENAI_API_KEY        # the *name* of the variable; the key itself is never stored
+      concurrency: 64
+      rpm: 5000                          # optional request and token limits per minute
+      tpm: 2000000
+      params: {temperature: 0.7, max_tokens: 1024}
+      prices: {gpt-4o-mini: {input: 0.15, output: 0.60}}   # USD per 1M tokens
+
+Every field is validated in `__post_init__`; a bad one raises `ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.errors import ConfigError
+
+#: The key sent when the variable named by `api_key_env` is unset (local servers ignore it).
+PLACEHOLDER_API_KEY = "not-needed"
+
+#: Parameters the engine controls itself; a config or request may not set them.
+RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
+
+
+def _default_params() -> dict[str, Any]:
+    return {"temperature": 0.7, "top_p": 1.0, "max_tokens": 1024}
+
+
+@dataclass(slots=True)
+class TeacherConfig:
+    """How datagen talks to the teacher (any OpenAI-compatible chat completions endpoint).
+
+    Args:
+        base_url: the endpoint, ending in `/v1` (OpenAI, vLLM, Ollama, llama.cpp server, DeepSeek...).
+        model: the model name sent with each request.
+        api_key_env: the environment variable holding the API key. When it is unset a placeholder
+            is sent, so keyless local servers work.
+        concurrency: at most this many requests in flight. The engine lowers it while the server
+            answers 429 and raises it back as calls succeed.
+        rpm, tpm: optional requests / tokens per `rate_window` seconds (default a minute). Never
+            exceeded in any window; tokens are estimated before a call and settled with the usage
+            the server reports.
+        timeout: seconds one HTTP request may take.
+        max_attempts: tries per request (first call included) before it goes to the failure ledger.
+        min_backoff, max_backoff: bounds in seconds of the jittered exponential back-off between tries.
+        max_retry_after: the longest server-directed wait (`retry-after`) honoured, in seconds.
+        params: default sampling parameters (a request's own params win).
+        prices: USD per 1M tokens, `{model: {"input": x, "output": y}}`, for the cost ledger.
+        stall_seconds: warn when no call has finished for this long while calls are pending.
+        progress: show a progress bar (only on a terminal).
+        rate_window: the window of `rpm`/`tpm` in seconds. 60 for real APIs; benchmarks shrink it.
+    """
+
+    base_url: str = "http://127.0.0.1:8089/v1"
+    model: str = "smollm2-135m-instruct"
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    rpm: int | None = None
+    tpm: int | None = None
+    timeout: float = 120.0
+    max_attempts: int = 6
+    min_backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_retry_after: float = 120.0
+    params: dict[str, Any] = field(default_factory=_default_params)
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    stall_seconds: float = 300.0
+    progress: bool = True
+    rate_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"must be an http(s) URL, got {self.base_url!r}", field="teacher.base_url")
+        self.base_url = self.base_url.rstrip("/")
+        for name in ("model", "api_key_env"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"must be a non-empty string, got {value!r}", field=f"teacher.{name}")
+        _check_int(self.concurrency, "concurrency", minimum=1)
+        _check_int(self.max_attempts, "max_attempts", minimum=1)
+        for name in ("rpm", "tpm"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, minimum=1)
+        for name in ("timeout", "max_backoff", "stall_seconds", "rate_window"):
+            _check_number(getattr(self, name), name, positive=True)
+        for name in ("min_backoff", "max_retry_after"):
+            _check_number(getattr(self, name), name, positive=False)
+        if self.min_backoff > self.max_backoff:
+            raise ConfigError(f"min_backoff ({self.min_backoff}) exceeds max_backoff ({self.max_backoff})",
+                              field="teacher.min_backoff")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"must be true or false, got {self.progress!r}", field="teacher.progress")
+        self.params = check_params(self.params, "teacher.params")
+        self.prices = _check_prices(self.prices)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> TeacherConfig:
+        """Build from a config section, rejecting unknown keys by name."""
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}",
+                              field="teacher." + unknown[0])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (no secret is ever in it: only the variable's name)."""
+        return dataclasses.asdict(self)
+
+    def api_key(self) -> str:
+        """The key from the environment, or a placeholder for keyless local servers."""
+        return os.environ.get(self.api_key_env) or PLACEHOLDER_API_KEY
+
+    def price_of(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """USD for these tokens, or None when the price table does not list the model."""
+        price = self.prices.get(model)
+        if price is None:
+            return None
+        return (prompt_tokens * price.get("input", 0.0) + completion_tokens * price.get("output", 0.0)) / 1e6
+
+
+def check_params(params: Any, where: str) -> dict[str, Any]:
+    """Validate sampling parameters (a dict of JSON values, none of the reserved names)."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"must be a mapping, got {type(params).__name__}", field=where)
+    bad = sorted(set(params) & RESERVED_PARAMS)
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} cannot be set here (the engine sends model and messages, one "
+                          "non-streamed choice per request)", field=f"{where}.{bad[0]}")
+    for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
+        if name in params and params[name] is not None:
+            _check_number(params[name], name, positive=False, where=where, allow_negative=name.endswith("penalty"))
+    if params.get("max_tokens") is not None:
+        _check_int(params["max_tokens"], "max_tokens", minimum=1, where=where)
+    return dict(params)
+
+
+def _check_int(value: Any, name: str, *, minimum: int, where: str = "teacher") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", field=f"{where}.{name}")
+
+
+def _check_number(value: Any, name: str, *, positive: bool, where: str = "teacher",
+                  allow_negative: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and not allow_negative:
+        ok = value > 0 if positive else value >= 0
+    if not ok:
+        rule = "a number > 0" if positive else ("a number" if allow_negative else "a number >= 0")
+        raise ConfigError(f"must be {rule}, got {value!r}", field=f"{where}.{name}")
+
+
+def _check_prices(prices: Any) -> dict[str, dict[str, float]]:
+    if prices is None:
+        return {}
+    if not isinstance(prices, dict):
+        raise ConfigError(f"must be a mapping of model -> {{input, output}}, got {type(prices).__name__}",
+                          field="teacher.prices")
+    out: dict[str, dict[str, float]] = {}
+    for model, price in prices.items():
+        where = f"teacher.prices.{model}"
+        if not isinstance(price, dict):
+            raise ConfigError("must be a mapping {input: USD per 1M tokens, output: USD per 1M tokens}",
+                              field=where)
+        unknown = sorted(set(price) - {"input", "output"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; expected input and output", field=where)
+        for side in ("input", "output"):
+            _check_number(price.get(side, 0.0), side, positive=False, where=where)
+        out[str(model)] = {"input": float(price.get("input", 0.0)), "output": float(price.get("output", 0.0))}
+    return out

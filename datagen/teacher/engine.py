@@ -1,0 +1,516 @@
+"""The teacher engine: every paid call datagen makes goes through here.
+
+    async with TeacherEngine(config, journal_path=run_dir / "journal.sqlite", desc="expand") as engine:
+        result = await engine.complete(Request(messages=[{"role": "user", "content": "Hi"}]))
+        async for result in engine.map(requests):      # as they finish, any order
+            handle(result.tag, result)
+
+Each request is keyed by the hash of its canonical form (`journal.request_key`). Before paying,
+the engine looks the key up in the journal: a finished call is returned as `cached=True` with no
+HTTP; a call already in flight with the same key is awaited rather than sent twice. A new call
+goes through, in order: a global pause while the server's `retry-after` runs, a concurrency slot
+(adaptive: halves on 429, grows back on success), the RPM and TPM windows, then one HTTP request
+with the openai client (its own retries off). Failures are classified (`failures.py`) and retried
+by a tenacity policy with jittered exponential back-off that honours `retry-after`; a request
+that cannot succeed ends in the journal's failure ledger and comes back as `ok=False` with the
+reason, never as empty text. A call keeps its concurrency slot until its journal row is
+committed, so a killed process re-pays at most `concurrency` calls.
+
+Only programming errors raise: an API failure is a Result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import tenacity
+
+from datagen.errors import DatagenError
+from datagen.teacher.config import TeacherConfig, check_params
+from datagen.teacher.failures import CallFailure, classify
+from datagen.teacher.journal import Journal, JournalEntry, canonical_request, key_of
+from datagen.teacher.limits import AdaptiveConcurrency, WindowLimiter, estimate_tokens
+from datagen.teacher.progress import Progress
+from datagen.teacher.types import Request, Result
+
+log = logging.getLogger("datagen.teacher")
+
+_TICK_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters of one engine session. `done` counts ok results (cached ones included), `failed`
+    failed ones; tokens and cost are what this session paid (cached calls cost nothing now)."""
+
+    submitted: int = 0
+    expected: int = 0
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    in_flight: int = 0
+    sent: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    concurrency: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        """Submitted calls that have not finished yet."""
+        return self.submitted - self.done - self.failed
+
+    def projected_cost(self) -> float | None:
+        """Cost so far plus the average paid call's cost times the calls still to come, when the
+        total is known."""
+        total = max(self.expected, self.submitted)
+        paid = self.done + self.failed - self.cached
+        if not total or paid <= 0:
+            return None
+        remaining = max(0, total - self.done - self.failed)
+        return self.cost + self.cost / paid * remaining
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        out["errors"] = dict(self.errors)
+        return out
+
+
+@dataclass(slots=True)
+class _Answer:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(slots=True)
+class _CallState:
+    attempts: int = 0
+    paid_prompt: int = 0
+    paid_completion: int = 0
+
+
+class TeacherEngine:
+    """Makes teacher calls with limits, retries, a journal and progress. Use as `async with`.
+
+    Args:
+        config: the endpoint, limits and prices.
+        journal_path: the SQLite journal (created if missing). Without it nothing is cached or
+            resumable, which suits only tests and throwaway runs.
+        progress: show the progress bar (default: `config.progress`; never when stderr is not a
+            terminal).
+        desc: the bar's label and the summary's prefix (e.g. the stage name).
+    """
+
+    def __init__(self, config: TeacherConfig, *, journal_path: str | Path | None = None,
+                 progress: bool | None = None, desc: str = ""):
+        self.config = config
+        self.journal_path = Path(journal_path) if journal_path is not None else None
+        self.desc = desc or "teacher"
+        self.stats = EngineStats(concurrency=config.concurrency)
+        self.summary: str | None = None
+        self._show_progress = config.progress if progress is None else progress
+        self._journal: Journal | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._slots = AdaptiveConcurrency(config.concurrency)
+        self._rpm = WindowLimiter(config.rpm, config.rate_window) if config.rpm else None
+        self._tpm = WindowLimiter(config.tpm, config.rate_window) if config.tpm else None
+        self._pause_until = 0.0
+        self._inflight: dict[str, asyncio.Future[Result]] = {}
+        self._fatal: dict[str | None, CallFailure] = {}  # None: the whole endpoint; else per model
+        self._unpriced: set[str] = set()
+        self._completion_avg = 256.0
+        self._progress: Progress | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._backoff = tenacity.wait_exponential_jitter(initial=max(config.min_backoff, 1e-3),
+                                                         max=config.max_backoff, jitter=config.min_backoff)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> TeacherEngine:
+        cfg = self.config
+        if self.journal_path is not None:
+            self._journal = Journal(self.journal_path).open()
+        limits = httpx2.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency)
+        self._client = openai.AsyncOpenAI(
+            base_url=cfg.base_url, api_key=cfg.api_key(), max_retries=0, timeout=cfg.timeout,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout))
+        self._progress = Progress(self.stats, enabled=self._show_progress, desc=self.desc,
+                                  stall_seconds=cfg.stall_seconds)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="datagen-teacher-progress")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client and the journal (committing every finished call) and print the summary."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._progress is not None:
+            self.summary = self._progress.close()
+            self._progress = None
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK_SECONDS)
+            self.stats.concurrency = self._slots.limit
+            if self._progress is not None:
+                self._progress.tick()
+
+    @property
+    def journal(self) -> Journal | None:
+        """The open journal (None without `journal_path`)."""
+        return self._journal
+
+    def expect(self, n: int) -> None:
+        """Announce `n` more calls to come, so the bar shows a total and a projected cost."""
+        self.stats.expected += n
+
+    # ------------------------------------------------------------------ public calls
+
+    async def complete(self, request: Request) -> Result:
+        """Make one call (or return it from the journal). Safe to await from many coroutines."""
+        if self._client is None:
+            raise DatagenError("TeacherEngine is not open: use `async with TeacherEngine(...) as engine`")
+        model = request.model or self.config.model
+        params = self.config.params
+        if request.params:
+            params = {**params, **check_params(request.params, "request.params")}
+        canonical = canonical_request(model, request.messages, params, request.template_version,
+                                      sample=request.sample)
+        key = key_of(canonical)
+        self.stats.submitted += 1
+        while True:
+            if self._journal is not None:
+                entry = self._journal.get_ok(key)
+                if entry is not None:
+                    return self._count(self._from_journal(entry, request))
+            owner = self._inflight.get(key)
+            if owner is None:
+                break
+            try:
+                shared = await asyncio.shield(owner)
+            except asyncio.CancelledError:
+                if owner.cancelled():
+                    continue  # the call we were waiting on was cancelled: make it ourselves
+                raise
+            return self._count(replace(shared, tag=request.tag, cached=True, attempts=0))
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            result = await self._call(key, canonical, request, model, params)
+        except BaseException:
+            fut.cancel()
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        fut.set_result(result)
+        return self._count(result)
+
+    async def map(self, requests: Iterable[Request] | AsyncIterable[Request], *,
+                  window: int | None = None) -> AsyncIterator[Result]:
+        """Run many requests, yielding each Result as it finishes (any order; match by `tag` or
+        `key`). At most `window` requests are pending at once (default: a few times the
+        concurrency), so a generator of millions is consumed lazily."""
+        window = window or max(4 * self.config.concurrency, 64)
+        if hasattr(requests, "__len__"):
+            self.expect(len(requests))  # type: ignore[arg-type]
+            sized = True
+        else:
+            sized = False
+        aiter_ = requests.__aiter__() if hasattr(requests, "__aiter__") else None
+        iter_ = None if aiter_ is not None else iter(requests)  # type: ignore[arg-type]
+        finished: asyncio.Queue[asyncio.Task[Result]] = asyncio.Queue()
+        pending: set[asyncio.Task[Result]] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    try:
+                        req = await aiter_.__anext__() if aiter_ is not None else next(iter_)  # type: ignore[arg-type]
+                    except (StopIteration, StopAsyncIteration):
+                        exhausted = True
+                        break
+                    if not sized:
+                        self.stats.expected += 1
+                    task = asyncio.ensure_future(self.complete(req))
+                    task.add_done_callback(finished.put_nowait)
+                    pending.add(task)
+                if not pending:
+                    return
+                task = await finished.get()
+                pending.discard(task)
+                yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    # ------------------------------------------------------------------ one call
+
+    def _from_journal(self, entry: JournalEntry, request: Request) -> Result:
+        result = Result(key=entry.key, ok=True, text=entry.response, finish_reason=entry.finish_reason,
+                        prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
+                        cost=entry.cost, model=entry.model, cached=True, attempts=0, tag=request.tag)
+        if request.require_complete and entry.finish_reason == "length":
+            result.ok, result.text = False, None
+            result.error, result.detail = "length", "the journaled answer was cut at max_tokens"
+        return result
+
+    def _count(self, result: Result) -> Result:
+        st = self.stats
+        if result.cached:
+            st.cached += 1
+        if result.ok:
+            st.done += 1
+        else:
+            st.failed += 1
+            st.errors[result.error or "unknown"] = st.errors.get(result.error or "unknown", 0) + 1
+        return result
+
+    def _fatal_for(self, model: str) -> CallFailure | None:
+        return self._fatal.get(None) or self._fatal.get(model)
+
+    async def _call(self, key: str, canonical: dict[str, Any], request: Request, model: str,
+                    params: dict[str, Any]) -> Result:
+        state = _CallState()
+        started = time.monotonic()
+        fatal = self._fatal_for(model)
+        if fatal is not None:
+            failure = CallFailure(fatal.code, f"not sent: an earlier call failed with {fatal.detail}")
+            return await self._record_failure(key, canonical, request, model, failure, state, started)
+        est_prompt = estimate_tokens(request.messages)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.config.max_attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(lambda exc: self._should_retry(exc, model)),
+            before_sleep=self._before_sleep,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        try:
+            answer = await retrying(self._attempt, request, model, params, est_prompt, state)
+        except CallFailure as failure:
+            if failure.fatal and self._fatal_for(model) is None:
+                self._fatal[model if failure.code == "not_found" else None] = failure
+                log.error("%s: %s; sending nothing more%s", self.desc, failure,
+                          f" for model {model}" if failure.code == "not_found" else "")
+            return await self._record_failure(key, canonical, request, model, failure, state, started)
+        # The slot taken by the successful try is still held: give it back only once the row is
+        # committed, so calls finished but not yet journaled never outnumber the concurrency.
+        try:
+            cost = self._price(model, answer.prompt_tokens, answer.completion_tokens)
+            paid_cost = self._price(model, state.paid_prompt, state.paid_completion)
+            latency = time.monotonic() - started
+            if self._journal is not None:
+                await self._journal.write(JournalEntry(
+                    key=key, status="ok", request=canonical, model=model, response=answer.text,
+                    finish_reason=answer.finish_reason, prompt_tokens=answer.prompt_tokens,
+                    completion_tokens=answer.completion_tokens, cost=cost,
+                    paid_prompt_tokens=state.paid_prompt, paid_completion_tokens=state.paid_completion,
+                    paid_cost=paid_cost, attempts=state.attempts, latency=latency))
+        finally:
+            self._slots.release()
+        self._add_paid(state, paid_cost)
+        return Result(key=key, ok=True, text=answer.text, finish_reason=answer.finish_reason,
+                      prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                      cost=cost, model=model, cached=False, attempts=state.attempts, tag=request.tag)
+
+    async def _record_failure(self, key: str, canonical: dict[str, Any], request: Request, model: str,
+                              failure: CallFailure, state: _CallState, started: float) -> Result:
+        paid_cost = self._price(model, state.paid_prompt, state.paid_completion)
+        self._add_paid(state, paid_cost)
+        self.stats.last_error = f"{failure.code}: {failure.detail}"
+        if self._journal is not None:
+            await self._journal.write(JournalEntry(
+                key=key, status="failed", request=canonical, model=model, response=failure.text,
+                finish_reason=failure.finish_reason, prompt_tokens=failure.prompt_tokens,
+                completion_tokens=failure.completion_tokens,
+                cost=self._price(model, failure.prompt_tokens, failure.completion_tokens),
+                paid_prompt_tokens=state.paid_prompt, paid_completion_tokens=state.paid_completion,
+                paid_cost=paid_cost, attempts=state.attempts, error=failure.code, detail=failure.detail,
+                latency=time.monotonic() - started))
+        return Result(key=key, ok=False, text=None, finish_reason=failure.finish_reason,
+                      prompt_tokens=failure.prompt_tokens, completion_tokens=failure.completion_tokens,
+                      cost=self._price(model, failure.prompt_tokens, failure.completion_tokens), model=model,
+                      cached=False, attempts=state.attempts, error=failure.code, detail=failure.detail,
+                      tag=request.tag)
+
+    def _add_paid(self, state: _CallState, paid_cost: float) -> None:
+        self.stats.prompt_tokens += state.paid_prompt
+        self.stats.completion_tokens += state.paid_completion
+        self.stats.cost += paid_cost
+
+    async def _attempt(self, request: Request, model: str, params: dict[str, Any], est_prompt: int,
+                       state: _CallState) -> _Answer:
+        """One HTTP try. On success the concurrency slot is still held (the caller releases it)."""
+        while (delay := self._pause_until - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+        epoch = await self._slots.acquire()
+        try:
+            if self._rpm is not None:
+                await self._rpm.acquire(1)
+            tpm_handle = None
+            if self._tpm is not None:
+                expected = params.get("max_tokens") or self._completion_avg
+                tpm_handle = await self._tpm.acquire(est_prompt + expected)
+            state.attempts += 1
+            self.stats.sent += 1
+            self.stats.in_flight += 1
+            try:
+                raw = await self._client.chat.completions.with_raw_response.create(  # type: ignore[union-attr]
+                    model=model, messages=list(request.messages), extra_body=params)
+                answer = self._parse(raw.content, request, est_prompt)
+            except (openai.APIError, CallFailure, ValueError) as exc:
+                failure = classify(exc)
+                state.paid_prompt += failure.prompt_tokens
+                state.paid_completion += failure.completion_tokens
+                if tpm_handle is not None and (failure.prompt_tokens or failure.completion_tokens):
+                    self._tpm.settle(tpm_handle, failure.prompt_tokens + failure.completion_tokens)  # type: ignore[union-attr]
+                if failure.code == "rate_limited":
+                    self._pushed_back(epoch, failure)
+                raise failure from None
+            finally:
+                self.stats.in_flight -= 1
+        except BaseException:
+            self._slots.release()
+            raise
+        state.paid_prompt += answer.prompt_tokens
+        state.paid_completion += answer.completion_tokens
+        if tpm_handle is not None:
+            self._tpm.settle(tpm_handle, answer.prompt_tokens + answer.completion_tokens)  # type: ignore[union-attr]
+        self._completion_avg += 0.05 * (answer.completion_tokens - self._completion_avg)
+        self._slots.succeeded()
+        return answer
+
+    def _parse(self, content: bytes, request: Request, est_prompt: int) -> _Answer:
+        """Check the body is a usable chat completion; raise CallFailure when it is not."""
+        try:
+            data = json.loads(content)
+        except ValueError as exc:
+            raise CallFailure("invalid_response", f"body is not JSON ({exc}): {content[:120]!r}") from None
+        if not isinstance(data, dict):
+            raise CallFailure("invalid_response", f"body is not a JSON object: {content[:120]!r}")
+        if "choices" not in data and "error" in data:
+            raise CallFailure("server_error", f"HTTP 200 with an error body: {str(data['error'])[:300]}")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        pt, ct = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise CallFailure("empty", "the response has no choices", prompt_tokens=pt, completion_tokens=ct)
+        choice = choices[0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise CallFailure("invalid_response", f"choices[0] has no message: {str(choice)[:200]}",
+                              prompt_tokens=pt, completion_tokens=ct)
+        text = message.get("content")
+        finish = choice.get("finish_reason")
+        if text is not None and not isinstance(text, str):
+            raise CallFailure("invalid_response", f"message content is not text: {str(text)[:200]}",
+                              prompt_tokens=pt, completion_tokens=ct)
+        if not usage:  # some local servers omit usage: estimate it so the ledger is not zero
+            pt, ct = est_prompt, estimate_tokens([{"content": text or ""}]) - 7
+        if finish == "length" and request.require_complete:
+            raise CallFailure("length", f"cut at max_tokens after {ct} completion tokens", prompt_tokens=pt,
+                              completion_tokens=ct, text=text, finish_reason=finish)
+        if finish == "content_filter":
+            raise CallFailure("content_filter", "the server's content filter stopped the answer",
+                              prompt_tokens=pt, completion_tokens=ct, text=text, finish_reason=finish)
+        if not text:
+            raise CallFailure("empty_text", f"the answer has no text (finish_reason {finish!r})",
+                              prompt_tokens=pt, completion_tokens=ct, finish_reason=finish)
+        return _Answer(text=text, finish_reason=finish, prompt_tokens=pt, completion_tokens=ct)
+
+    # ------------------------------------------------------------------ retry policy
+
+    def _should_retry(self, exc: BaseException, model: str) -> bool:
+        return isinstance(exc, CallFailure) and exc.retryable and self._fatal_for(model) is None
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, CallFailure) and exc.retry_after is not None:
+            delay = min(exc.retry_after, self.config.max_retry_after)
+            return delay + random.uniform(0, 0.1 * delay)  # honour it, spread the wake-ups a little
+        return self._backoff(state)
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, CallFailure):
+            self.stats.last_error = f"{exc.code}: {exc.detail}"
+        log.debug("%s: try %d failed (%s); retrying in %.2fs", self.desc, state.attempt_number, exc,
+                  state.upcoming_sleep)
+
+    def _pushed_back(self, epoch: int, failure: CallFailure) -> None:
+        """A 429: halve the concurrency (once per wave) and, when the server names a wait, hold
+        every new request until it has passed."""
+        self.stats.rate_limited += 1
+        if self._slots.pushed_back(epoch):
+            log.info("%s: server pushed back (429); concurrency lowered to %d", self.desc, self._slots.limit)
+        self.stats.concurrency = self._slots.limit
+        if failure.retry_after is not None:
+            until = time.monotonic() + min(failure.retry_after, self.config.max_retry_after)
+            self._pause_until = max(self._pause_until, until)
+
+    def _price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        cost = self.config.price_of(model, prompt_tokens, completion_tokens)
+        if cost is None:
+            if self.config.prices and model not in self._unpriced:
+                self._unpriced.add(model)
+                log.warning("%s: no price for model %s in teacher.prices; its cost counts as 0", self.desc, model)
+            return 0.0
+        return cost
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def run_requests(config: TeacherConfig, requests: Iterable[Request], *, journal_path: str | Path | None = None,
+                 progress: bool | None = None, desc: str = "") -> list[Result]:
+    """Run requests to completion from synchronous code; Results come back in input order.
+    (Starts its own event loop: from async code use `TeacherEngine` directly.)"""
+    reqs = list(requests)
+
+    async def main() -> list[Result]:
+        out: list[Result | None] = [None] * len(reqs)
+        async with TeacherEngine(config, journal_path=journal_path, progress=progress, desc=desc) as engine:
+            tagged = [replace(r, tag=i) for i, r in enumerate(reqs)]
+            async for result in engine.map(tagged):
+                i = result.tag
+                result.tag = reqs[i].tag
+                out[i] = result
+        return out  # type: ignore[return-value]
+
+    return asyncio.run(main())

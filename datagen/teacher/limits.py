@@ -1,0 +1,189 @@
+"""Client-side limits: adaptive concurrency, request/token rate windows, a token estimate.
+
+`AdaptiveConcurrency` is a semaphore whose size halves when the server answers 429 (once per
+"generation" of requests, like TCP's congestion window, so a burst of 429s from one wave counts
+once) and grows back by one for every `limit` successes.
+
+`WindowLimiter` keeps the units (requests or tokens) sent in any sliding window at or below the
+limit, and paces them evenly (a token bucket at limit/window with a small burst) so the server
+never sees the whole window's quota in its first second. Token reservations are estimates; they
+are settled with the usage the server reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+
+class AdaptiveConcurrency:
+    """A semaphore of `maximum` slots that shrinks under 429s and grows back on success."""
+
+    def __init__(self, maximum: int, *, minimum: int = 1):
+        self.maximum = maximum
+        self.minimum = max(1, min(minimum, maximum))
+        self.limit = maximum
+        self.active = 0
+        self.epoch = 0
+        self._successes = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> int:
+        """Take a slot; returns the current epoch (pass it to `pushed_back`)."""
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return self.epoch
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+        return self.epoch
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.active < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.active += 1
+                fut.set_result(None)
+
+    def pushed_back(self, epoch: int) -> bool:
+        """The server said 429 to a request started in `epoch`: halve the limit, once per epoch.
+        Returns True when the limit was lowered."""
+        if epoch != self.epoch:
+            return False
+        self.epoch += 1
+        self._successes = 0
+        new = max(self.minimum, self.limit // 2)
+        lowered = new < self.limit
+        self.limit = new
+        return lowered
+
+    def succeeded(self) -> None:
+        """Additive increase: one more slot per `limit` successes, up to the maximum."""
+        if self.limit >= self.maximum:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            self.limit += 1
+            self._wake()
+
+
+class WindowLimiter:
+    """At most `limit` units in any `window` seconds, sent at an even pace.
+
+    `acquire(amount)` waits, in FIFO order, until both the sliding window and the pacing bucket
+    allow `amount`, and returns a handle; `settle(handle, actual)` corrects the amount once the
+    true figure is known (the server's usage). A single amount above the limit is admitted alone
+    (when the window is empty) rather than never.
+    """
+
+    def __init__(self, limit: int, window: float = 60.0, *, guard: float | None = None):
+        self.limit = limit
+        self.window = window
+        # Requests reach the server a little after we log them; a slightly longer window keeps
+        # the server's count within the limit despite that jitter.
+        self.span = window + (guard if guard is not None else min(1.0, 0.01 * window))
+        self.rate = limit / window
+        self.burst = max(1.0, limit / 60.0)
+        self._level = self.burst
+        self._stamp = time.monotonic()
+        self._log: deque[list[Any]] = deque()  # [time, amount, in_window]
+        self._sum = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def in_window(self) -> float:
+        """Units counted in the current window."""
+        self._expire(time.monotonic())
+        return self._sum
+
+    def _expire(self, now: float) -> None:
+        log = self._log
+        edge = now - self.span
+        while log and log[0][0] <= edge:
+            entry = log.popleft()
+            entry[2] = False
+            self._sum -= entry[1]
+
+    def _refill(self, now: float) -> None:
+        self._level = min(self.burst, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def _wait_time(self, amount: float, now: float) -> float:
+        need = min(amount, self.limit)
+        wait = 0.0
+        if self._sum + need > self.limit:
+            # Walk the oldest entries until enough would have left the window.
+            excess = self._sum + need - self.limit
+            freed = 0.0
+            for stamp, units, _ in self._log:
+                freed += units
+                if freed >= excess:
+                    wait = stamp + self.span - now
+                    break
+        want = min(need, self.burst)
+        if self._level < want:
+            wait = max(wait, (want - self._level) / self.rate)
+        return wait
+
+    async def acquire(self, amount: float = 1.0) -> list[Any]:
+        """Wait until `amount` units may be sent; returns a handle for `settle`."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._expire(now)
+                self._refill(now)
+                wait = self._wait_time(amount, now)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            entry = [now, float(amount), True]
+            self._log.append(entry)
+            self._sum += amount
+            self._level -= amount
+            return entry
+
+    def settle(self, handle: list[Any], actual: float) -> None:
+        """Replace a reservation by the actual amount (refunds or charges the difference)."""
+        diff = actual - handle[1]
+        handle[1] = float(actual)
+        if handle[2]:  # still counted in the window
+            self._sum += diff
+        self._level = min(self.burst, self._level - diff)
+
+
+def estimate_tokens(messages: Any) -> int:
+    """A cheap prompt-token estimate with no tokenizer: ~4 ASCII characters or ~1 CJK character
+    per token, plus a few tokens of framing per message. It only has to be close enough to pace
+    a TPM limit; the server's usage settles the difference."""
+    total = 3
+    for m in messages:
+        total += 4
+        content = m.get("content")
+        if isinstance(content, list):  # content parts
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if not content:
+            continue
+        text = str(content)
+        n_chars = len(text)
+        extra = len(text.encode("utf-8")) - n_chars
+        wide = extra // 2  # most non-ASCII text (CJK) is 3 bytes a character in UTF-8
+        total += (n_chars - wide) // 4 + wide + 1
+    return total
