@@ -1,0 +1,467 @@
+"""MOSS 003 text and SFT records <-> `Conversation`.
+
+A turn is five segments, each `<|Role|>: ` + text + end tag + `\\n`::
+
+    ("Human", "<|Human|>: hi<eoh>\\n"), ("Inner Thoughts", "<|Inner Thoughts|>: None<eot>\\n"),
+    ("Commands", "<|Commands|>: None<eoc>\\n"), ("Tool Responses", "<|Results|>: None<eor>\\n"),
+    ("MOSS", "<|MOSS|>: hello<eom>\\n")
+
+How byte-exact round trips work: parsing keeps a segment's original string in `Turn.raw[key]`
+only when the canonical rendering of the parsed fields differs from it (e.g. `Search("a"), None`,
+an unquoted Calculate value). When rendering, a raw segment is used only if parsing it again
+gives exactly the turn's current fields; once a field is edited the raw string no longer matches
+and the canonical form is written. `raw[key] == ""` means the segment was absent in the input
+(only `parse_text` produces that, for prompts without the thoughts/commands/results triple).
+The meta instruction follows the same rule: `Conversation.meta_instruction` stays None when the
+text equals `build_meta_instruction(plugins, inner_thoughts)` and holds the exact text otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from datagen.errors import FormatError
+from datagen.formats.commands import parse_commands, parse_results, render_commands, render_results
+from datagen.formats.issues import Issue
+from datagen.formats.meta import build_meta_instruction, meta_instruction_for, parse_meta_instruction
+from datagen.record import COMMAND_PLUGINS, Conversation, Turn
+
+#: SFT key -> (role tag, end tag), in turn order. The Tool Responses key carries the Results tag.
+SEGMENTS: dict[str, tuple[str, str]] = {
+    "Human": ("<|Human|>:", "<eoh>"),
+    "Inner Thoughts": ("<|Inner Thoughts|>:", "<eot>"),
+    "Commands": ("<|Commands|>:", "<eoc>"),
+    "Tool Responses": ("<|Results|>:", "<eor>"),
+    "MOSS": ("<|MOSS|>:", "<eom>"),
+}
+SFT_KEYS: tuple[str, ...] = tuple(SEGMENTS)
+END_TAGS: tuple[str, ...] = tuple(end for _, end in SEGMENTS.values())
+_TAG_KEY = {tag: key for key, (tag, _) in SEGMENTS.items()}
+_STRAY_RE = re.compile(r"<eo[htcrm]>|<\|(?:Human|Inner Thoughts|Commands|Results|MOSS)\|>:")
+_ROLE_RE = re.compile(r"<\|(?:Human|Inner Thoughts|Commands|Results|MOSS)\|>:")
+_SFT_ORDER = ("conversation_id", "meta_instruction", "num_turns", "chat", "category")
+
+
+# -- segments ------------------------------------------------------------------------------------
+
+
+def segment_body(key: str, segment: str, *, issues: list[Issue] | None = None) -> str:
+    """The text of a Human / Inner Thoughts / Commands / MOSS segment (tag, one space and the end
+    tag removed). Raises FormatError (field = key) on a wrong tag or a missing end tag."""
+    tag, end = SEGMENTS[key]
+    if not isinstance(segment, str):
+        raise FormatError(f"expected a string, got {type(segment).__name__}", field=key)
+    if not segment.startswith(tag):
+        m = _ROLE_RE.match(segment)
+        if m and m.group() != tag:
+            raise FormatError(f"expected {tag!r}, found {m.group()!r} (segments out of order?)", field=key)
+        raise FormatError(f"does not start with {tag!r}: {segment[:30]!r}", field=key)
+    body = segment[len(tag) :]
+    if body.endswith(end + "\n"):
+        body = body[: -len(end) - 1]
+    else:
+        stripped = body.rstrip()
+        if not stripped.endswith(end):
+            found = [t for t in END_TAGS if stripped.endswith(t)]
+            hint = f", found {found[0]}" if found else ""
+            raise FormatError(f"missing end tag {end}{hint}", field=key)
+        if issues is not None:
+            issues.append(Issue(f"{end} not followed by exactly one newline", key, noise=True))
+        body = stripped[: -len(end)]
+    if body.startswith(" "):
+        body = body[1:]
+    elif issues is not None:
+        issues.append(Issue(f"no space after {tag}", key, noise=True))
+    if issues is not None and _STRAY_RE.search(body):
+        issues.append(Issue(f"contains a MOSS tag inside the text: {_STRAY_RE.search(body).group()!r}", key))
+    return body
+
+
+def _render_segment(key: str, text: str) -> str:
+    tag, end = SEGMENTS[key]
+    return f"{tag} {text}{end}\n"
+
+
+def canonical_segments(turn: Turn, plugin_style: bool) -> list[tuple[str, str]]:
+    """The five (SFT key, segment) pairs of `turn` in canonical form, ignoring `turn.raw`."""
+    return [
+        ("Human", _render_segment("Human", turn.human)),
+        (
+            "Inner Thoughts",
+            _render_segment("Inner Thoughts", "None" if turn.thoughts is None else turn.thoughts),
+        ),
+        ("Commands", _render_segment("Commands", render_commands(turn.calls))),
+        ("Tool Responses", render_results(turn.results, plugin_style)),
+        ("MOSS", _render_segment("MOSS", turn.assistant)),
+    ]
+
+
+def _raw_matches(key: str, raw: str, turn: Turn) -> bool:
+    """True when parsing `raw` gives back exactly the turn's current field(s) for `key`."""
+    try:
+        if raw == "":
+            return {
+                "Inner Thoughts": turn.thoughts is None,
+                "Commands": not turn.calls,
+                "Tool Responses": not turn.results,
+            }.get(key, False)
+        if key == "Tool Responses":
+            return parse_results(raw, turn.calls) == turn.results
+        body = segment_body(key, raw)
+        if key == "Human":
+            return body == turn.human
+        if key == "MOSS":
+            return body == turn.assistant
+        if key == "Inner Thoughts":
+            return (None if body == "None" else body) == turn.thoughts
+        return parse_commands(body) == turn.calls
+    except FormatError:
+        return False
+
+
+def turn_segments(turn: Turn, conv: Conversation) -> list[tuple[str, str]]:
+    """The five (SFT key, segment string) pairs of `turn` in order, as they are written to disk and
+    tokenised: Human, Inner Thoughts, Commands, Tool Responses, MOSS. Uses `turn.raw` where it
+    still matches the fields (see the module docstring). A segment absent in the parsed input
+    comes back as an empty string."""
+    segs = canonical_segments(turn, bool(conv.plugins))
+    if turn.raw:
+        segs = [
+            (k, turn.raw[k] if k in turn.raw and _raw_matches(k, turn.raw[k], turn) else s) for k, s in segs
+        ]
+    return segs
+
+
+def render_turn(turn: Turn, conv: Conversation) -> str:
+    """One turn as MOSS text."""
+    return "".join(s for _, s in turn_segments(turn, conv))
+
+
+def render_text(conv: Conversation) -> str:
+    """The whole dialogue as MOSS text: meta instruction, then every turn."""
+    return meta_instruction_for(conv) + "".join(render_turn(t, conv) for t in conv.turns)
+
+
+# -- parsing turns -------------------------------------------------------------------------------
+
+
+def _fail(
+    issues: list[Issue] | None, reason: str, *, turn: int | None = None, field: str | None = None
+) -> None:
+    if issues is None:
+        where = [p for p in (f"turn {turn}" if turn is not None else None, field) if p]
+        raise FormatError(reason, field=": ".join(where) or None)
+    issues.append(Issue(reason, field, turn))
+
+
+def parse_turn(
+    segments: dict[str, str],
+    *,
+    plugin_style: bool,
+    issues: list[Issue] | None = None,
+    turn_no: int | None = None,
+) -> Turn:
+    """Build a Turn from its (SFT key -> segment) strings; absent keys mean absent segments.
+
+    Segments that differ from their canonical rendering are kept in `Turn.raw`. Turns with a
+    failed tool get the flag `tool_failed`. Raises FormatError (field `turn N: key`) on a
+    segment that cannot be parsed; deviations that parse are reported in `issues`.
+    """
+    local: list[Issue] = []
+    try:
+        human = segment_body("Human", segments["Human"], issues=local)
+        it = segments.get("Inner Thoughts", "")
+        thoughts = None if it == "" else segment_body("Inner Thoughts", it, issues=local)
+        if thoughts == "None":
+            thoughts = None
+        cmd = segments.get("Commands", "")
+        calls = [] if cmd == "" else parse_commands(segment_body("Commands", cmd, issues=local), issues=local)
+        res = segments.get("Tool Responses", "")
+        results = [] if res == "" else parse_results(res, calls, issues=local)
+        assistant = segment_body("MOSS", segments["MOSS"], issues=local)
+    except FormatError as exc:
+        field = exc.field or ""
+        raise FormatError(
+            exc.reason, field=f"turn {turn_no}: {field}" if turn_no is not None else field
+        ) from None
+    if issues is not None:
+        issues.extend(i.at(turn=turn_no) for i in local)
+    turn = Turn(human=human, assistant=assistant, thoughts=thoughts, calls=calls, results=results)
+    if any(not r.ok for r in results):
+        turn.flags.append("tool_failed")
+    for key, canon in canonical_segments(turn, plugin_style):
+        seg = segments.get(key, "")
+        if seg != canon:
+            turn.raw[key] = seg
+    return turn
+
+
+# -- SFT records ---------------------------------------------------------------------------------
+
+
+def _plugins_for(meta: str | None, turns: Iterable[Turn]) -> tuple[list[str], bool, bool]:
+    """(plugins, inner_thoughts, meta_is_canonical) from a meta instruction, falling back to the
+    commands and thoughts actually used when the text has no capability lines."""
+    if meta is not None:
+        info = parse_meta_instruction(meta)
+        if info.has_capabilities:
+            return list(info.plugins), info.inner_thoughts, info.canonical
+    turns = list(turns)
+    used = {COMMAND_PLUGINS[c.name] for t in turns for c in t.calls if c.name in COMMAND_PLUGINS}
+    plugins = [p for p in ("search", "calculator", "solver", "text2image") if p in used]
+    return plugins, any(t.thoughts is not None for t in turns), False
+
+
+def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Conversation | None:
+    """Parse an SFT record. With `issues=None` the first problem raises FormatError; with a list,
+    every problem is appended (fatal ones with `noise=False`) and None is returned when the record
+    could not be turned into a faithful Conversation."""
+    n_before = len(issues) if issues is not None else 0
+
+    def fatal() -> bool:
+        return issues is not None and any(not i.noise for i in issues[n_before:])
+
+    if not isinstance(record, dict):
+        _fail(issues, f"expected a JSON object, got {_json_type(record)}")
+        return None
+    for key in ("conversation_id", "meta_instruction", "num_turns", "chat"):
+        if key not in record:
+            _fail(issues, "missing", field=key)
+    if fatal():
+        return None
+    cid = record.get("conversation_id")
+    if cid is not None and (isinstance(cid, bool) or not isinstance(cid, int | str)):
+        _fail(issues, f"expected a string or integer, got {_json_type(cid)}", field="conversation_id")
+    meta = record.get("meta_instruction")
+    if meta is not None and not isinstance(meta, str):
+        _fail(issues, f"expected a string, got {_json_type(meta)}", field="meta_instruction")
+        meta = None
+    elif meta is not None and issues is not None:
+        info = parse_meta_instruction(meta)
+        issues.extend(Issue(p, "meta_instruction") for p in info.problems)
+        issues.extend(Issue(p, "meta_instruction", noise=True) for p in info.notes)
+    category = record.get("category")
+    if category is not None and not isinstance(category, str):
+        _fail(issues, f"expected a string, got {_json_type(category)}", field="category")
+    chat = record.get("chat")
+    if chat is not None and not isinstance(chat, dict):
+        _fail(issues, f"expected an object of turn_N keys, got {_json_type(chat)}", field="chat")
+        chat = None
+    chat = chat or {}
+    num_turns = record.get("num_turns")
+    if num_turns is not None:
+        if isinstance(num_turns, bool) or not isinstance(num_turns, int):
+            _fail(issues, f"expected an integer, got {_json_type(num_turns)}", field="num_turns")
+        elif num_turns != len(chat):
+            _fail(issues, f"is {num_turns} but chat has {len(chat)} turns", field="num_turns")
+    if "chat" in record and not chat and isinstance(record.get("chat"), dict):
+        _fail(issues, "has no turns", field="chat")
+    expected = [f"turn_{i}" for i in range(1, len(chat) + 1)]
+    if list(chat) != expected:
+        if sorted(chat) == sorted(expected):
+            _fail(issues, "turn keys are out of order", field="chat")
+        else:
+            bad = [k for k in chat if k not in expected][:3]
+            _fail(issues, f"unexpected key(s) {bad}; expected turn_1..turn_{len(chat)}", field="chat")
+    plugin_style = False
+    if isinstance(meta, str):
+        plugin_style = bool(parse_meta_instruction(meta).plugins)
+    turns: list[Turn] = []
+    for n, (key, segs) in enumerate(chat.items(), start=1):
+        if not isinstance(segs, dict):
+            _fail(issues, f"expected an object, got {_json_type(segs)}", turn=n, field=key)
+            continue
+        keys = list(segs)
+        missing = [k for k in SFT_KEYS if k not in segs]
+        extra = [k for k in keys if k not in SEGMENTS]
+        if missing or extra:
+            if missing:
+                _fail(issues, f"missing key(s) {missing}", turn=n)
+            if extra:
+                _fail(issues, f"unknown key(s) {extra}", turn=n)
+            continue
+        if keys != list(SFT_KEYS):
+            _fail(issues, f"keys out of order: {keys}", turn=n)
+            continue
+        bad_type = [k for k in SFT_KEYS if not isinstance(segs[k], str)]
+        if bad_type:
+            _fail(
+                issues, f"expected a string, got {_json_type(segs[bad_type[0]])}", turn=n, field=bad_type[0]
+            )
+            continue
+        try:
+            turns.append(parse_turn(segs, plugin_style=plugin_style, issues=issues, turn_no=n))
+        except FormatError as exc:
+            if issues is None:
+                raise
+            field = exc.field.split(": ", 1)[1] if exc.field and ": " in exc.field else exc.field
+            issues.append(Issue(exc.reason, field or None, n))
+    if fatal():
+        return None
+    plugins, inner_thoughts, canonical = _plugins_for(meta, turns)
+    conv = Conversation(
+        id=str(cid),
+        turns=turns,
+        category=category,
+        plugins=plugins,
+        inner_thoughts=inner_thoughts,
+        meta_instruction=None if canonical else meta,
+    )
+    if isinstance(cid, int):
+        conv.extra["conversation_id"] = cid
+    unknown = {k: v for k, v in record.items() if k not in _SFT_ORDER}
+    if unknown:
+        conv.extra["sft_fields"] = unknown
+    order = list(record)
+    if order != [k for k in _SFT_ORDER if k in record] + list(unknown):
+        conv.extra["sft_key_order"] = order
+    if "category" in record and category is None:
+        conv.extra["sft_fields"] = {**conv.extra.get("sft_fields", {}), "category": None}
+    return conv
+
+
+def from_sft(record: dict[str, Any], *, path: str | None = None, line: int | None = None) -> Conversation:
+    """Parse one MOSS SFT record (`conversation_id`, `meta_instruction`, `num_turns`, `chat`,
+    optional `category`). Raises FormatError naming path, line and field on a malformed record.
+
+    `conversation_id` becomes `conv.id` (a string); an integer id is remembered in
+    `conv.extra["conversation_id"]` so `to_sft` writes it back as an integer. Unknown top-level
+    keys are kept in `conv.extra["sft_fields"]`.
+    """
+    try:
+        conv = sft_to_conversation(record)
+    except FormatError as exc:
+        raise FormatError(exc.reason, path=path, line=line, field=exc.field) from None
+    assert conv is not None
+    if path is not None:
+        conv.lineage.source = str(path)
+        conv.lineage.source_id = conv.id
+    return conv
+
+
+def to_sft(conv: Conversation) -> dict[str, Any]:
+    """The MOSS SFT record of `conv` (key order as released; `category` only when set)."""
+    cid: int | str = conv.id
+    orig = conv.extra.get("conversation_id")
+    if orig is not None and str(orig) == conv.id:
+        cid = orig
+    rec: dict[str, Any] = {
+        "conversation_id": cid,
+        "meta_instruction": meta_instruction_for(conv),
+        "num_turns": len(conv.turns),
+        "chat": {f"turn_{i}": dict(turn_segments(t, conv)) for i, t in enumerate(conv.turns, start=1)},
+    }
+    if conv.category is not None:
+        rec["category"] = conv.category
+    for k, v in (conv.extra.get("sft_fields") or {}).items():
+        if k not in rec:
+            rec[k] = v
+    order = conv.extra.get("sft_key_order")
+    if order:
+        rec = {k: rec[k] for k in [*order, *rec] if k in rec}
+    return rec
+
+
+def dumps_sft_file(record: dict[str, Any]) -> str:
+    """An SFT record as upstream's one-file-per-conversation JSON (4-space indent, UTF-8 kept,
+    no trailing newline): reproduces `SFT_data/conversations/**.json` byte for byte."""
+    return json.dumps(record, ensure_ascii=False, indent=4)
+
+
+def dumps_sft_line(record: dict[str, Any]) -> str:
+    """An SFT record as one JSONL line (without the newline)."""
+    return json.dumps(record, ensure_ascii=False)
+
+
+# -- MOSS text -----------------------------------------------------------------------------------
+
+
+def split_segments(text: str, start: int = 0) -> list[tuple[str, str, int]]:
+    """Cut MOSS text (from `start`) into (SFT key, segment, offset) triples. A segment runs from its
+    role tag to its end tag plus the newline after it. Raises FormatError on text between segments
+    or a missing end tag."""
+    out: list[tuple[str, str, int]] = []
+    pos = start
+    n = len(text)
+    while pos < n:
+        m = _ROLE_RE.match(text, pos)
+        if not m:
+            raise FormatError(f"expected a role tag at offset {pos}: {text[pos : pos + 30]!r}")
+        key = _TAG_KEY[m.group()]
+        end = SEGMENTS[key][1]
+        stop = text.find(end, m.end())
+        if stop < 0:
+            raise FormatError(f"missing end tag {end} after offset {pos}", field=key)
+        stop += len(end)
+        if text.startswith("\n", stop):
+            stop += 1
+        out.append((key, text[pos:stop], pos))
+        pos = stop
+    return out
+
+
+def parse_text(
+    text: str,
+    *,
+    id: str = "0",
+    category: str | None = None,
+    language: str | None = None,
+    issues: list[Issue] | None = None,
+) -> Conversation:
+    """Parse MOSS text (meta instruction + turns) into a Conversation; `render_text` gives the
+    text back byte for byte. Turns may leave out the Inner Thoughts / Commands / Results segments
+    (as plain-chat prompts do); those come back absent. Raises FormatError on text that is not
+    MOSS 003."""
+    first = text.find("<|Human|>:")
+    if first < 0:
+        raise FormatError("no `<|Human|>:` segment")
+    meta = text[:first]
+    plugin_style = False
+    info = parse_meta_instruction(meta)
+    if info.has_capabilities:
+        plugin_style = bool(info.plugins)
+    groups: list[dict[str, str]] = []
+    for key, seg, offset in split_segments(text, first):
+        if key == "Human":
+            groups.append({key: seg})
+            continue
+        if not groups:
+            raise FormatError(f"{SEGMENTS[key][0]} before the first Human segment (offset {offset})")
+        cur = groups[-1]
+        if key in cur or SFT_KEYS.index(key) < max(SFT_KEYS.index(k) for k in cur):
+            raise FormatError(f"{SEGMENTS[key][0]} out of order in turn {len(groups)} (offset {offset})")
+        cur[key] = seg
+    turns = []
+    for n, segs in enumerate(groups, start=1):
+        if "MOSS" not in segs:
+            raise FormatError("no <|MOSS|> segment", field=f"turn {n}")
+        turns.append(parse_turn(segs, plugin_style=plugin_style, issues=issues, turn_no=n))
+    plugins, inner_thoughts, canonical = _plugins_for(meta if info.has_capabilities else None, turns)
+    if not info.has_capabilities and meta:
+        canonical = False
+    conv = Conversation(
+        id=id,
+        turns=turns,
+        category=category,
+        language=language,
+        plugins=plugins,
+        inner_thoughts=inner_thoughts,
+    )
+    if not canonical or meta != build_meta_instruction(plugins, inner_thoughts):
+        conv.meta_instruction = meta
+    return conv
+
+
+def _json_type(v: Any) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "an integer",
+        float: "a number",
+    }.get(type(v), type(v).__name__)
