@@ -1,0 +1,223 @@
+"""Filter configuration: which steps run, in which order, with which policy and thresholds.
+
+As YAML (the `filters:` section of a run config, or `datagen filter --config`)::
+
+    workers: 2            # worker processes for large inputs (default: all cores)
+    steps:                # a list: exactly these steps, in this order
+      - {name: quality}
+      - {name: language, languages: [zh, en]}
+      - {name: safety, policy: redact}
+      - {name: near_dedup, threshold: 0.6}
+      - {name: near_dedup_dialogue, type: near_dedup, unit: dialogue}
+
+or a mapping of overrides on the default steps (order and the rest kept)::
+
+    steps:
+      boilerplate: {policy: drop}
+      near_dedup: {enabled: false}
+
+Keys other than `name`, `type`, `enabled` and `policy` are the step's constructor arguments; an
+unknown key is a ConfigError naming it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import ConfigError
+from datagen.filters.base import POLICIES, BaseFilter
+
+#: (name, policy, params) of the default steps, in order: cheap per-row checks first, dedup last so
+#: the first good copy of a duplicate is the one kept.
+DEFAULT_STEPS: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
+    ("quality", None, {}),
+    ("tool_failure", None, {}),
+    ("length", None, {}),
+    ("boilerplate", None, {}),  # tags by default
+    ("language", None, {}),
+    ("safety", None, {}),
+    ("exact_dedup", None, {}),
+    ("near_dedup", None, {}),
+)
+
+_STEP_KEYS = ("name", "type", "enabled", "policy")
+_TOP_KEYS = ("steps", "workers", "chunk_size", "parallel_min_rows")
+
+
+@dataclass(slots=True)
+class StepConfig:
+    """One step: `name` in the funnel, `type` in the registry (defaults to name)."""
+
+    name: str
+    type: str | None = None
+    enabled: bool = True
+    policy: str | None = None  # None: the step's own default (drop, or tag for boilerplate)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step_type(self) -> str:
+        return self.type or self.name
+
+    def build(self) -> BaseFilter:
+        """Instantiate the step, checking params against its constructor."""
+        from datagen.filters.registry import get_step
+
+        cls = get_step(self.step_type)
+        sig = inspect.signature(cls.__init__)
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        known = {n for n in sig.parameters if n not in ("self", "policy")}
+        unknown = sorted(set(self.params) - known)
+        if unknown and not accepts_any:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} for step {self.name!r} "
+                              f"(known: {', '.join(sorted(known | set(_STEP_KEYS)))})", field=f"steps.{self.name}")
+        try:
+            kwargs = dict(self.params)
+            if self.policy is not None:
+                kwargs["policy"] = self.policy
+            step = cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"step {self.name!r}: {exc}", field=f"steps.{self.name}") from None
+        step.step_name = self.name
+        step.stats.step = self.name
+        return step
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.type:
+            d["type"] = self.type
+        d["enabled"] = self.enabled
+        if self.policy is not None:
+            d["policy"] = self.policy
+        d.update(self.params)
+        return d
+
+
+def _step_from_dict(d: Any, where: str, base: StepConfig | None = None) -> StepConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"a step must be a mapping, got {type(d).__name__}", field=where)
+    name = d.get("name", base.name if base else None)
+    if not name or not isinstance(name, str):
+        raise ConfigError("a step needs a name", field=where)
+    sc = StepConfig(name, base.type if base else None, base.enabled if base else True,
+                    base.policy if base else None, dict(base.params) if base else {})
+    for k, v in d.items():
+        if k == "name":
+            continue
+        if k == "type":
+            sc.type = str(v)
+        elif k == "enabled":
+            if not isinstance(v, bool):
+                raise ConfigError(f"enabled must be true or false, got {v!r}", field=f"{where}.enabled")
+            sc.enabled = v
+        elif k == "policy":
+            if v not in POLICIES:
+                raise ConfigError(f"unknown policy {v!r} (choose from {', '.join(POLICIES)})", field=f"{where}.policy")
+            sc.policy = v
+        else:
+            sc.params[k] = v
+    return sc
+
+
+@dataclass(slots=True)
+class FilterConfig:
+    """Ordered filter steps plus how to run them.
+
+    Args:
+        steps: the steps, in order (disabled ones are skipped but listed).
+        workers: worker processes for large inputs; None = all cores, 1 = in-process.
+        chunk_size: rows per work unit sent to a worker.
+        parallel_min_rows: inputs smaller than this run in-process (worker start-up costs more).
+    """
+
+    steps: list[StepConfig] = field(default_factory=lambda: [StepConfig(n, None, True, p, dict(kw))
+                                                             for n, p, kw in DEFAULT_STEPS])
+    workers: int | None = None
+    chunk_size: int = 2000
+    parallel_min_rows: int = 5000
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.steps]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ConfigError(f"step name(s) used twice: {', '.join(dups)} (give one a new name and a type)",
+                              field="steps")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}", field="workers")
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be a positive integer, got {self.chunk_size!r}", field="chunk_size")
+
+    @classmethod
+    def default(cls) -> FilterConfig:
+        return cls()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FilterConfig:
+        """Build from a mapping (see the module docstring); ConfigError names unknown keys."""
+        d = d or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"the filter config must be a mapping, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_TOP_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(_TOP_KEYS)})",
+                              field="filters")
+        base = cls()
+        steps_in = d.get("steps")
+        if steps_in is None:
+            steps = base.steps
+        elif isinstance(steps_in, list):
+            steps = [_step_from_dict(s, f"steps[{i}]") for i, s in enumerate(steps_in)]
+        elif isinstance(steps_in, dict):
+            by_name = {s.name: s for s in base.steps}
+            steps = list(base.steps)
+            for name, over in steps_in.items():
+                over = dict(over or {})
+                over["name"] = name
+                if name in by_name:
+                    steps[steps.index(by_name[name])] = _step_from_dict(over, f"steps.{name}", by_name[name])
+                else:
+                    steps.append(_step_from_dict(over, f"steps.{name}"))
+        else:
+            raise ConfigError("steps must be a list or a mapping", field="steps")
+        cfg = cls(steps=steps, workers=d.get("workers"), chunk_size=d.get("chunk_size", 2000),
+                  parallel_min_rows=d.get("parallel_min_rows", 5000))
+        cfg.build_steps()  # validate step types and params now, not mid-run
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> FilterConfig:
+        """Read YAML or JSON; a file with a top-level `filters:` key uses that section."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config: {exc.strerror}", path=str(path)) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML: {exc}", path=str(path)) from None
+        if isinstance(data, dict) and "filters" in data:
+            data = data["filters"]
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, path=str(path), field=exc.field) from None
+
+    def enabled_steps(self) -> list[StepConfig]:
+        return [s for s in self.steps if s.enabled]
+
+    def build_steps(self) -> list[BaseFilter]:
+        """Fresh step objects (with empty counters) for the enabled steps, in order."""
+        return [s.build() for s in self.enabled_steps()]
+
+    def step(self, name: str) -> StepConfig:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workers": self.workers, "chunk_size": self.chunk_size,
+                "parallel_min_rows": self.parallel_min_rows, "steps": [s.to_dict() for s in self.steps]}

@@ -1,0 +1,300 @@
+"""Run the configured filter steps over a stream of conversations and write the funnel.
+
+    report = run_filters(read_conversations(path), FilterConfig.default(), Path("out/filtered"))
+
+writes `kept.jsonl` (Conversation rows, as `datagen convert` reads), `rejected.jsonl` (the same rows
+plus `"rejected": {"step", "reason", "evidence", "duplicate_of"?}`), `funnel.json` and `funnel.md`.
+
+Large inputs use worker processes: each worker runs the stateless steps' predicates and the stateful
+steps' `prepare` (MinHash signatures, hashes, keyword scans) on a chunk of rows; the main process
+replays the steps in order, feeding the stateful ones (dedup indexes, judges) in input order, so the
+result is the same as a serial run. Inputs under `parallel_min_rows` stay in-process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.filters.base import BaseFilter, StepStats, Verdict
+from datagen.filters.config import FilterConfig
+from datagen.jsonl import dumps
+from datagen.record import Conversation
+
+KEPT_FILE = "kept.jsonl"
+REJECTED_FILE = "rejected.jsonl"
+FUNNEL_JSON = "funnel.json"
+FUNNEL_MD = "funnel.md"
+
+
+@dataclass(slots=True)
+class FunnelReport:
+    """Counts per step: `input` rows in, `kept` rows out, and each step's StepStats in order.
+
+    `funnel.json` shape: `{"input": N, "kept": N, "steps": [{"step", "in", "kept", "dropped",
+    "tagged", "redacted", "reasons": {reason: n}, "seconds"}]}`.
+    """
+
+    input: int = 0
+    kept: int = 0
+    steps: list[StepStats] = field(default_factory=list)
+
+    def add_step(self, step: str | StepStats, *, in_: int | None = None, kept: int | None = None,
+                 dropped: int = 0, tagged: int = 0, reasons: dict[str, int] | None = None,
+                 seconds: float = 0.0) -> StepStats:
+        """Append a step that ran outside `run_filters` (e.g. the local-model `moss_check`) after the
+        existing ones; its kept count becomes the report's final `kept`. `in_` defaults to the
+        current `kept`, `kept` to `in_ - dropped`."""
+        if isinstance(step, StepStats):
+            st = step
+        else:
+            n_in = self.kept if in_ is None else in_
+            st = StepStats(step, n_in, n_in - dropped if kept is None else kept, dropped, tagged, 0,
+                           Counter(reasons or {}), seconds)
+        self.steps.append(st)
+        self.kept = st.kept
+        return st
+
+    def step(self, name: str) -> StepStats:
+        for s in self.steps:
+            if s.step == name:
+                return s
+        raise KeyError(name)
+
+    def __add__(self, other: FunnelReport) -> FunnelReport:
+        """Sum two shards' reports (same steps in the same order)."""
+        if [s.step for s in self.steps] != [s.step for s in other.steps]:
+            raise ValueError("cannot add funnels with different steps")
+        return FunnelReport(self.input + other.input, self.kept + other.kept,
+                            [a + b for a, b in zip(self.steps, other.steps, strict=True)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "kept": self.kept, "steps": [s.to_dict() for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FunnelReport:
+        return cls(d.get("input", 0), d.get("kept", 0), [StepStats.from_dict(s) for s in d.get("steps", [])])
+
+    @classmethod
+    def read(cls, path: str | Path) -> FunnelReport:
+        """Read a funnel.json (or the folder holding one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / FUNNEL_JSON
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def to_markdown(self) -> str:
+        """A readable table: one line per step, then its reasons indented below it."""
+        pct = (lambda n, d: f"{100 * n / d:.1f}%" if d else "-")  # noqa: E731
+        lines = [
+            f"Input: {self.input:,} conversations; kept {self.kept:,} ({pct(self.kept, self.input)}).",
+            "",
+            "| step | in | kept | dropped | tagged | redacted | kept % |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in self.steps:
+            lines.append(f"| {s.step} | {s.in_:,} | {s.kept:,} | {s.dropped:,} | {s.tagged:,} | {s.redacted:,} | "
+                         f"{pct(s.kept, s.in_)} |")
+            for reason, n in sorted(s.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"| &nbsp;&nbsp;{reason} | | | {n:,} | | | |")
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | Path) -> None:
+        """Write funnel.json and funnel.md into out_dir (atomically)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out_dir / FUNNEL_JSON, json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        _write_atomic(out_dir / FUNNEL_MD, self.to_markdown())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Work split between workers (prepare) and the main process (decide)
+
+Outcome = tuple[str, Any]  # ("v", Verdict) for a stateless step, ("p", payload) for a stateful one
+
+_WORKER_STEPS: list[BaseFilter] | None = None
+
+
+def _init_worker(config: FilterConfig) -> None:
+    global _WORKER_STEPS
+    _WORKER_STEPS = config.build_steps()
+
+
+def _prepare_chunk_in_worker(convs: list[Conversation]) -> list[list[Outcome]]:
+    assert _WORKER_STEPS is not None
+    return prepare_chunk(_WORKER_STEPS, convs)
+
+
+def prepare_chunk(steps: list[BaseFilter], convs: list[Conversation]) -> list[list[Outcome]]:
+    """Per row, the outcome of each step as far as the row survives the stateless steps: verdicts of
+    stateless steps (redactions applied to a copy so later steps see the redacted text) and
+    `prepare` payloads of stateful ones."""
+    out: list[list[Outcome]] = []
+    for conv in convs:
+        outcomes: list[Outcome] = []
+        cur = conv
+        for step in steps:
+            if step.stateful:
+                outcomes.append(("p", step.prepare(cur)))
+                continue
+            v = Verdict.of(step.filter(cur))
+            outcomes.append(("v", v))
+            if v.keep or step.policy == "tag":
+                continue
+            if step.policy == "redact":
+                red = step.redact(Conversation.from_dict(cur.to_dict()), v)
+                if red is not None:
+                    cur = red
+                    continue
+            break  # dropped here: later steps never see it
+        out.append(outcomes)
+    return out
+
+
+def _chunks(rows: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class _Sink:
+    def __init__(self, out_dir: Path):
+        self.kept_path, self.rej_path = out_dir / KEPT_FILE, out_dir / REJECTED_FILE
+        self._kept_tmp = out_dir / f".{KEPT_FILE}.tmp"
+        self._rej_tmp = out_dir / f".{REJECTED_FILE}.tmp"
+        self.kept = open(self._kept_tmp, "w", encoding="utf-8")
+        self.rejected = open(self._rej_tmp, "w", encoding="utf-8")
+
+    def keep(self, conv: Conversation) -> None:
+        self.kept.write(dumps(conv.to_dict()) + "\n")
+
+    def reject(self, conv: Conversation, step: str, v: Verdict) -> None:
+        d = conv.to_dict()
+        rej: dict[str, Any] = {"step": step, "reason": v.reason or "dropped", "evidence": v.evidence}
+        if v.duplicate_of is not None:
+            rej["duplicate_of"] = v.duplicate_of
+        d["rejected"] = rej
+        self.rejected.write(dumps(d) + "\n")
+
+    def commit(self) -> None:
+        for fh, tmp, final in ((self.kept, self._kept_tmp, self.kept_path),
+                               (self.rejected, self._rej_tmp, self.rej_path)):
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            os.replace(tmp, final)
+
+    def abort(self) -> None:
+        for fh, tmp in ((self.kept, self._kept_tmp), (self.rejected, self._rej_tmp)):
+            fh.close()
+            tmp.unlink(missing_ok=True)
+
+
+def _decide_chunk(steps: list[BaseFilter], convs: list[Conversation], outcomes: list[list[Outcome]],
+                  sink: _Sink) -> int:
+    alive = list(range(len(convs)))
+    for si, step in enumerate(steps):
+        if not alive:
+            break
+        t0 = time.perf_counter()
+        if step.stateful:
+            verdicts = step.decide_batch([(convs[i], outcomes[i][si][1]) for i in alive])
+        else:
+            verdicts = [outcomes[i][si][1] for i in alive]
+        survivors = []
+        for i, v in zip(alive, verdicts, strict=True):
+            kept, v = step.apply(convs[i], v)
+            if kept is None:
+                sink.reject(convs[i], step.step_name, v)
+            else:
+                convs[i] = kept
+                survivors.append(i)
+        alive = survivors
+        step.stats.seconds += time.perf_counter() - t0
+    for i in alive:
+        sink.keep(convs[i])
+    return len(alive)
+
+
+def run_filters(conversations: Iterable[Conversation], config: FilterConfig | None = None,
+                out_dir: str | Path = "filtered", *, workers: int | None = None,
+                progress: Callable[[int], None] | None = None) -> FunnelReport:
+    """Filter conversations through config's enabled steps; write kept.jsonl, rejected.jsonl,
+    funnel.json and funnel.md into out_dir and return the funnel.
+
+    Args:
+        conversations: any iterable (streamed; only `chunk_size` x a few rows are in memory).
+        config: steps and run settings (default: `FilterConfig.default()`).
+        out_dir: output folder (created). Outputs are replaced atomically at the end.
+        workers: overrides `config.workers` (1 = in-process).
+        progress: called with the number of rows done after each chunk.
+    """
+    config = config or FilterConfig.default()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = config.build_steps()
+    n_workers = workers or config.workers or os.cpu_count() or 1
+    report = FunnelReport()
+    sink = _Sink(out_dir)
+    done = 0
+    try:
+        chunks = _chunks(conversations, config.chunk_size)
+        # Buffer up to parallel_min_rows rows: a small input never pays for worker start-up.
+        head: list[list[Conversation]] = []
+        buffered = 0
+        for chunk in chunks:
+            head.append(chunk)
+            buffered += len(chunk)
+            if buffered >= config.parallel_min_rows:
+                break
+        all_chunks = itertools.chain(head, chunks)
+        if n_workers <= 1 or buffered < config.parallel_min_rows:
+            for chunk in all_chunks:
+                report.input += len(chunk)
+                report.kept += _decide_chunk(steps, chunk, prepare_chunk(steps, chunk), sink)
+                done += len(chunk)
+                if progress:
+                    progress(done)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(config,)) as pool:
+                pending: list[tuple[list[Conversation], Future]] = []
+                for chunk in all_chunks:
+                    pending.append((chunk, pool.submit(_prepare_chunk_in_worker, chunk)))
+                    while len(pending) > 2 * n_workers:
+                        done += _finish(pending.pop(0), steps, sink, report, progress, done)
+                while pending:
+                    done += _finish(pending.pop(0), steps, sink, report, progress, done)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.commit()
+    report.steps = [s.stats for s in steps]
+    report.write(out_dir)
+    return report
+
+
+def _finish(item: tuple[list[Conversation], Future], steps: list[BaseFilter], sink: _Sink,
+            report: FunnelReport, progress: Callable[[int], None] | None, done: int) -> int:
+    chunk, fut = item
+    report.input += len(chunk)
+    report.kept += _decide_chunk(steps, chunk, fut.result(), sink)
+    if progress:
+        progress(done + len(chunk))
+    return len(chunk)
