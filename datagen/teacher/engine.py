@@ -137,7 +137,7 @@ class TeacherEngine:
         self._completion_avg = 256.0
         self._progress: Progress | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._backoff = tenacity.wait_exponential_jitter(initial=max(config.min_backoff, 1e-3),
+        self._backoff = tenacity.wait_exponential_jitter(multiplier=max(config.min_backoff, 1e-3),
                                                          max=config.max_backoff, jitter=config.min_backoff)
 
     # ------------------------------------------------------------------ lifecycle
@@ -372,16 +372,20 @@ class TeacherEngine:
     async def _attempt(self, request: Request, model: str, params: dict[str, Any], est_prompt: int,
                        state: _CallState) -> _Answer:
         """One HTTP try. On success the concurrency slot is still held (the caller releases it)."""
-        while (delay := self._pause_until - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
         epoch = await self._slots.acquire()
         try:
+            # Checked after the slot is ours: a 429's retry-after may have arrived while we queued.
+            while (delay := self._pause_until - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
             if self._rpm is not None:
                 await self._rpm.acquire(1)
             tpm_handle = None
             if self._tpm is not None:
                 expected = params.get("max_tokens") or self._completion_avg
                 tpm_handle = await self._tpm.acquire(est_prompt + expected)
+            fatal = self._fatal_for(model)
+            if fatal is not None:  # another call hit an account-wide error while we waited
+                raise CallFailure(fatal.code, f"not sent: an earlier call failed with {fatal.detail}")
             state.attempts += 1
             self.stats.sent += 1
             self.stats.in_flight += 1

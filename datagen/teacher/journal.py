@@ -157,6 +157,10 @@ class JournalStats:
     cost: float = 0.0
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def __str__(self) -> str:
+        return (f"{self.total} calls: {self.ok} ok, {self.failed} failed, {self.attempts} HTTP tries; "
+                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens; ${self.cost:.4f}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "ok": self.ok, "failed": self.failed, "attempts": self.attempts,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
@@ -337,9 +341,12 @@ class Journal:
     def entries(self, status: str | None = None) -> Iterator[JournalEntry]:
         """Every row (optionally of one status), oldest first."""
         sql = "SELECT * FROM calls" + (" WHERE status = ?" if status else "") + " ORDER BY created"
-        cur = self._reader_for_iteration().execute(sql, (status,) if status else ())
-        for row in cur:
-            yield JournalEntry._from_row(row)
+        conn = self._reader_for_iteration()
+        try:
+            for row in conn.execute(sql, (status,) if status else ()):
+                yield JournalEntry._from_row(row)
+        finally:
+            conn.close()
 
     def _reader_for_iteration(self) -> sqlite3.Connection:
         # A private connection so iterating does not hold the shared reader's lock.

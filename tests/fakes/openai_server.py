@@ -121,7 +121,7 @@ class FakeOpenAI:
         with getattr(self, "_lock", threading.Lock()):
             self.requests = 0  # chat completion requests received
             self.served = 0  # answered 200 with a completion
-            self.faults_served: Counter[str] = Counter()
+            self.faults_served: Counter[str] = Counter()  # kind -> requests it was served to
             self.by_prompt: Counter[str] = Counter()  # last user message -> requests
             self.received: list[dict[str, Any]] = []  # request bodies, in arrival order
             self.auth_headers: list[str | None] = []
@@ -236,13 +236,15 @@ class FakeOpenAI:
                     return Fault(marker.group(1), retry_after=0.05 if marker.group(1) == "429" else None)
         return None
 
+    def _note_fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults_served[kind] += 1
+
     def _done(self, fault: str | None) -> None:
         with self._lock:
             self.in_flight -= 1
             if fault is None:
                 self.served += 1
-            else:
-                self.faults_served[fault] += 1
 
     def completion_body(self, body: dict[str, Any], reply: str | dict[str, Any]) -> dict[str, Any]:
         """A chat completion body for a responder's reply."""
@@ -356,11 +358,13 @@ class _Handler(BaseHTTPRequestHandler):
                 except Exception as exc:  # a broken responder is a 500, visible in the test
                     self._send_json(500, {"error": {"message": f"responder raised {exc!r}", "type": "server_error"}})
                     served_fault = "responder_error"
+                    fake._note_fault(served_fault)
                     return
                 if isinstance(reply, Fault):
                     fault = reply
             if fault is not None:
                 served_fault = fault.kind
+                fake._note_fault(fault.kind)
                 self._serve_fault(fault, body)
                 return
             self._send_json(200, fake.completion_body(body, reply))
