@@ -1,1 +1,34 @@
-"""Plugin tools: calculator, equation solver, search, text-to-image."""
+"""Plugin tools: calculator, equation solver, search, text-to-image.
+
+    from datagen.tools import build_tools, run_calls
+    tools = build_tools({"calculator": {}, "solver": {}, "search": {"docs": "docs.jsonl"}, "text2image": {}})
+    tools["calculator"].run("23*47+12").output                        # '1093'
+    run_calls(tools, turn.calls)                                       # one turn's ToolResults
+
+Every tool implements `datagen.tools.base.Tool` (`name`, `plugin`, `run(arg) -> ToolResult`); see
+that module for the contract and for adding your own.
+"""
+
+from datagen.tools.base import (
+    NO_RESULT,
+    Tool,
+    ToolUnavailableError,
+    build_tools,
+    close_tools,
+    get_tool,
+    register_tool,
+    run_calls,
+    tool_class,
+)
+
+__all__ = [
+    "NO_RESULT",
+    "Tool",
+    "ToolUnavailableError",
+    "build_tools",
+    "close_tools",
+    "get_tool",
+    "register_tool",
+    "run_calls",
+    "tool_class",
+]

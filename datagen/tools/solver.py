@@ -1,0 +1,331 @@
+"""Solve(equation): equations and systems with sympy, in MOSS's output format.
+
+Input: equations separated by `;` (or `；` / newlines), e.g. `x+y=500;5x+8y=4000`. `^` is power,
+implicit multiplication works (`4x+12=116`, `0.5(x+1)=3`), decimals are treated as exact
+fractions, `pi`/`π` and `e` are the constants and `sqrt sin cos tan log ln exp abs` the functions.
+An equation without `=` means `expr = 0`. The unknowns are every other name, found automatically.
+
+Output, one line per unknown sorted by name, as in MOSS's released data:
+
+    x = 0
+    y = 500
+
+Integers print exactly; other values with 15 significant digits (`x = 86.0869565217391`). When
+there are several solutions, each solution's lines follow the previous one's
+(`x^2=4` -> `x = -2\\nx = 2`), ordered by value. Only real solutions are kept.
+`No result.` when there is no real solution, infinitely many (fewer independent equations than
+unknowns), nothing to solve, a parse error, or the time/memory limit is hit.
+
+Safety: the text is checked against a whitelist (no quotes, brackets, attribute access, `_` names
+or Python keywords) before sympy's parser sees it, the parser gets no builtins, and by default
+solving runs in a separate worker process with a time limit and a memory cap, so a pathological
+input (`x = 10^10^10`) cannot hang or exhaust the caller.
+"""
+
+from __future__ import annotations
+
+import keyword
+import multiprocessing
+import re
+import threading
+import unicodedata
+from typing import Any, ClassVar
+
+from datagen.record import ToolResult
+from datagen.tools.base import Tool, ToolUnavailableError, register_tool
+
+
+class SolveError(ValueError):
+    """The equations cannot be parsed or have no unique finite set of real solutions."""
+
+
+_ALLOWED_CHARS = re.compile(r"^[0-9A-Za-z_+\-*/^().=,\sπ]*$")
+_ATTRIBUTE = re.compile(r"[A-Za-z_)]\s*\.|\.\s*[A-Za-z_(]")
+_NAME = re.compile(r"[A-Za-zπ_][A-Za-z0-9_]*")
+_TRANSLATE = str.maketrans(
+    {"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*", "；": ";", "（": "(", "）": ")", "，": ",", "＝": "="}
+)
+_FUNCTION_NAMES = ("sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "log", "ln", "exp", "Abs", "abs")
+
+
+def _split_equations(text: str, max_length: int) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).translate(_TRANSLATE)
+    if len(text) > max_length:
+        raise SolveError(f"longer than {max_length} characters")
+    parts = [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
+    if not parts:
+        raise SolveError("no equation")
+    for p in parts:
+        if not _ALLOWED_CHARS.match(p):
+            bad = next(c for c in p if not _ALLOWED_CHARS.match(c))
+            raise SolveError(f"character {bad!r} not allowed")
+        if _ATTRIBUTE.search(p):
+            raise SolveError("attribute access not allowed")
+        for name in _NAME.findall(p):
+            if name.startswith("_") or keyword.iskeyword(name) or name in ("True", "False", "None"):
+                raise SolveError(f"name {name!r} not allowed")
+    return parts
+
+
+def _parse(parts: list[str]) -> list[Any]:
+    import sympy
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_application,
+        implicit_multiplication,
+        parse_expr,
+        rationalize,
+        standard_transformations,
+    )
+
+    transformations = standard_transformations + (
+        implicit_multiplication,
+        implicit_application,
+        convert_xor,
+        rationalize,
+    )
+    global_dict: dict[str, Any] = {
+        "__builtins__": {},
+        "Symbol": sympy.Symbol,
+        "Function": sympy.Function,
+        "Integer": sympy.Integer,
+        "Float": sympy.Float,
+        "Rational": sympy.Rational,
+        "pi": sympy.pi,
+        "π": sympy.pi,
+        "e": sympy.E,
+        "E": sympy.E,
+        "sqrt": sympy.sqrt,
+        "sin": sympy.sin,
+        "cos": sympy.cos,
+        "tan": sympy.tan,
+        "asin": sympy.asin,
+        "acos": sympy.acos,
+        "atan": sympy.atan,
+        "log": sympy.log,
+        "ln": sympy.log,
+        "exp": sympy.exp,
+        "Abs": sympy.Abs,
+        "abs": sympy.Abs,
+    }
+    equations = []
+    for p in parts:
+        sides = p.split("=")
+        if len(sides) > 2 or any(not s.strip() for s in sides):
+            raise SolveError(f"not an equation: {p!r}")
+        try:
+            exprs = [
+                parse_expr(
+                    s.replace("π", " pi "),
+                    local_dict={},
+                    global_dict=global_dict,
+                    transformations=transformations,
+                )
+                for s in sides
+            ]
+        except Exception as exc:  # sympy raises SyntaxError, TypeError, TokenError, ...
+            raise SolveError(f"cannot parse {p!r}: {type(exc).__name__}") from None
+        if any(e.atoms(sympy.core.function.AppliedUndef) for e in exprs):
+            raise SolveError(f"unknown function in {p!r}")
+        equations.append(sympy.Eq(exprs[0], exprs[1]) if len(exprs) == 2 else sympy.Eq(exprs[0], 0))
+    return equations
+
+
+def _format_value(value: Any) -> str | None:
+    """`26` for integers, 15 significant digits otherwise; None for a non-real value."""
+    import sympy
+
+    if value.is_Integer:
+        return str(int(value))
+    num = sympy.N(value, 15)
+    re_part, im_part = num.as_real_imag()
+    if not (re_part.is_number and im_part.is_number):
+        return None
+    if abs(im_part) > 1e-12 * max(1, abs(re_part)):
+        return None
+    re_part = sympy.Float(re_part, 15)
+    if re_part == int(re_part) and abs(re_part) < 1e15:
+        return str(int(re_part))
+    return str(re_part)
+
+
+def solve_equations(text: str, *, max_length: int = 1000) -> str:
+    """Solve `;`-separated equations and return MOSS's result lines (see module docstring).
+
+    Raises SolveError for `No result.` cases. Runs in the calling process with no time limit: use
+    `SolveTool` for untrusted input.
+    """
+    import sympy
+
+    equations = _parse(_split_equations(text, max_length))
+    if any(eq is sympy.false for eq in equations):
+        raise SolveError("contradictory equation")
+    equations = [eq for eq in equations if eq is not sympy.true]
+    symbols = sorted(
+        set().union(*(eq.free_symbols for eq in equations)) if equations else set(), key=lambda s: s.name
+    )
+    if not symbols:
+        raise SolveError("no unknowns")
+    try:
+        solutions = sympy.solve(equations, symbols, dict=True)
+    except (NotImplementedError, ValueError, TypeError) as exc:
+        raise SolveError(f"sympy cannot solve it: {type(exc).__name__}") from None
+    rendered: list[tuple[tuple[float, ...], list[str]]] = []
+    for sol in solutions:
+        if set(sol) != set(symbols) or any(sol[s].free_symbols for s in symbols):
+            raise SolveError("infinitely many solutions")
+        lines: list[str] = []
+        key: list[float] = []
+        for s in symbols:
+            shown = _format_value(sol[s])
+            if shown is None:
+                break
+            lines.append(f"{s.name} = {shown}")
+            key.append(float(sympy.re(sympy.N(sol[s]))))
+        else:
+            rendered.append((tuple(key), lines))
+    if not rendered:
+        raise SolveError("no real solution")
+    rendered.sort(key=lambda kv: kv[0])
+    return "\n".join(line for _, lines in rendered for line in lines)
+
+
+def _worker_main(conn: Any, memory_mb: int, max_length: int) -> None:
+    """Loop of the isolated worker process: receive text, send ("ok", lines) or ("fail", reason)."""
+    if memory_mb:
+        try:
+            import resource
+
+            limit = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass
+    import sympy  # noqa: F401  (import once, before the first request)
+
+    while True:
+        try:
+            text = conn.recv()
+        except (EOFError, OSError):
+            return
+        if text is None:
+            return
+        try:
+            conn.send(("ok", solve_equations(text, max_length=max_length)))
+        except SolveError as exc:
+            conn.send(("fail", str(exc)))
+        except MemoryError:
+            conn.send(("fail", "memory limit"))
+        except Exception as exc:  # a sympy bug on odd input must not kill the worker
+            conn.send(("fail", f"{type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    """One solver process, restarted after a timeout or crash. Calls are serialised by a lock."""
+
+    def __init__(self, *, timeout: float, memory_mb: int, max_length: int, start_timeout: float = 120.0):
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.max_length = max_length
+        self.start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._proc: Any = None
+        self._conn: Any = None
+        self._ready = False
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(child, self.memory_mb, self.max_length),
+            name="datagen-solver",
+            daemon=True,
+        )
+        try:
+            proc.start()
+        except OSError as exc:
+            raise ToolUnavailableError(f"cannot start the solver worker: {exc}") from exc
+        child.close()
+        self._proc, self._conn, self._ready = proc, parent, False
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def solve(self, text: str) -> tuple[str, str]:
+        with self._lock:
+            if self._proc is None or not self._proc.is_alive():
+                self._kill()
+                self._start()
+            # the first call also waits for the worker to import sympy
+            wait = self.timeout if self._ready else self.timeout + self.start_timeout
+            try:
+                self._conn.send(text)
+                if not self._conn.poll(wait):
+                    self._kill()
+                    return ("fail", "time limit")
+                answer = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                self._kill()
+                return ("fail", "worker died")
+            self._ready = True
+            return answer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+            if self._proc is not None:
+                self._proc.join(2)
+            self._kill()
+
+
+@register_tool
+class SolveTool(Tool):
+    """The `solver` plugin: `Solve("x+y=500;5x+8y=4000")` -> `x = 0\\ny = 500`.
+
+    Args:
+        timeout: seconds one call may take before it gives `No result.` (isolated mode only).
+        memory_mb: address-space cap of the worker process (0: none).
+        isolate: run sympy in a worker process (default). False solves in the calling process with
+            no time limit: only for trusted input.
+        max_length: longest input accepted (characters).
+    """
+
+    name: ClassVar[str] = "Solve"
+    plugin: ClassVar[str] = "solver"
+
+    def __init__(
+        self, *, timeout: float = 10.0, memory_mb: int = 2048, isolate: bool = True, max_length: int = 1000
+    ):
+        self.timeout = timeout
+        self.max_length = max_length
+        self.isolate = isolate
+        self._worker = (
+            _Worker(timeout=timeout, memory_mb=memory_mb, max_length=max_length) if isolate else None
+        )
+        self.last_reason: str | None = None  # why the last call gave No result (for logs)
+
+    def run(self, arg: str) -> ToolResult:
+        if self._worker is None:
+            try:
+                status, payload = "ok", solve_equations(arg, max_length=self.max_length)
+            except SolveError as exc:
+                status, payload = "fail", str(exc)
+        else:
+            status, payload = self._worker.solve(arg)
+        if status != "ok":
+            self.last_reason = payload
+            return self.no_result(arg)
+        self.last_reason = None
+        return self.ok(arg, payload)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
