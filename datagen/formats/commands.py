@@ -35,6 +35,8 @@ RESULTS_END = "<eor>\n"
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _CALL_RE = re.compile(rf'({_NAME})\("(.*?)"\)(?=\s*,\s*|\s*$)', re.S)
 _SEP_RE = re.compile(r"\s*,\s*")
+# `") Name("` inside an argument: two commands without a separator, not one odd argument
+_JOINED_RE = re.compile(rf'"\)\s*,?\s*{_NAME}\("')
 _NONE_RE = re.compile(r"None(?=\s*,|\s*$)")
 _HEADER_RE = re.compile(rf'^({_NAME})\("(.*)"\) =>(?: (.*))?$', re.S)
 _SNIPPET_RE = re.compile(r"^<\|(\d+)\|>: ?(.*)$", re.S)
@@ -74,6 +76,13 @@ def parse_commands(text: str, *, issues: list[Issue] | None = None) -> list[Tool
     while True:
         m = _CALL_RE.match(s, pos)
         if m:
+            joined = _JOINED_RE.search(m.group(2))
+            if joined:
+                raise FormatError(
+                    f"cannot parse a command at column {pos + len(m.group(1)) + 3 + joined.start()}: "
+                    f"{m.group(2)[joined.start() : joined.start() + 40]!r} (missing ', ' between commands?)",
+                    field="Commands",
+                )
             calls.append(ToolCall(m.group(1), m.group(2)))
         else:
             m = _NONE_RE.match(s, pos)

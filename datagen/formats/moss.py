@@ -128,9 +128,11 @@ def turn_segments(turn: Turn, conv: Conversation) -> list[tuple[str, str]]:
     comes back as an empty string."""
     segs = canonical_segments(turn, bool(conv.plugins))
     if turn.raw:
-        segs = [
-            (k, turn.raw[k] if k in turn.raw and _raw_matches(k, turn.raw[k], turn) else s) for k, s in segs
-        ]
+        use = {k for k, raw in turn.raw.items() if _raw_matches(k, raw, turn)}
+        absent = {k for k, raw in turn.raw.items() if raw == ""}
+        if absent - use:  # absent thoughts/commands/results come back all together or not at all
+            use -= absent
+        segs = [(k, turn.raw[k] if k in use else s) for k, s in segs]
     return segs
 
 
