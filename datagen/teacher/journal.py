@@ -202,7 +202,10 @@ class Journal:
         if self._reader is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise DatagenError(f"{self.path}: not a usable journal ({exc})") from None
         try:
             with conn:
                 conn.executescript(_SCHEMA)

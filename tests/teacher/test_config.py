@@ -1,0 +1,74 @@
+"""TeacherConfig validation: every bad field is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from datagen.errors import ConfigError
+from datagen.teacher.config import PLACEHOLDER_API_KEY, TeacherConfig
+
+
+def test_defaults_point_at_the_local_teacher():
+    config = TeacherConfig()
+    assert config.base_url == "http://127.0.0.1:8089/v1"
+    assert (config.concurrency, config.rpm, config.tpm, config.api_key_env) == (16, None, None, "OPENAI_API_KEY")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("base_url", "localhost:8000", "http"),
+    ("model", "", "non-empty"),
+    ("api_key_env", "  ", "non-empty"),
+    ("concurrency", 0, ">= 1"),
+    ("concurrency", 2.5, "integer"),
+    ("concurrency", True, "integer"),
+    ("rpm", 0, ">= 1"),
+    ("tpm", -5, ">= 1"),
+    ("timeout", 0, "> 0"),
+    ("max_attempts", 0, ">= 1"),
+    ("min_backoff", -1, ">= 0"),
+    ("max_backoff", float("nan"), "> 0"),
+    ("stall_seconds", "10", "> 0"),
+    ("rate_window", 0, "> 0"),
+    ("progress", "yes", "true or false"),
+    ("params", ["temperature"], "mapping"),
+    ("params", {"stream": True}, "stream"),
+    ("params", {"n": 2}, "n cannot"),
+    ("params", {"temperature": "hot"}, "number"),
+    ("params", {"max_tokens": 0}, ">= 1"),
+    ("prices", {"gpt": 1.0}, "mapping"),
+    ("prices", {"gpt": {"input": 1, "outptu": 2}}, "outptu"),
+    ("prices", {"gpt": {"input": -1}}, ">= 0"),
+])
+def test_bad_field_is_named(field, value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        TeacherConfig(**{field: value})
+    assert info.value.field.startswith(f"teacher.{field}")
+
+
+def test_min_backoff_above_max_is_rejected():
+    with pytest.raises(ConfigError, match="exceeds max_backoff"):
+        TeacherConfig(min_backoff=5, max_backoff=1)
+
+
+def test_from_dict_rejects_unknown_keys_by_name():
+    with pytest.raises(ConfigError, match="concurency") as info:
+        TeacherConfig.from_dict({"model": "m", "concurency": 4})
+    assert info.value.field == "teacher.concurency"
+    config = TeacherConfig.from_dict({"model": "m", "concurrency": 4, "rpm": 100,
+                                      "prices": {"m": {"input": 0.5, "output": 1.5}}})
+    assert (config.model, config.concurrency, config.rpm) == ("m", 4, 100)
+    assert config.price_of("m", 2_000_000, 1_000_000) == pytest.approx(2.5)
+    assert config.price_of("unknown", 1, 1) is None
+
+
+def test_api_key_is_read_from_the_environment_only(monkeypatch):
+    config = TeacherConfig(api_key_env="DATAGEN_TEST_KEY_VAR")
+    monkeypatch.delenv("DATAGEN_TEST_KEY_VAR", raising=False)
+    assert config.api_key() == PLACEHOLDER_API_KEY
+    monkeypatch.setenv("DATAGEN_TEST_KEY_VAR", "sk-abc")
+    assert config.api_key() == "sk-abc"
+    assert "sk-abc" not in repr(config) and "sk-abc" not in str(config.to_dict())
+
+
+def test_trailing_slash_is_dropped():
+    assert TeacherConfig(base_url="https://api.example.com/v1/").base_url == "https://api.example.com/v1"

@@ -1,0 +1,122 @@
+"""Adaptive concurrency, sliding-window rate limits and the token estimate."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+
+from datagen.teacher.limits import AdaptiveConcurrency, WindowLimiter, estimate_tokens
+
+
+def max_in_any_window(stamps: list[float], window: float) -> int:
+    stamps = sorted(stamps)
+    return max(bisect.bisect_left(stamps, t + window) - i for i, t in enumerate(stamps))
+
+
+def test_window_limiter_never_exceeds_the_limit_in_any_window():
+    async def main():
+        limiter = WindowLimiter(10, window=0.5)
+        stamps = []
+
+        async def one():
+            await limiter.acquire(1)
+            stamps.append(time.monotonic())
+
+        await asyncio.gather(*(one() for _ in range(35)))
+        return stamps
+
+    stamps = asyncio.run(main())
+    assert len(stamps) == 35
+    assert max_in_any_window(stamps, 0.5) <= 10
+
+
+def test_window_limiter_paces_instead_of_bursting_the_whole_window():
+    async def main():
+        limiter = WindowLimiter(600, window=60.0)  # 10 per second, burst of 10
+        start = time.monotonic()
+        stamps = []
+        for _ in range(15):
+            await limiter.acquire(1)
+            stamps.append(time.monotonic() - start)
+        return stamps
+
+    stamps = asyncio.run(main())
+    # The first 10 go at once (the burst); the rest follow at the sustained pace of one per 0.1 s.
+    assert stamps[9] < stamps[14]
+    assert stamps[14] - stamps[10] >= 0.35
+
+
+def test_token_settle_refunds_an_overestimate():
+    async def main():
+        limiter = WindowLimiter(100, window=2.0)
+        handle = await limiter.acquire(90)
+        assert limiter.in_window == 90
+        limiter.settle(handle, 30)
+        assert limiter.in_window == 30
+        await asyncio.wait_for(limiter.acquire(60), timeout=1.5)  # fits in the window now
+        return limiter.in_window
+
+    assert asyncio.run(main()) == 90
+
+
+def test_an_amount_above_the_limit_is_admitted_alone_not_never():
+    async def main():
+        limiter = WindowLimiter(10, window=0.2)
+        await asyncio.wait_for(limiter.acquire(50), timeout=5)
+        return limiter.in_window
+
+    assert asyncio.run(main()) == 50
+
+
+def test_adaptive_concurrency_halves_once_per_wave_and_grows_back():
+    async def main():
+        sem = AdaptiveConcurrency(16)
+        epochs = [await sem.acquire() for _ in range(16)]
+        assert sem.active == 16
+        # A wave of 429s from requests started in the same epoch lowers the limit once.
+        assert sem.pushed_back(epochs[0]) is True
+        assert [sem.pushed_back(e) for e in epochs[1:]] == [False] * 15
+        assert sem.limit == 8
+        for _ in range(16):
+            sem.release()
+        e = await sem.acquire()
+        sem.release()
+        assert sem.pushed_back(e) and sem.limit == 4
+        for _ in range(4 + 5):
+            sem.succeeded()
+        assert sem.limit == 6
+        for _ in range(1000):
+            sem.succeeded()
+        return sem.limit
+
+    assert asyncio.run(main()) == 16
+
+
+def test_adaptive_concurrency_blocks_beyond_the_limit():
+    async def main():
+        sem = AdaptiveConcurrency(2)
+        await sem.acquire()
+        await sem.acquire()
+        waiter = asyncio.ensure_future(sem.acquire())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        sem.release()
+        await asyncio.wait_for(waiter, timeout=1)
+        cancelled = asyncio.ensure_future(sem.acquire())
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        sem.release()
+        sem.release()
+        return sem.active
+
+    assert asyncio.run(main()) == 0
+
+
+def test_token_estimate_counts_cjk_characters_more_than_ascii():
+    en = estimate_tokens([{"role": "user", "content": "hello world " * 40}])
+    zh = estimate_tokens([{"role": "user", "content": "你好世界" * 40}])
+    assert 100 <= en <= 150  # 480 characters of English
+    assert 150 <= zh <= 180  # 160 Chinese characters
+    assert estimate_tokens([]) < estimate_tokens([{"role": "user", "content": ""}])
