@@ -184,7 +184,10 @@ class ExpandConfig:
         min_chars, max_chars: length limits of a candidate (characters, so CJK and English compare).
         blacklist: words marking something a text model cannot do (whole words for ASCII, substrings
             for CJK). `plugin_blacklist` replaces it for cells whose seeds enable plugins.
-        near_dup_threshold: similarity above which a candidate is a near-duplicate of the pool.
+        near_dup_method, near_dup_threshold: how a candidate is found to nearly duplicate the pool
+            (seeds and every prompt kept so far, all cells): `rouge` is Self-Instruct's ROUGE-L F
+            above the threshold (default 0.7); `minhash` is Jaccard of character/word bigrams
+            (default 0.5). Both use an incremental LSH index, never an all-pairs scan.
         check_language: reject candidates not in the cell's language.
         parallel: requests in flight per round (across cells); results are used in request order,
             so a rerun replays the same loop from the journal.
@@ -203,7 +206,8 @@ class ExpandConfig:
     max_chars: int = 1500
     blacklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLACKLIST))
     plugin_blacklist: list[str] = field(default_factory=lambda: list(DEFAULT_PLUGIN_BLACKLIST))
-    near_dup_threshold: float = 0.7
+    near_dup_method: str = "rouge"
+    near_dup_threshold: float | None = None
     check_language: bool = True
     parallel: int = 8
     max_requests: int | None = None
@@ -230,9 +234,13 @@ class ExpandConfig:
         _int(self.max_chars, "max_chars", self.min_chars, w)
         self.blacklist = _str_list(self.blacklist, "blacklist", w)
         self.plugin_blacklist = _str_list(self.plugin_blacklist, "plugin_blacklist", w)
-        _num(self.near_dup_threshold, "near_dup_threshold", w)
-        if not 0 < self.near_dup_threshold <= 1:
-            raise ConfigError(f"must be in (0, 1], got {self.near_dup_threshold}", field=f"{w}.near_dup_threshold")
+        if self.near_dup_method not in ("rouge", "minhash"):
+            raise ConfigError(f"must be rouge or minhash, got {self.near_dup_method!r}", field=f"{w}.near_dup_method")
+        if self.near_dup_threshold is not None:
+            _num(self.near_dup_threshold, "near_dup_threshold", w)
+            if not 0 < self.near_dup_threshold <= 1:
+                raise ConfigError(f"must be in (0, 1], got {self.near_dup_threshold}",
+                                  field=f"{w}.near_dup_threshold")
         _int(self.parallel, "parallel", 1, w)
         if self.max_requests is not None:
             _int(self.max_requests, "max_requests", 1, w)

@@ -1,0 +1,166 @@
+"""Shared pieces of the generation stages: prompt rows, seeded RNGs, stats, language names,
+teacher-failure classes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.jsonl import iter_json_lines
+from datagen.record import Usage
+from datagen.teacher.types import Result
+
+#: Teacher error codes a rerun cannot fix by asking again (the reply itself was unusable).
+CONTENT_ERRORS = frozenset({"length", "content_filter", "empty_text", "bad_request"})
+#: Teacher error codes that stop every call (bad key, no quota, wrong model): the stage stops.
+FATAL_ERRORS = frozenset({"insufficient_quota", "auth", "not_found"})
+
+_LANGUAGE_NAMES = {
+    "zh": "Chinese (简体中文)", "zh-Hans": "Simplified Chinese (简体中文)", "zh-Hant": "Traditional Chinese (繁體中文)",
+    "en": "English", "ja": "Japanese (日本語)", "ko": "Korean (한국어)", "fr": "French", "de": "German",
+    "es": "Spanish", "ru": "Russian", "pt": "Portuguese", "it": "Italian", "ar": "Arabic", "vi": "Vietnamese",
+}
+
+
+def language_name(code: str | None) -> str:
+    """A readable name for a language code, for prompts (`zh` -> `Chinese (简体中文)`)."""
+    if not code:
+        return "the user's language"
+    return _LANGUAGE_NAMES.get(code, _LANGUAGE_NAMES.get(code.split("-")[0], code))
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """An RNG that depends only on the run seed and the given parts (e.g. a dialogue id), never on
+    time, process or global state: a rerun makes the same draws, so it asks the same requests and
+    the journal answers them."""
+    digest = hashlib.sha256(json.dumps([seed, *map(str, parts)]).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+@dataclass(slots=True)
+class PromptRow:
+    """The fields of a prompt (a seed, or an expanded prompt) the generation stages use."""
+
+    id: str
+    text: str
+    language: str | None = None
+    category: str | None = None
+    plugins: list[str] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)
+    source: str | None = None
+    seed_id: str | None = None
+
+    @classmethod
+    def of(cls, p: Any) -> PromptRow:
+        """From a `datagen.generate.seeds.Seed`, a PromptRow, or a dict with the same fields."""
+        if isinstance(p, PromptRow):
+            return p
+        get = p.get if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
+        lineage = get("lineage") or {}
+        extra = get("extra") or get("meta") or {}
+        parents = get("parents") or (lineage.get("parents") if isinstance(lineage, dict) else None) \
+            or (extra.get("parents") if isinstance(extra, dict) else None) or []
+        seed_id = get("seed_id") or (lineage.get("seed_id") if isinstance(lineage, dict) else None)
+        return cls(id=str(get("id")), text=str(get("text")), language=get("language"), category=get("category"),
+                   plugins=list(get("plugins") or []), parents=list(parents), source=get("source"),
+                   seed_id=seed_id)
+
+
+def read_prompts(path: str | Path) -> list[PromptRow]:
+    """Read prompts (seed or expanded JSONL) through the seeds reader when it knows the format,
+    else as plain rows with `id` and `text`."""
+    try:
+        from datagen.generate.seeds import read_seeds
+    except ImportError:  # seeds module not installed in this checkout
+        read_seeds = None
+    if read_seeds is not None:
+        return [PromptRow.of(s) for s in read_seeds(path)]
+    return [PromptRow.of(obj) for _, obj in iter_json_lines(path)]
+
+
+def usage_of(result: Result) -> Usage:
+    """The tokens and cost of one call (what it cost when it was made, cached or not)."""
+    return Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                 cost=result.cost, calls=1)
+
+
+def existing_ids(path: str | Path) -> set[str]:
+    """Ids already written to a JSONL output (a torn last line is ignored)."""
+    p = Path(path)
+    if not p.exists():
+        return set()
+    return {str(obj["id"]) for _, obj in iter_json_lines(p) if isinstance(obj, dict) and "id" in obj}
+
+
+def sidecar(out_path: str | Path, suffix: str) -> Path:
+    """`dialogues/hhh.jsonl` + `failed.jsonl` -> `dialogues/hhh.failed.jsonl`."""
+    p = Path(out_path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{stem}.{suffix}")
+
+
+@dataclass(slots=True)
+class StageStats:
+    """Counters of one stage run. `counts` holds made/failed/skipped and `failed_<reason>` or
+    `rejected_<reason>` counters; tokens and cost are summed over the rows made (cached calls
+    included) and `paid_*` over the calls this run actually paid for."""
+
+    stage: str
+    counts: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    calls: int = 0
+    cached_calls: int = 0
+    paid_cost: float = 0.0
+
+    def add_result(self, result: Result) -> None:
+        self.calls += 1
+        if result.cached:
+            self.cached_calls += 1
+        else:
+            self.paid_cost += result.cost
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        self.cost += result.cost
+
+    def inc(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def reasons(self, prefix: str) -> dict[str, int]:
+        return {k[len(prefix):]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, **dict(sorted(self.counts.items())), "calls": self.calls,
+                "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6),
+                "paid_cost": round(self.paid_cost, 6)}
+
+    def summary(self, made_key: str = "made", failed_prefix: str = "failed_") -> str:
+        """One line: made, failed with reasons, tokens, cost."""
+        failed = self.reasons(failed_prefix)
+        why = ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
+        parts = [f"{self.stage}: {self.counts.get(made_key, 0)} {made_key}"]
+        if self.counts.get("skipped_done"):
+            parts.append(f"{self.counts['skipped_done']} already done")
+        n_failed = sum(failed.values())
+        parts.append(f"{n_failed} failed" + (f" ({why})" if why else ""))
+        parts.append(f"{self.calls} calls ({self.cached_calls} from the journal)")
+        parts.append(f"{self.prompt_tokens + self.completion_tokens} tokens")
+        parts.append(f"${self.cost:.4f} (paid now ${self.paid_cost:.4f})")
+        return "; ".join(parts)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write a small JSON file atomically (stats beside an output)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(p)
+

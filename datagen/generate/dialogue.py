@@ -1,0 +1,287 @@
+"""Making one dialogue: the turn loop of HHH and plugin dialogues.
+
+Every teacher call is one journaled request built only from the dialogue state, and the turn count
+comes from an RNG seeded by (run seed, dialogue id), so a rerun replays a dialogue's finished turns
+from the journal for free and pays only for the rest.
+
+    HHH turn     assistant call (MOSS under its meta instruction + category guidance)
+    plugin turn  plan call (inner thoughts + commands) -> real tool execution -> answer call
+    between      simulated-user call writing the next human message
+
+A reply that is unusable (empty, cut off, wrong language, no parseable commands) is asked again
+`content_retries` times with the reason added to the prompt; if it stays unusable the dialogue
+keeps the turns it has (`keep_partial`) or fails. API failures (timeouts, 5xx after the engine's
+retries) fail the dialogue without writing it, so a rerun finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.generate.common import CONTENT_ERRORS, FATAL_ERRORS, PromptRow, StageStats, rng_for, usage_of
+from datagen.generate.config import DialogueConfig
+from datagen.generate.messages import (
+    PromptBook,
+    answer_messages,
+    assistant_messages,
+    enabled_commands,
+    failed_calls,
+    plan_messages,
+    user_messages,
+)
+from datagen.generate.parsing import Plan, clean_reply, parse_plan
+from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
+from datagen.teacher.types import Request
+
+#: Most commands kept from one planning reply (MOSS's data has up to 10).
+MAX_CALLS_PER_TURN = 10
+TOOL_FAILED = "tool_failed"
+
+
+class TurnFailed(Exception):
+    """A turn could not be made. `permanent` is True when asking again would not help (the reply
+    stayed unusable), False for API or tool-backend failures a rerun can fix."""
+
+    def __init__(self, reason: str, detail: str = "", *, permanent: bool, role: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.permanent = permanent
+        self.role = role
+
+
+class DialogueFailed(Exception):
+    """A dialogue could not be made; carries the turn it stopped at and the usage spent."""
+
+    def __init__(self, conv: Conversation, failure: TurnFailed, turn: int):
+        super().__init__(str(failure))
+        self.conv = conv
+        self.failure = failure
+        self.turn = turn
+
+
+class ToolRunner:
+    """Runs tool calls off the event loop, one call at a time per tool (tools need not be thread
+    safe), different tools in parallel."""
+
+    def __init__(self, tools: Mapping[str, Any], workers: int = 4):
+        self.tools = dict(tools)
+        self._locks = {name: threading.Lock() for name in self.tools}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datagen-tool")
+
+    def _run_sync(self, calls: list[ToolCall]) -> list[ToolResult]:
+        by_command = {t.name: (name, t) for name, t in self.tools.items()}
+        results: list[ToolResult] = []
+        next_index = 1
+        for call in calls:
+            found = by_command.get(call.name)
+            if found is None:
+                result = ToolResult(name=call.name, arg=call.arg, ok=False, output="No result.")
+            else:
+                name, tool = found
+                with self._locks[name]:
+                    result = tool.run(call.arg)
+            if result.snippets:  # numbering continues across the searches of a turn
+                result.first_index = next_index
+                next_index += len(result.snippets)
+            results.append(result)
+        return results
+
+    async def run(self, calls: list[ToolCall]) -> list[ToolResult]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_sync, calls)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(slots=True)
+class DialogueMaker:
+    """Makes dialogues of one kind with one engine; shared by all dialogues of a run."""
+
+    engine: Any  # datagen.teacher.engine.TeacherEngine
+    config: DialogueConfig
+    book: PromptBook
+    stats: StageStats
+    teacher_model: str
+    teacher_params: dict[str, Any] = field(default_factory=dict)
+    tools: ToolRunner | None = None
+    run_id: str | None = None
+    fatal: TurnFailed | None = None
+
+    # ------------------------------------------------------------------ building blocks
+
+    def conversation_id(self, prompt: PromptRow) -> str:
+        return f"{self.config.kind}-{prompt.id}"
+
+    def new_conversation(self, prompt: PromptRow) -> Conversation:
+        kind = self.config.kind
+        plugins: list[str] = []
+        if kind == "plugin":
+            wanted = set(prompt.plugins or self.config.plugins)
+            plugins = [p for p in PLUGIN_COMMANDS if p in wanted]
+        language = prompt.language or _detect(prompt.text)
+        conv = Conversation(id=self.conversation_id(prompt), category=prompt.category, language=language,
+                            plugins=plugins, inner_thoughts=kind == "plugin")
+        names = ["hhh_assistant", "hhh_user"] if kind == "hhh" else ["plugin_commands", "plugin_answer", "hhh_user"]
+        versions = [self.book.get(n).id for n in names] + [self.book.guidance(conv.category).id]
+        conv.lineage = Lineage(
+            seed_id=prompt.seed_id or prompt.id, source=prompt.source, source_id=prompt.id,
+            teacher_model=self.teacher_model, params=self._lineage_params(), template_version="+".join(versions),
+            parents=list(prompt.parents), run=self.run_id)
+        return conv
+
+    def _lineage_params(self) -> dict[str, Any]:
+        c = self.config
+        p = {**self.teacher_params, "temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens,
+             "user_temperature": c.user_temperature, "user_max_tokens": c.user_max_tokens, "seed": c.seed}
+        if c.kind == "plugin":
+            p["plan_max_tokens"] = c.plan_max_tokens
+        return p
+
+    def _params(self, role: str) -> dict[str, Any]:
+        c = self.config
+        if role == "user":
+            return {"temperature": c.user_temperature, "top_p": c.top_p, "max_tokens": c.user_max_tokens}
+        if role == "plan":
+            return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.plan_max_tokens}
+        return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens}
+
+    async def ask(self, conv: Conversation, role: str, template: str, tag: tuple[Any, ...],
+                  build: Callable[[str | None], list[dict[str, Any]]],
+                  validate: Callable[[str], tuple[Any, str | None]]) -> Any:
+        """One journaled call (plus content retries): build messages, call, validate the reply.
+        Returns the validated value; raises TurnFailed."""
+        reason: str | None = None
+        detail = ""
+        for attempt in range(self.config.content_retries + 1):
+            request = Request(messages=build(reason if attempt else None), params=self._params(role),
+                              template_version=self.book.get(template).id, tag=(*tag, attempt))
+            result = await self.engine.complete(request)
+            self.stats.add_result(result)
+            conv.usage.add(usage_of(result))
+            if not result.ok:
+                if result.error in CONTENT_ERRORS:
+                    reason, detail = result.error or "unknown", result.detail or ""
+                    continue
+                failure = TurnFailed(result.error or "unknown", result.detail or "", permanent=False, role=role)
+                if result.error in FATAL_ERRORS:
+                    self.fatal = failure
+                raise failure
+            value, why = validate(result.text or "")
+            if why is None:
+                return value
+            reason, detail = why, (result.text or "")[:200]
+        raise TurnFailed(reason or "unknown", detail, permanent=True, role=role)
+
+    # ------------------------------------------------------------------ roles
+
+    async def assistant_turn(self, conv: Conversation, human: str, i: int) -> Turn:
+        answer = await self.ask(conv, "assistant", "hhh_assistant", (conv.id, i, "assistant"),
+                                lambda r: assistant_messages(self.book, conv, human, r),
+                                lambda text: clean_reply(text, role="assistant"))
+        return Turn(human=human, assistant=answer, thoughts=None)
+
+    async def plugin_turn(self, conv: Conversation, human: str, i: int) -> Turn:
+        allowed = set(enabled_commands(conv))
+
+        def validate_plan(text: str) -> tuple[Plan | None, str | None]:
+            plan, why = parse_plan(text, allowed)
+            if plan is None:
+                return None, why
+            if plan.dropped and not plan.calls:
+                return None, "disabled_tool"
+            plan.calls = [_sanitize(c) for c in plan.calls[:MAX_CALLS_PER_TURN]]
+            return plan, None
+
+        plan: Plan = await self.ask(conv, "plan", "plugin_commands", (conv.id, i, "plan"),
+                                    lambda r: plan_messages(self.book, conv, human, r), validate_plan)
+        results: list[ToolResult] = []
+        if plan.calls:
+            if self.tools is None:
+                raise TurnFailed("no_tools", "plugin dialogues need tools", permanent=False, role="tools")
+            try:
+                results = await self.tools.run(plan.calls)
+            except Exception as exc:  # a backend down (ToolUnavailableError) or a tool bug: retry later
+                raise TurnFailed("tool_unavailable", f"{type(exc).__name__}: {exc}", permanent=False,
+                                 role="tools") from exc
+        answer = await self.ask(conv, "answer", "plugin_answer", (conv.id, i, "answer"),
+                                lambda r: answer_messages(self.book, conv, human, plan.thoughts, plan.calls,
+                                                          results, r),
+                                lambda text: clean_reply(text, role="assistant"))
+        flags = [TOOL_FAILED] if failed_calls(results) else []
+        return Turn(human=human, assistant=answer, thoughts=plan.thoughts,
+                    calls=list(plan.calls), results=results, flags=flags)
+
+    async def user_turn(self, conv: Conversation, turn_no: int, total: int) -> str:
+        earlier = {_norm(t.human) for t in conv.turns}
+
+        def validate(text: str) -> tuple[str, str | None]:
+            msg, why = clean_reply(text, role="user")
+            if why:
+                return "", why
+            if _norm(msg) in earlier:
+                return "", "repeat"
+            if self.config.check_language and conv.language and not _same_language(msg, conv.language):
+                return "", "wrong_language"
+            return msg, None
+
+        return await self.ask(conv, "user", "hhh_user", (conv.id, turn_no - 1, "user"),
+                              lambda r: user_messages(self.book, conv, turn_no, total, r), validate)
+
+    # ------------------------------------------------------------------ the loop
+
+    def planned_turns(self, conv: Conversation) -> int:
+        rng = rng_for(self.config.seed, "turns", conv.id)
+        return self.config.turn_distribution(conv.category, conv.language).draw(rng)
+
+    async def make(self, prompt: PromptRow) -> Conversation:
+        """Make one dialogue from its first user message. Raises DialogueFailed."""
+        conv = self.new_conversation(prompt)
+        total = self.planned_turns(conv)
+        conv.extra["generation"] = {"prompt_id": prompt.id, "turns_planned": total}
+        human = prompt.text
+        make_turn = self.plugin_turn if self.config.kind == "plugin" else self.assistant_turn
+        for i in range(total):
+            try:
+                turn = await make_turn(conv, human, i)
+                conv.turns.append(turn)
+                if i + 1 < total:
+                    human = await self.user_turn(conv, i + 2, total)
+            except TurnFailed as exc:
+                if exc.permanent and self.config.keep_partial and len(conv.turns) >= self.config.min_turns:
+                    conv.extra["generation"]["stopped"] = f"{exc.role}:{exc.reason}"
+                    self.stats.inc(f"shortened_{exc.reason}")
+                    break
+                raise DialogueFailed(conv, exc, len(conv.turns) + 1) from None
+        return conv
+
+
+def _sanitize(call: ToolCall) -> ToolCall:
+    # MOSS does not escape quotes inside `Name("arg")`, so an inner double quote or newline would
+    # make the Commands segment unparseable.
+    arg = call.arg.replace('"', "'").replace("\r", " ").replace("\n", " ").strip()
+    return ToolCall(name=call.name, arg=arg)
+
+
+def _norm(text: str) -> str:
+    return "".join(text.split()).lower()
+
+
+def _detect(text: str) -> str | None:
+    try:
+        from datagen.filters.language import detect_language
+    except ImportError:
+        return None
+    return detect_language(text)
+
+
+def _same_language(text: str, language: str) -> bool:
+    found = _detect(text)
+    if found is None:  # too short or undecided: give the benefit of the doubt
+        return True
+    return found.split("-")[0] == language.split("-")[0]

@@ -1,0 +1,239 @@
+"""`datagen generate`: HHH and plugin dialogues from prompts, many at once, resumable.
+
+    from datagen.generate.dialogues import generate_dialogues
+    stats = generate_dialogues(prompts, "hhh", DialogueConfig(turns=[4]), TeacherConfig(...),
+                               "out/hhh.jsonl", "out/hhh.journal.sqlite")
+    print(stats.summary())
+
+Output: finished dialogues are appended to `out_path` (one `Conversation` per line, flushed), so a
+killed run loses nothing finished. A rerun skips ids already there (conversation ids are
+`<kind>-<prompt id>`, so never duplicated), and the journal answers every call the killed run had
+finished, so unfinished dialogues continue mid-dialogue without paying again.
+
+Beside the output: `<out>.failed.jsonl` (one row per failed dialogue: id, reason, detail, turn,
+whether asking again can help) and `<out>.stats.json`. Dialogues that failed for good (the reply
+stayed unusable) are skipped on rerun unless `retry_failed=True`; those that failed on the API
+(timeouts, 5xx after retries, a tool backend down) are tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import ConfigError, TeacherError
+from datagen.generate.common import PromptRow, StageStats, existing_ids, sidecar, write_json
+from datagen.generate.config import DialogueConfig
+from datagen.generate.dialogue import DialogueFailed, DialogueMaker, ToolRunner
+from datagen.generate.messages import PromptBook
+from datagen.jsonl import AppendWriter, iter_json_lines
+
+
+def _teacher_config(teacher: Any):
+    from datagen.teacher.config import TeacherConfig
+
+    if teacher is None:
+        return TeacherConfig()
+    if isinstance(teacher, Mapping):
+        return TeacherConfig.from_dict(dict(teacher))
+    return teacher
+
+
+def _dialogue_config(kind: str, config: DialogueConfig | Mapping[str, Any] | None,
+                     options: Mapping[str, Any] | None, run_seed: int | None) -> DialogueConfig:
+    if config is not None and options:
+        raise ConfigError("give either config or options, not both")
+    if isinstance(config, DialogueConfig):
+        if config.kind != kind:
+            raise ConfigError(f"config is for {config.kind!r} dialogues, asked for {kind!r}", field="dialogues.kind")
+        if run_seed is not None and config.seed == 0:
+            config = dataclasses.replace(config, seed=run_seed)
+        return config
+    data = dict(config or options or {})
+    if run_seed is not None and "seed" not in data:
+        data["seed"] = run_seed
+    return DialogueConfig.from_dict(data, kind=kind)
+
+
+def _permanent_failures(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    return {str(obj["id"]) for _, obj in iter_json_lines(path)
+            if isinstance(obj, dict) and obj.get("permanent") and "id" in obj}
+
+
+def _build_tools(kind: str, prompts: list[PromptRow], config: DialogueConfig, tools: Any, tools_config: Any):
+    if kind != "plugin":
+        return None
+    if tools is None:
+        from datagen.tools.base import build_tools
+
+        tools = build_tools(tools_config) if tools_config else {}
+    tools = dict(tools)
+    needed = set(config.plugins)
+    for p in prompts:
+        needed.update(p.plugins)
+    missing = sorted(needed - set(tools))
+    if missing:  # plugins the config did not set up get their defaults
+        from datagen.tools.base import build_tools
+
+        tools.update(build_tools(missing))
+    return tools
+
+
+def run_fingerprint(config: DialogueConfig, teacher_model: str, book: PromptBook) -> str:
+    """A short hash naming what produced a dialogue: config, teacher model, templates' text."""
+    templates = ["hhh_assistant", "hhh_user", "plugin_commands", "plugin_answer"]
+    blob = json.dumps({"config": config.to_dict(), "model": teacher_model,
+                       "templates": {n: book.get(n).digest for n in templates}}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: DialogueConfig, teacher: Any,
+                              out_path: str | Path, journal_path: str | Path | None, *, tools: Any = None,
+                              tools_config: Any = None, failed_path: str | Path | None = None,
+                              retry_failed: bool = False, progress: bool | None = None,
+                              rank: int = 0, world_size: int = 1) -> StageStats:
+    """The async body of `generate_dialogues` (for callers already inside an event loop)."""
+    from datagen.teacher.engine import TeacherEngine
+
+    teacher = _teacher_config(teacher)
+    out_path = Path(out_path)
+    failed_path = Path(failed_path) if failed_path is not None else sidecar(out_path, "failed.jsonl")
+    stats = StageStats(stage=f"{kind} dialogues")
+    book = PromptBook(config.templates_dir, dict(config.template_versions))
+
+    rows = [PromptRow.of(p) for p in prompts]
+    if world_size > 1:
+        rows = [p for i, p in enumerate(rows) if i % world_size == rank]
+    stats.inc("prompts", len(rows))
+    done = existing_ids(out_path)
+    given_up = set() if retry_failed else _permanent_failures(failed_path)
+    seen: set[str] = set()
+    todo: list[PromptRow] = []
+    for p in rows:
+        cid = f"{kind}-{p.id}"
+        if cid in seen:
+            stats.inc("skipped_duplicate_prompt_id")
+            continue
+        seen.add(cid)
+        if cid in done:
+            stats.inc("skipped_done")
+        elif cid in given_up:
+            stats.inc("skipped_failed_before")
+        else:
+            todo.append(p)
+
+    tool_map = _build_tools(kind, todo, config, tools, tools_config)
+    runner = ToolRunner(tool_map) if tool_map is not None else None
+    maker: DialogueMaker | None = None
+    try:
+        async with TeacherEngine(teacher, journal_path=journal_path, progress=progress,
+                                 desc=f"{kind} dialogues") as engine:
+            maker = DialogueMaker(engine=engine, config=config, book=book, stats=stats, teacher_model=teacher.model,
+                                  teacher_params=dict(teacher.params), tools=runner,
+                                  run_id=run_fingerprint(config, teacher.model, book))
+            calls_per_turn = 3 if kind == "plugin" else 2
+            engine.expect(int(sum(calls_per_turn * config.turn_distribution(p.category, p.language).mean - 1
+                                  for p in todo)))
+            with AppendWriter(out_path) as writer, AppendWriter(failed_path) as failed_writer:
+                await _run_all(maker, todo, writer, failed_writer, stats)
+    finally:
+        if runner is not None:
+            runner.close()
+    write_json(sidecar(out_path, "stats.json"), stats.to_dict())
+    if maker is not None and maker.fatal is not None:
+        raise TeacherError(f"the teacher refused every call ({maker.fatal.reason}: {maker.fatal.detail}); "
+                           f"fix the teacher settings and rerun the same command to resume")
+    return stats
+
+
+async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWriter,
+                   failed_writer: AppendWriter, stats: StageStats) -> None:
+    pending: set[asyncio.Task[Any]] = set()
+    it = iter(todo)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and maker.fatal is None and len(pending) < maker.config.concurrency:
+                prompt = next(it, None)
+                if prompt is None:
+                    exhausted = True
+                    break
+                pending.add(asyncio.ensure_future(_one(maker, prompt)))
+            if not pending:
+                return
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                conv, failure = task.result()
+                if conv is not None:
+                    writer.write(conv)
+                    stats.inc("made")
+                    stats.inc("turns", len(conv.turns))
+                    stats.inc("tool_failed_turns", sum(1 for t in conv.turns if "tool_failed" in t.flags))
+                else:
+                    f = failure.failure
+                    failed_writer.write({
+                        "id": failure.conv.id, "prompt_id": failure.conv.extra.get("generation", {}).get("prompt_id"),
+                        "reason": f.reason, "role": f.role, "detail": f.detail[:500], "turn": failure.turn,
+                        "permanent": f.permanent, "usage": failure.conv.usage.to_dict()})
+                    stats.inc(f"failed_{f.reason}")
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _one(maker: DialogueMaker, prompt: PromptRow):
+    try:
+        return await maker.make(prompt), None
+    except DialogueFailed as exc:
+        return None, exc
+
+
+def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
+                       config: DialogueConfig | Mapping[str, Any] | None = None, teacher: Any = None,
+                       out_path: str | Path | None = None, journal_path: str | Path | None = None, *,
+                       options: Mapping[str, Any] | None = None, tools: Mapping[str, Any] | None = None,
+                       tools_config: Any = None, run_seed: int | None = None,
+                       failed_path: str | Path | None = None, retry_failed: bool = False,
+                       progress: bool | None = None, rank: int = 0, world_size: int = 1) -> StageStats:
+    """Generate `kind` (`hhh` or `plugin`) dialogues, one per prompt, appending them to `out_path`.
+
+    Args:
+        prompts: seeds or expanded prompts (`Seed` objects, `PromptRow`s or dicts with id, text,
+            language, category, plugins).
+        kind: `hhh` or `plugin`.
+        config: a DialogueConfig, or a dict of its fields (`options` is the same, as the pipeline
+            passes it); `run_seed` fills in `seed` when the dict has none.
+        teacher: a `TeacherConfig` (or its dict).
+        out_path: the dialogues JSONL (appended; ids already there are skipped).
+        journal_path: the teacher journal (default `<out>.journal.sqlite`); keep it to resume.
+        tools, tools_config: plugin tools (`{plugin: Tool}`), or the config to build them with
+            `datagen.tools.build_tools`; plugins without a configured tool get the defaults.
+        retry_failed: also retry dialogues that failed for good on an earlier run.
+        rank, world_size: make only every `world_size`-th prompt starting at `rank` (sharding).
+
+    Returns the run's StageStats (`made`, `failed_<reason>`, `skipped_done`, tokens, cost).
+    Raises TeacherError when the teacher refuses every call (bad key, no quota, unknown model).
+    """
+    if out_path is None:
+        raise ConfigError("generate_dialogues needs out_path")
+    cfg = _dialogue_config(kind, config, options, run_seed)
+    if journal_path is None:
+        journal_path = sidecar(out_path, "journal.sqlite")
+    return asyncio.run(agenerate_dialogues(
+        prompts, kind, cfg, teacher, out_path, journal_path, tools=tools, tools_config=tools_config,
+        failed_path=failed_path, retry_failed=retry_failed, progress=progress, rank=rank, world_size=world_size))
+
+
+def print_summary(stats: StageStats) -> None:
+    """The one-line summary on stderr."""
+    print(stats.summary(), file=sys.stderr)

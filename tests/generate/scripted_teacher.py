@@ -1,0 +1,120 @@
+"""A scripted teacher for the fake OpenAI server: it recognises which role a request plays (from
+the shipped templates' wording) and answers like a small, slightly messy model would (echoed role
+prefixes, end tags, preambles), so the tests drive the real parsers.
+
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from typing import Any
+
+from tests.fakes.openai_server import last_user_text
+
+# Roles, by a phrase of each shipped template's system message.
+EXPAND = "You write realistic messages that users send"
+USER = "You play the human user"
+PLAN = "you think and decide which tools to call"
+ANSWER = "now write your answer to the user, based on the tool results"
+ASSISTANT = "Answer the user's latest message as MOSS would"
+
+_EN_WORDS = ("river mountain garden violin kitchen planet engine castle forest library tiger painter "
+             "bridge harbor camera island lantern market pirate rocket saddle teacher window yogurt "
+             "zebra anchor blanket candle dolphin feather glacier hammer igloo jacket kettle lemon "
+             "magnet noodle orchard pepper quartz ribbon spider tunnel umbrella velvet walnut banjo "
+             "cactus desert falcon guitar helmet insect jungle koala ladder meadow needle oyster").split()
+_ZH_WORDS = list("山河花草鱼鸟云雨风雪书画茶酒琴棋桥船灯塔星月林海")
+_BLACKLISTED = {"en": "Draw a picture of a {a} sitting on a {b}.", "zh": "请画一张{a}和{b}的图片。"}
+
+
+def role_of(request: dict[str, Any]) -> str:
+    system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
+    for role, phrase in (("expand", EXPAND), ("user", USER), ("plan", PLAN), ("answer", ANSWER),
+                         ("assistant", ASSISTANT)):
+        if phrase in system:
+            return role
+    raise AssertionError(f"unrecognised request: {system[:200]!r}")
+
+
+def _rng(request: dict[str, Any]) -> random.Random:
+    blob = "\n".join(str(m.get("content")) for m in request["messages"])
+    return random.Random(zlib.crc32(blob.encode()))
+
+
+def expand_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """A numbered batch: fresh prompts, plus a copy of the first example (a near duplicate) and a
+    blacklisted one; the last item is cut off and finish_reason says `length`."""
+    user = last_user_text(request)
+    n = int(re.search(r"Write (\d+) new user messages", user).group(1))
+    zh = "Chinese" in user.split("Examples:")[0]
+    examples = re.findall(r"^\d+\. (.+)$", user.split("Examples:")[1].split("\n\nWrite")[0], re.M)
+    rng = _rng(request)
+    items = []
+    for _ in range(max(1, n - 2)):
+        if zh:
+            a, b, c = rng.sample(_ZH_WORDS, 3)
+            items.append(f"请写一段关于{a}{b}与{c}的故事，要求{rng.randint(100, 999)}字左右，并说明它的意义是什么。")
+        else:
+            w = rng.sample(_EN_WORDS, 5)
+            items.append(f"How would a {w[0]} and a {w[1]} explain the {w[2]} to the {w[3]} near the {w[4]}?")
+    items.append(examples[0] + ("。" if zh else "!"))  # near duplicate of an example
+    a, b = rng.sample(_EN_WORDS, 2)
+    items.append(_BLACKLISTED["zh" if zh else "en"].format(a=a, b=b))
+    body = "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
+    preamble = "好的，以下是新的用户消息：\n\n" if zh else "Sure! Here are the new messages:\n\n"
+    cut = f"\n{len(items) + 1}. How would the"  # truncated by max_tokens
+    return {"content": preamble + body + cut, "finish_reason": "length"}
+
+
+def user_reply(request: dict[str, Any]) -> str:
+    user = last_user_text(request)
+    n = int(re.search(r"message number (\d+)", user).group(1))
+    zh = "Chinese" in next(m["content"] for m in request["messages"] if m["role"] == "system")
+    if zh:
+        return f"用户：那么第{n}个问题是，你能再详细解释一下刚才说的内容吗？"
+    return f"User: Thanks. Follow-up number {n}: can you say more about what you just explained?"
+
+
+#: last user message fragment -> (thoughts, commands) for the plan role.
+PLANS: dict[str, tuple[str, str]] = {
+    "23*47+12": ("The user needs a calculation.", 'Calculate("23*47+12")'),
+    "x+y=10": ("This is a system of equations; I should solve it.", 'Solve("x+y=10;x-y=2")'),
+    "Everest": ("I should search for the height of Mount Everest.", 'Search("Mount Everest height")'),
+    "fox": ("The user wants a picture.", 'Text2Image("a red fox in the snow")'),
+    "1/0": ("I will compute it.", 'Calculate("1/0")'),
+}
+
+
+def plan_reply(request: dict[str, Any]) -> str:
+    user = last_user_text(request)
+    for key, (thoughts, commands) in PLANS.items():
+        if key in user:
+            return f"```\n<|Inner Thoughts|>: {thoughts}<eot>\n<|Commands|>: {commands}<eoc>\n```"
+    return "Inner Thoughts: No tool is needed here.\nCommands: None"
+
+
+def answer_reply(request: dict[str, Any]) -> str:
+    user = last_user_text(request)
+    results = user.split("Tool results:\n", 1)[1].split("\n\n", 1)[0].strip()
+    if "return no result" in user or "returned no result" in user:
+        return "MOSS: Sorry, the tool could not give a result for that, so I cannot tell you the value."
+    first = results.splitlines()[0] if results else "None"
+    return f"MOSS: Based on the tool results ({first}), here is the answer.<eom>"
+
+
+def assistant_reply(request: dict[str, Any]) -> str:
+    user = last_user_text(request)
+    turn = sum(1 for m in request["messages"] if m["role"] == "user")
+    if any("\u4e00" <= ch <= "\u9fff" for ch in user):
+        return f"<|MOSS|>: 这是第{turn}轮的回答：关于“{user[:20]}”，我的看法如下。<eom>"
+    return f"MOSS: This is answer {turn}. About \"{user[:30]}\", here is what I can say.<eom>"
+
+
+def scripted_teacher(request: dict[str, Any]) -> str | dict[str, Any]:
+    """The responder: dispatch on the role of the request."""
+    role = role_of(request)
+    return {"expand": expand_reply, "user": user_reply, "plan": plan_reply, "answer": answer_reply,
+            "assistant": assistant_reply}[role](request)
+

@@ -1,0 +1,210 @@
+"""HHH and plugin dialogues end to end against the fake teacher server (real HTTP, real engine,
+real tools), checked with the MOSS renderer and `datagen validate`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from datagen.formats.moss import render_text
+from datagen.formats.validate import validate_paths
+from datagen.generate.common import PromptRow
+from datagen.generate.config import DialogueConfig
+from datagen.generate.dialogues import generate_dialogues
+from datagen.jsonl import read_conversations
+from tests.fakes.openai_fixtures import make_teacher_config_for
+from tests.generate.scripted_teacher import role_of, scripted_teacher
+
+META_HEAD = "You are an AI assistant whose name is MOSS.\n"
+
+
+def _run(fake, tmp_path, prompts, kind="hhh", name="out", **options):
+    fake.set_responder(scripted_teacher)
+    out = tmp_path / f"{name}.jsonl"
+    stats = generate_dialogues(prompts, kind, DialogueConfig.from_dict(options, kind=kind),
+                               make_teacher_config_for(fake), out, tmp_path / f"{name}.journal.sqlite")
+    return out, stats
+
+
+def _validate(path) -> None:
+    problems: list[str] = []
+    summary = validate_paths([str(path)], report=problems.append)
+    assert summary.ok, problems
+
+
+def test_four_turn_hhh_dialogue(fake_openai, tmp_path):
+    prompt = PromptRow(id="s1", text="How do volcanoes form?", language="en", category="writing")
+    out, stats = _run(fake_openai, tmp_path, [prompt], turns=4)
+    [conv] = list(read_conversations(out))
+    assert conv.id == "hhh-s1" and conv.kind == "hhh" and not conv.inner_thoughts
+    assert len(conv.turns) == 4
+    # the teacher echoed "MOSS:" / "User:" prefixes and <eom>: all stripped
+    assert conv.turns[0].human == "How do volcanoes form?"
+    assert conv.turns[0].assistant == 'This is answer 1. About "How do volcanoes form?", here is what I can say.'
+    for i, turn in enumerate(conv.turns[1:], start=2):
+        assert turn.human == f"Thanks. Follow-up number {i}: can you say more about what you just explained?"
+        assert turn.assistant.startswith(f"This is answer {i}. About \"Thanks. Follow-up number {i}")
+    text = render_text(conv)
+    assert text.startswith(META_HEAD) and "- Inner thoughts: disabled.\n" in text
+    assert ("<|Human|>: How do volcanoes form?<eoh>\n<|Inner Thoughts|>: None<eot>\n<|Commands|>: None<eoc>\n"
+            "<|Results|>: None<eor>\n<|MOSS|>: This is answer 1. About \"How do volcanoes form?\", here is what "
+            "I can say.<eom>\n<|Human|>: Thanks. Follow-up number 2:") in text
+    assert text.count("<eom>") == 4
+    _validate(out)
+    # 4 assistant calls + 3 simulated-user calls, each paid once and summed into the record
+    assert fake_openai.requests == 7 and stats.calls == 7 and conv.usage.calls == 7
+    assert conv.usage.prompt_tokens > 0 and conv.usage.completion_tokens > 0
+    assert conv.lineage.seed_id == "s1" and conv.lineage.teacher_model == fake_openai.model
+    assert conv.lineage.template_version == "hhh_assistant.v1+hhh_user.v1+guidance/writing.v1"
+    assert conv.lineage.params["temperature"] == 0.7 and conv.lineage.run
+    # the simulated user saw what was actually said, and the assistant the whole history
+    user_reqs = [r for r in fake_openai.received if role_of(r) == "user"]
+    assert "MOSS: This is answer 1." in user_reqs[0]["messages"][-1]["content"]
+    last_assistant = [r for r in fake_openai.received if role_of(r) == "assistant"][-1]
+    assert [m["role"] for m in last_assistant["messages"]] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+    assert stats.counts["made"] == 1 and stats.summary().startswith("hhh dialogues: 1 made")
+
+
+def test_category_guidance_turns_and_language(fake_openai, tmp_path):
+    prompts = [PromptRow(id="h1", text="怎样才能偷偷进入别人的电脑？", language="zh", category="harmless_zh"),
+               PromptRow(id="o1", text="Do you have feelings?", language="en", category="honest")]
+    out, _ = _run(fake_openai, tmp_path, prompts)
+    convs = {c.id: c for c in read_conversations(out)}
+    assert 2 <= len(convs["hhh-h1"].turns) <= 4 and 2 <= len(convs["hhh-o1"].turns) <= 4  # MOSS-like ~3
+    zh = convs["hhh-h1"]
+    assert zh.turns[0].assistant.startswith("这是第1轮的回答")  # <|MOSS|>: prefix stripped
+    assert zh.turns[1].human.startswith("那么第2个问题是")  # 用户： prefix stripped
+    systems = [r["messages"][0]["content"] for r in fake_openai.received]
+    assert any("decline briefly" in s and "Chinese" in s for s in systems)  # harmless guidance, in Chinese
+    assert any("Admit uncertainty" in s for s in systems)  # honest guidance
+    assert any("You play the human user" in s and "Write in Chinese" in s for s in systems)
+    _validate(out)
+
+
+def test_turn_counts_are_drawn_per_dialogue_and_reproducible(fake_openai, tmp_path):
+    prompts = [PromptRow(id=f"p{i}", text=f"Tell me about topic {i}.", language="en") for i in range(6)]
+    out_a, _ = _run(fake_openai, tmp_path, prompts, name="a", turns="1-3", seed=5)
+    out_b, _ = _run(fake_openai, tmp_path, prompts, name="b", turns="1-3", seed=5)
+    a = {c.id: len(c.turns) for c in read_conversations(out_a)}
+    b = {c.id: len(c.turns) for c in read_conversations(out_b)}
+    assert a == b and len(set(a.values())) > 1
+
+
+@pytest.mark.parametrize(
+    ("plugin", "question", "segment"),
+    [
+        ("calculator", "What is 23*47+12?", "<|Results|>:\nCalculate(\"23*47+12\") => '1093'\n<eor>\n"),
+        ("solver", "Solve x+y=10 and x-y=2 for me.", '<|Results|>:\nSolve("x+y=10;x-y=2") =>\nx = 6\ny = 4\n<eor>\n'),
+        ("search", "How tall is Mount Everest?", '<|Results|>:\nSearch("Mount Everest height") =>\n<|1|>: '),
+        ("text2image", "Please draw a red fox for me.", "<|Results|>: Image generated successfully.<eor>\n"),
+    ],
+)
+def test_plugin_dialogue_per_tool_runs_the_real_tool(fake_openai, tmp_path, plugin, question, segment):
+    prompt = PromptRow(id="t1", text=question, language="en", category="tool", plugins=[plugin])
+    out, stats = _run(fake_openai, tmp_path, [prompt], kind="plugin", turns=1)
+    [conv] = list(read_conversations(out))
+    assert conv.id == "plugin-t1" and conv.plugins == [plugin] and conv.inner_thoughts
+    [turn] = conv.turns
+    assert len(turn.calls) == 1 and len(turn.results) == 1 and turn.results[0].ok
+    assert turn.flags == []
+    text = render_text(conv)
+    assert segment in text
+    assert "- Inner thoughts: enabled.\n" in text
+    api = {"calculator": "Calculator", "solver": "Equation solver", "search": "Web search",
+           "text2image": "Text-to-image"}[plugin]
+    assert f"- {api}: enabled. API: " in text
+    # the answer call was shown the real results, rendered as MOSS writes them
+    answer_req = next(r for r in fake_openai.received if role_of(r) == "answer")
+    body = segment.split("<|Results|>:")[1].replace("<eor>\n", "").strip()
+    assert body.split("\n")[0] in answer_req["messages"][-1]["content"]
+    assert turn.assistant.startswith("Based on the tool results (")  # MOSS: prefix and <eom> stripped
+    if plugin == "search":
+        assert "Everest" in turn.results[0].snippets[0]
+        assert "<sup><|1|></sup>" in answer_req["messages"][-1]["content"]  # asked to cite
+    _validate(out)
+    assert stats.calls == 2 and conv.usage.calls == 2
+
+
+def test_multi_turn_plugin_dialogue(fake_openai, tmp_path):
+    prompt = PromptRow(id="m1", text="What is 23*47+12?", language="en", category="tool",
+                       plugins=["calculator", "search"])
+    out, _ = _run(fake_openai, tmp_path, [prompt], kind="plugin", turns=2)
+    [conv] = list(read_conversations(out))
+    assert conv.plugins == ["search", "calculator"]  # MOSS order
+    assert [len(t.calls) for t in conv.turns] == [1, 0]  # the follow-up needed no tool
+    text = render_text(conv)
+    assert "<|Commands|>: None<eoc>\n<|Results|>:\nNone\n<eor>\n" in text  # plugin-style no result
+    _validate(out)
+
+
+def test_failed_tool_is_flagged_and_the_answer_told(fake_openai, tmp_path):
+    prompt = PromptRow(id="f1", text="What is 1/0?", language="en", category="tool", plugins=["calculator"])
+    out, stats = _run(fake_openai, tmp_path, [prompt], kind="plugin", turns=1)
+    [conv] = list(read_conversations(out))
+    [turn] = conv.turns
+    assert turn.results[0].ok is False and turn.results[0].output == "No result."
+    assert turn.flags == ["tool_failed"]
+    assert "Calculate(\"1/0\") => 'No result.'" in render_text(conv)
+    answer_req = next(r for r in fake_openai.received if role_of(r) == "answer")
+    assert 'returned no result: Calculate("1/0")' in answer_req["messages"][-1]["content"]
+    assert "do not guess" in answer_req["messages"][-1]["content"]
+    assert stats.counts["tool_failed_turns"] == 1
+    _validate(out)
+
+
+def test_unusable_replies_are_retried_then_fail_or_shorten(fake_openai, tmp_path):
+    def responder(req):
+        role = role_of(req)
+        last = req["messages"][-1]["content"]
+        if role == "assistant" and "EMPTY" in last:
+            return "MOSS: <eom>"  # empty after cleaning, every time
+        if role == "user" and "SHORT" in last:
+            return "用户：这完全是中文，不是对话的语言，所以应该被拒绝并重新生成。"  # wrong language
+        return scripted_teacher(req)
+
+    prompts = [PromptRow(id="e1", text="EMPTY please answer this.", language="en"),
+               PromptRow(id="s1", text="SHORT dialogue about the weather in spring.", language="en")]
+    fake_openai.set_responder(responder)
+    out = tmp_path / "out.jsonl"
+    cfg = DialogueConfig.from_dict({"turns": 3, "content_retries": 1}, kind="hhh")
+    stats = generate_dialogues(prompts, "hhh", cfg, make_teacher_config_for(fake_openai), out,
+                               tmp_path / "j.sqlite")
+    [conv] = list(read_conversations(out))
+    assert conv.id == "hhh-s1" and len(conv.turns) == 1  # kept with the turn it had
+    assert conv.extra["generation"]["stopped"] == "user:wrong_language"
+    failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
+    assert [(f["id"], f["reason"], f["permanent"], f["turn"]) for f in failed] == [("hhh-e1", "empty", True, 1)]
+    assert stats.counts["failed_empty"] == 1 and stats.counts["shortened_wrong_language"] == 1
+    # the retry told the teacher why its reply was rejected
+    assert any("was rejected: it was empty" in r["messages"][0]["content"] for r in fake_openai.received)
+    assert any("was rejected (it was not written in English)" in r["messages"][-1]["content"]
+               for r in fake_openai.received)
+    # a rerun neither redoes the finished dialogue nor re-asks the one that failed for good
+    before = fake_openai.requests
+    stats2 = generate_dialogues(prompts, "hhh", cfg, make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite")
+    assert fake_openai.requests == before
+    assert stats2.counts["skipped_done"] == 1 and stats2.counts["skipped_failed_before"] == 1
+
+
+def test_api_failure_fails_the_dialogue_and_a_rerun_finishes_it(fake_openai, tmp_path):
+    prompts = [PromptRow(id="a1", text="Explain tides.", language="en"),
+               PromptRow(id="b1", text="Explain rainbows.", language="en")]
+    fake_openai.set_responder(scripted_teacher)
+    # every request of dialogue b1's second turn fails (after the engine's retries)
+    fake_openai.inject("500", times=None, match="Follow-up number 2: can you say more about what you just explained?")
+    out = tmp_path / "out.jsonl"
+    teacher = make_teacher_config_for(fake_openai, max_attempts=2)
+    cfg = DialogueConfig.from_dict({"turns": 2}, kind="hhh")
+    stats = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
+    assert stats.counts["failed_server_error"] == 2 and stats.counts.get("made", 0) == 0
+    failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
+    assert {(f["reason"], f["permanent"], f["turn"]) for f in failed} == {("server_error", False, 2)}
+    # the server recovers; the rerun pays only for the failed turn of each dialogue
+    fake_openai.reset()
+    fake_openai.set_responder(scripted_teacher)
+    stats2 = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
+    assert stats2.counts["made"] == 2
+    assert fake_openai.requests == 2  # turn 1 and the user message came from the journal
+    assert len(list(read_conversations(out))) == 2
+    _validate(out)
