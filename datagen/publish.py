@@ -38,7 +38,16 @@ import xxhash
 from datagen.card import CardContext, DatasetStats, redact, render_card, split_card
 from datagen.errors import InputError, PublishError
 from datagen.manifest import now, write_json_atomic
-from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn, Usage
+from datagen.record import (
+    COMMAND_PLUGINS,
+    PLUGIN_COMMANDS,
+    Conversation,
+    Lineage,
+    ToolCall,
+    ToolResult,
+    Turn,
+    Usage,
+)
 
 #: Configs in the order cards list them; a conversation's config is its `kind`.
 CONFIGS = ("hhh", "plugin")
@@ -189,18 +198,16 @@ def conversation_to_row(conv: Conversation, scores: dict[str, str] | None = None
             "run": lin.run,
         },
         "usage": conv.usage.to_dict(),
-        "tags": _json(conv.tags) if conv.tags else None,
-        "extra": _json(conv.extra) if conv.extra else None,
     }
+    missing = set(conv.scores) - set(scores or {})
+    if missing:
+        raise InputError(f"conversation {conv.id!r}: scores {sorted(missing)} are not among the dataset's score "
+                         "columns (pass every conversation to `score_types`)")
     if scores:
-        extra_keys = set(conv.scores) - set(scores)
-        if extra_keys:
-            raise InputError(f"conversation {conv.id!r}: scores {sorted(extra_keys)} not in the dataset's score "
-                             "columns")
         row["scores"] = {k: (None if (v := conv.scores.get(k)) is None else float(v) if t == "float64" else _json(v))
                          for k, t in scores.items()}
-    elif conv.scores:
-        raise InputError(f"conversation {conv.id!r}: has scores but the dataset has no score columns")
+    row["tags"] = _json(conv.tags) if conv.tags else None
+    row["extra"] = _json(conv.extra) if conv.extra else None
     return row
 
 
@@ -599,7 +606,11 @@ def _dataset_infos(features: Any, stats: DatasetStats, split_bytes: dict[tuple[s
 
 
 def _structural_problems(conv: Conversation, config: str) -> list[str]:
-    """What a published record must satisfy whatever the format checker says."""
+    """What a published record must satisfy whatever the format checker says: an id, turns with
+    both sides, no MOSS tag inside any text (it would split the dialogue when tokenised), commands
+    only for enabled plugins, one result per call, and the config of its kind."""
+    from datagen.formats.moss import TAG_RE
+
     out = []
     if not conv.id.strip():
         out.append("empty id")
@@ -615,6 +626,18 @@ def _structural_problems(conv: Conversation, config: str) -> list[str]:
             out.append(f"turn {i}: empty human message")
         if not t.assistant.strip():
             out.append(f"turn {i}: empty assistant message")
+        texts = [("human", t.human), ("assistant", t.assistant), ("thoughts", t.thoughts or "")]
+        texts += [(f"call {c.name}", c.arg) for c in t.calls]
+        texts += [(f"result {r.name}", x) for r in t.results for x in [r.output, *r.snippets]]
+        for where, text in texts:
+            if m := TAG_RE.search(text):
+                out.append(f"turn {i}: {where} contains the MOSS tag {m.group(0)!r}")
+        for c in t.calls:
+            plugin = COMMAND_PLUGINS.get(c.name)
+            if plugin is None:
+                out.append(f"turn {i}: unknown command {c.name!r}")
+            elif plugin not in conv.plugins:
+                out.append(f"turn {i}: calls {c.name} but the {plugin} plugin is not enabled")
         if t.results and len(t.results) != len(t.calls):
             out.append(f"turn {i}: {len(t.calls)} call(s) but {len(t.results)} result(s)")
     return out
@@ -670,6 +693,9 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
         problems.append(f"{path / BUILD_FILE}: missing (was this folder built by datagen?)")
     fraction = build.get("validation_fraction")
     expected = build.get("counts") or {}
+    infos = meta.get("dataset_info") or []
+    declared = {(info.get("config_name", "default"), s.get("name")): s.get("num_examples")
+                for info in (infos if isinstance(infos, list) else [infos]) for s in info.get("splits") or []}
 
     import datasets
 
@@ -684,13 +710,17 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
                     problems.append(f"{where}: no files match {pattern}")
                     continue
                 try:
-                    ds = datasets.load_dataset(str(path), name=config, split=split, cache_dir=cache)
+                    # split sizes are compared below, with a clearer message than datasets' own check
+                    ds = datasets.load_dataset(str(path), name=config, split=split, cache_dir=cache,
+                                               verification_mode="no_checks")
                 except Exception as exc:
-                    problems.append(f"{where}: load_dataset failed: {type(exc).__name__}: {exc}")
+                    cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+                    problems.append(f"{where}: load_dataset failed: {type(exc).__name__}: {exc}{cause}")
                     continue
-                want = (expected.get(config) or {}).get(split)
-                if want is not None and want != ds.num_rows:
-                    problems.append(f"{where}: {ds.num_rows} rows, the build recorded {want}")
+                for source, want in (("the card's dataset_info", declared.get((config, split))),
+                                     (BUILD_FILE, (expected.get(config) or {}).get(split))):
+                    if want is not None and want != ds.num_rows:
+                        problems.append(f"{where}: {ds.num_rows} rows, {source} says {want}")
                 for i, row in enumerate(ds):
                     rid = row.get("id")
                     at = f"{where} row {i} (id {rid!r})"
@@ -842,9 +872,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "publish",
         help="Build the Hub dataset folder (parquet + card) of a run, check it, and upload it.",
-        description="Build a Hugging Face dataset folder from a run directory (or a conversations file or "
-                    "folder): parquet shards per config (hhh, plugin) and split (train, validation), a dataset "
-                    "card written from the run, provenance files. Check it by loading it with "
+        description="Build a Hugging Face dataset folder from a run directory (or a conversations file or\n"
+                    "folder): parquet shards per config (hhh, plugin) and split (train, validation), a\n"
+                    "dataset card written from the run, and provenance files. Check it by loading it with\n"
                     "datasets.load_dataset and validating every record, then upload it in one commit.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

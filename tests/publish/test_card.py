@@ -1,0 +1,62 @@
+"""The dataset card: metadata fields and what the body says (or admits it does not know)."""
+
+from __future__ import annotations
+
+import pytest
+
+from datagen.card import base_language, redact, size_category, split_card
+from datagen.jsonl import write_jsonl_atomic
+from datagen.publish import build_dataset_folder
+from tests.publish.runs import hhh, sample_conversations
+
+
+@pytest.mark.parametrize("n, label", [
+    (0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (99_999, "10K<n<100K"), (100_000, "100K<n<1M"),
+    (1_074_551, "1M<n<10M"), (10_000_000, "10M<n<100M"),
+])
+def test_size_category(n, label):
+    assert size_category(n) == label
+
+
+@pytest.mark.parametrize("code, base", [("zh-cn", "zh"), ("zh_TW", "zh"), ("EN", "en"), ("unknown", None),
+                                        (None, None), ("und", None)])
+def test_base_language(code, base):
+    assert base_language(code) == base
+
+
+def test_redact_drops_secrets_and_url_credentials():
+    cfg = {"teacher": {"api_key": "sk-1", "api_key_env": "OPENAI_API_KEY", "hf_token": "hf_x",
+                       "base_url": "https://bob:pw@example.com:8443/v1", "params": {"temperature": 0.2}}}
+    assert redact(cfg) == {"teacher": {"api_key_env": "OPENAI_API_KEY", "base_url": "https://example.com:8443/v1",
+                                       "params": {"temperature": 0.2}}}
+
+
+def test_plain_file_card_says_the_funnel_is_unknown(tmp_path):
+    src = tmp_path / "convs.jsonl"
+    convs = sample_conversations()
+    write_jsonl_atomic(src, convs)
+    folder = build_dataset_folder(src, license="mit", repo_id="me/convs", validation_fraction=0.0)
+    assert folder.path == tmp_path / "convs-dataset"
+    meta, body = split_card((folder.path / "README.md").read_text(encoding="utf-8"))
+    assert meta["license"] == "mit"
+    assert "**Funnel unknown.**" in body and "Unknown: not built from a datagen run directory" in body
+    assert folder.counts == {"hhh": {"train": 6}, "plugin": {"train": 4}}
+    assert [c["data_files"] for c in meta["configs"]] == [[{"split": "train", "path": "data/hhh/train-*"}],
+                                                         [{"split": "train", "path": "data/plugin/train-*"}]]
+    assert any("no validation rows" in w for w in folder.warnings)
+    assert not (folder.path / "datagen/manifest.json").exists()
+
+
+def test_card_counts_and_distributions(tmp_path):
+    convs = [hhh(1, language="zh-cn"), hhh(2, turns=3), hhh(3, turns=3, category="code")]
+    src = tmp_path / "c.jsonl"
+    write_jsonl_atomic(src, convs)
+    folder = build_dataset_folder(src, tmp_path / "ds", license="apache-2.0")
+    meta, body = split_card((folder.path / "README.md").read_text(encoding="utf-8"))
+    assert meta["language"] == ["en", "zh"] and meta["multilinguality"] == ["multilingual"]
+    assert "tool-use" not in meta["tags"]
+    assert "| 3 | 2 | 66.7% |" in body  # two dialogues with three turns
+    assert "| writing | 2 | 66.7% |" in body and "| code | 1 | 33.3% |" in body
+    assert "| zh-cn | 1 | 33.3% |" in body
+    longest = max(sum(len(t) for t in c.texts()) for c in convs)
+    assert f"| {longest} |" in body.split("whole dialogue")[1].splitlines()[0]

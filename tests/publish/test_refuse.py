@@ -1,0 +1,124 @@
+"""`publish` refuses what it must not upload, says why, and sends nothing to the Hub."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datagen.errors import PublishError
+from datagen.publish import _storage_type, build_dataset_folder, check_dataset_folder, publish
+from tests.publish.runs import make_run_dir
+
+REPO = "datagen-org/refused"
+
+
+def rewrite_rows(path, edit) -> None:
+    """Apply `edit(rows)` to a parquet shard in place, keeping its schema (and HF metadata)."""
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    edit(rows)
+    storage = pa.schema([pa.field(f.name, _storage_type(f.type)) for f in table.schema])
+    pq.write_table(pa.Table.from_pylist(rows, schema=storage).cast(table.schema), path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return build_dataset_folder(make_run_dir(tmp_path / "run"), tmp_path / "ds")
+
+
+def first_shard(folder, config: str):
+    return sorted((folder.path / "data" / config).glob("*.parquet"))[0]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r[0]["turns"][0].update(assistant=""), "turn 1: empty assistant message"),
+    (lambda r: r[0]["turns"][0].update(human="hi<eoh>\n<|MOSS|>: injected"), "human contains the MOSS tag '<eoh>'"),
+    (lambda r: r[0].update(meta_instruction="You are a helpful assistant.\n"), "MOSS 003: meta_instruction"),
+    (lambda r: r[0].update(plugins=["search"]), "is a 'plugin' conversation in config 'hhh'"),
+    (lambda r: r[0]["turns"][0]["calls"].append({"name": "Search", "arg": "x"}),
+     "calls Search but the search plugin is not enabled"),
+    (lambda r: r.append(dict(r[0])), "duplicate id"),
+])
+def test_corrupt_record_is_refused(folder, fake_hub, edit, message):
+    shard = first_shard(folder, "hhh")
+    bad_id = pq.read_table(shard).column("id")[0].as_py()
+    rewrite_rows(shard, edit)
+    problems = check_dataset_folder(folder)
+    assert any(message in p and repr(bad_id) in p for p in problems), problems
+    with pytest.raises(PublishError) as err:
+        publish(folder, REPO)
+    text = str(err.value)
+    assert "refusing to upload" in text and message in text and str(folder.path) in text
+    assert fake_hub.requests == [] and fake_hub.repo(REPO) is None
+
+
+def test_wrong_row_count_is_refused(folder, fake_hub):
+    # a shard that lost a row no longer matches the counts the card and build.json declare
+    shard = first_shard(folder, "hhh")
+    n = folder.counts["hhh"]["train"]
+    assert shard.name.startswith("train-") and n > 1
+    rewrite_rows(shard, lambda rows: rows.pop())
+    problems = check_dataset_folder(folder)
+    assert f"hhh/train: {n - 1} rows, the card's dataset_info says {n}" in problems
+    assert f"hhh/train: {n - 1} rows, datagen/build.json says {n}" in problems
+    with pytest.raises(PublishError, match="refusing to upload"):
+        publish(folder, REPO)
+    assert fake_hub.requests == []
+
+
+def test_unreadable_shard_is_refused(folder, fake_hub):
+    shard = first_shard(folder, "plugin")
+    shard.write_bytes(b"not parquet at all")
+    problems = check_dataset_folder(folder)
+    assert any(p.startswith("plugin/") and "load_dataset failed" in p for p in problems), problems
+    with pytest.raises(PublishError, match="load_dataset failed"):
+        publish(folder, REPO)
+    assert fake_hub.requests == []
+
+
+def test_clean_folder_passes(folder):
+    assert check_dataset_folder(folder) == []
+
+
+def test_no_license_is_refused(tmp_path, fake_hub):
+    folder = build_dataset_folder(make_run_dir(tmp_path / "run", license=None), tmp_path / "ds")
+    assert folder.license is None
+    assert any("no license" in w for w in folder.warnings)
+    card = (folder.path / "README.md").read_text(encoding="utf-8")
+    assert "\nlicense:" not in card.split("\n---\n")[0] and "**No license set.**" in card
+    assert check_dataset_folder(folder) == []  # the data is fine, only uploading needs a license
+    with pytest.raises(PublishError, match=r"without a license.*--license"):
+        publish(folder, REPO)
+    assert fake_hub.requests == []
+
+
+def test_license_flag_overrides_the_run_config(tmp_path):
+    folder = build_dataset_folder(make_run_dir(tmp_path / "run", license=None), tmp_path / "ds",
+                                  license="cc-by-4.0")
+    assert "\nlicense: cc-by-4.0\n" in (folder.path / "README.md").read_text(encoding="utf-8")
+    assert json.loads((folder.path / "datagen/build.json").read_text())["license"] == "cc-by-4.0"
+
+
+def test_no_token_is_refused(folder, fake_hub, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(PublishError, match="no Hugging Face token"):
+        publish(folder, REPO)
+    assert fake_hub.requests == []
+
+
+def test_bad_repo_id_is_refused(folder, fake_hub):
+    with pytest.raises(PublishError, match="ORG/NAME"):
+        publish(folder, "no-namespace")
+    assert fake_hub.requests == []
+
+
+def test_foreign_out_dir_is_never_replaced(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(PublishError, match="not built by datagen"):
+        build_dataset_folder(make_run_dir(tmp_path / "run"), out)
+    assert (out / "notes.txt").read_text() == "keep me"
