@@ -98,14 +98,14 @@ class FunnelReport:
         lines = [
             f"Input: {self.input:,} conversations; kept {self.kept:,} ({pct(self.kept, self.input)}).",
             "",
-            "| step | in | kept | dropped | tagged | redacted | kept % |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| step / reason | in | kept | dropped | tagged | redacted | kept % | rows |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for s in self.steps:
             lines.append(f"| {s.step} | {s.in_:,} | {s.kept:,} | {s.dropped:,} | {s.tagged:,} | {s.redacted:,} | "
-                         f"{pct(s.kept, s.in_)} |")
+                         f"{pct(s.kept, s.in_)} | |")
             for reason, n in sorted(s.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"| &nbsp;&nbsp;{reason} | | | {n:,} | | | |")
+                lines.append(f"| &nbsp;&nbsp;↳ {reason} | | | | | | | {n:,} |")
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str | Path) -> None:
