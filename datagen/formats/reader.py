@@ -219,13 +219,14 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
                 value = loads(text)
             except ValueError as exc:
                 bad += 1
-                torn = "" if raw.endswith(b"\n") else "truncated last line: "
-                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                col = f" at column {exc.pos + 1}" if isinstance(exc, json.JSONDecodeError) else ""
-                yield (
-                    Location(label, lineno),
-                    FormatError(f"{torn}invalid JSON ({msg}{col})", path=label, line=lineno),
-                )
+                if isinstance(exc, json.JSONDecodeError):
+                    body = text.rstrip("\r\n")
+                    cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(body)
+                    what = "truncated JSON" if cut else "invalid JSON"
+                    reason = f"{what}: {exc.msg} (column {exc.pos + 1})"
+                else:
+                    reason = f"invalid JSON: {exc}"
+                yield Location(label, lineno), FormatError(reason, path=label, line=lineno)
             else:
                 good += 1
                 if isinstance(value, list):
@@ -302,9 +303,7 @@ def _iter_document(label: str, fh: IO[bytes]) -> Iterator[tuple[Location, Any]]:
                 if near_end and fill():
                     continue
                 what = "truncated JSON" if eof and near_end else "invalid JSON"
-                raise _BadJSON(
-                    f"{what} ({exc.msg} at column {_col(buf, exc.pos)})", line_at(exc.pos)
-                ) from None
+                raise _BadJSON(f"{what}: {exc.msg} (column {_col(buf, exc.pos)})", line_at(exc.pos)) from None
             if end == len(buf) and fill():  # a number may go on in the next chunk
                 continue
             pos = end
@@ -326,6 +325,11 @@ def _iter_document(label: str, fh: IO[bytes]) -> Iterator[tuple[Location, Any]]:
             yield Location(label, first_line), value
             while True:  # concatenated values: JSON lines
                 line = line_at(pos)
+                if buf[pos] not in "{[":
+                    yield problem(
+                        f"invalid JSON: extra data after the JSON value (column {_col(buf, pos)})", line
+                    )
+                    return
                 yield Location(label, line), decode()
                 if not skip_ws():
                     return
@@ -343,7 +347,7 @@ def _iter_document(label: str, fh: IO[bytes]) -> Iterator[tuple[Location, Any]]:
             if not first:
                 if buf[pos] != ",":
                     yield problem(
-                        f"invalid JSON (expected ',' or ']' at column {_col(buf, pos)})", line_at(pos)
+                        f"invalid JSON: expected ',' or ']' (column {_col(buf, pos)})", line_at(pos)
                     )
                     return
                 pos += 1
@@ -384,7 +388,7 @@ def detect_format(record: Any) -> str | None:
         return None
     if "turns" in record and "id" in record:
         return "datagen"
-    if "chat" in record:
+    if "chat" in record or "meta_instruction" in record:
         return "moss"
     if "messages" in record:
         return "messages"

@@ -238,7 +238,7 @@ class ValidationSummary:
         if self.unreadable_files:
             s += f", {self.unreadable_files} unreadable file{'s' if self.unreadable_files != 1 else ''}"
         if self.noise:
-            s += f" ({self.noise} accepted deviation{'s' if self.noise != 1 else ''} from the canonical form)"
+            s += f" ({self.noise} accepted deviation{'s' if self.noise != 1 else ''} from the canonical form; --strict lists them)"
         return s
 
 
