@@ -143,7 +143,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         options["plugins"] = [p.strip() for p in args.plugins.split(",") if p.strip()]
     if args.seed is not None:
         options["seed"] = args.seed
-    config = DialogueConfig.from_dict(options, kind=args.kind)
+    config = DialogueConfig.from_dict(options, kind=args.kind, where=f"dialogues.{args.kind}.options",
+                                      path=args.config)
     prompts = _read_seeds(args.prompts)
     if args.limit is not None:
         prompts = prompts[: args.limit]

@@ -348,15 +348,23 @@ class DialogueConfig:
             _int(v, f"template_versions.{k}", 1, w)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, *, kind: str | None = None) -> DialogueConfig:
+    def from_dict(cls, d: dict[str, Any] | None, *, kind: str | None = None, where: str = "dialogues",
+                  path: str | None = None) -> DialogueConfig:
         """Build from a dict (the `options` of a `dialogues.<kind>` section); unknown keys raise
-        ConfigError. `kind` fills in the kind when the dict does not name it."""
-        data = _reject_unknown(cls, d, "dialogues")
-        if kind is not None:
-            if data.get("kind", kind) != kind:
-                raise ConfigError(f"kind {data['kind']!r} does not match {kind!r}", field="dialogues.kind")
-            data["kind"] = kind
-        return cls(**data)
+        ConfigError. `kind` fills in the kind when the dict does not name it; `where` and `path`
+        name the section and file in error messages (e.g. `dialogues.hhh.options`, `run.yaml`)."""
+        try:
+            data = _reject_unknown(cls, d, "dialogues")
+            if kind is not None:
+                if data.get("kind", kind) != kind:
+                    raise ConfigError(f"kind {data['kind']!r} does not match {kind!r}", field="dialogues.kind")
+                data["kind"] = kind
+            return cls(**data)
+        except ConfigError as exc:
+            f = exc.field or ""
+            if f == "dialogues" or f.startswith("dialogues."):
+                f = where + f[len("dialogues"):]
+            raise ConfigError(exc.reason, path=path or exc.path, line=exc.line, field=f or None) from None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}

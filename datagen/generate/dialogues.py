@@ -58,7 +58,7 @@ def _dialogue_config(kind: str, config: DialogueConfig | Mapping[str, Any] | Non
     data = dict(config or options or {})
     if run_seed is not None and "seed" not in data:
         data["seed"] = run_seed
-    return DialogueConfig.from_dict(data, kind=kind)
+    return DialogueConfig.from_dict(data, kind=kind, where=f"dialogues.{kind}.options" if options else "dialogues")
 
 
 def _permanent_failures(path: Path) -> set[str]:

@@ -153,7 +153,8 @@ def _numbered(texts: list[str]) -> str:
 
 
 def build_request(cell: Cell, config: ExpandConfig, book: PromptBook) -> tuple[Request, list[str]]:
-    """The cell's next request and the ids of the examples it shows."""
+    """The cell's next request and the ids of the examples it shows. Its `sample` number (part of
+    the journal key, not sent) keeps two requests that happen to show the same examples apart."""
     rng = rng_for(config.seed, "expand", cell.name, cell.requests)
     seeds = rng.sample(cell.seeds, min(config.k_seed, len(cell.seeds)))
     machine = rng.sample(cell.machine, min(config.k_machine, len(cell.machine)))
@@ -176,7 +177,7 @@ def build_request(cell: Cell, config: ExpandConfig, book: PromptBook) -> tuple[R
     request = Request(messages=messages, template_version=t.id, require_complete=False,
                       params={"temperature": config.temperature, "top_p": config.top_p,
                               "max_tokens": config.max_tokens},
-                      tag=(cell.name, cell.requests))
+                      tag=(cell.name, cell.requests), sample=cell.requests)
     return request, [e.id for e in examples]
 
 

@@ -25,7 +25,9 @@ _EN_WORDS = ("river mountain garden violin kitchen planet engine castle forest l
              "zebra anchor blanket candle dolphin feather glacier hammer igloo jacket kettle lemon "
              "magnet noodle orchard pepper quartz ribbon spider tunnel umbrella velvet walnut banjo "
              "cactus desert falcon guitar helmet insect jungle koala ladder meadow needle oyster").split()
-_ZH_WORDS = list("山河花草鱼鸟云雨风雪书画茶酒琴棋桥船灯塔星月林海")
+_ZH_WORDS = ("长城 熊猫 火锅 地铁 银行 医院 学校 电脑 手机 咖啡 足球 音阶 钢琴 沙漠 海洋 森林 城市 农村 历史 "
+             "数学 物理 化学 哲学 经济 法律 旅游 美食 健康 睡眠 运动 考试 面试 工作 创业 投资 保险 房租 邮件 "
+             "会议 朋友 父母 孩子 宠物 猫咪 小狗 花园 厨房 面包 蛋糕 茶叶 围棋 象棋 书法 京剧 诗歌 小说 电影").split()
 _BLACKLISTED = {"en": "Draw a picture of a {a} sitting on a {b}.", "zh": "请画一张{a}和{b}的图片。"}
 
 
@@ -54,13 +56,13 @@ def expand_reply(request: dict[str, Any]) -> dict[str, Any]:
     items = []
     for _ in range(max(1, n - 2)):
         if zh:
-            a, b, c = rng.sample(_ZH_WORDS, 3)
-            items.append(f"请写一段关于{a}{b}与{c}的故事，要求{rng.randint(100, 999)}字左右，并说明它的意义是什么。")
+            w = rng.sample(_ZH_WORDS, 5)
+            items.append(f"{w[0]}和{w[1]}在{w[2]}里怎样影响{w[3]}与{w[4]}？")
         else:
             w = rng.sample(_EN_WORDS, 5)
             items.append(f"How would a {w[0]} and a {w[1]} explain the {w[2]} to the {w[3]} near the {w[4]}?")
     items.append(examples[0] + ("。" if zh else "!"))  # near duplicate of an example
-    a, b = rng.sample(_EN_WORDS, 2)
+    a, b = rng.sample(_ZH_WORDS if zh else _EN_WORDS, 2)
     items.append(_BLACKLISTED["zh" if zh else "en"].format(a=a, b=b))
     body = "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
     preamble = "好的，以下是新的用户消息：\n\n" if zh else "Sure! Here are the new messages:\n\n"

@@ -1,0 +1,67 @@
+"""`datagen expand` and `datagen generate` from the command line, then `datagen validate`."""
+
+from __future__ import annotations
+
+import json
+
+from datagen.cli import main
+from tests.generate.scripted_teacher import scripted_teacher
+
+
+def _write_prompts(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_expand_then_generate_then_validate(fake_openai, tmp_path, capsys):
+    fake_openai.set_responder(scripted_teacher)
+    seeds = tmp_path / "seeds.jsonl"
+    _write_prompts(seeds, [
+        {"id": "s1", "text": "What are good habits for learning a new language?", "language": "en", "category": "advice"},
+        {"id": "s2", "text": "How can I sleep better when I travel a lot?", "language": "en", "category": "advice"},
+    ])
+    teacher = ["--base-url", fake_openai.base_url, "--model", fake_openai.model, "--no-progress"]
+    prompts = tmp_path / "prompts.jsonl"
+    assert main(["expand", str(seeds), "--out", str(prompts), "--target", "4", "--batch-size", "5", *teacher]) == 0
+    err = capsys.readouterr().err
+    assert "expand: 4 prompts kept of" in err and "rejected: " in err
+    assert (tmp_path / "prompts.journal.sqlite").exists()  # journal beside --out by default
+    assert len(prompts.read_text().splitlines()) == 4
+
+    out = tmp_path / "hhh.jsonl"
+    assert main(["generate", str(prompts), "--kind", "hhh", "--out", str(out), "--turns", "2", *teacher]) == 0
+    err = capsys.readouterr().err
+    assert "hhh dialogues: 4 made; 0 failed; 12 calls (0 from the journal)" in err
+    convs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(c["lineage"]["parents"] for c in convs)  # expanded prompts carry their parents on
+    assert main(["validate", str(out)]) == 0
+
+    # rerun: nothing to do, nothing paid
+    before = fake_openai.requests
+    assert main(["generate", str(prompts), "--kind", "hhh", "--out", str(out), "--turns", "2", *teacher]) == 0
+    assert "4 already done" in capsys.readouterr().err and fake_openai.requests == before
+
+
+def test_generate_plugin_with_run_config(fake_openai, tmp_path, capsys):
+    fake_openai.set_responder(scripted_teacher)
+    prompts = tmp_path / "prompts.jsonl"
+    _write_prompts(prompts, [{"id": "c1", "text": "What is 23*47+12?", "language": "en", "category": "tool",
+                              "plugins": ["calculator"]}])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"teacher:\n  base_url: {fake_openai.base_url}\n  model: {fake_openai.model}\n"
+                      f"  progress: false\ndialogues:\n  plugin:\n    options:\n      turns: 1\n", encoding="utf-8")
+    out = tmp_path / "plugin.jsonl"
+    assert main(["generate", str(prompts), "--kind", "plugin", "--out", str(out), "--config", str(config)]) == 0
+    [conv] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert conv["turns"][0]["results"][0]["output"] == "1093"
+
+
+def test_config_errors_are_one_line(fake_openai, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    _write_prompts(prompts, [{"id": "c1", "text": "Hello there, how are you?", "language": "en"}])
+    config = tmp_path / "run.yaml"
+    config.write_text("dialogues:\n  hhh:\n    options:\n      turnz: 3\n", encoding="utf-8")
+    rc = main(["generate", str(prompts), "--kind", "hhh", "--out", str(tmp_path / "o.jsonl"), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"Error: {config}: dialogues.hhh.options.turnz: unknown key")
+    rc = main(["generate", str(prompts), "--kind", "hhh", "--out", str(tmp_path / "o.jsonl"), "--turns", "0-x"])
+    assert rc == 1 and "bad turn range" in capsys.readouterr().err
