@@ -13,7 +13,6 @@ __all__ = ["fake_hub", "hf_token"]
 @pytest.fixture
 def fake_hub() -> Iterator[FakeHub]:
     """The fake Hub at HF_ENDPOINT, serving, with no repos and an empty request log."""
-    HUB.start()
     HUB.reset()
     yield HUB
 
