@@ -26,8 +26,8 @@ from typing import Any
 from datagen.errors import FormatError
 from datagen.formats.commands import parse_commands, parse_results, render_commands, render_results
 from datagen.formats.issues import Issue
-from datagen.formats.meta import build_meta_instruction, meta_instruction_for, parse_meta_instruction
-from datagen.record import COMMAND_PLUGINS, Conversation, Turn
+from datagen.formats.meta import MetaInfo, build_meta_instruction, meta_instruction_for, parse_meta_instruction
+from datagen.record import COMMAND_PLUGINS, Conversation, ToolCall, ToolResult, Turn
 
 #: SFT key -> (role tag, end tag), in turn order. The Tool Responses key carries the Results tag.
 SEGMENTS: dict[str, tuple[str, str]] = {
@@ -158,6 +158,11 @@ def _fail(
     issues.append(Issue(reason, field, turn))
 
 
+_NONE_THOUGHTS = "<|Inner Thoughts|>: None<eot>\n"
+_NONE_COMMANDS = "<|Commands|>: None<eoc>\n"
+_NONE_RESULTS = ("<|Results|>: None<eor>\n", "<|Results|>:\nNone\n<eor>\n")
+
+
 def parse_turn(
     segments: dict[str, str],
     *,
@@ -175,13 +180,19 @@ def parse_turn(
     try:
         human = segment_body("Human", segments["Human"], issues=local)
         it = segments.get("Inner Thoughts", "")
-        thoughts = None if it == "" else segment_body("Inner Thoughts", it, issues=local)
-        if thoughts == "None":
-            thoughts = None
+        thoughts = None
+        if it != "" and it != _NONE_THOUGHTS:  # the None forms are most turns: skip parsing them
+            thoughts = segment_body("Inner Thoughts", it, issues=local)
+            if thoughts == "None":
+                thoughts = None
         cmd = segments.get("Commands", "")
-        calls = [] if cmd == "" else parse_commands(segment_body("Commands", cmd, issues=local), issues=local)
+        calls: list[ToolCall] = []
+        if cmd != "" and cmd != _NONE_COMMANDS:
+            calls = parse_commands(segment_body("Commands", cmd, issues=local), issues=local)
         res = segments.get("Tool Responses", "")
-        results = [] if res == "" else parse_results(res, calls, issues=local)
+        results: list[ToolResult] = []
+        if res != "" and res not in _NONE_RESULTS:
+            results = parse_results(res, calls, issues=local)
         assistant = segment_body("MOSS", segments["MOSS"], issues=local)
     except FormatError as exc:
         field = exc.field or ""
@@ -203,11 +214,10 @@ def parse_turn(
 # -- SFT records ---------------------------------------------------------------------------------
 
 
-def _plugins_for(meta: str | None, turns: Iterable[Turn]) -> tuple[list[str], bool, bool]:
-    """(plugins, inner_thoughts, meta_is_canonical) from a meta instruction, falling back to the
-    commands and thoughts actually used when the text has no capability lines."""
-    if meta is not None:
-        info = parse_meta_instruction(meta)
+def _plugins_for(info: MetaInfo | None, turns: Iterable[Turn]) -> tuple[list[str], bool, bool]:
+    """(plugins, inner_thoughts, meta_is_canonical) from a parsed meta instruction, falling back to
+    the commands and thoughts actually used when the text has no capability lines."""
+    if info is not None:
         if info.has_capabilities:
             return list(info.plugins), info.inner_thoughts, info.canonical
     turns = list(turns)
@@ -237,11 +247,13 @@ def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Co
     if cid is not None and (isinstance(cid, bool) or not isinstance(cid, int | str)):
         _fail(issues, f"expected a string or integer, got {_json_type(cid)}", field="conversation_id")
     meta = record.get("meta_instruction")
+    info: MetaInfo | None = None
     if meta is not None and not isinstance(meta, str):
         _fail(issues, f"expected a string, got {_json_type(meta)}", field="meta_instruction")
         meta = None
-    elif meta is not None and issues is not None:
-        info = parse_meta_instruction(meta)
+    elif meta is not None:
+        info = parse_meta_instruction(meta)  # once per record: hashing a fresh 1 kB string is not free
+    if info is not None and issues is not None:
         issues.extend(Issue(p, "meta_instruction") for p in info.problems)
         issues.extend(Issue(p, "meta_instruction", noise=True) for p in info.notes)
     category = record.get("category")
@@ -267,9 +279,7 @@ def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Co
         else:
             bad = [k for k in chat if k not in expected][:3]
             _fail(issues, f"unexpected key(s) {bad}; expected turn_1..turn_{len(chat)}", field="chat")
-    plugin_style = False
-    if isinstance(meta, str):
-        plugin_style = bool(parse_meta_instruction(meta).plugins)
+    plugin_style = bool(info and info.plugins)
     turns: list[Turn] = []
     for n, (key, segs) in enumerate(chat.items(), start=1):
         if not isinstance(segs, dict):
@@ -302,7 +312,7 @@ def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Co
             issues.append(Issue(exc.reason, field or None, n))
     if fatal():
         return None
-    plugins, inner_thoughts, canonical = _plugins_for(meta, turns)
+    plugins, inner_thoughts, canonical = _plugins_for(info, turns)
     conv = Conversation(
         id=str(cid),
         turns=turns,
@@ -440,7 +450,7 @@ def parse_text(
         if "MOSS" not in segs:
             raise FormatError("no <|MOSS|> segment", field=f"turn {n}")
         turns.append(parse_turn(segs, plugin_style=plugin_style, issues=issues, turn_no=n))
-    plugins, inner_thoughts, canonical = _plugins_for(meta if info.has_capabilities else None, turns)
+    plugins, inner_thoughts, canonical = _plugins_for(info if info.has_capabilities else None, turns)
     if not info.has_capabilities and meta:
         canonical = False
     conv = Conversation(
