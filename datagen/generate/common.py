@@ -61,26 +61,23 @@ class PromptRow:
         if isinstance(p, PromptRow):
             return p
         get = p.get if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
-        lineage = get("lineage") or {}
-        extra = get("extra") or get("meta") or {}
-        parents = get("parents") or (lineage.get("parents") if isinstance(lineage, dict) else None) \
-            or (extra.get("parents") if isinstance(extra, dict) else None) or []
-        seed_id = get("seed_id") or (lineage.get("seed_id") if isinstance(lineage, dict) else None)
+        extra = get("extra") or {}
+        extra = extra if isinstance(extra, dict) else {}
+        lineage = get("lineage") or extra.get("lineage") or {}
+        lineage = lineage if isinstance(lineage, dict) else {}
+        parents = get("parents") or extra.get("parents") or lineage.get("parents") or []
+        seed_id = get("seed_id") or lineage.get("seed_id")
         return cls(id=str(get("id")), text=str(get("text")), language=get("language"), category=get("category"),
                    plugins=list(get("plugins") or []), parents=list(parents), source=get("source"),
                    seed_id=seed_id)
 
 
 def read_prompts(path: str | Path) -> list[PromptRow]:
-    """Read prompts (seed or expanded JSONL) through the seeds reader when it knows the format,
-    else as plain rows with `id` and `text`."""
-    try:
-        from datagen.generate.seeds import read_seeds
-    except ImportError:  # seeds module not installed in this checkout
-        read_seeds = None
-    if read_seeds is not None:
-        return [PromptRow.of(s) for s in read_seeds(path)]
-    return [PromptRow.of(obj) for _, obj in iter_json_lines(path)]
+    """Read prompts: a seed file or an expanded-prompt file (`datagen.generate.seeds.read_seeds`,
+    which names file, line and field of a bad row)."""
+    from datagen.generate.seeds import read_seeds
+
+    return [PromptRow.of(s) for s in read_seeds(path)]
 
 
 def usage_of(result: Result) -> Usage:

@@ -75,25 +75,23 @@ def _str_list(value: Any, name: str, where: str) -> list[str]:
 
 
 def normalize_category(category: str | None) -> str:
-    """Fold MOSS's category spellings to a guidance name: `harmless_zh` -> `harmless`,
-    `helpful_role_playing` -> `role_playing`, `rp` -> `role_playing`, None -> `default`."""
+    """Fold category spellings to datagen's names (`datagen.generate.seeds.CATEGORIES`), also used
+    to find guidance files: `harmless_zh` -> `harmless`, `helpful_role_playing` / `rp` ->
+    `role_play`, `advice` -> `brainstorming`, None -> `default`."""
     if not category:
         return "default"
+    from datagen.generate.seeds import CATEGORY_ALIASES
+
     c = category.strip().lower().replace("-", "_").replace(" ", "_")
+    if c in CATEGORY_ALIASES:
+        return CATEGORY_ALIASES[c]
     for prefix in ("helpful_",):
         if c.startswith(prefix):
             c = c[len(prefix):]
     for suffix in ("_prompts", "_conversations", "_conversation", "_en", "_zh"):
         if c.endswith(suffix):
             c = c[: -len(suffix)]
-    return _ALIASES.get(c, c)
-
-
-_ALIASES = {
-    "rp": "role_playing", "roleplay": "role_playing", "role_play": "role_playing",
-    "brainstorm": "brainstorming", "complex": "complex_instruction", "plugin": "tool", "tools": "tool",
-    "continue_writing": "continue", "switch": "switching", "topic_switching": "switching",
-}
+    return CATEGORY_ALIASES.get(c, c)
 
 
 def lookup(table: dict[str, Any], category: str | None, language: str | None = None) -> Any:

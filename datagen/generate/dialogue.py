@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.generate.common import CONTENT_ERRORS, FATAL_ERRORS, PromptRow, StageStats, rng_for, usage_of
-from datagen.generate.config import DialogueConfig
+from datagen.generate.config import DialogueConfig, normalize_category
 from datagen.generate.messages import (
     PromptBook,
     answer_messages,
@@ -219,6 +219,8 @@ class DialogueMaker:
 
     async def user_turn(self, conv: Conversation, turn_no: int, total: int) -> str:
         earlier = {_norm(t.human) for t in conv.turns}
+        check_language = (self.config.check_language and conv.language is not None
+                          and not _switches_language(conv.category))
 
         def validate(text: str) -> tuple[str, str | None]:
             msg, why = clean_reply(text, role="user")
@@ -226,7 +228,7 @@ class DialogueMaker:
                 return "", why
             if _norm(msg) in earlier:
                 return "", "repeat"
-            if self.config.check_language and conv.language and not _same_language(msg, conv.language):
+            if check_language and not _same_language(msg, conv.language):
                 return "", "wrong_language"
             return msg, None
 
@@ -278,6 +280,14 @@ def _detect(text: str) -> str | None:
     except ImportError:
         return None
     return detect_language(text)
+
+
+def _switches_language(category: str | None) -> bool:
+    # In language-switching dialogues the user changes language on purpose.
+    from datagen.filters.language import DRIFT_OK_CATEGORIES
+
+    return category is not None and (category in DRIFT_OK_CATEGORIES
+                                     or normalize_category(category) in DRIFT_OK_CATEGORIES)
 
 
 def _same_language(text: str, language: str) -> bool:

@@ -297,10 +297,12 @@ def _plan_round(active: list[Cell], config: ExpandConfig, budget: int) -> list[C
 
 
 def _row_dict(row: PromptRow, model: str, template: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": row.id, "text": row.text, "language": row.language, "category": row.category,
-            "plugins": row.plugins, "source": "expand", "parents": row.parents,
-            "lineage": {"teacher_model": model, "template_version": template, "params": dict(params),
-                        "parents": row.parents}}
+    # A Seed row (so `read_seeds` reads expanded prompts back); parents and lineage live in `extra`.
+    from datagen.generate.seeds import Seed
+
+    lineage = {"teacher_model": model, "template_version": template, "params": dict(params)}
+    return Seed(id=row.id, text=row.text, language=row.language, category=row.category, plugins=list(row.plugins),
+                source="expand", extra={"parents": list(row.parents), "lineage": lineage}).to_dict()
 
 
 def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None = None, teacher: Any = None,

@@ -64,7 +64,8 @@ def test_dialogue_bad_values():
         DialogueConfig.from_dict({"kind": "hhh"}, kind="plugin")
 
 
-@pytest.mark.parametrize(("raw", "norm"), [("harmless_zh", "harmless"), ("helpful_role_playing", "role_playing"),
-                                           ("rp", "role_playing"), (None, "default"), ("Code", "code")])
+@pytest.mark.parametrize(("raw", "norm"), [("harmless_zh", "harmless"), ("helpful_role_playing", "role_play"),
+                                           ("rp", "role_play"), (None, "default"), ("Code", "code"),
+                                           ("advice", "brainstorming"), ("helpful_writing_prompts", "writing")])
 def test_normalize_category(raw, norm):
     assert normalize_category(raw) == norm

@@ -82,6 +82,24 @@ def test_category_guidance_turns_and_language(fake_openai, tmp_path):
     _validate(out)
 
 
+def test_switching_dialogues_may_change_language(fake_openai, tmp_path):
+    def responder(req):
+        if role_of(req) == "user":
+            return "请用中文再解释一遍刚才的内容，谢谢。"  # the user switches to Chinese on purpose
+        return scripted_teacher(req)
+
+    fake_openai.set_responder(responder)
+    prompts = [PromptRow(id="w1", text="Translate 'good morning' into French.", language="en", category="switching"),
+               PromptRow(id="w2", text="Translate 'good night' into German.", language="en", category="writing")]
+    out = tmp_path / "out.jsonl"
+    generate_dialogues(prompts, "hhh", {"turns": 2, "content_retries": 0}, make_teacher_config_for(fake_openai),
+                       out, tmp_path / "j.sqlite")
+    convs = {c.id: c for c in read_conversations(out)}
+    assert len(convs["hhh-w1"].turns) == 2 and convs["hhh-w1"].turns[1].human.startswith("请用中文")
+    assert len(convs["hhh-w2"].turns) == 1  # elsewhere a change of language is rejected
+    assert convs["hhh-w2"].extra["generation"]["stopped"] == "user:wrong_language"
+
+
 def test_turn_counts_are_drawn_per_dialogue_and_reproducible(fake_openai, tmp_path):
     prompts = [PromptRow(id=f"p{i}", text=f"Tell me about topic {i}.", language="en") for i in range(6)]
     out_a, _ = _run(fake_openai, tmp_path, prompts, name="a", turns="1-3", seed=5)

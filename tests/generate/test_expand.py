@@ -9,6 +9,7 @@ import pytest
 from datagen.generate.common import PromptRow
 from datagen.generate.config import ExpandConfig
 from datagen.generate.expand import Blacklist, candidate_reason, expand
+from datagen.generate.seeds import read_seeds
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.generate.scripted_teacher import role_of, scripted_teacher
 
@@ -51,12 +52,17 @@ def test_expansion_reaches_targets_and_rejects_with_reasons(fake_openai, tmp_pat
 
     # parents: the examples each request showed; later requests show earlier machine prompts
     for row in kept:
-        assert row["parents"] and set(row["parents"]) <= pool
-        assert row["lineage"]["template_version"] == "expand.v1"
-        assert row["lineage"]["teacher_model"] == fake_openai.model
-        seed_langs = {s.language for s in SEEDS if s.id in row["parents"]}
+        parents = row["extra"]["parents"]
+        assert parents and set(parents) <= pool
+        assert row["source"] == "expand"
+        assert row["extra"]["lineage"]["template_version"] == "expand.v1"
+        assert row["extra"]["lineage"]["teacher_model"] == fake_openai.model
+        seed_langs = {s.language for s in SEEDS if s.id in parents}
         assert seed_langs <= {row["language"]}  # examples come from the same cell
-    assert any(p.startswith("exp-") for row in kept for p in row["parents"])
+    assert any(p.startswith("exp-") for row in kept for p in row["extra"]["parents"])
+    # the seeds reader reads expanded prompts back, parents included
+    back = [PromptRow.of(s) for s in read_seeds(out)]
+    assert [p.parents for p in back] == [r["extra"]["parents"] for r in kept]
     # the requests asked for the cell's language and showed k_seed + k_machine examples at most
     expand_reqs = [r for r in fake_openai.received if role_of(r) == "expand"]
     assert len(expand_reqs) == stats.counts["requests"]
