@@ -26,7 +26,12 @@ from typing import Any
 from datagen.errors import FormatError
 from datagen.formats.commands import parse_commands, parse_results, render_commands, render_results
 from datagen.formats.issues import Issue
-from datagen.formats.meta import MetaInfo, build_meta_instruction, meta_instruction_for, parse_meta_instruction
+from datagen.formats.meta import (
+    MetaInfo,
+    build_meta_instruction,
+    meta_instruction_for,
+    parse_meta_instruction,
+)
 from datagen.record import COMMAND_PLUGINS, Conversation, ToolCall, ToolResult, Turn
 
 #: SFT key -> (role tag, end tag), in turn order. The Tool Responses key carries the Results tag.

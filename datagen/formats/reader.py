@@ -115,14 +115,25 @@ def iter_records(
     paths: str | os.PathLike | Iterable[str | os.PathLike], *, max_line_bytes: int = MAX_LINE_BYTES
 ) -> Iterator[tuple[Location, Any]]:
     """Yield `(Location, value)` for every JSON record in `paths`, and `(Location, FormatError)`
-    for every problem, never stopping at one. A JSON array at the top of a document (or on a
-    JSONL line) yields its elements."""
-    for path in iter_files(paths):
+    for every problem (a missing path included), never stopping at one. A JSON array at the top
+    of a document or on a JSONL line yields its elements; a JSONL line holding a bare list of chat
+    messages (`[{"role": ...}, ...]`) yields `{"messages": [...]}`."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    for top in paths:
         try:
-            for label, name, fh in _open_members(path):
-                yield from _iter_stream(label, name, fh, max_line_bytes)
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            yield Location(str(path), whole_file=True), FormatError(f"cannot read: {exc}", path=str(path))
+            files = list(iter_files(top)) if Path(top).is_dir() else [Path(top)]
+            if not Path(top).exists():
+                raise FormatError("no such file or folder", path=str(top))
+        except FormatError as exc:
+            yield Location(str(top), whole_file=True), exc
+            continue
+        for path in files:
+            try:
+                for label, name, fh in _open_members(path):
+                    yield from _iter_stream(label, name, fh, max_line_bytes)
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                yield Location(str(path), whole_file=True), FormatError(f"cannot read: {exc}", path=str(path))
 
 
 def _iter_stream(label: str, name: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tuple[Location, Any]]:
@@ -154,7 +165,7 @@ def _first_line_is_json(head: bytes) -> bool:
         return False  # a one-line file is the same either way; read it as a document
     try:
         json.loads(text[:nl])
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -217,6 +228,9 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
                 continue
             try:
                 value = loads(text)
+            except RecursionError:
+                bad += 1
+                yield Location(label, lineno), FormatError("JSON nested too deeply", path=label, line=lineno)
             except ValueError as exc:
                 bad += 1
                 if isinstance(exc, json.JSONDecodeError):
@@ -230,8 +244,11 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
             else:
                 good += 1
                 if isinstance(value, list):
-                    for item in value:
-                        yield Location(label, lineno), item
+                    if value and all(isinstance(m, dict) and "role" in m for m in value):
+                        yield Location(label, lineno), {"messages": value}  # a bare list of chat messages
+                    else:
+                        for item in value:
+                            yield Location(label, lineno), item
                 else:
                     yield Location(label, lineno), value
                 continue
@@ -298,6 +315,8 @@ def _iter_document(label: str, fh: IO[bytes]) -> Iterator[tuple[Location, Any]]:
         while True:
             try:
                 value, end = raw_decode(buf, pos)
+            except RecursionError:
+                raise _BadJSON("JSON nested too deeply", line_at(pos)) from None
             except json.JSONDecodeError as exc:
                 near_end = exc.msg.startswith("Unterminated string") or len(buf) - exc.pos <= 8
                 if near_end and fill():

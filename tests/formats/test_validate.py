@@ -1,9 +1,14 @@
 """`datagen validate` on the samples and on deliberately broken files: exact problem lines, exit
 codes, and no crash on any input."""
 
+import gzip
 import json
 
 from datagen.cli import main
+from datagen.formats.meta import build_meta_instruction
+from datagen.formats.moss import from_sft
+from datagen.formats.validate import check_conversation, validate_paths
+from datagen.record import ToolCall, ToolResult
 
 
 def _load(moss_samples, stem):
@@ -202,3 +207,83 @@ def test_unreadable_files(capsys, tmp_path, moss_samples):
         "25 conversations, 1 valid, 24 invalid, 9 unreadable files",
     ]
     assert rc == 1
+
+
+def test_odd_inputs_never_crash(capsys, tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    deep.write_text("[" * 100_000 + "\n" + json.dumps(chat) + "\n", encoding="utf-8")
+    deep_doc = tmp_path / "deep.json"
+    deep_doc.write_text('{"a": ' * 100_000 + "\n", encoding="utf-8")
+    gz = tmp_path / "bad.jsonl.gz"
+    gz.write_bytes(b"not gzip at all")
+    missing = tmp_path / "missing.jsonl"
+    rc, out = _run(capsys, deep, deep_doc, gz, missing)
+    assert out == [
+        f"{deep}:1: JSON nested too deeply",
+        f"{deep_doc}:1: JSON nested too deeply",
+        f"{gz}: cannot read: Not a gzipped file (b'no')",
+        f"{missing}: no such file or folder",
+        "2 conversations, 1 valid, 1 invalid, 3 unreadable files",  # line 2 of deep.jsonl: bare messages
+    ]
+    assert rc == 1
+
+
+def test_check_conversation_on_built_records():
+    conv = from_sft(
+        json.loads(
+            json.dumps(
+                {
+                    "conversation_id": 1,
+                    "meta_instruction": build_meta_instruction(["calculator"], True),
+                    "num_turns": 1,
+                    "chat": {
+                        "turn_1": {
+                            "Human": "<|Human|>: 2*3?<eoh>\n",
+                            "Inner Thoughts": "<|Inner Thoughts|>: calc<eot>\n",
+                            "Commands": '<|Commands|>: Calculate("2*3")<eoc>\n',
+                            "Tool Responses": "<|Results|>:\nCalculate(\"2*3\") => '6'\n<eor>\n",
+                            "MOSS": "<|MOSS|>: 6<eom>\n",
+                        }
+                    },
+                }
+            )
+        )
+    )
+    assert check_conversation(conv) == []
+    conv.turns[0].results.append(ToolResult("Calculate", "9", output="9"))
+    conv.turns[0].calls.append(ToolCall("Search", "q"))
+    assert [i.format() for i in check_conversation(conv)] == [
+        "turn 1: Commands: Search is used but search is not enabled in the meta instruction",
+        'turn 1: Tool Responses: result 2 is for Calculate("9") but command 2 is Search("q")',
+    ]
+    conv.turns[0].results.clear()
+    conv.turns[0].thoughts = "None"
+    assert [i.format() for i in check_conversation(conv)][
+        -1
+    ] == "turn 1: Tool Responses: 2 command(s) but no results"
+    conv.turns[0].calls.pop()
+    conv.turns[0].results = [ToolResult("Calculate", "2*3", output="6")]
+    assert [i.format() for i in check_conversation(conv)] == [
+        "turn 1: Inner Thoughts: renders to text that parses back differently"  # the literal thought "None"
+    ]
+
+
+def test_validate_paths_api_counts(tmp_path, moss_samples):
+    lines = []
+    good = json.dumps(_load(moss_samples, "honest_conversation_7"))
+    (tmp_path / "a.jsonl").write_text(good + "\n{}\n", encoding="utf-8")
+    summary = validate_paths(tmp_path, report=lines.append)
+    assert (summary.conversations, summary.valid, summary.invalid, summary.unreadable_files) == (2, 1, 1, 0)
+    assert lines == [
+        f"{tmp_path}/a.jsonl:2: unknown record format (keys: none); expected datagen (id, turns), "
+        "MOSS SFT (chat), OpenAI messages (messages) or ShareGPT (conversations)"
+    ]
+    assert not summary.ok
+
+
+def test_gzip_input_validates(capsys, tmp_path, moss_samples):
+    path = tmp_path / "x.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps(_load(moss_samples, "mix_plugin_conversation_15")) + "\n")
+    assert _run(capsys, path) == (0, ["1 conversation, 1 valid, 0 invalid"])
