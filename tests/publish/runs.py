@@ -50,7 +50,7 @@ def plugin_search(i: int) -> Conversation:
 
 
 def plugin_calc(i: int, *, fail: bool = False) -> Conversation:
-    result = ToolResult(name="Calculate", arg=f"23*47+{i}", ok=not fail, output="" if fail else str(23 * 47 + i))
+    result = ToolResult(name="Calculate", arg=f"23*47+{i}", ok=not fail, output="No result." if fail else str(23 * 47 + i))
     return Conversation(
         id=f"plugin-calc-{i}", category="tool", language="en", plugins=["calculator", "solver"],
         inner_thoughts=True,
