@@ -53,6 +53,7 @@ class PromptRow:
     plugins: list[str] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)
     source: str | None = None
+    source_id: str | None = None
     seed_id: str | None = None
 
     @classmethod
@@ -69,7 +70,7 @@ class PromptRow:
         seed_id = get("seed_id") or lineage.get("seed_id")
         return cls(id=str(get("id")), text=str(get("text")), language=get("language"), category=get("category"),
                    plugins=list(get("plugins") or []), parents=list(parents), source=get("source"),
-                   seed_id=seed_id)
+                   source_id=get("source_id"), seed_id=seed_id)
 
 
 def read_prompts(path: str | Path) -> list[PromptRow]:

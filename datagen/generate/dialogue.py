@@ -130,7 +130,7 @@ class DialogueMaker:
         names = ["hhh_assistant", "hhh_user"] if kind == "hhh" else ["plugin_commands", "plugin_answer", "hhh_user"]
         versions = [self.book.get(n).id for n in names] + [self.book.guidance(conv.category).id]
         conv.lineage = Lineage(
-            seed_id=prompt.seed_id or prompt.id, source=prompt.source, source_id=prompt.id,
+            seed_id=prompt.seed_id or prompt.id, source=prompt.source, source_id=prompt.source_id,
             teacher_model=self.teacher_model, params=self._lineage_params(), template_version="+".join(versions),
             parents=list(prompt.parents), run=self.run_id)
         return conv

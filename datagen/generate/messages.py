@@ -59,17 +59,25 @@ def reason_text(reason: str, language: str | None = None) -> str:
 
 @dataclass(slots=True)
 class PromptBook:
-    """The templates one stage uses: a user folder over the shipped ones, versions pinned by name.
-    `used` collects the ids (`hhh_user.v1`) of every template rendered, for lineage."""
+    """The templates one stage uses: a user folder over the shipped ones, versions pinned by name
+    (`{"hhh_user": 1, "guidance/harmless": 2}`)."""
 
     directory: str | Path | None = None
     versions: dict[str, int] = field(default_factory=dict)
+    _guidance: dict[str | None, Template] = field(default_factory=dict, repr=False)
 
     def get(self, name: str) -> Template:
         return load_template(name, self.versions.get(name), directory=self.directory)
 
     def guidance(self, category: str | None) -> Template:
         """`guidance/<category>` (normalised: `harmless_zh` -> `harmless`), else `guidance/default`."""
+        t = self._guidance.get(category)
+        if t is None:
+            t = self._find_guidance(category)
+            self._guidance[category] = t
+        return t
+
+    def _find_guidance(self, category: str | None) -> Template:
         for name in (f"guidance/{category}" if category else None, f"guidance/{normalize_category(category)}"):
             if name:
                 t = find_template(name, self.versions.get(name), directory=self.directory)
