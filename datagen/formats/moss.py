@@ -339,12 +339,17 @@ def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Co
     return conv
 
 
-def from_sft(record: dict[str, Any], *, path: str | None = None, line: int | None = None) -> Conversation:
+def from_sft(
+    record: dict[str, Any], *, path: str | None = None, line: int | None = None, id: str | None = None
+) -> Conversation:
     """Parse one MOSS SFT record (`conversation_id`, `meta_instruction`, `num_turns`, `chat`,
     optional `category`). Raises FormatError naming path, line and field on a malformed record.
 
-    `conversation_id` becomes `conv.id` (a string); an integer id is remembered in
-    `conv.extra["conversation_id"]` so `to_sft` writes it back as an integer. Unknown top-level
+    `conv.id` is `id` when given, else `str(conversation_id)`. The original `conversation_id`
+    (int or str) is kept in `conv.extra["conversation_id"]` whenever it is an integer or differs
+    from `conv.id`, and `to_sft` writes it back; a conversation without it gets `conv.id`.
+    (`read_conversations` passes the file name as `id` for one-record files: upstream numbers
+    conversations per folder, so `conversation_id` repeats across categories.) Unknown top-level
     keys are kept in `conv.extra["sft_fields"]`.
     """
     try:
@@ -352,18 +357,24 @@ def from_sft(record: dict[str, Any], *, path: str | None = None, line: int | Non
     except FormatError as exc:
         raise FormatError(exc.reason, path=path, line=line, field=exc.field) from None
     assert conv is not None
+    cid = record["conversation_id"]
+    if id is not None:
+        conv.id = str(id)
+    if isinstance(cid, int) or str(cid) != conv.id:
+        conv.extra["conversation_id"] = cid
+    else:
+        conv.extra.pop("conversation_id", None)
     if path is not None:
         conv.lineage.source = str(path)
-        conv.lineage.source_id = conv.id
+        conv.lineage.source_id = str(cid)
     return conv
 
 
 def to_sft(conv: Conversation) -> dict[str, Any]:
-    """The MOSS SFT record of `conv` (key order as released; `category` only when set)."""
-    cid: int | str = conv.id
+    """The MOSS SFT record of `conv` (key order as released; `category` only when set).
+    `conversation_id` is the source's (`conv.extra["conversation_id"]`) when known, else `conv.id`."""
     orig = conv.extra.get("conversation_id")
-    if orig is not None and str(orig) == conv.id:
-        cid = orig
+    cid: int | str = orig if isinstance(orig, int | str) and not isinstance(orig, bool) else conv.id
     rec: dict[str, Any] = {
         "conversation_id": cid,
         "meta_instruction": meta_instruction_for(conv),

@@ -435,7 +435,9 @@ def to_conversation(
     if fmt == "moss":
         from datagen.formats.moss import from_sft
 
-        return from_sft(record, path=path, line=line)
+        # a one-record file is named after its conversation; upstream's ids repeat across folders
+        file_id = Path(path).stem if path is not None and line is None else None
+        return from_sft(record, path=path, line=line, id=file_id)
     if fmt == "messages":
         from datagen.formats.messages import from_messages
 

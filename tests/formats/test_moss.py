@@ -162,9 +162,13 @@ def test_conversation_id_type_is_preserved(moss_samples):
     assert to_sft(from_sft(plain))["conversation_id"] == "7"
     assert plugin["conversation_id"] == 43  # ids are not the file numbers
     assert to_sft(from_sft(plugin))["conversation_id"] == 43
-    conv = from_sft(plugin)
-    conv.id = "solver-2"  # a new id is written as given
-    assert to_sft(conv)["conversation_id"] == "solver-2"
+    conv = from_sft(plugin, id="solver_plugin_conversation_2")  # datagen's id need not be MOSS's
+    assert conv.id == "solver_plugin_conversation_2" and to_sft(conv)["conversation_id"] == 43
+    conv.extra.pop("conversation_id")  # a conversation with no source id is written under its own
+    assert to_sft(conv)["conversation_id"] == "solver_plugin_conversation_2"
+    plain_conv = from_sft(plain, id="honest_conversation_7")
+    assert plain_conv.extra["conversation_id"] == "7" and to_sft(plain_conv)["conversation_id"] == "7"
+    assert "conversation_id" not in from_sft(plain).extra  # nothing to remember when the id is the same
     assert "category" not in to_sft(
         from_sft(_load(_sample(moss_samples, "text2img_plugin_conversation_12"))[1])
     )

@@ -24,6 +24,9 @@ def sample_records(moss_samples):
 def test_reads_the_sample_folder_in_order(shared_dir, moss_samples):
     convs = list(read_conversations(shared_dir / "moss-samples"))
     assert [c.lineage.source for c in convs] == [str(p) for p in moss_samples]
+    # upstream numbers conversations per folder, so one-record files are keyed by file name
+    assert [c.id for c in convs] == [p.stem for p in moss_samples]
+    assert len({json.loads(p.read_text(encoding="utf-8"))["conversation_id"] for p in moss_samples}) < 48
     assert [dumps_sft_file(to_sft(c)) for c in convs] == [p.read_text(encoding="utf-8") for p in moss_samples]
 
 
