@@ -280,7 +280,8 @@ class DialogueConfig:
             `"2-4"`, `[3, 4]`) applies to every category. Defaults: hhh `{default: [5, 6], harmless: [2, 3, 4], honest: [2, 3, 4]}`,
             plugin `{default: [1, 2, 3]}`.
         concurrency: dialogues in progress at once (each makes its calls one after another; the
-            teacher engine caps requests in flight separately).
+            teacher engine caps requests in flight separately). None: the teacher's concurrency,
+            which keeps the engine busy.
         max_tokens, user_max_tokens, plan_max_tokens: completion limits of MOSS's answers, the
             simulated user's messages and the plugin planning call.
         temperature, top_p, user_temperature: sampling of the assistant and the simulated user.
@@ -297,7 +298,7 @@ class DialogueConfig:
 
     kind: str = "hhh"
     turns: dict[str, Any] | None = None
-    concurrency: int = 16
+    concurrency: int | None = None
     max_tokens: int = 1024
     user_max_tokens: int = 256
     plan_max_tokens: int = 256
@@ -325,7 +326,8 @@ class DialogueConfig:
         else:
             self.turns = {**DEFAULT_TURNS[self.kind], **self.turns}  # per-category, over the defaults
         self._dists = {k: TurnDistribution.parse(v, f"{w}.turns.{k}") for k, v in self.turns.items()}
-        _int(self.concurrency, "concurrency", 1, w)
+        if self.concurrency is not None:
+            _int(self.concurrency, "concurrency", 1, w)
         for name in ("max_tokens", "user_max_tokens", "plan_max_tokens"):
             _int(getattr(self, name), name, 1, w)
         for name in ("temperature", "top_p", "user_temperature"):

@@ -143,7 +143,8 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
             engine.expect(int(sum(calls_per_turn * config.turn_distribution(p.category, p.language).mean - 1
                                   for p in todo)))
             with AppendWriter(out_path) as writer, AppendWriter(failed_path) as failed_writer:
-                await _run_all(maker, todo, writer, failed_writer, stats)
+                await _run_all(maker, todo, writer, failed_writer, stats,
+                               config.concurrency or teacher.concurrency)
     finally:
         if runner is not None:
             runner.close()
@@ -155,13 +156,13 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
 
 
 async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWriter,
-                   failed_writer: AppendWriter, stats: StageStats) -> None:
+                   failed_writer: AppendWriter, stats: StageStats, concurrency: int) -> None:
     pending: set[asyncio.Task[Any]] = set()
     it = iter(todo)
     exhausted = False
     try:
         while True:
-            while not exhausted and maker.fatal is None and len(pending) < maker.config.concurrency:
+            while not exhausted and maker.fatal is None and len(pending) < concurrency:
                 prompt = next(it, None)
                 if prompt is None:
                     exhausted = True

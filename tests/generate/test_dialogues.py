@@ -226,3 +226,19 @@ def test_api_failure_fails_the_dialogue_and_a_rerun_finishes_it(fake_openai, tmp
     assert fake_openai.requests == 2  # turn 1 and the user message came from the journal
     assert len(list(read_conversations(out))) == 2
     _validate(out)
+
+
+def test_account_wide_failure_stops_the_stage(fake_openai, tmp_path):
+    from datagen.errors import TeacherError
+
+    fake_openai.set_responder(scripted_teacher)
+    fake_openai.inject("401", times=None)
+    prompts = [PromptRow(id=f"p{i}", text=f"Tell me about topic {i}.", language="en") for i in range(20)]
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(TeacherError, match="auth"):
+        generate_dialogues(prompts, "hhh", {"turns": 2, "concurrency": 4}, make_teacher_config_for(fake_openai),
+                           out, tmp_path / "j.sqlite")
+    assert fake_openai.requests <= 4  # stopped at once, not one 401 per dialogue
+    assert not out.read_text()
+    failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
+    assert failed and all(f["reason"] == "auth" and not f["permanent"] for f in failed)
