@@ -34,6 +34,40 @@ SIZE_CATEGORIES: list[tuple[float, str]] = [
 #: Config keys whose values must never reach a card, even if a user put them in the run config.
 _SECRET_KEY = re.compile(r"(api[_-]?key(?!_env)|token|secret|password|authorization)", re.I)
 
+#: License ids the Hub's metadata validation knows (huggingface.co/docs/hub/repositories-licenses);
+#: another id still builds, with a warning that the Hub may reject the card.
+HUB_LICENSES = frozenset("""
+apache-2.0 mit openrail openrail++ bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0
+bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0
+cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0
+cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0
+cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl
+gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr
+mpl-2.0 odc-by odbl osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
+fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma other
+""".split())
+#: Values that name no license at all: publishing with one of them is refused like a missing license.
+NOT_A_LICENSE = frozenset({"unknown", "none", "n/a", "unlicensed", "tbd"})
+
+
+def normalize_license(value: str | None) -> tuple[str | None, list[str]]:
+    """(license id for the card, warnings). Lowercases; None/empty and placeholders such as
+    `unknown` give None (no license: datagen never fills one in). Raises ValueError on text that
+    cannot be a license id."""
+    if value is None or not str(value).strip():
+        return None, []
+    lic = str(value).strip().lower()
+    if lic in NOT_A_LICENSE:
+        return None, [f"{value!r} is not a license; the card gets none"]
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+_-]*", lic):
+        raise ValueError(f"{value!r} is not a license id (e.g. apache-2.0, cc-by-4.0, mit, other)")
+    warnings = []
+    if lic not in HUB_LICENSES:
+        warnings.append(f"license {lic!r} is not one the Hub knows; it may reject the card (use `other` for a "
+                        "custom license)")
+    return lic, warnings
+
+
 PLUGIN_LABELS = {
     "search": "web search", "calculator": "calculator", "solver": "equation solver",
     "text2image": "text-to-image",

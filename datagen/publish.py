@@ -35,7 +35,15 @@ from typing import Any
 
 import xxhash
 
-from datagen.card import CardContext, DatasetStats, redact, render_card, split_card
+from datagen.card import (
+    NOT_A_LICENSE,
+    CardContext,
+    DatasetStats,
+    normalize_license,
+    redact,
+    render_card,
+    split_card,
+)
 from datagen.errors import InputError, PublishError
 from datagen.manifest import now, write_json_atomic
 from datagen.record import (
@@ -471,7 +479,10 @@ def build_dataset_folder(
 
     src = open_source(source)
     out = Path(out_dir) if out_dir is not None else default_out_dir(source)
-    license = license or _setting(src.manifest, "publish", "license") or None
+    try:
+        license, license_warnings = normalize_license(license or _setting(src.manifest, "publish", "license"))
+    except ValueError as exc:
+        raise InputError(str(exc), field="publish.license") from None
     repo_id = repo_id or _setting(src.manifest, "publish", "repo_id") or None
     pretty_name = pretty_name or _setting(src.manifest, "publish", "pretty_name") or None
     if validation_fraction is None:
@@ -489,7 +500,7 @@ def build_dataset_folder(
     features = dataset_features(scores)
     stats = DatasetStats()
     staging = _prepare_out_dir(out)
-    warnings: list[str] = []
+    warnings: list[str] = list(license_warnings)
     try:
         writers: dict[tuple[str, str], _ShardWriter] = {}
         jsonl: dict[str, Any] = {}
@@ -751,7 +762,7 @@ def publish(folder: str | os.PathLike | DatasetFolder, repo_id: str, *, private:
     if not card.exists():
         raise PublishError(f"{path}: not a dataset folder (no README.md); build it with `datagen publish --dry-run`")
     meta, _ = split_card(card.read_text(encoding="utf-8"))
-    if not meta.get("license"):
+    if not meta.get("license") or str(meta["license"]).lower() in NOT_A_LICENSE:
         raise PublishError(f"{card}: refusing to upload a dataset without a license. Set `publish.license` in the "
                            "run config or pass --license (e.g. --license cc-by-4.0); datagen does not pick one")
     problems = check_dataset_folder(path)
@@ -819,7 +830,8 @@ def folder_tree(path: str | os.PathLike) -> str:
                 walk(p, prefix + ("    " if last else "│   "))
             else:
                 rel = p.relative_to(root).as_posix()
-                extra = f", {rows[rel]:,} rows" if rows.get(rel) is not None else ""
+                n = rows.get(rel)
+                extra = "" if n is None else f", {n:,} row{'s' if n != 1 else ''}"
                 lines.append(f"{prefix}{branch}{p.name}  ({_human_size(p.stat().st_size)}{extra})")
 
     walk(root, "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.card import base_language, redact, size_category, split_card
+from datagen.card import base_language, normalize_license, redact, size_category, split_card
 from datagen.jsonl import write_jsonl_atomic
 from datagen.publish import build_dataset_folder
 from tests.publish.runs import hhh, sample_conversations
@@ -22,6 +22,20 @@ def test_size_category(n, label):
                                         (None, None), ("und", None)])
 def test_base_language(code, base):
     assert base_language(code) == base
+
+
+@pytest.mark.parametrize("value, lic, warned", [
+    ("Apache-2.0", "apache-2.0", False), ("cc-by-nc-4.0", "cc-by-nc-4.0", False), ("other", "other", False),
+    ("my-company-eula", "my-company-eula", True), ("unknown", None, True), ("", None, False), (None, None, False),
+])
+def test_normalize_license(value, lic, warned):
+    got, warnings = normalize_license(value)
+    assert got == lic and bool(warnings) == warned
+
+
+def test_normalize_license_rejects_prose():
+    with pytest.raises(ValueError, match="not a license id"):
+        normalize_license("Apache License, Version 2.0")
 
 
 def test_redact_drops_secrets_and_url_credentials():

@@ -99,6 +99,14 @@ def test_no_license_is_refused(tmp_path, fake_hub):
     assert fake_hub.requests == []
 
 
+def test_placeholder_license_counts_as_none(tmp_path, fake_hub):
+    folder = build_dataset_folder(make_run_dir(tmp_path / "run", license="unknown"), tmp_path / "ds")
+    assert folder.license is None and any("'unknown' is not a license" in w for w in folder.warnings)
+    with pytest.raises(PublishError, match="without a license"):
+        publish(folder, REPO)
+    assert fake_hub.requests == []
+
+
 def test_license_flag_overrides_the_run_config(tmp_path):
     folder = build_dataset_folder(make_run_dir(tmp_path / "run", license=None), tmp_path / "ds",
                                   license="cc-by-4.0")
