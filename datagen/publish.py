@@ -752,6 +752,7 @@ def publish(folder: str | os.PathLike | DatasetFolder, repo_id: str, *, private:
     user's Hugging Face login, and is never written anywhere.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     from datagen import __version__
 
@@ -774,28 +775,39 @@ def publish(folder: str | os.PathLike | DatasetFolder, repo_id: str, *, private:
         _log(f"warning: the card was written for {build['repo_id']}, uploading to {repo_id}")
 
     api = HfApi(token=_resolve_token(token), library_name="datagen", library_version=__version__)
-    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    if private:
-        info = api.repo_info(repo_id, repo_type="dataset")
-        if not info.private:
-            raise PublishError(f"{repo_id} already exists and is public, but a private upload was asked for; "
-                               "make the repo private on the Hub first, or choose another repo id")
     local = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    remote = api.list_repo_files(repo_id, repo_type="dataset")
-    managed = ("data/", "moss/", "datagen/")
-    ops: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in remote
-                      if p.startswith(managed) and p not in set(local)]
-    ops += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path / rel)) for rel in local]
     run = build.get("run") or {}
     message = commit_message or (f"datagen: publish run {run.get('name')} ({run.get('fingerprint')})" if run
                                  else f"datagen: publish {build.get('source', path.name)}")
     counts = build.get("counts") or {}
     description = "\n".join(f"- {c}: " + ", ".join(f"{s} {n}" for s, n in splits.items())
                             for c, splits in counts.items())
-    _log(f"uploading {len(local)} files to {repo_id} in one commit"
-         + (f" (deleting {len(ops) - len(local)} stale)" if len(ops) > len(local) else ""))
-    api.create_commit(repo_id, ops, commit_message=message, commit_description=description, repo_type="dataset")
+    try:
+        repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if private and not api.repo_info(repo_id, repo_type="dataset").private:
+            raise PublishError(f"{repo_id} already exists and is public, but a private upload was asked for; "
+                               "make the repo private on the Hub first, or choose another repo id")
+        remote = api.list_repo_files(repo_id, repo_type="dataset")
+        managed = ("data/", "moss/", "datagen/")
+        ops: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in remote
+                          if p.startswith(managed) and p not in set(local)]
+        ops += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path / rel)) for rel in local]
+        _log(f"uploading {len(local)} files to {repo_id} in one commit"
+             + (f" (deleting {len(ops) - len(local)} stale)" if len(ops) > len(local) else ""))
+        api.create_commit(repo_id, ops, commit_message=message, commit_description=description,
+                          repo_type="dataset")
+    except PublishError:
+        raise
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        hint = ""
+        if status in (401, 403):
+            hint = (" Check the token (HF_TOKEN or `hf auth login`): it needs write access to "
+                    f"{repo_id.split('/')[0]}.")
+        raise PublishError(f"upload to {repo_id} failed: {str(exc).splitlines()[0]}.{hint}") from exc
+    except Exception as exc:  # network errors, metadata the Hub rejects: one clear line, traceback in DEBUG
+        raise PublishError(f"upload to {repo_id} failed: {type(exc).__name__}: {exc}") from exc
     return str(repo_url)
 
 

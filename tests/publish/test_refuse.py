@@ -121,6 +121,13 @@ def test_no_token_is_refused(folder, fake_hub, monkeypatch):
     assert fake_hub.requests == []
 
 
+def test_rejected_token_is_one_clear_error(folder, fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
+    with pytest.raises(PublishError, match=r"upload to datagen-org/refused failed: .*401.*Check the token"):
+        publish(folder, REPO)
+    assert fake_hub.repo(REPO) is None
+
+
 def test_bad_repo_id_is_refused(folder, fake_hub):
     with pytest.raises(PublishError, match="ORG/NAME"):
         publish(folder, "no-namespace")
