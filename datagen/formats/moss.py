@@ -170,7 +170,7 @@ def _fail(
 
 _NONE_THOUGHTS = "<|Inner Thoughts|>: None<eot>\n"
 _NONE_COMMANDS = "<|Commands|>: None<eoc>\n"
-_NONE_RESULTS = ("<|Results|>: None<eor>\n", "<|Results|>:\nNone\n<eor>\n")
+_NONE_RESULTS = ("<|Results|>: None<eor>\n", "<|Results|>:\nNone\n<eor>\n")  # [plugin_style]
 
 
 def parse_turn(
@@ -187,23 +187,39 @@ def parse_turn(
     segment that cannot be parsed; deviations that parse are reported in `issues`.
     """
     local: list[Issue] = []
+    # keys whose input may differ from the canonical rendering; a Human/Thoughts/MOSS segment that
+    # parsed without noise is canonical by construction, so only these are rendered and compared
+    check: list[str] = []
     try:
         human = segment_body("Human", segments["Human"], issues=local)
+        if local:
+            check.append("Human")
         it = segments.get("Inner Thoughts", "")
         thoughts = None
-        if it != "" and it != _NONE_THOUGHTS:  # the None forms are most turns: skip parsing them
-            thoughts = segment_body("Inner Thoughts", it, issues=local)
-            if thoughts == "None":
-                thoughts = None
+        if it != _NONE_THOUGHTS:  # the None forms are most turns: skip parsing them
+            n = len(local)
+            if it != "":
+                thoughts = segment_body("Inner Thoughts", it, issues=local)
+                if thoughts == "None":
+                    thoughts = None
+            if it == "" or len(local) > n or thoughts is None:
+                check.append("Inner Thoughts")
         cmd = segments.get("Commands", "")
         calls: list[ToolCall] = []
-        if cmd != "" and cmd != _NONE_COMMANDS:
-            calls = parse_commands(segment_body("Commands", cmd, issues=local), issues=local)
+        if cmd != _NONE_COMMANDS:
+            if cmd != "":
+                calls = parse_commands(segment_body("Commands", cmd, issues=local), issues=local)
+            check.append("Commands")
         res = segments.get("Tool Responses", "")
         results: list[ToolResult] = []
-        if res != "" and res not in _NONE_RESULTS:
-            results = parse_results(res, calls, issues=local)
+        if res != _NONE_RESULTS[plugin_style]:
+            if res != "" and res != _NONE_RESULTS[not plugin_style]:
+                results = parse_results(res, calls, issues=local)
+            check.append("Tool Responses")
+        n = len(local)
         assistant = segment_body("MOSS", segments["MOSS"], issues=local)
+        if len(local) > n:
+            check.append("MOSS")
     except FormatError as exc:
         field = exc.field or ""
         raise FormatError(
@@ -214,10 +230,12 @@ def parse_turn(
     turn = Turn(human=human, assistant=assistant, thoughts=thoughts, calls=calls, results=results)
     if any(not r.ok for r in results):
         turn.flags.append("tool_failed")
-    for key, canon in canonical_segments(turn, plugin_style):
-        seg = segments.get(key, "")
-        if seg != canon:
-            turn.raw[key] = seg
+    if check:
+        canon = dict(canonical_segments(turn, plugin_style))
+        for key in check:
+            seg = segments.get(key, "")
+            if seg != canon[key]:
+                turn.raw[key] = seg
     return turn
 
 
