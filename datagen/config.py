@@ -226,6 +226,10 @@ def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfi
         if kind not in ("hhh", "plugin"):
             raise ConfigError("unknown dialogue kind (use hhh or plugin)", field=f"dialogues.{kind}")
         dialogues[kind] = _dataclass_from_dict(DialogueKind, section, f"dialogues.{kind}")
+        # Validate the generation options now, not an hour into the run.
+        from datagen.generate.config import DialogueConfig
+
+        DialogueConfig.from_dict(dict(dialogues[kind].options), kind=kind, where=f"dialogues.{kind}.options")
     finetune = data.get("finetune") or {}
     if not isinstance(finetune, dict):
         raise ConfigError("must be a mapping", field="finetune")

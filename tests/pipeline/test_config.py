@@ -1,0 +1,83 @@
+"""The run config: typed sections, line-numbered errors, --set overrides, fingerprints."""
+
+from pathlib import Path
+
+import pytest
+
+from datagen.config import apply_overrides, load_config
+from datagen.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "run.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_example_and_demo_configs_load():
+    for name in ("example.yaml", "demo.yaml"):
+        cfg = load_config(REPO / "configs" / name)
+        assert cfg.teacher.base_url.startswith("http")
+        assert cfg.name
+
+
+def test_unknown_top_level_key_names_key_and_line(tmp_path):
+    p = write(tmp_path, "name: x\nteacher:\n  model: m\nfilterz: {}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert str(exc.value).startswith(f"{p}:4: filterz: unknown key")
+
+
+def test_mistyped_nested_key_names_key_and_line(tmp_path):
+    p = write(tmp_path, "name: x\nteacher:\n  model: m\n  concurency: 4\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert f"{p}:4:" in msg and "concurency" in msg
+
+
+def test_mistyped_key_in_pipeline_section(tmp_path):
+    p = write(tmp_path, "check:\n  enabled: true\n  max_los: 3\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert str(exc.value).startswith(f"{p}:3: check.max_los: unknown key")
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    p = write(tmp_path, "name: x\nteacher: [unclosed\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert str(p) in str(exc.value) and "invalid YAML" in str(exc.value)
+
+
+def test_set_overrides_are_typed_and_nested(tmp_path):
+    p = write(tmp_path, "name: x\nteacher:\n  model: m\n")
+    cfg = load_config(p, ["teacher.model=gpt-4o-mini", "teacher.concurrency=7", "check.enabled=true",
+                          "publish.repo_id=org/name"])
+    assert cfg.teacher.model == "gpt-4o-mini"
+    assert cfg.teacher.concurrency == 7
+    assert cfg.check.enabled is True
+    assert cfg.publish.repo_id == "org/name"
+
+
+def test_set_rejects_unknown_key(tmp_path):
+    p = write(tmp_path, "name: x\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p, ["teacher.modle=x"])
+    assert "modle" in str(exc.value)
+
+
+def test_apply_overrides_without_equals_is_an_error():
+    with pytest.raises(ConfigError):
+        apply_overrides({}, ["teacher.model"])
+
+
+def test_fingerprint_ignores_publish_but_not_teacher(tmp_path):
+    p = write(tmp_path, "name: x\nteacher:\n  model: a\n")
+    base = load_config(p).fingerprint()
+    assert load_config(p, ["publish.repo_id=o/n"]).fingerprint() == base
+    assert load_config(p, ["teacher.model=b"]).fingerprint() != base
+    # a stage fingerprint only moves with its own sections
+    assert load_config(p, ["teacher.model=b"]).fingerprint("filters") == load_config(p).fingerprint("filters")
