@@ -276,17 +276,10 @@ class Source:
         return self.manifest is not None
 
     def conversations(self) -> Iterator[Conversation]:
-        try:
-            from datagen.formats.reader import read_conversations as read_any
-        except ImportError:
-            read_any = None
-        if read_any is not None:
-            yield from read_any([str(p) for p in self.files])
-            return
-        from datagen.jsonl import read_conversations
+        """Stream the conversations (any format `datagen.formats.reader` knows; folders recursively)."""
+        from datagen.formats.reader import read_conversations
 
-        for p in self.files:
-            yield from read_conversations(p)
+        yield from read_conversations([str(p) for p in self.files])
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -300,7 +293,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def open_source(path: str | os.PathLike) -> Source:
-    """A run directory (it has `manifest.json`), a conversations file, or a folder of them."""
+    """A run directory (it has `manifest.json`), a conversations file, or a folder of them (read
+    recursively, any format datagen knows)."""
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", path=str(path))
@@ -311,18 +305,16 @@ def open_source(path: str | os.PathLike) -> Source:
                              path=str(path))
         funnel = _read_json(path / "funnel.json") if (path / "funnel.json").exists() else None
         return Source(path=path, files=[final], manifest=_read_json(path / "manifest.json"), funnel=funnel)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".jsonl", ".json"))
-        if not files:
-            raise InputError("no .jsonl or .json conversation files in this folder", path=str(path))
-        return Source(path=path, files=files)
     return Source(path=path, files=[path])
 
 
 def default_out_dir(source: str | os.PathLike) -> Path:
-    """RUN_DIR/dataset for a run directory or folder, FILE's folder/`{stem}-dataset` for a file."""
+    """RUN_DIR/dataset for a run directory; `{name}-dataset` beside a conversations file or folder
+    (never inside an input folder, whose files are all read)."""
     p = Path(source)
-    return p / "dataset" if p.is_dir() else p.parent / f"{p.stem}-dataset"
+    if p.is_dir() and (p / "manifest.json").exists():
+        return p / "dataset"
+    return p.parent / f"{p.stem if p.is_file() else p.name}-dataset"
 
 
 # ------------------------------------------------------------------------------------ build
@@ -479,6 +471,9 @@ def build_dataset_folder(
 
     src = open_source(source)
     out = Path(out_dir) if out_dir is not None else default_out_dir(source)
+    if not src.is_run and src.path.is_dir() and out.resolve().is_relative_to(src.path.resolve()):
+        raise InputError(f"the output folder {out} is inside the input folder, whose files are all read as "
+                         "conversations; choose an --out outside it", path=str(src.path))
     try:
         license, license_warnings = normalize_license(license or _setting(src.manifest, "publish", "license"))
     except ValueError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datagen.card import base_language, normalize_license, redact, size_category, split_card
+from datagen.errors import InputError
 from datagen.jsonl import write_jsonl_atomic
 from datagen.publish import build_dataset_folder
 from tests.publish.runs import hhh, sample_conversations
@@ -74,3 +75,15 @@ def test_card_counts_and_distributions(tmp_path):
     assert "| zh-cn | 1 | 33.3% |" in body
     longest = max(sum(len(t) for t in c.texts()) for c in convs)
     assert f"| {longest} |" in body.split("whole dialogue")[1].splitlines()[0]
+
+
+def test_folder_of_conversation_files(tmp_path):
+    convs = sample_conversations()
+    src = tmp_path / "convs"
+    write_jsonl_atomic(src / "part1.jsonl", convs[:5])
+    write_jsonl_atomic(src / "more" / "part2.jsonl", convs[5:])
+    folder = build_dataset_folder(src, license="apache-2.0")
+    assert folder.path == tmp_path / "convs-dataset"
+    assert folder.rows == len(convs)
+    with pytest.raises(InputError, match="inside the input folder"):
+        build_dataset_folder(src, src / "dataset", license="apache-2.0")
