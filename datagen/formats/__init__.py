@@ -36,12 +36,15 @@ from datagen.formats.moss import (
 )
 from datagen.formats.reader import Location, detect_format, iter_records, read_conversations, to_conversation
 from datagen.formats.sharegpt import from_sharegpt, to_sharegpt
+from datagen.formats.validate import check_conversation, check_turn, validate_paths, validate_record
 
 __all__ = [
     "SFT_KEYS",
     "Issue",
     "Location",
     "build_meta_instruction",
+    "check_conversation",
+    "check_turn",
     "detect_format",
     "dumps_sft_file",
     "dumps_sft_line",
@@ -66,4 +69,6 @@ __all__ = [
     "to_sft",
     "to_sharegpt",
     "turn_segments",
+    "validate_paths",
+    "validate_record",
 ]

@@ -10,6 +10,7 @@ from datagen.formats.messages import from_messages, to_messages
 from datagen.formats.moss import dumps_sft_file, from_sft, to_sft
 from datagen.formats.sharegpt import from_sharegpt, to_sharegpt
 from datagen.record import Conversation, ToolCall, ToolResult, Turn
+from tests.formats.damage import mutations
 
 
 @pytest.mark.parametrize(
@@ -254,3 +255,20 @@ def test_metadata_travels():
     conv.usage.prompt_tokens = 10
     for to, back in ((to_messages, from_messages), (to_sharegpt, from_sharegpt)):
         assert back(json.loads(json.dumps(to(conv)))).to_dict() == conv.to_dict()
+
+
+def test_damaged_records_survive_the_converters(sample_path):
+    """Records with noise (anything from_sft accepts) go through messages and ShareGPT unchanged."""
+    import random
+
+    record = json.loads(sample_path.read_text(encoding="utf-8"))
+    rng = random.Random(sample_path.stem + "converters")
+    for rec in mutations(record, rng, 15):
+        try:
+            conv = from_sft(rec)
+        except FormatError:
+            continue
+        for to, back in ((to_messages, from_messages), (to_sharegpt, from_sharegpt)):
+            again = back(json.loads(json.dumps(to(conv), ensure_ascii=False)))
+            assert again.to_dict() == conv.to_dict()
+            assert to_sft(again) == rec

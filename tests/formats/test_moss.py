@@ -18,6 +18,7 @@ from datagen.formats.moss import (
     turn_segments,
 )
 from datagen.record import Conversation, ToolCall, ToolResult, Turn
+from tests.formats.damage import mutations
 
 
 def test_all_samples_present(moss_samples):
@@ -264,3 +265,22 @@ def test_from_sft_errors_name_path_line_and_field(moss_samples):
         from_sft(record, path="f.jsonl", line=3)
     assert str(exc.value) == "f.jsonl:3: turn 2: MOSS: missing end tag <eom>, found <eoh>"
     assert (exc.value.path, exc.value.line, exc.value.field) == ("f.jsonl", 3, "turn 2: MOSS")
+
+
+def test_damaged_records_roundtrip_or_fail_loudly(sample_path):
+    """Whatever the damage, from_sft either raises FormatError or reproduces the record exactly:
+    it never silently changes data."""
+    import random
+
+    record = json.loads(sample_path.read_text(encoding="utf-8"))
+    rng = random.Random(sample_path.stem)
+    parsed = 0
+    for rec in mutations(record, rng, 60):
+        try:
+            conv = from_sft(rec)
+        except FormatError:
+            continue
+        parsed += 1
+        back = Conversation.from_dict(json.loads(json.dumps(conv.to_dict())))
+        assert dumps_sft_file(to_sft(back)) == dumps_sft_file(rec)
+    assert parsed > 0
