@@ -581,7 +581,7 @@ def import_seeds(
             category, MOSS prompt file names give one (`helpful_code_prompts.jsonl` -> code), and
             rows with plugins get `tool`.
         languages: keep only these languages (others rejected as `language_not_selected`).
-        prefix: id prefix (default: the source file name); ids are `PREFIX-<hash of the text>`,
+        prefix: id prefix (default: the source file name); ids are `PREFIX-<16 hex digits of the text's SHA-1>`,
             stable across reruns and file reorderings.
         min_chars, max_chars: length bounds of the normalised prompt.
         records_path: for a JSON object, the path of the record list.
@@ -661,7 +661,7 @@ class _RowConverter:
     prefix: str
     source: str
     seen_ids: set[str]
-    seen_text: dict[str, int] = field(default_factory=dict)
+    seen_text: dict[bytes, int] = field(default_factory=dict)  # sha1 of the text -> first row
 
     def _get(self, row: Mapping[str, Any], key: str) -> Any:
         return get_field(row, self.paths[key]) if key in self.paths else MISSING
@@ -676,13 +676,14 @@ class _RowConverter:
         if raw_id is not MISSING and raw_id is not None and str(raw_id).strip():
             sid = str(raw_id).strip()
         text = self._text(row, sid)
+        digest = hashlib.sha1(text.encode("utf-8")).digest()
         if sid is not None:
             if sid in self.seen_ids:
                 raise _RowError("duplicate_id", f"id {sid!r} used before", sid, text)
             self.seen_ids.add(sid)
-        if text in self.seen_text:
-            raise _RowError("duplicate_text", f"same text as row {self.seen_text[text]}", sid, text)
-        self.seen_text[text] = row_no
+        if digest in self.seen_text:
+            raise _RowError("duplicate_text", f"same text as row {self.seen_text[digest]}", sid, text)
+        self.seen_text[digest] = row_no
 
         lang = self.language
         if lang is None:
@@ -713,9 +714,8 @@ class _RowConverter:
         if category is None:
             category = self.file_category or ("tool" if plugins else None)
 
-        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
-        return Seed(id=f"{self.prefix}-{digest}", text=text, language=lang, category=category, plugins=plugins,
-                    source=self.source, source_id=sid, extra={"row": row_no})
+        return Seed(id=f"{self.prefix}-{digest.hex()[:16]}", text=text, language=lang, category=category,
+                    plugins=plugins, source=self.source, source_id=sid, extra={"row": row_no})
 
     def _text(self, row: Mapping[str, Any], sid: str | None) -> str:
         raw = get_field(row, self.paths["field"])

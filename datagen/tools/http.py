@@ -2,7 +2,7 @@
 
 Secrets never appear in config files: headers are given as `{header: ENV_VAR_NAME}` and read from
 the environment at call time. Transient failures (connection errors, timeouts, 429, 5xx) are
-retried with capped exponential backoff; anything else, or the last failure, raises
+retried with capped exponential backoff (or the server's `Retry-After`); anything else, or the last failure, raises
 `ToolUnavailableError` with the URL (query string dropped) and status.
 """
 
@@ -67,9 +67,11 @@ def request_json(
         all_headers["Content-Type"] = "application/json"
     all_headers.update(headers or {})
     last = ""
+    retry_after = 0.0
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(min(backoff * 2 ** (attempt - 1), 8.0))
+            time.sleep(min(max(backoff * 2 ** (attempt - 1), retry_after), 30.0))
+            retry_after = 0.0
         req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -77,6 +79,10 @@ def request_json(
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
             if exc.code in RETRY_STATUS:
+                try:  # honour Retry-After (seconds form), capped at 30 s
+                    retry_after = float(exc.headers.get("Retry-After") or 0)
+                except (TypeError, ValueError):
+                    retry_after = 0.0
                 continue
             break
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:

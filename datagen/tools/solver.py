@@ -24,11 +24,17 @@ input (`x = 10^10^10`) cannot hang or exhaust the caller.
 
 from __future__ import annotations
 
+import json
 import keyword
-import multiprocessing
+import os
+import queue
 import re
+import subprocess
+import sys
+import tempfile
 import threading
 import unicodedata
+from pathlib import Path
 from typing import Any, ClassVar
 
 from datagen.record import ToolResult
@@ -45,7 +51,6 @@ _NAME = re.compile(r"[A-Za-zπ_][A-Za-z0-9_]*")
 _TRANSLATE = str.maketrans(
     {"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*", "；": ";", "（": "(", "）": ")", "，": ",", "＝": "="}
 )
-_FUNCTION_NAMES = ("sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "log", "ln", "exp", "Abs", "abs")
 
 
 def _split_equations(text: str, max_length: int) -> list[str]:
@@ -190,8 +195,10 @@ def solve_equations(text: str, *, max_length: int = 1000) -> str:
     return "\n".join(line for _, lines in rendered for line in lines)
 
 
-def _worker_main(conn: Any, memory_mb: int, max_length: int) -> None:
-    """Loop of the isolated worker process: receive text, send ("ok", lines) or ("fail", reason)."""
+def _worker_loop(memory_mb: int, max_length: int) -> None:
+    """The isolated worker (`python -m datagen.tools.solver MEMORY_MB MAX_LENGTH`): reads one JSON
+    string per line on stdin, answers one JSON object per line on stdout: `{"ready": true}` once
+    sympy is imported, then `{"ok": true, "out": lines}` or `{"ok": false, "out": reason}`."""
     if memory_mb:
         try:
             import resource
@@ -202,87 +209,137 @@ def _worker_main(conn: Any, memory_mb: int, max_length: int) -> None:
             pass
     import sympy  # noqa: F401  (import once, before the first request)
 
-    while True:
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing but answers may reach the pipe
+
+    def answer(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    answer({"ready": True})
+    for line in sys.stdin:
         try:
-            text = conn.recv()
-        except (EOFError, OSError):
-            return
-        if text is None:
-            return
+            text = json.loads(line)
+        except json.JSONDecodeError:
+            answer({"ok": False, "out": "bad request"})
+            continue
         try:
-            conn.send(("ok", solve_equations(text, max_length=max_length)))
+            answer({"ok": True, "out": solve_equations(text, max_length=max_length)})
         except SolveError as exc:
-            conn.send(("fail", str(exc)))
+            answer({"ok": False, "out": str(exc)})
         except MemoryError:
-            conn.send(("fail", "memory limit"))
+            answer({"ok": False, "out": "memory limit"})
         except Exception as exc:  # a sympy bug on odd input must not kill the worker
-            conn.send(("fail", f"{type(exc).__name__}: {exc}"))
+            answer({"ok": False, "out": f"{type(exc).__name__}: {exc}"})
 
 
 class _Worker:
-    """One solver process, restarted after a timeout or crash. Calls are serialised by a lock."""
+    """One solver subprocess, restarted after a timeout or crash; calls are serialised by a lock.
 
-    def __init__(self, *, timeout: float, memory_mb: int, max_length: int, start_timeout: float = 120.0):
+    A plain `python -m` subprocess (not multiprocessing) so that it never re-imports the caller's
+    `__main__` and works from threads, notebooks and scripts without a main guard.
+    """
+
+    def __init__(self, *, timeout: float, memory_mb: int, max_length: int, start_timeout: float = 60.0):
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.max_length = max_length
         self.start_timeout = start_timeout
         self._lock = threading.Lock()
-        self._proc: Any = None
-        self._conn: Any = None
-        self._ready = False
+        self._proc: subprocess.Popen | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._stderr: Any = None
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(
-            target=_worker_main,
-            args=(child, self.memory_mb, self.max_length),
-            name="datagen-solver",
-            daemon=True,
-        )
+        import datagen
+
+        env = dict(os.environ)
+        root = str(Path(datagen.__file__).resolve().parents[1])  # works from a checkout too
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._stderr = tempfile.TemporaryFile()
+        cmd = [sys.executable, "-m", "datagen.tools.solver", str(self.memory_mb), str(self.max_length)]
         try:
-            proc.start()
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+            )
         except OSError as exc:
             raise ToolUnavailableError(f"cannot start the solver worker: {exc}") from exc
-        child.close()
-        self._proc, self._conn, self._ready = proc, parent, False
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)  # EOF: the worker exited
+
+        threading.Thread(target=pump, name="datagen-solver-reader", daemon=True).start()
+        self._proc, self._lines = proc, lines
+        try:
+            first = lines.get(timeout=self.start_timeout)
+        except queue.Empty:
+            first = None
+        if first is None or not json.loads(first).get("ready"):
+            detail = self._stderr_tail()
+            self._kill()
+            raise ToolUnavailableError(f"the solver worker did not start: {detail or 'no output'}")
+
+    def _stderr_tail(self) -> str:
+        """The worker's last stderr line (why it failed to start)."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else ""
 
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(5)
-            self._conn.close()
-        self._proc = self._conn = None
+            self._proc.wait(5)
+            for stream in (self._proc.stdin, self._proc.stdout):
+                if stream is not None:
+                    stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._proc = self._stderr = None
 
     def solve(self, text: str) -> tuple[str, str]:
         with self._lock:
-            if self._proc is None or not self._proc.is_alive():
+            if self._proc is None or self._proc.poll() is not None:
                 self._kill()
                 self._start()
-            # the first call also waits for the worker to import sympy
-            wait = self.timeout if self._ready else self.timeout + self.start_timeout
+            assert self._proc is not None and self._proc.stdin is not None
             try:
-                self._conn.send(text)
-                if not self._conn.poll(wait):
-                    self._kill()
-                    return ("fail", "time limit")
-                answer = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
+                self._proc.stdin.write(json.dumps(text) + "\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
                 self._kill()
                 return ("fail", "worker died")
-            self._ready = True
-            return answer
+            try:
+                line = self._lines.get(timeout=self.timeout)
+            except queue.Empty:
+                self._kill()
+                return ("fail", "time limit")
+            if line is None:  # killed by the memory cap or crashed on this input
+                self._kill()
+                return ("fail", "worker died")
+            reply = json.loads(line)
+            return ("ok" if reply.get("ok") else "fail", str(reply.get("out", "")))
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
+            if self._proc is not None and self._proc.stdin is not None:
                 try:
-                    self._conn.send(None)
-                except OSError:
+                    self._proc.stdin.close()  # the worker's loop ends at EOF
+                    self._proc.wait(2)
+                except (OSError, subprocess.TimeoutExpired):
                     pass
-            if self._proc is not None:
-                self._proc.join(2)
             self._kill()
 
 
@@ -329,3 +386,7 @@ class SolveTool(Tool):
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close()
+
+
+if __name__ == "__main__":
+    _worker_loop(int(sys.argv[1]), int(sys.argv[2]))

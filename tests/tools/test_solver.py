@@ -72,3 +72,16 @@ def test_in_process_mode_gives_no_result():
     result = tool.run("x+y=2")
     assert not result.ok and result.output == NO_RESULT
     assert "infinitely many" in tool.last_reason
+
+
+def test_a_worker_that_cannot_start_is_an_error_not_no_result(monkeypatch):
+    import shutil
+    import sys
+
+    from datagen.tools import ToolUnavailableError
+
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    tool = SolveTool(timeout=1.0)
+    with pytest.raises(ToolUnavailableError, match="did not start"):
+        tool.run("x=1")
+    tool.close()
