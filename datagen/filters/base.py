@@ -127,6 +127,10 @@ class BaseFilter:
         """Stateful steps: the part of the work that can run in a worker (signatures, hashes)."""
         return None
 
+    def prepare_batch(self, convs: list[Conversation]) -> list[Any]:
+        """`prepare` for many rows (override to vectorise)."""
+        return [self.prepare(c) for c in convs]
+
     def decide_batch(self, items: list[tuple[Conversation, Any]]) -> list[Verdict]:
         """Stateful steps: verdicts for (conv, prepare(conv)) pairs, in input order, in the main
         process."""

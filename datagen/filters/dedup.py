@@ -26,8 +26,9 @@ similarity, which is exactly 2*LCS/(m+n), the ROUGE-L F-measure) on the candidat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import xxhash
@@ -94,12 +95,12 @@ class MinHasher:
         sh = shingles(tokenize(text), self.ngram)
         return [xxhash.xxh3_64_intdigest(s.encode("utf-8")) for s in set(sh)]
 
-    def signatures(self, texts: Sequence[str], batch_tokens: int = 400_000) -> np.ndarray:
+    def signatures(self, texts: Sequence[str], batch_tokens: int = 50_000) -> np.ndarray:
         """Signatures of texts, shape (len(texts), num_perm). An empty text gets all 0xFFFFFFFF."""
         hashes = [self.shingle_hashes(t) for t in texts]
         return self.signatures_from_hashes(hashes, batch_tokens)
 
-    def signatures_from_hashes(self, hashes: list[list[int]], batch_tokens: int = 400_000) -> np.ndarray:
+    def signatures_from_hashes(self, hashes: list[list[int]], batch_tokens: int = 50_000) -> np.ndarray:
         n = len(hashes)
         out = np.full((n, self.num_perm), 0xFFFFFFFF, dtype=np.uint32)
         lens = np.fromiter((len(h) for h in hashes), dtype=np.int64, count=n)
@@ -113,8 +114,10 @@ class MinHasher:
             seg = flat[offs[start] : offs[end]]
             rows = np.nonzero(lens[start:end])[0]
             if rows.size:
-                with np.errstate(over="ignore"):
-                    perm = ((seg[:, None] * self._a[None, :] + self._b[None, :]) >> _MAX_HASH).astype(np.uint32)
+                # in place: one (shingles x num_perm) buffer, no temporaries
+                perm = np.multiply(seg[:, None], self._a[None, :])
+                perm += self._b[None, :]
+                perm >>= _MAX_HASH
                 starts = (offs[start:end] - offs[start])[rows]
                 out[start + rows] = np.minimum.reduceat(perm, starts, axis=0)
             start = end
@@ -152,10 +155,37 @@ def rouge_l(a: str, b: str) -> float:
 @dataclass(slots=True)
 class Fingerprint:
     """What the index needs about one text, computable in a worker process: its MinHash signature
-    and, for the ROUGE-L method, its token string."""
+    (16-bit, b-bit MinHash: enough to estimate Jaccard, half the memory), its LSH band keys (from the
+    full 32-bit signature) and, for the ROUGE-L method, its token string. `empty` texts match
+    nothing."""
 
     signature: np.ndarray
+    band_keys: list[int]
     tokens: str | None = None
+    empty: bool = False
+
+
+@dataclass(slots=True)
+class FingerprintBatch:
+    """Fingerprints of many texts as arrays (one pickle per batch between processes)."""
+
+    signatures: np.ndarray  # (n, num_perm) uint16
+    band_keys: np.ndarray  # (n, bands) uint64
+    empty: np.ndarray  # (n,) bool
+    tokens: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.signatures)
+
+    def rows(self) -> list[Fingerprint]:
+        keys = self.band_keys.tolist()
+        empty = self.empty.tolist()
+        toks = self.tokens
+        return [Fingerprint(self.signatures[i], keys[i], toks[i] if toks is not None else None, empty[i])
+                for i in range(len(keys))]
+
+
+_EMPTY32 = 0xFFFFFFFF
 
 
 class NearDupIndex:
@@ -170,6 +200,10 @@ class NearDupIndex:
         num_perm: MinHash permutations.
         bands: LSH (bands, rows); by default the datasketch-style optimum for the threshold.
         seed: permutation seed.
+
+    Empty texts are never duplicates and are not indexed. Memory: about 2*num_perm bytes of
+    signature plus one dict entry per band per indexed text (about 1.5 KB per text at the prompt
+    defaults).
 
     Example (the Self-Instruct loop)::
 
@@ -209,118 +243,178 @@ class NearDupIndex:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}", field="threshold")
         self.hasher = MinHasher(num_perm=num_perm, ngram=self.ngram, seed=seed)
         self.num_perm = num_perm
-        self.bands, self.rows = bands or _cached_bands(lsh_threshold, num_perm)
+        self.bands, self.rows = tuple(bands) if bands else _cached_bands(lsh_threshold, num_perm)
         if self.bands * self.rows > num_perm:
             raise ConfigError(f"bands*rows ({self.bands}*{self.rows}) exceeds num_perm {num_perm}", field="bands")
         rng = np.random.default_rng(seed + 7919)
         self._band_mult = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
         self._keys: list[str] = []
-        # Signatures kept for verification, 16 bits per permutation (b-bit MinHash): enough to
-        # estimate Jaccard, half the memory.
         self._sigs = np.empty((1024, num_perm), dtype=np.uint16)
         self._tokens: list[str] = []
+        # b-bit correction: two different 16-bit values agree with probability 2^-16
+        self._min_agree = int(np.ceil((self.threshold * (1 - 2**-16) + 2**-16) * num_perm - 1e-9))
 
     # -- fingerprints (pure; safe in worker processes) ---------------------------------------------
 
-    def fingerprint(self, text: str) -> Fingerprint:
-        """Signature (and token string for the ROUGE method) of one text."""
-        return self.fingerprints([text])[0]
+    def fingerprint_batch(self, texts: Sequence[str]) -> FingerprintBatch:
+        """Fingerprints of many texts, vectorised (signatures and band keys)."""
+        sigs = self.hasher.signatures(texts)
+        empty = sigs[:, 0] == _EMPTY32
+        if empty.any():
+            empty &= (sigs == _EMPTY32).all(axis=1)
+        bands = sigs[:, : self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            keys = (bands * self._band_mult).sum(axis=2, dtype=np.uint64)
+        toks = [rouge_string(t) for t in texts] if self.method == "rouge" else None
+        return FingerprintBatch(sigs.astype(np.uint16), keys, empty, toks)
 
     def fingerprints(self, texts: Sequence[str]) -> list[Fingerprint]:
-        """Fingerprints of many texts, vectorised."""
-        sigs = self.hasher.signatures(texts)
-        if self.method == "rouge":
-            return [Fingerprint(sigs[i], rouge_string(t)) for i, t in enumerate(texts)]
-        return [Fingerprint(sigs[i]) for i in range(len(texts))]
+        """Per-text fingerprints (see `fingerprint_batch`)."""
+        return self.fingerprint_batch(texts).rows()
 
-    def _band_keys(self, sig: np.ndarray) -> list[int]:
-        bands = sig[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            return (bands * self._band_mult).sum(axis=1, dtype=np.uint64).tolist()
+    def fingerprint(self, text: str) -> Fingerprint:
+        """Fingerprint of one text."""
+        return self.fingerprints([text])[0]
 
-    # -- queries ------------------------------------------------------------------------------------
+    # -- the index ------------------------------------------------------------------------------------
 
-    def _candidates(self, band_keys: list[int]) -> list[int]:
-        found: set[int] = set()
-        for bucket, k in zip(self._buckets, band_keys, strict=True):
-            v = bucket.get(k)
-            if v is None:
-                continue
-            if isinstance(v, int):
-                found.add(v)
-            else:
-                found.update(v)
-        return sorted(found)
-
-    def _best_match(self, fp: Fingerprint, band_keys: list[int]) -> int | None:
-        cands = self._candidates(band_keys)
-        if not cands:
+    def _match(self, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> int | None:
+        # map() keeps the per-band loop in C: this lookup is the hot path of a million-row run
+        hits = [v for v in map(dict.get, self._buckets, band_keys) if v is not None]
+        if not hits:
             return None
+        if len(hits) == 1 and isinstance(hits[0], int):
+            cands = hits
+        else:
+            found: set[int] = set()
+            for v in hits:
+                if isinstance(v, int):
+                    found.add(v)
+                else:
+                    found.update(v)
+            cands = sorted(found)
         if self.method == "rouge":
-            if not fp.tokens:
+            if not tokens:
                 return None
             from rapidfuzz import process
             from rapidfuzz.distance import Indel
 
-            choices = [self._tokens[i] for i in cands]
-            hit = process.extractOne(fp.tokens, choices, scorer=Indel.normalized_similarity,
+            hit = process.extractOne(tokens, [self._tokens[i] for i in cands], scorer=Indel.normalized_similarity,
                                      score_cutoff=self.threshold)
             if hit is None or hit[1] <= self.threshold:
                 return None
             return cands[hit[2]]
-        if not fp.signature.size or int(fp.signature[0]) == 0xFFFFFFFF and (fp.signature == 0xFFFFFFFF).all():
-            return None  # an empty text duplicates nothing
-        idx = np.fromiter(cands, dtype=np.int64, count=len(cands))
-        agree = (self._sigs[idx] == fp.signature.astype(np.uint16)).mean(axis=1)
-        # correct for the 1/65536 chance that two different 16-bit values agree
-        est = (agree - 2**-16) / (1 - 2**-16)
-        best = int(np.argmax(est))
-        return int(idx[best]) if est[best] >= self.threshold else None
+        if len(cands) == 1:
+            c = cands[0]
+            return c if int(np.count_nonzero(self._sigs[c] == sig)) >= self._min_agree else None
+        agree = np.count_nonzero(self._sigs[cands] == sig, axis=1)
+        best = int(np.argmax(agree))  # the closest; the earliest among equals
+        return cands[best] if int(agree[best]) >= self._min_agree else None
 
-    def query_fingerprint(self, fp: Fingerprint) -> str | None:
-        """Key of the closest indexed near-duplicate of a fingerprinted text, or None."""
-        i = self._best_match(fp, self._band_keys(fp.signature))
-        return None if i is None else self._keys[i]
-
-    def add_fingerprint(self, key: str, fp: Fingerprint, band_keys: list[int] | None = None) -> None:
-        """Index a fingerprinted text under key (no duplicate check)."""
+    def _add(self, key: str, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> None:
         i = len(self._keys)
         self._keys.append(key)
         if i >= self._sigs.shape[0]:
             grown = np.empty((self._sigs.shape[0] * 2, self.num_perm), dtype=np.uint16)
             grown[:i] = self._sigs
             self._sigs = grown
-        self._sigs[i] = fp.signature.astype(np.uint16)
+        self._sigs[i] = sig
         if self.method == "rouge":
-            self._tokens.append(fp.tokens or "")
-        for bucket, k in zip(self._buckets, band_keys or self._band_keys(fp.signature), strict=True):
-            v = bucket.get(k)
-            if v is None:
-                bucket[k] = i
-            elif isinstance(v, int):
-                bucket[k] = [v, i]
-            else:
-                v.append(i)
+            self._tokens.append(tokens or "")
+        olds = list(map(dict.setdefault, self._buckets, band_keys, repeat(i)))
+        for b, v in enumerate(olds):
+            if v is not i:  # the bucket already held other texts
+                bucket = self._buckets[b]
+                k = band_keys[b]
+                if isinstance(v, int):
+                    bucket[k] = [v, i]
+                else:
+                    v.append(i)
+
+    def query_fingerprint(self, fp: Fingerprint) -> str | None:
+        """Key of the closest indexed near-duplicate of a fingerprinted text, or None."""
+        if fp.empty:
+            return None
+        i = self._match(fp.signature, fp.band_keys, fp.tokens)
+        return None if i is None else self._keys[i]
+
+    def add_fingerprint(self, key: str, fp: Fingerprint) -> None:
+        """Index a fingerprinted text under key (no duplicate check; empty texts are skipped)."""
+        if not fp.empty:
+            self._add(key, fp.signature, fp.band_keys, fp.tokens)
 
     def check_and_add_fingerprint(self, key: str, fp: Fingerprint) -> str | None:
         """Key of an earlier near-duplicate (the text is then NOT added), or None after adding it."""
-        band_keys = self._band_keys(fp.signature)
-        i = self._best_match(fp, band_keys)
+        if fp.empty:
+            return None
+        i = self._match(fp.signature, fp.band_keys, fp.tokens)
         if i is not None:
             return self._keys[i]
-        self.add_fingerprint(key, fp, band_keys)
+        self._add(key, fp.signature, fp.band_keys, fp.tokens)
         return None
+
+    def check_and_add_batch(self, keys: Sequence[str], batch: FingerprintBatch) -> list[str | None]:
+        """`check_and_add` for a fingerprinted batch, in order."""
+        out: list[str | None] = []
+        band_keys = batch.band_keys.tolist()
+        empty = batch.empty.tolist()
+        sigs = batch.signatures
+        toks = batch.tokens
+        for j, key in enumerate(keys):
+            if empty[j]:
+                out.append(None)
+                continue
+            t = toks[j] if toks is not None else None
+            i = self._match(sigs[j], band_keys[j], t)
+            if i is not None:
+                out.append(self._keys[i])
+            else:
+                self._add(key, sigs[j], band_keys[j], t)
+                out.append(None)
+        return out
 
     def check_and_add(self, key: str, text: str) -> str | None:
         """Return the key of an earlier near-duplicate of text and do not add it; otherwise add text
         under key and return None."""
-        return self.check_and_add_fingerprint(key, self.fingerprint(text))
+        return self.check_and_add_batch([key], self.fingerprint_batch([text]))[0]
 
     def check_and_add_many(self, keys: Sequence[str], texts: Sequence[str]) -> list[str | None]:
         """`check_and_add` for a batch, in order (later texts are checked against earlier ones of the
         same batch), with the signatures vectorised."""
-        return [self.check_and_add_fingerprint(k, fp) for k, fp in zip(keys, self.fingerprints(texts), strict=True)]
+        return self.check_and_add_batch(keys, self.fingerprint_batch(texts))
+
+    def check_and_add_stream(self, items: Iterable[tuple[str, str]], *, workers: int | None = None,
+                             chunk_size: int = 5000) -> Iterator[tuple[str, str | None]]:
+        """`check_and_add` over a stream of (key, text), yielding (key, duplicate_of or None) in
+        order. With workers > 1, fingerprints are computed in that many worker processes while this
+        process keeps the index (decisions in input order, the same as a serial run)."""
+        chunks = _chunked(items, chunk_size)
+        if (workers or 1) <= 1:
+            for chunk in chunks:
+                keys = [k for k, _ in chunk]
+                yield from zip(keys, self.check_and_add_many(keys, [t for _, t in chunk]), strict=True)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        params = self.params()
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            pending = []
+            for chunk in chunks:
+                keys = [k for k, _ in chunk]
+                pending.append((keys, pool.submit(_fingerprint_worker, params, [t for _, t in chunk])))
+                while len(pending) > 2 * workers:
+                    keys, fut = pending.pop(0)
+                    yield from zip(keys, self.check_and_add_batch(keys, fut.result()), strict=True)
+            for keys, fut in pending:
+                yield from zip(keys, self.check_and_add_batch(keys, fut.result()), strict=True)
+
+    def params(self) -> dict:
+        """Constructor arguments that rebuild an index computing the same fingerprints."""
+        return {"unit": self.unit, "threshold": self.threshold, "method": self.method, "ngram": self.ngram,
+                "num_perm": self.num_perm, "bands": (self.bands, self.rows), "seed": self.hasher.seed}
 
     def query(self, text: str) -> str | None:
         """Key of the closest indexed near-duplicate of text, or None (nothing is added)."""
@@ -332,3 +426,27 @@ class NearDupIndex:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+_WORKER_INDEX: dict[tuple, NearDupIndex] = {}
+
+
+def _fingerprint_worker(params: dict, texts: list[str]) -> FingerprintBatch:
+    key = tuple(sorted((k, str(v)) for k, v in params.items()))
+    index = _WORKER_INDEX.get(key)
+    if index is None:
+        index = _WORKER_INDEX[key] = NearDupIndex(**params)
+    return index.fingerprint_batch(texts)
+
+
+def _chunked(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while True:
+        chunk = []
+        for x in it:
+            chunk.append(x)
+            if len(chunk) >= size:
+                break
+        if not chunk:
+            return
+        yield chunk

@@ -9,7 +9,7 @@ from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.filters.base import KEEP, BaseFilter, Verdict
-from datagen.filters.dedup import NearDupIndex
+from datagen.filters.dedup import Fingerprint, NearDupIndex
 from datagen.filters.exact import ExactIndex, dialogue_hash, prompt_hash
 from datagen.filters.registry import register_step
 from datagen.record import Conversation
@@ -93,8 +93,11 @@ class NearDedupFilter(BaseFilter):
     def prepare(self, conv: Conversation):
         return self.index.fingerprint(unit_text(conv, self.unit))
 
+    def prepare_batch(self, convs: list[Conversation]) -> list:
+        return self.index.fingerprints([unit_text(c, self.unit) for c in convs])
+
     def decide_batch(self, items: list[tuple[Conversation, Any]]) -> list[Verdict]:
-        missing = [i for i, (_, fp) in enumerate(items) if fp is None]
+        missing = [i for i, (_, fp) in enumerate(items) if not isinstance(fp, Fingerprint)]
         if missing:
             fps = self.index.fingerprints([unit_text(items[i][0], self.unit) for i in missing])
             items = list(items)

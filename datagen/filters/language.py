@@ -56,6 +56,12 @@ _CODE_KEYWORD_RE = re.compile(
     r"[A-Za-z_][\w.]*\s*(?:=|\+=|-=|==)\s*\S|[A-Za-z_][\w.]*\(.*\)\s*;?$)"
 )
 _CODE_END_RE = re.compile(r"(?:[;{}]|\):|\)|\]|,)\s*$")
+#: Shell command lines: tools whose name is no English word, or common commands with flags/paths.
+_SHELL_RE = re.compile(
+    r"^\s*(?:\$\s*)?(?:(?:git|npm|npx|yarn|pnpm|pip3?|conda|docker|kubectl|sudo|apt|apt-get|yum|brew|wget|curl|"
+    r"ssh|scp|chmod|chown|mkdir|rm|ls|tar|cargo|mvn|gradle|rustc|gcc|g\+\+|javac)\s+\S|"
+    r"(?:python3?|node|make|go|java|cd|cat|echo|export|cp|mv|find|grep)\s+.*(?:\s--?\w|&&|\||/|=))"
+)
 
 
 def _is_code_line(line: str) -> bool:
@@ -64,7 +70,7 @@ def _is_code_line(line: str) -> bool:
         return False
     if _has_cjk(s):
         return False
-    if _CODE_KEYWORD_RE.match(s):
+    if _CODE_KEYWORD_RE.match(s) or _SHELL_RE.match(s):
         return True
     symbols = sum(1 for c in s if not c.isalnum() and not c.isspace())
     if len(s) >= 4 and symbols / len(s) >= 0.25:

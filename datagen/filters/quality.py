@@ -160,13 +160,17 @@ def _bad_citations(turn: Turn) -> list[int]:
 # ---------------------------------------------------------------------------------------------------
 # tool_failure
 
-#: The answer admits the tool failed or that it computed the result by itself.
+#: The answer admits the tool failed or that it worked the result out by itself.
 _HONEST_RE = re.compile(
-    r"没有(?:返回|得到|找到|搜索到|获得|查到)|未能|无法|没能|失败|出错|不可用|没有结果|无结果|未返回|未找到|"
-    r"手动|手工|自己(?:计算|算)|我来(?:计算|算)|重新计算|暂时无法|不能(?:使用|调用|获取)|"
-    r"no results?\b|did(?: not|n't) return|failed|unable to|could(?: not|n't)|can(?:not|'t) (?:access|use|get|retrieve)|"
-    r"not available|manually|by hand|myself|without the (?:tool|calculator)|"
-    r"returned (?:nothing|no)|wasn't able|was not able|error",
+    r"没有(?:返回|得到|找到|搜索到|获得|查到|给出)|未能|无法(?:计算|求解|获取|获得|找到|查到|搜索|得到|完成|使用)|没能|"
+    r"(?:计算|搜索|求解|调用|工具|计算器|求解器|插件)(?:失败|出错|出现错误|没有结果|无结果|未返回|不可用)|没有结果|无结果|"
+    r"手动(?:计算|求解|推导|算)|手工计算|(?:我|让我)(?:自己|来)(?:计算|算|推导|求解)|重新计算|"
+    r"\bno results?\b|did(?: not|n't) (?:return|give|produce|work)|(?:tool|calculator|solver|search|call) (?:failed|errored|returned (?:nothing|no|an error))|"
+    r"\bfailed\b|unable to (?:calculate|compute|solve|find|get|retrieve|search|access|use)|"
+    r"could(?: not|n't) (?:calculate|compute|solve|find|get|retrieve|access|use)|"
+    r"can(?:not|'t) (?:access|use|get|retrieve|calculate|solve)|not available|"
+    r"\bmanually\b|\bby hand\b|(?:calculate|compute|work(?:ed)? (?:it|this) out|solve) (?:it |this )?myself|"
+    r"without the (?:tool|calculator|solver)|wasn't able|was not able",
     re.I,
 )
 #: The answer claims the failed tool gave it a result.
@@ -179,6 +183,9 @@ _CLAIM_RE = re.compile(
     re.I,
 )
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+#: A number stated as a result: after `=`, `≈`, `is`, `等于`, `是`, `为`, `约`, ...
+_STATED_RE = re.compile(r"(?:=|≈|≅|等于|得到|结果是|结果为|答案是|答案为|是|为|约|約|equals?|is|are|was|be|gives?|:|：)\s*"
+                        r"(?:about |approximately |around |roughly |大约|大概)?([-+]?\d+(?:[.,]\d+)*)", re.I)
 
 
 def _failed_calls(turn: Turn) -> list[str]:
@@ -219,13 +226,13 @@ class ToolFailureFilter(BaseFilter):
                 if not ok_snippets:
                     return False, "citation_after_tool_failure", {"turn": i, "tools": failed}
             if any(n in ("Calculate", "Solve") for n in failed):
-                asked = set(_NUMBER_RE.findall(t.human)) | {c.arg for c in t.calls}
-                asked_nums = set()
-                for a in asked:
-                    asked_nums.update(_NUMBER_RE.findall(a))
-                new = [n for n in _NUMBER_RE.findall(answer) if n not in asked_nums]
-                if new:
-                    return False, "figure_after_tool_failure", {"turn": i, "tools": failed, "figures": new[:5]}
+                given = set()
+                for src in [t.human, *(c.arg for c in t.calls)]:
+                    given.update(n.replace(",", "") for n in _NUMBER_RE.findall(src))
+                stated = [m.group(1) for m in _STATED_RE.finditer(answer)
+                          if m.group(1).lstrip("+-").replace(",", "") not in given]
+                if stated:
+                    return False, "figure_after_tool_failure", {"turn": i, "tools": failed, "figures": stated[:5]}
         return True
 
 

@@ -143,26 +143,31 @@ def _prepare_chunk_in_worker(convs: list[Conversation]) -> list[list[Outcome]]:
 def prepare_chunk(steps: list[BaseFilter], convs: list[Conversation]) -> list[list[Outcome]]:
     """Per row, the outcome of each step as far as the row survives the stateless steps: verdicts of
     stateless steps (redactions applied to a copy so later steps see the redacted text) and
-    `prepare` payloads of stateful ones."""
-    out: list[list[Outcome]] = []
-    for conv in convs:
-        outcomes: list[Outcome] = []
-        cur = conv
-        for step in steps:
-            if step.stateful:
-                outcomes.append(("p", step.prepare(cur)))
-                continue
-            v = Verdict.of(step.filter(cur))
-            outcomes.append(("v", v))
+    `prepare_batch` payloads of stateful ones. Step by step over the chunk, so steps can batch."""
+    out: list[list[Outcome]] = [[] for _ in convs]
+    cur = list(convs)
+    alive = list(range(len(convs)))
+    for step in steps:
+        if not alive:
+            break
+        if step.stateful:
+            payloads = step.prepare_batch([cur[i] for i in alive])
+            for i, p in zip(alive, payloads, strict=True):
+                out[i].append(("p", p))
+            continue
+        survivors = []
+        for i in alive:
+            v = Verdict.of(step.filter(cur[i]))
+            out[i].append(("v", v))
             if v.keep or step.policy == "tag":
-                continue
-            if step.policy == "redact":
-                red = step.redact(Conversation.from_dict(cur.to_dict()), v)
+                survivors.append(i)
+            elif step.policy == "redact":
+                red = step.redact(Conversation.from_dict(cur[i].to_dict()), v)
                 if red is not None:
-                    cur = red
-                    continue
-            break  # dropped here: later steps never see it
-        out.append(outcomes)
+                    cur[i] = red
+                    survivors.append(i)
+            # else dropped here: later steps never see it
+        alive = survivors
     return out
 
 
