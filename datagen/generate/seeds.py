@@ -153,6 +153,16 @@ class Seed:
                    plugins=list(plugins), source=d.get("source"), source_id=d.get("source_id"), extra=extra)
 
     @property
+    def parents(self) -> list[str]:
+        """Ids of the prompts an expanded prompt was made from (kept in `extra`)."""
+        return list(self.extra.get("parents") or [])
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """An expanded prompt's lineage (teacher model, template, params), kept in `extra`."""
+        return dict(self.extra.get("lineage") or {})
+
+    @property
     def cell(self) -> tuple[str, str, str]:
         """(category, language, plugins) — the group balanced sampling and expansion work on."""
         return (self.category or "-", self.language or "-", "+".join(sorted(self.plugins)) or "-")

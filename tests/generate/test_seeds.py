@@ -46,6 +46,8 @@ def test_expanded_prompt_rows_keep_unknown_fields_in_extra(tmp_path):
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
     (seed,) = read_seeds(path)
     assert seed.extra == {"parents": ["s-en-writing-0001"], "lineage": {"teacher_model": "m"}}
+    assert seed.parents == ["s-en-writing-0001"] and seed.lineage == {"teacher_model": "m"}
+    assert Seed.from_dict(seed.to_dict()) == seed
 
 
 @pytest.mark.parametrize(
