@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -401,11 +402,20 @@ class _ShardWriter:
                 self._writer.close()
                 self._writer = None
 
-    def finish(self) -> list[tuple[Path, int]]:
-        self._flush()
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the open shard (complete or not); `finish` names the shards afterwards."""
+        if exc[0] is None:
+            self._flush()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def finish(self) -> list[tuple[Path, int]]:
+        """Give the closed shards their final `{split}-NNNNN-of-NNNNN.parquet` names."""
+        self.__exit__(None, None, None)
         n = len(self.paths)
         out = []
         for i, (tmp, rows) in enumerate(zip(self.paths, self.shard_counts, strict=True)):
@@ -461,10 +471,12 @@ def build_dataset_folder(
     """Build the Hub dataset folder for a run directory (or a conversations file/folder).
 
     Arguments left None come from the run's manifest (`publish.license`, `publish.repo_id`,
-    `publish.pretty_name`, `dataset.validation_fraction`). Streams the conversations once: each row
-    goes to its config's and split's parquet shard, into the card's statistics and (with
-    `moss_jsonl`) into `moss/train.jsonl`/`val.jsonl`. Every row is checked to render back to the
-    identical MOSS text. The folder is built beside `out_dir` and swapped in when complete.
+    `publish.pretty_name`, `dataset.validation_fraction`). Streams the conversations twice, holding
+    at most a row group per shard in memory: once for the score columns, then each row goes to its
+    config's and split's parquet shard, into the card's statistics and (with `moss_jsonl`) into
+    `moss/train.jsonl`/`val.jsonl`. Every row is checked to render back to the identical MOSS text.
+    The folder is built beside `out_dir` and swapped in when complete; a failed build leaves the
+    previous folder untouched.
     """
     moss, _ = _formats()
     from datagen import __version__
@@ -501,27 +513,27 @@ def build_dataset_folder(
         jsonl: dict[str, Any] = {}
         seen: set[str] = set()
         duplicates = 0
-        for conv in src.conversations():
-            if conv.id in seen:
-                duplicates += 1
-            seen.add(conv.id)
-            config, split = conv.kind, split_for(conv.id, validation_fraction)
-            row = conversation_to_row(conv, scores)
-            if moss.render_text(row_to_conversation(row)) != moss.render_text(conv):
-                raise PublishError(f"conversation {conv.id!r}: its parquet row does not render back to the same "
-                                   "MOSS text (a datagen bug; please report it with this conversation)")
-            key = (config, split)
-            if key not in writers:
-                writers[key] = _ShardWriter(staging / "data" / config, split, features, shard_rows)
-            writers[key].write(row)
-            stats.add(conv, config, split)
-            if moss_jsonl:
-                if split not in jsonl:
-                    (staging / "moss").mkdir(exist_ok=True)
-                    jsonl[split] = open(staging / "moss" / MOSS_SPLIT_FILES[split], "w", encoding="utf-8")
-                jsonl[split].write(moss.dumps_sft_line(moss.to_sft(conv)) + "\n")
-        for fh in jsonl.values():
-            fh.close()
+        with ExitStack() as open_files:
+            for conv in src.conversations():
+                if conv.id in seen:
+                    duplicates += 1
+                seen.add(conv.id)
+                config, split = conv.kind, split_for(conv.id, validation_fraction)
+                row = conversation_to_row(conv, scores)
+                if moss.render_text(row_to_conversation(row)) != moss.render_text(conv):
+                    raise PublishError(f"conversation {conv.id!r}: its parquet row does not render back to the "
+                                       "same MOSS text (a datagen bug; please report it with this conversation)")
+                if (config, split) not in writers:
+                    writer = _ShardWriter(staging / "data" / config, split, features, shard_rows)
+                    writers[(config, split)] = open_files.enter_context(writer)
+                writers[(config, split)].write(row)
+                stats.add(conv, config, split)
+                if moss_jsonl:
+                    if split not in jsonl:
+                        (staging / "moss").mkdir(exist_ok=True)
+                        jsonl[split] = open_files.enter_context(
+                            open(staging / "moss" / MOSS_SPLIT_FILES[split], "w", encoding="utf-8"))
+                    jsonl[split].write(moss.dumps_sft_line(moss.to_sft(conv)) + "\n")
         if stats.rows == 0:
             raise PublishError(f"{src.path}: no conversations to publish")
         if duplicates:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.errors import PublishError
+from datagen.errors import InputError, PublishError
 from datagen.publish import _storage_type, build_dataset_folder, check_dataset_folder, publish
 from tests.publish.runs import make_run_dir
 
@@ -141,3 +141,16 @@ def test_foreign_out_dir_is_never_replaced(tmp_path):
     with pytest.raises(PublishError, match="not built by datagen"):
         build_dataset_folder(make_run_dir(tmp_path / "run"), out)
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_rebuild_keeps_the_previous_folder(tmp_path):
+    run = make_run_dir(tmp_path / "run")
+    first = build_dataset_folder(run, tmp_path / "ds")
+    card = (first.path / "README.md").read_bytes()
+    with open(run / "final.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"id": "broken", "turns": "not a list"}\n{"id": "x", "turns": []}\n')
+    with pytest.raises(InputError) as err:
+        build_dataset_folder(run, tmp_path / "ds")
+    assert "final.jsonl:11" in str(err.value)
+    assert (first.path / "README.md").read_bytes() == card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "run"]  # no staging folder left behind
