@@ -178,9 +178,11 @@ class Conversation:
     """A multi-turn dialogue and everything datagen knows about it.
 
     `plugins` lists enabled datagen plugin names (see `PLUGIN_COMMANDS`). `meta_instruction` is the
-    exact text when known (parsed files keep theirs); when None, renderers build it from `plugins`
-    and `inner_thoughts`. `scores` holds numbers later stages add (e.g. `moss_loss`); `tags` holds
+    exact text when it is not the standard one; when None, renderers build it from `plugins` and
+    `inner_thoughts`. `scores` holds numbers later stages add (e.g. `moss_loss`); `tags` holds
     filter verdicts kept on the row (step name -> reason); `extra` keeps unknown source fields.
+    Parsers keep `meta_instruction` only when it differs from the standard text for `plugins` and
+    `inner_thoughts`; always read it through `datagen.formats.meta_instruction_for(conv)`.
     """
 
     id: str
