@@ -506,11 +506,12 @@ def render_card(ctx: CardContext) -> str:
                      "the run config or pass `--license` before publishing; `datagen publish` refuses to upload "
                      "without one.\n")
     kinds = ", ".join(f"`{c}` {sum(v.values()):,}" for c, v in ctx.stats.splits.items())
+    how = ("generated with datagen from seed user prompts by a teacher LLM, filtered, and checked before upload"
+           if ctx.manifest else f"published with datagen from `{ctx.source}` and checked before upload")
     parts.append(
         f"{s.rows:,} multi-turn dialogues in the [MOSS 003](https://github.com/OpenLMLab/MOSS) format "
-        f"({kinds}), generated with datagen from seed user prompts by a teacher LLM, "
-        "filtered, and checked before upload. Every row carries its lineage (teacher model, template "
-        "version, sampling parameters) and the scores later stages gave it.\n")
+        f"({kinds}), {how}. Every row carries its lineage (teacher model, template version, sampling "
+        "parameters, where known) and the scores later stages gave it.\n")
     parts.append("## Load it\n")
     parts.append(_load_snippet(ctx) + "\n")
     parts.append("## Configs and splits\n")
