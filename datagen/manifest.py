@@ -78,9 +78,9 @@ class Manifest:
                               "resumed": resumed or prev.get("resumed", False) and resumed}
         self.save()
 
-    def finish(self, stage: str, **info: Any) -> None:
+    def finish(self, stage: str, /, **info: Any) -> None:
         s = self.stages[stage]
-        s.update(info)
+        s.update({k: v for k, v in info.items() if k not in ("status", "fingerprint", "started")})
         s["status"] = "done"
         s["finished"] = now()
         self.save()

@@ -62,12 +62,15 @@ class ToolResult:
     output: str = ""
     snippets: list[str] = field(default_factory=list)
     first_index: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)  # tool-specific data, e.g. an image URL
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "arg": self.arg, "ok": self.ok, "output": self.output}
         if self.snippets:
             d["snippets"] = list(self.snippets)
             d["first_index"] = self.first_index
+        if self.extra:
+            d["extra"] = dict(self.extra)
         return d
 
     @classmethod
@@ -79,6 +82,7 @@ class ToolResult:
             output=d.get("output", ""),
             snippets=list(d.get("snippets", [])),
             first_index=d.get("first_index", 1),
+            extra=dict(d.get("extra") or {}),
         )
 
 
