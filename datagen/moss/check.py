@@ -1,0 +1,215 @@
+"""`datagen check` and the pipeline's check stage: score files of conversations with a local model.
+
+Scored rows are appended to the output as they finish (one flushed line each), so a killed run
+loses at most one window of work; a rerun skips the ids already in the output. The settings a file
+was scored with (model, max length) are recorded beside it and a rerun with other settings is
+refused rather than mixing two models' scores in one file. At the end the whole output is read
+back for the distribution report and, when a threshold is given, split into kept and rejected rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import ConfigError, InputError
+from datagen.jsonl import AppendWriter, read_conversations, write_jsonl_atomic
+from datagen.moss.score import (
+    STEP_NAME,
+    apply_check_threshold,
+    format_report,
+    resolve_max_length,
+    score_conversations,
+    score_report,
+)
+from datagen.moss.tokenize import TruncationStats
+from datagen.record import Conversation
+
+
+def scored_ids(path: str | os.PathLike) -> set[str]:
+    """Ids of the rows already in an output file (a torn last line is ignored), streaming."""
+    path = Path(path)
+    ids: set[str] = set()
+    if not path.exists():
+        return ids
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                if not raw.endswith(b"\n"):
+                    break  # torn tail of a killed run; AppendWriter cuts it off
+                raise InputError("invalid JSON in a scored file", path=str(path)) from None
+            if isinstance(row, dict) and "id" in row:
+                ids.add(str(row["id"]))
+    return ids
+
+
+def _settings_path(out: Path) -> Path:
+    return out.with_name(out.name + ".settings.json")
+
+
+def _check_settings(out: Path, model: str, max_length: int | None) -> None:
+    """Refuse to add rows scored with another model or context to an existing output."""
+    path = _settings_path(out)
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    changed = []
+    if before.get("model") != model:
+        changed.append(f"model {before.get('model')!r}")
+    if max_length is not None and before.get("max_length") not in (None, max_length):
+        changed.append(f"max_length {before.get('max_length')}")
+    if changed:
+        raise InputError(f"already holds rows scored with other settings ({', '.join(changed)}); "
+                         "use another --out or delete it", path=str(out))
+
+
+def _write_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = _settings_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+
+
+def _count_records(inputs: Sequence[str | os.PathLike]) -> int:
+    from datagen.formats.reader import iter_records
+
+    return sum(1 for _ in iter_records(inputs))
+
+
+def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, model: str,
+                batch_size: int = 8, max_length: int | None = None, device: str | None = None,
+                dtype: str | None = None, max_loss: float | None = None, percentile: float | None = None,
+                require_fit: bool = False, max_rows: int | None = None, report_path: str | os.PathLike | None = None,
+                kept_path: str | os.PathLike | None = None, rejected_path: str | os.PathLike | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Score the conversations in `inputs` into `out` (resumable by row id), then report.
+
+    Args:
+        inputs: files or folders in any format `datagen validate` reads.
+        out: the scored rows (JSONL, datagen's record with `scores.moss_*`).
+        model: folder, `.gguf` file, alias (`smollm2`) or Hub id.
+        max_loss, percentile, require_fit: the `moss_check` threshold (see `apply_check_threshold`);
+            with one of them, kept and rejected rows go to `kept_path` / `rejected_path`.
+        max_rows: score only the first N input rows.
+        report_path: the distribution report as JSON (default: beside `out`, `*.report.json`).
+
+    Returns a summary: `in`, `scored_now`, `resumed`, `count` (rows kept), `report`, `funnel_step`.
+    """
+    from datagen.formats.reader import read_conversations as read_any
+    from datagen.moss.loading import load_model, resolve_model
+
+    out = Path(out)
+    report_path = Path(report_path) if report_path else out.with_name(f"{out.stem}.report.json")
+    thresholded = max_loss is not None or percentile is not None or require_fit
+    source = resolve_model(model)
+    done = scored_ids(out)
+    if done:
+        declared = (source.config.get("n_positions") or source.config.get("max_position_embeddings")
+                    or source.config.get("n_ctx"))
+        _check_settings(out, source.display, max_length or declared)
+    total = _count_records(inputs)
+    if max_rows is not None:
+        total = min(total, max_rows)
+
+    duplicates = 0
+
+    def todo() -> Iterator[Conversation]:
+        nonlocal duplicates
+        seen: set[str] = set()
+        for i, conv in enumerate(read_any(inputs)):
+            if max_rows is not None and i >= max_rows:
+                return
+            if conv.id in seen:
+                duplicates += 1  # resuming is by id, so a repeated id cannot be scored twice
+                continue
+            seen.add(conv.id)
+            if conv.id not in done:
+                yield conv
+
+    stats = TruncationStats()
+    scored_now = 0
+    settings: dict[str, Any] = {"model": source.display, "max_length": max_length}
+    rows_todo = todo()
+    first = next(rows_todo, None)
+    if first is not None:  # load the model only when there is something to score
+        loaded = load_model(source, device=device, dtype=dtype)
+        limit = resolve_max_length(max_length, loaded.context_length)
+        settings["max_length"] = limit
+        if done:
+            _check_settings(out, source.display, limit)
+        _write_settings(out, settings)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=min(len(done), total), desc="check", unit="dlg", file=sys.stderr,
+                       dynamic_ncols=True)
+        try:
+            with AppendWriter(out) as writer:
+                for conv in score_conversations(itertools.chain([first], rows_todo), loaded, batch_size=batch_size, max_length=limit,
+                                                stats=stats):
+                    writer.write(conv)
+                    scored_now += 1
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    if duplicates:
+        print(f"warning: {duplicates} input rows repeat an id already seen in this input and were skipped "
+              "(give rows unique ids)", file=sys.stderr)
+    rows = list(read_conversations(out)) if out.exists() else []
+    report = score_report(rows)
+    summary: dict[str, Any] = {"in": len(rows), "scored_now": scored_now, "resumed": len(done),
+                               "count": len(rows), "report": report,
+                               "duplicate_ids": duplicates, "truncation_this_run": stats.to_dict(),
+                               "settings": settings}
+    if thresholded:
+        verdict = apply_check_threshold(rows, max_loss=max_loss, percentile=percentile, require_fit=require_fit)
+        kept_path = Path(kept_path) if kept_path else out.with_name(f"{out.stem}.kept.jsonl")
+        rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
+        write_jsonl_atomic(kept_path, verdict.kept)
+        write_jsonl_atomic(rejected_path, verdict.rejected)
+        step = verdict.funnel_step()
+        summary.update({"count": len(verdict.kept), "cutoff": verdict.cutoff, "kept_path": str(kept_path),
+                        "rejected_path": str(rejected_path)})
+    else:
+        step = {"step": STEP_NAME, "in": len(rows), "kept": len(rows), "dropped": 0, "tagged": 0, "reasons": {}}
+        if kept_path:
+            write_jsonl_atomic(kept_path, rows)
+        if rejected_path:
+            write_jsonl_atomic(rejected_path, [])
+    summary["funnel_step"] = step
+    summary["threshold"] = {"max_loss": max_loss, "percentile": percentile, "require_fit": require_fit}
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, report_path)
+    summary["report_path"] = str(report_path)
+    return summary
+
+
+def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | None, batch_size: int = 4,
+              max_length: int | None = 2048, max_loss: float | None = None, percentile: float | None = None,
+              max_rows: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """The pipeline's check stage: `out_dir/scored.jsonl`, `kept.jsonl`, `rejected.jsonl`,
+    `report.json`. Returns `count` (kept), `in` and the `funnel_step`."""
+    if not model:
+        raise ConfigError("the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model")
+    out_dir = Path(out_dir)
+    return check_files([inp], out_dir / "scored.jsonl", model=model, batch_size=batch_size, max_length=max_length,
+                       device=device, max_loss=max_loss, percentile=percentile, max_rows=max_rows,
+                       report_path=out_dir / "report.json", kept_path=out_dir / "kept.jsonl",
+                       rejected_path=out_dir / "rejected.jsonl", progress=progress)
+
+
+__all__ = ["check_files", "run_check", "scored_ids", "format_report"]

@@ -1,0 +1,517 @@
+"""`datagen finetune`: supervised fine-tuning of a local MOSS (or any causal LM) on datagen dialogues.
+
+What upstream `finetune_moss.py` does, minus its traps: the same tokenisation and label rule
+(`datagen.moss.tokenize`), with an `assistant_only` option; a token cache that cannot go stale
+(`datagen.moss.cache`); counted truncations; no DeepSpeed requirement. Training runs on the
+transformers `Trainer` (so `torchrun`/`accelerate launch`, FSDP or a DeepSpeed config work as for any
+Trainer job): AdamW, cosine schedule with warm-up, weight decay off for biases and norms, gradient
+accumulation with token-weighted loss, gradient checkpointing, bf16/fp16 on GPU, optional LoRA (peft).
+
+Output folder:
+
+    data/train.jsonl, data/val.jsonl   the split, in MOSS SFT schema (upstream's --data_dir layout)
+    cache/{train,val}/                 token cache (meta.json + tokens.npz)
+    checkpoints/                       Trainer checkpoints (only with save_steps), for resume
+    model/                             the result: a standard Hugging Face folder, tokenizer included,
+                                       EOS `<eom>`; `AutoModelForCausalLM.from_pretrained` loads it
+    metrics.json, config.json          what happened and with which settings
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import ConfigError, InputError
+from datagen.jsonl import write_jsonl_atomic
+from datagen.moss._deps import require_torch
+from datagen.record import Conversation
+
+logger = logging.getLogger(__name__)
+
+#: Upstream's sampling settings, written into the saved generation_config.json.
+GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 40,
+                       "repetition_penalty": 1.02, "max_new_tokens": 512}
+
+
+@dataclass(slots=True)
+class FinetuneConfig:
+    """Fine-tuning settings (the `finetune:` section of a run config; CLI flags override them).
+
+    Args:
+        max_length: the context; turns past it are dropped (default: the model's, 2048 for MOSS).
+        assistant_only: also mask the Human turns (upstream trains on them).
+        epochs: passes over the training split; `max_steps` (optimizer steps) wins when set.
+        lr: peak learning rate (default 1e-5, or 2e-4 with LoRA). Upstream used 9e-6 to 1.5e-5.
+        weight_decay, warmup_ratio: AdamW decay (not on biases and norms) and the cosine warm-up share.
+        batch_size: sequences per device per micro-batch; `grad_accum` micro-batches per step.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
+        precision: `auto` (fp32 on CPU, bf16 on GPUs that have it, else fp16), `bf16`, `fp16`, `fp32`.
+        lora: train LoRA adapters instead of all weights; `lora_r`, `lora_alpha`, `lora_dropout`,
+            `lora_targets` (module names, or `all-linear`); `merge_lora` folds them into the saved model.
+        val_fraction, val_max: share of dialogues held out (at most `val_max`, at least 1 when there
+            are 2 or more dialogues).
+        eval_steps: evaluate every N steps (and always at the end); `eval_before` also at step 0.
+        save_steps: write a Trainer checkpoint every N steps (resumable); `save_dtype` of the final
+            model: `auto` keeps the source checkpoint's dtype.
+        device: `cpu`, `cuda` (default: a GPU when there is one).
+    """
+
+    max_length: int | None = None
+    assistant_only: bool = False
+    epochs: float = 2.0
+    max_steps: int | None = None
+    lr: float | None = None
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.05
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = True
+    precision: str = "auto"
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | str = "all-linear"
+    merge_lora: bool = True
+    val_fraction: float = 0.05
+    val_max: int = 1000
+    eval_steps: int | None = None
+    eval_before: bool = True
+    log_steps: int = 10
+    save_steps: int | None = None
+    save_dtype: str = "auto"
+    group_by_length: bool = False
+    seed: int = 0
+    device: str | None = None
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_r": self.lora_r,
+                    "log_steps": self.log_steps, "val_max": self.val_max}
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+        for name in ("max_length", "max_steps", "eval_steps", "save_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"must be a positive integer or null, got {value!r}", field=name)
+        if self.lr is not None and not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ConfigError(f"must be a positive number, got {self.lr!r}", field="lr")
+        if not (isinstance(self.epochs, int | float) and self.epochs > 0):
+            raise ConfigError(f"must be a positive number, got {self.epochs!r}", field="epochs")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"must be within [0, 1), got {self.warmup_ratio!r}", field="warmup_ratio")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"must be within [0, 1), got {self.val_fraction!r}", field="val_fraction")
+        if self.weight_decay < 0:
+            raise ConfigError("must not be negative", field="weight_decay")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ConfigError("must be auto, bf16, fp16 or fp32", field="precision")
+        if self.save_dtype not in ("auto", "bf16", "fp16", "fp32"):
+            raise ConfigError("must be auto, bf16, fp16 or fp32", field="save_dtype")
+        if not isinstance(self.lora_targets, str | list):
+            raise ConfigError("must be a list of module names or 'all-linear'", field="lora_targets")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> FinetuneConfig:
+        """Build from a config section; unknown keys raise ConfigError naming the key."""
+        data = dict(data or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"unknown key (known: {', '.join(known)})", field=key)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> FinetuneConfig:
+        """A copy with the non-None `changes` applied (CLI flags over the config section)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.lora else 1e-5)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split_records(records: Sequence[Mapping[str, Any]], *, val_fraction: float, val_max: int, seed: int
+                  ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """A deterministic train/validation split: records ordered by a seeded hash of their content,
+    the first `round(n * val_fraction)` (at least 1 when n >= 2, at most `val_max`) held out."""
+    n = len(records)
+    k = 0
+    if val_fraction > 0 and n >= 2:
+        k = min(max(1, round(n * val_fraction)), val_max, n - 1)
+
+    def rank(i: int) -> str:
+        blob = json.dumps(records[i], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(f"{seed}\0{blob}".encode()).hexdigest()
+
+    held = set(sorted(range(n), key=rank)[:k])
+    train = [r for i, r in enumerate(records) if i not in held]
+    val = [r for i, r in enumerate(records) if i in held]
+    return train, val
+
+
+def conversations_to_sft(conversations: Iterable[Conversation]) -> list[dict[str, Any]]:
+    """Render conversations as MOSS SFT records (`datagen.formats.moss.to_sft`)."""
+    from datagen.formats.moss import to_sft
+
+    return [to_sft(c) for c in conversations]
+
+
+def write_sft_splits(train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, Any]],
+                     data_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `train.jsonl` and `val.jsonl` (one SFT record per line, upstream's layout)."""
+    data_dir = Path(data_dir)
+    write_jsonl_atomic(data_dir / "train.jsonl", train)
+    write_jsonl_atomic(data_dir / "val.jsonl", val)
+    return data_dir / "train.jsonl", data_dir / "val.jsonl"
+
+
+class SFTDataset:
+    """Map-style dataset over a TokenizedSet: dicts of `input_ids` and `labels` (-100 where masked)."""
+
+    def __init__(self, tokens: Any):
+        self.tokens = tokens
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import numpy as np
+
+        ids, mask = self.tokens[i]
+        ids = ids.astype(np.int64)
+        return {"input_ids": ids, "labels": np.where(mask, ids, -100)}
+
+
+@dataclass(slots=True)
+class PadCollator:
+    """Right-pads a batch to its longest sequence (rounded up to `multiple_of`)."""
+
+    pad_id: int
+    multiple_of: int = 1
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        width = -(-width // self.multiple_of) * self.multiple_of
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[r, :n] = torch.as_tensor(row["input_ids"])
+            labels[r, :n] = torch.as_tensor(row["labels"])
+            attn[r, :n] = 1
+        return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def token_metrics_preprocess(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """Keep per-token loss and argmax, not the [B, T, vocab] logits, for `token_metrics`."""
+    import torch.nn.functional as F
+
+    shift, target = logits[:, :-1].float(), labels[:, 1:]
+    loss = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1), ignore_index=-100,
+                           reduction="none").view(target.shape)
+    return loss, shift.argmax(-1)
+
+
+def token_metrics(pred: Any) -> dict[str, float]:
+    """Token-weighted validation loss and token accuracy over the positions with a label."""
+    import numpy as np
+
+    loss, argmax = pred.predictions
+    labels = pred.label_ids[:, 1:]
+    width = min(labels.shape[1], loss.shape[1])
+    labels, loss, argmax = labels[:, :width], loss[:, :width], argmax[:, :width]
+    valid = labels != -100
+    n = int(valid.sum())
+    if n == 0:
+        return {"token_loss": float("nan"), "token_accuracy": float("nan"), "tokens": 0}
+    return {"token_loss": float(np.asarray(loss, dtype=np.float64)[valid].mean()),
+            "token_accuracy": float((argmax[valid] == labels[valid]).mean()), "tokens": n}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _log_callback(path: Path, progress: bool) -> Any:
+    """A Trainer callback: a progress bar and one line per log on stderr, and the same logs appended
+    to `path` as JSON lines."""
+    import sys
+
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class StderrLog(TrainerCallback):
+        bar: Any = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            if progress:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", file=sys.stderr,
+                                dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            logs = {k: v for k, v in (logs or {}).items() if not k.endswith(("_per_second", "preparation_time"))}
+            line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+            msg = f"[finetune] step {state.global_step}/{state.max_steps} {line}"
+            if self.bar is not None:
+                self.bar.write(msg, file=sys.stderr)
+            else:
+                print(msg, file=sys.stderr, flush=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+
+    return StderrLog()
+
+
+def _precision(config: FinetuneConfig, device: str) -> str:
+    import torch
+
+    if config.precision != "auto":
+        if config.precision in ("bf16", "fp16") and not device.startswith("cuda"):
+            raise ConfigError(f"{config.precision} needs a GPU; use fp32 on {device}", field="precision")
+        return config.precision
+    if not device.startswith("cuda"):
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _module_name(model: Any, module: Any) -> str | None:
+    for name, m in model.named_modules():
+        if m is module:
+            return name.rsplit(".", 1)[-1]
+    return None
+
+
+def _apply_lora(model: Any, config: FinetuneConfig, added_token_ids: list[int]) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        from datagen.errors import MissingDependencyError
+
+        raise MissingDependencyError("peft", "moss") from None
+    modules_to_save = None
+    if added_token_ids:
+        # New end tags have untrained rows: train the embedding (and an untied head) in full.
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        names = {_module_name(model, emb)}
+        if head is not None and head.weight is not emb.weight:
+            names.add(_module_name(model, head))
+        modules_to_save = sorted(n for n in names if n)
+    lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=config.lora_targets,
+                      modules_to_save=modules_to_save)
+    return get_peft_model(model, lora)
+
+
+def _save_dtype(config: FinetuneConfig, source_config: Mapping[str, Any], torch: Any) -> Any:
+    names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+             "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if config.save_dtype != "auto":
+        return names[config.save_dtype]
+    return names.get(str(source_config.get("torch_dtype") or source_config.get("dtype")), torch.float32)
+
+
+def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathLike, out_dir: str | os.PathLike,
+             config: FinetuneConfig | None = None, *, records: Sequence[Mapping[str, Any]] | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Fine-tune `model` on conversations and save the result under `out_dir/model`.
+
+    Args:
+        conversations: datagen conversations (rendered with `to_sft`); or pass `records`, MOSS SFT
+            dicts, instead.
+        model: a MOSS folder, another causal LM folder, a `.gguf` file or an alias (see `load_model`).
+        out_dir: the output folder (layout in the module docstring); reruns reuse its token cache
+            and, with `save_steps`, resume from the last checkpoint.
+        config: FinetuneConfig (defaults when None).
+        progress: show the Trainer's progress bar.
+
+    Returns the metrics written to `out_dir/metrics.json`: losses before/after, validation loss
+    and token accuracy, steps, tokens, tokens/s, truncation counts, where the model was saved.
+    """
+    torch, transformers = require_torch()
+    from transformers import Trainer, TrainingArguments
+
+    from datagen.moss.cache import tokenize_cached
+    from datagen.moss.loading import EOS_TAG, load_model, pick_device
+    from datagen.moss.score import resolve_max_length
+
+    config = config or FinetuneConfig()
+    out = Path(out_dir)
+    if records is None:
+        if conversations is None:
+            raise InputError("nothing to train on: pass conversations or records")
+        records = conversations_to_sft(conversations)
+    records = list(records)
+    if not records:
+        raise InputError("nothing to train on: no dialogues")
+    train_records, val_records = split_records(records, val_fraction=config.val_fraction,
+                                               val_max=config.val_max, seed=config.seed)
+    write_sft_splits(train_records, val_records, out / "data")
+
+    device = pick_device(config.device)
+    precision = _precision(config, device)
+    # Full fine-tuning keeps fp32 master weights (the Trainer autocasts); LoRA freezes the base, so
+    # it can sit in 16 bits.
+    load_dtype = precision if (config.lora and precision in ("bf16", "fp16")) else "fp32"
+    transformers.set_seed(config.seed)
+    loaded = load_model(model, device=device, dtype=load_dtype)
+    tokenizer, net = loaded.tokenizer, loaded.model
+    max_length = resolve_max_length(config.max_length, loaded.context_length)
+
+    cache = out / "cache" if config.cache else None
+    train_set = tokenize_cached(train_records, tokenizer, cache and cache / "train", max_length=max_length,
+                                assistant_only=config.assistant_only, source=str(out / "data" / "train.jsonl"))
+    val_set = tokenize_cached(val_records, tokenizer, cache and cache / "val", max_length=max_length,
+                              assistant_only=config.assistant_only, source=str(out / "data" / "val.jsonl"))
+    if len(train_set) == 0:
+        raise InputError(f"no training dialogue fits max_length={max_length} "
+                         f"({train_set.stats.dropped} dropped)")
+    for name, s in (("train", train_set), ("val", val_set)):
+        if s.stats.turns_dropped:
+            logger.warning("%s: %d dialogues truncated, %d turns dropped, %d dialogues that do not fit at all",
+                           name, s.stats.truncated, s.stats.turns_dropped, s.stats.dropped)
+
+    # EOS is <eom> from here on: the saved tokenizer, config and generation config agree.
+    eom = loaded.end_tag_ids[EOS_TAG]
+    tokenizer.eos_token = EOS_TAG
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = EOS_TAG
+    net.config.eos_token_id = eom
+    net.config.pad_token_id = tokenizer.pad_token_id
+    net.config.use_cache = False
+
+    if config.lora:
+        net = _apply_lora(net, config, loaded.added_token_ids)
+
+    per_step = config.batch_size * config.grad_accum
+    steps_per_epoch = math.ceil(len(train_set) / per_step)
+    max_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
+    eval_on = len(val_set) > 0
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,
+        optim="adamw_torch",
+        max_grad_norm=config.max_grad_norm,
+        max_steps=max_steps,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not device.startswith("cuda"),
+        logging_strategy="steps",
+        logging_steps=min(config.log_steps, max_steps),
+        logging_first_step=True,
+        eval_strategy="steps" if (eval_on and config.eval_steps) else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=not progress,
+        seed=config.seed,
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        dataloader_num_workers=0,
+    )
+    collator = PadCollator(pad_id=tokenizer.pad_token_id, multiple_of=8 if device.startswith("cuda") else 1)
+    trainer = Trainer(model=net, args=args, train_dataset=SFTDataset(train_set),
+                      eval_dataset=SFTDataset(val_set) if eval_on else None, data_collator=collator,
+                      compute_metrics=token_metrics, preprocess_logits_for_metrics=token_metrics_preprocess)
+    # The Trainer prints its logs on stdout; datagen keeps stdout for data.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_log_callback(out / "train_log.jsonl", progress))
+
+    metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length, "precision": precision,
+                               "lora": config.lora, "train_dialogues": len(train_set), "val_dialogues": len(val_set),
+                               "train_tokens": train_set.tokens, "val_tokens": val_set.tokens,
+                               "truncation": {"train": train_set.stats.to_dict(), "val": val_set.stats.to_dict()},
+                               "token_cache_hit": {"train": train_set.from_cache, "val": val_set.from_cache}}
+    if eval_on and config.eval_before:
+        before = trainer.evaluate(metric_key_prefix="before")
+        metrics["val_loss_before"] = before.get("before_token_loss")
+        metrics["val_token_accuracy_before"] = before.get("before_token_accuracy")
+    resume = bool(config.save_steps) and any((out / "checkpoints").glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    metrics.update({
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "train_loss_first": history[0]["loss"] if history else None,
+        "train_loss_last": history[-1]["loss"] if history else None,
+        "train_loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "train_tokens_per_s": None,
+        "resumed": resume,
+    })
+    runtime = result.metrics.get("train_runtime") or 0
+    # tokens actually processed: the training split's tokens per epoch times the epochs run
+    epochs_run = trainer.state.global_step / steps_per_epoch
+    if runtime:
+        metrics["train_tokens_per_s"] = round(train_set.tokens * epochs_run / runtime, 1)
+    if eval_on:
+        after = trainer.evaluate(metric_key_prefix="val")
+        metrics["val_loss"] = after.get("val_token_loss")
+        metrics["val_token_accuracy"] = after.get("val_token_accuracy")
+
+    model_dir = out / "model"
+    final = trainer.model
+    if config.lora and config.merge_lora:
+        final = final.merge_and_unload()
+    final.config.use_cache = True
+    final.to(_save_dtype(config, loaded.source.config, torch))
+    gen = final.generation_config
+    gen.eos_token_id = eom
+    gen.pad_token_id = tokenizer.pad_token_id
+    for k, v in GENERATION_DEFAULTS.items():
+        setattr(gen, k, v)
+    final.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    metrics["model_dir"] = str(model_dir)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
+    return metrics
+
+

@@ -1,0 +1,342 @@
+"""Score dialogues with a local model: how surprised is it by the assistant's side?
+
+For each dialogue: the mean token loss (and perplexity) over the segments the model writes (Inner
+Thoughts, Commands, MOSS) of the turns that fit the context, the same per turn, the full token length
+and whether every turn fits. Batches are padded on the right and sorted by length within a window to
+waste little compute; results come back in input order.
+
+`apply_check_threshold` turns the scores into the funnel step `moss_check`: drop rows above an
+absolute loss or above a percentile of the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.errors import ConfigError, InputError
+from datagen.moss import DEFAULT_MAX_LENGTH
+from datagen.moss._deps import require_torch
+from datagen.moss.tokenize import ASSISTANT_SEGMENTS, TokenizedDialogue, TruncationStats, tokenize_record
+from datagen.record import Conversation
+
+#: Keys `score_conversations` writes into `Conversation.scores`.
+SCORE_KEYS = ("moss_loss", "moss_ppl", "moss_turn_losses", "moss_tokens", "moss_fits", "moss_turns_scored")
+STEP_NAME = "moss_check"
+
+
+@dataclass(slots=True)
+class DialogueScore:
+    """The scores of one dialogue. `loss`/`ppl` are None when no turn fits the context;
+    `turn_losses[i]` is None for a kept turn without assistant tokens."""
+
+    loss: float | None
+    ppl: float | None
+    turn_losses: list[float | None]
+    tokens: int
+    fits: bool
+    turns_scored: int
+    scored_tokens: int
+
+    def to_scores(self) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, 6)
+
+        return {"moss_loss": r(self.loss), "moss_ppl": r(self.ppl),
+                "moss_turn_losses": [r(x) for x in self.turn_losses], "moss_tokens": self.tokens,
+                "moss_fits": self.fits, "moss_turns_scored": self.turns_scored}
+
+
+def resolve_max_length(max_length: int | None, context_length: int | None) -> int:
+    """The one context value used everywhere: the caller's, else the model's, else 2048."""
+    if max_length is None:
+        return context_length or DEFAULT_MAX_LENGTH
+    if max_length < 1:
+        raise ConfigError("must be positive", field="max_length")
+    if context_length and max_length > context_length:
+        raise ConfigError(f"{max_length} is beyond the model's context ({context_length})", field="max_length")
+    return max_length
+
+
+def token_losses(model: Any, batch: Sequence[Sequence[int]], *, pad_id: int) -> list[Any]:
+    """Per-token cross-entropy of each sequence: element i of row r is the loss of predicting token
+    i from tokens < i (element 0 is NaN). One padded forward pass; returns fp32 CPU tensors."""
+    torch, _ = require_torch()
+    import torch.nn.functional as F
+
+    device = model.get_input_embeddings().weight.device
+    width = max(len(s) for s in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, seq in enumerate(batch):
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attn[r, : len(seq)] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+        out = []
+        for r, seq in enumerate(batch):
+            n = len(seq)
+            row = torch.full((n,), float("nan"), dtype=torch.float32)
+            if n > 1:
+                # one row at a time: a [T, vocab] fp32 copy, not [B, T, vocab]
+                row[1:] = F.cross_entropy(logits[r, : n - 1].float(), ids[r, 1:n], reduction="none").cpu()
+            out.append(row)
+    return out
+
+
+def summarise_dialogue(tok: TokenizedDialogue, losses: Any, *, ignore_ids: frozenset[int] = frozenset()
+                       ) -> DialogueScore:
+    """Aggregate per-token losses over the assistant's segments, per turn and overall. Targets in
+    `ignore_ids` (end tags a non-MOSS model had to add, with untrained embeddings) are left out."""
+    per_turn: dict[int, list[float]] = {}
+    for seg in tok.segments:
+        if seg.key not in ASSISTANT_SEGMENTS:
+            continue
+        bucket = per_turn.setdefault(seg.turn, [])
+        for p in range(max(seg.start, 1), seg.end):
+            if tok.input_ids[p] not in ignore_ids:
+                bucket.append(float(losses[p]))
+    turn_losses: list[float | None] = []
+    total, count = 0.0, 0
+    for t in range(tok.turns_kept):
+        vals = per_turn.get(t, [])
+        turn_losses.append(sum(vals) / len(vals) if vals else None)
+        total += sum(vals)
+        count += len(vals)
+    loss = total / count if count else None
+    ppl = math.exp(loss) if loss is not None and loss < 700 else (None if loss is None else math.inf)
+    return DialogueScore(loss=loss, ppl=ppl, turn_losses=turn_losses, tokens=tok.full_length, fits=tok.fits,
+                         turns_scored=tok.turns_kept, scored_tokens=count)
+
+
+def score_tokenized(loaded: Any, dialogues: Sequence[TokenizedDialogue], *, batch_size: int = 8
+                    ) -> list[DialogueScore]:
+    """Score already tokenised dialogues with a `LoadedModel`, `batch_size` at a time (longest
+    first, so padding stays small); results in input order."""
+    pad_id = loaded.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = loaded.tokenizer.eos_token_id or 0
+    ignore = frozenset(loaded.added_token_ids)
+    results: list[DialogueScore | None] = [None] * len(dialogues)
+    order = sorted(range(len(dialogues)), key=lambda i: -len(dialogues[i].input_ids))
+    todo = [i for i in order if not dialogues[i].empty]
+    for i in order:
+        if dialogues[i].empty:
+            results[i] = summarise_dialogue(dialogues[i], [])
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        losses = token_losses(loaded.model, [dialogues[i].input_ids for i in chunk], pad_id=pad_id)
+        for i, row in zip(chunk, losses, strict=True):
+            results[i] = summarise_dialogue(dialogues[i], row, ignore_ids=ignore)
+    return results  # type: ignore[return-value]
+
+
+def score_records(records: Iterable[Mapping[str, Any]], model: Any, *, batch_size: int = 8,
+                  max_length: int | None = None, device: str | None = None, dtype: str | None = None,
+                  stats: TruncationStats | None = None) -> list[DialogueScore]:
+    """Score MOSS SFT records (dicts). `model` is a path/alias or a `LoadedModel`."""
+    from datagen.moss.loading import LoadedModel, load_model
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    limit = resolve_max_length(max_length, loaded.context_length)
+    toks = [tokenize_record(r, loaded.tokenizer, max_length=limit, path="records", line=i + 1)
+            for i, r in enumerate(records)]
+    if stats is not None:
+        for t in toks:
+            stats.add(t)
+    return score_tokenized(loaded, toks, batch_size=batch_size)
+
+
+def score_conversations(conversations: Iterable[Conversation], model: Any, *, batch_size: int = 8,
+                        max_length: int | None = None, device: str | None = None, dtype: str | None = None,
+                        window: int | None = None, stats: TruncationStats | None = None
+                        ) -> Iterator[Conversation]:
+    """Score conversations with a local model, writing `moss_loss`, `moss_ppl`, `moss_turn_losses`,
+    `moss_tokens`, `moss_fits` and `moss_turns_scored` into each `conv.scores`.
+
+    Args:
+        conversations: any iterable; it is consumed `window` rows at a time.
+        model: a folder, `.gguf` file, alias (`smollm2`), Hub id, or a `LoadedModel` to reuse.
+        batch_size: dialogues per forward pass.
+        max_length: the context (default: the model's, else 2048); later turns that pass it are
+            not scored and `moss_fits` is False.
+        device, dtype: see `load_model`.
+        window: rows sorted by length together (default 16 batches).
+        stats: a TruncationStats to add this run's truncations to.
+
+    Yields the same Conversation objects, in input order, as each window finishes.
+    """
+    from datagen.formats.moss import to_sft
+    from datagen.moss.loading import LoadedModel, load_model
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    limit = resolve_max_length(max_length, loaded.context_length)
+    window = window or batch_size * 16
+    buf: list[Conversation] = []
+
+    def flush() -> Iterator[Conversation]:
+        toks = [tokenize_record(to_sft(c), loaded.tokenizer, max_length=limit, path=f"conversation {c.id}") for c in buf]
+        if stats is not None:
+            for t in toks:
+                stats.add(t)
+        for conv, score in zip(buf, score_tokenized(loaded, toks, batch_size=batch_size), strict=True):
+            conv.scores.update(score.to_scores())
+            yield conv
+        buf.clear()
+
+    for conv in conversations:
+        buf.append(conv)
+        if len(buf) >= window:
+            yield from flush()
+    if buf:
+        yield from flush()
+
+
+# --------------------------------------------------------------------------- threshold and report
+
+
+def percentile_value(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation (numpy's default method)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError("q must be within [0, 100]")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass(slots=True)
+class CheckVerdict:
+    """The outcome of `apply_check_threshold`; unpacks as `kept, rejected = verdict`.
+
+    `rejected` rows are dicts: the conversation's `to_dict()` plus
+    `"rejected": {"step": "moss_check", "reason": ..., "evidence": {...}}`.
+    """
+
+    kept: list[Conversation] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    cutoff: float | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.kept
+        yield self.rejected
+
+    def funnel_step(self) -> dict[str, Any]:
+        """The step as the funnel records it."""
+        n_in = len(self.kept) + len(self.rejected)
+        return {"step": STEP_NAME, "in": n_in, "kept": len(self.kept), "dropped": len(self.rejected),
+                "tagged": 0, "reasons": dict(self.reasons)}
+
+
+def apply_check_threshold(conversations: Iterable[Conversation], *, max_loss: float | None = None,
+                          percentile: float | None = None, require_fit: bool = False) -> CheckVerdict:
+    """Split scored conversations into kept and rejected (`moss_check`).
+
+    Args:
+        max_loss: drop rows whose `moss_loss` is above this.
+        percentile: drop rows above this percentile (0-100) of the run's losses; with `max_loss`
+            too, the lower cutoff wins.
+        require_fit: also drop rows whose turns do not all fit the context (`too_long`); rows where
+            no turn fits are always dropped (`no_turn_fits`: nothing could be scored).
+
+    Raises InputError for a row that was never scored.
+    """
+    q = percentile
+    if q is not None and not 0 < q <= 100:
+        raise ConfigError("must be within (0, 100]", field="percentile")
+    convs = list(conversations)
+    for c in convs:
+        if "moss_loss" not in c.scores:
+            raise InputError("row has no moss_loss: run `datagen check` first", field=f"id {c.id}")
+    losses = [float(c.scores["moss_loss"]) for c in convs if c.scores["moss_loss"] is not None]
+    cutoff, reason_name = None, None
+    if q is not None and losses:
+        cutoff, reason_name = percentile_value(losses, q), "loss_above_percentile"
+    if max_loss is not None and (cutoff is None or max_loss < cutoff):
+        cutoff, reason_name = max_loss, "loss_above_max"
+    verdict = CheckVerdict(cutoff=cutoff)
+    for c in convs:
+        loss = c.scores["moss_loss"]
+        reason, evidence = None, {}
+        if loss is None:
+            reason, evidence = "no_turn_fits", {"moss_tokens": c.scores.get("moss_tokens")}
+        elif require_fit and not c.scores.get("moss_fits", True):
+            reason, evidence = "too_long", {"moss_tokens": c.scores.get("moss_tokens")}
+        elif cutoff is not None and loss > cutoff:
+            reason, evidence = reason_name, {"moss_loss": loss, "cutoff": round(cutoff, 6)}
+            if reason_name == "loss_above_percentile":
+                evidence["percentile"] = q
+        if reason is None:
+            verdict.kept.append(c)
+            continue
+        c.tags[STEP_NAME] = reason
+        row = c.to_dict()
+        row["rejected"] = {"step": STEP_NAME, "reason": reason, "evidence": evidence}
+        verdict.rejected.append(row)
+        verdict.reasons[reason] = verdict.reasons.get(reason, 0) + 1
+    return verdict
+
+
+def score_report(conversations: Iterable[Conversation]) -> dict[str, Any]:
+    """The distribution of a run's scores: counts, loss/perplexity/length quantiles, truncation."""
+    rows = [c.scores for c in conversations if "moss_loss" in c.scores]
+    losses = [float(s["moss_loss"]) for s in rows if s["moss_loss"] is not None]
+    ppls = [float(s["moss_ppl"]) for s in rows if s.get("moss_ppl") is not None]
+    tokens = [int(s["moss_tokens"]) for s in rows if s.get("moss_tokens") is not None]
+    qs = (0, 10, 25, 50, 75, 90, 95, 99, 100)
+
+    def dist(xs: list[float]) -> dict[str, float] | None:
+        if not xs:
+            return None
+        d = {f"p{q}": round(percentile_value(xs, q), 4) for q in qs}
+        d["mean"] = round(sum(xs) / len(xs), 4)
+        return d
+
+    return {
+        "scored": len(rows),
+        "with_loss": len(losses),
+        "fit": sum(1 for s in rows if s.get("moss_fits")),
+        "truncated": sum(1 for s in rows if not s.get("moss_fits") and s["moss_loss"] is not None),
+        "no_turn_fits": sum(1 for s in rows if s["moss_loss"] is None),
+        "loss": dist(losses),
+        "ppl": dist(ppls),
+        "tokens": dist([float(t) for t in tokens]),
+        "histogram": _histogram(losses),
+    }
+
+
+def _histogram(xs: list[float], bins: int = 10) -> list[dict[str, float]]:
+    if not xs:
+        return []
+    lo, hi = min(xs), max(xs)
+    width = (hi - lo) / bins or 1.0
+    counts = [0] * bins
+    for x in xs:
+        counts[min(int((x - lo) / width), bins - 1)] += 1
+    return [{"from": round(lo + i * width, 4), "to": round(lo + (i + 1) * width, 4), "count": c}
+            for i, c in enumerate(counts)]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = [f"scored {report['scored']} dialogues: {report['fit']} fit the context, "
+             f"{report['truncated']} truncated, {report['no_turn_fits']} with no turn that fits"]
+    for name in ("loss", "ppl", "tokens"):
+        d = report.get(name)
+        if d:
+            lines.append(f"  {name:<6} mean {d['mean']:<10g} p10 {d['p10']:<10g} p50 {d['p50']:<10g} "
+                         f"p90 {d['p90']:<10g} p99 {d['p99']:<10g} max {d['p100']:g}")
+    hist = report.get("histogram") or []
+    if hist:
+        top = max(h["count"] for h in hist) or 1
+        for h in hist:
+            bar = "#" * max(1 if h["count"] else 0, round(30 * h["count"] / top))
+            lines.append(f"  loss {h['from']:>8.3f} - {h['to']:<8.3f} {h['count']:>7} {bar}")
+    return "\n".join(lines)
