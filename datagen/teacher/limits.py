@@ -4,8 +4,8 @@
 "generation" of requests, like TCP's congestion window, so a burst of 429s from one wave counts
 once) and grows back by one for every `limit` successes.
 
-`WindowLimiter` keeps the units (requests or tokens) sent in any sliding window at or below the
-limit, and paces them evenly (a token bucket at limit/window with a small burst) so the server
+`WindowLimiter` keeps the units (requests or tokens) reaching the server in any sliding window at
+or below the limit, and paces them evenly (a token bucket at limit/window with a small burst) so the server
 never sees the whole window's quota in its first second. Token reservations are estimates; they
 are settled with the usage the server reports.
 """
@@ -89,22 +89,24 @@ class WindowLimiter:
     """At most `limit` units in any `window` seconds, sent at an even pace.
 
     `acquire(amount)` waits, in FIFO order, until both the sliding window and the pacing bucket
-    allow `amount`, and returns a handle; `settle(handle, actual)` corrects the amount once the
-    true figure is known (the server's usage). A single amount above the limit is admitted alone
-    (when the window is empty) rather than never.
+    allow `amount`, and returns a handle. The window counts a request from when it reaches the
+    server, which the client cannot see; it only knows it lies between the send (`sent()`, an
+    httpx hook) and the answer (`finished()`). So a reservation is stamped `send + guard` until
+    the answer comes, then `min(that, answer time)`: a fast call is counted exactly from a time at
+    or after its arrival, a slow one from `guard` seconds after it left. `settle(handle, actual)`
+    corrects the amount once the true figure is known (the server's usage). A single amount
+    above the limit is admitted alone (when the window is empty) rather than never.
     """
 
     def __init__(self, limit: int, window: float = 60.0, *, guard: float | None = None):
         self.limit = limit
         self.window = window
-        # Requests reach the server a little after we log them; a slightly longer window keeps
-        # the server's count within the limit despite that jitter.
-        self.span = window + (guard if guard is not None else min(1.0, 0.01 * window))
+        self.guard = guard if guard is not None else max(0.5, 0.01 * window)
         self.rate = limit / window
         self.burst = max(1.0, limit / 60.0)
         self._level = self.burst
         self._stamp = time.monotonic()
-        self._log: deque[list[Any]] = deque()  # [time, amount, in_window]
+        self._log: deque[list[Any]] = deque()  # [counted-from time, amount, still in the log]
         self._sum = 0.0
         self._lock = asyncio.Lock()
 
@@ -116,7 +118,7 @@ class WindowLimiter:
 
     def _expire(self, now: float) -> None:
         log = self._log
-        edge = now - self.span
+        edge = now - self.window
         while log and log[0][0] <= edge:
             entry = log.popleft()
             entry[2] = False
@@ -130,13 +132,16 @@ class WindowLimiter:
         need = min(amount, self.limit)
         wait = 0.0
         if self._sum + need > self.limit:
-            # Walk the oldest entries until enough would have left the window.
+            # Walk the oldest entries until enough would have left the window. Entries leave in
+            # log order, each once every stamp up to it is old enough (stamps move, so take the max).
             excess = self._sum + need - self.limit
             freed = 0.0
+            latest = float("-inf")
             for stamp, units, _ in self._log:
                 freed += units
+                latest = max(latest, stamp)
                 if freed >= excess:
-                    wait = stamp + self.span - now
+                    wait = latest + self.window - now
                     break
         want = min(need, self.burst)
         if self._level < want:
@@ -144,7 +149,7 @@ class WindowLimiter:
         return wait
 
     async def acquire(self, amount: float = 1.0) -> list[Any]:
-        """Wait until `amount` units may be sent; returns a handle for `settle`."""
+        """Wait until `amount` units may be sent; returns a handle for `sent`/`finished`/`settle`."""
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -153,12 +158,23 @@ class WindowLimiter:
                 wait = self._wait_time(amount, now)
                 if wait <= 0:
                     break
-                await asyncio.sleep(wait)
-            entry = [now, float(amount), True]
+                # A floor on the sleep: a stamp moved meanwhile must not make this a busy loop.
+                await asyncio.sleep(max(wait, 0.001))
+            entry = [now + self.guard, float(amount), True]
             self._log.append(entry)
             self._sum += amount
             self._level -= amount
             return entry
+
+    def sent(self, handle: list[Any], when: float) -> None:
+        """The request left at `when` (it may have waited for the event loop or a connection)."""
+        if handle[2] and when + self.guard > handle[0]:
+            handle[0] = when + self.guard
+
+    def finished(self, handle: list[Any], when: float) -> None:
+        """The answer (or error) came at `when`: the request reached the server before that."""
+        if handle[2] and when < handle[0]:
+            handle[0] = when
 
     def settle(self, handle: list[Any], actual: float) -> None:
         """Replace a reservation by the actual amount (refunds or charges the difference)."""

@@ -33,6 +33,13 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
+def money(usd: float) -> str:
+    """$0.0123, $4.56, $789."""
+    if usd >= 100:
+        return f"${usd:.0f}"
+    return f"${usd:.2f}" if usd >= 1 else f"${usd:.4f}"
+
+
 class Progress:
     """Draws the bar and watches for stalls; call `tick()` periodically and `close()` at the end."""
 
@@ -91,10 +98,10 @@ class Progress:
     def postfix(self) -> str:
         st = self.stats
         rpm, tpm = self.rates()
-        cost = f"${st.cost:.2f}"
+        cost = money(st.cost)
         projected = st.projected_cost()
         if projected is not None:
-            cost += f" ~ ${projected:.2f}"
+            cost += f" ~ {money(projected)}"
         return (f"ok={st.done} fail={st.failed} inflight={st.in_flight} | {human(rpm)} req/min "
                 f"{human(tpm)} tok/min | {cost}")
 

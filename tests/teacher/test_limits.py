@@ -16,7 +16,7 @@ def max_in_any_window(stamps: list[float], window: float) -> int:
 
 def test_window_limiter_never_exceeds_the_limit_in_any_window():
     async def main():
-        limiter = WindowLimiter(10, window=0.5)
+        limiter = WindowLimiter(10, window=0.5, guard=0.0)
         stamps = []
 
         async def one():
@@ -120,3 +120,22 @@ def test_token_estimate_counts_cjk_characters_more_than_ascii():
     assert 100 <= en <= 150  # 480 characters of English
     assert 150 <= zh <= 180  # 160 Chinese characters
     assert estimate_tokens([]) < estimate_tokens([{"role": "user", "content": ""}])
+
+
+def test_window_counts_from_the_answer_for_fast_calls_and_send_plus_guard_for_slow_ones():
+    async def main():
+        limiter = WindowLimiter(1, window=0.3, guard=30.0)
+        a = await limiter.acquire(1)
+        now = time.monotonic()
+        limiter.sent(a, now)
+        assert a[0] >= now + 30  # in flight: it might reach the server up to `guard` later
+        limiter.finished(a, now + 0.01)  # answered: it reached the server before now + 0.01
+        c = await asyncio.wait_for(limiter.acquire(1), timeout=2)  # so the window frees in ~0.3 s
+        limiter.sent(c, time.monotonic())  # c is sent and never answered: held for the guard
+        blocked = asyncio.ensure_future(limiter.acquire(1))
+        done, _ = await asyncio.wait([blocked], timeout=0.8)
+        blocked.cancel()
+        await asyncio.gather(blocked, return_exceptions=True)
+        return bool(done)
+
+    assert asyncio.run(main()) is False
