@@ -141,6 +141,18 @@ def rouge_string(text: str) -> str:
     return "".join(out)
 
 
+def _rf_process():
+    from rapidfuzz import process
+
+    return process
+
+
+def _rf_indel():
+    from rapidfuzz.distance import Indel
+
+    return Indel
+
+
 def rouge_l(a: str, b: str) -> float:
     """ROUGE-L F-measure of two texts over datagen's token stream (2*LCS / (len_a + len_b)); 0 when
     either is empty (as rouge_score)."""
@@ -295,22 +307,39 @@ class NearDupIndex:
                     found.update(v)
             cands = sorted(found)
         if self.method == "rouge":
-            if not tokens:
-                return None
-            from rapidfuzz import process
-            from rapidfuzz.distance import Indel
-
-            hit = process.extractOne(tokens, [self._tokens[i] for i in cands], scorer=Indel.normalized_similarity,
-                                     score_cutoff=self.threshold)
-            if hit is None or hit[1] <= self.threshold:
-                return None
-            return cands[hit[2]]
+            return self._rouge_match(tokens, cands)
         if len(cands) == 1:
             c = cands[0]
             return c if int(np.count_nonzero(self._sigs[c] == sig)) >= self._min_agree else None
         agree = np.count_nonzero(self._sigs[cands] == sig, axis=1)
         best = int(np.argmax(agree))  # the closest; the earliest among equals
         return cands[best] if int(agree[best]) >= self._min_agree else None
+
+    def _rouge_match(self, tokens: str | None, cands: list[int]) -> int | None:
+        """The candidate with the highest ROUGE-L F above the threshold, or None."""
+        if not tokens:
+            return None
+        n = len(tokens)
+        # F = 2*LCS/(m+n) <= 2*min(m,n)/(m+n): skip candidates whose length alone rules them out
+        lo, hi = n * self.threshold / (2 - self.threshold), n * (2 - self.threshold) / self.threshold
+        choices = [(i, self._tokens[i]) for i in cands if lo <= len(self._tokens[i]) <= hi]
+        if not choices:
+            return None
+        # rapidfuzz's normalised Indel similarity is exactly 2*LCS/(m+n); with the cutoff it skips the
+        # rest early, in C
+        hits = _rf_process().extract(tokens, [c for _, c in choices], scorer=_rf_indel().normalized_similarity,
+                                     limit=None, score_cutoff=self.threshold - 1e-6)
+        best, best_f = None, self.threshold
+        for _, score, j in hits:
+            m = len(choices[j][1])
+            lcs = round(score * (m + n) / 2)
+            # rouge_score's own arithmetic (p = lcs/m, r = lcs/n, f = 2pr/(p+r)), so that a pair exactly
+            # at the threshold is decided as the pool filter decides it
+            p, r = lcs / m, lcs / n
+            f = 2 * p * r / (p + r)
+            if f > best_f:
+                best, best_f = choices[j][0], f
+        return best
 
     def _add(self, key: str, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> None:
         i = len(self._keys)

@@ -225,7 +225,7 @@ class ToolFailureFilter(BaseFilter):
                 ok_snippets = any(r.ok and r.snippets for r in t.results)
                 if not ok_snippets:
                     return False, "citation_after_tool_failure", {"turn": i, "tools": failed}
-            if any(n in ("Calculate", "Solve") for n in failed):
+            if any(n in ("Calculate", "Solve", "tool") for n in failed):  # "tool": flagged, call unknown
                 given = set()
                 for src in [t.human, *(c.arg for c in t.calls)]:
                     given.update(n.replace(",", "") for n in _NUMBER_RE.findall(src))
