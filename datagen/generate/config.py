@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,17 @@ DEFAULT_BLACKLIST: tuple[str, ...] = (
 DEFAULT_PLUGIN_BLACKLIST: tuple[str, ...] = (
     "video", "videos", "audio", "music", "file", "files", "attached", "attachment", "screenshot",
     "视频", "音频", "音乐", "附件", "截图", "文件",
+)
+
+#: Candidates that are the teacher talking about the task rather than a user prompt (regexes,
+#: case-insensitive, searched in the candidate).
+DEFAULT_REJECT_PATTERNS: tuple[str, ...] = (
+    r"^(?:here (?:are|is)\b|sure\b|certainly\b|of course\b|okay\b|example\s*(?:#?\d+)?\s*[:：]|note\s*[:：]|"
+    r"output\s*[:：]|answer\s*[:：]|response\s*[:：])",
+    r"^(?:以下是|好的[，,]|示例[:：]|例如[:：]|注意[:：]|答案[:：]|回答[:：])",
+    r"\b(?:the )?(?:user|assistant)'s (?:message|response|prompt)\b",
+    r"\b(?:new|more|other|another)\s+(?:\w+\s+)?(?:user )?(?:messages|prompts)\b",
+    r"\]\(#",
 )
 
 #: Turn-count distributions, per category (see `TurnDistribution`). MOSS's helpful data averages
@@ -182,6 +194,8 @@ class ExpandConfig:
         min_chars, max_chars: length limits of a candidate (characters, so CJK and English compare).
         blacklist: words marking something a text model cannot do (whole words for ASCII, substrings
             for CJK). `plugin_blacklist` replaces it for cells whose seeds enable plugins.
+        reject_patterns: regexes marking the teacher's own commentary ("Here are...", "Example 1:",
+            "the user's message") rather than a prompt; reason `meta`.
         near_dup_method, near_dup_threshold: how a candidate is found to nearly duplicate the pool
             (seeds and every prompt kept so far, all cells): `rouge` is Self-Instruct's ROUGE-L F
             above the threshold (default 0.7); `minhash` is Jaccard of character/word bigrams
@@ -204,6 +218,7 @@ class ExpandConfig:
     max_chars: int = 1500
     blacklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLACKLIST))
     plugin_blacklist: list[str] = field(default_factory=lambda: list(DEFAULT_PLUGIN_BLACKLIST))
+    reject_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_REJECT_PATTERNS))
     near_dup_method: str = "rouge"
     near_dup_threshold: float | None = None
     check_language: bool = True
@@ -232,6 +247,12 @@ class ExpandConfig:
         _int(self.max_chars, "max_chars", self.min_chars, w)
         self.blacklist = _str_list(self.blacklist, "blacklist", w)
         self.plugin_blacklist = _str_list(self.plugin_blacklist, "plugin_blacklist", w)
+        self.reject_patterns = _str_list(self.reject_patterns, "reject_patterns", w)
+        for i, pattern in enumerate(self.reject_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"not a valid regex: {exc}", field=f"{w}.reject_patterns.{i}") from None
         if self.near_dup_method not in ("rouge", "minhash"):
             raise ConfigError(f"must be rouge or minhash, got {self.near_dup_method!r}", field=f"{w}.near_dup_method")
         if self.near_dup_threshold is not None:

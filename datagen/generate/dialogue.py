@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from rapidfuzz import fuzz
+
 from datagen.generate.common import CONTENT_ERRORS, FATAL_ERRORS, PromptRow, StageStats, rng_for, usage_of
 from datagen.generate.config import DialogueConfig, normalize_category
 from datagen.generate.messages import (
@@ -40,6 +42,8 @@ from datagen.teacher.types import Request
 
 #: Most commands kept from one planning reply (MOSS's data has up to 10).
 MAX_CALLS_PER_TURN = 10
+#: rapidfuzz ratio (0-100) from which a simulated user message counts as a copy of an earlier one.
+SIMILAR = 90
 TOOL_FAILED = "tool_failed"
 
 
@@ -218,7 +222,8 @@ class DialogueMaker:
                     calls=list(plan.calls), results=results, flags=flags)
 
     async def user_turn(self, conv: Conversation, turn_no: int, total: int) -> str:
-        earlier = {_norm(t.human) for t in conv.turns}
+        earlier = [_norm(t.human) for t in conv.turns]
+        said = [_norm(t.assistant) for t in conv.turns]
         check_language = (self.config.check_language and conv.language is not None
                           and not _switches_language(conv.category))
 
@@ -226,8 +231,11 @@ class DialogueMaker:
             msg, why = clean_reply(text, role="user")
             if why:
                 return "", why
-            if _norm(msg) in earlier:
+            m = _norm(msg)
+            if any(fuzz.ratio(m, e) >= SIMILAR for e in earlier):
                 return "", "repeat"
+            if any(fuzz.ratio(m, a) >= SIMILAR for a in said):
+                return "", "echo"
             if check_language and not _same_language(msg, conv.language):
                 return "", "wrong_language"
             return msg, None

@@ -6,6 +6,7 @@ Seeds are grouped into cells by (category, language, plugins). Each request show
 
     too_short / too_long   length in characters (`min_chars`, `max_chars`)
     blacklist              a word marking something a text model cannot do (image, 视频, ...)
+    meta                   the teacher's commentary, not a prompt ("Here are...", "Example 1:")
     bad_start              starts with punctuation or a list marker the parser did not strip
     language               detected language differs from the cell's
     near_dup               nearly duplicates a seed or a kept prompt of any cell (incremental
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -79,6 +81,11 @@ class Blacklist:
         return m.group(0).lower() if m else None
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(p, re.I | re.M) for p in patterns]
+
+
 def candidate_reason(text: str, config: ExpandConfig, blacklist: Blacklist, language: str | None
                      ) -> tuple[str, str] | None:
     """Why a candidate prompt is rejected before the near-duplicate check, as (reason, detail),
@@ -91,6 +98,10 @@ def candidate_reason(text: str, config: ExpandConfig, blacklist: Blacklist, lang
     word = blacklist.find(text)
     if word is not None:
         return "blacklist", word
+    for pattern in _compiled(tuple(config.reject_patterns)):
+        m = pattern.search(text)
+        if m:
+            return "meta", m.group(0)
     if _BAD_START.match(text):
         return "bad_start", text[:1]
     if config.check_language and language:

@@ -33,6 +33,7 @@ REASON_TEXT = {
     "bad_request": "the request was refused",
     "wrong_language": "it was not written in {language}",
     "repeat": "it repeated an earlier message",
+    "echo": "it copied MOSS's reply instead of writing the user's next message",
     "no_commands_line": "it had no `Commands:` line",
     "disabled_tool": "it called a tool that is not enabled",
 }

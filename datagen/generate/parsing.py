@@ -157,15 +157,25 @@ _RUN_ON = {
 }
 
 
+_USER_LABEL = re.compile(r"^[ \t]*(?:\*\*)?(?:<\|Human\|>|User|Human|用户)(?:\*\*)?\s*[:：]", re.I | re.M)
+
+
 def clean_reply(text: str | None, *, role: str = "assistant") -> tuple[str, str | None]:
     """Tidy a chat reply written by a teacher playing `role` (`assistant` or `user`).
 
     Strips echoed role prefixes (`MOSS:`, `Assistant:`, `<|MOSS|>:`, `User:`...), stray end tags
-    (`<eom>`, `<|im_end|>`...) and text running on into the other side's turn. Returns
+    (`<eom>`, `<|im_end|>`...) and text running on into the other side's turn; for the user role,
+    an echoed transcript before the last user label. Returns
     (text, None) or ("", reason) with reason `empty`.
     """
     t = (text or "").replace("\r\n", "\n")
     t = _END_TAGS.sub("", t)
+    if role == "user":
+        # A model that echoes the transcript ("The conversation so far: User: ... MOSS: ... User:
+        # <new message>") wrote the new message after the last user label.
+        labels = list(_USER_LABEL.finditer(t))
+        if labels:
+            t = t[labels[-1].start():]
     cut = _RUN_ON.get(role)
     if cut is not None:
         m = cut.search(t)

@@ -70,13 +70,30 @@ def expand_reply(request: dict[str, Any]) -> dict[str, Any]:
     return {"content": preamble + body + cut, "finish_reason": "length"}
 
 
+#: The simulated user's follow-ups, by message number (distinct enough not to count as repeats).
+FOLLOW_UPS = {
+    2: "can you say more about what you just explained?",
+    3: "which of those points matters most for a beginner, and why?",
+    4: "what would change if I only had ten minutes a day?",
+    5: "could you give me one concrete example I can try tonight?",
+    6: "how do I know whether it is working after a month?",
+}
+FOLLOW_UPS_ZH = {
+    2: "你能再详细解释一下刚才说的内容吗？",
+    3: "这些里面对初学者最重要的是哪一点？为什么？",
+    4: "如果我每天只有十分钟，应该怎么调整？",
+    5: "能给我一个今晚就能试试的具体例子吗？",
+    6: "一个月以后我怎么判断它有没有效果？",
+}
+
+
 def user_reply(request: dict[str, Any]) -> str:
     user = last_user_text(request)
     n = int(re.search(r"message number (\d+)", user).group(1))
     zh = "Chinese" in next(m["content"] for m in request["messages"] if m["role"] == "system")
     if zh:
-        return f"用户：那么第{n}个问题是，你能再详细解释一下刚才说的内容吗？"
-    return f"User: Thanks. Follow-up number {n}: can you say more about what you just explained?"
+        return f"用户：第{n}个问题：{FOLLOW_UPS_ZH[n]}"
+    return f"User: Thanks. Follow-up number {n}: {FOLLOW_UPS[n]}"
 
 
 #: last user message fragment -> (thoughts, commands) for the plan role.

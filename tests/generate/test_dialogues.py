@@ -14,7 +14,7 @@ from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogues import generate_dialogues
 from datagen.jsonl import read_conversations
 from tests.fakes.openai_fixtures import make_teacher_config_for
-from tests.generate.scripted_teacher import role_of, scripted_teacher
+from tests.generate.scripted_teacher import FOLLOW_UPS, role_of, scripted_teacher
 
 META_HEAD = "You are an AI assistant whose name is MOSS.\n"
 
@@ -43,7 +43,7 @@ def test_four_turn_hhh_dialogue(fake_openai, tmp_path):
     assert conv.turns[0].human == "How do volcanoes form?"
     assert conv.turns[0].assistant == 'This is answer 1. About "How do volcanoes form?", here is what I can say.'
     for i, turn in enumerate(conv.turns[1:], start=2):
-        assert turn.human == f"Thanks. Follow-up number {i}: can you say more about what you just explained?"
+        assert turn.human == f"Thanks. Follow-up number {i}: {FOLLOW_UPS[i]}"
         assert turn.assistant.startswith(f"This is answer {i}. About \"Thanks. Follow-up number {i}")
     text = render_text(conv)
     assert text.startswith(META_HEAD) and "- Inner thoughts: disabled.\n" in text
@@ -74,7 +74,7 @@ def test_category_guidance_turns_and_language(fake_openai, tmp_path):
     assert 2 <= len(convs["hhh-h1"].turns) <= 4 and 2 <= len(convs["hhh-o1"].turns) <= 4  # MOSS-like ~3
     zh = convs["hhh-h1"]
     assert zh.turns[0].assistant.startswith("这是第1轮的回答")  # <|MOSS|>: prefix stripped
-    assert zh.turns[1].human.startswith("那么第2个问题是")  # 用户： prefix stripped
+    assert zh.turns[1].human == "第2个问题：你能再详细解释一下刚才说的内容吗？"  # 用户： prefix stripped
     systems = [r["messages"][0]["content"] for r in fake_openai.received]
     assert any("decline briefly" in s and "Chinese" in s for s in systems)  # harmless guidance, in Chinese
     assert any("Admit uncertainty" in s for s in systems)  # honest guidance
@@ -242,3 +242,22 @@ def test_account_wide_failure_stops_the_stage(fake_openai, tmp_path):
     assert not out.read_text()
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
     assert failed and all(f["reason"] == "auth" and not f["permanent"] for f in failed)
+
+
+@pytest.mark.parametrize("mode", ["repeat", "echo"])
+def test_simulated_user_copying_is_rejected(fake_openai, tmp_path, mode):
+    def responder(req):
+        if role_of(req) == "user":
+            transcript = req["messages"][-1]["content"]
+            said = transcript.split("MOSS: ", 1)[1].split("\n\nWrite the user's")[0]
+            return "User: How do volcanoes form, exactly?" if mode == "repeat" else said
+        return scripted_teacher(req)
+
+    fake_openai.set_responder(responder)
+    out = tmp_path / "out.jsonl"
+    stats = generate_dialogues([PromptRow(id="v1", text="How do volcanoes form exactly?", language="en")], "hhh",
+                               {"turns": 3, "content_retries": 1}, make_teacher_config_for(fake_openai), out,
+                               tmp_path / "j.sqlite")
+    [conv] = list(read_conversations(out))
+    assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == f"user:{mode}"
+    assert stats.counts[f"shortened_{mode}"] == 1

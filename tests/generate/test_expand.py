@@ -127,3 +127,21 @@ def test_plugin_cells_use_their_own_blacklist():
     config = ExpandConfig()
     assert Blacklist(config.blacklist).find("Draw a cat wearing a hat") == "draw"
     assert Blacklist(config.plugin_blacklist).find("Draw a cat wearing a hat") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Here are another two messages in different categories", "Example 1: How do I bake bread at home?",
+     "The user's message to the assistant: I need help with taxes.", "[My Response](#example).",
+     "以下是一些新的用户消息", "Sure, here is a new one: how do I fix a bike?"],
+)
+def test_teacher_commentary_is_rejected_as_meta(text):
+    config = ExpandConfig()
+    assert candidate_reason(text, config, Blacklist(config.blacklist), "en" if text.isascii() else "zh")[0] == "meta"
+
+
+def test_bad_reject_pattern_is_a_config_error():
+    from datagen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"expand\.reject_patterns\.0"):
+        ExpandConfig(reject_patterns=["(unclosed"])

@@ -134,3 +134,12 @@ def test_parse_calls_normalises_names_and_quotes():
     calls, dropped = parse_calls('calculate("2*3"), text2image("a red fox"), SEARCH(“天气”)')
     assert calls == [ToolCall("Calculate", "2*3"), ToolCall("Text2Image", "a red fox"), ToolCall("Search", "天气")]
     assert dropped == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("The conversation so far:\nUser: I want more tips.", "I want more tips."),
+     ("User: old question\n\nMOSS: old answer\n\nUser: a new question?", "a new question?")],
+)
+def test_clean_user_reply_drops_an_echoed_transcript(raw, expected):
+    assert clean_reply(raw, role="user") == (expected, None)
