@@ -259,19 +259,6 @@ def load_tokenizer(name_or_path: str):
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def moss_text(conv: Conversation) -> str:
-    """The dialogue as MOSS 003 training text (meta instruction, then five segments per turn), for
-    counting tokens. Close enough for a length limit; `datagen.formats` owns the exact renderer."""
-    parts = [conv.meta_instruction or ""]
-    for t in conv.turns:
-        calls = ", ".join(f'{c.name}("{c.arg}")' for c in t.calls) or "None"
-        results = "\n".join(f'{r.name}("{r.arg}") => {r.output or "No result."}' + "".join(
-            f"\n<|{r.first_index + j}|>: {s}" for j, s in enumerate(r.snippets)) for r in t.results) or "None"
-        parts.append(f"<|Human|>: {t.human}<eoh>\n<|Inner Thoughts|>: {t.thoughts or 'None'}<eot>\n"
-                     f"<|Commands|>: {calls}<eoc>\n<|Results|>: {results}<eor>\n<|MOSS|>: {t.assistant}<eom>\n")
-    return "".join(parts)
-
-
 @register_step
 class LengthFilter(BaseFilter):
     """Length limits.
@@ -285,7 +272,8 @@ class LengthFilter(BaseFilter):
         max_chars: maximum characters of all messages (default 32000; None: no limit).
         max_turn_chars: maximum characters of one message (default 16000; None: no limit).
         max_turns: maximum number of turns (None: no limit).
-        max_tokens: maximum tokens of the MOSS rendering (MOSS trains on 2048); needs `tokenizer`.
+        max_tokens: maximum tokens of the MOSS text rendering (meta instruction and all segments, as
+            `datagen.formats.moss.render_text` writes it; MOSS trains on 2048); needs `tokenizer`.
         tokenizer: a local tokenizer.json or tokenizer folder.
     """
 
@@ -315,7 +303,9 @@ class LengthFilter(BaseFilter):
         if self.max_chars is not None and total > self.max_chars:
             return False, "too_long", {"chars": total, "max": self.max_chars}
         if self.max_tokens is not None:
-            n = load_tokenizer(self.tokenizer)(moss_text(conv))
+            from datagen.formats.moss import render_text
+
+            n = load_tokenizer(self.tokenizer)(render_text(conv))
             if n > self.max_tokens:
                 return False, "too_long_tokens", {"tokens": n, "max": self.max_tokens}
         return True

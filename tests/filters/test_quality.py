@@ -161,10 +161,14 @@ def test_length_limit_in_tokens(tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
-    f = LengthFilter(max_tokens=400, tokenizer=str(path), max_chars=None, max_turn_chars=None)
-    assert verdict(f, conv(("hi", "hello"))).keep
-    v = verdict(f, conv(("hi", "x" * 500)))
-    assert v.reason == "too_long_tokens" and v.evidence["tokens"] > 400
+    from datagen.formats.moss import render_text
+
+    short = conv(("hi", "hello"))
+    limit = len(render_text(short)) + 100  # one token per character with this tokenizer
+    f = LengthFilter(max_tokens=limit, tokenizer=str(path), max_chars=None, max_turn_chars=None)
+    assert verdict(f, short).keep
+    v = verdict(f, conv(("hi", "x" * 200)))
+    assert v.reason == "too_long_tokens" and v.evidence["tokens"] > limit
     with pytest.raises(ConfigError, match="tokenizer"):
         LengthFilter(max_tokens=2048)
 
