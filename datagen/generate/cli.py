@@ -157,12 +157,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add this stage's subcommands to the `datagen` parser."""
-    try:
-        from datagen.generate.seeds_cli import register_seeds
-    except ImportError:  # the seeds commands live in their own module; absent in a partial checkout
-        register_seeds = None
-    if register_seeds is not None:
-        register_seeds(sub)
+    from datagen.generate.seeds_cli import register_seeds
+
+    register_seeds(sub)
 
     e = sub.add_parser("expand", help="grow seed prompts into many machine prompts (Self-Instruct)",
                        description=cmd_expand.__doc__, epilog=EXPAND_EXAMPLES,
