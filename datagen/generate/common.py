@@ -15,8 +15,10 @@ from datagen.jsonl import iter_json_lines
 from datagen.record import Usage
 from datagen.teacher.types import Result
 
-#: Teacher error codes a rerun cannot fix by asking again (the reply itself was unusable).
-CONTENT_ERRORS = frozenset({"length", "content_filter", "empty_text", "bad_request"})
+#: Teacher error codes that mean the reply itself was unusable: asked again with the reason, and
+#: a permanent failure if it stays so. (`bad_request` is not one: it may be a config mistake that a
+#: rerun with a fixed config must retry.)
+CONTENT_ERRORS = frozenset({"length", "content_filter", "empty_text"})
 #: Teacher error codes that stop every call (bad key, no quota, wrong model): the stage stops.
 FATAL_ERRORS = frozenset({"insufficient_quota", "auth", "not_found"})
 

@@ -11,9 +11,10 @@ killed run loses nothing finished. A rerun skips ids already there (conversation
 finished, so unfinished dialogues continue mid-dialogue without paying again.
 
 Beside the output: `<out>.failed.jsonl` (one row per failed dialogue: id, reason, detail, turn,
-whether asking again can help) and `<out>.stats.json`. Dialogues that failed for good (the reply
-stayed unusable) are skipped on rerun unless `retry_failed=True`; those that failed on the API
-(timeouts, 5xx after retries, a tool backend down) are tried again.
+whether asking again can help, run fingerprint) and `<out>.stats.json`. Dialogues that failed for
+good (the reply stayed unusable) are skipped on a rerun with the same config, templates and model
+unless `retry_failed=True`; those that failed on the API (timeouts, 5xx after retries, a 400, a
+tool backend down) are tried again.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def _dialogue_config(kind: str, config: DialogueConfig | Mapping[str, Any] | Non
     return DialogueConfig.from_dict(data, kind=kind, where=f"dialogues.{kind}.options" if options else "dialogues")
 
 
-def _permanent_failures(path: Path) -> set[str]:
+def _permanent_failures(path: Path, run_id: str) -> set[str]:
+    # Only failures of the same run fingerprint: with another config, template or model the
+    # teacher may well answer, so those are tried again.
     if not path.exists():
         return set()
     return {str(obj["id"]) for _, obj in iter_json_lines(path)
-            if isinstance(obj, dict) and obj.get("permanent") and "id" in obj}
+            if isinstance(obj, dict) and obj.get("permanent") and obj.get("run") == run_id and "id" in obj}
 
 
 def _build_tools(kind: str, prompts: list[PromptRow], config: DialogueConfig, tools: Any, tools_config: Any):
@@ -113,8 +116,9 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     if world_size > 1:
         rows = [p for i, p in enumerate(rows) if i % world_size == rank]
     stats.inc("prompts", len(rows))
+    run_id = run_fingerprint(config, teacher.model, book)
     done = existing_ids(out_path)
-    given_up = set() if retry_failed else _permanent_failures(failed_path)
+    given_up = set() if retry_failed else _permanent_failures(failed_path, run_id)
     seen: set[str] = set()
     todo: list[PromptRow] = []
     for p in rows:
@@ -138,7 +142,7 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
                                  desc=f"{kind} dialogues") as engine:
             maker = DialogueMaker(engine=engine, config=config, book=book, stats=stats, teacher_model=teacher.model,
                                   teacher_params=dict(teacher.params), tools=runner,
-                                  run_id=run_fingerprint(config, teacher.model, book))
+                                  run_id=run_id)
             calls_per_turn = 3 if kind == "plugin" else 2
             engine.expect(int(sum(calls_per_turn * config.turn_distribution(p.category, p.language).mean - 1
                                   for p in todo)))
@@ -183,7 +187,7 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
                     failed_writer.write({
                         "id": failure.conv.id, "prompt_id": failure.conv.extra.get("generation", {}).get("prompt_id"),
                         "reason": f.reason, "role": f.role, "detail": f.detail[:500], "turn": failure.turn,
-                        "permanent": f.permanent, "usage": failure.conv.usage.to_dict()})
+                        "permanent": f.permanent, "run": maker.run_id, "usage": failure.conv.usage.to_dict()})
                     stats.inc(f"failed_{f.reason}")
     finally:
         for task in pending:

@@ -203,6 +203,11 @@ def test_unusable_replies_are_retried_then_fail_or_shorten(fake_openai, tmp_path
     stats2 = generate_dialogues(prompts, "hhh", cfg, make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite")
     assert fake_openai.requests == before
     assert stats2.counts["skipped_done"] == 1 and stats2.counts["skipped_failed_before"] == 1
+    # another config (or template, or model) may fare better: the failed dialogue is tried again
+    cfg3 = DialogueConfig.from_dict({"turns": 3, "content_retries": 1, "temperature": 0.9}, kind="hhh")
+    stats3 = generate_dialogues(prompts, "hhh", cfg3, make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite")
+    assert stats3.counts.get("skipped_failed_before", 0) == 0 and stats3.counts["failed_empty"] == 1
+    assert fake_openai.requests == before + 2
 
 
 def test_api_failure_fails_the_dialogue_and_a_rerun_finishes_it(fake_openai, tmp_path):
