@@ -1,0 +1,111 @@
+"""`datagen check`: scored rows, report, resume by id, thresholds, and the pipeline's stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from datagen.cli import main
+from datagen.formats.moss import from_sft
+from datagen.jsonl import read_conversations, write_jsonl_atomic
+from datagen.moss.check import run_check
+from tests.moss.conftest import sft_record
+
+N = 8
+
+
+@pytest.fixture()
+def conversations_file(tmp_path):
+    convs = []
+    for i in range(N):
+        conv = from_sft(sft_record(f"c{i}", [(f"Question number {i}?" + " Why?" * i, f"Answer {i}."),
+                                             ("And then?", "Done.")]))
+        conv.id = f"c{i}"
+        convs.append(conv)
+    path = tmp_path / "in.jsonl"
+    write_jsonl_atomic(path, convs)
+    return path
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_check_scores_reports_and_resumes_after_a_kill(tiny_moss, conversations_file, tmp_path, capsys):
+    out = tmp_path / "out" / "scored.jsonl"
+    args = ["check", str(conversations_file), "--model", str(tiny_moss), "--out", str(out), "--max-length", "512",
+            "--batch-size", "3", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"scored {N} dialogues" in printed and "loss" in printed
+    rows = _rows(out)
+    assert sorted(r["id"] for r in rows) == sorted(f"c{i}" for i in range(N))
+    for r in rows:
+        s = r["scores"]
+        assert s["moss_fits"] and len(s["moss_turn_losses"]) == 2 and s["moss_loss"] > 0
+    report = json.loads((tmp_path / "out" / "scored.report.json").read_text())
+    assert report["report"]["scored"] == N and report["scored_now"] == N
+    first = {r["id"]: r["scores"] for r in rows}
+
+    # A killed run: three rows and a torn fourth line. The rerun scores only the missing rows.
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(lines[:3]) + lines[3][:40], encoding="utf-8")
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["resumed"], summary["scored_now"]) == (3, N - 3)
+    rows = _rows(out)
+    assert sorted(r["id"] for r in rows) == sorted(first)  # no duplicates, nothing lost
+    for r in rows:
+        assert r["scores"]["moss_loss"] == pytest.approx(first[r["id"]]["moss_loss"], abs=1e-5)
+    # Nothing left to do: the model is not even loaded.
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scored_now"] == 0
+
+
+def test_check_refuses_to_mix_settings(tiny_moss, conversations_file, tmp_path, capsys):
+    out = tmp_path / "scored.jsonl"
+    base = ["check", str(conversations_file), "--model", str(tiny_moss), "--out", str(out), "--no-progress"]
+    assert main([*base, "--max-length", "512", "--max-rows", "2"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--max-length", "256"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and "other settings" in err and str(out) in err
+
+
+def test_check_threshold_writes_kept_and_rejected(tiny_moss, conversations_file, tmp_path, capsys):
+    out = tmp_path / "scored.jsonl"
+    assert main(["check", str(conversations_file), "--model", str(tiny_moss), "--out", str(out), "--max-length",
+                 "512", "--percentile", "50", "--no-progress"]) == 0
+    assert "moss_check: kept" in capsys.readouterr().out
+    kept = list(read_conversations(tmp_path / "scored.kept.jsonl"))
+    rejected = _rows(tmp_path / "scored.rejected.jsonl")
+    assert len(kept) + len(rejected) == N and rejected
+    cutoff = max(c.scores["moss_loss"] for c in kept)
+    for r in rejected:
+        assert r["rejected"]["step"] == "moss_check" and r["rejected"]["reason"] == "loss_above_percentile"
+        assert r["scores"]["moss_loss"] > cutoff
+
+
+def test_pipeline_stage_writes_its_folder(tiny_moss, conversations_file, tmp_path):
+    out_dir = tmp_path / "checked"
+    info = run_check(conversations_file, out_dir, model=str(tiny_moss), batch_size=4, max_length=512,
+                     max_loss=100.0, progress=False)
+    for name in ("scored.jsonl", "kept.jsonl", "rejected.jsonl", "report.json"):
+        assert (out_dir / name).is_file(), name
+    assert info["count"] == N and info["in"] == N
+    assert info["funnel_step"] == {"step": "moss_check", "in": N, "kept": N, "dropped": 0, "tagged": 0,
+                                   "reasons": {}}
+    assert len(list(read_conversations(out_dir / "kept.jsonl"))) == N
+
+
+def test_repeated_ids_are_counted(tiny_moss, tmp_path, capsys):
+    conv = from_sft(sft_record("same", [("Hi.", "Hello!")]))
+    inp = tmp_path / "dup.jsonl"
+    write_jsonl_atomic(inp, [conv, conv])
+    out = tmp_path / "scored.jsonl"
+    assert main(["check", str(inp), "--model", str(tiny_moss), "--out", str(out), "--max-length", "256",
+                 "--no-progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["duplicate_ids"] == 1 and "repeat an id" in captured.err
+    assert len(_rows(out)) == 1
