@@ -30,6 +30,14 @@ PLACEHOLDER_API_KEY = "not-needed"
 RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
 
 
+#: Fields that change how calls are made, never what the teacher answers: leave them out of a
+#: run fingerprint (changing concurrency must not look like a new dataset).
+RUNTIME_FIELDS = frozenset({
+    "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_attempts", "min_backoff", "max_backoff",
+    "max_retry_after", "prices", "stall_seconds", "progress", "rate_window",
+})
+
+
 def _default_params() -> dict[str, Any]:
     return {"temperature": 0.7, "top_p": 1.0, "max_tokens": 1024}
 

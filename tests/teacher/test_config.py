@@ -72,3 +72,13 @@ def test_api_key_is_read_from_the_environment_only(monkeypatch):
 
 def test_trailing_slash_is_dropped():
     assert TeacherConfig(base_url="https://api.example.com/v1/").base_url == "https://api.example.com/v1"
+
+
+def test_runtime_fields_are_real_fields_and_exclude_what_changes_answers():
+    import dataclasses
+
+    from datagen.teacher.config import RUNTIME_FIELDS
+
+    names = {f.name for f in dataclasses.fields(TeacherConfig)}
+    assert RUNTIME_FIELDS <= names
+    assert not RUNTIME_FIELDS & {"base_url", "model", "params"}

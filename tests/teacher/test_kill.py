@@ -1,4 +1,5 @@
-"""SIGKILL in the middle of 500 calls, then a rerun: nothing lost, at most `concurrency` re-paid."""
+"""SIGKILL (or Ctrl-C) in the middle of 500 calls, then a rerun: nothing lost, at most `concurrency`
+re-paid."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 N = 500
@@ -33,17 +36,24 @@ def ok_rows(journal: Path) -> int:
         conn.close()
 
 
-def test_sigkill_midway_then_rerun_completes_without_repaying(fake_openai, tmp_path):
-    fake_openai.set_latency(0.03)
-    proc = child(fake_openai, tmp_path)
+def interrupt_midway(fake, proc: subprocess.Popen, sig: int) -> None:
     deadline = time.monotonic() + 60
-    while fake_openai.requests < N // 2:
+    while fake.requests < N // 2:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "child made no progress"
         time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+    proc.send_signal(sig)
+    proc.wait(timeout=20)  # a Ctrl-C must stop the run promptly, not hang on in-flight calls
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_interrupt_midway_then_rerun_completes_without_repaying(fake_openai, tmp_path, sig):
+    fake_openai.set_latency(0.03)
+    proc = child(fake_openai, tmp_path)
+    interrupt_midway(fake_openai, proc, sig)
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in proc.stderr.read()
     journaled = ok_rows(tmp_path / "journal.sqlite")
     assert 0 < journaled < N  # really killed midway
     paid_before_kill = fake_openai.requests
