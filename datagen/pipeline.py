@@ -258,7 +258,7 @@ class Run:
         funnel = {"input": first_in, "kept": len(convs), "steps": self.steps}
         write_json_atomic(self.dir / "funnel.json", funnel)
         (self.dir / "funnel.md").write_text(funnel_table(funnel) + "\n", encoding="utf-8")
-        losses = [float(c.scores["moss_loss"]) for c in convs if "moss_loss" in c.scores]
+        losses = [float(c.scores["moss_loss"]) for c in convs if c.scores.get("moss_loss") is not None]
         plot_run(funnel, losses, self.dir / "funnel.png")
         by_kind = Counter(c.kind for c in convs)
         return {"count": len(convs), "by_kind": dict(by_kind)}
