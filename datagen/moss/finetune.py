@@ -345,6 +345,67 @@ def _save_dtype(config: FinetuneConfig, source_config: Mapping[str, Any], torch:
     return names.get(str(source_config.get("torch_dtype") or source_config.get("dtype")), torch.float32)
 
 
+def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: FinetuneConfig, *,
+                  out_dir: str | os.PathLike, device: str, precision: str, pad_id: int,
+                  progress: bool = True, callbacks: Sequence[Any] = ()) -> Any:
+    """The transformers `Trainer` that `finetune` runs (also used by bench/moss_gpu.py).
+
+    `train_set`/`val_set` are TokenizedSets; checkpoints go to `out_dir/checkpoints`, logs to
+    `out_dir/train_log.jsonl` and stderr (never stdout).
+    """
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    out = Path(out_dir)
+    per_step = config.batch_size * config.grad_accum
+    steps_per_epoch = math.ceil(len(train_set) / per_step)
+    max_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
+    eval_on = val_set is not None and len(val_set) > 0
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,
+        optim="adamw_torch",
+        max_grad_norm=config.max_grad_norm,
+        max_steps=max_steps,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not device.startswith("cuda"),
+        logging_strategy="steps",
+        logging_steps=min(config.log_steps, max_steps),
+        logging_first_step=True,
+        eval_strategy="steps" if (eval_on and config.eval_steps) else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=not progress,
+        seed=config.seed,
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        dataloader_num_workers=0,
+    )
+    collator = PadCollator(pad_id=pad_id, multiple_of=8 if device.startswith("cuda") else 1)
+    trainer = Trainer(model=net, args=args, train_dataset=SFTDataset(train_set),
+                      eval_dataset=SFTDataset(val_set) if eval_on else None, data_collator=collator,
+                      compute_metrics=token_metrics, preprocess_logits_for_metrics=token_metrics_preprocess)
+    # The Trainer prints its logs on stdout; datagen keeps stdout for data.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_log_callback(out / "train_log.jsonl", progress))
+    for cb in callbacks:
+        trainer.add_callback(cb)
+    return trainer
+
+
 def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathLike, out_dir: str | os.PathLike,
              config: FinetuneConfig | None = None, *, records: Sequence[Mapping[str, Any]] | None = None,
              progress: bool = True) -> dict[str, Any]:
@@ -363,7 +424,6 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     and token accuracy, steps, tokens, tokens/s, truncation counts, where the model was saved.
     """
     torch, transformers = require_torch()
-    from transformers import Trainer, TrainingArguments
 
     from datagen.moss.cache import tokenize_cached
     from datagen.moss.loading import EOS_TAG, load_model, pick_device
@@ -419,50 +479,9 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
 
     per_step = config.batch_size * config.grad_accum
     steps_per_epoch = math.ceil(len(train_set) / per_step)
-    max_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     eval_on = len(val_set) > 0
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,
-        optim="adamw_torch",
-        max_grad_norm=config.max_grad_norm,
-        max_steps=max_steps,
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not device.startswith("cuda"),
-        logging_strategy="steps",
-        logging_steps=min(config.log_steps, max_steps),
-        logging_first_step=True,
-        eval_strategy="steps" if (eval_on and config.eval_steps) else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps" if config.save_steps else "no",
-        save_steps=config.save_steps or 500,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=not progress,
-        seed=config.seed,
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        dataloader_num_workers=0,
-    )
-    collator = PadCollator(pad_id=tokenizer.pad_token_id, multiple_of=8 if device.startswith("cuda") else 1)
-    trainer = Trainer(model=net, args=args, train_dataset=SFTDataset(train_set),
-                      eval_dataset=SFTDataset(val_set) if eval_on else None, data_collator=collator,
-                      compute_metrics=token_metrics, preprocess_logits_for_metrics=token_metrics_preprocess)
-    # The Trainer prints its logs on stdout; datagen keeps stdout for data.
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_log_callback(out / "train_log.jsonl", progress))
+    trainer = build_trainer(net, train_set, val_set if eval_on else None, config, out_dir=out, device=device,
+                            precision=precision, pad_id=tokenizer.pad_token_id, progress=progress)
 
     metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length, "precision": precision,
                                "lora": config.lora, "train_dialogues": len(train_set), "val_dialogues": len(val_set),

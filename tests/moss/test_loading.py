@@ -125,3 +125,13 @@ def test_smollm2_gguf_scores_a_dialogue_on_cpu():
     assert score.fits and score.turns_scored == 1
     # A real small model finds plain English far less surprising than a uniform guess over its vocab.
     assert 0 < score.loss < 0.6 * torch.log(torch.tensor(float(len(lm.tokenizer)))).item()
+
+
+def test_missing_torch_names_the_extra(monkeypatch, tiny_moss):
+    import sys
+
+    from datagen.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"datagen\[moss\]"):
+        load_model(tiny_moss)
