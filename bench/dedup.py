@@ -146,18 +146,38 @@ def _variant(rng: random.Random, text: str, lang: str) -> str:
 def prompts(n: int, seed: int = 0, dup_rate: float = 0.3, scale: int = 1) -> Iterator[str]:
     """n deterministic prompts, about dup_rate of them near-duplicates of an earlier one; scale > 1
     makes the random topics longer, so that distinct prompts stay distinct among millions."""
+    for text, _ in labelled_prompts(n, seed, dup_rate, scale):
+        yield text
+
+
+def labelled_prompts(n: int, seed: int = 0, dup_rate: float = 0.3, scale: int = 1) -> Iterator[tuple[str, bool]]:
+    """`prompts` with a flag: True for a generated variant of an earlier prompt."""
     rng = random.Random(seed)
     recent: list[tuple[str, str]] = []
     for _ in range(n):
         if recent and rng.random() < dup_rate:
             text, lang = rng.choice(recent)
-            yield _variant(rng, text, lang)
+            yield _variant(rng, text, lang), True
         else:
             text, lang = _base(rng, scale)
             recent.append((text, lang))
             if len(recent) > 5000:
                 recent.pop(rng.randrange(len(recent)))
-            yield text
+            yield text, False
+
+
+def shingle_settings_table(n: int = 4000, seed: int = 7) -> None:
+    """Recall on generated variants and drop rate of distinct prompts, per (ngram, threshold): why
+    the prompt default is character bigrams at 0.5."""
+    rows = list(labelled_prompts(n, seed, dup_rate=0.3, scale=2))
+    texts = [t for t, _ in rows]
+    print("  ngram threshold  variants caught  distinct prompts dropped")
+    for ngram, thr in ((1, 0.7), (1, 0.5), (2, 0.7), (2, 0.5), (3, 0.5), (5, 0.5)):
+        idx = NearDupIndex("prompt", thr, ngram=ngram)
+        dup = [d is not None for d in idx.check_and_add_many([str(i) for i in range(n)], texts)]
+        var = [d for d, (_, v) in zip(dup, rows, strict=True) if v]
+        base = [d for d, (_, v) in zip(dup, rows, strict=True) if not v]
+        print(f"  {ngram:5d} {thr:9.1f}  {sum(var) / len(var):15.3f}  {sum(base) / len(base):24.3f}")
 
 
 def pool_filter_baseline(texts: list[str], threshold: float = 0.7) -> list[bool]:
@@ -235,7 +255,9 @@ def main() -> int:
     args = ap.parse_args()
 
     texts = list(prompts(args.n, args.seed))
-    print(f"== part 1: {len(texts):,} prompts (cpu count {os.cpu_count()}, shared machine)")
+    load = os.getloadavg()[0]
+    print(f"== part 1: {len(texts):,} prompts (cpu count {os.cpu_count()}, load average {load:.1f}: "
+          "the machine is shared, so timings vary with what else runs)")
     t0 = time.perf_counter()
     base_keep = pool_filter_baseline(texts)
     t_base = time.perf_counter() - t0
@@ -260,6 +282,9 @@ def main() -> int:
     mh_agree = sum(a == b for a, b in zip(base_keep, mh_keep, strict=True)) / len(texts)
     print(f"datagen MinHash (bigram, J>=0.5, LSH {mh.bands}x{mh.rows}): {t_mh:8.3f} s  kept {sum(mh_keep):,}  "
           f"agreement with the ROUGE-L pool filter {mh_agree:.4f} (a different criterion)")
+
+    print("MinHash settings on generated variants (recall) and distinct prompts (false drops):")
+    shingle_settings_table()
 
     # datasketch for reference (signatures only, same shingles)
     try:
@@ -289,6 +314,7 @@ def main() -> int:
             dropped += dup is not None
     t_1m = time.perf_counter() - t0
     peak_gb = mem.peak / 2**30
+    print(f"load average now {os.getloadavg()[0]:.1f}")
     print(f"{args.million:,} prompts in {t_1m:.1f} s ({args.million / t_1m:,.0f} rows/s), dropped {dropped:,} "
           f"near-duplicates, index {len(index):,}, peak memory {peak_gb:.2f} GB (main + workers)")
     print(f"rouge_speedup={t_base / t_rouge:.0f} rouge_agreement={agree:.4f} minhash_1m_s={t_1m:.1f} "
