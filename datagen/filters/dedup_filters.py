@@ -55,7 +55,7 @@ class ExactDedupFilter(BaseFilter):
             verdict = KEEP
             # check every unit before adding any, so a dropped row leaves no trace in the indexes
             for u in ("dialogue", "prompt"):
-                if u in hashes and (first := self._indexes[u]._seen.get(hashes[u])) is not None:
+                if u in hashes and (first := self._indexes[u].get(hashes[u])) is not None:
                     verdict = Verdict(False, f"duplicate_{u}", {"unit": u}, duplicate_of=first)
                     break
             if verdict.keep:

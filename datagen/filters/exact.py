@@ -77,6 +77,10 @@ class ExactIndex:
         first = self._seen.setdefault(h, key)
         return None if first == key else first
 
+    def get(self, h: int) -> str | None:
+        """Key of the first row with hash h, or None."""
+        return self._seen.get(h)
+
     def __len__(self) -> int:
         return len(self._seen)
 

@@ -306,7 +306,9 @@ def _langdetect(text: str, candidates: tuple[str, ...] | None = None, min_prob: 
     for p in probs:
         lang = p.lang.split("-")[0]
         if candidates is None or lang in candidates:
-            if p.prob >= min_prob:
+            # short Cyrillic/Arabic text often looks like a smaller neighbour: it must be sure
+            need = min_prob if candidates is None or lang == candidates[0] else max(min_prob, 0.99)
+            if p.prob >= need:
                 return lang
             break
     return candidates[0] if candidates else None
@@ -358,7 +360,8 @@ def detect_turn(text: str) -> LanguageVerdict:
     if other_total > latin_letters:
         script = max(others, key=others.get)
         cands = _SCRIPT_LANGS[script]
-        if len(cands) == 1:
+        if len(cands) == 1 or others[script] < 20:
+            # too little text for a detector to tell neighbours apart: the script's main language
             return LanguageVerdict(cands[0], weight=weight)
         return LanguageVerdict(_langdetect(stripped, cands), method="langdetect", weight=weight)
 
@@ -371,8 +374,6 @@ def detect_turn(text: str) -> LanguageVerdict:
     lang = _langdetect(latin_only, tuple(_STOPWORDS), min_prob=0.9) if n_words >= 5 else None
     if lang is None or lang not in _STOPWORDS:
         return LanguageVerdict(None, method="undecided", weight=weight)
-    # langdetect on a few words without function words is weak evidence: trust it for English only
-    # when the text is plain ASCII, otherwise keep its restricted answer.
     return LanguageVerdict(lang, method="langdetect", weight=weight)
 
 
