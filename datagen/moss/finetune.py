@@ -345,6 +345,21 @@ def _save_dtype(config: FinetuneConfig, source_config: Mapping[str, Any], torch:
     return names.get(str(source_config.get("torch_dtype") or source_config.get("dtype")), torch.float32)
 
 
+def _training_args_compat(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Adapt TrainingArguments names across transformers 5.x releases: newer ones call gradient
+    checkpointing `activation_checkpointing` and length grouping `train_sampling_strategy`."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = dict(kwargs)
+    if "activation_checkpointing" not in names and "activation_checkpointing" in out:
+        out["gradient_checkpointing"] = out.pop("activation_checkpointing")
+        out["gradient_checkpointing_kwargs"] = out.pop("activation_checkpointing_kwargs", None)
+    if "train_sampling_strategy" not in names and "train_sampling_strategy" in out:
+        out["group_by_length"] = out.pop("train_sampling_strategy") == "group_by_length"
+    return {k: v for k, v in out.items() if k in names}
+
+
 def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: FinetuneConfig, *,
                   out_dir: str | os.PathLike, device: str, precision: str, pad_id: int,
                   progress: bool = True, callbacks: Sequence[Any] = ()) -> Any:
@@ -361,7 +376,7 @@ def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: Finetun
     steps_per_epoch = math.ceil(len(train_set) / per_step)
     max_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     eval_on = val_set is not None and len(val_set) > 0
-    args = TrainingArguments(
+    kwargs = dict(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -393,6 +408,7 @@ def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: Finetun
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         dataloader_num_workers=0,
     )
+    args = TrainingArguments(**_training_args_compat(TrainingArguments, kwargs))
     collator = PadCollator(pad_id=pad_id, multiple_of=8 if device.startswith("cuda") else 1)
     trainer = Trainer(model=net, args=args, train_dataset=SFTDataset(train_set),
                       eval_dataset=SFTDataset(val_set) if eval_on else None, data_collator=collator,
