@@ -108,13 +108,16 @@ class RunConfig:
 
     def fingerprint(self, *sections: str) -> str:
         """A short hash of the given sections (all when none), for lineage and stage skipping.
-        Publishing details and progress display do not change what a run produces, so they are left
-        out; no secret is ever in the config (keys come from environment variables)."""
+        Publishing details and how hard the teacher is pushed (concurrency, limits, timeouts, prices,
+        progress) do not change what a run produces, so they are left out: raising concurrency
+        mid-run must not re-run finished stages. No secret is ever in the config (keys come from
+        environment variables)."""
+        from datagen.teacher.config import RUNTIME_FIELDS
+
         data = dict(self.raw)
         data.pop("publish", None)
         if isinstance(data.get("teacher"), dict):
-            data["teacher"] = {k: v for k, v in data["teacher"].items()
-                               if k not in {"progress", "stall_seconds"}}
+            data["teacher"] = {k: v for k, v in data["teacher"].items() if k not in RUNTIME_FIELDS}
         if sections:
             data = {k: data.get(k) for k in sections}
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)

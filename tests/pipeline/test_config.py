@@ -81,3 +81,10 @@ def test_fingerprint_ignores_publish_but_not_teacher(tmp_path):
     assert load_config(p, ["teacher.model=b"]).fingerprint() != base
     # a stage fingerprint only moves with its own sections
     assert load_config(p, ["teacher.model=b"]).fingerprint("filters") == load_config(p).fingerprint("filters")
+
+
+def test_fingerprint_ignores_how_hard_the_teacher_is_pushed(tmp_path):
+    p = write(tmp_path, "name: x\nteacher:\n  model: a\n  concurrency: 4\n")
+    base = load_config(p).fingerprint()
+    assert load_config(p, ["teacher.concurrency=64", "teacher.rpm=100"]).fingerprint() == base
+    assert load_config(p, ["teacher.params={temperature: 0.1}"]).fingerprint() != base
