@@ -309,7 +309,7 @@ def main() -> int:
     dropped = 0
     t0 = time.perf_counter()
     with PeakRSS() as mem:
-        for _, dup in index.check_and_add_stream(((str(i), t) for i, t in enumerate(prompts(args.million, args.seed + 1, dup_rate=0.2, scale=2))),
+        for _, dup in index.check_and_add_stream(((str(i), t) for i, t in enumerate(prompts(args.million, args.seed + 1, dup_rate=0.1, scale=4))),
                                                  workers=args.workers, chunk_size=10_000):
             dropped += dup is not None
     t_1m = time.perf_counter() - t0

@@ -13,8 +13,8 @@ prompt     2       0.5        short zh/en prompts: character bigrams at Jaccard 
 dialogue   3       0.7        whole dialogues are long: 3-grams at 0.7
 =========  ======  =========  ===============================================================
 
-Signatures are numpy-vectorised over xxhash token hashes (multiply-shift permutations), about 5x
-faster than `datasketch.MinHash.update_batch` per row (see bench/dedup.py); the LSH is one dict per
+Signatures are numpy-vectorised over xxhash token hashes (multiply-shift permutations),
+faster than `datasketch.MinHash.update_batch` per row (4-10x in bench/dedup.py); the LSH is one dict per
 band keyed by a 64-bit hash of the band. A candidate counts as a duplicate only when its estimated
 Jaccard (signature agreement) reaches the threshold, so LSH false positives are not dropped.
 
@@ -294,8 +294,10 @@ class NearDupIndex:
     def _match(self, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> int | None:
         # map() keeps the per-band loop in C: this lookup is the hot path of a million-row run
         hits = [v for v in map(dict.get, self._buckets, band_keys) if v is not None]
-        if not hits:
-            return None
+        return self._best(sig, hits, tokens) if hits else None
+
+    def _best(self, sig: np.ndarray, hits: list, tokens: str | None) -> int | None:
+        """The verified best candidate among bucket hits (ints or lists of ints), or None."""
         if len(hits) == 1 and isinstance(hits[0], int):
             cands = hits
         else:
@@ -314,6 +316,38 @@ class NearDupIndex:
         agree = np.count_nonzero(self._sigs[cands] == sig, axis=1)
         best = int(np.argmax(agree))  # the closest; the earliest among equals
         return cands[best] if int(agree[best]) >= self._min_agree else None
+
+    def _check_and_add(self, key: str, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> str | None:
+        # Insert first and look at what was there: one dict operation per band for a new text (the
+        # common case); a duplicate takes its entries back out.
+        i = len(self._keys)
+        olds = list(map(dict.setdefault, self._buckets, band_keys, repeat(i)))
+        hits = [v for v in olds if v is not i]
+        best = self._best(sig, hits, tokens) if hits else None
+        if best is not None:
+            for bucket, k, v in zip(self._buckets, band_keys, olds, strict=True):
+                if v is i:
+                    del bucket[k]
+            return self._keys[best]
+        for bucket, k, v in zip(self._buckets, band_keys, olds, strict=True):
+            if v is not i:
+                if isinstance(v, int):
+                    bucket[k] = [v, i]
+                else:
+                    v.append(i)
+        self._store(key, sig, tokens)
+        return None
+
+    def _store(self, key: str, sig: np.ndarray, tokens: str | None) -> None:
+        i = len(self._keys)
+        self._keys.append(key)
+        if i >= self._sigs.shape[0]:
+            grown = np.empty((self._sigs.shape[0] * 2, self.num_perm), dtype=np.uint16)
+            grown[:i] = self._sigs
+            self._sigs = grown
+        self._sigs[i] = sig
+        if self.method == "rouge":
+            self._tokens.append(tokens or "")
 
     def _rouge_match(self, tokens: str | None, cands: list[int]) -> int | None:
         """The candidate with the highest ROUGE-L F above the threshold, or None."""
@@ -343,23 +377,14 @@ class NearDupIndex:
 
     def _add(self, key: str, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> None:
         i = len(self._keys)
-        self._keys.append(key)
-        if i >= self._sigs.shape[0]:
-            grown = np.empty((self._sigs.shape[0] * 2, self.num_perm), dtype=np.uint16)
-            grown[:i] = self._sigs
-            self._sigs = grown
-        self._sigs[i] = sig
-        if self.method == "rouge":
-            self._tokens.append(tokens or "")
         olds = list(map(dict.setdefault, self._buckets, band_keys, repeat(i)))
-        for b, v in enumerate(olds):
+        for bucket, k, v in zip(self._buckets, band_keys, olds, strict=True):
             if v is not i:  # the bucket already held other texts
-                bucket = self._buckets[b]
-                k = band_keys[b]
                 if isinstance(v, int):
                     bucket[k] = [v, i]
                 else:
                     v.append(i)
+        self._store(key, sig, tokens)
 
     def query_fingerprint(self, fp: Fingerprint) -> str | None:
         """Key of the closest indexed near-duplicate of a fingerprinted text, or None."""
@@ -377,11 +402,7 @@ class NearDupIndex:
         """Key of an earlier near-duplicate (the text is then NOT added), or None after adding it."""
         if fp.empty:
             return None
-        i = self._match(fp.signature, fp.band_keys, fp.tokens)
-        if i is not None:
-            return self._keys[i]
-        self._add(key, fp.signature, fp.band_keys, fp.tokens)
-        return None
+        return self._check_and_add(key, fp.signature, fp.band_keys, fp.tokens)
 
     def check_and_add_batch(self, keys: Sequence[str], batch: FingerprintBatch) -> list[str | None]:
         """`check_and_add` for a fingerprinted batch, in order."""
@@ -394,13 +415,7 @@ class NearDupIndex:
             if empty[j]:
                 out.append(None)
                 continue
-            t = toks[j] if toks is not None else None
-            i = self._match(sigs[j], band_keys[j], t)
-            if i is not None:
-                out.append(self._keys[i])
-            else:
-                self._add(key, sigs[j], band_keys[j], t)
-                out.append(None)
+            out.append(self._check_and_add(key, sigs[j], band_keys[j], toks[j] if toks is not None else None))
         return out
 
     def check_and_add(self, key: str, text: str) -> str | None:
