@@ -107,8 +107,9 @@ class Run:
         expanded = self.dir / "prompts" / "expanded.jsonl"
         fp = self.fingerprint("expand", "expand", "teacher", "seed", after="seeds")
         info = self.stage("expand", fp, [expanded], self._expand, seeds_path, expanded)
+        reasons = _reasons(info)
         self.steps.append({"step": "expand", "in": info.get("candidates", 0), "kept": info.get("count", 0),
-                           "dropped": info.get("rejected", 0), "tagged": 0, "reasons": info.get("reasons", {})})
+                           "dropped": sum(reasons.values()), "tagged": 0, "reasons": reasons})
 
         dialogue_files: list[Path] = []
         for kind in ("hhh", "plugin"):
@@ -118,9 +119,10 @@ class Run:
             out = self.dir / "dialogues" / f"{kind}.jsonl"
             fp = self.fingerprint(f"dialogues.{kind}", "dialogues", "teacher", "tools", "seed", after="expand")
             info = self.stage(f"dialogues.{kind}", fp, [out], self._dialogues, kind, seeds_path, expanded, out)
+            reasons = _reasons(info, ("failed_",))
             self.steps.append({"step": f"dialogues.{kind}", "in": info.get("prompts", 0),
-                               "kept": info.get("count", 0), "dropped": info.get("failed", 0), "tagged": 0,
-                               "reasons": info.get("reasons", {})})
+                               "kept": info.get("count", 0), "dropped": sum(reasons.values()), "tagged": 0,
+                               "reasons": reasons})
             dialogue_files.append(out)
         self._fp["dialogues"] = "".join(self._fp.get(f"dialogues.{k}", "") for k in ("hhh", "plugin"))
 
@@ -282,6 +284,16 @@ class Run:
         url = publish(folder, pc.repo_id, private=pc.private,
                       commit_message=f"datagen run {self.config.name} ({self.manifest.data['fingerprint']})")
         return {"url": url}
+
+
+def _reasons(info: dict[str, Any], prefixes: tuple[str, ...] = ("rejected_", "failed_")) -> dict[str, int]:
+    """Drop reasons from a stage's counters (`rejected_near_dup: 3` -> `near_dup: 3`)."""
+    out: dict[str, int] = {}
+    for key, value in info.items():
+        for prefix in prefixes:
+            if key.startswith(prefix) and isinstance(value, int) and value:
+                out[key[len(prefix):]] = out.get(key[len(prefix):], 0) + value
+    return out
 
 
 def _count_lines(path: Path) -> int:
