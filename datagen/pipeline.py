@@ -78,7 +78,7 @@ class Run:
             self.manifest.fail(name, f"{type(exc).__name__}: {exc}")
             raise
         info["seconds"] = round(time.monotonic() - t0, 2)
-        self.manifest.finish(name, **info)
+        self.manifest.finish(name, **_portable(info, self.dir))
         return self.manifest.stages[name]
 
     # ----------------------------------------------------------------- stages
@@ -261,7 +261,15 @@ class Run:
         write_json_atomic(self.dir / "funnel.json", funnel)
         (self.dir / "funnel.md").write_text(funnel_table(funnel) + "\n", encoding="utf-8")
         losses = [float(c.scores["moss_loss"]) for c in convs if c.scores.get("moss_loss") is not None]
-        plot_run(funnel, losses, self.dir / "funnel.png")
+        dropped: list[float] = []
+        cutoff = None
+        checked = self.dir / "checked"
+        if self.config.check.enabled and (checked / "rejected.jsonl").exists():
+            dropped = [float(c.scores["moss_loss"]) for c in read_conversations(checked / "rejected.jsonl")
+                       if c.scores.get("moss_loss") is not None]
+            report = json.loads((checked / "report.json").read_text(encoding="utf-8"))
+            cutoff = report.get("cutoff")
+        plot_run(funnel, losses, self.dir / "funnel.png", cutoff=cutoff, dropped_losses=dropped)
         by_kind = Counter(c.kind for c in convs)
         return {"count": len(convs), "by_kind": dict(by_kind)}
 
@@ -284,6 +292,25 @@ class Run:
         url = publish(folder, pc.repo_id, private=pc.private,
                       commit_message=f"datagen run {self.config.name} ({self.manifest.data['fingerprint']})")
         return {"url": url}
+
+
+def _portable(value: Any, run_dir: Path) -> Any:
+    """Stage info with absolute paths made relative (to the run directory, else the working
+    directory, else just the file name): the manifest travels with the published dataset and must
+    not carry this machine's paths."""
+    if isinstance(value, dict):
+        return {k: _portable(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, run_dir) for v in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        path = Path(value)
+        for base in (run_dir.resolve(), Path.cwd()):
+            try:
+                return str(path.resolve().relative_to(base))
+            except ValueError:
+                continue
+        return path.name
+    return value
 
 
 def _reasons(info: dict[str, Any], prefixes: tuple[str, ...] = ("rejected_", "failed_")) -> dict[str, int]:

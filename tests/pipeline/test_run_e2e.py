@@ -132,6 +132,8 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
 
     # The outputs: validated MOSS data, a funnel with every stage, a picture, a dataset and its card.
     manifest = json.loads((out / "manifest.json").read_text())
+    stages_text = json.dumps(manifest["stages"])
+    assert str(tmp_path) not in stages_text and str(REPO) not in stages_text  # no machine paths
     for stage in ("seeds", "expand", "dialogues.hhh", "dialogues.plugin", "filter", "check", "final",
                   "dataset", "publish"):
         assert manifest["stages"][stage]["status"] == "done", stage
