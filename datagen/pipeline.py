@@ -33,7 +33,6 @@ from datagen.config import RunConfig, load_config
 from datagen.errors import DatagenError
 from datagen.jsonl import read_conversations, write_jsonl_atomic
 from datagen.manifest import Manifest, now, versions, write_json_atomic
-from datagen.record import Conversation
 
 
 def _log(msg: str) -> None:

@@ -6,11 +6,11 @@ Fixtures for the fake servers live in tests/fakes/ and are re-exported here.
 
 from pathlib import Path
 
+import pytest  # noqa: E402
+
 from tests.fakes import hub_env  # noqa: F401  (must run before huggingface_hub/datasets import)
 from tests.fakes.hub_fixtures import *  # noqa: F401,F403
 from tests.fakes.openai_fixtures import *  # noqa: F401,F403
-
-import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
