@@ -210,17 +210,25 @@ def pairs_scored(texts: list[str], keep: list[bool]) -> int:
 
 
 class PeakRSS:
-    """Samples the RSS of this process plus its children every 0.1 s; `.peak` in bytes."""
+    """Samples the RSS of this process plus its children every 0.1 s; `.peak` in bytes. Without
+    psutil: this process's peak plus its largest child's peak times the worker count (an upper
+    bound)."""
 
-    def __init__(self) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
+    def __init__(self, workers: int = 1) -> None:
         self.peak = 0
+        self.workers = workers
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
+        try:
+            import psutil
+
+            self.proc = psutil.Process()
+        except ImportError:
+            self.proc = None
 
     def _run(self) -> None:
+        if self.proc is None:
+            return
         import psutil
 
         while not self._stop.is_set():
@@ -244,6 +252,12 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
+        if self.proc is None:
+            import resource
+
+            me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+            self.peak = me + kids * self.workers
 
 
 def main() -> int:
@@ -308,7 +322,7 @@ def main() -> int:
     index = NearDupIndex("prompt")
     dropped = 0
     t0 = time.perf_counter()
-    with PeakRSS() as mem:
+    with PeakRSS(args.workers) as mem:
         for _, dup in index.check_and_add_stream(((str(i), t) for i, t in enumerate(prompts(args.million, args.seed + 1, dup_rate=0.1, scale=4))),
                                                  workers=args.workers, chunk_size=10_000):
             dropped += dup is not None

@@ -439,11 +439,12 @@ class NearDupIndex:
                 keys = [k for k, _ in chunk]
                 yield from zip(keys, self.check_and_add_many(keys, [t for _, t in chunk]), strict=True)
             return
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from datagen.filters.run import pool_context
+
         params = self.params()
-        ctx = multiprocessing.get_context("spawn")
+        ctx = pool_context()
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             pending = []
             for chunk in chunks:

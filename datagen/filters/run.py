@@ -171,6 +171,16 @@ def prepare_chunk(steps: list[BaseFilter], convs: list[Conversation]) -> list[li
     return out
 
 
+def pool_context():
+    """`fork` when this process has one thread (fast start, and scripts without a `__main__` guard
+    work), else `spawn` (forking a threaded process can deadlock)."""
+    import threading
+
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 def _chunks(rows: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
     it = iter(rows)
     while chunk := list(itertools.islice(it, size)):
@@ -276,7 +286,7 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
                 if progress:
                     progress(done)
         else:
-            ctx = multiprocessing.get_context("spawn")
+            ctx = pool_context()
             with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(config,)) as pool:
                 pending: list[tuple[list[Conversation], Future]] = []
