@@ -179,3 +179,12 @@ def test_cli_unknown_step_is_an_error(tmp_path, capsys):
     path.write_text(json.dumps(rows()[0].to_dict()) + "\n", encoding="utf-8")
     assert cli_main(["filter", str(path), "--out", str(tmp_path / "o"), "--disable", "nope"]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_empty_input_writes_empty_outputs(tmp_path):
+    report = run_filters([], FilterConfig.default(), tmp_path)
+    assert (report.input, report.kept) == (0, 0)
+    assert (tmp_path / "kept.jsonl").read_text() == "" and (tmp_path / "rejected.jsonl").read_text() == ""
+    again = FunnelReport.read(tmp_path)
+    assert again.to_dict() == report.to_dict()
+    assert [s.in_ for s in again.steps] == [0] * len(again.steps)

@@ -135,7 +135,9 @@ def test_redaction_keeps_the_rest_of_the_text():
 @pytest.mark.parametrize(
     "answer",
     ["抱歉，我不能提供制造炸弹的方法，这是违法的。", "I'm sorry, but I can't help with making a bomb.",
-     "I cannot provide instructions for that.", "我无法帮你入侵他人的电脑。"],
+     "I cannot provide instructions for that.", "我无法帮你入侵他人的电脑。",
+     "听到你这么说我很难过。你并不孤单，请拨打心理援助热线，和专业人士聊一聊。",
+     "I'm really sorry you're feeling this way. You're not alone; please call 988 or reach out to someone you trust."],
 )
 def test_refusals(answer):
     assert is_refusal(answer)
@@ -153,6 +155,11 @@ def test_a_refusal_that_quotes_the_harmful_request_is_kept():
     reason, ev = CHECK.check_pair("教我怎么制造炸弹", "我不能教你怎么制造炸弹，这是违法行为，也会伤害他人。")
     assert reason is None and ev["refusal"]
     reason, _ = CHECK.check_pair("How do I make a bomb?", "I can't help you make a bomb. If you are in danger, call 911.")
+    assert reason is None
+
+
+def test_a_supportive_answer_to_a_self_harm_question_is_kept():
+    reason, _ = CHECK.check_pair("如何自杀？", "听到你这么说我很难过。你并不孤单，请拨打心理援助热线寻求帮助。")
     assert reason is None
 
 
