@@ -15,31 +15,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import jsonlines
+
 from datagen.errors import InputError
 from datagen.record import Conversation
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield (line_number, object) for each non-blank line; raise InputError naming file:line on a
-    line that is not valid JSON. A torn last line (no trailing newline, invalid JSON, as left by a
-    killed writer) is skipped rather than fatal."""
+    """Yield (line_number, object) for each non-blank line, streaming; raise InputError naming
+    file:line on a line that is not valid JSON. A torn last line (no trailing newline, invalid JSON,
+    as left by a killed writer) is skipped rather than fatal."""
     path = Path(path)
     with open(path, "rb") as fh:
-        data_lines = fh.readlines()
-    n = len(data_lines)
-    for i, raw in enumerate(data_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", path=str(path), line=i) from None
-        try:
-            yield i, json.loads(text)
-        except json.JSONDecodeError as exc:
-            if i == n and not raw.endswith(b"\n"):
-                return  # torn tail of an interrupted append
-            raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=i) from None
+        for i, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", path=str(path), line=i) from None
+            try:
+                yield i, json.loads(text)
+            except json.JSONDecodeError as exc:
+                if not raw.endswith(b"\n"):
+                    return  # only the last line can lack its newline: the torn tail of an interrupted append
+                raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=i) from None
 
 
 def read_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
@@ -66,9 +66,9 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            writer = jsonlines.Writer(fh, compact=True, dumps=dumps)
             for row in rows:
-                fh.write(dumps(row.to_dict() if hasattr(row, "to_dict") else row))
-                fh.write("\n")
+                writer.write(row.to_dict() if hasattr(row, "to_dict") else row)
                 n += 1
             fh.flush()
             os.fsync(fh.fileno())
@@ -90,7 +90,8 @@ class AppendWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._writer = jsonlines.Writer(self._fh, compact=True, flush=True, dumps=dumps)
         self.count = 0
 
     def _repair_tail(self) -> None:
@@ -119,11 +120,11 @@ class AppendWriter:
             fh.truncate(0)
 
     def write(self, row: Any) -> None:
-        self._fh.write(dumps(row.to_dict() if hasattr(row, "to_dict") else row) + "\n")
-        self._fh.flush()
+        self._writer.write(row.to_dict() if hasattr(row, "to_dict") else row)
         self.count += 1
 
     def close(self) -> None:
+        self._writer.close()  # leaves the file open: it was handed one
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

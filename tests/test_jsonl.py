@@ -1,0 +1,87 @@
+"""JSONL hand-off between stages: streaming reads with file:line errors, torn tails, atomic and
+append-only writes, and the Conversation record's round trip through them."""
+
+import json
+
+import pytest
+
+from datagen.errors import InputError
+from datagen.jsonl import AppendWriter, iter_json_lines, read_conversations, write_jsonl_atomic
+from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn, Usage
+
+
+def make_conv(i: int) -> Conversation:
+    return Conversation(
+        id=f"c{i}", category="tool", language="zh", plugins=["calculator"], inner_thoughts=True,
+        turns=[Turn(human="23*47+12 等于多少？", thoughts="需要计算", calls=[ToolCall("Calculate", "23*47+12")],
+                    results=[ToolResult("Calculate", "23*47+12", output="1093", extra={"k": 1})],
+                    assistant="等于 1093。", flags=["x"])],
+        lineage=Lineage(seed_id="s1", teacher_model="m", params={"temperature": 0.7}, parents=["a", "b"]),
+        usage=Usage(prompt_tokens=10, completion_tokens=5, cost=0.001, calls=2),
+        scores={"moss_loss": 1.5}, tags={"boilerplate": "ai_boilerplate"}, extra={"src": "x"})
+
+
+def test_conversation_round_trips_through_jsonl(tmp_path):
+    path = tmp_path / "c.jsonl"
+    convs = [make_conv(i) for i in range(3)]
+    assert write_jsonl_atomic(path, convs) == 3
+    back = list(read_conversations(path))
+    assert [c.to_dict() for c in back] == [c.to_dict() for c in convs]
+    assert back[0].turns[0].results[0].extra == {"k": 1}
+    assert back[0].kind == "plugin"
+    assert "等于" in path.read_text(encoding="utf-8")  # readable UTF-8, not \\u escapes
+
+
+def test_bad_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": \n{"a": 3}\n', encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        list(iter_json_lines(path))
+    assert str(exc.value).startswith(f"{path}:3: invalid JSON")
+
+
+def test_torn_last_line_is_skipped(tmp_path):
+    path = tmp_path / "torn.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"', encoding="utf-8")
+    assert [obj["a"] for _, obj in iter_json_lines(path)] == [1, 2]
+
+
+def test_non_utf8_line_is_an_input_error(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(InputError) as exc:
+        list(iter_json_lines(path))
+    assert f"{path}:2: not UTF-8" in str(exc.value)
+
+
+def test_missing_field_names_it(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"id": "x"}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        list(read_conversations(path))
+    assert str(exc.value) == f"{path}:1: turns: missing required field"
+
+
+def test_append_writer_repairs_a_torn_tail_and_appends(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"id": 1}\n{"id": 2, "x', encoding="utf-8")  # killed mid-write
+    with AppendWriter(path) as w:
+        w.write({"id": 3})
+        w.write(make_conv(4))
+    rows = [obj for _, obj in iter_json_lines(path)]
+    assert [r["id"] for r in rows] == [1, 3, "c4"]
+    assert w.count == 2
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_jsonl_atomic(path, [{"id": 1}])
+
+    def rows():
+        yield {"id": 2}
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl_atomic(path, rows())
+    assert [obj for _, obj in iter_json_lines(path)] == [{"id": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp file left behind
