@@ -9,8 +9,11 @@ from the journal for free and pays only for the rest.
     between      simulated-user call writing the next human message
 
 A reply that is unusable (empty, cut off, wrong language, no parseable commands) is asked again
-`content_retries` times with the reason added to the prompt; if it stays unusable the dialogue
-keeps the turns it has (`keep_partial`) or fails. API failures (timeouts, 5xx after the engine's
+`content_retries` times with the reason added to the prompt (for a reply cut at max_tokens, with a
+length budget derived from max_tokens); if it stays unusable the dialogue keeps the turns it has
+(`keep_partial`, at least `min_turns`) or fails. A reply cut at max_tokens is never kept as if
+complete, with one exception: a planning reply whose Commands line was finished before the cut
+(the model rambled on after it) is used, since only that line is read. API failures (timeouts, 5xx after the engine's
 retries) fail the dialogue without writing it, so a rerun finishes it.
 """
 
@@ -31,12 +34,15 @@ from datagen.generate.messages import (
     PromptBook,
     answer_messages,
     assistant_messages,
+    copied_calls,
     enabled_commands,
     failed_calls,
+    plan_examples,
     plan_messages,
+    prompt_echo_fragments,
     user_messages,
 )
-from datagen.generate.parsing import Plan, clean_reply, parse_plan
+from datagen.generate.parsing import Plan, clean_reply, commands_complete, echoes_prompt, parse_plan
 from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.teacher.types import Request
 
@@ -157,14 +163,17 @@ class DialogueMaker:
 
     async def ask(self, conv: Conversation, role: str, template: str, tag: tuple[Any, ...],
                   build: Callable[[str | None], list[dict[str, Any]]],
-                  validate: Callable[[str], tuple[Any, str | None]]) -> Any:
+                  validate: Callable[[str], tuple[Any, str | None]],
+                  validate_cut: Callable[[str], tuple[Any, str | None]] | None = None) -> Any:
         """One journaled call (plus content retries): build messages, call, validate the reply.
-        Returns the validated value; raises TurnFailed."""
+        `validate_cut`, when given, judges a reply cut at max_tokens (else such a reply is a
+        `length` failure). Returns the validated value; raises TurnFailed."""
         reason: str | None = None
         detail = ""
         for attempt in range(self.config.content_retries + 1):
             request = Request(messages=build(reason if attempt else None), params=self._params(role),
-                              template_version=self.book.get(template).id, tag=(*tag, attempt))
+                              template_version=self.book.get(template).id, tag=(*tag, attempt),
+                              require_complete=validate_cut is None)
             result = await self.engine.complete(request)
             self.stats.add_result(result)
             conv.usage.add(usage_of(result))
@@ -176,7 +185,10 @@ class DialogueMaker:
                 if result.error in FATAL_ERRORS:
                     self.fatal = failure
                 raise failure
-            value, why = validate(result.text or "")
+            if result.finish_reason == "length" and validate_cut is not None:
+                value, why = validate_cut(result.text or "")
+            else:
+                value, why = validate(result.text or "")
             if why is None:
                 return value
             reason, detail = why, (result.text or "")[:200]
@@ -184,14 +196,27 @@ class DialogueMaker:
 
     # ------------------------------------------------------------------ roles
 
+    def _answer_validator(self, template: str) -> Callable[[str], tuple[str, str | None]]:
+        fragments = prompt_echo_fragments(self.book, template)
+
+        def validate(text: str) -> tuple[str, str | None]:
+            answer, why = clean_reply(text, role="assistant")
+            if why is None and echoes_prompt(answer, fragments):
+                return "", "echo_prompt"
+            return answer, why
+
+        return validate
+
     async def assistant_turn(self, conv: Conversation, human: str, i: int) -> Turn:
         answer = await self.ask(conv, "assistant", "hhh_assistant", (conv.id, i, "assistant"),
-                                lambda r: assistant_messages(self.book, conv, human, r),
-                                lambda text: clean_reply(text, role="assistant"))
+                                lambda r: assistant_messages(self.book, conv, human, r,
+                                                             max_tokens=self.config.max_tokens),
+                                self._answer_validator("hhh_assistant"))
         return Turn(human=human, assistant=answer, thoughts=None)
 
     async def plugin_turn(self, conv: Conversation, human: str, i: int) -> Turn:
         allowed = set(enabled_commands(conv))
+        examples = plan_examples(self.book, conv)
 
         def validate_plan(text: str) -> tuple[Plan | None, str | None]:
             plan, why = parse_plan(text, allowed)
@@ -199,11 +224,18 @@ class DialogueMaker:
                 return None, why
             if plan.dropped and not plan.calls:
                 return None, "disabled_tool"
+            if copied_calls(plan.calls, examples, human):
+                return None, "copied_example"
             plan.calls = [_sanitize(c) for c in plan.calls[:MAX_CALLS_PER_TURN]]
             return plan, None
 
+        def validate_cut_plan(text: str) -> tuple[Plan | None, str | None]:
+            # Cut at max_tokens: usable only when the Commands line ended before the cut.
+            return validate_plan(text) if commands_complete(text) else (None, "length")
+
         plan: Plan = await self.ask(conv, "plan", "plugin_commands", (conv.id, i, "plan"),
-                                    lambda r: plan_messages(self.book, conv, human, r), validate_plan)
+                                    lambda r: plan_messages(self.book, conv, human, r), validate_plan,
+                                    validate_cut_plan)
         results: list[ToolResult] = []
         if plan.calls:
             if self.tools is None:
@@ -215,8 +247,8 @@ class DialogueMaker:
                                  role="tools") from exc
         answer = await self.ask(conv, "answer", "plugin_answer", (conv.id, i, "answer"),
                                 lambda r: answer_messages(self.book, conv, human, plan.thoughts, plan.calls,
-                                                          results, r),
-                                lambda text: clean_reply(text, role="assistant"))
+                                                          results, r, max_tokens=self.config.max_tokens),
+                                self._answer_validator("plugin_answer"))
         flags = [TOOL_FAILED] if failed_calls(results) else []
         return Turn(human=human, assistant=answer, thoughts=plan.thoughts,
                     calls=list(plan.calls), results=results, flags=flags)

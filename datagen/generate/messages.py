@@ -8,26 +8,40 @@ Roles:
     user        the simulated user writes the next turn   hhh_user + guidance/<category>
     plan        MOSS's inner thoughts and commands        plugin_commands
     answer      MOSS answers from the tool results        plugin_answer
+
+A template's `retry` section (why the previous reply was rejected) goes at the end of the last
+message the template writes: the system message of a template without a `user` section (v1 of
+hhh_assistant and plugin_commands), else the final user message, which small models follow far
+more closely than the system prompt.
+
+plugin_commands v2 shows the teacher worked examples (few-shot user/assistant pairs, from the
+template's `examples` section in the dialogue's language, only of the enabled tools) and puts the
+earlier turns and the format reminder in the final user message; v1 (pinned with
+`template_versions: {plugin_commands: 1}`) sends the earlier turns as chat history and the format
+in the system prompt only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import ConfigError
 from datagen.formats.commands import NO_RESULT, RESULTS_END, RESULTS_TAG, render_commands, render_results
 from datagen.formats.meta import build_meta_instruction
-from datagen.generate.common import language_name
+from datagen.generate.common import language_name, rng_for
 from datagen.generate.config import normalize_category
+from datagen.generate.parsing import parse_plan, prompt_fragments
 from datagen.generate.templates import Template, find_template, load_template
 from datagen.record import PLUGIN_COMMANDS, Conversation, ToolCall, ToolResult, Turn
 
 #: What a rejected reply is told, by reason code (the `retry` section fills `$reason` with it).
 REASON_TEXT = {
     "empty": "it was empty",
-    "length": "it was cut off at the length limit; be more concise",
+    "length": "it was cut off at the length limit; write a complete reply that is much shorter{budget}",
     "content_filter": "it was blocked by the content filter",
     "empty_text": "it was empty",
     "bad_request": "the request was refused",
@@ -36,7 +50,11 @@ REASON_TEXT = {
     "echo": "it copied MOSS's reply instead of writing the user's next message",
     "no_commands_line": "it had no `Commands:` line",
     "disabled_tool": "it called a tool that is not enabled",
+    "copied_example": "it copied a command from the examples instead of writing one for this message",
+    "echo_prompt": "it repeated these instructions instead of answering the user",
 }
+#: Languages whose length budget is counted in characters rather than words.
+_CHAR_LANGUAGES = ("zh", "ja", "ko")
 
 #: How each tool is listed for the planning call.
 TOOL_LINES = {
@@ -53,9 +71,17 @@ TOOL_EXAMPLES = {
 }
 
 
-def reason_text(reason: str, language: str | None = None) -> str:
-    """The sentence a retry prompt uses for a rejection reason code."""
-    return REASON_TEXT.get(reason, reason).format(language=language_name(language))
+def reason_text(reason: str, language: str | None = None, max_tokens: int | None = None) -> str:
+    """The sentence a retry prompt uses for a rejection reason code. For `length`, `max_tokens`
+    (the call's completion limit) gives a budget the model can aim at: about 0.6 English words or
+    0.8 CJK characters per token, a safe margin for common tokenizers."""
+    budget = ""
+    if reason == "length" and max_tokens:
+        if (language or "").split("-")[0] in _CHAR_LANGUAGES:
+            budget = f" (at most about {max(10, int(max_tokens * 0.8) // 10 * 10)} characters)"
+        else:
+            budget = f" (at most about {max(10, int(max_tokens * 0.6) // 10 * 10)} words)"
+    return REASON_TEXT.get(reason, reason).format(language=language_name(language), budget=budget)
 
 
 @dataclass(slots=True)
@@ -111,21 +137,28 @@ def transcript(turns: Sequence[Turn]) -> str:
     return "\n\n".join(f"User: {t.human}\n\nMOSS: {t.assistant}" for t in turns)
 
 
-def _with_retry(t: Template, text: str, reason: str | None, conv: Conversation) -> str:
+def _with_retry(t: Template, text: str, reason: str | None, conv: Conversation,
+                max_tokens: int | None = None, sep: str = "\n") -> str:
     if reason is None or not t.has("retry"):
         return text
-    return text + "\n" + t.render("retry", reason=reason_text(reason, conv.language),
-                                  language_name=language_name(conv.language))
+    return text + sep + t.render("retry", reason=reason_text(reason, conv.language, max_tokens),
+                                 language_name=language_name(conv.language))
 
 
-def assistant_messages(book: PromptBook, conv: Conversation, human: str, retry: str | None = None
-                       ) -> list[dict[str, Any]]:
-    """MOSS's answer to `human` in an HHH dialogue, after `conv.turns`."""
+def assistant_messages(book: PromptBook, conv: Conversation, human: str, retry: str | None = None, *,
+                       max_tokens: int | None = None) -> list[dict[str, Any]]:
+    """MOSS's answer to `human` in an HHH dialogue, after `conv.turns`. `max_tokens` (the call's
+    limit) sets the length budget a `length` retry asks for."""
     t = book.get("hhh_assistant")
+    lang = language_name(conv.language)
     system = t.render("system", meta_instruction=meta_instruction(conv).rstrip("\n"),
-                      guidance=_guidance(book, conv, "assistant"), language_name=language_name(conv.language))
-    return [{"role": "system", "content": _with_retry(t, system, retry, conv)},
-            *history(conv.turns), {"role": "user", "content": human}]
+                      guidance=_guidance(book, conv, "assistant"), language_name=lang)
+    if not t.has("user"):  # v1: the retry note goes into the system prompt
+        return [{"role": "system", "content": _with_retry(t, system, retry, conv, max_tokens)},
+                *history(conv.turns), {"role": "user", "content": human}]
+    user = t.render("user", message=human, language_name=lang)
+    return [{"role": "system", "content": system}, *history(conv.turns),
+            {"role": "user", "content": _with_retry(t, user, retry, conv, max_tokens, sep="\n\n")}]
 
 
 def user_messages(book: PromptBook, conv: Conversation, turn_no: int, turns_total: int,
@@ -143,17 +176,138 @@ def enabled_commands(conv: Conversation) -> list[str]:
     return [PLUGIN_COMMANDS[p] for p in PLUGIN_COMMANDS if p in conv.plugins]
 
 
+@dataclass(frozen=True, slots=True)
+class PlanExample:
+    """One worked example of the planning call: a user message and MOSS's reply to it.
+
+    `tools` are the MOSS command names its commands call (empty for a `Commands: None` example);
+    `calls` are the calls themselves, so that a reply copying them can be told apart."""
+
+    user: str
+    reply: str
+    tools: frozenset[str]
+    calls: tuple[ToolCall, ...] = ()
+
+
+_EXAMPLE_USER = re.compile(r"^(?:User|用户)\s*[:：]\s*", re.M)
+_BLOCK = re.compile(r"(?:^[ \t]*\S.*(?:\n|\Z))+", re.M)  # lines up to a blank line
+
+
+def parse_examples(text: str, *, path: str = "<string>", line: int | None = None) -> list[PlanExample]:
+    """Parse an `examples` section: blocks separated by blank lines, each a `User:` line (or
+    `用户：`), then `Inner Thoughts:` and `Commands:` lines, exactly what MOSS should reply.
+
+    The section is data, not a template: `$` is literal. A block without a parseable commands
+    line, or with an unknown tool, raises ConfigError naming the file and line."""
+    out: list[PlanExample] = []
+    for found in _BLOCK.finditer(text):
+        block = found.group(0).strip()
+        at = (line or 1) + text.count("\n", 0, found.start())
+        m = _EXAMPLE_USER.match(block)
+        if m is None:
+            raise ConfigError("an example must start with a `User:` line", path=path, line=at)
+        body = block[m.end():]
+        cut = re.search(r"^(?:Inner Thoughts|内心想法)\s*[:：]", body, re.M)
+        if cut is None:
+            raise ConfigError("an example needs an `Inner Thoughts:` line after the `User:` line",
+                              path=path, line=at)
+        user, reply = body[: cut.start()].strip(), body[cut.start():].strip()
+        plan, why = parse_plan(reply)
+        if plan is None or plan.dropped or not user:
+            problem = why or (f"unknown tool in {plan.dropped[0]}" if plan and plan.dropped else "empty message")
+            raise ConfigError(f"bad example ({problem})", path=path, line=at)
+        out.append(PlanExample(user=user, reply=reply, tools=frozenset(c.name for c in plan.calls),
+                               calls=tuple(plan.calls)))
+    return out
+
+
+def plan_examples(book: PromptBook, conv: Conversation) -> list[PlanExample]:
+    """The worked examples shown in the planning call of the dialogue's next turn.
+
+    From the template's `examples` section for the dialogue's language (`examples.zh`...,
+    falling back to `examples`): for each enabled tool, examples calling only that tool (two when
+    it is the only tool, else one), plus one `Commands: None` example if the section has one and
+    `max_examples` leaves room. Which examples, and their order, are drawn from an RNG seeded by
+    the dialogue id and turn, so prompts vary across the dataset yet a rerun asks the same."""
+    t = book.get("plugin_commands")
+    name = t.variant("examples", conv.language)
+    if name is None:
+        return []
+    pool = _examples(t, name)
+    cmds = enabled_commands(conv)
+    rng = rng_for(0, "plan-examples", conv.id, len(conv.turns))
+    per_tool = 2 if len(cmds) == 1 else 1
+    chosen: list[PlanExample] = []
+    for cmd in cmds:
+        fits = [e for e in pool if e.tools == {cmd}]
+        chosen += rng.sample(fits, min(per_tool, len(fits)))
+    rng.shuffle(chosen)
+    limit = _max_examples(t)
+    chosen = chosen[:limit]
+    nones = [e for e in pool if not e.tools]
+    if nones and len(chosen) < limit:
+        chosen.insert(0, rng.choice(nones))  # first: the tool examples stay nearest the question
+    return chosen
+
+
+def _max_examples(t: Template) -> int:
+    raw = t.sections.get("max_examples", "5").strip()
+    if not raw.isdigit():
+        raise ConfigError(f"section max_examples must be a number, got {raw!r}", path=t.path,
+                          line=t.line_of("max_examples"))
+    return int(raw)
+
+
+_EXAMPLES_CACHE: dict[tuple[str, str, str], list[PlanExample]] = {}
+
+
+def _examples(t: Template, section: str) -> list[PlanExample]:
+    key = (t.path, t.digest, section)
+    found = _EXAMPLES_CACHE.get(key)
+    if found is None:
+        found = parse_examples(t.sections[section], path=t.path, line=t.line_of(section))
+        _EXAMPLES_CACHE[key] = found
+    return found
+
+
+def copied_calls(calls: Sequence[ToolCall], examples: Sequence[PlanExample], human: str) -> list[ToolCall]:
+    """Calls that repeat an example's call word for word, unless the user asked that example's
+    question: a weak model copying the example instead of reading the message."""
+    asked = _norm(human)
+    shown = {(c.name, _norm(c.arg)) for e in examples if _norm(e.user) != asked for c in e.calls}
+    return [c for c in calls if (c.name, _norm(c.arg)) in shown]
+
+
+def _norm(text: str) -> str:
+    return "".join(text.split()).lower()
+
+
 def plan_messages(book: PromptBook, conv: Conversation, human: str, retry: str | None = None
                   ) -> list[dict[str, Any]]:
-    """The planning call of a plugin turn: inner thoughts and commands for `human`."""
+    """The planning call of a plugin turn: inner thoughts and commands for `human`.
+
+    A template with a `user` section (v2) gets worked examples as earlier chat turns and the
+    earlier turns of this dialogue as a transcript in the final user message; v1 sends MOSS's
+    meta instruction in the system prompt and the earlier turns as chat history."""
     t = book.get("plugin_commands")
     cmds = enabled_commands(conv)
+    lang = language_name(conv.language)
     system = t.render("system", meta_instruction=meta_instruction(conv).rstrip("\n"),
                       tools="\n".join(TOOL_LINES[c] for c in cmds),
                       examples=", ".join(TOOL_EXAMPLES[c] for c in cmds),
-                      language_name=language_name(conv.language))
-    return [{"role": "system", "content": _with_retry(t, system, retry, conv)},
-            *history(conv.turns), {"role": "user", "content": human}]
+                      language_name=lang)
+    if not t.has("user"):
+        return [{"role": "system", "content": _with_retry(t, system, retry, conv)},
+                *history(conv.turns), {"role": "user", "content": human}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    for e in plan_examples(book, conv):
+        messages.append({"role": "user", "content": t.render("user", message=e.user, context="", language_name=lang)})
+        messages.append({"role": "assistant", "content": e.reply})
+    context = t.render("context", transcript=transcript(conv.turns), language_name=lang) + "\n\n" \
+        if conv.turns and t.has("context") else ""
+    user = t.render("user", message=human, context=context, language_name=lang)
+    messages.append({"role": "user", "content": _with_retry(t, user, retry, conv, sep="\n\n")})
+    return messages
 
 
 def results_text(results: Sequence[ToolResult]) -> str:
@@ -170,10 +324,18 @@ def failed_calls(results: Sequence[ToolResult]) -> list[ToolResult]:
     return [r for r in results if not r.ok or r.output.strip().strip("'") == NO_RESULT]
 
 
+def prompt_echo_fragments(book: PromptBook, name: str) -> list[str]:
+    """Instruction text of a template (its `system` and `user` sections, placeholders left out)
+    that a reply must not repeat: a weak teacher echoing its prompt is not an answer."""
+    t = book.get(name)
+    return prompt_fragments(*(t.sections[s] for s in ("system", "user") if s in t.sections))
+
+
 def answer_messages(book: PromptBook, conv: Conversation, human: str, thoughts: str | None,
-                    calls: Sequence[ToolCall], results: Sequence[ToolResult], retry: str | None = None
-                    ) -> list[dict[str, Any]]:
-    """The answer call of a plugin turn: MOSS's reply given the real tool results."""
+                    calls: Sequence[ToolCall], results: Sequence[ToolResult], retry: str | None = None, *,
+                    max_tokens: int | None = None) -> list[dict[str, Any]]:
+    """The answer call of a plugin turn: MOSS's reply given the real tool results. `max_tokens`
+    (the call's limit) sets the length budget a `length` retry asks for."""
     t = book.get("plugin_answer")
     lang = language_name(conv.language)
     notes = []
@@ -191,4 +353,4 @@ def answer_messages(book: PromptBook, conv: Conversation, human: str, thoughts: 
     user = t.render("user", question=human, thoughts=thoughts or "None", commands=render_commands(list(calls)),
                     results=results_text(results), notes="\n".join(notes), language_name=lang)
     return [{"role": "system", "content": system}, *history(conv.turns),
-            {"role": "user", "content": _with_retry(t, user, retry, conv)}]
+            {"role": "user", "content": _with_retry(t, user, retry, conv, max_tokens)}]

@@ -145,6 +145,7 @@ def _trim_item(chunk: list[str], *, last: bool) -> str:
 _ROLE_PREFIX = re.compile(
     r"""^\s*(?P<bold>\*\*)?(?:
         <\|(?:MOSS|Human|Assistant|User|Inner\ Thoughts|Commands|Results)\|>
+      | (?:MOSS|Assistant)(?:'s|’s)\s+(?:final\s+)?(?:answer|reply|response)(?:\s+to\s+the\s+user)?
       | (?:MOSS|Assistant|AI|Bot|User|Human|Customer|用户|人类|助手|回答|答)
     )(?(bold)(?:\*\*)?)\s*[:：]\s*(?(bold)(?:\*\*)?)\s*""",
     re.X | re.I,
@@ -218,6 +219,8 @@ _CALL = re.compile(
     re.X,
 )
 _NONE_WORDS = {"none", "null", "n/a", "no", "无", "不需要", "没有"}
+_NEXT_LABEL = re.compile(r"\n[ \t]*(?:<\|)?(?:Message|User|Human|MOSS|Assistant|Inner\s*Thoughts?|Results?|Note|"
+                         r"消息|用户|结果)(?:\|>)?\s*[:：]", re.I)
 
 
 def parse_calls(text: str, allowed: set[str] | None = None) -> tuple[list[ToolCall], list[str]]:
@@ -279,10 +282,41 @@ def parse_plan(text: str | None, allowed: set[str] | None = None) -> tuple[Plan 
     if thoughts is not None and thoughts.lower().strip(". ") in _NONE_WORDS:
         thoughts = None
     commands = t[cm.end():]
-    # Commands run to the end of the reply, minus anything after a blank line (commentary).
+    # Commands run to the end of the reply, minus anything after a blank line (commentary) or from
+    # a line that starts another labelled part (a model continuing the few-shot pattern).
     commands = re.split(r"\n\s*\n", commands.strip(), maxsplit=1)[0]
+    commands = _NEXT_LABEL.split(commands, maxsplit=1)[0]
     calls, dropped = parse_calls(commands, allowed)
     return Plan(thoughts=thoughts, calls=calls, dropped=dropped), None
+
+
+def commands_complete(text: str | None) -> bool:
+    """True when a (possibly cut off) planning reply has a `Commands:` line that ended, i.e. a
+    line break follows its content: the reply was cut after the commands, not inside them."""
+    t = _END_TAGS.sub("\n", (text or "").replace("\r\n", "\n")).replace("```", "\n").replace("**", "")
+    tm = _THOUGHTS.search(t)
+    cm = _COMMANDS.search(t, tm.end() if tm else 0) or _COMMANDS.search(t)
+    return cm is not None and re.match(r"[ \t]*\S[^\n]*\n", t[cm.end():]) is not None
+
+
+def prompt_fragments(*sections: str, min_chars: int = 12) -> list[str]:
+    """The literal text of template sections, split at placeholders and line breaks: the pieces
+    of the prompt that a reply should never repeat (`Tool results:`, `Your inner thoughts:`).
+    Pieces shorter than `min_chars` are left out, so that common words never count."""
+    out: list[str] = []
+    for body in sections:
+        for line in body.splitlines():
+            for piece in re.split(r"\$(?:\{\w+\}|[A-Za-z_]\w*)", line.replace("$$", "\0")):
+                piece = piece.replace("\0", "$").strip(" -*\t")
+                if len(piece) >= min_chars and piece not in out:
+                    out.append(piece)
+    return out
+
+
+def echoes_prompt(text: str, fragments: list[str]) -> str | None:
+    """The first prompt fragment the reply repeats word for word, or None. Case matters, so that
+    "based on the tool results: ..." in prose does not count as echoing the `Tool results:` label."""
+    return next((f for f in fragments if f in text), None)
 
 
 def looks_like_none(text: str) -> bool:

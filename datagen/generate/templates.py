@@ -10,6 +10,7 @@ and is never sent. Sections start with an HTML comment naming them, e.g.
 
 and hold `string.Template` placeholders (`$name` or `${name}`; `$$` is a literal dollar). Braces,
 code and JSON need no escaping. A missing placeholder value raises ConfigError naming the file.
+Section names may hold dots (`examples.zh`: a variant of `examples` for one language, see `variant`).
 
 Versions: the number in the file name is the template version. It goes into each teacher request's
 `template_version` (so the journal never mixes answers to different templates) and into every
@@ -35,7 +36,7 @@ from datagen.errors import ConfigError
 #: Shipped templates.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
-_SECTION = re.compile(r"^<!--\s*section:\s*([A-Za-z0-9_\-]+)\s*-->\s*$", re.M)
+_SECTION = re.compile(r"^<!--\s*section:\s*([A-Za-z0-9_.\-]+)\s*-->\s*$", re.M)
 _FILE = re.compile(r"^(?P<name>.+)\.v(?P<version>\d+)\.md$")
 
 
@@ -54,6 +55,7 @@ class Template:
     digest: str
     doc: str = ""
     placeholders: frozenset[str] = field(default_factory=frozenset)
+    lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -61,6 +63,22 @@ class Template:
 
     def has(self, section: str) -> bool:
         return section in self.sections
+
+    def variant(self, section: str, language: str | None) -> str | None:
+        """The name of the section to use for a language: `section.zh-Hant`, then `section.zh`,
+        then `section`; None when none exists."""
+        names = []
+        if language:
+            names.append(f"{section}.{language}")
+            base = language.split("-")[0]
+            if base != language:
+                names.append(f"{section}.{base}")
+        names.append(section)
+        return next((n for n in names if n in self.sections), None)
+
+    def line_of(self, section: str) -> int | None:
+        """The 1-based line of the file where a section's text starts (for error messages)."""
+        return self.lines.get(section)
 
     def render(self, section: str, **values: object) -> str:
         """Fill one section. Every placeholder must have a value; extra values are ignored."""
@@ -84,13 +102,16 @@ def parse_template(text: str, *, name: str, version: int, path: str = "<string>"
     if not marks:
         raise ConfigError("template has no `<!-- section: NAME -->` marker", path=path)
     sections: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
         key = m.group(1)
         if key in sections:
             raise ConfigError(f"section {key!r} appears twice", path=path,
                               line=text.count("\n", 0, m.start()) + 1)
-        sections[key] = text[m.end():end].strip("\n").rstrip()
+        body = text[m.end():end]
+        sections[key] = body.strip("\n").rstrip()
+        lines[key] = text.count("\n", 0, m.end()) + 1 + (len(body) - len(body.lstrip("\n")))
     placeholders = frozenset(
         p for body in sections.values() for _, named, braced, _ in string.Template.pattern.findall(body)
         for p in (named or braced,) if p
@@ -98,7 +119,7 @@ def parse_template(text: str, *, name: str, version: int, path: str = "<string>"
     return Template(
         name=name, version=version, sections=sections, path=path,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:8],
-        doc=text[:marks[0].start()].strip(), placeholders=placeholders,
+        doc=text[:marks[0].start()].strip(), placeholders=placeholders, lines=lines,
     )
 
 

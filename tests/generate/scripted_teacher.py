@@ -106,8 +106,17 @@ PLANS: dict[str, tuple[str, str]] = {
 }
 
 
-def plan_reply(request: dict[str, Any]) -> str:
+def plan_message(request: dict[str, Any]) -> str:
+    """The message a plan request asks about: v2 puts it after `Message:` in the final user
+    message (after a transcript of earlier turns); v1 sends it as the final user message."""
     user = last_user_text(request)
+    if "\nWrite the Inner Thoughts and Commands lines" in user:
+        return user.rsplit("Message: ", 1)[1].split("\nWrite the Inner Thoughts and Commands lines")[0]
+    return user
+
+
+def plan_reply(request: dict[str, Any]) -> str:
+    user = plan_message(request)
     for key, (thoughts, commands) in PLANS.items():
         if key in user:
             return f"```\n<|Inner Thoughts|>: {thoughts}<eot>\n<|Commands|>: {commands}<eoc>\n```"

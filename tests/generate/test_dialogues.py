@@ -56,7 +56,7 @@ def test_four_turn_hhh_dialogue(fake_openai, tmp_path):
     assert fake_openai.requests == 7 and stats.calls == 7 and conv.usage.calls == 7
     assert conv.usage.prompt_tokens > 0 and conv.usage.completion_tokens > 0
     assert conv.lineage.seed_id == "s1" and conv.lineage.teacher_model == fake_openai.model
-    assert conv.lineage.template_version == "hhh_assistant.v1+hhh_user.v1+guidance/writing.v1"
+    assert conv.lineage.template_version == "hhh_assistant.v2+hhh_user.v1+guidance/writing.v1"
     assert conv.lineage.params["temperature"] == 0.7 and conv.lineage.run
     # the simulated user saw what was actually said, and the assistant the whole history
     user_reqs = [r for r in fake_openai.received if role_of(r) == "user"]
@@ -194,8 +194,10 @@ def test_unusable_replies_are_retried_then_fail_or_shorten(fake_openai, tmp_path
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
     assert [(f["id"], f["reason"], f["permanent"], f["turn"]) for f in failed] == [("hhh-e1", "empty", True, 1)]
     assert stats.counts["failed_empty"] == 1 and stats.counts["shortened_wrong_language"] == 1
-    # the retry told the teacher why its reply was rejected
-    assert any("was rejected: it was empty" in r["messages"][0]["content"] for r in fake_openai.received)
+    # the retry told the teacher why its reply was rejected, at the end of the user's message (v2)
+    retried = [r for r in fake_openai.received if "was rejected: it was empty" in r["messages"][-1]["content"]]
+    assert retried and retried[0]["messages"][-1]["content"].startswith("EMPTY please answer this.\n\n(Note for MOSS")
+    assert not any("was rejected" in r["messages"][0]["content"] for r in fake_openai.received)
     assert any("was rejected (it was not written in English)" in r["messages"][-1]["content"]
                for r in fake_openai.received)
     # a rerun neither redoes the finished dialogue nor re-asks the one that failed for good

@@ -5,9 +5,12 @@ import pytest
 from datagen.generate.parsing import (
     chinese_numeral,
     clean_reply,
+    commands_complete,
+    echoes_prompt,
     parse_calls,
     parse_numbered_list,
     parse_plan,
+    prompt_fragments,
 )
 from datagen.record import ToolCall
 
@@ -143,3 +146,36 @@ def test_parse_calls_normalises_names_and_quotes():
 )
 def test_clean_user_reply_drops_an_echoed_transcript(raw, expected):
     assert clean_reply(raw, role="user") == (expected, None)
+
+
+def test_parse_plan_stops_at_the_next_labelled_part():
+    # a small model continuing the few-shot pattern after its commands
+    text = 'Inner Thoughts: t\nCommands: Search("Nile length")\nMessage: How long is the Amazon?\nCommands: Search("x")'
+    plan, _ = parse_plan(text, allowed={"Search"})
+    assert plan.calls == [ToolCall("Search", "Nile length")]
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [('Inner Thoughts: t\nCommands: Search("a")\nMessage: more', True),
+     ("Inner Thoughts: t\nCommands: None\n", True),
+     ('<|Inner Thoughts|>: t<eot>\n<|Commands|>: Search("a")<eoc>', True),
+     ('Inner Thoughts: t\nCommands: Search("a"), Sear', False),
+     ('Inner Thoughts: t\nCommands: Search("a")', False),
+     ("Inner Thoughts: the user wants", False)],
+)
+def test_commands_complete(text, complete):
+    assert commands_complete(text) is complete
+
+
+@pytest.mark.parametrize("prefix", ["MOSS's answer: ", "MOSS’s reply to the user: ", "**Assistant's response:** "])
+def test_clean_reply_strips_possessive_labels(prefix):
+    assert clean_reply(prefix + "It is 42.") == ("It is 42.", None)
+
+
+def test_prompt_fragments_and_echoes():
+    fragments = prompt_fragments("$meta\nYou are MOSS. Answer from $results only.\n- Tool results:\n$results\nOK $x",
+                                 "Costs $$5 in total")
+    assert fragments == ["You are MOSS. Answer from", "Tool results:", "Costs $5 in total"]
+    assert echoes_prompt("Sure. Tool results: 42", fragments) == "Tool results:"
+    assert echoes_prompt("Based on the tool results: 42", fragments) is None  # prose, lower case

@@ -49,3 +49,12 @@ def test_user_folder_overrides_and_highest_version_wins(tmp_path):
     assert load_template("hhh_user", directory=tmp_path).path.startswith(str(TEMPLATES_DIR))
     with pytest.raises(ConfigError, match="no template 'expand' version 99"):
         load_template("expand", 99, directory=tmp_path)
+
+
+def test_section_variants_by_language_and_their_lines():
+    t = parse_template("doc\n<!-- section: examples -->\nen\n\n<!-- section: examples.zh -->\n\nzh\n",
+                       name="x", version=1)
+    assert t.variant("examples", "zh-Hant") == "examples.zh" and t.variant("examples", "zh") == "examples.zh"
+    assert t.variant("examples", "fr") == "examples" and t.variant("examples", None) == "examples"
+    assert t.variant("missing", "zh") is None
+    assert t.line_of("examples") == 3 and t.line_of("examples.zh") == 7
