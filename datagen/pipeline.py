@@ -50,6 +50,7 @@ class Run:
         self.journal = self.dir / "journal.sqlite"
         self.steps: list[dict[str, Any]] = []  # the whole-run funnel, in order
         self._fp: dict[str, str] = {}
+        self._teacher_checked = False
 
     # ----------------------------------------------------------------- bookkeeping
     def fingerprint(self, stage: str, *sections: str, after: str | None = None) -> str:
@@ -77,8 +78,28 @@ class Run:
             self.manifest.fail(name, f"{type(exc).__name__}: {exc}")
             raise
         info["seconds"] = round(time.monotonic() - t0, 2)
+        from datagen.teacher.failures import RETRYABLE
+
+        transient = {r: info.get(f"failed_{r}", 0) for r in RETRYABLE if info.get(f"failed_{r}", 0)}
+        if transient:
+            # Some teacher calls failed for reasons a retry can fix: the stage is not done, and a
+            # rerun re-enters it (finished calls come from the journal, unpaid).
+            self.manifest.finish(name, **_portable(info, self.dir))
+            self.manifest.stages[name]["status"] = "incomplete"
+            self.manifest.save()
+            why = ", ".join(f"{n} {r}" for r, n in sorted(transient.items()))
+            raise DatagenError(f"{name}: {sum(transient.values())} teacher calls failed ({why}); rerun the "
+                               "same command to retry them (finished calls are not paid again)")
         self.manifest.finish(name, **_portable(info, self.dir))
         return self.manifest.stages[name]
+
+    def ensure_teacher(self) -> None:
+        """Check once per run that the teacher answers, before a stage that needs it."""
+        if not self._teacher_checked:
+            from datagen.teacher.preflight import check_teacher
+
+            check_teacher(self.config.teacher)
+            self._teacher_checked = True
 
     # ----------------------------------------------------------------- stages
     def run(self) -> dict[str, Any]:
@@ -196,6 +217,7 @@ class Run:
         from datagen.generate.expand import expand
         from datagen.generate.seeds import read_seeds
 
+        self.ensure_teacher()
         seeds = list(read_seeds(seeds_path))
         stats = expand(seeds, self.config.expand, self.config.teacher, out, self.journal,
                        run_seed=self.config.seed)
@@ -220,6 +242,7 @@ class Run:
     def _dialogues(self, kind: str, seeds_path: Path, expanded: Path, out: Path) -> dict[str, Any]:
         from datagen.generate.dialogues import generate_dialogues
 
+        self.ensure_teacher()
         prompts = self._dialogue_prompts(kind, seeds_path, expanded)
         dk = self.config.dialogues.get(kind)
         options = dict(dk.options) if dk else {}

@@ -163,3 +163,50 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
         assert main(["status", str(out)]) == 0
     text = buf.getvalue()
     assert "dialogues.hhh" in text and "done" in text and "moss_check" in text
+
+
+def test_run_stops_at_once_when_the_teacher_is_unreachable(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "a", "text": "Write a haiku about rain.", "language": "en",
+                                 "category": "writing", "plugins": []}) + "\n", encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"name": "x", "seeds": {"path": str(seeds)},
+                                      "teacher": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}}))
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert f"Error: cannot reach the teacher at http://127.0.0.1:{port}/v1" in err
+    assert "datagen serve-teacher" in err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["expand"]["status"] == "failed"  # not done: a rerun will do it
+
+
+def test_transient_failures_leave_the_stage_incomplete_and_a_rerun_finishes(fake_openai, tmp_path, capsys):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"s{i}", "text": f"Tell me about topic {i} please.",
+                                         "language": "en", "category": "writing", "plugins": []}) + "\n"
+                             for i in range(4)), encoding="utf-8")
+    fake_openai.set_responder(scripted_teacher)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "x", "seeds": {"path": str(seeds)},
+        "teacher": {"base_url": fake_openai.base_url, "model": fake_openai.model, "max_attempts": 2,
+                    "min_backoff": 0.01, "max_backoff": 0.02, "progress": False, "concurrency": 2},
+        "expand": {"targets": {"default": 0}},
+        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
+        "dataset": {"enabled": False}}))
+    out = tmp_path / "run"
+    fake_openai.inject("500", times=6)  # three requests fail both tries
+    assert main(["run", str(config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "dialogues.hhh:" in err and "server_error" in err and "rerun the same command" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["dialogues.hhh"]["status"] == "incomplete"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["dialogues.hhh"]["status"] == "done"
+    assert _lines(out / "dialogues" / "hhh.jsonl") == 4
