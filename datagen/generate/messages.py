@@ -325,10 +325,14 @@ def failed_calls(results: Sequence[ToolResult]) -> list[ToolResult]:
 
 
 def prompt_echo_fragments(book: PromptBook, name: str) -> list[str]:
-    """Instruction text of a template (its `system` and `user` sections, placeholders left out)
-    that a reply must not repeat: a weak teacher echoing its prompt is not an answer."""
+    """Instruction text of a template (its `system`, `user` and `retry` sections and the rejection
+    reasons, placeholders left out) that a reply must not repeat: a weak teacher echoing its prompt
+    is not an answer."""
     t = book.get(name)
-    return prompt_fragments(*(t.sections[s] for s in ("system", "user") if s in t.sections))
+    reasons = [re.sub(r"\{(\w+)\}", r"$\1", text) for text in REASON_TEXT.values()]
+    own = prompt_fragments(*(t.sections[s] for s in ("system", "user", "retry") if s in t.sections))
+    # Reasons are short phrases a real answer might contain ("it was empty"): only the long ones.
+    return own + [f for f in prompt_fragments(*reasons, min_chars=30) if f not in own]
 
 
 def answer_messages(book: PromptBook, conv: Conversation, human: str, thoughts: str | None,

@@ -242,3 +242,14 @@ def test_a_later_cut_off_turn_ends_the_dialogue_with_the_turns_done(fake_openai,
     assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == "assistant:length"
     assert stats.counts["shortened_length"] == 1
     _validate(out)
+
+
+def test_echo_fragments_cover_the_retry_note_but_not_short_reasons():
+    from datagen.generate.messages import prompt_echo_fragments
+    from datagen.generate.parsing import echoes_prompt
+
+    fragments = prompt_echo_fragments(PromptBook(), "plugin_answer")
+    assert echoes_prompt("Your previous answer was rejected: it was cut off at the length limit.", fragments)
+    assert echoes_prompt("MOSS: it was cut off at the length limit; write a complete reply that is much shorter",
+                         fragments)
+    assert echoes_prompt("I opened the box and it was empty, so the request was refused.", fragments) is None
