@@ -14,10 +14,12 @@ or a mapping of overrides on the default steps (order and the rest kept)::
 
     steps:
       boilerplate: {policy: drop}
-      near_dedup: {enabled: false}
+      near_dedup: false          # short for {enabled: false}; `true` switches a step on
 
 Keys other than `name`, `type`, `enabled` and `policy` are the step's constructor arguments; an
-unknown key is a ConfigError naming it.
+unknown key is a ConfigError whose field is the full dotted key inside this section
+(`steps.near_dedup.treshold`, `steps.2.threshold` in the list form), so the run config loader can
+point at its line.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class StepConfig:
     enabled: bool = True
     policy: str | None = None  # None: the step's own default (drop, or tag for boilerplate)
     params: dict[str, Any] = field(default_factory=dict)
+    #: dotted key of this step in the config (`steps.near_dedup`, `steps.2`), for error fields.
+    where: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def step_type(self) -> str:
@@ -69,17 +73,22 @@ class StepConfig:
         sig = inspect.signature(cls.__init__)
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         known = {n for n in sig.parameters if n not in ("self", "policy")}
+        where = self.where or f"steps.{self.name}"
         unknown = sorted(set(self.params) - known)
         if unknown and not accepts_any:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} for step {self.name!r} "
-                              f"(known: {', '.join(sorted(known | set(_STEP_KEYS)))})", field=f"steps.{self.name}")
+                              f"(known: {', '.join(sorted(known | set(_STEP_KEYS)))})", field=f"{where}.{unknown[0]}")
         try:
             kwargs = dict(self.params)
             if self.policy is not None:
                 kwargs["policy"] = self.policy
             step = cls(**kwargs)
         except TypeError as exc:
-            raise ConfigError(f"step {self.name!r}: {exc}", field=f"steps.{self.name}") from None
+            raise ConfigError(f"step {self.name!r}: {exc}", field=where) from None
+        except ConfigError as exc:
+            # Constructors name their own argument (`threshold`); give the full key.
+            raise ConfigError(f"step {self.name!r}: {exc.reason}",
+                              field=f"{where}.{exc.field}" if exc.field else where) from None
         step.step_name = self.name
         step.stats.step = self.name
         return step
@@ -102,7 +111,7 @@ def _step_from_dict(d: Any, where: str, base: StepConfig | None = None) -> StepC
     if not name or not isinstance(name, str):
         raise ConfigError("a step needs a name", field=where)
     sc = StepConfig(name, base.type if base else None, base.enabled if base else True,
-                    base.policy if base else None, dict(base.params) if base else {})
+                    base.policy if base else None, dict(base.params) if base else {}, where=where)
     for k, v in d.items():
         if k == "name":
             continue
@@ -119,6 +128,25 @@ def _step_from_dict(d: Any, where: str, base: StepConfig | None = None) -> StepC
         else:
             sc.params[k] = v
     return sc
+
+
+def _step_override(name: str, over: Any) -> dict[str, Any]:
+    """One value of the mapping form of `steps`: a mapping of overrides, a bool (`near_dedup: false`
+    is `{enabled: false}`), or nothing (`near_dedup:` keeps the defaults)."""
+    where = f"steps.{name}"
+    if over is None:
+        over = {}
+    elif isinstance(over, bool):
+        over = {"enabled": over}
+    elif isinstance(over, dict):
+        over = dict(over)
+    else:
+        raise ConfigError(f"step {name!r} takes true, false or a mapping of settings, got {over!r}", field=where)
+    if "name" in over and over["name"] != name:
+        raise ConfigError(f"step {name!r} is renamed to {over['name']!r} here; use the list form to rename",
+                          field=f"{where}.name")
+    over["name"] = name
+    return over
 
 
 @dataclass(slots=True)
@@ -162,19 +190,19 @@ class FilterConfig:
         unknown = sorted(set(d) - set(_TOP_KEYS))
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(_TOP_KEYS)})",
-                              field="filters")
+                              field=str(unknown[0]))
         base = cls()
         steps_in = d.get("steps")
         if steps_in is None:
             steps = base.steps
         elif isinstance(steps_in, list):
-            steps = [_step_from_dict(s, f"steps[{i}]") for i, s in enumerate(steps_in)]
+            # `steps.0`, not `steps[0]`: the run config loader keys YAML lines by dotted path.
+            steps = [_step_from_dict(s, f"steps.{i}") for i, s in enumerate(steps_in)]
         elif isinstance(steps_in, dict):
             by_name = {s.name: s for s in base.steps}
             steps = list(base.steps)
             for name, over in steps_in.items():
-                over = dict(over or {})
-                over["name"] = name
+                over = _step_override(name, over)
                 if name in by_name:
                     steps[steps.index(by_name[name])] = _step_from_dict(over, f"steps.{name}", by_name[name])
                 else:

@@ -89,6 +89,47 @@ def test_mapping_overrides_keep_the_default_order():
     assert cfg.step("boilerplate").policy == "drop" and not cfg.step("near_dedup").enabled
 
 
+@pytest.mark.parametrize(("value", "enabled"), [(False, False), (True, True), (None, True)])
+def test_mapping_form_takes_a_bool_for_enabled(value, enabled):
+    cfg = FilterConfig.from_dict({"steps": {"near_dedup": value}})
+    assert cfg.step("near_dedup").enabled is enabled
+    assert ("near_dedup" in [s.step_name for s in cfg.build_steps()]) is enabled
+
+
+@pytest.mark.parametrize("value", ["off", 0, ["x"]])
+def test_mapping_form_rejects_other_scalars_naming_the_step(value):
+    with pytest.raises(ConfigError) as err:
+        FilterConfig.from_dict({"steps": {"near_dedup": value}})
+    assert err.value.field == "steps.near_dedup" and "near_dedup" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"stepz": []}, "stepz"),
+        ({"steps": {"near_dedup": {"treshold": 0.5}}}, "steps.near_dedup.treshold"),
+        ({"steps": [{"name": "quality"}, {"name": "near_dedup", "treshold": 0.5}]}, "steps.1.treshold"),
+        ({"steps": {"near_dedup": {"threshold": 7}}}, "steps.near_dedup.threshold"),
+        ({"steps": {"near_dedup": {"policy": "shred"}}}, "steps.near_dedup.policy"),
+    ],
+)
+def test_config_errors_carry_the_full_dotted_key(data, field):
+    with pytest.raises(ConfigError) as err:
+        FilterConfig.from_dict(data)
+    assert err.value.field == field
+
+
+def test_run_config_error_points_at_the_line_of_the_bad_key(tmp_path):
+    from datagen.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("name: x\nfilters:\n  workers: 1\n  steps:\n    quality: {}\n    near_dedup:\n"
+                    "      treshold: 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.field == "filters.steps.near_dedup.treshold" and err.value.line == 7
+
+
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
