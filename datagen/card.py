@@ -31,8 +31,19 @@ SIZE_CATEGORIES: list[tuple[float, str]] = [
     (10_000_000_000, "1B<n<10B"), (math.inf, "n>1T"),
 ]
 
-#: Config keys whose values must never reach a card, even if a user put them in the run config.
-_SECRET_KEY = re.compile(r"(api[_-]?key(?!_env)|token|secret|password|authorization)", re.I)
+#: Config keys whose values must never reach a card, even if a user put them in the run config. Whole
+#: key names (after `_key_words`), never substrings: `max_tokens` or `plan_max_tokens` are settings to
+#: publish, and `api_key_env` only names an environment variable.
+SECRET_KEYS = frozenset({
+    "api_key", "apikey", "key", "token", "api_token", "hf_token", "hub_token", "huggingface_token",
+    "access_token", "auth_token", "bearer_token", "refresh_token", "id_token", "session_token",
+    "github_token", "openai_api_key", "secret", "secrets", "client_secret", "secret_key", "secret_access_key",
+    "aws_secret_access_key", "private_key", "password", "passwd", "passphrase", "authorization", "auth",
+    "credentials", "cookie", "cookies",
+})
+#: ... and any key ending in one of these (`openai_api_key`, `azure_secret`, `proxy_password`).
+SECRET_SUFFIXES = ("_api_key", "_apikey", "_secret", "_secret_key", "_password", "_access_token",
+                   "_auth_token", "_private_key")
 
 #: License ids the Hub's metadata validation knows (huggingface.co/docs/hub/repositories-licenses);
 #: another id still builds, with a warning that the Hub may reject the card.
@@ -90,10 +101,23 @@ def base_language(code: str | None) -> str | None:
     return base if re.fullmatch(r"[a-z]{2,3}", base) and base not in ("und", "unk") else None
 
 
+def _key_words(key: Any) -> str:
+    """`apiKey`, `API-Key`, `api key` -> `api_key`."""
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(key).strip())
+    return re.sub(r"[\s.-]+", "_", text).lower()
+
+
+def is_secret_key(key: Any) -> bool:
+    """True when a config key names a credential (a whole-name match, case-insensitive)."""
+    words = _key_words(key)
+    return words in SECRET_KEYS or words.endswith(SECRET_SUFFIXES)
+
+
 def redact(value: Any) -> Any:
-    """A copy of a config value with secret-looking keys dropped and URL credentials removed."""
+    """A copy of a config value with secret keys (`is_secret_key`) dropped and URL credentials
+    removed."""
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+        return {k: redact(v) for k, v in value.items() if not is_secret_key(k)}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str) and "://" in value and "@" in value:

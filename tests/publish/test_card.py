@@ -46,6 +46,22 @@ def test_redact_drops_secrets_and_url_credentials():
                                        "params": {"temperature": 0.2}}}
 
 
+def test_redact_keeps_settings_that_only_contain_a_secret_word():
+    cfg = {"teacher": {"params": {"max_tokens": 256, "temperature": 0.7}, "api_key_env": "OPENAI_API_KEY",
+                       "tokenizer": "gpt2", "secret_sauce_level": 1},
+           "dialogues": {"hhh": {"options": {"user_max_tokens": 128, "plan_max_tokens": 64}}},
+           "filters": {"steps": [{"name": "length", "max_tokens": 4096}]}}
+    assert redact(cfg) == cfg
+
+
+@pytest.mark.parametrize("key", ["api_key", "API_KEY", "apiKey", "Api-Key", "token", "HF_TOKEN", "access_token",
+                                 "accessToken", "secret", "client_secret", "password", "Authorization",
+                                 "openai_api_key", "proxy_password"])
+def test_redact_drops_whole_secret_key_names_in_any_case(key):
+    assert redact({"teacher": {key: "hunter2", "model": "m"}, "list": [{key: "x"}]}) == \
+        {"teacher": {"model": "m"}, "list": [{}]}
+
+
 def test_plain_file_card_says_the_funnel_is_unknown(tmp_path):
     src = tmp_path / "convs.jsonl"
     convs = sample_conversations()
