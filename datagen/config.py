@@ -35,6 +35,19 @@ TOP_LEVEL_KEYS = {
 }
 
 
+def _check_type(value: Any, types: tuple[type, ...], field_name: str, what: str) -> None:
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(f"must be {what}, got {value!r}", field=field_name)
+    if not isinstance(value, types):
+        raise ConfigError(f"must be {what}, got {value!r}", field=field_name)
+
+
+def _check_str_list(value: Any, field_name: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"must be a list of strings, e.g. [zh, en], got {value!r}", field=field_name)
+    return value
+
+
 @dataclass(slots=True)
 class SeedsSection:
     """Which seed prompts a run starts from."""
@@ -43,6 +56,15 @@ class SeedsSection:
     languages: list[str] = field(default_factory=list)  # empty = all
     categories: list[str] = field(default_factory=list)  # empty = all
     per_cell: int | None = None  # balanced sample: at most this many per (category, language, plugin)
+
+    def __post_init__(self) -> None:
+        _check_type(self.path, (str,), "seeds.path", "a file path")
+        _check_str_list(self.languages, "seeds.languages")
+        _check_str_list(self.categories, "seeds.categories")
+        if self.per_cell is not None:
+            _check_type(self.per_cell, (int,), "seeds.per_cell", "a whole number")
+            if self.per_cell < 1:
+                raise ConfigError(f"must be at least 1, got {self.per_cell}", field="seeds.per_cell")
 
 
 @dataclass(slots=True)
@@ -54,6 +76,13 @@ class DialogueKind:
     include_seeds: bool = True  # seed prompts themselves become dialogues too
     options: dict[str, Any] = field(default_factory=dict)  # passed to the generation config
 
+    def __post_init__(self) -> None:
+        _check_type(self.enabled, (bool,), "dialogues.enabled", "true or false")
+        _check_type(self.include_seeds, (bool,), "dialogues.include_seeds", "true or false")
+        if self.max_dialogues is not None:
+            _check_type(self.max_dialogues, (int,), "dialogues.max_dialogues", "a whole number")
+        _check_type(self.options, (dict,), "dialogues.options", "a mapping")
+
 
 @dataclass(slots=True)
 class CheckSection:
@@ -62,10 +91,28 @@ class CheckSection:
     enabled: bool = False
     model: str | None = None  # a folder, a .gguf file, or `smollm2` for the embedded demo model
     batch_size: int = 4
-    max_length: int = 2048
+    max_length: int | None = None  # None: the model's own context (2048 for MOSS)
     max_loss: float | None = None
     percentile: float | None = None  # drop rows above this loss percentile (e.g. 95)
     max_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_type(self.enabled, (bool,), "check.enabled", "true or false")
+        if self.model is not None:
+            _check_type(self.model, (str,), "check.model", "a folder, a .gguf file or smollm2")
+        _check_type(self.batch_size, (int,), "check.batch_size", "a whole number")
+        for name in ("max_length", "max_rows"):
+            if getattr(self, name) is not None:
+                _check_type(getattr(self, name), (int,), f"check.{name}", "a whole number")
+        if self.max_loss is not None:
+            _check_type(self.max_loss, (int, float), "check.max_loss", "a number")
+        if self.percentile is not None:
+            _check_type(self.percentile, (int, float), "check.percentile", "a number")
+            if not 0 < self.percentile < 100:
+                raise ConfigError(f"must be between 0 and 100, got {self.percentile}", field="check.percentile")
+        if self.enabled and not self.model:
+            raise ConfigError("the check stage needs a model (a folder, a .gguf file or smollm2)",
+                              field="check.model")
 
 
 @dataclass(slots=True)
@@ -74,6 +121,13 @@ class DatasetSection:
 
     enabled: bool = True
     validation_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check_type(self.enabled, (bool,), "dataset.enabled", "true or false")
+        _check_type(self.validation_fraction, (int, float), "dataset.validation_fraction", "a number")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"must be in [0, 1), got {self.validation_fraction}",
+                              field="dataset.validation_fraction")
 
 
 @dataclass(slots=True)
@@ -84,6 +138,12 @@ class PublishSection:
     license: str | None = None
     private: bool = False
     pretty_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("repo_id", "license", "pretty_name"):
+            if getattr(self, name) is not None:
+                _check_type(getattr(self, name), (str,), f"publish.{name}", "a string")
+        _check_type(self.private, (bool,), "publish.private", "true or false")
 
 
 @dataclass(slots=True)
@@ -115,7 +175,11 @@ class RunConfig:
         from datagen.teacher.config import RUNTIME_FIELDS
 
         data = dict(self.raw)
-        data.pop("publish", None)
+        if sections and "publish" in sections and isinstance(data.get("publish"), dict):
+            # the card names the license, repo and title; visibility changes nothing in the folder
+            data["publish"] = {k: v for k, v in data["publish"].items() if k != "private"}
+        else:
+            data.pop("publish", None)
         if isinstance(data.get("teacher"), dict):
             data["teacher"] = {k: v for k, v in data["teacher"].items() if k not in RUNTIME_FIELDS}
         if sections:
@@ -202,6 +266,12 @@ def _dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
         return cls(**data)
     except TypeError as exc:
         raise ConfigError(str(exc), field=where) from None
+    except ConfigError as exc:
+        f = exc.field or where
+        # sections name their fields generically (dialogues.enabled); put the real path back
+        if "." in f and not f.startswith(where):
+            f = f"{where}.{f.split('.', 1)[1]}"
+        raise ConfigError(exc.reason, field=f) from None
 
 
 def _section(name: str, data: Any) -> Any:
@@ -224,6 +294,11 @@ def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfi
     unknown = sorted(set(data) - TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})", field=unknown[0])
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"must be a whole number, got {seed!r}", field="seed")
+    if not isinstance(data.get("dialogues") or {}, dict):
+        raise ConfigError("must be a mapping of kind (hhh, plugin) -> settings", field="dialogues")
     dialogues: dict[str, DialogueKind] = {}
     for kind, section in (data.get("dialogues") or {}).items():
         if kind not in ("hhh", "plugin"):
@@ -236,12 +311,14 @@ def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfi
     finetune = data.get("finetune") or {}
     if not isinstance(finetune, dict):
         raise ConfigError("must be a mapping", field="finetune")
+    if finetune:
+        _section("finetune", finetune)  # validate now; `datagen finetune --config` builds it again
     tools = data.get("tools") or {}
     if not isinstance(tools, dict):
         raise ConfigError("must be a mapping", field="tools")
     return RunConfig(
         name=str(data.get("name", "run")),
-        seed=int(data.get("seed", 0)),
+        seed=seed,
         seeds=_dataclass_from_dict(SeedsSection, data.get("seeds"), "seeds"),
         teacher=_section("teacher", data.get("teacher")),
         expand=_section("expand", data.get("expand")),

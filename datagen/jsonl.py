@@ -91,40 +91,50 @@ class AppendWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._writer = jsonlines.Writer(self._fh, compact=True, flush=True, dumps=dumps)
         self.count = 0
 
     def _repair_tail(self) -> None:
-        # A previous process killed mid-write may have left a line without its newline; cut it off
-        # so the next row starts on a fresh line.
+        # A process killed mid-write may have left a last line without its newline. If that line is
+        # a whole JSON row (the row reached the disk, only the newline did not), readers already
+        # count it as done, so keep it and add the newline; otherwise cut the torn fragment off.
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
         with open(self.path, "rb+") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - 1))
+            fh.seek(size - 1)
             if fh.read(1) == b"\n":
                 return
-            # find the last newline
             pos = size
             chunk = 1 << 16
+            start_of_last = 0
             while pos > 0:
                 start = max(0, pos - chunk)
                 fh.seek(start)
                 buf = fh.read(pos - start)
                 idx = buf.rfind(b"\n")
                 if idx >= 0:
-                    fh.truncate(start + idx + 1)
-                    return
+                    start_of_last = start + idx + 1
+                    break
                 pos = start
-            fh.truncate(0)
+            fh.seek(start_of_last)
+            tail = fh.read()
+            try:
+                json.loads(tail.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                fh.truncate(start_of_last)
+            else:
+                fh.seek(0, os.SEEK_END)
+                fh.write(b"\n")
 
     def write(self, row: Any) -> None:
-        self._writer.write(row.to_dict() if hasattr(row, "to_dict") else row)
+        # One write of the row and its newline together (jsonlines writes them apart), so a kill
+        # leaves either a whole line or a fragment that `_repair_tail` recognises.
+        self._fh.write(dumps(row.to_dict() if hasattr(row, "to_dict") else row) + "\n")
+        self._fh.flush()
         self.count += 1
 
     def close(self) -> None:
-        self._writer.close()  # leaves the file open: it was handed one
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

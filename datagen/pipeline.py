@@ -22,10 +22,12 @@ Layout of a run directory:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import shutil
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +55,42 @@ class Run:
         self._teacher_checked = False
 
     # ----------------------------------------------------------------- bookkeeping
-    def fingerprint(self, stage: str, *sections: str, after: str | None = None) -> str:
-        """A stage's fingerprint: its config sections plus the fingerprint of the stage it reads."""
+    def fingerprint(self, stage: str, *sections: str, after: str | None = None, inputs: str = "") -> str:
+        """A stage's fingerprint: its config sections, the fingerprint of the stage it reads, and
+        `inputs` (an identity of files it reads that the config only names, e.g. the seed file)."""
         import hashlib
 
         base = self.config.fingerprint(*sections) if sections else self.config.fingerprint("seed")
         upstream = self._fp.get(after, "") if after else ""
-        fp = hashlib.sha256(f"{stage}:{base}:{upstream}".encode()).hexdigest()[:16]
+        fp = hashlib.sha256(f"{stage}:{base}:{upstream}:{inputs}".encode()).hexdigest()[:16]
         self._fp[stage] = fp
         return fp
 
-    def stage(self, name: str, fingerprint: str, outputs: list[Path], fn, *args: Any) -> dict[str, Any]:
+    def stage(self, name: str, fingerprint: str, outputs: list[Path], fn, *args: Any,
+              fresh: list[Path] = ()) -> dict[str, Any]:
         """Run `fn` unless the manifest says this stage is done with this fingerprint and its outputs
-        exist. Returns the stage's recorded info."""
+        exist. Returns the stage's recorded info.
+
+        `fresh` lists append-only outputs (files or folders) that belong to one fingerprint: when the
+        stage runs for a new fingerprint (config or inputs changed) they are removed first, so rows
+        made under the old settings never leak into the new run. An interrupted stage with the same
+        fingerprint keeps them and resumes."""
         if self.manifest.is_done(name, fingerprint) and all(p.exists() for p in outputs):
             _log(f"{name}: done earlier, skipped")
             return self.manifest.stages[name]
-        _log(f"{name}: running")
+        prev = self.manifest.stages.get(name, {})
+        if prev.get("fingerprint") == fingerprint and prev.get("status") != "done":
+            _log(f"{name}: resuming")
+        else:
+            if prev and any(p.exists() for p in fresh):
+                _log(f"{name}: settings or inputs changed, starting it afresh (teacher calls already "
+                     "made still come from the journal)")
+            for p in fresh:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+            _log(f"{name}: running")
         self.manifest.start(name, fingerprint)
         t0 = time.monotonic()
         try:
@@ -81,6 +102,8 @@ class Run:
         from datagen.teacher.failures import RETRYABLE
 
         transient = {r: info.get(f"failed_{r}", 0) for r in RETRYABLE if info.get(f"failed_{r}", 0)}
+        if info.get("retryable_failed") and not transient:
+            transient = {"retryable": info["retryable_failed"]}
         if transient:
             # Some teacher calls failed for reasons a retry can fix: the stage is not done, and a
             # rerun re-enters it (finished calls come from the journal, unpaid).
@@ -103,6 +126,22 @@ class Run:
 
     # ----------------------------------------------------------------- stages
     def run(self) -> dict[str, Any]:
+        """Run (or resume) every stage. Holds a lock on the run directory meanwhile, so two
+        processes never append to the same files or pay for the same calls."""
+        lock = open(self.dir / ".lock", "w")  # noqa: SIM115 (held for the whole run)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DatagenError(f"{self.dir} is in use by another datagen run; wait for it or pick "
+                               "another --out") from None
+        try:
+            return self._run()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+
+    def _run(self) -> dict[str, Any]:
         from datagen import __version__
 
         cfg = self.config
@@ -118,7 +157,7 @@ class Run:
         self.manifest.save()
 
         seeds_path = self.dir / "seeds.jsonl"
-        fp = self.fingerprint("seeds", "seeds", "seed")
+        fp = self.fingerprint("seeds", "seeds", "seed", inputs=_file_identity(self._seed_file()))
         info = self.stage("seeds", fp, [seeds_path], self._seeds, seeds_path)
         self.steps.append({"step": "seeds", "in": info.get("in", 0), "kept": info.get("count", 0),
                            "dropped": info.get("in", 0) - info.get("count", 0), "tagged": 0,
@@ -126,7 +165,8 @@ class Run:
 
         expanded = self.dir / "prompts" / "expanded.jsonl"
         fp = self.fingerprint("expand", "expand", "teacher", "seed", after="seeds")
-        info = self.stage("expand", fp, [expanded], self._expand, seeds_path, expanded)
+        info = self.stage("expand", fp, [expanded], self._expand, seeds_path, expanded,
+                          fresh=[expanded.parent])
         reasons = _reasons(info)
         self.steps.append({"step": "expand", "in": info.get("candidates", 0), "kept": info.get("count", 0),
                            "dropped": sum(reasons.values()), "tagged": 0, "reasons": reasons})
@@ -138,7 +178,8 @@ class Run:
                 continue
             out = self.dir / "dialogues" / f"{kind}.jsonl"
             fp = self.fingerprint(f"dialogues.{kind}", "dialogues", "teacher", "tools", "seed", after="expand")
-            info = self.stage(f"dialogues.{kind}", fp, [out], self._dialogues, kind, seeds_path, expanded, out)
+            info = self.stage(f"dialogues.{kind}", fp, [out], self._dialogues, kind, seeds_path, expanded, out,
+                              fresh=sorted(out.parent.glob(f"{kind}.*")))
             reasons = _reasons(info, ("failed_",))
             self.steps.append({"step": f"dialogues.{kind}", "in": info.get("prompts", 0),
                                "kept": info.get("count", 0), "dropped": sum(reasons.values()), "tagged": 0,
@@ -156,8 +197,9 @@ class Run:
 
         if cfg.check.enabled:
             checked = self.dir / "checked"
-            fp = self.fingerprint("check", "check", after="filter")
-            info = self.stage("check", fp, [checked / "kept.jsonl"], self._check, current, checked)
+            fp = self.fingerprint("check", "check", after="filter", inputs=_file_identity(cfg.check.model))
+            info = self.stage("check", fp, [checked / "kept.jsonl"], self._check, current, checked,
+                              fresh=[checked])
             self.steps.append(info.get("funnel_step") or {"step": "moss_check", "in": info.get("in", 0),
                                                           "kept": info.get("count", 0), "dropped": 0,
                                                           "tagged": 0, "reasons": {}})
@@ -181,20 +223,39 @@ class Run:
                 fp = self.fingerprint("publish", "publish", after="dataset")
                 self.stage("publish", fp, [], self._publish, folder)
 
-        cost = sum(float(s.get("cost", 0.0) or 0.0) for s in self.manifest.stages.values())
-        self.manifest.data["cost"] = round(cost, 6)
+        self._record_cost()
         self.manifest.data["finished"] = now()
         self.manifest.save()
         return self.manifest.data
+
+    def _record_cost(self) -> None:
+        """The run's tokens and cost from the journal: every call ever paid for, in this session or
+        in one that was killed, which stage counters cannot see."""
+        if not self.journal.exists():
+            self.manifest.data["cost"] = 0.0
+            return
+        from datagen.teacher.journal import Journal
+
+        with Journal(self.journal) as j:
+            st = j.stats()
+        self.manifest.data["cost"] = round(st.cost, 6)
+        self.manifest.data["teacher_calls"] = {"total": st.total, "ok": st.ok, "failed": st.failed,
+                                               "prompt_tokens": st.prompt_tokens,
+                                               "completion_tokens": st.completion_tokens}
+        self.manifest.save()
+
+    def _seed_file(self) -> Path:
+        path = Path(self.config.seeds.path)
+        if not path.is_absolute() and not path.exists() and self.config.source:
+            alt = Path(self.config.source).parent / path
+            path = alt if alt.exists() else path
+        return path
 
     def _seeds(self, out: Path) -> dict[str, Any]:
         from datagen.generate.seeds import read_seeds, sample_balanced
 
         sc = self.config.seeds
-        path = Path(sc.path)
-        if not path.is_absolute() and not path.exists() and self.config.source:
-            alt = Path(self.config.source).parent / path
-            path = alt if alt.exists() else path
+        path = self._seed_file()
         seeds = list(read_seeds(path))
         total = len(seeds)
         reasons: Counter[str] = Counter()
@@ -276,13 +337,23 @@ class Run:
     def _final(self, inp: Path, final: Path) -> dict[str, Any]:
         from datagen.report import funnel_table, plot_run
 
-        convs = list(read_conversations(inp))
-        write_jsonl_atomic(final, convs)
-        first_in = self.steps[0]["in"] if self.steps else len(convs)
-        funnel = {"input": first_in, "kept": len(convs), "steps": self.steps}
+        # One streaming pass: copy the rows, keep only what the report needs.
+        by_kind: Counter[str] = Counter()
+        losses: list[float] = []
+
+        def rows():
+            for conv in read_conversations(inp):
+                by_kind[conv.kind] += 1
+                if conv.scores.get("moss_loss") is not None:
+                    losses.append(float(conv.scores["moss_loss"]))
+                yield conv
+
+        write_jsonl_atomic(final, rows())
+        count = sum(by_kind.values())
+        first_in = self.steps[0]["in"] if self.steps else count
+        funnel = {"input": first_in, "kept": count, "steps": self.steps}
         write_json_atomic(self.dir / "funnel.json", funnel)
         (self.dir / "funnel.md").write_text(funnel_table(funnel) + "\n", encoding="utf-8")
-        losses = [float(c.scores["moss_loss"]) for c in convs if c.scores.get("moss_loss") is not None]
         dropped: list[float] = []
         cutoff = None
         checked = self.dir / "checked"
@@ -292,8 +363,7 @@ class Run:
             report = json.loads((checked / "report.json").read_text(encoding="utf-8"))
             cutoff = report.get("cutoff")
         plot_run(funnel, losses, self.dir / "funnel.png", cutoff=cutoff, dropped_losses=dropped)
-        by_kind = Counter(c.kind for c in convs)
-        return {"count": len(convs), "by_kind": dict(by_kind)}
+        return {"count": count, "by_kind": dict(by_kind)}
 
     def _dataset(self, folder: Path) -> dict[str, Any]:
         from datagen.publish import build_dataset_folder, check_dataset_folder
@@ -354,18 +424,41 @@ def _count_lines(path: Path) -> int:
 
 def _interleave(prompts: list[Any]) -> list[Any]:
     """Round-robin over (category, language, plugins) so a cap keeps every kind of prompt."""
-    groups: dict[tuple, list[Any]] = {}
+    groups: dict[tuple, deque[Any]] = {}
     for p in prompts:
-        groups.setdefault((p.category, p.language, tuple(p.plugins)), []).append(p)
+        groups.setdefault((p.category, p.language, tuple(p.plugins)), deque()).append(p)
     out: list[Any] = []
-    queues = list(groups.values())
-    i = 0
-    while any(queues):
-        q = queues[i % len(queues)]
+    queues = deque(groups.values())
+    while queues:
+        q = queues.popleft()
+        out.append(q.popleft())
         if q:
-            out.append(q.pop(0))
-        i += 1
+            queues.append(q)
     return out
+
+
+def _file_identity(spec: str | None) -> str:
+    """Size, modification time and (for small files) content hash of a file the config names, so a
+    stage notices when the file changes under the same name. Non-paths (e.g. `smollm2`) are
+    returned as they are."""
+    import hashlib
+
+    if not spec:
+        return ""
+    path = Path(spec)
+    if not path.exists():
+        return str(spec)
+    if path.is_dir():
+        parts = []
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    st = path.stat()
+    if st.st_size <= 64 << 20:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{st.st_size}:{int(st.st_mtime)}"
 
 
 # --------------------------------------------------------------------------- status
@@ -417,6 +510,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         teacher = start_local_teacher(args.teacher_model, port=args.teacher_port,
                                       log_path=out / "teacher-server.log")
         config.teacher.base_url = teacher.base_url
+        # The served model's name goes into journal keys and fingerprints: another GGUF must not
+        # reuse the answers of this one.
+        config.teacher.model = teacher.model_alias
+        config.raw.setdefault("teacher", {})["model"] = teacher.model_alias
     try:
         t0 = time.monotonic()
         data = Run(config, out).run()

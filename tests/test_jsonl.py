@@ -85,3 +85,15 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         write_jsonl_atomic(path, rows())
     assert [obj for _, obj in iter_json_lines(path)] == [{"id": 1}]
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp file left behind
+
+
+def test_append_writer_keeps_a_whole_last_row_that_lost_only_its_newline(tmp_path):
+    # A long row reached the disk but the kill came before its newline: readers count it as done,
+    # so the writer must keep it (and add the newline), not cut it off.
+    path = tmp_path / "out.jsonl"
+    big = {"id": "long", "text": "x" * 20000}
+    path.write_text(json.dumps({"id": "a"}) + "\n" + json.dumps(big), encoding="utf-8")
+    assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a", "long"]
+    with AppendWriter(path) as w:
+        w.write({"id": "b"})
+    assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a", "long", "b"]

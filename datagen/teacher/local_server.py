@@ -102,8 +102,16 @@ def wait_ready(base_url: str, process: subprocess.Popen | None = None, timeout: 
     raise DatagenError(f"the embedded teacher at {base_url} was not ready after {timeout:.0f}s")
 
 
+def model_alias_for(model: str | None) -> str:
+    """The name the server answers to: the default alias for the packaged model, else the GGUF's
+    file name, so answers of two different models never share journal keys."""
+    if model in (None, "", "smollm2"):
+        return DEFAULT_MODEL_ALIAS
+    return Path(model).name.removesuffix(".gguf").lower()
+
+
 def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                        n_ctx: int = 4096, threads: int | None = None, alias: str = DEFAULT_MODEL_ALIAS,
+                        n_ctx: int = 4096, threads: int | None = None, alias: str | None = None,
                         log_path: Path | None = None, ready_timeout: float = 180.0) -> LocalTeacher:
     """Start the embedded server as a child process and wait until it answers. Its log goes to
     `log_path` (default: discarded) so it never mixes with datagen's progress output."""
@@ -112,6 +120,7 @@ def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, p
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise DatagenError("the embedded teacher only listens on the loopback address")
     model_path = resolve_model_path(model)
+    alias = alias or model_alias_for(model)
     base_url = f"http://{host}:{port}/v1"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     env = dict(os.environ)

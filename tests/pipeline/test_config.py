@@ -54,7 +54,7 @@ def test_invalid_yaml_names_line(tmp_path):
 
 def test_set_overrides_are_typed_and_nested(tmp_path):
     p = write(tmp_path, "name: x\nteacher:\n  model: m\n")
-    cfg = load_config(p, ["teacher.model=gpt-4o-mini", "teacher.concurrency=7", "check.enabled=true",
+    cfg = load_config(p, ["teacher.model=gpt-4o-mini", "teacher.concurrency=7", "check.enabled=true", "check.model=m",
                           "publish.repo_id=org/name"])
     assert cfg.teacher.model == "gpt-4o-mini"
     assert cfg.teacher.concurrency == 7
@@ -88,3 +88,29 @@ def test_fingerprint_ignores_how_hard_the_teacher_is_pushed(tmp_path):
     base = load_config(p).fingerprint()
     assert load_config(p, ["teacher.concurrency=64", "teacher.rpm=100"]).fingerprint() == base
     assert load_config(p, ["teacher.params={temperature: 0.1}"]).fingerprint() != base
+
+
+@pytest.mark.parametrize("text,override,where,message", [
+    ("seed: abc\n", None, "seed", "must be a whole number"),
+    ("dialogues: [hhh]\n", None, "dialogues", "must be a mapping"),
+    ("seeds:\n  per_cell: '5'\n", None, "seeds.per_cell", "must be a whole number"),
+    ("seeds:\n  languages: en\n", None, "seeds.languages", "must be a list of strings"),
+    ("dialogues:\n  hhh:\n    enabled: maybe\n", None, "dialogues.hhh.enabled", "must be true or false"),
+    ("check:\n  enabled: true\n", None, "check.model", "needs a model"),
+    ("check:\n  percentile: 150\n  model: m\n", None, "check.percentile", "between 0 and 100"),
+    ("finetune:\n  bogus: 1\n", None, "finetune.bogus", "unknown"),
+    ("name: x\n", "publish.private=sure", "publish.private", "true or false"),
+])
+def test_section_values_are_checked_with_their_line(tmp_path, text, override, where, message):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p, [override] if override else [])
+    msg = str(exc.value)
+    assert msg.startswith(str(p)) and where in msg and message in msg, msg
+
+
+def test_dataset_fingerprint_follows_the_license_but_not_visibility(tmp_path):
+    p = write(tmp_path, "name: x\npublish:\n  license: mit\n")
+    base = load_config(p).fingerprint("dataset", "publish")
+    assert load_config(p, ["publish.private=true"]).fingerprint("dataset", "publish") == base
+    assert load_config(p, ["publish.license=apache-2.0"]).fingerprint("dataset", "publish") != base
