@@ -17,6 +17,11 @@ feature), so `row_to_conversation(row)` renders back to the identical MOSS text;
 that for every row. `check_dataset_folder` loads the folder with `datasets.load_dataset` and validates
 every record; `publish` refuses a folder that fails, or one without a license, and otherwise uploads
 it in one commit. The token comes from HF_TOKEN or the user's `hf auth login`; datagen never writes it.
+
+Nothing published names a path of the building machine: the build keeps only the file name of an
+absolute path in a row's `lineage.source` and in the manifest copy (`portable_paths`), and the
+check reports any absolute path left in the card, the `datagen/` files, or a row's lineage, tags or
+extra.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import xxhash
@@ -71,6 +76,65 @@ MAX_REPORTED_PROBLEMS = 50
 
 def _log(msg: str) -> None:
     print(f"[datagen publish] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ paths
+
+_WINDOWS_ABS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\]+\\)")
+#: An absolute POSIX or Windows path inside free text (a card line): two or more components, not part
+#: of a URL or of a relative path (`data/hhh/train-*`).
+_PATH_IN_TEXT = re.compile(r"(?<![\w:/.~%-])(?:/[\w.@+-]+){2,}/?|(?<![\w])[A-Za-z]:\\(?:[\w .@+-]+\\)+[\w .@+-]*")
+
+
+def is_absolute_path(value: Any) -> bool:
+    """True for a one-line string that is an absolute filesystem path (`/home/ann/seeds.jsonl`,
+    `~/data.jsonl`, `C:\\data\\x.jsonl`, `file:///...`); URLs, relative paths and one-component
+    paths (`/`, `/v1`) are not."""
+    if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
+        return False
+    text = value[len("file://"):] if value.startswith("file://") else value
+    if "://" in text:
+        return False
+    if text.startswith("~/") or _WINDOWS_ABS.match(text):
+        return True
+    # two components at least: `/v1` or `/` alone say nothing about the machine (and may be an API path)
+    return text.startswith("/") and len(PurePosixPath(text).parts) > 2
+
+
+def portable_path(value: str) -> str:
+    """The file name of an absolute path (`/home/ann/data/seeds.jsonl` -> `seeds.jsonl`); any other
+    value unchanged."""
+    if not is_absolute_path(value):
+        return value
+    text = value[len("file://"):] if value.startswith("file://") else value
+    name = PureWindowsPath(text).name if _WINDOWS_ABS.match(text) else PurePosixPath(text).name
+    return name or value
+
+
+def portable_paths(value: Any) -> Any:
+    """A copy of a JSON-like value with every absolute path string replaced by its file name."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v) for v in value]
+    return portable_path(value) if isinstance(value, str) else value
+
+
+def absolute_paths(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, path) for every absolute path string in a JSON-like value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from absolute_paths(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from absolute_paths(v, f"{where}[{i}]")
+    elif is_absolute_path(value):
+        yield where, value
+
+
+def absolute_paths_in_text(text: str) -> list[str]:
+    """Absolute paths written in free text (a card body), in order of appearance, each once."""
+    return list(dict.fromkeys(m.group(0) for m in _PATH_IN_TEXT.finditer(text)))
 
 
 # ------------------------------------------------------------------------------------ rows
@@ -515,6 +579,7 @@ def build_dataset_folder(
         duplicates = 0
         with ExitStack() as open_files:
             for conv in src.conversations():
+                conv.lineage.source = portable_path(conv.lineage.source) if conv.lineage.source else None
                 if conv.id in seen:
                     duplicates += 1
                 seen.add(conv.id)
@@ -556,17 +621,20 @@ def build_dataset_folder(
             if not stats.splits[c].get("validation"):
                 warnings.append(f"config {c!r} has no validation rows (validation fraction {validation_fraction})")
 
+        # Secrets out, and no path of this machine: the card and the manifest copy are published.
+        manifest = portable_paths(redact(src.manifest)) if src.manifest is not None else None
+        funnel = portable_paths(src.funnel) if src.funnel is not None else None
         ctx = CardContext(
-            stats=stats, license=license, repo_id=repo_id, pretty_name=pretty_name, manifest=src.manifest,
-            funnel=src.funnel, source=src.path.name, validation_fraction=float(validation_fraction),
+            stats=stats, license=license, repo_id=repo_id, pretty_name=pretty_name, manifest=manifest,
+            funnel=funnel, source=src.path.name, validation_fraction=float(validation_fraction),
             data_files=data_files, dataset_info=_dataset_infos(features, stats, split_bytes, configs),
             extras=[f"moss/{MOSS_SPLIT_FILES[s]}" for s in jsonl], datagen_version=__version__,
         )
         (staging / "README.md").write_text(render_card(ctx), encoding="utf-8")
-        if src.manifest is not None:
-            write_json_atomic(staging / "datagen" / "manifest.json", redact(src.manifest))
-        if src.funnel is not None:
-            write_json_atomic(staging / "datagen" / "funnel.json", src.funnel)
+        if manifest is not None:
+            write_json_atomic(staging / "datagen" / "manifest.json", manifest)
+        if funnel is not None:
+            write_json_atomic(staging / "datagen" / "funnel.json", funnel)
         counts = {c: {s: stats.splits[c][s] for s in SPLITS if stats.splits[c].get(s)} for c in configs}
         build = {
             "datagen": __version__,
@@ -654,14 +722,45 @@ def _format_problems(conv: Conversation) -> list[str]:
     return [f"MOSS 003: {i.format()}" for i in check_conversation(conv) if not i.noise]
 
 
+def _row_paths(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Absolute paths in a published row's metadata: lineage, tags, extra (not the dialogue text,
+    where a path can be the subject of a conversation)."""
+    lineage = dict(row.get("lineage") or {})
+    try:
+        lineage["params"] = _loads(lineage.get("params"))
+        tags, extra = _loads(row.get("tags")), _loads(row.get("extra"))
+    except json.JSONDecodeError:
+        return  # reported as a malformed row elsewhere
+    yield from absolute_paths({"lineage": lineage, "tags": tags, "extra": extra})
+
+
+def _machine_path_problems(path: Path) -> list[str]:
+    """Absolute paths written into the card or the `datagen/` JSON files of a folder."""
+    out = []
+    card = path / "README.md"
+    for n, line in enumerate(card.read_text(encoding="utf-8").splitlines(), start=1):
+        out.extend(f"{card}:{n}: absolute path {p!r} (publish only file names)" for p in absolute_paths_in_text(line))
+    for f in sorted((path / "datagen").glob("*.json")):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            out.append(f"{f}: unreadable: {exc}")
+            continue
+        out.extend(f"{f}: {key} is the absolute path {p!r} (publish only file names)"
+                   for key, p in absolute_paths(data))
+    return out
+
+
 def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]:
     """Everything wrong with a built folder, as `where: what` lines (empty when it is fit to upload).
 
     Loads each config and split with `datasets.load_dataset` (into a throwaway cache, exactly as a
     user would, which also verifies the split sizes the card declares), then checks every row:
     it converts back to a Conversation, passes `datagen validate`'s format checks and the structural
-    ones, sits in the config of its kind and the split its id hashes to, and its id is unique. The
-    license is not checked here (`publish` refuses to upload without one).
+    ones, sits in the config of its kind and the split its id hashes to, and its id is unique. No
+    absolute filesystem path may appear in the card, the `datagen/` JSON files or a row's lineage,
+    tags or extra (the build keeps file names only; see `portable_paths`). The license is not
+    checked here (`publish` refuses to upload without one).
     """
     path = folder.path if isinstance(folder, DatasetFolder) else Path(folder)
     problems: list[str] = []
@@ -675,6 +774,7 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
     configs = meta.get("configs") or []
     if not configs:
         return [f"{card}: no `configs` in the card metadata"]
+    problems.extend(_machine_path_problems(path))
     build: dict[str, Any] = {}
     if (path / BUILD_FILE).exists():
         build = _read_json(path / BUILD_FILE)
@@ -719,6 +819,8 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
                         problems.append(f"{at}: not a conversation record: {type(exc).__name__}: {exc}")
                         continue
                     problems.extend(f"{at}: {p}" for p in _structural_problems(conv, config))
+                    problems.extend(f"{at}: {key} is the absolute path {p!r} (publish only file names)"
+                                    for key, p in _row_paths(row))
                     problems.extend(f"{at}: {p}" for p in _format_problems(conv))
                     if fraction is not None and split in SPLITS and split_for(conv.id, fraction) != split:
                         problems.append(f"{at}: belongs in {split_for(conv.id, fraction)!r} by its id hash")
@@ -966,6 +1068,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "DatasetFolder", "build_dataset_folder", "check_dataset_folder", "conversation_to_row", "dataset_features",
-    "folder_tree", "publish", "register", "row_to_conversation", "split_for",
+    "DatasetFolder", "absolute_paths", "build_dataset_folder", "check_dataset_folder", "conversation_to_row",
+    "dataset_features", "folder_tree", "is_absolute_path", "portable_paths", "publish", "register",
+    "row_to_conversation", "split_for",
 ]

@@ -1,0 +1,94 @@
+"""No path of the building machine reaches a published folder: the build keeps file names only, and
+the check reports any absolute path left in the card, the `datagen/` files or a row's metadata."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from datagen.jsonl import write_jsonl_atomic
+from datagen.publish import (
+    absolute_paths_in_text,
+    build_dataset_folder,
+    check_dataset_folder,
+    is_absolute_path,
+    portable_paths,
+)
+from tests.publish.runs import make_run_dir, manifest, sample_conversations
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("/home/ann/data/seeds.jsonl", True), ("~/seeds.jsonl", True), ("C:\\data\\seeds.jsonl", True),
+    ("file:///srv/x/seeds.jsonl", True), ("https://example.com/v1/chat", False), ("data/hhh/train-*", False),
+    ("/v1", False), ("/", False), ("seeds.jsonl", False), ("line one\n/home/a/b", False), (3, False),
+])
+def test_is_absolute_path(value, expected):
+    assert is_absolute_path(value) is expected
+
+
+def test_portable_paths_keep_the_file_name_only():
+    cfg = {"seeds": {"path": "/home/ann/private/seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
+           "tools": [{"index": "C:\\Users\\ann\\index.jsonl"}, "relative/x.jsonl"], "seed": 3}
+    assert portable_paths(cfg) == {"seeds": {"path": "seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
+                                   "tools": [{"index": "index.jsonl"}, "relative/x.jsonl"], "seed": 3}
+
+
+def test_paths_in_card_text_skip_urls_and_relative_globs():
+    text = ("Load `data/hhh/train-*` from https://huggingface.co/datasets/me/x; seeds from "
+            "`/home/ann/private/seeds.jsonl`; n<1K; 1/2/3.")
+    assert absolute_paths_in_text(text) == ["/home/ann/private/seeds.jsonl"]
+
+
+def _run_with_machine_paths(tmp_path):
+    """A run whose rows and manifest name absolute paths of this machine, as a real run does when the
+    seeds were imported from an absolute path and the config was loaded by its absolute path."""
+    private = tmp_path / "private" / "source.jsonl"
+    convs = sample_conversations()
+    for c in convs:
+        c.lineage.source = str(private)
+    run = make_run_dir(tmp_path / "run", convs)
+    m = manifest()
+    m["config"]["seeds"] = {"path": str(tmp_path / "seeds.jsonl")}
+    m["config_file"] = str(tmp_path / "run.yaml")
+    m["stages"]["seeds"] = {"status": "done", "source": str(tmp_path / "seeds.jsonl")}
+    (run / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    return run
+
+
+def test_build_publishes_no_absolute_path_of_the_machine(tmp_path):
+    run = _run_with_machine_paths(tmp_path)
+    folder = build_dataset_folder(run, license="mit", moss_jsonl=True)
+    root = str(tmp_path)
+    for f in folder.path.rglob("*"):
+        if f.is_file() and f.suffix != ".parquet":
+            assert root not in f.read_text(encoding="utf-8"), f
+    published = json.loads((folder.path / "datagen" / "manifest.json").read_text(encoding="utf-8"))
+    assert published["config"]["seeds"]["path"] == "seeds.jsonl" and published["config_file"] == "run.yaml"
+    sources = set()
+    for shard in folder.path.glob("data/*/*.parquet"):
+        table = pq.read_table(shard)
+        sources |= {lin["source"] for lin in table.column("lineage").to_pylist()}
+        assert root.encode() not in shard.read_bytes()
+    assert sources == {"source.jsonl"}
+    assert check_dataset_folder(folder) == []
+
+
+def test_check_reports_paths_left_in_files_and_rows(tmp_path):
+    convs = sample_conversations()
+    convs[0].extra = {"imported_from": str(tmp_path / "private" / "dump.jsonl")}
+    src = tmp_path / "convs.jsonl"
+    write_jsonl_atomic(src, convs)
+    folder = build_dataset_folder(src, license="mit", validation_fraction=0.0)
+    build = folder.path / "datagen" / "build.json"
+    data = json.loads(build.read_text(encoding="utf-8"))
+    data["source"] = str(src)
+    build.write_text(json.dumps(data), encoding="utf-8")
+    card = folder.path / "README.md"
+    card.write_text(card.read_text(encoding="utf-8") + f"\nBuilt from `{src}`.\n", encoding="utf-8")
+
+    problems = check_dataset_folder(folder)
+    assert any("build.json: source is the absolute path" in p and str(src) in p for p in problems)
+    assert any("README.md:" in p and str(src) in p for p in problems)
+    assert any("(id 'hhh-1')" in p and "extra.imported_from" in p and "dump.jsonl" in p for p in problems)
