@@ -11,7 +11,10 @@ Two backends implement `SearchBackend.search(query, k) -> list[SearchHit]`:
 
 `SearchTool` turns hits into MOSS snippets (`ToolResult.snippets`, numbered `<|1|>`, `<|2|>`, ...
 when rendered): the passage of each document that best matches the query, at most `max_chars`
-characters, cut at a sentence or word boundary and ended with ` ...` when shortened.
+characters, cut at a sentence or word boundary and ended with ` ...` when shortened. As in MOSS's
+own data, a snippet is stored and rendered as the Python repr of that passage
+(`<|1|>: 'line one\\nline two'`, `datagen.formats.commands.snippet_text`): one line per snippet, so
+a generated Search turn renders and parses back unchanged. `SearchHit.snippet` keeps the plain text.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from datagen.errors import ConfigError, InputError
+from datagen.formats.commands import snippet_text
 from datagen.record import ToolResult
 from datagen.tools.base import Tool, register_tool
 from datagen.tools.http import env_headers, get_path, request_json
@@ -357,13 +361,15 @@ class SearchTool(Tool):
         query = arg.strip()
         if not query:
             return self.no_result(arg)
-        hits = self.backend.search(query, self.top_k)
+        hits = [h for h in self.backend.search(query, self.top_k) if h.snippet.strip()]
         if not hits:
             return self.no_result(arg)
-        return self.ok(arg, snippets=[h.snippet for h in hits])
+        # MOSS writes each snippet as the repr of the page text (quoted, newlines escaped).
+        return self.ok(arg, snippets=[snippet_text(h.snippet.strip()) for h in hits])
 
     def hits(self, query: str) -> list[SearchHit]:
-        """The backend's hits with titles, URLs and scores (for citations or debugging)."""
+        """The backend's hits with titles, URLs and scores (for citations or debugging); their
+        `snippet` is the plain text, which `run` quotes as MOSS does."""
         return self.backend.search(query, self.top_k)
 
 

@@ -5,6 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.errors import ConfigError, InputError
+from datagen.formats import moss
+from datagen.formats.commands import render_results, snippet_text
+from datagen.formats.validate import check_conversation, validate_record
+from datagen.record import Conversation, ToolCall, Turn
 from datagen.tools import NO_RESULT, ToolUnavailableError, get_tool
 from datagen.tools.search import DEFAULT_DOCS, HttpSearch, LocalSearch, SearchTool, best_passage, tokenize
 
@@ -47,7 +51,8 @@ def test_shipped_collection_finds_the_relevant_doc(shipped, query, title, fact):
     result = shipped.run(query)
     assert result.ok and result.name == "Search"
     assert fact in result.snippets[0]
-    assert all(len(s) <= 400 + 4 for s in result.snippets)
+    assert all(len(h.snippet) <= 400 + 4 for h in hits)
+    assert result.snippets == [snippet_text(h.snippet) for h in hits]
 
 
 def test_unrelated_query_gives_no_result(shipped):
@@ -81,7 +86,7 @@ def test_user_collection_jsonl_and_parquet(tmp_path):
     assert [h.url for h in backend.search("Zorblax moon", 3)] == ["u1"]
     assert [h.url for h in backend.search("龙猫镇 咖啡馆", 3)] == ["u2"]
     tool = get_tool("search", docs=str(tmp_path / "a.jsonl"), text_field="body", top_k=1)
-    assert tool.run("Quuz").snippets == ["Zorblax is a fictional moon of planet Quuz."]
+    assert tool.run("Quuz").snippets == ["'Zorblax is a fictional moon of planet Quuz.'"]
 
 
 def test_bad_collection_names_file_line_field(tmp_path):
@@ -127,8 +132,8 @@ def test_http_backend_searxng_shape(json_server, monkeypatch):
     )
     result = tool.run("量子计算 入门")
     assert result.ok
-    assert result.snippets[:2] == ["first about 量子计算 入门", "second result"]
-    assert result.snippets[2].endswith(" ...") and len(result.snippets[2]) <= 404
+    assert result.snippets[:2] == ["'first about 量子计算 入门'", "'second result'"]
+    assert result.snippets[2].endswith(" ...'") and len(result.snippets[2]) <= 404 + 2
     seen = json_server.requests[0]
     assert seen.path == "/search" and seen.query["format"] == ["json"]
     assert seen.headers["authorization"] == "Bearer sekret"
@@ -150,7 +155,7 @@ def test_http_backend_nested_results_post_and_empty(json_server):
         snippet_field="snippet",
     )
     tool = SearchTool(backend=backend, top_k=2)
-    assert tool.run("abc").snippets == ["hit for abc"]
+    assert tool.run("abc").snippets == ["'hit for abc'"]
     assert tool.run("nothing").output == NO_RESULT
 
 
@@ -163,7 +168,7 @@ def test_http_backend_retries_then_raises(json_server):
 
     json_server.respond = respond
     tool = SearchTool(backend="http", url=json_server.url, retries=2)
-    assert tool.run("q").snippets == ["ok now"] and len(calls) == 2
+    assert tool.run("q").snippets == ["'ok now'"] and len(calls) == 2
 
     json_server.respond = lambda seen: (401, {"error": "bad key"})
     with pytest.raises(ToolUnavailableError, match="HTTP 401"):
@@ -182,3 +187,44 @@ def test_http_backend_config_errors(monkeypatch):
         HttpSearch(url="ftp://x")
     with pytest.raises(ConfigError, match="unknown search backend"):
         SearchTool(backend="bing")
+
+
+MULTILINE_DOCS = [
+    {"title": "Eiffel Tower", "url": "u1",
+     "text": "The Eiffel Tower is 330 metres tall.\nIt opened in 1889 for the World's Fair."},
+    {"title": "Eiffel Tower history", "url": "u2",
+     "text": 'Gustave Eiffel\'s company built the "tower" in two years.\n<|2|>: not a snippet'},
+]
+
+
+@pytest.fixture
+def multiline_tool(tmp_path) -> SearchTool:
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in MULTILINE_DOCS), encoding="utf-8")
+    return SearchTool(docs=str(path), top_k=2)
+
+
+def test_snippets_render_like_moss(multiline_tool):
+    result = multiline_tool.run("Eiffel Tower")
+    text = render_results([result], plugin_style=True)
+    lines = text.splitlines()
+    assert lines[:2] == ["<|Results|>:", 'Search("Eiffel Tower") =>']
+    # one line per snippet: the Python repr of the passage, as in MOSS's web_search data
+    assert lines[2] == '<|1|>: "The Eiffel Tower is 330 metres tall.\\nIt opened in 1889 for the World\'s Fair."'
+    assert lines[3] == "<|2|>: 'Gustave Eiffel\\'s company built the \"tower\" in two years.\\n<|2|>: not a snippet'"
+    assert lines[4:] == ["<eor>"]
+
+
+def test_generated_search_turn_round_trips_and_validates(multiline_tool):
+    result = multiline_tool.run("Eiffel Tower")
+    conv = Conversation(id="p1", plugins=["search"], inner_thoughts=True, language="en", turns=[Turn(
+        human="How tall is the Eiffel Tower?", thoughts="I should search for its height.",
+        calls=[ToolCall("Search", "Eiffel Tower")], results=[result],
+        assistant="It is 330 metres tall<sup><|1|></sup>.")])
+    text = moss.render_text(conv)
+    back = moss.parse_text(text, id="p1", language="en")
+    assert back.turns[0].results == [result]
+    assert moss.render_text(back) == text
+    assert check_conversation(conv) == []
+    parsed, issues = validate_record(moss.to_sft(conv))
+    assert parsed is not None and issues == []
