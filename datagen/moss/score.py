@@ -1,7 +1,10 @@
 """Score dialogues with a local model: how surprised is it by the assistant's side?
 
 For each dialogue: the mean token loss (and perplexity) over the segments the model writes (Inner
-Thoughts, Commands, MOSS) of the turns that fit the context, the same per turn, the full token length
+Thoughts, Commands, MOSS) of the turns that fit the context, leaving out the constant `None`
+Inner Thoughts / Commands segments of turns without thoughts or calls (`Segment.placeholder`: they
+are trivially predictable, and counting them would make plain chat look better than plugin
+dialogues), the same per turn, the full token length
 and whether every turn fits. Batches are padded on the right and sorted by length within a window to
 waste little compute; results come back in input order.
 
@@ -89,11 +92,12 @@ def token_losses(model: Any, batch: Sequence[Sequence[int]], *, pad_id: int) -> 
 
 def summarise_dialogue(tok: TokenizedDialogue, losses: Any, *, ignore_ids: frozenset[int] = frozenset()
                        ) -> DialogueScore:
-    """Aggregate per-token losses over the assistant's segments, per turn and overall. Targets in
-    `ignore_ids` (end tags a non-MOSS model had to add, with untrained embeddings) are left out."""
+    """Aggregate per-token losses over the assistant's segments, per turn and overall. Placeholder
+    segments (exactly `None`) and targets in `ignore_ids` (end tags a non-MOSS model had to add, with
+    untrained embeddings) are left out."""
     per_turn: dict[int, list[float]] = {}
     for seg in tok.segments:
-        if seg.key not in ASSISTANT_SEGMENTS:
+        if seg.key not in ASSISTANT_SEGMENTS or seg.placeholder:
             continue
         bucket = per_turn.setdefault(seg.turn, [])
         for p in range(max(seg.start, 1), seg.end):

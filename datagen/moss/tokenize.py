@@ -9,7 +9,12 @@ it comes from the tokenizer's character offsets, so any tokenizer gets the same 
 `assistant_only` also masks the Human segments.
 
 Scoring needs more than training: `segments` records where every segment of every kept turn lies,
-so `datagen check` can average the loss over the assistant's segments turn by turn.
+so `datagen check` can average the loss over the assistant's segments turn by turn. A segment that
+is exactly `None` (`<|Inner Thoughts|>: None<eot>`, `<|Commands|>: None<eoc>`: every plain-chat turn,
+and plugin turns without a call) is marked `placeholder`: it keeps its labels for fine-tuning, as
+upstream trains on it, but scoring leaves it out. Those constant tokens are nearly free to predict,
+so counting them would lower plain-chat losses against plugin dialogues and bias a pooled
+percentile cut.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ TOKENIZE_VERSION = 1
 SEGMENT_KEYS: tuple[str, ...] = ("Human", "Inner Thoughts", "Commands", "Tool Responses", "MOSS")
 #: Segments the model writes (scored by `datagen check`); Human and Results come from outside.
 ASSISTANT_SEGMENTS: frozenset[str] = frozenset({"Inner Thoughts", "Commands", "MOSS"})
+#: The constant `None` segments of turns without thoughts or calls (see `Segment.placeholder`).
+PLACEHOLDER_SEGMENTS: dict[str, str] = {"Inner Thoughts": "<|Inner Thoughts|>: None<eot>",
+                                        "Commands": "<|Commands|>: None<eoc>"}
 RESULTS_PREFIX = "<|Results|>:"
 RESULTS_SUFFIXES = ("<eor>\n", "<eor>")
 
@@ -39,6 +47,14 @@ class Segment:
     key: str
     start: int
     end: int
+    #: an Inner Thoughts / Commands segment that is exactly `None`: trained on, not scored
+    placeholder: bool = False
+
+
+def is_placeholder(key: str, text: str) -> bool:
+    """True for an Inner Thoughts or Commands segment whose body is exactly `None`."""
+    constant = PLACEHOLDER_SEGMENTS.get(key)
+    return constant is not None and text.rstrip("\n") == constant
 
 
 @dataclass(slots=True)
@@ -184,7 +200,8 @@ def tokenize_record(record: Mapping[str, Any], tokenizer: Any, *, max_length: in
             else:
                 seg_mask = [True] * len(seg_ids)
             start = length + len(ids)
-            segs.append(Segment(turn=t_index, key=key, start=start, end=start + len(seg_ids)))
+            segs.append(Segment(turn=t_index, key=key, start=start, end=start + len(seg_ids),
+                                placeholder=is_placeholder(key, text)))
             ids.extend(seg_ids)
             mask.extend(seg_mask)
         length += len(ids)

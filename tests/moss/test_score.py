@@ -23,6 +23,8 @@ from datagen.record import Conversation, Turn
 from tests.moss.conftest import SHORT_META, sft_record
 
 ASSISTANT = ("Inner Thoughts", "Commands", "MOSS")
+#: Plain-chat placeholders: trained on, never scored.
+NONE_SEGMENTS = ("<|Inner Thoughts|>: None<eot>\n", "<|Commands|>: None<eoc>\n")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def manual_scores(lm, record, max_length):
         for key, text in turn.items():
             enc = tok(text, add_special_tokens=False)["input_ids"]
             piece += enc
-            piece_owner += [(t, key in ASSISTANT)] * len(enc)
+            piece_owner += [(t, key in ASSISTANT and text not in NONE_SEGMENTS)] * len(enc)
         if len(ids) + len(piece) > max_length:
             break
         ids += piece
@@ -75,6 +77,22 @@ def test_batched_scores_match_a_manual_loss_computation(loaded, moss_records):
         assert score.turns_scored == len(turn_losses)
     assert not scores[2].fits and scores[2].tokens > max_length  # the long one was truncated
     assert scores[0].fits and scores[0].tokens == manual_scores(loaded, records[0], max_length)[2]
+
+
+def test_none_placeholders_are_trained_on_but_not_scored(loaded):
+    record = sft_record("plain", [("Hi.", "Hello!"), ("How are you?", "Fine, thanks.")])
+    tok = tokenize_record(record, loaded.tokenizer, max_length=512)
+    placeholders = [s for s in tok.segments if s.placeholder]
+    assert {s.key for s in placeholders} == {"Inner Thoughts", "Commands"} and len(placeholders) == 4
+    assert all(all(tok.loss_mask[s.start:s.end]) for s in placeholders)  # fine-tuning labels as upstream
+    [score] = score_records([record], loaded, max_length=512)
+    # only the MOSS segments count: computed here from the model's raw per-token losses
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([tok.input_ids])).logits[0]
+    losses = F.cross_entropy(logits[:-1], torch.tensor(tok.input_ids[1:]), reduction="none")
+    moss = [losses[p - 1].item() for s in tok.segments if s.key == "MOSS" for p in range(s.start, s.end)]
+    assert score.scored_tokens == len(moss)
+    assert score.loss == pytest.approx(sum(moss) / len(moss), abs=1e-4)
 
 
 def test_batch_size_does_not_change_scores(loaded, moss_records):
