@@ -307,8 +307,10 @@ class DialogueConfig:
             simulated user's messages and the plugin planning call.
         temperature, top_p, user_temperature: sampling of the assistant and the simulated user.
         plugins: plugins enabled in plugin dialogues whose prompt names none (default: all four).
-        content_retries: re-asks of a turn whose reply is unusable (empty, wrong language, no
-            parseable commands), each with the rejection reason added to the prompt.
+        content_retries: re-asks of a turn whose reply is unusable (empty, cut off at max_tokens,
+            wrong language, no parseable commands, a copied example, an echo of the prompt), each
+            with the rejection reason added to the prompt (for a cut-off reply, a word budget
+            derived from max_tokens). A reply still cut off is never kept.
         keep_partial: when a later turn stays unusable, keep the dialogue with the turns done
             (at least `min_turns`) instead of failing it. Transient API failures always fail it so
             that a rerun finishes it.
