@@ -3,14 +3,26 @@ decide.
 
 langdetect alone is wrong on this data (it calls much Simplified and most Traditional Chinese
 Korean, is slow, and is random unless seeded), so a turn is decided by its script counts after code
-blocks, URLs, numbers and formulas are stripped:
+blocks, tracebacks and log lines, URLs, numbers and formulas are stripped:
 
-- Hangul dominant -> `ko`; kana present and outweighing Chinese function characters -> `ja`;
-  Han -> `zh` (Simplified vs Traditional by character sets from OpenCC's tables, never by a model);
+- CJK outweighing Latin letters (one CJK character = `CJK_CHAR_WEIGHT` letters): Hangul -> `ko` and
+  kana -> `ja`, unless the Han characters read as Chinese (function characters such as 是 么 的,
+  Simplified-only forms that Japanese shinjitai lacks such as 语 围 广) and outweigh them; else `zh`
+  (Simplified vs Traditional by OpenCC's character sets, then its phrase tables, never by a model).
+  Han names without any Chinese function character inside Latin prose (`My favourite dishes are
+  宫保鸡丁 and 红烧肉`) leave the decision to the Latin words.
+- More Latin letters than CJK mass, but Chinese function characters (or kana/Hangul) frame the
+  sentence and the Latin words are names rather than prose (few function words: `docker compose up
+  的时候报错 port is already allocated 是什么意思?`) -> the CJK language.
 - Thai, Greek, Hebrew -> by script; Cyrillic, Arabic, Devanagari -> seeded langdetect restricted to
   that script's languages;
-- Latin -> stop-word votes over a few candidate languages, then seeded langdetect when the votes do
-  not decide; a turn that neither decides gets no verdict.
+- Latin -> stop-word votes (en fr de es it pt nl decide; Polish, Czech, Swedish, Danish, Finnish,
+  Turkish, Indonesian and Vietnamese function words compete so that their `i`, `a`, `di` make no
+  English or Italian) checked against each language's alphabet (ł ř å ơ are no English), then seeded
+  langdetect when it is sure, any Latin-script language; a turn that neither decides gets no verdict
+  (there is no default language).
+- Quoted spans (「」『』“”‘’«» and ASCII quotes that touch no letter) are set aside when the text
+  around them decides: `「ありがとう」在日语里是什么意思?` is Chinese.
 - Very short turns (under `MIN_CJK_CHARS` CJK characters and under `MIN_LATIN_WORDS` words) and
   code-only turns get no verdict (None).
 
@@ -39,6 +51,11 @@ CJK_CHAR_WEIGHT = 3.0
 #: Seed for langdetect, whose answers are random between calls otherwise.
 LANGDETECT_SEED = 0
 _LANGDETECT_MAX_CHARS = 300
+#: Fewer Latin words than this: no langdetect (a stop-word vote may still decide).
+_LANGDETECT_MIN_WORDS = 5
+#: Running prose has at least this share of function words; a Chinese sentence that names English
+#: terms has fewer among its Latin words.
+_PROSE_STOPWORD_SHARE = 0.3
 
 # ---------------------------------------------------------------------------------------------------
 # Stripping what carries no language
@@ -63,6 +80,16 @@ _SHELL_RE = re.compile(
     r"ssh|scp|chmod|chown|mkdir|rm|ls|tar|cargo|mvn|gradle|rustc|gcc|g\+\+|javac)\s+\S|"
     r"(?:python3?|node|make|go|java|cd|cat|echo|export|cp|mv|find|grep)\s+.*(?:\s--?\w|&&|\||/|=))"
 )
+#: Pasted tracebacks, stack frames and log lines: machine output, not the writer's language.
+_TRACE_LINE_RE = re.compile(
+    r"^\s*(?:Traceback \(most recent call last\):|File \"[^\"]*\", line \d+|"
+    r"During handling of the above exception|The above exception was the direct cause|"
+    r"at [\w$.<>]+\(.*\)$|"
+    r"(?:[A-Za-z_][\w]*\.)*(?:[A-Z]\w*)?(?:Error|Exception)\b:|"
+    r"(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Warning|Interrupt|Exit)\b:|"
+    r"\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\[?\d\d:\d\d:\d\d\b|"
+    r"\[?(?:ERROR|WARN|WARNING|INFO|DEBUG|FATAL|CRITICAL|TRACE)\b[\]:])"
+)
 
 
 def _is_code_line(line: str) -> bool:
@@ -71,9 +98,9 @@ def _is_code_line(line: str) -> bool:
         return False
     if _has_cjk(s):
         return False
-    if _CODE_KEYWORD_RE.match(s) or _SHELL_RE.match(s):
+    if _CODE_KEYWORD_RE.match(s) or _SHELL_RE.match(s) or _TRACE_LINE_RE.match(s):
         return True
-    symbols = sum(1 for c in s if not c.isalnum() and not c.isspace())
+    symbols = len(_SYMBOL_RE.findall(s))
     if len(s) >= 4 and symbols / len(s) >= 0.25:
         return True
     return bool(_CODE_END_RE.search(s)) and symbols / len(s) >= 0.12
@@ -81,7 +108,7 @@ def _is_code_line(line: str) -> bool:
 
 def strip_non_language(text: str) -> str:
     """Remove what says nothing about the natural language of a text: fenced and inline code, code
-    lines, URLs, e-mail addresses, formulas, numbers and MOSS tags."""
+    lines, pasted tracebacks and log lines, URLs, e-mail addresses, formulas, numbers and MOSS tags."""
     text = unicodedata.normalize("NFKC", text)
     text = _CODE_FENCE_RE.sub(" ", text)
     text = _INLINE_CODE_RE.sub(" ", text)
@@ -93,12 +120,29 @@ def strip_non_language(text: str) -> str:
     return _NUMBER_RE.sub(" ", "\n".join(lines))
 
 
+#: Quoted spans: a turn that quotes a word of another language is judged by the text around it.
+#: ASCII quotes count only when they do not touch letters (so "don't" and "users'" open nothing).
+_QUOTED_RE = re.compile(
+    r"「[^」\n]{1,200}」|『[^』\n]{1,200}』|“[^”\n]{1,200}”|‘[^’\n]{1,200}’|«[^»\n]{1,200}»|"
+    r"(?<!\w)\"[^\"\n]{1,200}\"(?!\w)|(?<!\w)'[^'\n]{1,200}'(?!\w)"
+)
+_QUOTE_CHARS_RE = re.compile("[「『“‘«\"']")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Script counts
 
 
+#: The han, kana and hangul ranges of `_script_of`, as one character class.
+_CJK_RE = re.compile(
+    "[\u3040-\u30fa\u30fd-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\uac00-\ud7af\ud7b0-\ud7fb\ua960-\ua97c\u1100-\u11ff\u3130-\u318f\U00020000-\U0003134f]"
+)
+_SYMBOL_RE = re.compile(r"[^\w\s]|_")
+
+
 def _has_cjk(s: str) -> bool:
-    return any(_script_of(c) in ("han", "kana", "hangul") for c in s)
+    return _CJK_RE.search(s) is not None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -157,35 +201,46 @@ def script_counts(text: str, *, strip: bool = True) -> ScriptCounts:
     """Count letters per script (han, kana, hangul, latin, cyrillic, ...) in text."""
     if strip:
         text = strip_non_language(text)
-    counts = Counter(_script_of(c) for c in text if not c.isspace())
+    counts = Counter(map(_script_of, text))
     counts.pop("other", None)
-    words = [w for w in _WORD_RE.findall(text.lower()) if all(_script_of(c) == "latin" for c in w)]
-    return ScriptCounts(counts, words)
+    return ScriptCounts(counts, _latin_words(text))
+
+
+def _latin_words(text: str) -> list[str]:
+    return [w for w in _WORD_RE.findall(text.lower()) if w.isascii() or all(_script_of(c) == "latin" for c in w)]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Chinese variants
 
 
+def _opencc_table(name: str) -> dict[str, list[str]]:
+    import opencc
+
+    out: dict[str, list[str]] = {}
+    for line in (Path(opencc.__file__).parent / "dictionary" / name).read_text(encoding="utf-8").splitlines():
+        if "\t" in line:
+            k, v = line.split("\t", 1)
+            out[k] = v.split()
+    return out
+
+
 @functools.cache
 def _variant_sets() -> tuple[frozenset[str], frozenset[str]]:
     """(Traditional-only, Simplified-only) characters, from OpenCC's character tables."""
-    import opencc
-
-    folder = Path(opencc.__file__).parent / "dictionary"
-
-    def load(name: str) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for line in (folder / name).read_text(encoding="utf-8").splitlines():
-            if "\t" in line:
-                k, v = line.split("\t", 1)
-                out[k] = v.split()
-        return out
-
-    ts, st = load("TSCharacters.txt"), load("STCharacters.txt")
+    ts, st = _opencc_table("TSCharacters.txt"), _opencc_table("STCharacters.txt")
     trad = {k for k, v in ts.items() if k not in v} - set(st)
     simp = {k for k, v in st.items() if k not in v} - set(ts)
     return frozenset(trad), frozenset(simp)
+
+
+@functools.cache
+def _variant_phrases() -> tuple[dict[str, list[str]], dict[str, list[str]], int]:
+    """OpenCC's phrase tables (Simplified -> Traditional, Traditional -> Simplified), keeping only
+    phrases that a conversion changes, and the longest phrase length."""
+    st = {k: v for k, v in _opencc_table("STPhrases.txt").items() if k not in v}
+    ts = {k: v for k, v in _opencc_table("TSPhrases.txt").items() if k not in v}
+    return st, ts, max(map(len, [*st, *ts]))
 
 
 def variant_counts(text: str) -> tuple[int, int]:
@@ -200,10 +255,43 @@ def variant_counts(text: str) -> tuple[int, int]:
     return t, s
 
 
+_HAN_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}")
+
+
+def phrase_variant_counts(text: str) -> tuple[int, int]:
+    """(Traditional, Simplified) evidence from OpenCC's phrase tables: characters that both sets
+    share (价 后 里 面 只 干 范 ...) but that a phrase-level conversion changes (价格 -> 價格 says the
+    text is Simplified). Longest match first, left to right, as OpenCC converts."""
+    st, ts, longest = _variant_phrases()
+    t = s = 0
+    for run in _HAN_RUN_RE.findall(text):
+        i = 0
+        while i < len(run) - 1:
+            for n in range(min(longest, len(run) - i), 1, -1):
+                piece = run[i:i + n]
+                hit = st.get(piece)
+                if hit is not None:
+                    s += sum(a != b for a, b in zip(piece, hit[0], strict=False))
+                    break
+                hit = ts.get(piece)
+                if hit is not None:
+                    t += sum(a != b for a, b in zip(piece, hit[0], strict=False))
+                    break
+            else:
+                i += 1
+                continue
+            i += n
+    return t, s
+
+
 def detect_script_variant(text: str) -> str | None:
-    """`zh-Hant` or `zh-Hans` by character set (Traditional-only vs Simplified-only characters), or
-    None when text has no character that tells them apart."""
+    """`zh-Hant` or `zh-Hans` by character set (Traditional-only vs Simplified-only characters);
+    when those are silent or tie, by the characters that OpenCC's phrase-level conversions change
+    (`phrase_variant_counts`). None when nothing tells them apart."""
     t, s = variant_counts(text)
+    if t == s:
+        pt, ps = phrase_variant_counts(text)
+        t, s = t + pt, s + ps
     if t == s:
         return None
     return "zh-Hant" if t > s else "zh-Hans"
@@ -222,16 +310,52 @@ def _t2s_converter():
 
 
 # ---------------------------------------------------------------------------------------------------
+# Evidence for Chinese against Japanese, Korean and Latin-script words
+
+#: Chinese function characters that Japanese text almost never uses (Simplified and Traditional).
+_ZH_MARKERS = frozenset("的了吗呢吧么们这个是我你她它怎没还给让说对很把哪什" "們這嗎麼說對沒讓")
+#: Chinese function characters in general: the grammar of a Chinese sentence that names English
+#: terms (`docker compose up 的时候报错 ... 是什么意思?`).
+_ZH_FUNCTION = frozenset(
+    "的了吗呢吧么们这那个是我你他她它怎没还给让说对很把哪在和与就也都被从要会能可以不有一什为如果时候啊呀嘛"
+    "嗎麼們這個沒還給讓說對與從會為時過"
+)
+
+
+@functools.cache
+def _zh_evidence() -> frozenset[str]:
+    """Characters that tell Chinese from Japanese and Korean: `_ZH_MARKERS` plus the Simplified-only
+    characters (OpenCC) that are not also Japanese shinjitai (国 学 会 are both, 语 么 围 广 are not).
+    Korean Hanja is Traditional, so none of them occurs in Korean either."""
+    jp = {v[0] for v in _opencc_table("JPVariants.txt").values() if v}
+    return _ZH_MARKERS | (_variant_sets()[1] - jp)
+
+
+def _cjk_language(text: str, han: int, kana: int, hangul: int) -> str:
+    """ko, ja or zh for text whose CJK characters decide. Hangul and kana outweigh Han unless the
+    Han characters read as Chinese (function characters, Simplified-only forms): then they must
+    outweigh that Chinese context clearly."""
+    evidence = _zh_evidence()
+    zh = sum(1 for ch in text if ch in evidence) if han else 0
+    if hangul and hangul >= han + kana and (zh == 0 or hangul >= 2 * han):
+        return "ko"
+    if kana and kana > 2 * zh:
+        return "ja"
+    return "zh"
+
+
+# ---------------------------------------------------------------------------------------------------
 # Latin-script languages
 
-#: Function words that tell apart the Latin-script languages datagen most often meets.
+#: Function words of the Latin-script languages datagen decides by votes.
 _STOPWORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
         "the a an and or but of to in on at for with from by is are was were be been being do does did "
         "have has had i you he she it we they my your his her its our their this that these those what "
         "which who whom whose when where why how not no can could will would should may might must shall "
         "me him us them if then than so as about into over under up down out there here all any some "
-        "please write give explain tell make help me it's don't i'm can't".split()
+        "please write give explain tell make help me it's don't i'm can't am very much more most just "
+        "also only like get got after before because while s t ll ve re".split()
     ),
     "fr": frozenset(
         "le la les un une des et ou mais de du dans sur pour avec par est sont était être avoir je tu il "
@@ -258,6 +382,72 @@ _STOPWORDS: dict[str, frozenset[str]] = {
         "wat waarom waar ook nog heel dit dat".split()
     ),
 }
+#: Function words of other Latin-script languages, less those a language above also has. They only
+#: compete in the vote (so that Polish `i`, `a`, `to` or Indonesian `di` do not make English or
+#: Italian); when one of them wins, seeded langdetect names the language.
+_OTHER_STOPWORDS: dict[str, frozenset[str]] = {
+    "pl": frozenset(
+        "i w z na nie się to jest że do jak ale co tak czy po dla o jestem mogę przez od już tylko "
+        "bardzo ten ta jaki która który może są być mam ja mnie".split()
+    ),
+    "cs": frozenset(
+        "a je se v na že to z jak ale co jsem jsou není by pro od do už jen také tak mě bych když "
+        "proč jsme můžete mohu".split()
+    ),
+    "sv": frozenset(
+        "och att det som en är på för med har inte jag du av till den om ett var vad hur kan ska men "
+        "när så också jag mig".split()
+    ),
+    "da": frozenset(
+        "og at det som en er på for med har ikke jeg du af til den om et var hvad hvordan kan skal men "
+        "når så også hvorfor mig".split()
+    ),
+    "fi": frozenset(
+        "ja on ei se että hän mutta kun niin jos mitä miten minä sinä tämä ovat oli voi kuin myös "
+        "minun sinun voin".split()
+    ),
+    "tr": frozenset(
+        "bir ve bu için ile çok daha gibi ama nasıl neden ben sen o biz siz var yok değil mı mi şey "
+        "olarak kadar".split()
+    ),
+    "id": frozenset(
+        "yang dan di ini itu dengan untuk dari tidak saya ada akan bisa apa ke juga atau pada adalah "
+        "kamu anda bagaimana cara".split()
+    ),
+    "vi": frozenset(
+        "là và của có không các cho một những được này với người trong để khi thì làm như tôi bạn "
+        "nào gì rất".split()
+    ),
+}
+_OTHER_STOPWORDS = {lang: words.difference(*_STOPWORDS.values()) for lang, words in _OTHER_STOPWORDS.items()}
+
+
+def _index_stopwords() -> dict[str, tuple[str, ...]]:
+    index: dict[str, tuple[str, ...]] = {}
+    for lang, words in (*_STOPWORDS.items(), *_OTHER_STOPWORDS.items()):
+        for w in words:
+            index[w] = (*index.get(w, ()), lang)
+    return index
+
+
+#: word -> the vote languages that have it as a function word
+_STOPWORD_LANGS = _index_stopwords()
+
+#: Letters beyond a-z that each vote language writes.
+_ALPHABET_EXTRA: dict[str, frozenset[str]] = {
+    # loanwords (café, naïve, señor) and pinyin (nǐ hǎo, jiāyóu) in English about Chinese
+    "en": frozenset("éèêëïîöüçñáàâôû" "āēīōūǎěǐǒǔǖǘǚǜíóúìòù"),
+    "fr": frozenset("àâæçéèêëîïôœùûüÿ"),
+    "de": frozenset("äöüßéè"),
+    "es": frozenset("áéíóúñüç"),
+    "it": frozenset("àèéìíîòóùú"),
+    "pt": frozenset("áâãàçéêíóôõúü"),
+    "nl": frozenset("éëïöüèáóê"),
+}
+#: langdetect's languages that are written in Latin script (its answer on Latin words must be one).
+_LATIN_LANGDETECT = frozenset(
+    "af ca cs cy da de en es et fi fr hr hu id it lt lv nl no pl pt ro sk sl so sq sv sw tl tr vi".split()
+)
 
 #: Languages a non-Latin, non-CJK script can mean: the first is the answer when the detector is unsure.
 _SCRIPT_LANGS: dict[str, tuple[str, ...]] = {
@@ -269,18 +459,33 @@ _SCRIPT_LANGS: dict[str, tuple[str, ...]] = {
     "thai": ("th",),
 }
 
-#: Chinese function characters that Japanese text almost never uses.
-_ZH_MARKERS = frozenset("的了吗呢吧么们这个是我你她它怎没还给让说对很把哪")
+
+def _stopword_scores(words: list[str]) -> Counter:
+    scores: Counter = Counter()
+    for w in words:
+        langs = _STOPWORD_LANGS.get(w)
+        if langs:
+            scores.update(langs)
+    return scores
 
 
-def _latin_vote(words: list[str]) -> str | None:
-    """The Latin-script language whose function words the text uses clearly most, else None."""
-    scores = {lang: sum(1 for w in words if w in sw) for lang, sw in _STOPWORDS.items()}
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    (best, top), (_, second) = ranked[0], ranked[1]
+def _latin_vote(words: list[str], scores: Counter | None = None) -> str | None:
+    """The language whose function words the text uses clearly most, else None (may be one of
+    `_OTHER_STOPWORDS`, which the caller hands to langdetect)."""
+    ranked = (scores if scores is not None else _stopword_scores(words)).most_common(2)
+    if not ranked:
+        return None
+    best, top = ranked[0]
+    second = ranked[1][1] if len(ranked) > 1 else 0
     if top >= 2 and top >= 2 * second and top / max(1, len(words)) >= 0.1:
         return best
     return None
+
+
+def _foreign_letters(words: list[str], lang: str) -> int:
+    """Letters in words that lang's alphabet does not have (ł ř å ơ ... in an `en` vote)."""
+    extra = _ALPHABET_EXTRA[lang]
+    return sum(1 for w in words if not w.isascii() for c in w if not c.isascii() and c not in extra)
 
 
 @functools.cache
@@ -294,7 +499,7 @@ def _langdetect_factory():
 
 def _langdetect(text: str, candidates: tuple[str, ...] | None = None, min_prob: float = 0.8) -> str | None:
     """Seeded langdetect; with candidates, only those languages can win (the first is the fallback
-    when none reaches min_prob)."""
+    when none reaches min_prob); without, its best language when it reaches min_prob, else None."""
     from langdetect.lang_detect_exception import LangDetectException
 
     factory = _langdetect_factory()
@@ -318,6 +523,36 @@ def _langdetect(text: str, candidates: tuple[str, ...] | None = None, min_prob: 
     return candidates[0] if candidates else None
 
 
+def _latin_language(words: list[str], scores: Counter) -> tuple[str | None, str]:
+    """(language, method) of Latin-script words: a stop-word vote for a language whose alphabet fits
+    the letters; else seeded langdetect when it is sure (any Latin-script language it knows; one
+    without a stop-word list here must be very sure and not contradict prose-level function words);
+    else no verdict. Never a default language."""
+    voted = _latin_vote(words, scores)
+    if voted in _STOPWORDS and _alphabet_fits(words, voted):
+        return voted, "stopwords"
+    if len(words) < _LANGDETECT_MIN_WORDS:
+        return None, "undecided"
+    text = " ".join(words)
+    lang = _langdetect(text, None, min_prob=0.9)
+    if lang in _STOPWORDS or lang in _OTHER_STOPWORDS:
+        return lang, "langdetect"
+    # langdetect names rare languages (so, sw, tl, ro, ...) for English jargon and short questions:
+    # believe it only when it is very sure and no known language has function words here
+    leader, top = scores.most_common(1)[0] if scores else (None, 0)
+    prose = leader in _STOPWORDS and top >= 2 and top >= _PROSE_STOPWORD_SHARE * len(words)
+    if lang in _LATIN_LANGDETECT and top < 2 and _langdetect(text, None, min_prob=0.99) == lang:
+        return lang, "langdetect"
+    if prose and _alphabet_fits(words, leader):
+        return leader, "stopwords"
+    return None, "undecided"
+
+
+def _alphabet_fits(words: list[str], lang: str) -> bool:
+    foreign = _foreign_letters(words, lang)
+    return foreign < 2 or foreign * 50 < sum(map(len, words))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Verdicts
 
@@ -325,7 +560,8 @@ def _langdetect(text: str, candidates: tuple[str, ...] | None = None, min_prob: 
 @dataclass(slots=True)
 class LanguageVerdict:
     """A turn's language (None: no verdict), its Chinese variant when it is Chinese, how it was
-    decided (`script`, `stopwords`, `langdetect`, `too_short`, `no_text`) and its weight."""
+    decided (`script`, `stopwords`, `langdetect`, `too_short`, `no_text`, `undecided`) and its
+    weight."""
 
     language: str | None
     variant: str | None = None
@@ -333,14 +569,9 @@ class LanguageVerdict:
     weight: float = 0.0
 
 
-def detect_turn(text: str) -> LanguageVerdict:
-    """Decide the language of one text (see the module docstring for the rules)."""
-    stripped = strip_non_language(text)
-    sc = script_counts(stripped, strip=False)
+def _decide(text: str, sc: ScriptCounts) -> tuple[str | None, str]:
+    """(language, method) of a stripped text from its script counts (see the module docstring)."""
     c = sc.counts
-    weight = sc.weight
-    if not c:
-        return LanguageVerdict(None, method="no_text")
     han, kana, hangul = c["han"], c["kana"], c["hangul"]
     cjk = han + kana + hangul
     n_words = len(sc.latin_words)
@@ -349,42 +580,69 @@ def detect_turn(text: str) -> LanguageVerdict:
     other_total = sum(others.values())
 
     if cjk < MIN_CJK_CHARS and n_words < MIN_LATIN_WORDS and other_total < 6:
-        return LanguageVerdict(None, method="too_short", weight=weight)
+        return None, "too_short"
 
     cjk_w = cjk * CJK_CHAR_WEIGHT
     if cjk_w >= latin_letters and cjk_w >= other_total and cjk >= MIN_CJK_CHARS:
-        if hangul >= han + kana:
-            return LanguageVerdict("ko", weight=weight)
-        if kana:
-            zh_marks = sum(1 for ch in stripped if ch in _ZH_MARKERS)
-            if kana > 2 * zh_marks:
-                return LanguageVerdict("ja", weight=weight)
-        return LanguageVerdict("zh", detect_script_variant(stripped), weight=weight)
+        if n_words >= MIN_LATIN_WORDS and han == cjk and not any(ch in _ZH_FUNCTION for ch in text):
+            # Han names without a Chinese function character in a Latin-script sentence: "My
+            # favourite dishes are 宫保鸡丁, 麻婆豆腐 and 红烧肉." is English when its words are prose
+            scores = _stopword_scores(sc.latin_words)
+            voted = _latin_vote(sc.latin_words, scores)
+            if voted in _STOPWORDS and scores[voted] >= _PROSE_STOPWORD_SHARE * n_words:
+                return voted, "stopwords"
+        return _cjk_language(text, han, kana, hangul), "script"
 
     if other_total > latin_letters:
         script = max(others, key=others.get)
         cands = _SCRIPT_LANGS[script]
         if len(cands) == 1 or others[script] < 20:
             # too little text for a detector to tell neighbours apart: the script's main language
-            return LanguageVerdict(cands[0], weight=weight)
-        return LanguageVerdict(_langdetect(stripped, cands), method="langdetect", weight=weight)
+            return cands[0], "script"
+        return _langdetect(text, cands), "langdetect"
+
+    scores = _stopword_scores(sc.latin_words) if n_words else Counter()
+    if cjk >= MIN_CJK_CHARS:
+        # More Latin letters than CJK mass, but the sentence may still be Chinese naming English terms
+        # or quoting an English message: Chinese function characters (or kana, Hangul) frame it and
+        # the Latin words are names, not prose (few function words of their own).
+        frame = (sum(1 for ch in text if ch in _ZH_FUNCTION) if han else 0) + kana + hangul
+        sw = scores.most_common(1)[0][1] if scores else 0
+        if frame >= 2 and frame > sw and sw < _PROSE_STOPWORD_SHARE * n_words:
+            return _cjk_language(text, han, kana, hangul), "script"
 
     if n_words < MIN_LATIN_WORDS:
-        return LanguageVerdict(None, method="too_short", weight=weight)
-    voted = _latin_vote(sc.latin_words)
-    if voted:
-        return LanguageVerdict(voted, method="stopwords", weight=weight)
-    latin_only = " ".join(sc.latin_words)
-    lang = _langdetect(latin_only, tuple(_STOPWORDS), min_prob=0.9) if n_words >= 5 else None
-    if lang is None or lang not in _STOPWORDS:
-        return LanguageVerdict(None, method="undecided", weight=weight)
-    return LanguageVerdict(lang, method="langdetect", weight=weight)
+        return None, "too_short"
+    return _latin_language(sc.latin_words, scores)
+
+
+def detect_turn(text: str, *, variant: bool = True) -> LanguageVerdict:
+    """Decide the language of one text (see the module docstring for the rules). `variant=False`
+    skips the zh-Hans / zh-Hant decision (what `detect_language` does)."""
+    stripped = strip_non_language(text)
+    sc = script_counts(stripped, strip=False)
+    if not sc.counts:
+        return LanguageVerdict(None, method="no_text")
+    lang, method = _decide(stripped, sc)
+    if _QUOTE_CHARS_RE.search(stripped):
+        # 「ありがとう」在日语里是什么意思? is Chinese: when the text around the quotes decides, it wins
+        quoted = "".join(m.group() for m in _QUOTED_RE.finditer(stripped))
+        if quoted:
+            outside = _QUOTED_RE.sub(" ", stripped)
+            counts = sc.counts - Counter(map(_script_of, quoted))
+            counts.pop("other", None)
+            if counts:
+                olang, omethod = _decide(outside, ScriptCounts(counts, _latin_words(outside)))
+                if olang is not None:
+                    lang, method = olang, omethod
+    zh_variant = detect_script_variant(stripped) if variant and lang == "zh" else None
+    return LanguageVerdict(lang, zh_variant, method, sc.weight)
 
 
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code of text (`zh`, `en`, `ja`, `ko`, ...), or None when it gets no verdict (too
     short, code only, undecided). Use `detect_script_variant` for zh-Hans vs zh-Hant."""
-    return detect_turn(text).language
+    return detect_turn(text, variant=False).language
 
 
 def detect_language_tag(text: str) -> str | None:

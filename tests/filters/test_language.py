@@ -157,3 +157,79 @@ def test_language_filter_reasons_and_language_field():
     assert v.evidence["turns"] == [{"turn": 1, "human": "zh", "assistant": "en"}]
     only_hant = LanguageFilter(languages=["zh-Hant"])
     assert not Verdict.of(only_hant.filter(conv(("请问北京有哪些好玩的地方？", "北京有故宫、长城和颐和园等景点。")))).keep
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Chinese framing a quoted (or bare) Japanese / Korean word
+        ("韩语里的“감사합니다”怎么发音?", "zh"),
+        ("감사합니다 和 고맙습니다 有什么区别?", "zh"),
+        ("日语「いただきます」是吃饭前说的话吗?", "zh"),
+        ("請問日文的「おはよう」是什麼意思?", "zh"),
+        ("안녕하세요 是什麼意思?", "zh"),
+        # ... and the other way round, and Han that is no Chinese
+        ("中国語の「你好」はどういう意味ですか?", "ja"),
+        ("経済学的な観点から見ると、この政策は効果的だと思います。", "ja"),
+        ("중국어로 '你好'는 무슨 뜻인가요?", "ko"),
+        ("大韓民國의 首都는 서울입니다.", "ko"),
+        # Chinese naming English terms vs English prose naming Chinese words
+        ("npm install 的时候一直卡在 resolving dependencies 怎么办", "zh"),
+        ("我用的是 Ubuntu 22.04, Python 3.10, CUDA 11.8, 报错 CUDA out of memory", "zh"),
+        ("In Chinese, 我是中国人 means I am Chinese.", "en"),
+        ("My favourite dishes are 宫保鸡丁, 麻婆豆腐 and 红烧肉.", "en"),
+        ("In Japanese, you say ありがとうございます to thank someone politely.", "en"),
+        # quotes and apostrophes in Latin text
+        ("Don't worry, it's fine: the users' data is safe and 'backup' runs nightly.", "en"),
+        ('He said "Je ne sais pas" and walked away from the meeting.', "en"),
+    ],
+)
+def test_the_language_that_frames_a_mixed_turn_decides(text, expected):
+    assert detect_language(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Jak mogę nauczyć się programowania w Pythonie w ciągu miesiąca?", "pl"),
+        ("Jak se mohu naučit programovat v Pythonu za jeden měsíc?", "cs"),
+        ("Làm thế nào để học tiếng Anh hiệu quả hơn mỗi ngày?", "vi"),
+        ("Bagaimana cara belajar bahasa Inggris dengan cepat di rumah?", "id"),
+        ("Miten voin parantaa englannin kielen ääntämistäni nopeasti?", "fi"),
+        ("İngilizce telaffuzumu nasıl geliştirebilirim, bana yardım eder misin?", "tr"),
+        ("Hvordan kan jeg lære at spille guitar hurtigt derhjemme?", "da"),
+        ("Kan du hjälpa mig att skriva ett brev till min hyresvärd?", "sv"),
+        # foreign names and pinyin in English stay English
+        ("She moved from Kraków to Łódź last year and loves it there.", "en"),
+        ("I love Dvořák's symphonies and Chopin's nocturnes.", "en"),
+        ("Nǐ hǎo means hello; xièxie means thank you in Mandarin.", "en"),
+    ],
+)
+def test_latin_languages_outside_the_vote_are_named_not_defaulted_to_english(text, expected):
+    assert detect_language(text) == expected
+
+
+def test_tracebacks_and_log_lines_carry_no_language():
+    trace = ('Traceback (most recent call last):\n  File "app.py", line 7, in <module>\n    main()\n'
+             "KeyError: 'user_id'")
+    assert detect_language(trace) is None
+    assert detect_language("[2024-01-01 10:00:00] INFO Server started on port 8080\n"
+                           "[2024-01-01 10:00:01] WARN Disk usage at 91%") is None
+    assert detect_language("java.lang.NullPointerException: Cannot invoke a method on null\n"
+                           "    at com.example.App.main(App.java:5)") is None
+    assert detect_language("运行的时候报错:\n" + trace + "\n这是什么原因?") == "zh"
+    assert detect_language("I got this error when I start the app:\n" + trace + "\nHow can I fix it?") == "en"
+    assert detect_language("Error handling is an important part of writing robust software.") == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("今天的平均价格是多少", "zh-Hans"),  # 价格 -> 價格 only at phrase level
+        ("面包店在哪里", "zh-Hans"),  # 面包 -> 麵包, 哪里 -> 哪裏
+        ("所以答案是", None),  # nothing tells the variants apart
+        ("他去了公司後面", "zh-Hant"),
+    ],
+)
+def test_variant_falls_back_to_opencc_phrases_when_characters_are_silent(text, expected):
+    assert detect_script_variant(text) == expected
