@@ -78,6 +78,14 @@ def _write_settings(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
 
+def _declared_context(source: Any) -> int | None:
+    """The context a model folder's config.json declares (None for GGUF and Hub ids: known once
+    loaded)."""
+    cfg = source.config or {}
+    value = cfg.get("n_positions") or cfg.get("max_position_embeddings") or cfg.get("n_ctx")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _count_records(inputs: Sequence[str | os.PathLike]) -> int:
     from datagen.formats.reader import iter_records
 
@@ -96,6 +104,8 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         inputs: files or folders in any format `datagen validate` reads.
         out: the scored rows (JSONL, datagen's record with `scores.moss_*`).
         model: folder, `.gguf` file, alias (`smollm2`) or Hub id.
+        max_length: the context in tokens; None is the model's own. A value beyond the model's
+            context is a ConfigError (raised before loading the model when its config declares it).
         max_loss, percentile, require_fit: the `moss_check` threshold (see `apply_check_threshold`);
             with one of them, kept and rejected rows go to `kept_path` / `rejected_path`.
         max_rows: score only the first N input rows.
@@ -110,10 +120,11 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     report_path = Path(report_path) if report_path else out.with_name(f"{out.stem}.report.json")
     thresholded = max_loss is not None or percentile is not None or require_fit
     source = resolve_model(model)
+    declared = _declared_context(source)
+    if max_length is not None:
+        resolve_max_length(max_length, declared)  # a bad value fails before the model is loaded
     done = scored_ids(out)
     if done:
-        declared = (source.config.get("n_positions") or source.config.get("max_position_embeddings")
-                    or source.config.get("n_ctx"))
         _check_settings(out, source.display, max_length or declared)
     total = _count_records(inputs)
     if max_rows is not None:
@@ -199,17 +210,25 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
 
 
 def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | None, batch_size: int = 4,
-              max_length: int | None = 2048, max_loss: float | None = None, percentile: float | None = None,
+              max_length: int | None = None, max_loss: float | None = None, percentile: float | None = None,
               max_rows: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, Any]:
     """The pipeline's check stage: `out_dir/scored.jsonl`, `kept.jsonl`, `rejected.jsonl`,
-    `report.json`. Returns `count` (kept), `in` and the `funnel_step`."""
+    `report.json`. Returns `count` (kept), `in` and the `funnel_step`.
+
+    `max_length=None` is the model's context (`check.max_length` left unset); a larger value than
+    the model's is a ConfigError on `check.max_length`."""
     if not model:
         raise ConfigError("the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model")
     out_dir = Path(out_dir)
-    return check_files([inp], out_dir / "scored.jsonl", model=model, batch_size=batch_size, max_length=max_length,
-                       device=device, max_loss=max_loss, percentile=percentile, max_rows=max_rows,
-                       report_path=out_dir / "report.json", kept_path=out_dir / "kept.jsonl",
-                       rejected_path=out_dir / "rejected.jsonl", progress=progress)
+    try:
+        return check_files([inp], out_dir / "scored.jsonl", model=model, batch_size=batch_size,
+                           max_length=max_length, device=device, max_loss=max_loss, percentile=percentile,
+                           max_rows=max_rows, report_path=out_dir / "report.json", kept_path=out_dir / "kept.jsonl",
+                           rejected_path=out_dir / "rejected.jsonl", progress=progress)
+    except ConfigError as exc:
+        if exc.path is not None or not exc.field or "." in exc.field:
+            raise
+        raise ConfigError(exc.reason, field=f"check.{exc.field}") from None
 
 
 __all__ = ["check_files", "run_check", "scored_ids", "format_report"]

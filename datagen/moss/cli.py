@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="scored rows (JSONL); resumed when it exists")
     p.add_argument("--batch-size", type=int, default=8, help="dialogues per forward pass (default 8)")
     p.add_argument("--max-length", type=int, default=None,
-                   help="context in tokens (default: the model's, 2048 for MOSS)")
+                   help="context in tokens (default: the model's, 2048 for MOSS; more than the model's is an "
+                        "error)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--max-loss", type=float, default=None, help="reject rows whose loss is above this")

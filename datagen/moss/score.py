@@ -53,13 +53,18 @@ class DialogueScore:
 
 
 def resolve_max_length(max_length: int | None, context_length: int | None) -> int:
-    """The one context value used everywhere: the caller's, else the model's, else 2048."""
+    """The one context value used everywhere: the caller's, else the model's, else 2048.
+
+    None means "the model's context". A value beyond what the model declares is refused with one
+    ConfigError line (never clamped: scores of a different context would not compare with the
+    ones asked for), naming both numbers and the fix."""
     if max_length is None:
         return context_length or DEFAULT_MAX_LENGTH
-    if max_length < 1:
-        raise ConfigError("must be positive", field="max_length")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise ConfigError(f"must be a positive number of tokens, got {max_length!r}", field="max_length")
     if context_length and max_length > context_length:
-        raise ConfigError(f"{max_length} is beyond the model's context ({context_length})", field="max_length")
+        raise ConfigError(f"{max_length} is beyond the model's context ({context_length} tokens); lower it or "
+                          "leave it unset to use the model's context", field="max_length")
     return max_length
 
 

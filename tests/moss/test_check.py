@@ -7,10 +7,11 @@ import json
 import pytest
 
 from datagen.cli import main
+from datagen.errors import ConfigError
 from datagen.formats.moss import from_sft
 from datagen.jsonl import read_conversations, write_jsonl_atomic
 from datagen.moss.check import run_check
-from tests.moss.conftest import sft_record
+from tests.moss.conftest import build_tiny_moss, corpus, sft_record
 
 N = 8
 
@@ -109,3 +110,31 @@ def test_repeated_ids_are_counted(tiny_moss, tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["duplicate_ids"] == 1 and "repeat an id" in captured.err
     assert len(_rows(out)) == 1
+
+
+# --------------------------------------------------------------------------- max_length (the model's context)
+
+
+@pytest.fixture(scope="module")
+def short_moss(tmp_path_factory, moss_records):
+    """A tiny MOSS checkpoint whose context (256) is shorter than MOSS's 2048."""
+    folder = tmp_path_factory.mktemp("short-moss")
+    build_tiny_moss(folder, corpus(moss_records), n_positions=256)
+    return folder
+
+
+def test_unset_max_length_is_the_models_context(short_moss, conversations_file, tmp_path):
+    info = run_check(conversations_file, tmp_path / "checked", model=str(short_moss), progress=False)
+    assert info["settings"]["max_length"] == 256 and info["count"] == N
+
+
+def test_max_length_beyond_the_context_fails_in_one_line_before_loading(short_moss, conversations_file, tmp_path):
+    config_only = tmp_path / "config-only"  # no weights: loading the model would fail differently
+    config_only.mkdir()
+    (config_only / "config.json").write_text((short_moss / "config.json").read_text())
+    with pytest.raises(ConfigError) as err:
+        run_check(conversations_file, tmp_path / "checked", model=str(config_only), max_length=2048, progress=False)
+    assert err.value.field == "check.max_length"
+    assert "2048 is beyond the model's context (256 tokens)" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "checked" / "scored.jsonl").exists()
+
