@@ -507,7 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         out.mkdir(parents=True, exist_ok=True)
         _log("starting the embedded teacher (llama-cpp-python, SmolLM2-135M-Instruct) on 127.0.0.1")
-        teacher = start_local_teacher(args.teacher_model, port=args.teacher_port,
+        teacher = start_local_teacher(args.teacher_model, port=args.teacher_port or _free_port(),
                                       log_path=out / "teacher-server.log")
         config.teacher.base_url = teacher.base_url
         # The served model's name goes into journal keys and fingerprints: another GGUF must not
@@ -528,6 +528,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "publish" in stages and stages["publish"].get("url"):
         print(f"  on the Hub: {stages['publish']['url']}")
     return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -563,7 +571,8 @@ def register(sub) -> None:
     p.add_argument("--serve-teacher", action="store_true",
                    help="start the embedded local teacher for this run and stop it afterwards")
     p.add_argument("--teacher-model", default=None, help="GGUF for --serve-teacher (default: SmolLM2-135M)")
-    p.add_argument("--teacher-port", type=int, default=8089)
+    p.add_argument("--teacher-port", type=int, default=None,
+                   help="port for --serve-teacher (default: a free one)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="show where a run directory stands")
