@@ -1,9 +1,11 @@
 """`datagen check` and the pipeline's check stage: score files of conversations with a local model.
 
 Scored rows are appended to the output as they finish (one flushed line each), so a killed run
-loses at most one window of work; a rerun skips the ids already in the output. The settings a file
-was scored with (model, max length) are recorded beside it and a rerun with other settings is
-refused rather than mixing two models' scores in one file. At the end the whole output is read
+loses at most one window of work; a rerun skips the ids already in the output. A last line without
+its newline is the torn tail of a killed writer: it is skipped with a warning and its row is scored
+again (its id never counts as done). The settings a file was scored with (model, max length) are
+recorded beside it and a rerun with other settings is refused rather than mixing two models' scores
+in one file. At the end the whole output is read
 back for the distribution report and, when a threshold is given, split into kept and rejected rows.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,26 +33,41 @@ from datagen.moss.score import (
 from datagen.moss.tokenize import TruncationStats
 from datagen.record import Conversation
 
+log = logging.getLogger(__name__)
 
-def scored_ids(path: str | os.PathLike) -> set[str]:
-    """Ids of the rows already in an output file (a torn last line is ignored), streaming."""
+
+def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """`(line number, raw line, row)` for each row of a JSONL file datagen wrote, streaming.
+
+    A last line without its newline is the torn tail of a killed writer: it is skipped (with a
+    warning when `warn`) even when it happens to be complete JSON, so its id never counts as done.
+    Any other line that is not a JSON object with an `id` is an InputError naming file and line.
+    """
     path = Path(path)
-    ids: set[str] = set()
-    if not path.exists():
-        return ids
     with open(path, "rb") as fh:
-        for raw in fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.endswith(b"\n"):
+                if warn and raw.strip():
+                    log.warning("%s:%d: the last line has no newline (left by a killed writer); ignoring it",
+                                path, lineno)
+                break
             if not raw.strip():
                 continue
             try:
                 row = json.loads(raw)
-            except json.JSONDecodeError:
-                if not raw.endswith(b"\n"):
-                    break  # torn tail of a killed run; AppendWriter cuts it off
-                raise InputError("invalid JSON in a scored file", path=str(path)) from None
-            if isinstance(row, dict) and "id" in row:
-                ids.add(str(row["id"]))
-    return ids
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON ({exc.msg})", path=str(path), line=lineno) from None
+            if not isinstance(row, dict) or "id" not in row:
+                raise InputError("not a conversation row (a JSON object with an id)", path=str(path), line=lineno)
+            yield lineno, raw, row
+
+
+def scored_ids(path: str | os.PathLike) -> set[str]:
+    """Ids of the rows already in an output file (a torn last line is not one), streaming."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    return {str(row["id"]) for _, _, row in iter_scored_rows(path)}
 
 
 def _settings_path(out: Path) -> Path:

@@ -10,7 +10,7 @@ from datagen.cli import main
 from datagen.errors import ConfigError
 from datagen.formats.moss import from_sft
 from datagen.jsonl import read_conversations, write_jsonl_atomic
-from datagen.moss.check import run_check
+from datagen.moss.check import run_check, scored_ids
 from tests.moss.conftest import build_tiny_moss, corpus, sft_record
 
 N = 8
@@ -137,4 +137,26 @@ def test_max_length_beyond_the_context_fails_in_one_line_before_loading(short_mo
     assert err.value.field == "check.max_length"
     assert "2048 is beyond the model's context (256 tokens)" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "checked" / "scored.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- torn tails
+
+
+def test_a_row_without_its_newline_is_not_done(tmp_path):
+    out = tmp_path / "scored.jsonl"
+    rows = [json.dumps({"id": f"c{i}", "turns": [], "scores": {"moss_loss": 1.0}}) for i in range(3)]
+    out.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[2], encoding="utf-8")  # killed before the newline
+    assert scored_ids(out) == {"c0", "c1"}
+
+
+def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tmp_path, capsys):
+    torn = tmp_path / "torn.jsonl"
+    text = conversations_file.read_text(encoding="utf-8")
+    torn.write_text(text[: text.rstrip("\n").rfind("\n") + 1] + text.rstrip("\n").rsplit("\n", 1)[1][:50],
+                    encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    assert main(["check", str(torn), "--model", str(tiny_moss), "--out", str(out), "--max-length", "512",
+                 "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scored_now"] == N - 1
+    assert len(_rows(out)) == N - 1
 
