@@ -5,8 +5,14 @@ loses at most one window of work; a rerun skips the ids already in the output. A
 its newline is the torn tail of a killed writer: it is skipped with a warning and its row is scored
 again (its id never counts as done). The settings a file was scored with (model, max length) are
 recorded beside it and a rerun with other settings is refused rather than mixing two models' scores
-in one file. At the end the whole output is read
-back for the distribution report and, when a threshold is given, split into kept and rejected rows.
+in one file.
+
+At the end the output is streamed twice, holding only ids and a few numbers per row (`ScoreColumns`):
+once for the distribution report and the threshold's cutoff, once to split the rows into kept and
+rejected files. Kept rows are copied byte for byte.
+
+`max_length=None` (the default) is the model's own context; a value beyond what the model declares
+is refused with one ConfigError line, before the model is loaded.
 """
 
 from __future__ import annotations
@@ -16,19 +22,24 @@ import json
 import logging
 import os
 import sys
+import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from datagen.errors import ConfigError, InputError
-from datagen.jsonl import AppendWriter, read_conversations, write_jsonl_atomic
+from datagen.errors import ConfigError, FormatError, InputError
+from datagen.jsonl import AppendWriter, dumps
 from datagen.moss.score import (
     STEP_NAME,
-    apply_check_threshold,
+    ScoreColumns,
     format_report,
+    reject_reason,
     resolve_max_length,
     score_conversations,
     score_report,
+    threshold_cutoff,
 )
 from datagen.moss.tokenize import TruncationStats
 from datagen.record import Conversation
@@ -104,10 +115,39 @@ def _declared_context(source: Any) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def _count_records(inputs: Sequence[str | os.PathLike]) -> int:
-    from datagen.formats.reader import iter_records
+def _estimate_rows(inputs: Sequence[str | os.PathLike]) -> int | None:
+    """Rows in the inputs, for the progress bar: the newlines of plain JSONL files, counted without
+    parsing; None when an input is another kind of file (the bar then counts without a total)."""
+    from datagen.formats.reader import iter_files
 
-    return sum(1 for _ in iter_records(inputs))
+    try:
+        files = list(iter_files(inputs))
+    except FormatError:
+        return None
+    total = 0
+    for f in files:
+        if not f.name.lower().endswith((".jsonl", ".ndjson")):
+            return None
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                total += chunk.count(b"\n")
+    return total
+
+
+@contextmanager
+def _atomic_lines(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file written beside `path` and moved over it when the block ends without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, model: str,
@@ -137,6 +177,9 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     out = Path(out)
     report_path = Path(report_path) if report_path else out.with_name(f"{out.stem}.report.json")
     thresholded = max_loss is not None or percentile is not None or require_fit
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 0):
+        raise ConfigError(f"must be a whole number, 0 or more, got {max_rows!r}", field="max_rows")
+    threshold_cutoff([], percentile=percentile)  # a bad percentile fails now, not after scoring
     source = resolve_model(model)
     declared = _declared_context(source)
     if max_length is not None:
@@ -144,8 +187,8 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     done = scored_ids(out)
     if done:
         _check_settings(out, source.display, max_length or declared)
-    total = _count_records(inputs)
-    if max_rows is not None:
+    total = _estimate_rows(inputs)
+    if total is not None and max_rows is not None:
         total = min(total, max_rows)
 
     duplicates = 0
@@ -179,12 +222,12 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=min(len(done), total), desc="check", unit="dlg", file=sys.stderr,
-                       dynamic_ncols=True)
+            bar = tqdm(total=total, initial=min(len(done), total) if total is not None else len(done), desc="check",
+                       unit="dlg", file=sys.stderr, dynamic_ncols=True)
         try:
             with AppendWriter(out) as writer:
-                for conv in score_conversations(itertools.chain([first], rows_todo), loaded, batch_size=batch_size, max_length=limit,
-                                                stats=stats):
+                for conv in score_conversations(itertools.chain([first], rows_todo), loaded, batch_size=batch_size,
+                                                max_length=limit, stats=stats):
                     writer.write(conv)
                     scored_now += 1
                     if bar is not None:
@@ -196,27 +239,65 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     if duplicates:
         print(f"warning: {duplicates} input rows repeat an id already seen in this input and were skipped "
               "(give rows unique ids)", file=sys.stderr)
-    rows = list(read_conversations(out)) if out.exists() else []
-    report = score_report(rows)
-    summary: dict[str, Any] = {"in": len(rows), "scored_now": scored_now, "resumed": len(done),
-                               "count": len(rows), "report": report,
-                               "duplicate_ids": duplicates, "truncation_this_run": stats.to_dict(),
-                               "settings": settings}
-    if thresholded:
-        verdict = apply_check_threshold(rows, max_loss=max_loss, percentile=percentile, require_fit=require_fit)
+
+    # Pass 1 over the output: ids and the numbers the report and the cutoff need.
+    columns = ScoreColumns()
+    ids: set[str] = set()
+    repeated: set[int] = set()  # line numbers of a second row with an id already seen
+    if out.exists():
+        for lineno, _, row in iter_scored_rows(out, warn=False):
+            rid = str(row["id"])
+            if rid in ids:
+                repeated.add(lineno)
+                continue
+            scores = row.get("scores")
+            if not isinstance(scores, dict) or "moss_loss" not in scores:
+                raise InputError("row has no scores.moss_loss (not written by `datagen check`?)", path=str(out),
+                                 line=lineno)
+            ids.add(rid)
+            columns.add(scores)
+    if repeated:
+        log.warning("%s: %d rows repeat an id scored earlier in the file; the first of each is used", out,
+                    len(repeated))
+    report = score_report(columns)
+    scored = len(columns)
+    summary: dict[str, Any] = {"in": scored, "scored_now": scored_now, "resumed": len(done), "count": scored,
+                               "report": report, "duplicate_ids": duplicates,
+                               "truncation_this_run": stats.to_dict(), "settings": settings}
+
+    step: dict[str, Any] = {"step": STEP_NAME, "in": scored, "kept": scored, "dropped": 0, "tagged": 0,
+                            "reasons": {}}
+    if thresholded or kept_path is not None:
+        cutoff, reason_name = (threshold_cutoff(columns.finite_losses(), max_loss=max_loss, percentile=percentile)
+                               if thresholded else (None, None))
         kept_path = Path(kept_path) if kept_path else out.with_name(f"{out.stem}.kept.jsonl")
         rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
-        write_jsonl_atomic(kept_path, verdict.kept)
-        write_jsonl_atomic(rejected_path, verdict.rejected)
-        step = verdict.funnel_step()
-        summary.update({"count": len(verdict.kept), "cutoff": verdict.cutoff, "kept_path": str(kept_path),
+        reasons: Counter[str] = Counter()
+        kept = 0
+        # Pass 2: split the output.
+        with _atomic_lines(kept_path) as kept_fh, _atomic_lines(rejected_path) as rejected_fh:
+            if out.exists():
+                for lineno, raw, row in iter_scored_rows(out, warn=False):
+                    if lineno in repeated:
+                        continue
+                    found = reject_reason(row["scores"], cutoff=cutoff, reason_name=reason_name,
+                                          percentile=percentile, require_fit=require_fit) if thresholded else None
+                    if found is None:
+                        kept_fh.write(raw)
+                        kept += 1
+                        continue
+                    reason, evidence = found
+                    row["tags"] = {**(row.get("tags") or {}), STEP_NAME: reason}
+                    row["rejected"] = {"step": STEP_NAME, "reason": reason, "evidence": evidence}
+                    rejected_fh.write((dumps(row) + "\n").encode("utf-8"))
+                    reasons[reason] += 1
+        dropped = sum(reasons.values())
+        step = {"step": STEP_NAME, "in": scored, "kept": kept, "dropped": dropped,
+                "tagged": 0, "reasons": dict(sorted(reasons.items()))}
+        summary.update({"in": scored, "count": kept, "kept_path": str(kept_path),
                         "rejected_path": str(rejected_path)})
-    else:
-        step = {"step": STEP_NAME, "in": len(rows), "kept": len(rows), "dropped": 0, "tagged": 0, "reasons": {}}
-        if kept_path:
-            write_jsonl_atomic(kept_path, rows)
-        if rejected_path:
-            write_jsonl_atomic(rejected_path, [])
+        if thresholded:
+            summary["cutoff"] = cutoff
     summary["funnel_step"] = step
     summary["threshold"] = {"max_loss": max_loss, "percentile": percentile, "require_fit": require_fit}
     report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ absolute loss or above a percentile of the run.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,9 +245,42 @@ class CheckVerdict:
                 "tagged": 0, "reasons": dict(self.reasons)}
 
 
+def threshold_cutoff(losses: Sequence[float], *, max_loss: float | None = None,
+                     percentile: float | None = None) -> tuple[float | None, str | None]:
+    """(loss cutoff, reason name) of the `moss_check` threshold over a run's losses: the lower of
+    `max_loss` and the `percentile`-th percentile; (None, None) without either."""
+    if percentile is not None and not 0 < percentile <= 100:
+        raise ConfigError("must be within (0, 100]", field="percentile")
+    cutoff, reason_name = None, None
+    if percentile is not None and losses:
+        cutoff, reason_name = percentile_value(losses, percentile), "loss_above_percentile"
+    if max_loss is not None and (cutoff is None or max_loss < cutoff):
+        cutoff, reason_name = max_loss, "loss_above_max"
+    return cutoff, reason_name
+
+
+def reject_reason(scores: Mapping[str, Any], *, cutoff: float | None, reason_name: str | None,
+                  percentile: float | None = None, require_fit: bool = False
+                  ) -> tuple[str, dict[str, Any]] | None:
+    """(reason, evidence) when a scored row fails the threshold, else None (see
+    `apply_check_threshold`)."""
+    loss = scores["moss_loss"]
+    if loss is None:
+        return "no_turn_fits", {"moss_tokens": scores.get("moss_tokens")}
+    if require_fit and not scores.get("moss_fits", True):
+        return "too_long", {"moss_tokens": scores.get("moss_tokens")}
+    if cutoff is not None and loss > cutoff:
+        evidence: dict[str, Any] = {"moss_loss": loss, "cutoff": round(cutoff, 6)}
+        if reason_name == "loss_above_percentile":
+            evidence["percentile"] = percentile
+        return str(reason_name), evidence
+    return None
+
+
 def apply_check_threshold(conversations: Iterable[Conversation], *, max_loss: float | None = None,
                           percentile: float | None = None, require_fit: bool = False) -> CheckVerdict:
-    """Split scored conversations into kept and rejected (`moss_check`).
+    """Split scored conversations into kept and rejected (`moss_check`), in memory (`datagen check`
+    streams its files through `threshold_cutoff` and `reject_reason` instead).
 
     Args:
         max_loss: drop rows whose `moss_loss` is above this.
@@ -257,34 +291,20 @@ def apply_check_threshold(conversations: Iterable[Conversation], *, max_loss: fl
 
     Raises InputError for a row that was never scored.
     """
-    q = percentile
-    if q is not None and not 0 < q <= 100:
-        raise ConfigError("must be within (0, 100]", field="percentile")
     convs = list(conversations)
     for c in convs:
         if "moss_loss" not in c.scores:
             raise InputError("row has no moss_loss: run `datagen check` first", field=f"id {c.id}")
     losses = [float(c.scores["moss_loss"]) for c in convs if c.scores["moss_loss"] is not None]
-    cutoff, reason_name = None, None
-    if q is not None and losses:
-        cutoff, reason_name = percentile_value(losses, q), "loss_above_percentile"
-    if max_loss is not None and (cutoff is None or max_loss < cutoff):
-        cutoff, reason_name = max_loss, "loss_above_max"
+    cutoff, reason_name = threshold_cutoff(losses, max_loss=max_loss, percentile=percentile)
     verdict = CheckVerdict(cutoff=cutoff)
     for c in convs:
-        loss = c.scores["moss_loss"]
-        reason, evidence = None, {}
-        if loss is None:
-            reason, evidence = "no_turn_fits", {"moss_tokens": c.scores.get("moss_tokens")}
-        elif require_fit and not c.scores.get("moss_fits", True):
-            reason, evidence = "too_long", {"moss_tokens": c.scores.get("moss_tokens")}
-        elif cutoff is not None and loss > cutoff:
-            reason, evidence = reason_name, {"moss_loss": loss, "cutoff": round(cutoff, 6)}
-            if reason_name == "loss_above_percentile":
-                evidence["percentile"] = q
-        if reason is None:
+        found = reject_reason(c.scores, cutoff=cutoff, reason_name=reason_name, percentile=percentile,
+                              require_fit=require_fit)
+        if found is None:
             verdict.kept.append(c)
             continue
+        reason, evidence = found
         c.tags[STEP_NAME] = reason
         row = c.to_dict()
         row["rejected"] = {"step": STEP_NAME, "reason": reason, "evidence": evidence}
@@ -293,12 +313,45 @@ def apply_check_threshold(conversations: Iterable[Conversation], *, max_loss: fl
     return verdict
 
 
-def score_report(conversations: Iterable[Conversation]) -> dict[str, Any]:
-    """The distribution of a run's scores: counts, loss/perplexity/length quantiles, truncation."""
-    rows = [c.scores for c in conversations if "moss_loss" in c.scores]
-    losses = [float(s["moss_loss"]) for s in rows if s["moss_loss"] is not None]
-    ppls = [float(s["moss_ppl"]) for s in rows if s.get("moss_ppl") is not None]
-    tokens = [int(s["moss_tokens"]) for s in rows if s.get("moss_tokens") is not None]
+@dataclass(slots=True)
+class ScoreColumns:
+    """The numbers of scored rows the report and the threshold need, column by column (8 to 25
+    bytes a row, no texts), so a file of millions of scored rows is summarised in one streaming
+    pass. NaN stands for a missing loss or perplexity, -1 for missing tokens."""
+
+    losses: array = field(default_factory=lambda: array("d"))
+    ppls: array = field(default_factory=lambda: array("d"))
+    tokens: array = field(default_factory=lambda: array("q"))
+    fits: bytearray = field(default_factory=bytearray)
+
+    def add(self, scores: Mapping[str, Any]) -> None:
+        loss, ppl, tokens = scores.get("moss_loss"), scores.get("moss_ppl"), scores.get("moss_tokens")
+        self.losses.append(math.nan if loss is None else float(loss))
+        self.ppls.append(math.nan if ppl is None else float(ppl))
+        self.tokens.append(-1 if tokens is None else int(tokens))
+        self.fits.append(1 if scores.get("moss_fits") else 0)
+
+    def __len__(self) -> int:
+        return len(self.fits)
+
+    def finite_losses(self) -> list[float]:
+        """The losses of rows that have one (rows where no turn fits have none)."""
+        return [x for x in self.losses if not math.isnan(x)]
+
+
+def score_report(conversations: Iterable[Conversation] | ScoreColumns) -> dict[str, Any]:
+    """The distribution of a run's scores: counts, loss/perplexity/length quantiles, truncation.
+    Takes conversations (those without `moss_loss` are not counted) or a `ScoreColumns`."""
+    if isinstance(conversations, ScoreColumns):
+        cols = conversations
+    else:
+        cols = ScoreColumns()
+        for c in conversations:
+            if "moss_loss" in c.scores:
+                cols.add(c.scores)
+    losses = cols.finite_losses()
+    ppls = [x for x in cols.ppls if not math.isnan(x)]
+    tokens = [float(t) for t in cols.tokens if t >= 0]
     qs = (0, 10, 25, 50, 75, 90, 95, 99, 100)
 
     def dist(xs: list[float]) -> dict[str, float] | None:
@@ -308,15 +361,16 @@ def score_report(conversations: Iterable[Conversation]) -> dict[str, Any]:
         d["mean"] = round(sum(xs) / len(xs), 4)
         return d
 
+    no_loss = [math.isnan(x) for x in cols.losses]
     return {
-        "scored": len(rows),
+        "scored": len(cols),
         "with_loss": len(losses),
-        "fit": sum(1 for s in rows if s.get("moss_fits")),
-        "truncated": sum(1 for s in rows if not s.get("moss_fits") and s["moss_loss"] is not None),
-        "no_turn_fits": sum(1 for s in rows if s["moss_loss"] is None),
+        "fit": sum(cols.fits),
+        "truncated": sum(1 for f, n in zip(cols.fits, no_loss, strict=True) if not f and not n),
+        "no_turn_fits": sum(no_loss),
         "loss": dist(losses),
         "ppl": dist(ppls),
-        "tokens": dist([float(t) for t in tokens]),
+        "tokens": dist(tokens),
         "histogram": _histogram(losses),
     }
 

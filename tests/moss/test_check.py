@@ -160,3 +160,24 @@ def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tm
     assert json.loads(capsys.readouterr().out)["scored_now"] == N - 1
     assert len(_rows(out)) == N - 1
 
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_the_input_is_parsed_once(tiny_moss, conversations_file, tmp_path, monkeypatch):
+    from datagen.formats import reader
+
+    calls = []
+    real = reader.iter_records
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(reader, "iter_records", counting)
+    info = run_check(conversations_file, tmp_path / "checked", model=str(tiny_moss), max_length=512,
+                     percentile=90, progress=False)
+    assert info["in"] == N and len(calls) == 1
+    scored = (tmp_path / "checked" / "scored.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = (tmp_path / "checked" / "kept.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert set(kept) <= set(scored) and len(kept) == N - 1  # kept rows are copied byte for byte
