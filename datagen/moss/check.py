@@ -13,6 +13,10 @@ rejected files. Kept rows are copied byte for byte.
 
 `max_length=None` (the default) is the model's own context; a value beyond what the model declares
 is refused with one ConfigError line, before the model is loaded.
+
+`max_rows=N` scores only the first N input rows, for a sample run. The rows past N are not dropped:
+they go to the kept file unchanged (no scores) and are counted as `unscored` in the summary and the
+funnel step. The threshold never judges them, and a percentile cutoff is over the scored rows only.
 """
 
 from __future__ import annotations
@@ -166,10 +170,12 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
             context is a ConfigError (raised before loading the model when its config declares it).
         max_loss, percentile, require_fit: the `moss_check` threshold (see `apply_check_threshold`);
             with one of them, kept and rejected rows go to `kept_path` / `rejected_path`.
-        max_rows: score only the first N input rows.
+        max_rows: score only the first N input rows; the rest pass through to the kept file unscored
+            (counted as `unscored`) whenever a kept file is written.
         report_path: the distribution report as JSON (default: beside `out`, `*.report.json`).
 
-    Returns a summary: `in`, `scored_now`, `resumed`, `count` (rows kept), `report`, `funnel_step`.
+    Returns a summary: `in`, `scored_now`, `resumed`, `count` (rows kept), `unscored`, `report`,
+    `funnel_step`.
     """
     from datagen.formats.reader import read_conversations as read_any
     from datagen.moss.loading import load_model, resolve_model
@@ -264,6 +270,8 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     summary: dict[str, Any] = {"in": scored, "scored_now": scored_now, "resumed": len(done), "count": scored,
                                "report": report, "duplicate_ids": duplicates,
                                "truncation_this_run": stats.to_dict(), "settings": settings}
+    if max_rows is not None:
+        summary["max_rows"] = max_rows
 
     step: dict[str, Any] = {"step": STEP_NAME, "in": scored, "kept": scored, "dropped": 0, "tagged": 0,
                             "reasons": {}}
@@ -273,8 +281,8 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         kept_path = Path(kept_path) if kept_path else out.with_name(f"{out.stem}.kept.jsonl")
         rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
         reasons: Counter[str] = Counter()
-        kept = 0
-        # Pass 2: split the output.
+        kept = unscored = 0
+        # Pass 2: split the output; pass 3 (with max_rows): the input rows that were not scored.
         with _atomic_lines(kept_path) as kept_fh, _atomic_lines(rejected_path) as rejected_fh:
             if out.exists():
                 for lineno, raw, row in iter_scored_rows(out, warn=False):
@@ -291,10 +299,21 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                     row["rejected"] = {"step": STEP_NAME, "reason": reason, "evidence": evidence}
                     rejected_fh.write((dumps(row) + "\n").encode("utf-8"))
                     reasons[reason] += 1
+            if max_rows is not None:
+                passed: set[str] = set()
+                for conv in read_any(inputs):
+                    if conv.id in ids or conv.id in passed:
+                        continue
+                    passed.add(conv.id)
+                    kept_fh.write((dumps(conv.to_dict()) + "\n").encode("utf-8"))
+                    unscored += 1
         dropped = sum(reasons.values())
-        step = {"step": STEP_NAME, "in": scored, "kept": kept, "dropped": dropped,
+        step = {"step": STEP_NAME, "in": scored + unscored, "kept": kept + unscored, "dropped": dropped,
                 "tagged": 0, "reasons": dict(sorted(reasons.items()))}
-        summary.update({"in": scored, "count": kept, "kept_path": str(kept_path),
+        if max_rows is not None:
+            step["unscored"] = unscored
+            summary["unscored"] = unscored
+        summary.update({"in": scored + unscored, "count": kept + unscored, "kept_path": str(kept_path),
                         "rejected_path": str(rejected_path)})
         if thresholded:
             summary["cutoff"] = cutoff
@@ -315,7 +334,8 @@ def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str 
     `report.json`. Returns `count` (kept), `in` and the `funnel_step`.
 
     `max_length=None` is the model's context (`check.max_length` left unset); a larger value than
-    the model's is a ConfigError on `check.max_length`."""
+    the model's is a ConfigError on `check.max_length`. With `max_rows`, the rows past it go to
+    `kept.jsonl` unscored (see the module docstring)."""
     if not model:
         raise ConfigError("the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model")
     out_dir = Path(out_dir)

@@ -46,7 +46,9 @@ def register(sub: Any) -> None:
     p.add_argument("--percentile", type=float, default=None,
                    help="reject rows above this percentile of the run's losses (e.g. 95)")
     p.add_argument("--require-fit", action="store_true", help="reject rows whose turns do not all fit")
-    p.add_argument("--max-rows", type=int, default=None, help="score only the first N input rows")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="score only the first N input rows; with a threshold the rest go to the kept file "
+                        "unscored")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     p.set_defaults(func=cmd_check)
@@ -104,6 +106,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"moss_check: kept {step['kept']} of {step['in']}"
               + (f" (loss cutoff {cutoff:.4g})" if cutoff is not None else "") + f"; rejected: {reasons}")
         print(f"kept -> {summary['kept_path']}\nrejected -> {summary['rejected_path']}")
+    if summary.get("unscored"):
+        print(f"{summary['unscored']} rows past --max-rows {summary['max_rows']} were not scored; they are in the "
+              f"kept file unchanged")
     print(f"scored {summary['scored_now']} now, {summary['resumed']} from an earlier run -> {args.out}; "
           f"report -> {summary['report_path']}")
     return 0

@@ -161,7 +161,31 @@ def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tm
     assert len(_rows(out)) == N - 1
 
 
-# --------------------------------------------------------------------------- streaming
+# --------------------------------------------------------------------------- max_rows and streaming
+
+
+def test_max_rows_passes_the_unscored_rows_through_to_kept(tiny_moss, conversations_file, tmp_path):
+    out_dir = tmp_path / "checked"
+    info = run_check(conversations_file, out_dir, model=str(tiny_moss), max_length=512, max_loss=100.0, max_rows=3,
+                     progress=False)
+    assert info["funnel_step"] == {"step": "moss_check", "in": N, "kept": N, "dropped": 0, "tagged": 0,
+                                   "reasons": {}, "unscored": N - 3}
+    assert (info["in"], info["count"], info["unscored"]) == (N, N, N - 3)
+    kept = _rows(out_dir / "kept.jsonl")
+    assert [r["id"] for r in kept] == [f"c{i}" for i in range(N)]
+    assert all("moss_loss" in r["scores"] for r in kept[:3])
+    originals = {r["id"]: r for r in _rows(conversations_file)}
+    assert kept[3:] == [originals[f"c{i}"] for i in range(3, N)]  # unchanged, no scores
+    assert len(_rows(out_dir / "scored.jsonl")) == 3
+
+
+def test_max_rows_with_a_percentile_judges_only_the_scored_rows(tiny_moss, conversations_file, tmp_path):
+    info = run_check(conversations_file, tmp_path / "checked", model=str(tiny_moss), max_length=512,
+                     percentile=50, max_rows=4, progress=False)
+    step = info["funnel_step"]
+    assert step["dropped"] == 2 and step["unscored"] == N - 4 and step["kept"] == N - 2 and step["in"] == N
+    rejected = _rows(tmp_path / "checked" / "rejected.jsonl")
+    assert {r["id"] for r in rejected} <= {f"c{i}" for i in range(4)}
 
 
 def test_the_input_is_parsed_once(tiny_moss, conversations_file, tmp_path, monkeypatch):
