@@ -117,6 +117,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
     stats = expand(seeds, config, teacher_from_args(args, run), args.out, args.journal,
                    progress=False if args.no_progress else None)
     print_summary(stats)
+    _fail_if_incomplete("expand", stats, "requests")
     return 0
 
 
@@ -152,7 +153,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                tools_config=tools_config, retry_failed=args.retry_failed,
                                progress=False if args.no_progress else None)
     print_summary(stats)
+    _fail_if_incomplete("generate", stats, "dialogues")
     return 0
+
+
+def _fail_if_incomplete(command: str, stats: Any, what: str) -> None:
+    # Like `datagen run`: failures a rerun can fix make the command fail, so a script chaining
+    # stages never goes on with an incomplete output.
+    if stats.retryable_failed:
+        from datagen.errors import DatagenError
+
+        raise DatagenError(f"{command}: {stats.retryable_failed} {what} failed for reasons a retry can fix; "
+                           f"rerun the same command to finish them (finished calls are not paid again)")
 
 
 def register(sub) -> None:

@@ -108,10 +108,15 @@ def sidecar(out_path: str | Path, suffix: str) -> Path:
 class StageStats:
     """Counters of one stage run. `counts` holds made/failed/skipped and `failed_<reason>` or
     `rejected_<reason>` counters; tokens and cost are summed over the rows made (cached calls
-    included) and `paid_*` over the calls this run actually paid for."""
+    included) and `paid_*` over the calls this run actually paid for.
+
+    `retryable_failed` counts this run's failures that a rerun would try again (API failures after
+    the engine's retries, a tool backend down, an expansion stopped early): when it is above 0 the
+    stage is incomplete, and a runner should ask for a rerun rather than go on."""
 
     stage: str
     counts: Counter = field(default_factory=Counter)
+    retryable_failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -136,7 +141,8 @@ class StageStats:
         return {k[len(prefix):]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, **dict(sorted(self.counts.items())), "calls": self.calls,
+        return {"stage": self.stage, **dict(sorted(self.counts.items())),
+                "retryable_failed": self.retryable_failed, "calls": self.calls,
                 "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6),
                 "paid_cost": round(self.paid_cost, 6)}
@@ -150,6 +156,8 @@ class StageStats:
             parts.append(f"{self.counts['skipped_done']} already done")
         n_failed = sum(failed.values())
         parts.append(f"{n_failed} failed" + (f" ({why})" if why else ""))
+        if self.retryable_failed:
+            parts.append(f"{self.retryable_failed} to retry: rerun the same command")
         parts.append(f"{self.calls} calls ({self.cached_calls} from the journal)")
         parts.append(f"{self.prompt_tokens + self.completion_tokens} tokens")
         parts.append(f"${self.cost:.4f} (paid now ${self.paid_cost:.4f})")

@@ -17,6 +17,12 @@ hits `max_requests`. Rounds send up to `parallel` requests at once and use the r
 order, with examples drawn from an RNG seeded by (seed, cell, request number): a rerun sends the
 same requests, which the journal answers for free, and so rebuilds the same pool before going on.
 
+A request that fails for a reason a retry can fix (timeout, 5xx or 429 after the engine's
+retries: `datagen.teacher.failures.RETRYABLE`) ends the run after its round: every later request
+shows examples from the pool, so going on without that request's prompts would build a pool a
+rerun (where the request succeeds) never rebuilds, and the rerun would pay again for every later
+request. The stats then carry `retryable_failed` (and `failed_<code>`): rerun to resume.
+
 Writes `out_path` (kept prompts, each with `parents`: the ids of the examples its request showed)
 and `<out>.rejected.jsonl` (every rejected candidate with its reason), both atomically at the end.
 """
@@ -51,6 +57,7 @@ from datagen.generate.messages import TOOL_LINES, PromptBook
 from datagen.generate.parsing import parse_numbered_list
 from datagen.jsonl import write_jsonl_atomic
 from datagen.record import PLUGIN_COMMANDS
+from datagen.teacher.failures import RETRYABLE
 from datagen.teacher.types import Request, Result
 
 __all__ = ["ExpandConfig", "expand", "aexpand", "Blacklist", "candidate_reason"]
@@ -236,6 +243,7 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
             sent += len(built)
             results: list[Result] = await asyncio.gather(*(engine.complete(r) for _, r, _ in built))
             before = {id(c): len(c.machine) for c in active}
+            retry_later = 0
             for (cell, req, parents), result in zip(built, results, strict=True):
                 stats.add_result(result)
                 stats.inc("requests")
@@ -244,6 +252,8 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                     if result.error in FATAL_ERRORS:
                         raise TeacherError(f"the teacher refused the expansion request ({result.error}: "
                                            f"{result.detail}); fix the teacher settings and rerun to resume")
+                    if result.error in RETRYABLE:
+                        retry_later += 1
                     continue
                 items = parse_numbered_list(result.text or "", truncated=result.finish_reason == "length")
                 if not items:
@@ -277,6 +287,14 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                         c.stopped = "idle"
                 elif c in batch:
                     c.idle_rounds = 0
+            if retry_later:
+                # Stop here, so that a rerun rebuilds this very pool (the journal answers every
+                # request made so far) before the failed request is asked again.
+                stats.retryable_failed += retry_later
+                for c in cells:
+                    if c.stopped is None:
+                        c.stopped = "retryable_failure"
+                break
     write_jsonl_atomic(out_path, kept)
     write_jsonl_atomic(sidecar(out_path, "rejected.jsonl"), rejected)
     stats.inc("count", len(kept))
@@ -330,7 +348,10 @@ def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None
         journal_path: the teacher journal (default `<out>.journal.sqlite`); keep it to resume.
         run_seed: the run's seed, used when the config dict sets none.
 
-    Returns StageStats: `count` kept, `candidates`, `rejected_<reason>`, `requests`, tokens, cost.
+    Returns StageStats: `count` kept, `candidates`, `rejected_<reason>`, `requests`, tokens, cost,
+    and `retryable_failed` when a request failed for a reason a retry can fix: the run stopped
+    after that round and is incomplete; rerun with the same arguments to resume (see the module
+    docstring).
     """
     if out_path is None:
         raise ConfigError("expand needs out_path")
@@ -354,3 +375,7 @@ def print_summary(stats: StageStats) -> None:
           f"{f' (rejected: {rejected})' if rejected else ''}; {c.get('requests', 0)} requests "
           f"({stats.cached_calls} from the journal); {stats.prompt_tokens + stats.completion_tokens} tokens; "
           f"${stats.cost:.4f} (paid now ${stats.paid_cost:.4f})", file=sys.stderr)
+    if stats.retryable_failed:
+        failed = ", ".join(f"{k} {v}" for k, v in stats.reasons("failed_").items() if k in RETRYABLE)
+        print(f"expand: stopped early: {stats.retryable_failed} requests failed ({failed}); rerun the same "
+              "command to resume (finished requests come from the journal, unpaid)", file=sys.stderr)

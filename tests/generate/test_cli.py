@@ -66,3 +66,20 @@ def test_config_errors_are_one_line(fake_openai, tmp_path, capsys):
     assert rc == 1 and re.match(rf"Error: {re.escape(str(config))}(:\d+)?: dialogues\.hhh\.options\.turnz: unknown key", err)
     rc = main(["generate", str(prompts), "--kind", "hhh", "--out", str(tmp_path / "o.jsonl"), "--turns", "0-x"])
     assert rc == 1 and "bad turn range" in capsys.readouterr().err
+
+
+def test_expand_stopped_by_a_failed_request_exits_1_until_a_rerun_finishes(fake_openai, tmp_path, capsys):
+    fake_openai.set_responder(scripted_teacher)
+    seeds = tmp_path / "seeds.jsonl"
+    _write_prompts(seeds, [{"id": "s1", "text": "What are good habits for learning a new language?",
+                            "language": "en", "category": "advice"}])
+    args = ["expand", str(seeds), "--out", str(tmp_path / "p.jsonl"), "--target", "8", "--batch-size", "4",
+            "--base-url", fake_openai.base_url, "--model", fake_openai.model, "--no-progress",
+            "--set", "teacher.max_attempts=1"]
+    fake_openai.inject("500", times=1)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "stopped early: 1 requests failed (server_error 1)" in err
+    assert "Error: expand: 1 requests failed for reasons a retry can fix; rerun the same command" in err
+    assert main(args) == 0
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 8

@@ -104,6 +104,51 @@ def test_expansion_stops_idle_cells_and_respects_the_request_cap(fake_openai, tm
     assert stats.counts["requests"] == 4 and stats.counts["cells_short_max_requests"] == 1
 
 
+def test_a_failed_request_stops_the_run_so_the_rerun_repays_nothing(fake_openai, tmp_path):
+    from datagen.teacher.failures import RETRYABLE
+    from tests.fakes.openai_server import Fault
+
+    served: list[str] = []
+    faulted: list[str] = []
+
+    def failing_fifth(req):  # the fifth request fails once (a 500, with no retry left)
+        body = json.dumps(req["messages"], sort_keys=True)
+        if len(served) + len(faulted) == 4 and not faulted:
+            faulted.append(body)
+            return Fault("500")
+        served.append(body)
+        return scripted_teacher(req)
+
+    config = ExpandConfig(targets={"default": 16}, batch_size=4, parallel=2)
+    teacher = make_teacher_config_for(fake_openai, max_attempts=1)
+    fake_openai.set_responder(failing_fifth)
+    out = tmp_path / "prompts.jsonl"
+    stats1 = expand(SEEDS, config, teacher, out, tmp_path / "j.sqlite")
+    assert faulted and stats1.counts["failed_server_error"] == 1 and stats1.retryable_failed == 1
+    assert stats1.to_dict()["retryable_failed"] == 1  # what the pipeline reads to ask for a rerun
+    assert "server_error" in RETRYABLE
+    # it stopped after the failed request's round: 3 rounds of 2 requests
+    assert stats1.counts["requests"] == len(served) + 1 == 6
+    info = json.loads((tmp_path / "prompts.stats.json").read_text())
+    assert {c["stopped"] for c in info["per_cell"].values()} == {"retryable_failure"}
+
+    # the rerun: every request answered in run 1 comes from the journal; only the failed one and
+    # those after it are paid
+    answered_in_run1 = set(served)
+    served.clear()
+    stats2 = expand(SEEDS, config, teacher, out, tmp_path / "j.sqlite")
+    assert stats2.retryable_failed == 0 and stats2.counts.get("failed_server_error", 0) == 0
+    assert stats2.cached_calls == len(answered_in_run1) == 5
+    assert not answered_in_run1 & set(served)
+    assert faulted[0] in served  # the failed request was asked again, unchanged
+    assert stats2.calls - stats2.cached_calls == len(served)
+    # and the pool is the one an uninterrupted run builds
+    fake_openai.set_responder(scripted_teacher)
+    clean = tmp_path / "clean.jsonl"
+    expand(SEEDS, config, teacher, clean, tmp_path / "clean.sqlite")
+    assert out.read_text() == clean.read_text()
+
+
 @pytest.mark.parametrize(
     ("text", "language", "reason"),
     [
