@@ -189,6 +189,8 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
                         "reason": f.reason, "role": f.role, "detail": f.detail[:500], "turn": failure.turn,
                         "permanent": f.permanent, "run": maker.run_id, "usage": failure.conv.usage.to_dict()})
                     stats.inc(f"failed_{f.reason}")
+                    if not f.permanent:  # an API failure or a tool backend down: a rerun retries it
+                        stats.retryable_failed += 1
     finally:
         for task in pending:
             task.cancel()
@@ -226,7 +228,9 @@ def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
         retry_failed: also retry dialogues that failed for good on an earlier run.
         rank, world_size: make only every `world_size`-th prompt starting at `rank` (sharding).
 
-    Returns the run's StageStats (`made`, `failed_<reason>`, `skipped_done`, tokens, cost).
+    Returns the run's StageStats (`made`, `failed_<reason>`, `skipped_done`, tokens, cost, and
+    `retryable_failed`: the dialogues that failed for reasons a rerun retries, such as an API
+    failure after the engine's retries or a tool backend down).
     Raises TeacherError when the teacher refuses every call (bad key, no quota, unknown model).
     """
     if out_path is None:

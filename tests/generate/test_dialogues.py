@@ -268,3 +268,49 @@ def test_simulated_user_copying_is_rejected(fake_openai, tmp_path, mode):
     [conv] = list(read_conversations(out))
     assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == f"user:{mode}"
     assert stats.counts[f"shortened_{mode}"] == 1
+
+
+def test_tool_backend_down_is_a_retryable_failure(fake_openai, tmp_path):
+    from datagen.teacher.failures import RETRYABLE
+    from datagen.tools.base import ToolUnavailableError
+    from datagen.tools.search import SearchTool
+
+    class DownBackend:
+        up = False
+
+        def search(self, query, k=3):
+            if not self.up:
+                raise ToolUnavailableError("search API: HTTP 503")
+            from datagen.tools.search import SearchHit
+
+            return [SearchHit(snippet="Mount Everest is 8,849 metres tall.", title="Everest", url="")]
+
+    backend = DownBackend()
+    fake_openai.set_responder(scripted_teacher)
+    prompts = [PromptRow(id="t1", text="How tall is Mount Everest?", language="en", category="tool",
+                         plugins=["search"]),
+               PromptRow(id="e1", text="MOSS, please answer with nothing.", language="en", category="tool")]
+    out = tmp_path / "out.jsonl"
+    cfg = DialogueConfig.from_dict({"turns": 1}, kind="plugin")
+    tools = {"search": SearchTool(backend=backend)}
+    stats = generate_dialogues(prompts[:1], "plugin", cfg, make_teacher_config_for(fake_openai), out,
+                               tmp_path / "j.sqlite", tools=tools)
+    assert stats.counts["failed_tool_unavailable"] == 1 and "tool_unavailable" not in RETRYABLE
+    assert stats.retryable_failed == 1
+    info = json.loads((tmp_path / "out.stats.json").read_text())
+    assert info["retryable_failed"] == 1  # the pipeline reads this to mark the stage incomplete
+    assert "1 to retry" in stats.summary()
+    # a failure a rerun cannot fix is not counted as retryable
+    def empty_answers(req):
+        return "MOSS: <eom>" if role_of(req) == "answer" else scripted_teacher(req)
+
+    fake_openai.set_responder(empty_answers)
+    stats_e = generate_dialogues(prompts[1:], "plugin", {"turns": 1, "content_retries": 0, "plugins": ["calculator"]},
+                                 make_teacher_config_for(fake_openai), tmp_path / "e.jsonl", tmp_path / "e.sqlite")
+    assert stats_e.reasons("failed_") == {"empty": 1} and stats_e.retryable_failed == 0
+    # the backend is back: the rerun makes the dialogue and reports nothing left to retry
+    backend.up = True
+    fake_openai.set_responder(scripted_teacher)
+    stats2 = generate_dialogues(prompts[:1], "plugin", cfg, make_teacher_config_for(fake_openai), out,
+                                tmp_path / "j.sqlite", tools=tools)
+    assert stats2.counts["made"] == 1 and stats2.retryable_failed == 0
