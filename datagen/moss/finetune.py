@@ -20,7 +20,6 @@ Output folder:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -29,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from datagen.errors import ConfigError, InputError
 from datagen.jsonl import write_jsonl_atomic
@@ -57,8 +58,9 @@ class FinetuneConfig:
         precision: `auto` (fp32 on CPU, bf16 on GPUs that have it, else fp16), `bf16`, `fp16`, `fp32`.
         lora: train LoRA adapters instead of all weights; `lora_r`, `lora_alpha`, `lora_dropout`,
             `lora_targets` (module names, or `all-linear`); `merge_lora` folds them into the saved model.
-        val_fraction, val_max: share of dialogues held out (at most `val_max`, at least 1 when there
-            are 2 or more dialogues).
+        val_fraction, val_max: share of dialogues held out, by the published dataset's rule (a hash of
+            the conversation id, `datagen.publish.split_for`): the same ids are in validation here and
+            on the Hub. At most `val_max` of them are evaluated; the rest are not trained on either.
         eval_steps: evaluate every N steps (and always at the end); `eval_before` also at step 0.
         save_steps: write a Trainer checkpoint every N steps (resumable); `save_dtype` of the final
             model: `auto` keeps the source checkpoint's dtype.
@@ -150,22 +152,39 @@ class FinetuneConfig:
 # --------------------------------------------------------------------------- data
 
 
-def split_records(records: Sequence[Mapping[str, Any]], *, val_fraction: float, val_max: int, seed: int
-                  ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """A deterministic train/validation split: records ordered by a seeded hash of their content,
-    the first `round(n * val_fraction)` (at least 1 when n >= 2, at most `val_max`) held out."""
-    n = len(records)
-    k = 0
-    if val_fraction > 0 and n >= 2:
-        k = min(max(1, round(n * val_fraction)), val_max, n - 1)
+def split_records(records: Sequence[Mapping[str, Any]], *, val_fraction: float, val_max: int | None = None,
+                  ids: Sequence[str] | None = None) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Train/validation split by the published dataset's rule (`datagen.publish.split_for`: xxh64 of
+    the conversation id below `val_fraction`), so with the same fraction a dialogue is held out here
+    exactly when it is in the published validation split, whatever the order or the other rows.
 
-    def rank(i: int) -> str:
-        blob = json.dumps(records[i], sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(f"{seed}\0{blob}".encode()).hexdigest()
+    Args:
+        records: MOSS SFT records.
+        val_fraction: the share of ids in validation (the rule's threshold, not an exact count).
+        val_max: evaluate on at most this many validation rows (those with the smallest hashes); the
+            rest of the validation split is left out of both lists, never trained on.
+        ids: the conversation ids (datagen's `Conversation.id`, as publish uses); default: each
+            record's `conversation_id`.
+    """
+    from datagen.publish import split_for
 
-    held = set(sorted(range(n), key=rank)[:k])
-    train = [r for i, r in enumerate(records) if i not in held]
-    val = [r for i, r in enumerate(records) if i in held]
+    if ids is None:
+        ids = [str(r.get("conversation_id", "")) for r in records]
+    if len(ids) != len(records):
+        raise ValueError(f"{len(ids)} ids for {len(records)} records")
+    train: list[Mapping[str, Any]] = []
+    held: list[tuple[int, int]] = []  # (hash, index)
+    for i, (rid, record) in enumerate(zip(ids, records, strict=True)):
+        if split_for(str(rid), val_fraction) == "validation":
+            held.append((xxhash.xxh64_intdigest(str(rid).encode("utf-8")), i))
+        else:
+            train.append(record)
+    if val_max is not None and len(held) > val_max:
+        logger.warning("%d dialogues fall in the validation split; evaluating on %d (val_max), the other %d are "
+                       "not used at all", len(held), val_max, len(held) - val_max)
+        held = sorted(held)[:val_max]
+    chosen = {i for _, i in held}
+    val = [r for i, r in enumerate(records) if i in chosen]
     return train, val
 
 
@@ -447,15 +466,21 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
 
     config = config or FinetuneConfig()
     out = Path(out_dir)
+    ids: list[str] | None = None
     if records is None:
         if conversations is None:
             raise InputError("nothing to train on: pass conversations or records")
+        conversations = list(conversations)
+        ids = [c.id for c in conversations]  # the ids publish splits by (to_sft may keep a source's own)
         records = conversations_to_sft(conversations)
     records = list(records)
     if not records:
         raise InputError("nothing to train on: no dialogues")
     train_records, val_records = split_records(records, val_fraction=config.val_fraction,
-                                               val_max=config.val_max, seed=config.seed)
+                                               val_max=config.val_max, ids=ids)
+    if config.val_fraction > 0 and not val_records:
+        logger.warning("no dialogue falls in the validation split (fraction %s of %d dialogues): training without "
+                       "evaluation", config.val_fraction, len(records))
     write_sft_splits(train_records, val_records, out / "data")
 
     device = pick_device(config.device)
@@ -501,6 +526,7 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
 
     metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length, "precision": precision,
                                "lora": config.lora, "train_dialogues": len(train_set), "val_dialogues": len(val_set),
+                               "val_unused": len(records) - len(train_records) - len(val_records),
                                "train_tokens": train_set.tokens, "val_tokens": val_set.tokens,
                                "truncation": {"train": train_set.stats.to_dict(), "val": val_set.stats.to_dict()},
                                "token_cache_hit": {"train": train_set.from_cache, "val": val_set.from_cache}}

@@ -11,6 +11,7 @@ import torch
 from datagen.errors import ConfigError
 from datagen.moss.finetune import FinetuneConfig, PadCollator, finetune, split_records
 from datagen.moss.tokenize import tokenize_record
+from datagen.publish import split_for
 from tests.moss.conftest import SHORT_META, sft_record
 
 QA = [("Say hello.", "Hello!"), ("What is two plus two?", "Four!"), ("Name a colour.", "Blue!"),
@@ -35,17 +36,46 @@ def test_config_rejects_unknown_keys_and_bad_values():
     assert cfg.replace(lr=None, epochs=3.0).epochs == 3.0 and cfg.replace(lr=None).lr is None
 
 
-def test_split_is_deterministic_and_disjoint():
-    records = [sft_record(str(i), [(f"q{i}", f"a{i}")]) for i in range(40)]
-    train, val = split_records(records, val_fraction=0.1, val_max=1000, seed=1)
-    assert len(val) == 4 and len(train) == 36
-    assert {r["conversation_id"] for r in train}.isdisjoint(r["conversation_id"] for r in val)
-    # The held-out set depends on the records' content and the seed, not on their order.
-    _, val_reversed = split_records(list(reversed(records)), val_fraction=0.1, val_max=1000, seed=1)
-    assert {r["conversation_id"] for r in val_reversed} == {r["conversation_id"] for r in val}
-    _, val_other_seed = split_records(records, val_fraction=0.1, val_max=1000, seed=2)
-    assert {r["conversation_id"] for r in val_other_seed} != {r["conversation_id"] for r in val}
-    assert split_records(records[:1], val_fraction=0.5, val_max=10, seed=0) == (records[:1], [])
+def _ids(records):
+    return {r["conversation_id"] for r in records}
+
+
+def test_split_is_the_published_datasets_split():
+    records = [sft_record(f"c{i}", [(f"q{i}", f"a{i}")]) for i in range(200)]
+    expected = {f"c{i}" for i in range(200) if split_for(f"c{i}", 0.1) == "validation"}
+    assert 0 < len(expected) < 200
+    train, val = split_records(records, val_fraction=0.1)
+    assert _ids(val) == expected and _ids(train) == _ids(records) - expected
+    _, val_reversed = split_records(list(reversed(records)), val_fraction=0.1)
+    assert _ids(val_reversed) == expected  # by id, not by position or content
+    # datagen's conversation ids (what publish hashes) win over the SFT records' own
+    ids = [f"hhh-{i}" for i in range(200)]
+    _, val_by_id = split_records(records, val_fraction=0.1, ids=ids)
+    assert _ids(val_by_id) == {f"c{i}" for i in range(200) if split_for(ids[i], 0.1) == "validation"}
+    assert split_records(records, val_fraction=0.0) == (records, [])
+
+
+def test_val_max_evaluates_a_few_and_never_trains_on_the_rest():
+    records = [sft_record(f"c{i}", [(f"q{i}", f"a{i}")]) for i in range(200)]
+    held_out = {f"c{i}" for i in range(200) if split_for(f"c{i}", 0.2) == "validation"}
+    train, val = split_records(records, val_fraction=0.2, val_max=3)
+    assert len(val) == 3 and _ids(val) <= held_out
+    assert not _ids(train) & held_out and len(train) == 200 - len(held_out)
+
+
+def test_finetune_holds_out_by_datagen_id(tiny_moss, tmp_path):
+    from datagen.formats.moss import from_sft
+
+    convs = []
+    for i, r in enumerate(_records(2)):
+        conv = from_sft(r)
+        conv.id, conv.extra["conversation_id"] = f"hhh-{i}", i  # to_sft writes the source's id, 0..7
+        convs.append(conv)
+    cfg = FinetuneConfig(max_steps=1, val_fraction=0.5, gradient_checkpointing=False, eval_before=False)
+    finetune(convs, tiny_moss, tmp_path / "ft", cfg, progress=False)
+    val = [json.loads(line) for line in (tmp_path / "ft" / "data" / "val.jsonl").read_text().splitlines()]
+    assert {r["conversation_id"] for r in val} == {i for i, c in enumerate(convs)
+                                                   if split_for(c.id, 0.5) == "validation"}
 
 
 def test_collator_pads_right_and_masks_padding():
@@ -68,7 +98,9 @@ def test_finetune_drives_loss_down_and_saves_a_loadable_model(tiny_moss, tmp_pat
     # The split on disk is in MOSS SFT schema and tokenises like the input.
     train = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
     val = [json.loads(line) for line in (out / "data" / "val.jsonl").read_text().splitlines()]
-    assert len(train) + len(val) == 12 and len(val) == 2
+    assert len(train) + len(val) == 12
+    assert _ids(val) == {r["conversation_id"] for r in _records() if split_for(r["conversation_id"], 0.2) == "validation"}
+    assert val  # this test needs a validation loss
     assert set(train[0]) >= {"conversation_id", "meta_instruction", "num_turns", "chat"}
     assert list(train[0]["chat"]["turn_1"]) == ["Human", "Inner Thoughts", "Commands", "Tool Responses", "MOSS"]
 
@@ -85,12 +117,14 @@ def test_finetune_drives_loss_down_and_saves_a_loadable_model(tiny_moss, tmp_pat
     assert model.generation_config.eos_token_id == added["<eom>"]
     for content, idx in added.items():
         assert tok.convert_tokens_to_ids(content) == idx
-    prompt = (SHORT_META + "<|Human|>: Say hello.<eoh>\n<|Inner Thoughts|>: None<eot>\n<|Commands|>: None<eoc>\n"
+    # a question every copy of which was trained on (none held out for validation)
+    question, answer = next(qa for i, qa in enumerate(QA) if not _ids(val) & {f"{i}-{k}" for k in range(3)})
+    prompt = (SHORT_META + f"<|Human|>: {question}<eoh>\n<|Inner Thoughts|>: None<eot>\n<|Commands|>: None<eoc>\n"
               "<|Results|>: None<eor>\n<|MOSS|>:")
     enc = tok(prompt, return_tensors="pt")
     gen = model.generate(**enc, max_new_tokens=20, do_sample=False)[0, enc["input_ids"].shape[1]:]
     assert gen[-1].item() == added["<eom>"] and len(gen) < 20  # stopped at <eom>
-    assert tok.decode(gen) == " Hello!<eom>"
+    assert tok.decode(gen) == f" {answer}<eom>"
 
     # A rerun reuses the token cache.
     again = finetune(None, tiny_moss, tmp_path / "ft", FinetuneConfig(max_steps=1, val_fraction=0.2, lr=1e-2,
@@ -141,12 +175,13 @@ def test_cli_reads_the_config_section_and_flags_win(tiny_moss, tmp_path, capsys)
     inp = tmp_path / "in.jsonl"
     write_jsonl_atomic(inp, [from_sft(r) for r in _records(1)])
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("finetune:\n  max_steps: 50\n  lr: 0.005\n  val_fraction: 0.25\n  gradient_checkpointing: false\n")
+    cfg.write_text("finetune:\n  max_steps: 50\n  lr: 0.005\n  val_fraction: 0.4\n  gradient_checkpointing: false\n")
     out = tmp_path / "ft"
     assert main(["finetune", str(inp), "--model", str(tiny_moss), "--out", str(out), "--config", str(cfg),
                  "--max-steps", "2", "--no-progress"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["steps"] == 2 and metrics["val_dialogues"] == 1
+    assert metrics["steps"] == 2
+    assert metrics["val_dialogues"] == sum(split_for(r["conversation_id"], 0.4) == "validation" for r in _records(1))
     assert json.loads((out / "config.json").read_text())["lr"] == 0.005
     assert (out / "model" / "config.json").is_file()
 
