@@ -43,6 +43,7 @@ from datagen.generate.messages import (
     user_messages,
 )
 from datagen.generate.parsing import Plan, clean_reply, commands_complete, echoes_prompt, parse_plan
+from datagen.generate.seeds import detect_seed_language
 from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.teacher.types import Request
 
@@ -134,7 +135,7 @@ class DialogueMaker:
         if kind == "plugin":
             wanted = set(prompt.plugins or self.config.plugins)
             plugins = [p for p in PLUGIN_COMMANDS if p in wanted]
-        language = prompt.language or _detect(prompt.text)
+        language = prompt.language or detect_seed_language(prompt.text)
         conv = Conversation(id=self.conversation_id(prompt), category=prompt.category, language=language,
                             plugins=plugins, inner_thoughts=kind == "plugin")
         names = ["hhh_assistant", "hhh_user"] if kind == "hhh" else ["plugin_commands", "plugin_answer", "hhh_user"]
@@ -315,10 +316,8 @@ def _norm(text: str) -> str:
 
 
 def _detect(text: str) -> str | None:
-    try:
-        from datagen.filters.language import detect_language
-    except ImportError:
-        return None
+    from datagen.filters.language import detect_language
+
     return detect_language(text)
 
 

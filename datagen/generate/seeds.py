@@ -20,6 +20,11 @@ The prompt is `--field` plus each non-empty `--append-field`, joined by a blank 
 `instruction` + `instances.0.input`; Alpaca: `instruction` + `input`). Presets bundle the mappings
 of known shapes (`PRESETS`). Text is normalised (`normalize_prompt`), language is detected when
 not mapped, and every bad row is rejected with a reason instead of stopping the import.
+
+Language: a constant (`language=`, `--lang`) wins, then a mapped field, then
+`detect_seed_language`. A prompt too short to tell (`Hola amigo`) is kept with language null
+(counted as `lang_unknown`; the pipeline's `seeds.languages` then leaves it out) unless `languages`
+selects some, where it is rejected as `language_unknown` rather than guessed.
 """
 
 from __future__ import annotations
@@ -255,31 +260,35 @@ def normalize_prompt(text: str) -> str:
 
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\uac00-\ud7af]")
-_LATIN = re.compile(r"[A-Za-z]")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 
 
-def _script_language(text: str) -> str | None:
-    """Fallback for texts too short for a verdict: Han characters -> zh, Latin letters only -> en."""
-    if _KANA_HANGUL.search(text):
+def _cjk_script_language(text: str) -> str | None:
+    """Fallback for prompts too short for the detector, by script alone and only for CJK: kana ->
+    ja, Hangul -> ko, Han alone -> zh (when CJK characters, weighted 3, outweigh Latin letters). A
+    short Latin text gets no guess: `Hola amigo` could be any of a dozen languages."""
+    kana, hangul, han = len(_KANA.findall(text)), len(_HANGUL.findall(text)), len(_HAN.findall(text))
+    cjk = kana + hangul + han
+    other_letters = sum(ch.isalpha() for ch in text) - cjk
+    if not cjk or 3 * cjk < other_letters:
         return None
-    han = len(_HAN.findall(text))
-    latin = len(_LATIN.findall(text))
-    if han >= 1 and han * 3 >= latin * 0.5:
-        return "zh"
-    if latin >= 2 and han == 0:
-        return "en"
-    return None
+    if kana:
+        return "ja"
+    if hangul:
+        return "ko"
+    return "zh"
 
 
 def detect_seed_language(text: str) -> str | None:
-    """`datagen.filters.language.detect_language`, falling back to a script heuristic when it has
-    no verdict (very short prompts such as `你好`)."""
+    """A prompt's language: `datagen.filters.language.detect_language` (the one detector every
+    stage uses), falling back to the script for very short CJK prompts (`你好` -> zh, `안녕` -> ko).
+    None when it cannot tell (a short Latin text such as `Hola amigo`, numbers, code)."""
     from datagen.filters.language import detect_language
 
     lang = detect_language(text)
     if lang is None:
-        lang = _script_language(text)
+        lang = _cjk_script_language(text)
     return lang
 
 
@@ -590,7 +599,8 @@ def import_seeds(
         language, category, plugins: constants for every row (override the fields). Without a
             category, MOSS prompt file names give one (`helpful_code_prompts.jsonl` -> code), and
             rows with plugins get `tool`.
-        languages: keep only these languages (others rejected as `language_not_selected`).
+        languages: keep only these languages (others rejected as `language_not_selected`, rows whose
+            language cannot be told as `language_unknown`).
         prefix: id prefix (default: the source file name); ids are `PREFIX-<16 hex digits of the text's SHA-1>`,
             stable across reruns and file reorderings.
         min_chars, max_chars: length bounds of the normalised prompt.
@@ -702,6 +712,9 @@ class _RowConverter:
                 lang = normalize_language(v)
         if lang is None:
             lang = detect_seed_language(text)
+        if self.languages is not None and lang is None:
+            # Keeping it could let another language through (`Hola amigo` under --languages en).
+            raise _RowError("language_unknown", "too short to tell; map a language field or give --lang", sid, text)
         if self.languages is not None and lang not in self.languages:
             raise _RowError("language_not_selected", f"language {lang}", sid, text)
 

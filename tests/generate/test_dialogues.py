@@ -314,3 +314,12 @@ def test_tool_backend_down_is_a_retryable_failure(fake_openai, tmp_path):
     stats2 = generate_dialogues(prompts[:1], "plugin", cfg, make_teacher_config_for(fake_openai), out,
                                 tmp_path / "j.sqlite", tools=tools)
     assert stats2.counts["made"] == 1 and stats2.retryable_failed == 0
+
+
+def test_a_prompt_without_language_gets_the_seed_detector_verdict(fake_openai, tmp_path):
+    prompts = [PromptRow(id="z1", text="你好"), PromptRow(id="h1", text="Hola amigo"),
+               PromptRow(id="e1", text="How do volcanoes form?")]
+    out, _ = _run(fake_openai, tmp_path, prompts, turns=1)
+    langs = {c.id: c.language for c in read_conversations(out)}
+    # short CJK by its script, short Latin left undecided rather than called English
+    assert langs == {"hhh-z1": "zh", "hhh-h1": None, "hhh-e1": "en"}

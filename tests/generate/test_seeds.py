@@ -106,6 +106,26 @@ def test_language_and_category_helpers():
     assert detect_seed_language("你好") == "zh"  # too short for the detector: script fallback
     assert detect_seed_language("How do I make friends in a new city?") == "en"
     assert detect_seed_language("123 + 456") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("你好", "zh"), ("写诗", "zh"), ("東京", "zh"),  # Han alone: zh
+        ("こんにちは", "ja"), ("カタカナ", "ja"),  # kana: ja
+        ("안녕", "ko"),  # Hangul: ko
+        ("你好 world", "zh"),
+        ("Hola amigo", None), ("Hello there", None), ("Café olé", None),  # short Latin: no guess
+        ("What is 爱?", None),  # mostly Latin, too short to tell
+        ("Hola amigo, ¿cómo estás hoy? Cuéntame algo de tu día.", "es"),  # long enough: the detector names it
+    ],
+)
+def test_short_prompts_get_a_language_from_cjk_script_only(text, language):
+    from datagen.filters.language import detect_language
+
+    assert detect_seed_language(text) == language
+    if detect_language(text) is not None:  # the one detector decides whenever it can
+        assert detect_seed_language(text) == detect_language(text)
     assert normalize_language("zh-CN") == "zh" and normalize_language("English") == "en"
     assert normalize_language("fr_FR") == "fr"
     assert normalize_category("Role Playing") == "role_play" and normalize_category("advice") == "brainstorming"

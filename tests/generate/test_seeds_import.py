@@ -160,24 +160,41 @@ def test_datasets_folder(tmp_path):
 def test_bad_rows_are_rejected_with_reasons_never_fatal(tmp_path):
     src = tmp_path / "messy.jsonl"
     src.write_text("\n".join([
-        json.dumps({"prompt": "A perfectly fine prompt."}),
+        json.dumps({"prompt": "Tell me a joke about cats."}),
         "{broken json",
         json.dumps(["not", "an", "object"]),
         json.dumps({"other": "no prompt field"}),
         json.dumps({"prompt": 42}),
         json.dumps({"prompt": " \u200b  "}),
         json.dumps({"prompt": "y" * 50}),
-        json.dumps({"prompt": "A perfectly   fine prompt."}),
+        json.dumps({"prompt": "Tell me   a joke about cats."}),
         json.dumps({"prompt": "Bonjour, comment allez-vous aujourd'hui ?"}),
         json.dumps({"prompt": "Another good one, in English."}),
     ]) + "\n", encoding="utf-8")
     result = import_seeds(src, field="prompt", max_chars=45, languages=["en", "zh"])
-    assert [s.text for s in result.seeds] == ["A perfectly fine prompt.", "Another good one, in English."]
+    assert [s.text for s in result.seeds] == ["Tell me a joke about cats.", "Another good one, in English."]
     assert [(r.row, r.reason) for r in result.rejects] == [
         (2, "invalid_json"), (3, "not_an_object"), (4, "missing_field"), (5, "not_text"), (6, "empty"),
         (7, "too_long"), (8, "duplicate_text"), (9, "language_not_selected")]
     assert result.counts["read"] == 10 and result.counts["kept"] == 2
     assert "rejected: duplicate_text 1" in result.summary()
+
+
+def test_short_latin_prompts_are_not_guessed_english(tmp_path):
+    src = _jsonl(tmp_path / "short.jsonl", [{"p": "Hola amigo"}, {"p": "你好"}, {"p": "안녕"},
+                                            {"p": "How do I make friends in a new city?"}])
+    kept = import_seeds(src, field="p")
+    assert [(s.text, s.language) for s in kept.seeds] == [
+        ("Hola amigo", None), ("你好", "zh"), ("안녕", "ko"), ("How do I make friends in a new city?", "en")]
+    assert kept.counts["lang_unknown"] == 1
+    # selecting languages: a prompt whose language cannot be told is rejected, not let through as en
+    only_en = import_seeds(src, field="p", languages=["en"])
+    assert [s.text for s in only_en.seeds] == ["How do I make friends in a new city?"]
+    assert [(r.text, r.reason) for r in only_en.rejects] == [
+        ("Hola amigo", "language_unknown"), ("你好", "language_not_selected"), ("안녕", "language_not_selected")]
+    # a constant language still applies to every row
+    es = import_seeds(src, field="p", language="es", languages=["es"])
+    assert [s.language for s in es.seeds] == ["es"] * 4
 
 
 @pytest.mark.parametrize(
