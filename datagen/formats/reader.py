@@ -7,8 +7,8 @@ Inputs: files or folders (searched recursively for `*.json`, `*.jsonl`, `*.ndjso
 versions and `.zip` archives of them; hidden files are skipped). A `.jsonl`/`.ndjson` file is one
 JSON value per line; any other file is one JSON document (an object, or an array of objects
 streamed element by element) unless its first line is a complete JSON value, in which case it is
-read as JSONL; its last line is read only when it ends with a newline (a line without one is the
-torn tail of a killed writer: skipped, with a warning on the `datagen.formats` logger). Each record's
+read as JSONL; a last line without its newline that does not parse is the torn tail of a killed
+writer: skipped, with a warning on the `datagen.formats` logger. Each record's
 format is detected on its own (`detect_format`): datagen's JSONL
 (`id` + `turns`), MOSS SFT (`chat`), OpenAI messages (`messages`), ShareGPT (`conversations`).
 
@@ -215,13 +215,15 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
                 FormatError(f"line longer than {max_line_bytes} bytes; skipped", path=label, line=lineno),
             )
             continue
-        if not raw.endswith(b"\n"):
-            # The rule of every datagen JSONL reader: a last line without its newline is the torn
-            # tail of a killed writer (even when it parses), never a record; its id is not done.
-            if raw.strip():
-                log.warning("%s:%d: the last line has no newline, so it is taken for the torn tail of a killed "
-                            "writer and skipped (if the file is complete, end it with a newline)", label, lineno)
-            break
+        if not raw.endswith(b"\n") and raw.strip():
+            # The rule of every datagen JSONL reader (datagen.jsonl): a last line without its newline
+            # is a record when it parses (many tools omit the final newline; datagen's AppendWriter
+            # keeps such a row), and the torn tail of a killed writer when it does not: skipped.
+            try:
+                loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError):
+                log.warning("%s:%d: the last line is cut off (left by a killed writer?); skipped", label, lineno)
+                break
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[3:]
         try:

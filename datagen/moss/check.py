@@ -2,8 +2,8 @@
 
 Scored rows are appended to the output as they finish (one flushed line each), so a killed run
 loses at most one window of work; a rerun skips the ids already in the output. A last line without
-its newline is the torn tail of a killed writer: it is skipped with a warning and its row is scored
-again (its id never counts as done). The settings a file was scored with (model, max length) are
+its newline that does not parse is the torn tail of a killed writer: it is skipped with a warning
+and its row is scored again; a whole row that only lost its newline counts as done. The settings a file was scored with (model, max length) are
 recorded beside it and a rerun with other settings is refused rather than mixing two models' scores
 in one file.
 
@@ -54,18 +54,22 @@ log = logging.getLogger(__name__)
 def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
     """`(line number, raw line, row)` for each row of a JSONL file datagen wrote, streaming.
 
-    A last line without its newline is the torn tail of a killed writer: it is skipped (with a
-    warning when `warn`) even when it happens to be complete JSON, so its id never counts as done.
+    A last line without its newline that does not parse is the torn tail of a killed writer: it is
+    skipped (with a warning when `warn`). One that parses is a whole row whose newline was lost:
+    `datagen.jsonl.AppendWriter` keeps it (adding the newline), so it counts as done here too.
     Any other line that is not a JSON object with an `id` is an InputError naming file and line.
     """
     path = Path(path)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            if not raw.endswith(b"\n"):
-                if warn and raw.strip():
-                    log.warning("%s:%d: the last line has no newline (left by a killed writer); ignoring it",
-                                path, lineno)
-                break
+            if not raw.endswith(b"\n") and raw.strip():
+                try:
+                    json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    if warn:
+                        log.warning("%s:%d: the last line is cut off (left by a killed writer); ignoring it",
+                                    path, lineno)
+                    break
             if not raw.strip():
                 continue
             try:

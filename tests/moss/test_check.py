@@ -142,11 +142,14 @@ def test_max_length_beyond_the_context_fails_in_one_line_before_loading(short_mo
 # --------------------------------------------------------------------------- torn tails
 
 
-def test_a_row_without_its_newline_is_not_done(tmp_path):
+def test_torn_tail_is_not_done_but_a_row_that_lost_its_newline_is(tmp_path):
     out = tmp_path / "scored.jsonl"
     rows = [json.dumps({"id": f"c{i}", "turns": [], "scores": {"moss_loss": 1.0}}) for i in range(3)]
-    out.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[2], encoding="utf-8")  # killed before the newline
+    out.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[2][:20], encoding="utf-8")  # killed mid-row
     assert scored_ids(out) == {"c0", "c1"}
+    # Killed between the row and its newline: the row is whole, and AppendWriter keeps it.
+    out.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[2], encoding="utf-8")
+    assert scored_ids(out) == {"c0", "c1", "c2"}
 
 
 def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tmp_path, capsys):
