@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.errors import ConfigError
+from datagen.generate.seeds import normalize_category
 from datagen.record import PLUGIN_COMMANDS
+
+__all__ = ["DialogueConfig", "ExpandConfig", "TurnDistribution", "lookup", "normalize_category"]
 
 #: Words that mark a prompt a text-only assistant cannot fulfil (Self-Instruct's list plus Chinese).
 #: ASCII words match whole words; CJK entries match as substrings.
@@ -84,26 +87,6 @@ def _str_list(value: Any, name: str, where: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
         raise ConfigError(f"must be a list of strings, got {value!r}", field=f"{where}.{name}")
     return list(value)
-
-
-def normalize_category(category: str | None) -> str:
-    """Fold category spellings to datagen's names (`datagen.generate.seeds.CATEGORIES`), also used
-    to find guidance files: `harmless_zh` -> `harmless`, `helpful_role_playing` / `rp` ->
-    `role_play`, `advice` -> `brainstorming`, None -> `default`."""
-    if not category:
-        return "default"
-    from datagen.generate.seeds import CATEGORY_ALIASES
-
-    c = category.strip().lower().replace("-", "_").replace(" ", "_")
-    if c in CATEGORY_ALIASES:
-        return CATEGORY_ALIASES[c]
-    for prefix in ("helpful_",):
-        if c.startswith(prefix):
-            c = c[len(prefix):]
-    for suffix in ("_prompts", "_conversations", "_conversation", "_en", "_zh"):
-        if c.endswith(suffix):
-            c = c[: -len(suffix)]
-    return CATEGORY_ALIASES.get(c, c)
 
 
 def lookup(table: dict[str, Any], category: str | None, language: str | None = None) -> Any:

@@ -29,7 +29,7 @@ from typing import Any
 from rapidfuzz import fuzz
 
 from datagen.generate.common import CONTENT_ERRORS, FATAL_ERRORS, PromptRow, StageStats, rng_for, usage_of
-from datagen.generate.config import DialogueConfig, normalize_category
+from datagen.generate.config import DialogueConfig
 from datagen.generate.messages import (
     PromptBook,
     answer_messages,
@@ -43,7 +43,7 @@ from datagen.generate.messages import (
     user_messages,
 )
 from datagen.generate.parsing import Plan, clean_reply, commands_complete, echoes_prompt, parse_plan
-from datagen.generate.seeds import detect_seed_language
+from datagen.generate.seeds import detect_seed_language, normalize_category
 from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.teacher.types import Request
 

@@ -33,8 +33,8 @@ from datagen.errors import ConfigError
 from datagen.formats.commands import NO_RESULT, RESULTS_END, RESULTS_TAG, render_commands, render_results
 from datagen.formats.meta import build_meta_instruction
 from datagen.generate.common import language_name, rng_for
-from datagen.generate.config import normalize_category
 from datagen.generate.parsing import parse_plan, prompt_fragments
+from datagen.generate.seeds import normalize_category
 from datagen.generate.templates import Template, find_template, load_template
 from datagen.record import PLUGIN_COMMANDS, Conversation, ToolCall, ToolResult, Turn
 

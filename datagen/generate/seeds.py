@@ -298,10 +298,31 @@ def normalize_language(value: str) -> str:
     return LANGUAGE_ALIASES.get(v, v.split("-")[0] if re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*", v) else v)
 
 
-def normalize_category(value: str) -> str:
-    """Lower-case, spaces/hyphens -> `_`, aliases resolved (`rp` -> `role_play`, `advice` ->
-    `brainstorming`)."""
+_CATEGORY_PREFIXES = ("helpful_",)
+_CATEGORY_SUFFIXES = ("_prompts", "_conversations", "_conversation", "_en", "_zh")
+
+
+def normalize_category(value: str | None) -> str:
+    """Fold a category spelling to datagen's name (`CATEGORIES`): the one normaliser of seeds,
+    config lookups, guidance files and the pipeline's `seeds.categories` filter (normalise both
+    sides before comparing).
+
+    Lower-case, runs of spaces/hyphens -> `_`, aliases resolved, then MOSS's file-name decorations
+    dropped: `Role Playing` / `rp` / `helpful_role_playing` -> `role_play`, `advice` ->
+    `brainstorming`, `writing_zh` -> `writing`, `helpful_code_prompts` -> `code`,
+    `honest_conversations` -> `honest`. No category (None or blank) is `default`, the name config
+    tables use for "any other category"."""
+    if value is None or not value.strip():
+        return "default"
     v = re.sub(r"[\s\-]+", "_", value.strip().lower())
+    if v in CATEGORY_ALIASES:
+        return CATEGORY_ALIASES[v]
+    for prefix in _CATEGORY_PREFIXES:
+        if v.startswith(prefix) and len(v) > len(prefix):
+            v = v[len(prefix):]
+    for suffix in _CATEGORY_SUFFIXES:
+        if v.endswith(suffix) and len(v) > len(suffix):
+            v = v[: -len(suffix)]
     return CATEGORY_ALIASES.get(v, v)
 
 

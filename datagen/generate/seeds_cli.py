@@ -125,13 +125,21 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """A balanced sample: at most N seeds per (category, language, plugins) cell."""
-    from datagen.generate.seeds import sample_balanced, seed_stats, write_seeds
+    from datagen.generate.seeds import (
+        normalize_category,
+        normalize_language,
+        sample_balanced,
+        seed_stats,
+        write_seeds,
+    )
 
     seeds = _read_all(args.files)
-    if args.categories:
-        seeds = [s for s in seeds if s.category in set(args.categories)]
+    if args.categories:  # both sides normalised: `--categories writing_zh` selects `writing` seeds
+        wanted = {normalize_category(c) for c in args.categories}
+        seeds = [s for s in seeds if s.category and normalize_category(s.category) in wanted]
     if args.languages:
-        seeds = [s for s in seeds if s.language in set(args.languages)]
+        langs = {normalize_language(x) for x in args.languages}
+        seeds = [s for s in seeds if s.language and normalize_language(s.language) in langs]
     sample = sample_balanced(seeds, per_cell=args.per_cell, seed=args.seed)
     write_seeds(args.out, sample)
     cells = len(seed_stats(sample)["cells"])

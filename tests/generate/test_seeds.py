@@ -109,6 +109,28 @@ def test_language_and_category_helpers():
 
 
 @pytest.mark.parametrize(
+    ("raw", "norm"),
+    [("writing_zh", "writing"), ("code_en", "code"), ("helpful_code_prompts", "code"),
+     ("honest_conversations", "honest"), ("Role  Playing", "role_play"), ("helpful_role_playing", "role_play"),
+     ("rp", "role_play"), ("advice", "brainstorming"), ("harmless_zh", "harmless"), ("Code", "code"),
+     ("open_qa", "open_qa"), (None, "default"), ("  ", "default")],
+)
+def test_one_category_normaliser_for_seeds_config_and_guidance(raw, norm, tmp_path):
+    from datagen.generate import config
+
+    assert normalize_category(raw) == norm
+    assert config.normalize_category is normalize_category  # the config lookups use the same one
+    assert config.lookup({"default": "fallback", norm: "found"}, raw) == "found"
+    if raw and raw.strip():  # an imported seed stores the normalised name
+        src = tmp_path / "rows.jsonl"
+        src.write_text(json.dumps({"p": "Write a short poem about the sea at night.", "c": raw}) + "\n")
+        from datagen.generate.seeds import import_seeds
+
+        [seed] = import_seeds(src, field="p", category_field="c").seeds
+        assert seed.category == norm
+
+
+@pytest.mark.parametrize(
     ("text", "language"),
     [
         ("你好", "zh"), ("写诗", "zh"), ("東京", "zh"),  # Han alone: zh

@@ -197,6 +197,18 @@ def test_short_latin_prompts_are_not_guessed_english(tmp_path):
     assert [s.language for s in es.seeds] == ["es"] * 4
 
 
+def test_cli_sample_selects_categories_by_their_normalised_name(tmp_path, capsys):
+    seeds = _jsonl(tmp_path / "seeds.jsonl", [
+        {"id": "a", "text": "Write a poem about rain.", "language": "en", "category": "writing"},
+        {"id": "b", "text": "写一首关于雨的诗。", "language": "zh", "category": "Writing"},
+        {"id": "c", "text": "Write a Python function.", "language": "en", "category": "code"},
+    ])
+    out = tmp_path / "sample.jsonl"
+    assert main(["seeds", "sample", str(seeds), "--per-cell", "5", "--categories", "writing_zh",
+                 "--languages", "zh-CN,English", "--out", str(out)]) == 0
+    assert sorted(s.id for s in read_seeds(out)) == ["a", "b"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
