@@ -20,7 +20,6 @@ retries) fail the dialogue without writing it, so a rerun finishes it.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,16 +75,33 @@ class DialogueFailed(Exception):
         self.turn = turn
 
 
-class ToolRunner:
-    """Runs tool calls off the event loop, one call at a time per tool (tools need not be thread
-    safe), different tools in parallel."""
+#: Most threads the tool runner keeps, whatever the tools' `concurrency` adds up to.
+MAX_TOOL_THREADS = 64
 
-    def __init__(self, tools: Mapping[str, Any], workers: int = 4):
+
+def tool_concurrency(tool: Any) -> int:
+    """How many calls of `tool` may run at once: its `concurrency` attribute (HTTP-backed tools can
+    take many), else 1, so a tool that is not thread safe (the solver's worker, a user's tool)
+    never sees two calls at a time."""
+    n = getattr(tool, "concurrency", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
+class ToolRunner:
+    """Runs tool calls off the event loop, each tool at most `tool_concurrency(tool)` calls at
+    once (a semaphore per tool), different tools in parallel. The calls of one turn run in order,
+    since snippet numbering continues across a turn's searches."""
+
+    def __init__(self, tools: Mapping[str, Any]):
         self.tools = dict(tools)
-        self._locks = {name: threading.Lock() for name in self.tools}
+        self.limits = {name: tool_concurrency(t) for name, t in self.tools.items()}
+        self._slots = {name: asyncio.Semaphore(n) for name, n in self.limits.items()}
+        workers = max(1, min(MAX_TOOL_THREADS, sum(self.limits.values())))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datagen-tool")
 
-    def _run_sync(self, calls: list[ToolCall]) -> list[ToolResult]:
+    async def run(self, calls: list[ToolCall]) -> list[ToolResult]:
+        """Run one turn's calls and return their results (a backend failure raises)."""
+        loop = asyncio.get_running_loop()
         by_command = {t.name: (name, t) for name, t in self.tools.items()}
         results: list[ToolResult] = []
         next_index = 1
@@ -95,16 +111,14 @@ class ToolRunner:
                 result = ToolResult(name=call.name, arg=call.arg, ok=False, output="No result.")
             else:
                 name, tool = found
-                with self._locks[name]:
-                    result = tool.run(call.arg)
+                # Waiting happens here, on the event loop, so no thread sits blocked on a busy tool.
+                async with self._slots[name]:
+                    result = await loop.run_in_executor(self._pool, tool.run, call.arg)
             if result.snippets:  # numbering continues across the searches of a turn
                 result.first_index = next_index
                 next_index += len(result.snippets)
             results.append(result)
         return results
-
-    async def run(self, calls: list[ToolCall]) -> list[ToolResult]:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_sync, calls)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

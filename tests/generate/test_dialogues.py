@@ -323,3 +323,75 @@ def test_a_prompt_without_language_gets_the_seed_detector_verdict(fake_openai, t
     langs = {c.id: c.language for c in read_conversations(out)}
     # short CJK by its script, short Latin left undecided rather than called English
     assert langs == {"hhh-z1": "zh", "hhh-h1": None, "hhh-e1": "en"}
+
+
+class _SlowSearchServer:
+    """A search API on 127.0.0.1 that holds each request until `expect` requests have been in
+    flight together (or `hold` seconds pass) and records the most it saw at once."""
+
+    def __init__(self, expect: int, hold: float):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.expect, self.hold = expect, hold
+        self.in_flight = self.max_in_flight = self.requests = 0
+        self.cond = threading.Condition()
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                with server_self.cond:
+                    server_self.requests += 1
+                    server_self.in_flight += 1
+                    server_self.max_in_flight = max(server_self.max_in_flight, server_self.in_flight)
+                    server_self.cond.notify_all()
+                    server_self.cond.wait_for(lambda: server_self.max_in_flight >= server_self.expect,
+                                              timeout=server_self.hold)
+                body = json.dumps({"results": [{"content": "Mount Everest is 8,849 metres tall.",
+                                                "title": "Everest", "url": "https://example.org/everest"}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+                with server_self.cond:
+                    server_self.in_flight -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/search"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_search_calls_of_concurrent_dialogues_overlap_up_to_the_tool_concurrency(fake_openai, tmp_path, concurrency):
+    from datagen.generate.dialogue import tool_concurrency
+    from datagen.tools.search import SearchTool
+
+    n = 4
+    # with room for all four, the server answers as soon as they are all in flight; serialised
+    # calls each wait out `hold` (short, so the serialised case stays quick)
+    search = _SlowSearchServer(expect=n if concurrency > 1 else 2, hold=5.0 if concurrency > 1 else 0.2)
+    try:
+        tool = SearchTool(backend="http", url=search.url, timeout=10.0, retries=0)
+        if concurrency > 1:
+            tool.concurrency = concurrency  # what an HTTP-backed tool declares
+        assert tool_concurrency(tool) == concurrency
+        prompts = [PromptRow(id=f"s{i}", text=f"How tall is Mount Everest? (asked {i})", language="en",
+                             category="tool", plugins=["search"]) for i in range(n)]
+        fake_openai.set_responder(scripted_teacher)
+        out = tmp_path / "out.jsonl"
+        stats = generate_dialogues(prompts, "plugin", {"turns": 1, "concurrency": n},
+                                   make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite",
+                                   tools={"search": tool})
+    finally:
+        search.stop()
+    assert stats.counts["made"] == n and search.requests == n
+    assert search.max_in_flight == concurrency  # overlapped up to the tool's limit, never past it
+    convs = list(read_conversations(out))
+    assert all("8,849" in c.turns[0].results[0].snippets[0] for c in convs)
