@@ -14,7 +14,8 @@ Beside the output: `<out>.failed.jsonl` (one row per failed dialogue: id, reason
 whether asking again can help, run fingerprint) and `<out>.stats.json`. Dialogues that failed for
 good (the reply stayed unusable) are skipped on a rerun with the same config, templates and model
 unless `retry_failed=True`; those that failed on the API (timeouts, 5xx after retries, a 400, a
-tool backend down) are tried again.
+tool backend down) are tried again. Each run compacts the failure ledger when it starts and ends:
+the latest row per dialogue, none for dialogues finished since.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from datagen.generate.common import PromptRow, StageStats, existing_ids, sidecar
 from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogue import DialogueFailed, DialogueMaker, ToolRunner
 from datagen.generate.messages import PromptBook
-from datagen.jsonl import AppendWriter, iter_json_lines
+from datagen.jsonl import AppendWriter, iter_json_lines, write_jsonl_atomic
 
 
 def _teacher_config(teacher: Any):
@@ -69,6 +70,29 @@ def _permanent_failures(path: Path, run_id: str) -> set[str]:
         return set()
     return {str(obj["id"]) for _, obj in iter_json_lines(path)
             if isinstance(obj, dict) and obj.get("permanent") and obj.get("run") == run_id and "id" in obj}
+
+
+def compact_failures(path: str | Path, done: set[str]) -> int:
+    """Rewrite a `<out>.failed.jsonl` ledger keeping only the latest row of each dialogue id and
+    none of the ids now finished (in `done`), so the file does not grow with every rerun. Rows
+    without an id are kept. Returns the number of rows dropped (0: the file is left untouched)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    latest: dict[str, tuple[int, Any]] = {}
+    other: list[tuple[int, Any]] = []
+    total = 0
+    for order, (_, obj) in enumerate(iter_json_lines(path)):
+        total += 1
+        if isinstance(obj, dict) and "id" in obj:
+            latest[str(obj["id"])] = (order, obj)
+        else:
+            other.append((order, obj))
+    keep = sorted([v for k, v in latest.items() if k not in done] + other, key=lambda v: v[0])
+    if len(keep) == total:
+        return 0
+    write_jsonl_atomic(path, (obj for _, obj in keep))
+    return total - len(keep)
 
 
 def _build_tools(kind: str, prompts: list[PromptRow], config: DialogueConfig, tools: Any, tools_config: Any):
@@ -118,6 +142,8 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     stats.inc("prompts", len(rows))
     run_id = run_fingerprint(config, teacher.model, book)
     done = existing_ids(out_path)
+    if world_size == 1:  # shards may share the ledger: only an unsharded run may rewrite it
+        compact_failures(failed_path, done)
     given_up = set() if retry_failed else _permanent_failures(failed_path, run_id)
     seen: set[str] = set()
     todo: list[PromptRow] = []
@@ -137,6 +163,7 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     tool_map = _build_tools(kind, todo, config, tools, tools_config)
     runner = ToolRunner(tool_map) if tool_map is not None else None
     maker: DialogueMaker | None = None
+    made: set[str] = set()
     try:
         async with TeacherEngine(teacher, journal_path=journal_path, progress=progress,
                                  desc=f"{kind} dialogues") as engine:
@@ -148,10 +175,12 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
                                   for p in todo)))
             with AppendWriter(out_path) as writer, AppendWriter(failed_path) as failed_writer:
                 await _run_all(maker, todo, writer, failed_writer, stats,
-                               config.concurrency or teacher.concurrency)
+                               config.concurrency or teacher.concurrency, made)
     finally:
         if runner is not None:
             runner.close()
+    if world_size == 1:  # and once more, so the ledger names no dialogue this run finished
+        compact_failures(failed_path, done | made)
     write_json(sidecar(out_path, "stats.json"), stats.to_dict())
     if maker is not None and maker.fatal is not None:
         raise TeacherError(f"the teacher refused every call ({maker.fatal.reason}: {maker.fatal.detail}); "
@@ -160,7 +189,7 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
 
 
 async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWriter,
-                   failed_writer: AppendWriter, stats: StageStats, concurrency: int) -> None:
+                   failed_writer: AppendWriter, stats: StageStats, concurrency: int, made: set[str]) -> None:
     pending: set[asyncio.Task[Any]] = set()
     it = iter(todo)
     exhausted = False
@@ -179,6 +208,7 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
                 conv, failure = task.result()
                 if conv is not None:
                     writer.write(conv)
+                    made.add(conv.id)
                     stats.inc("made")
                     stats.inc("turns", len(conv.turns))
                     stats.inc("tool_failed_turns", sum(1 for t in conv.turns if "tool_failed" in t.flags))

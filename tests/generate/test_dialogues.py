@@ -395,3 +395,39 @@ def test_search_calls_of_concurrent_dialogues_overlap_up_to_the_tool_concurrency
     assert search.max_in_flight == concurrency  # overlapped up to the tool's limit, never past it
     convs = list(read_conversations(out))
     assert all("8,849" in c.turns[0].results[0].snippets[0] for c in convs)
+
+
+def test_failure_ledger_keeps_the_latest_row_per_dialogue_across_reruns(fake_openai, tmp_path):
+    prompts = [PromptRow(id="a1", text="Explain tides.", language="en"),
+               PromptRow(id="b1", text="Explain rainbows.", language="en")]
+    fake_openai.set_responder(scripted_teacher)
+    fake_openai.inject("500", times=None, match="Follow-up number 2: can you say more about what you just explained?")
+    out, ledger = tmp_path / "out.jsonl", tmp_path / "out.failed.jsonl"
+    teacher = make_teacher_config_for(fake_openai, max_attempts=1)
+    cfg = DialogueConfig.from_dict({"turns": 2}, kind="hhh")
+
+    def rows():
+        return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+
+    for _ in range(3):  # the API keeps failing: three reruns, one row per failed dialogue
+        generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
+        assert sorted((r["id"], r["reason"]) for r in rows()) == [("hhh-a1", "server_error"), ("hhh-b1", "server_error")]
+    # the server recovers: the rerun finishes both and the ledger names neither
+    fake_openai.reset()
+    fake_openai.set_responder(scripted_teacher)
+    stats = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
+    assert stats.counts["made"] == 2 and rows() == []
+
+
+def test_compact_failures_keeps_latest_rows_in_order(tmp_path):
+    from datagen.generate.dialogues import compact_failures
+
+    ledger = tmp_path / "x.failed.jsonl"
+    lines = [{"id": "x", "reason": "timeout"}, {"id": "y", "reason": "empty"}, {"note": "no id"},
+             {"id": "x", "reason": "server_error"}, {"id": "done", "reason": "timeout"}]
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert compact_failures(ledger, {"done"}) == 2
+    assert [json.loads(line) for line in ledger.read_text().splitlines()] == [
+        {"id": "y", "reason": "empty"}, {"note": "no id"}, {"id": "x", "reason": "server_error"}]
+    before = ledger.stat().st_mtime_ns
+    assert compact_failures(ledger, {"done"}) == 0 and ledger.stat().st_mtime_ns == before  # untouched
