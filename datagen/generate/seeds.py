@@ -584,6 +584,13 @@ class ImportResult:
         return "\n".join(lines)
 
 
+def source_name(src: str | os.PathLike) -> str:
+    """What a seed's `source` records of the file it was imported from: its name only
+    (`/home/me/data/alpaca_data.json` -> `alpaca_data.json`). Lineage is published with the
+    dataset, and the folder is the importing user's machine's business."""
+    return Path(src).resolve().name or str(src)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32] or "seed"
 
@@ -629,6 +636,9 @@ def import_seeds(
         split: for a `datasets` folder with several splits.
         existing_ids: source ids already used (e.g. by an earlier import), to reject duplicates.
 
+    Seeds record `source` as the file's name only (`source_name`); rejects keep the path given,
+    for the user to find the row.
+
     Returns an ImportResult; raises SeedFormatError only for problems with the whole source
     (not found, unknown format, unreadable JSON document) or the options.
     """
@@ -661,7 +671,7 @@ def import_seeds(
         file_category=category_from_filename(src),
         language=normalize_language(language) if language else None,
         languages={normalize_language(x) for x in languages} if languages else None,
-        plugins=const_plugins, prefix=_slug(prefix or Path(src).name.split(".")[0]), source=str(src),
+        plugins=const_plugins, prefix=_slug(prefix or Path(src).name.split(".")[0]), source=source_name(src),
         seen_ids=set(existing_ids),
     )
     result = ImportResult()

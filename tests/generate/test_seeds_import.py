@@ -33,7 +33,7 @@ def test_self_instruct_seed_tasks(tmp_path):
         "Tell me a joke.",
     ]
     first = result.seeds[0]
-    assert first.source_id == "seed_task_0" and first.source == str(src)
+    assert first.source_id == "seed_task_0" and first.source == "seed_tasks.jsonl"  # the name, not the path
     assert first.language == "en" and first.category == "brainstorming" and first.plugins == []
     assert first.id.startswith("seed-tasks-") and len({s.id for s in result.seeds}) == 3
     # ids depend on the text only: stable across reruns
@@ -178,6 +178,34 @@ def test_bad_rows_are_rejected_with_reasons_never_fatal(tmp_path):
         (7, "too_long"), (8, "duplicate_text"), (9, "language_not_selected")]
     assert result.counts["read"] == 10 and result.counts["kept"] == 2
     assert "rejected: duplicate_text 1" in result.summary()
+
+
+def test_source_is_the_file_name_only_down_to_the_published_lineage(tmp_path, fake_openai, capsys):
+    from datagen.generate.dialogues import generate_dialogues
+    from datagen.jsonl import read_conversations
+    from tests.fakes.openai_fixtures import make_teacher_config_for
+    from tests.generate.scripted_teacher import scripted_teacher
+
+    folder = tmp_path / "home" / "someone" / "private"
+    folder.mkdir(parents=True)
+    src = _jsonl(folder / "alpaca_data.jsonl", [{"instruction": "Explain how tides work."},
+                                                {"instruction": "Name three uses of copper."}])
+    out = tmp_path / "seeds.jsonl"
+    assert main(["seeds", "import", str(src), "--field", "instruction", "--id-field", "instruction",
+                 "--out", str(out)]) == 0
+    seeds = read_seeds(out)
+    assert {s.source for s in seeds} == {"alpaca_data.jsonl"}
+    assert str(tmp_path) not in out.read_text()
+    # importing the same file again with --append still recognises what came from it
+    assert main(["seeds", "import", str(src), "--field", "instruction", "--id-field", "instruction",
+                 "--out", str(out), "--append"]) == 0
+    assert "duplicate_id 2" in capsys.readouterr().err and len(read_seeds(out)) == 2
+    fake_openai.set_responder(scripted_teacher)
+    dialogues = tmp_path / "hhh.jsonl"
+    generate_dialogues(seeds, "hhh", {"turns": 1}, make_teacher_config_for(fake_openai), dialogues,
+                       tmp_path / "j.sqlite")
+    assert {c.lineage.source for c in read_conversations(dialogues)} == {"alpaca_data.jsonl"}
+    assert str(folder) not in dialogues.read_text()
 
 
 def test_short_latin_prompts_are_not_guessed_english(tmp_path):
