@@ -4,7 +4,8 @@ from `datagen.generate.seeds_cli`).
 Teacher options are shared by both commands and backed by environment variables
 (`DATAGEN_TEACHER_BASE_URL`, `DATAGEN_TEACHER_MODEL`); a run config (`--config run.yaml`) gives
 the defaults of every section, and flags win over it. The teacher journal defaults to
-`<out>.journal.sqlite` beside the output: rerun the same command to resume.
+`<out>.journal.sqlite` beside the output: rerun the same command to resume. Both commands first
+check that the teacher answers (`GET /models`) and stop with one `Error:` line when it does not.
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ def teacher_from_args(args: argparse.Namespace, run: Any):
     return dataclasses.replace(base, **changes) if changes else base
 
 
+def check_teacher(teacher: Any) -> None:
+    """Stop with one clear line when the teacher is down or refuses the key, before any request
+    (as `datagen run` does): `datagen.teacher.preflight.check_teacher`."""
+    from datagen.teacher.preflight import check_teacher as preflight
+
+    preflight(teacher)
+
+
 def _read_seeds(path: str) -> list[Any]:
     from datagen.generate.common import read_prompts
 
@@ -114,8 +123,9 @@ def cmd_expand(args: argparse.Namespace) -> int:
     if changes:
         config = ExpandConfig.from_dict({**config.to_dict(), **changes})
     seeds = _read_seeds(args.seeds)
-    stats = expand(seeds, config, teacher_from_args(args, run), args.out, args.journal,
-                   progress=False if args.no_progress else None)
+    teacher = teacher_from_args(args, run)
+    check_teacher(teacher)
+    stats = expand(seeds, config, teacher, args.out, args.journal, progress=False if args.no_progress else None)
     print_summary(stats)
     _fail_if_incomplete("expand", stats, "requests")
     return 0
@@ -149,7 +159,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompts = _read_seeds(args.prompts)
     if args.limit is not None:
         prompts = prompts[: args.limit]
-    stats = generate_dialogues(prompts, args.kind, config, teacher_from_args(args, run), args.out, args.journal,
+    teacher = teacher_from_args(args, run)
+    check_teacher(teacher)
+    stats = generate_dialogues(prompts, args.kind, config, teacher, args.out, args.journal,
                                tools_config=tools_config, retry_failed=args.retry_failed,
                                progress=False if args.no_progress else None)
     print_summary(stats)

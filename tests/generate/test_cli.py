@@ -83,3 +83,57 @@ def test_expand_stopped_by_a_failed_request_exits_1_until_a_rerun_finishes(fake_
     assert "Error: expand: 1 requests failed for reasons a retry can fix; rerun the same command" in err
     assert main(args) == 0
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 8
+
+
+def test_expand_and_generate_check_the_teacher_before_starting(tmp_path, capsys, monkeypatch):
+    import socket
+
+    seeds = tmp_path / "seeds.jsonl"
+    _write_prompts(seeds, [{"id": "s1", "text": "What are good habits for learning a new language?",
+                            "language": "en", "category": "advice"}])
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    for command in (["expand", str(seeds), "--out", str(tmp_path / "p.jsonl")],
+                    ["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl")]):
+        assert main([*command, "--base-url", dead, "--model", "m", "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"Error: cannot reach the teacher at {dead}") and err.count("\n") <= 2
+    assert not list(tmp_path.glob("*.journal.sqlite")) and not (tmp_path / "h.jsonl").exists()
+
+    # a server that refuses the key: one line naming the variable, and no completion request sent
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _refuse(self):
+            body = json.dumps({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def do_GET(self):  # noqa: N802
+            self._refuse()
+
+        def do_POST(self):  # noqa: N802
+            posts.append(self.path)
+            self._refuse()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DATAGEN_TEST_KEY", "wrong-key")
+    try:
+        rc = main(["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl"), "--no-progress",
+                   "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1", "--model", "m",
+                   "--api-key-env", "DATAGEN_TEST_KEY"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rc == 1 and "refused the request: the key in $DATAGEN_TEST_KEY was refused" in capsys.readouterr().err
+    assert posts == []  # stopped before any completion request
