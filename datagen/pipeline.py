@@ -252,7 +252,7 @@ class Run:
         return path
 
     def _seeds(self, out: Path) -> dict[str, Any]:
-        from datagen.generate.seeds import read_seeds, sample_balanced
+        from datagen.generate.seeds import normalize_category, read_seeds, sample_balanced
 
         sc = self.config.seeds
         path = self._seed_file()
@@ -260,10 +260,11 @@ class Run:
         total = len(seeds)
         reasons: Counter[str] = Counter()
         kept = []
+        categories = {normalize_category(c) for c in sc.categories}
         for s in seeds:
             if sc.languages and s.language not in sc.languages:
                 reasons["language_not_selected"] += 1
-            elif sc.categories and s.category not in sc.categories:
+            elif categories and normalize_category(s.category) not in categories:
                 reasons["category_not_selected"] += 1
             else:
                 kept.append(s)

@@ -44,6 +44,10 @@ class Tool(ABC):
 
     name: ClassVar[str]
     plugin: ClassVar[str]
+    #: how many calls of this tool may run at once across all dialogues. 1 for tools that are not
+    #: thread-safe or are CPU-bound here (calculator, solver, local search); HTTP-backed tools set
+    #: more, so a slow search API does not serialise every plugin dialogue.
+    concurrency: int = 1
 
     @abstractmethod
     def run(self, arg: str) -> ToolResult:

@@ -332,10 +332,15 @@ class SearchTool(Tool):
     name: ClassVar[str] = "Search"
     plugin: ClassVar[str] = "search"
 
-    def __init__(self, *, backend: str | SearchBackend = "local", top_k: int = 3, **backend_options: Any):
+    def __init__(self, *, backend: str | SearchBackend = "local", top_k: int = 3, concurrency: int | None = None,
+                 **backend_options: Any):
         if top_k < 1:
             raise ConfigError("top_k must be at least 1", field="top_k")
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
         self.top_k = top_k
+        # An HTTP API answers many queries at once; the local index is CPU-bound in this process.
+        self.concurrency = concurrency or (8 if backend == "http" else 1)
         if isinstance(backend, str):
             if backend == "local":
                 self.backend: SearchBackend = LocalSearch(**backend_options)

@@ -45,6 +45,7 @@ class Text2ImageTool(Tool):
         headers_env: headers read from environment variables (`{"Authorization": "Bearer $IMAGE_KEY"}`).
         image_path: dotted path of the image URL in the response (`data.0.url`).
         timeout, retries: per request.
+        concurrency: image requests in flight at once across all dialogues.
     """
 
     name: ClassVar[str] = "Text2Image"
@@ -60,6 +61,7 @@ class Text2ImageTool(Tool):
         image_path: str = "data.0.url",
         timeout: float = 120.0,
         retries: int = 2,
+        concurrency: int = 4,
     ):
         if url is not None and not url.startswith(("http://", "https://")):
             raise ConfigError(f"text2image url must start with http:// or https://, got {url!r}", field="url")
@@ -70,6 +72,9 @@ class Text2ImageTool(Tool):
         self.image_path = image_path
         self.timeout = timeout
         self.retries = retries
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
+        self.concurrency = concurrency if url else 1  # without an API there is nothing to wait for
         env_headers(self.headers_env)  # a missing variable fails now, not mid-run
 
     def run(self, arg: str) -> ToolResult:
