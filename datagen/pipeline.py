@@ -167,7 +167,11 @@ class Run:
         fp = self.fingerprint("expand", "expand", "teacher", "seed", after="seeds")
         info = self.stage("expand", fp, [expanded], self._expand, seeds_path, expanded,
                           fresh=[expanded.parent])
-        reasons = _reasons(info)
+        # The expansion row counts candidate prompts: rejected ones by reason, plus those beyond a
+        # cell's target (surplus). Failed requests made no candidates; the manifest keeps them.
+        reasons = _reasons(info, ("rejected_",))
+        if info.get("surplus"):
+            reasons["surplus"] = info["surplus"]
         self.steps.append({"step": "expand", "in": info.get("candidates", 0), "kept": info.get("count", 0),
                            "dropped": sum(reasons.values()), "tagged": 0, "reasons": reasons})
 

@@ -147,6 +147,7 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
     assert funnel["kept"] == _lines(final)
     expand_step = funnel["steps"][1]
     assert expand_step["dropped"] == sum(expand_step["reasons"].values()) > 0  # the scripted teacher's junk
+    assert expand_step["kept"] + expand_step["dropped"] == expand_step["in"]  # every candidate accounted for
     assert (out / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     scored = [json.loads(line) for line in final.read_text().splitlines()]
     assert all("moss_loss" in row["scores"] for row in scored)
