@@ -378,9 +378,7 @@ def test_search_calls_of_concurrent_dialogues_overlap_up_to_the_tool_concurrency
     # calls each wait out `hold` (short, so the serialised case stays quick)
     search = _SlowSearchServer(expect=n if concurrency > 1 else 2, hold=5.0 if concurrency > 1 else 0.2)
     try:
-        tool = SearchTool(backend="http", url=search.url, timeout=10.0, retries=0)
-        if concurrency > 1:
-            tool.concurrency = concurrency  # what an HTTP-backed tool declares
+        tool = SearchTool(backend="http", url=search.url, timeout=10.0, retries=0, concurrency=concurrency)
         assert tool_concurrency(tool) == concurrency
         prompts = [PromptRow(id=f"s{i}", text=f"How tall is Mount Everest? (asked {i})", language="en",
                              category="tool", plugins=["search"]) for i in range(n)]
