@@ -337,7 +337,8 @@ class Run:
 
         cc = self.config.check
         return run_check(inp, out_dir, model=cc.model, batch_size=cc.batch_size, max_length=cc.max_length,
-                         max_loss=cc.max_loss, percentile=cc.percentile, max_rows=cc.max_rows)
+                         max_loss=cc.max_loss, percentile=cc.percentile, max_rows=cc.max_rows,
+                         progress=bool(self.config.teacher.progress))
 
     def _final(self, inp: Path, final: Path) -> dict[str, Any]:
         from datagen.report import funnel_table, plot_run
@@ -505,6 +506,8 @@ def run_status(run_dir: Path) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
+    if args.no_progress:  # display only: not part of any fingerprint
+        config.teacher.progress = False
     out = Path(args.out) if args.out else Path("outputs") / config.name
     teacher = None
     if args.serve_teacher:
@@ -573,6 +576,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory (default outputs/NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set teacher.model=gpt-4o-mini (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs and summaries only)")
     p.add_argument("--serve-teacher", action="store_true",
                    help="start the embedded local teacher for this run and stop it afterwards")
     p.add_argument("--teacher-model", default=None, help="GGUF for --serve-teacher (default: SmolLM2-135M)")

@@ -69,7 +69,7 @@ def _write_run(tmp_path: Path, fake, repo_id: str, model_dir: Path) -> Path:
 
 
 def _run_cmd(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "datagen", "run", str(config), "--out", str(out)]
+    return [sys.executable, "-m", "datagen", "run", str(config), "--out", str(out), "--no-progress"]
 
 
 def _lines(path: Path) -> int:
