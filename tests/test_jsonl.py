@@ -97,3 +97,4 @@ def test_append_writer_keeps_a_whole_last_row_that_lost_only_its_newline(tmp_pat
     with AppendWriter(path) as w:
         w.write({"id": "b"})
     assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a", "long", "b"]
+
