@@ -8,6 +8,7 @@ See configs/example.yaml for every field, annotated.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib
@@ -168,24 +169,73 @@ class RunConfig:
 
     def fingerprint(self, *sections: str) -> str:
         """A short hash of the given sections (all when none), for lineage and stage skipping.
-        Publishing details and how hard the teacher is pushed (concurrency, limits, timeouts, prices,
-        progress) do not change what a run produces, so they are left out: raising concurrency
-        mid-run must not re-run finished stages. No secret is ever in the config (keys come from
-        environment variables)."""
+        A section may be a dotted path (`dialogues.hhh`, `check.model`).
+
+        How hard things are pushed does not change what a run produces, so it is left out:
+        the teacher's runtime fields (concurrency, limits, timeouts, prices, progress), dialogue
+        concurrency and tools' concurrency, timeouts and retries (`RUNTIME_PATHS`). Raising any of
+        them mid-run must not redo finished stages. Publishing details are left out too, except for
+        the stages that ask for `publish` (the card names the license, repo and title). No secret
+        is ever in the config (keys come from environment variables)."""
         from datagen.teacher.config import RUNTIME_FIELDS
 
-        data = dict(self.raw)
+        data = copy.deepcopy(self.raw)
         if sections and "publish" in sections and isinstance(data.get("publish"), dict):
-            # the card names the license, repo and title; visibility changes nothing in the folder
+            # visibility changes nothing in the folder
             data["publish"] = {k: v for k, v in data["publish"].items() if k != "private"}
         else:
             data.pop("publish", None)
         if isinstance(data.get("teacher"), dict):
             data["teacher"] = {k: v for k, v in data["teacher"].items() if k not in RUNTIME_FIELDS}
+        for path in RUNTIME_PATHS:
+            _drop_path(data, path.split("."))
+        data = _prune_empty(data)  # `check: {}` and no `check:` are the same config
         if sections:
-            data = {k: data.get(k) for k in sections}
+            data = {k: _get_path(data, k.split(".")) for k in sections}
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: Config paths (`*` matches any key) that tune speed, not output; left out of fingerprints.
+RUNTIME_PATHS = (
+    "dialogues.*.options.concurrency",
+    "tools.*.concurrency",
+    "tools.*.timeout",
+    "tools.*.retries",
+    "check.batch_size",
+    "filters.workers",
+    "filters.chunk_size",
+    "filters.parallel_min_rows",
+)
+
+
+def _drop_path(node: Any, parts: list[str]) -> None:
+    if not isinstance(node, dict) or not parts:
+        return
+    head, rest = parts[0], parts[1:]
+    keys = list(node) if head == "*" else [head]
+    for k in keys:
+        if k not in node:
+            continue
+        if rest:
+            _drop_path(node[k], rest)
+        else:
+            node.pop(k, None)
+
+
+def _prune_empty(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out = {k: _prune_empty(v) for k, v in node.items()}
+    return {k: v for k, v in out.items() if v != {}}
+
+
+def _get_path(node: Any, parts: list[str]) -> Any:
+    for p in parts:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(p)
+    return node
 
 
 # --------------------------------------------------------------------------- YAML with lines

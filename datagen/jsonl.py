@@ -33,6 +33,8 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
+                if not raw.endswith(b"\n"):
+                    return  # a torn tail cut inside a multi-byte character
                 raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", path=str(path), line=i) from None
             try:
                 yield i, json.loads(text)

@@ -102,8 +102,9 @@ class Run:
         from datagen.teacher.failures import RETRYABLE
 
         transient = {r: info.get(f"failed_{r}", 0) for r in RETRYABLE if info.get(f"failed_{r}", 0)}
-        if info.get("retryable_failed") and not transient:
-            transient = {"retryable": info["retryable_failed"]}
+        if "retryable_failed" in info:  # the stage says which of its failures a rerun would retry
+            n = info["retryable_failed"]
+            transient = {} if not n else transient if sum(transient.values()) == n else {"retryable": n}
         if transient:
             # Some teacher calls failed for reasons a retry can fix: the stage is not done, and a
             # rerun re-enters it (finished calls come from the journal, unpaid).
@@ -181,7 +182,8 @@ class Run:
             if dk is not None and not dk.enabled:
                 continue
             out = self.dir / "dialogues" / f"{kind}.jsonl"
-            fp = self.fingerprint(f"dialogues.{kind}", "dialogues", "teacher", "tools", "seed", after="expand")
+            fp = self.fingerprint(f"dialogues.{kind}", f"dialogues.{kind}", "teacher", "tools", "seed",
+                                  after="expand")
             info = self.stage(f"dialogues.{kind}", fp, [out], self._dialogues, kind, seeds_path, expanded, out,
                               fresh=sorted(out.parent.glob(f"{kind}.*")))
             reasons = _reasons(info, ("failed_",))
@@ -201,9 +203,14 @@ class Run:
 
         if cfg.check.enabled:
             checked = self.dir / "checked"
-            fp = self.fingerprint("check", "check", after="filter", inputs=_file_identity(cfg.check.model))
-            info = self.stage("check", fp, [checked / "kept.jsonl"], self._check, current, checked,
-                              fresh=[checked])
+            # Scores depend on the model, the context and the rows; the threshold only splits them.
+            # A changed threshold re-splits the scores already made instead of scoring again.
+            score_fp = self.fingerprint("check.scores", "check.model", "check.max_length", "check.max_rows",
+                                        after="filter", inputs=_file_identity(cfg.check.model))
+            fp = self.fingerprint("check", "check", after="check.scores")
+            prev = self.manifest.stages.get("check", {})
+            info = self.stage("check", fp, [checked / "kept.jsonl"], self._check, current, checked, score_fp,
+                              fresh=[] if prev.get("score_fingerprint") == score_fp else [checked])
             self.steps.append(info.get("funnel_step") or {"step": "moss_check", "in": info.get("in", 0),
                                                           "kept": info.get("count", 0), "dropped": 0,
                                                           "tagged": 0, "reasons": {}})
@@ -256,7 +263,7 @@ class Run:
         return path
 
     def _seeds(self, out: Path) -> dict[str, Any]:
-        from datagen.generate.seeds import normalize_category, read_seeds, sample_balanced
+        from datagen.generate.seeds import normalize_category, normalize_language, read_seeds, sample_balanced
 
         sc = self.config.seeds
         path = self._seed_file()
@@ -265,8 +272,9 @@ class Run:
         reasons: Counter[str] = Counter()
         kept = []
         categories = {normalize_category(c) for c in sc.categories}
+        languages = {normalize_language(x) for x in sc.languages}
         for s in seeds:
-            if sc.languages and s.language not in sc.languages:
+            if languages and (not s.language or normalize_language(s.language) not in languages):
                 reasons["language_not_selected"] += 1
             elif categories and normalize_category(s.category) not in categories:
                 reasons["category_not_selected"] += 1
@@ -332,11 +340,11 @@ class Run:
         data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
         return {"count": data.get("kept", 0), "in": data.get("input", 0)}
 
-    def _check(self, inp: Path, out_dir: Path) -> dict[str, Any]:
+    def _check(self, inp: Path, out_dir: Path, score_fp: str) -> dict[str, Any]:
         from datagen.moss.check import run_check
 
         cc = self.config.check
-        return run_check(inp, out_dir, model=cc.model, batch_size=cc.batch_size, max_length=cc.max_length,
+        return {"score_fingerprint": score_fp} | run_check(inp, out_dir, model=cc.model, batch_size=cc.batch_size, max_length=cc.max_length,
                          max_loss=cc.max_loss, percentile=cc.percentile, max_rows=cc.max_rows,
                          progress=bool(self.config.teacher.progress))
 

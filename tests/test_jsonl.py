@@ -98,3 +98,11 @@ def test_append_writer_keeps_a_whole_last_row_that_lost_only_its_newline(tmp_pat
         w.write({"id": "b"})
     assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a", "long", "b"]
 
+
+
+def test_torn_tail_cut_inside_a_multibyte_character_is_skipped(tmp_path):
+    path = tmp_path / "zh.jsonl"
+    whole = json.dumps({"id": "a", "text": "你好"}, ensure_ascii=False).encode()
+    torn = json.dumps({"id": "b", "text": "春天"}, ensure_ascii=False).encode()
+    path.write_bytes(whole + b"\n" + torn[: torn.index("春".encode()) + 1])  # cut mid-character
+    assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a"]

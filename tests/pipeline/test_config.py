@@ -114,3 +114,17 @@ def test_dataset_fingerprint_follows_the_license_but_not_visibility(tmp_path):
     base = load_config(p).fingerprint("dataset", "publish")
     assert load_config(p, ["publish.private=true"]).fingerprint("dataset", "publish") == base
     assert load_config(p, ["publish.license=apache-2.0"]).fingerprint("dataset", "publish") != base
+
+
+def test_fingerprint_leaves_out_speed_knobs_and_other_kinds(tmp_path):
+    p = write(tmp_path, "name: x\ndialogues:\n  hhh:\n    options: {turns: {default: [2]}}\n"
+                        "  plugin:\n    options: {turns: {default: [1]}}\ntools:\n  search: {}\n")
+    base = load_config(p)
+    faster = load_config(p, ["dialogues.hhh.options.concurrency=8", "tools.search.concurrency=16",
+                             "tools.search.timeout=5", "check.batch_size=16", "filters.workers=2"])
+    assert faster.fingerprint() == base.fingerprint()
+    other_kind = load_config(p, ["dialogues.plugin.options.max_tokens=100"])
+    assert other_kind.fingerprint("dialogues.hhh") == base.fingerprint("dialogues.hhh")
+    assert other_kind.fingerprint("dialogues.plugin") != base.fingerprint("dialogues.plugin")
+    assert load_config(p, ["check.model=m", "check.percentile=50"]).fingerprint("check.model") != \
+        base.fingerprint("check.model")

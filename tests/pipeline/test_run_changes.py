@@ -107,3 +107,31 @@ def test_embedded_teacher_alias_names_the_model(model, alias):
     from datagen.teacher.local_server import model_alias_for
 
     assert model_alias_for(model) == alias
+
+
+def test_a_new_check_threshold_resplits_without_scoring_again(fake_openai, tmp_path, capsys):
+    from datagen.formats.moss import build_meta_instruction
+    from tests.moss.conftest import build_tiny_moss
+
+    fake_openai.set_responder(scripted_teacher)
+    model_dir = tmp_path / "tiny"
+    build_tiny_moss(model_dir, [build_meta_instruction([], False)] + [t for _, t, _ in SEEDS] * 3)
+    config, _ = _setup(tmp_path, fake_openai, SEEDS)
+    out = tmp_path / "run"
+    args = ["run", str(config), "--out", str(out), "--set", "check.enabled=true",
+            "--set", f"check.model={model_dir}", "--set", "check.max_length=2048"]
+    assert main(args + ["--set", "check.percentile=90"]) == 0
+    scored = (out / "checked" / "scored.jsonl").read_bytes()
+    assert main(args + ["--set", "check.percentile=50"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["check"]["scored_now"] == 0  # nothing scored again
+    assert (out / "checked" / "scored.jsonl").read_bytes() == scored
+    assert manifest["stages"]["check"]["funnel_step"]["dropped"] == 2  # half of 4 above the median
+    # A new model scores again from scratch.
+    other = tmp_path / "tiny2"
+    build_tiny_moss(other, [build_meta_instruction([], False)] + [t for _, t, _ in SEEDS] * 3, seed=1)
+    assert main(["run", str(config), "--out", str(out), "--set", "check.enabled=true",
+                 "--set", f"check.model={other}", "--set", "check.max_length=2048",
+                 "--set", "check.percentile=50"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["check"]["scored_now"] == 4
