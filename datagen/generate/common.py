@@ -13,14 +13,24 @@ from typing import Any
 
 from datagen.jsonl import iter_json_lines
 from datagen.record import Usage
+from datagen.teacher.failures import RETRYABLE
 from datagen.teacher.types import Result
 
 #: Teacher error codes that mean the reply itself was unusable: asked again with the reason, and
-#: a permanent failure if it stays so. (`bad_request` is not one: it may be a config mistake that a
-#: rerun with a fixed config must retry.)
+#: a permanent failure if it stays so.
 CONTENT_ERRORS = frozenset({"length", "content_filter", "empty_text"})
 #: Teacher error codes that stop every call (bad key, no quota, wrong model): the stage stops.
 FATAL_ERRORS = frozenset({"insufficient_quota", "auth", "not_found"})
+#: Teacher error codes that asking the same request again cannot fix (a 400/422: a prompt past the
+#: context, a parameter the server refuses): the dialogue fails for good, but only for the run
+#: fingerprint it failed under (`datagen.generate.dialogues.run_fingerprint`), so a rerun with
+#: another config, teacher model, teacher params or templates tries it again.
+PERMANENT_ERRORS = frozenset({"bad_request"})
+#: Dialogue failure reasons that a rerun of the same command can fix: the engine's transient codes
+#: (after its own retries) and a tool backend down. Only these make a stage incomplete
+#: (`StageStats.retryable_failed`); anything else (`bad_request`, `unknown`, content failures) is
+#: reported but does not block the run.
+RERUN_FIXES = RETRYABLE | {"tool_unavailable"}
 
 _LANGUAGE_NAMES = {
     "zh": "Chinese (简体中文)", "zh-Hans": "Simplified Chinese (简体中文)", "zh-Hant": "Traditional Chinese (繁體中文)",

@@ -13,8 +13,10 @@ A reply that is unusable (empty, cut off, wrong language, no parseable commands)
 length budget derived from max_tokens); if it stays unusable the dialogue keeps the turns it has
 (`keep_partial`, at least `min_turns`) or fails. A reply cut at max_tokens is never kept as if
 complete, with one exception: a planning reply whose Commands line was finished before the cut
-(the model rambled on after it) is used, since only that line is read. API failures (timeouts, 5xx after the engine's
-retries) fail the dialogue without writing it, so a rerun finishes it.
+(the model rambled on after it) is used, since only that line is read. API failures (timeouts, 5xx
+after the engine's retries) fail the dialogue without writing it, so a rerun finishes it. A request
+the server refuses (400/422, e.g. a history past the context) is treated like an unusable reply
+that stayed so: the dialogue keeps the turns it has or fails for good.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from datagen.generate.common import CONTENT_ERRORS, FATAL_ERRORS, PromptRow, StageStats, rng_for, usage_of
+from datagen.generate.common import (
+    CONTENT_ERRORS,
+    FATAL_ERRORS,
+    PERMANENT_ERRORS,
+    PromptRow,
+    StageStats,
+    rng_for,
+    usage_of,
+)
 from datagen.generate.config import DialogueConfig
 from datagen.generate.messages import (
     PromptBook,
@@ -55,7 +65,8 @@ TOOL_FAILED = "tool_failed"
 
 class TurnFailed(Exception):
     """A turn could not be made. `permanent` is True when asking again would not help (the reply
-    stayed unusable), False for API or tool-backend failures a rerun can fix."""
+    stayed unusable, or the server refused the request: `bad_request`), False for API or
+    tool-backend failures a rerun may fix."""
 
     def __init__(self, reason: str, detail: str = "", *, permanent: bool, role: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -196,8 +207,9 @@ class DialogueMaker:
                 if result.error in CONTENT_ERRORS:
                     reason, detail = result.error or "unknown", result.detail or ""
                     continue
-                failure = TurnFailed(result.error or "unknown", result.detail or "", permanent=False, role=role)
-                if result.error in FATAL_ERRORS:
+                code = result.error or "unknown"
+                failure = TurnFailed(code, result.detail or "", permanent=code in PERMANENT_ERRORS, role=role)
+                if code in FATAL_ERRORS:
                     self.fatal = failure
                 raise failure
             if result.finish_reason == "length" and validate_cut is not None:

@@ -12,9 +12,10 @@ finished, so unfinished dialogues continue mid-dialogue without paying again.
 
 Beside the output: `<out>.failed.jsonl` (one row per failed dialogue: id, reason, detail, turn,
 whether asking again can help, run fingerprint) and `<out>.stats.json`. Dialogues that failed for
-good (the reply stayed unusable) are skipped on a rerun with the same config, templates and model
-unless `retry_failed=True`; those that failed on the API (timeouts, 5xx after retries, a 400, a
-tool backend down) are tried again. Each run compacts the failure ledger when it starts and ends:
+good (the reply stayed unusable, or the server refused the request with a 400/422) are skipped on
+a rerun with the same config, templates, teacher model and teacher params unless
+`retry_failed=True`; those that failed on the API (timeouts, 5xx after retries, a tool backend
+down) are tried again, and only they make the stats' `retryable_failed` (the stage is incomplete). Each run compacts the failure ledger when it starts and ends:
 the latest row per dialogue, none for dialogues finished since.
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, TeacherError
-from datagen.generate.common import PromptRow, StageStats, existing_ids, sidecar, write_json
+from datagen.generate.common import RERUN_FIXES, PromptRow, StageStats, existing_ids, sidecar, write_json
 from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogue import DialogueFailed, DialogueMaker, ToolRunner
 from datagen.generate.messages import PromptBook
@@ -114,11 +115,17 @@ def _build_tools(kind: str, prompts: list[PromptRow], config: DialogueConfig, to
     return tools
 
 
-def run_fingerprint(config: DialogueConfig, teacher_model: str, book: PromptBook) -> str:
-    """A short hash naming what produced a dialogue: config, teacher model, templates' text."""
+def run_fingerprint(config: DialogueConfig, teacher_model: str, book: PromptBook,
+                    teacher_params: Mapping[str, Any] | None = None) -> str:
+    """A short hash naming what produced a dialogue: config, teacher model, templates' text and the
+    teacher's default params (a 400 is often a parameter the server refuses: fixing it must retry
+    the dialogues that failed for good with it)."""
     templates = ["hhh_assistant", "hhh_user", "plugin_commands", "plugin_answer"]
-    blob = json.dumps({"config": config.to_dict(), "model": teacher_model,
-                       "templates": {n: book.get(n).digest for n in templates}}, sort_keys=True, default=str)
+    data: dict[str, Any] = {"config": config.to_dict(), "model": teacher_model,
+                            "templates": {n: book.get(n).digest for n in templates}}
+    if teacher_params:
+        data["teacher_params"] = dict(teacher_params)
+    blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -140,7 +147,7 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     if world_size > 1:
         rows = [p for i, p in enumerate(rows) if i % world_size == rank]
     stats.inc("prompts", len(rows))
-    run_id = run_fingerprint(config, teacher.model, book)
+    run_id = run_fingerprint(config, teacher.model, book, teacher.params)
     done = existing_ids(out_path)
     if world_size == 1:  # shards may share the ledger: only an unsharded run may rewrite it
         compact_failures(failed_path, done)
@@ -219,7 +226,8 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
                         "reason": f.reason, "role": f.role, "detail": f.detail[:500], "turn": failure.turn,
                         "permanent": f.permanent, "run": maker.run_id, "usage": failure.conv.usage.to_dict()})
                     stats.inc(f"failed_{f.reason}")
-                    if not f.permanent:  # an API failure or a tool backend down: a rerun retries it
+                    if not f.permanent and f.reason in RERUN_FIXES:
+                        # a transient API failure or a tool backend down: the stage is incomplete
                         stats.retryable_failed += 1
     finally:
         for task in pending:
@@ -260,7 +268,7 @@ def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
 
     Returns the run's StageStats (`made`, `failed_<reason>`, `skipped_done`, tokens, cost, and
     `retryable_failed`: the dialogues that failed for reasons a rerun retries, such as an API
-    failure after the engine's retries or a tool backend down).
+    failure after the engine's retries or a tool backend down; see `common.RERUN_FIXES`).
     Raises TeacherError when the teacher refuses every call (bad key, no quota, unknown model).
     """
     if out_path is None:

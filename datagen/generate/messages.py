@@ -40,7 +40,7 @@ from datagen.record import PLUGIN_COMMANDS, Conversation, ToolCall, ToolResult, 
 
 #: What a rejected reply is told, by reason code (the `retry` section fills `$reason` with it).
 REASON_TEXT = {
-    "empty": "it was empty",
+    "empty_reply": "it was empty",
     "length": "it was cut off at the length limit; write a complete reply that is much shorter{budget}",
     "content_filter": "it was blocked by the content filter",
     "empty_text": "it was empty",

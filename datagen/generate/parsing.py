@@ -167,7 +167,8 @@ def clean_reply(text: str | None, *, role: str = "assistant") -> tuple[str, str 
     Strips echoed role prefixes (`MOSS:`, `Assistant:`, `<|MOSS|>:`, `User:`...), stray end tags
     (`<eom>`, `<|im_end|>`...) and text running on into the other side's turn; for the user role,
     an echoed transcript before the last user label. Returns
-    (text, None) or ("", reason) with reason `empty`.
+    (text, None) or ("", reason) with reason `empty_reply` (never the engine's `empty`, a completion
+    with no choices, which a retry may fix).
     """
     t = (text or "").replace("\r\n", "\n")
     t = _END_TAGS.sub("", t)
@@ -191,7 +192,7 @@ def clean_reply(text: str | None, *, role: str = "assistant") -> tuple[str, str 
     if role == "user":
         t = clean_item(t) if "\n" not in t else t
     if not t:
-        return "", "empty"
+        return "", "empty_reply"
     return t, None
 
 
@@ -260,12 +261,12 @@ def parse_plan(text: str | None, allowed: set[str] | None = None) -> tuple[Plan 
     Expects `Inner Thoughts: ...` and `Commands: ...` lines but tolerates MOSS tags
     (`<|Inner Thoughts|>:`), end tags, code fences, bullets, bold labels and a missing thoughts
     label. `Commands: None` (or an empty Commands line) means no tool. Returns (plan, None) or
-    (None, reason) with reason `empty` or `no_commands_line`.
+    (None, reason) with reason `empty_reply` or `no_commands_line`.
     """
     t = _END_TAGS.sub("", (text or "").replace("\r\n", "\n"))
     t = t.replace("```", "\n").replace("**", "")
     if not t.strip():
-        return None, "empty"
+        return None, "empty_reply"
     tm = _THOUGHTS.search(t)
     cm = _COMMANDS.search(t, tm.end() if tm else 0) or _COMMANDS.search(t)
     if cm is None:

@@ -192,8 +192,8 @@ def test_unusable_replies_are_retried_then_fail_or_shorten(fake_openai, tmp_path
     assert conv.id == "hhh-s1" and len(conv.turns) == 1  # kept with the turn it had
     assert conv.extra["generation"]["stopped"] == "user:wrong_language"
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
-    assert [(f["id"], f["reason"], f["permanent"], f["turn"]) for f in failed] == [("hhh-e1", "empty", True, 1)]
-    assert stats.counts["failed_empty"] == 1 and stats.counts["shortened_wrong_language"] == 1
+    assert [(f["id"], f["reason"], f["permanent"], f["turn"]) for f in failed] == [("hhh-e1", "empty_reply", True, 1)]
+    assert stats.counts["failed_empty_reply"] == 1 and "failed_empty" not in stats.counts and stats.counts["shortened_wrong_language"] == 1
     # the retry told the teacher why its reply was rejected, at the end of the user's message (v2)
     retried = [r for r in fake_openai.received if "was rejected: it was empty" in r["messages"][-1]["content"]]
     assert retried and retried[0]["messages"][-1]["content"].startswith("EMPTY please answer this.\n\n(Note for MOSS")
@@ -208,7 +208,7 @@ def test_unusable_replies_are_retried_then_fail_or_shorten(fake_openai, tmp_path
     # another config (or template, or model) may fare better: the failed dialogue is tried again
     cfg3 = DialogueConfig.from_dict({"turns": 3, "content_retries": 1, "temperature": 0.9}, kind="hhh")
     stats3 = generate_dialogues(prompts, "hhh", cfg3, make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite")
-    assert stats3.counts.get("skipped_failed_before", 0) == 0 and stats3.counts["failed_empty"] == 1
+    assert stats3.counts.get("skipped_failed_before", 0) == 0 and stats3.counts["failed_empty_reply"] == 1
     assert fake_openai.requests == before + 2
 
 
@@ -233,6 +233,45 @@ def test_api_failure_fails_the_dialogue_and_a_rerun_finishes_it(fake_openai, tmp
     assert fake_openai.requests == 2  # turn 1 and the user message came from the journal
     assert len(list(read_conversations(out))) == 2
     _validate(out)
+
+
+@pytest.mark.parametrize("fault", ["400", "422"])
+def test_bad_request_fails_for_good_within_the_run(fake_openai, tmp_path, fault):
+    # A 400/422 (a prompt past the context, a parameter the server refuses) is not fixed by
+    # asking again: it must not block the run as "retryable", nor be re-asked by a plain rerun.
+    fake_openai.set_responder(scripted_teacher)
+    prompts = [PromptRow(id="ok", text="Explain tides.", language="en"),
+               PromptRow(id="big", text=f"Explain rainbows. FAULT:{fault}", language="en")]
+    out = tmp_path / "out.jsonl"
+    cfg = DialogueConfig.from_dict({"turns": 2}, kind="hhh")
+    teacher = make_teacher_config_for(fake_openai)
+    stats = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
+    assert stats.counts["made"] == 1 and stats.counts["failed_bad_request"] == 1
+    assert stats.retryable_failed == 0 and "to retry" not in stats.summary()
+    assert json.loads((tmp_path / "out.stats.json").read_text())["retryable_failed"] == 0
+    failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
+    assert [(f["id"], f["reason"], f["permanent"]) for f in failed] == [("hhh-big", "bad_request", True)]
+    # the same run again: nothing re-asked
+    before = fake_openai.requests
+    stats2 = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
+    assert fake_openai.requests == before and stats2.counts["skipped_failed_before"] == 1
+    # other teacher parameters may be what the server refused: another fingerprint, asked again
+    teacher3 = make_teacher_config_for(fake_openai, params={"temperature": 0.7, "presence_penalty": 0.1})
+    stats3 = generate_dialogues(prompts, "hhh", cfg, teacher3, out, tmp_path / "j.sqlite")
+    assert stats3.counts.get("skipped_failed_before", 0) == 0 and stats3.counts["failed_bad_request"] == 1
+    assert fake_openai.requests > before
+
+
+def test_bad_request_on_a_later_turn_keeps_the_turns_made(fake_openai, tmp_path):
+    # The usual 400 mid-dialogue: the history grew past the model's context.
+    fake_openai.set_responder(scripted_teacher)
+    fake_openai.inject("400", times=None, match="Follow-up number 2: can you say more about what you just explained?")
+    out = tmp_path / "out.jsonl"
+    stats = generate_dialogues([PromptRow(id="a1", text="Explain tides.", language="en")], "hhh", {"turns": 3},
+                               make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite")
+    [conv] = list(read_conversations(out))
+    assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == "assistant:bad_request"
+    assert stats.counts["shortened_bad_request"] == 1 and stats.retryable_failed == 0
 
 
 def test_account_wide_failure_stops_the_stage(fake_openai, tmp_path):
@@ -307,7 +346,7 @@ def test_tool_backend_down_is_a_retryable_failure(fake_openai, tmp_path):
     fake_openai.set_responder(empty_answers)
     stats_e = generate_dialogues(prompts[1:], "plugin", {"turns": 1, "content_retries": 0, "plugins": ["calculator"]},
                                  make_teacher_config_for(fake_openai), tmp_path / "e.jsonl", tmp_path / "e.sqlite")
-    assert stats_e.reasons("failed_") == {"empty": 1} and stats_e.retryable_failed == 0
+    assert stats_e.reasons("failed_") == {"empty_reply": 1} and stats_e.retryable_failed == 0
     # the backend is back: the rerun makes the dialogue and reports nothing left to retry
     backend.up = True
     fake_openai.set_responder(scripted_teacher)

@@ -97,7 +97,7 @@ def test_clean_reply(raw, role, expected):
 
 @pytest.mark.parametrize("raw", ["", None, "   ", "<eom>", "MOSS:  "])
 def test_clean_reply_rejects_empty(raw):
-    assert clean_reply(raw) == ("", "empty")
+    assert clean_reply(raw) == ("", "empty_reply")
 
 
 def test_parse_plan_strict_format():
@@ -124,7 +124,7 @@ def test_parse_plan_none_and_disallowed():
 def test_parse_plan_bare_calls_and_failures():
     plan, why = parse_plan("Calculate(2+3*(4-1))")
     assert why is None and plan.calls == [ToolCall("Calculate", "2+3*(4-1)")]
-    assert parse_plan("") == (None, "empty")
+    assert parse_plan("") == (None, "empty_reply")
     assert parse_plan("I think the answer is 42.") == (None, "no_commands_line")
 
 
