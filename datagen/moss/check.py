@@ -9,7 +9,7 @@ in one file.
 
 At the end the output is streamed twice, holding only ids and a few numbers per row (`ScoreColumns`):
 once for the distribution report and the threshold's cutoff, once to split the rows into kept and
-rejected files. Kept rows are copied byte for byte.
+rejected files. Kept rows are copied byte for byte (plus a newline where the last row lost its own).
 
 `max_length=None` (the default) is the model's own context; a value beyond what the model declares
 is refused with one ConfigError line, before the model is loaded.
@@ -57,7 +57,8 @@ def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[
     A last line without its newline that does not parse is the torn tail of a killed writer: it is
     skipped (with a warning when `warn`). One that parses is a whole row whose newline was lost:
     `datagen.jsonl.AppendWriter` keeps it (adding the newline), so it counts as done here too.
-    Any other line that is not a JSON object with an `id` is an InputError naming file and line.
+    A last line cut mid-character (not UTF-8) is a torn tail too. Any other line that is not a
+    UTF-8 JSON object with an `id` is an InputError naming file and line.
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -76,6 +77,9 @@ def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[
                 row = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise InputError(f"invalid JSON ({exc.msg})", path=str(path), line=lineno) from None
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
+                                 path=str(path), line=lineno) from None
             if not isinstance(row, dict) or "id" not in row:
                 raise InputError("not a conversation row (a JSON object with an id)", path=str(path), line=lineno)
             yield lineno, raw, row
@@ -295,7 +299,9 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                     found = reject_reason(row["scores"], cutoff=cutoff, reason_name=reason_name,
                                           percentile=percentile, require_fit=require_fit) if thresholded else None
                     if found is None:
-                        kept_fh.write(raw)
+                        # A whole last row that lost its newline: rows appended after it (the
+                        # max_rows pass-through) must not run on into the same line.
+                        kept_fh.write(raw if raw.endswith(b"\n") else raw + b"\n")
                         kept += 1
                         continue
                     reason, evidence = found

@@ -152,6 +152,36 @@ def test_torn_tail_is_not_done_but_a_row_that_lost_its_newline_is(tmp_path):
     assert scored_ids(out) == {"c0", "c1", "c2"}
 
 
+def test_a_non_utf8_line_mid_file_names_file_and_line(tmp_path):
+    from datagen.errors import InputError
+
+    out = tmp_path / "scored.jsonl"
+    rows = [json.dumps({"id": f"c{i}", "turns": [], "scores": {"moss_loss": 1.0}}).encode() for i in range(3)]
+    latin1 = rows[1].replace(b'"c1"', b'"c1-caf\xe9"')  # a Latin-1 byte inside a string
+    out.write_bytes(rows[0] + b"\n" + latin1 + b"\n" + rows[2] + b"\n")
+    with pytest.raises(InputError, match="UTF-8") as info:
+        scored_ids(out)
+    assert info.value.path == str(out) and info.value.line == 2
+    # the same bytes on a last line without its newline are a torn tail (killed mid-character)
+    out.write_bytes(rows[0] + b"\n" + rows[2] + b"\n" + rows[1][:10] + b"\xe4\xb8")
+    assert scored_ids(out) == {"c0", "c2"}
+
+
+def test_kept_rows_end_with_a_newline_when_the_scored_file_lost_its_last_one(tiny_moss, conversations_file,
+                                                                               tmp_path):
+    out_dir = tmp_path / "checked"
+    run_check(conversations_file, out_dir, model=str(tiny_moss), max_length=512, max_loss=100.0, max_rows=3,
+              progress=False)
+    scored = out_dir / "scored.jsonl"
+    scored.write_bytes(scored.read_bytes().rstrip(b"\n"))  # killed between the last row and its newline
+    info = run_check(conversations_file, out_dir, model=str(tiny_moss), max_length=512, max_loss=100.0,
+                     max_rows=3, progress=False)
+    assert info["scored_now"] == 0 and info["count"] == N
+    kept = out_dir / "kept.jsonl"
+    assert kept.read_bytes().count(b"\n") == N
+    assert [c.id for c in read_conversations(kept)] == [f"c{i}" for i in range(N)]
+
+
 def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tmp_path, capsys):
     torn = tmp_path / "torn.jsonl"
     text = conversations_file.read_text(encoding="utf-8")
