@@ -18,7 +18,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import yaml
 
@@ -32,8 +32,8 @@ SIZE_CATEGORIES: list[tuple[float, str]] = [
 ]
 
 #: Config keys whose values must never reach a card, even if a user put them in the run config. Whole
-#: key names (after `_key_words`), never substrings: `max_tokens` or `plan_max_tokens` are settings to
-#: publish, and `api_key_env` only names an environment variable.
+#: key names (after `_key_words`) or suffixes, never substrings: `max_tokens` or `plan_max_tokens` are
+#: settings to publish, and `api_key_env` only names an environment variable.
 SECRET_KEYS = frozenset({
     "api_key", "apikey", "key", "token", "api_token", "hf_token", "hub_token", "huggingface_token",
     "access_token", "auth_token", "bearer_token", "refresh_token", "id_token", "session_token",
@@ -44,6 +44,20 @@ SECRET_KEYS = frozenset({
 #: ... and any key ending in one of these (`openai_api_key`, `azure_secret`, `proxy_password`).
 SECRET_SUFFIXES = ("_api_key", "_apikey", "_secret", "_secret_key", "_password", "_access_token",
                    "_auth_token", "_private_key")
+#: Keys ending in `_token` or `_key` are credentials too (`hf_write_token`, `wandb_token`, `x-api-token`,
+#: `access_key`, `subscription_key`), except these settings that merely look like one: tokenizer
+#: special tokens and lookup keys. (`max_tokens` and `sort_keys` end in an `s` and never match.)
+NOT_SECRET_KEYS = frozenset({
+    "eos_token", "bos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token", "stop_token",
+    "start_token", "end_token", "eom_token", "eoh_token", "eot_token", "image_token",
+    "sort_key", "primary_key", "foreign_key", "public_key", "cache_key", "group_key", "partition_key",
+    "shard_key", "split_key", "dedup_key", "hash_key", "id_key", "text_key", "join_key", "lookup_key",
+    "index_key", "order_key", "field_key", "column_key", "label_key", "dict_key", "made_key", "request_key",
+    "body_key", "band_key", "metric_key", "score_key", "message_key", "content_key", "role_key",
+})
+#: Query parameters that carry a credential without a credential-like name (Azure SAS, presigned URLs).
+SECRET_QUERY_PARAMS = frozenset({"sig", "signature", "x_amz_signature", "x_amz_credential", "x_goog_signature",
+                                 "x_goog_credential"})
 
 #: License ids the Hub's metadata validation knows (huggingface.co/docs/hub/repositories-licenses);
 #: another id still builds, with a warning that the Hub may reject the card.
@@ -108,22 +122,54 @@ def _key_words(key: Any) -> str:
 
 
 def is_secret_key(key: Any) -> bool:
-    """True when a config key names a credential (a whole-name match, case-insensitive)."""
+    """True when a config key names a credential, case-insensitive: a whole name in `SECRET_KEYS`,
+    a suffix in `SECRET_SUFFIXES`, or any name ending in `_token`/`-token` or `_key`/`-key` that is
+    not in `NOT_SECRET_KEYS`."""
     words = _key_words(key)
-    return words in SECRET_KEYS or words.endswith(SECRET_SUFFIXES)
+    if words in SECRET_KEYS or words.endswith(SECRET_SUFFIXES):
+        return True
+    return words.endswith(("_token", "_key")) and words not in NOT_SECRET_KEYS
+
+
+def _secret_query_param(param: str) -> bool:
+    name = unquote_plus(param.split("=", 1)[0])
+    return is_secret_key(name) or _key_words(name) in SECRET_QUERY_PARAMS
+
+
+def redact_url(value: str) -> str:
+    """`value` without user:password in its authority and without query parameters whose names are
+    secret (`?api_key=...`, `&access_token=...`, `&sig=...`); the other parameters keep their exact
+    text. A string that is not a URL is returned unchanged."""
+    try:
+        parts = urlsplit(value)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return value
+    if not parts.scheme or not parts.netloc:
+        return value
+    changed = False
+    if parts.username or parts.password:
+        host = f"[{host}]" if host and ":" in host else (host or "")
+        parts = parts._replace(netloc=host + (f":{port}" if port else ""))
+        changed = True
+    if parts.query:
+        params = parts.query.split("&")
+        kept = [p for p in params if not _secret_query_param(p)]
+        if len(kept) != len(params):
+            parts = parts._replace(query="&".join(kept))
+            changed = True
+    return parts.geturl() if changed else value
 
 
 def redact(value: Any) -> Any:
-    """A copy of a config value with secret keys (`is_secret_key`) dropped and URL credentials
-    removed."""
+    """A copy of a config value with secret keys (`is_secret_key`) dropped and credentials removed
+    from URLs (`redact_url`)."""
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items() if not is_secret_key(k)}
     if isinstance(value, list):
         return [redact(v) for v in value]
-    if isinstance(value, str) and "://" in value and "@" in value:
-        parts = urlsplit(value)
-        if parts.username or parts.password:
-            return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
     return value
 
 

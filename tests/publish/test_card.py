@@ -62,6 +62,35 @@ def test_redact_drops_whole_secret_key_names_in_any_case(key):
         {"teacher": {"model": "m"}, "list": [{}]}
 
 
+@pytest.mark.parametrize("key", ["hf_write_token", "wandb_token", "search_token", "serpapi_token", "bot_token",
+                                 "x-api-token", "X-Api-Token", "slackBotToken", "access_key", "subscription_key",
+                                 "AWS_ACCESS_KEY", "encryption_key", "x-api-key"])
+def test_redact_drops_keys_ending_in_token_or_key(key):
+    assert redact({"teacher": {key: "hunter2", "model": "m"}}) == {"teacher": {"model": "m"}}
+
+
+@pytest.mark.parametrize("key", ["sort_key", "primary_key", "cache_key", "public_key", "api_key_env", "token_env",
+                                 "max_tokens", "max_new_tokens", "special_tokens", "eos_token", "pad_token",
+                                 "sort_keys", "keyword"])
+def test_redact_keeps_settings_named_like_keys_and_tokens(key):
+    cfg = {"teacher": {key: "value", "model": "m"}}
+    assert redact(cfg) == cfg
+
+
+@pytest.mark.parametrize("url, clean", [
+    ("https://serpapi.com/search?engine=google&api-key=SECRET", "https://serpapi.com/search?engine=google"),
+    ("https://api.example.com/v1?api_key=SECRET", "https://api.example.com/v1"),
+    ("https://x.example/q?token=T1&q=cats&access_token=T2#top", "https://x.example/q?q=cats#top"),
+    ("https://blob.example/c/f?sv=2024&sig=SAS", "https://blob.example/c/f?sv=2024"),
+    ("https://bob:pw@example.com/v1?key=K&page=2", "https://example.com/v1?page=2"),
+    ("https://example.com/v1?max_tokens=5&sort_key=id", "https://example.com/v1?max_tokens=5&sort_key=id"),
+])
+def test_redact_drops_secret_query_parameters(url, clean):
+    out = redact({"tools": {"search": {"url": url}}, "urls": [url]})
+    assert out == {"tools": {"search": {"url": clean}}, "urls": [clean]}
+    assert "SECRET" not in str(out) and "SAS" not in str(out)
+
+
 def test_plain_file_card_says_the_funnel_is_unknown(tmp_path):
     src = tmp_path / "convs.jsonl"
     convs = sample_conversations()
