@@ -19,9 +19,9 @@ every record; `publish` refuses a folder that fails, or one without a license, a
 it in one commit. The token comes from HF_TOKEN or the user's `hf auth login`; datagen never writes it.
 
 Nothing published names a path of the building machine: the build keeps only the file name of an
-absolute path in a row's `lineage.source` and in the manifest copy (`portable_paths`), and the
-check reports any absolute path left in the card, the `datagen/` files, or a row's lineage, tags or
-extra.
+absolute path in a row's lineage (teacher model included: vLLM serves a model under its path), tags
+and extra (`make_portable`) and in the manifest copy (`portable_paths`), and the check reports any
+absolute path left in the card, the `datagen/` files, or a row's lineage, tags or extra.
 """
 
 from __future__ import annotations
@@ -118,6 +118,17 @@ def portable_paths(value: Any) -> Any:
     if isinstance(value, list):
         return [portable_paths(v) for v in value]
     return portable_path(value) if isinstance(value, str) else value
+
+
+def make_portable(conv: Conversation) -> Conversation:
+    """Keep only file names of absolute paths in the metadata a published row carries and the check
+    reads (`_row_paths`): the whole lineage (a teacher model served under its path, as vLLM does by
+    default, a seed source file, a path among the params), tags and extra. The dialogue text is left
+    alone. Changes `conv` in place and returns it."""
+    conv.lineage = Lineage.from_dict(portable_paths(conv.lineage.to_dict()))
+    conv.tags = portable_paths(conv.tags)
+    conv.extra = portable_paths(conv.extra)
+    return conv
 
 
 def absolute_paths(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
@@ -579,7 +590,7 @@ def build_dataset_folder(
         duplicates = 0
         with ExitStack() as open_files:
             for conv in src.conversations():
-                conv.lineage.source = portable_path(conv.lineage.source) if conv.lineage.source else None
+                make_portable(conv)  # before the card's statistics, so its model table is portable too
                 if conv.id in seen:
                     duplicates += 1
                 seen.add(conv.id)

@@ -75,12 +75,51 @@ def test_build_publishes_no_absolute_path_of_the_machine(tmp_path):
     assert check_dataset_folder(folder) == []
 
 
-def test_check_reports_paths_left_in_files_and_rows(tmp_path):
+def test_build_makes_every_row_field_the_check_reads_portable(tmp_path):
+    # vLLM serves a model under its --model path by default, so the teacher model is often one.
+    model = "/data/models/Qwen2.5-7B-Instruct"
     convs = sample_conversations()
-    convs[0].extra = {"imported_from": str(tmp_path / "private" / "dump.jsonl")}
+    for c in convs:
+        c.lineage.teacher_model = model
+        c.lineage.params = {**c.lineage.params, "lora": str(tmp_path / "adapters" / "sft")}
+        c.tags = {"from": str(tmp_path / "private" / "batch1.jsonl")}
+        c.extra = {"generation": {"log": str(tmp_path / "logs" / "gen.log")}, "note": "kept"}
     src = tmp_path / "convs.jsonl"
     write_jsonl_atomic(src, convs)
     folder = build_dataset_folder(src, license="mit", validation_fraction=0.0)
+    assert check_dataset_folder(folder) == []
+    card = (folder.path / "README.md").read_text(encoding="utf-8")
+    assert "Qwen2.5-7B-Instruct" in card and model not in card and str(tmp_path) not in card
+    rows = [r for shard in folder.path.glob("data/*/*.parquet") for r in pq.read_table(shard).to_pylist()]
+    assert {r["lineage"]["teacher_model"] for r in rows} == {"Qwen2.5-7B-Instruct"}
+    assert {json.loads(r["lineage"]["params"])["lora"] for r in rows} == {"sft"}
+    assert {r["tags"] for r in rows} == {json.dumps({"from": "batch1.jsonl"})}
+    assert {r["extra"] for r in rows} == {json.dumps({"generation": {"log": "gen.log"}, "note": "kept"})}
+
+
+def _put_extra(folder, row_id: str, extra: dict) -> None:
+    """Rewrite one published row's `extra` in place (what a hand-edited or foreign folder may hold)."""
+    import pyarrow as pa
+
+    for shard in folder.path.glob("data/*/*.parquet"):
+        table = pq.read_table(shard)
+        ids = table.column("id").to_pylist()
+        if row_id in ids:
+            column = table.column("extra").to_pylist()
+            column[ids.index(row_id)] = json.dumps(extra)
+            i = table.schema.get_field_index("extra")
+            table = table.set_column(i, table.schema.field(i), pa.array(column, table.schema.field(i).type))
+            pq.write_table(table, shard)
+            return
+    raise AssertionError(f"no row {row_id}")
+
+
+def test_check_reports_paths_left_in_files_and_rows(tmp_path):
+    convs = sample_conversations()
+    src = tmp_path / "convs.jsonl"
+    write_jsonl_atomic(src, convs)
+    folder = build_dataset_folder(src, license="mit", validation_fraction=0.0)
+    _put_extra(folder, "hhh-1", {"imported_from": str(tmp_path / "private" / "dump.jsonl")})
     build = folder.path / "datagen" / "build.json"
     data = json.loads(build.read_text(encoding="utf-8"))
     data["source"] = str(src)
