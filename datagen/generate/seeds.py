@@ -591,6 +591,24 @@ def source_name(src: str | os.PathLike) -> str:
     return Path(src).resolve().name or str(src)
 
 
+def source_hash(src: str | os.PathLike, split: str | None = None) -> str:
+    """Which file (and `datasets` split) a seed was imported from, without recording its path: 12
+    hex digits of SHA-256 over the resolved path (and the split). Seeds keep it in
+    `extra["source_hash"]`, so `seeds import --append` tells `v1/train.jsonl` from `v2/train.jsonl`,
+    which share the `source` name."""
+    key = str(Path(src).resolve()) + (f"\0{split}" if split else "")
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def same_source(seed: Seed, src: str | os.PathLike, split: str | None = None) -> bool:
+    """True when `seed` was imported from `src` (and `split`): by `extra["source_hash"]`, or for seeds
+    imported before it was recorded, by `source` (the file name, or the path as given)."""
+    recorded = seed.extra.get("source_hash") if isinstance(seed.extra, dict) else None
+    if isinstance(recorded, str):
+        return recorded == source_hash(src, split)
+    return seed.source in (source_name(src), str(src))
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32] or "seed"
 
@@ -636,8 +654,8 @@ def import_seeds(
         split: for a `datasets` folder with several splits.
         existing_ids: source ids already used (e.g. by an earlier import), to reject duplicates.
 
-    Seeds record `source` as the file's name only (`source_name`); rejects keep the path given,
-    for the user to find the row.
+    Seeds record `source` as the file's name only (`source_name`) and a hash of its full path in
+    `extra["source_hash"]` (`source_hash`); rejects keep the path given, for the user to find the row.
 
     Returns an ImportResult; raises SeedFormatError only for problems with the whole source
     (not found, unknown format, unreadable JSON document) or the options.
@@ -672,7 +690,7 @@ def import_seeds(
         language=normalize_language(language) if language else None,
         languages={normalize_language(x) for x in languages} if languages else None,
         plugins=const_plugins, prefix=_slug(prefix or Path(src).name.split(".")[0]), source=source_name(src),
-        seen_ids=set(existing_ids),
+        source_hash=source_hash(src, split), seen_ids=set(existing_ids),
     )
     result = ImportResult()
     for row_no, row in iter_source_rows(src, records_path=records_path, split=split):
@@ -711,6 +729,7 @@ class _RowConverter:
     plugins: list[str]
     prefix: str
     source: str
+    source_hash: str
     seen_ids: set[str]
     seen_text: dict[bytes, int] = field(default_factory=dict)  # sha1 of the text -> first row
 
@@ -769,7 +788,8 @@ class _RowConverter:
             category = self.file_category or ("tool" if plugins else None)
 
         return Seed(id=f"{self.prefix}-{digest.hex()[:16]}", text=text, language=lang, category=category,
-                    plugins=plugins, source=self.source, source_id=sid, extra={"row": row_no})
+                    plugins=plugins, source=self.source, source_id=sid,
+                    extra={"row": row_no, "source_hash": self.source_hash})
 
     def _text(self, row: Mapping[str, Any], sid: str | None) -> str:
         raw = get_field(row, self.paths["field"])

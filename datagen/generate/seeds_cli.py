@@ -40,7 +40,7 @@ def _csv_list(value: str) -> list[str]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import seed prompts from another dataset."""
-    from datagen.generate.seeds import import_seeds, read_seeds, source_name, write_seeds
+    from datagen.generate.seeds import import_seeds, read_seeds, same_source, write_seeds
     from datagen.jsonl import write_jsonl_atomic
 
     out = Path(args.out)
@@ -53,9 +53,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         plugins_field=args.plugins_field, language=args.language, category=args.category,
         plugins=args.plugins, languages=args.languages, prefix=args.prefix, min_chars=args.min_chars,
         max_chars=args.max_chars, records_path=args.records_path, split=args.split,
-        # seeds from this file: by name (older imports recorded the path as given)
-        existing_ids=[s.source_id for s in existing
-                      if s.source_id and s.source in (source_name(args.src), str(args.src))],
+        # seeds from this very file (by a hash of its full path: v1/train.jsonl is not v2/train.jsonl)
+        existing_ids=[s.source_id for s in existing if s.source_id and same_source(s, args.src, args.split)],
     )
     seeds = result.seeds
     if existing:

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import re
 
 import pytest
 
@@ -206,6 +208,41 @@ def test_source_is_the_file_name_only_down_to_the_published_lineage(tmp_path, fa
                        tmp_path / "j.sqlite")
     assert {c.lineage.source for c in read_conversations(dialogues)} == {"alpaca_data.jsonl"}
     assert str(folder) not in dialogues.read_text()
+
+
+def test_append_tells_apart_files_with_the_same_name(tmp_path, capsys):
+    # v1/train.jsonl and v2/train.jsonl: the same name, ids 1 and 2 in each, other prompts
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    v1 = _jsonl(tmp_path / "v1" / "train.jsonl", [{"id": 1, "q": "Explain how tides work."},
+                                                  {"id": 2, "q": "Name three uses of copper."}])
+    v2 = _jsonl(tmp_path / "v2" / "train.jsonl", [{"id": 1, "q": "What is a closure in JavaScript?"},
+                                                  {"id": 2, "q": "Summarise the water cycle."}])
+    out = tmp_path / "seeds.jsonl"
+    args = ["--field", "q", "--id-field", "id", "--out", str(out)]
+    assert main(["seeds", "import", str(v1), *args]) == 0
+    assert main(["seeds", "import", str(v2), *args, "--append"]) == 0
+    err = capsys.readouterr().err
+    assert "duplicate_id" not in err
+    seeds = read_seeds(out)
+    assert len(seeds) == 4 and {s.source for s in seeds} == {"train.jsonl"}
+    # the file's identity is a hash of its full path, never the path itself
+    hashes = {s.extra["source_hash"] for s in seeds}
+    assert len(hashes) == 2 and all(re.fullmatch(r"[0-9a-f]{12}", h) for h in hashes)
+    assert str(tmp_path) not in out.read_text(encoding="utf-8")
+    # the same file again is still recognised, through a relative path too
+    assert main(["seeds", "import", os.path.relpath(v1), *args, "--append"]) == 0
+    assert "duplicate_id 2" in capsys.readouterr().err and len(read_seeds(out)) == 4
+
+
+def test_append_after_an_import_without_source_hash_matches_by_name(tmp_path, capsys):
+    src = _jsonl(tmp_path / "train.jsonl", [{"id": 1, "q": "Explain how tides work."}])
+    out = tmp_path / "seeds.jsonl"
+    old = {"id": "train-0", "text": "Explain how tides work.", "source": "train.jsonl", "source_id": "1"}
+    out.write_text(json.dumps(old) + "\n", encoding="utf-8")  # an import made before source_hash
+    assert main(["seeds", "import", str(src), "--field", "q", "--id-field", "id", "--out", str(out),
+                 "--append"]) == 0
+    assert "duplicate_id 1" in capsys.readouterr().err and len(read_seeds(out)) == 1
 
 
 def test_short_latin_prompts_are_not_guessed_english(tmp_path):
