@@ -215,6 +215,8 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
                 FormatError(f"line longer than {max_line_bytes} bytes; skipped", path=label, line=lineno),
             )
             continue
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[3:]  # before the torn-tail check, which would not parse a row behind a BOM
         if not raw.endswith(b"\n") and raw.strip():
             # The rule of every datagen JSONL reader (datagen.jsonl): a last line without its newline
             # is a record when it parses (many tools omit the final newline; datagen's AppendWriter
@@ -224,8 +226,6 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
             except (ValueError, RecursionError):
                 log.warning("%s:%d: the last line is cut off (left by a killed writer?); skipped", label, lineno)
                 break
-        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[3:]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

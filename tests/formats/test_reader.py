@@ -120,6 +120,15 @@ def test_long_lines(tmp_path, sample_records):
     assert got[1] == (Location(str(path), 2), sample_records[0])
 
 
+def test_one_line_file_with_a_bom_and_no_final_newline(tmp_path, sample_records, caplog):
+    # Windows tools write both: the BOM must not make the only row look cut off.
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(sample_records[0], ensure_ascii=False).encode("utf-8"))
+    with caplog.at_level(logging.WARNING, logger="datagen.formats"):
+        got = list(iter_records(path))
+    assert got == [(Location(str(path), 1), sample_records[0])] and not caplog.records
+
+
 @pytest.mark.parametrize("complete", [False, True], ids=["cut-mid-row", "row-without-newline"])
 def test_last_line_without_newline(tmp_path, sample_records, caplog, complete):
     # A writer killed mid-line leaves a cut-off last line: skipped with a warning, never an error.
