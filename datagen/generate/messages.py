@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rapidfuzz import fuzz
+
 from datagen.errors import ConfigError
 from datagen.formats.commands import NO_RESULT, RESULTS_END, RESULTS_TAG, render_commands, render_results
 from datagen.formats.meta import build_meta_instruction
@@ -270,16 +272,49 @@ def _examples(t: Template, section: str) -> list[PlanExample]:
     return found
 
 
+#: rapidfuzz ratio (0-100) from which a user message counts as an example's question asked again.
+CLOSE_TO_EXAMPLE = 90
+
+
 def copied_calls(calls: Sequence[ToolCall], examples: Sequence[PlanExample], human: str) -> list[ToolCall]:
-    """Calls that repeat an example's call word for word, unless the user asked that example's
-    question: a weak model copying the example instead of reading the message."""
-    asked = _norm(human)
-    shown = {(c.name, _norm(c.arg)) for e in examples if _norm(e.user) != asked for c in e.calls}
-    return [c for c in calls if (c.name, _norm(c.arg)) in shown]
+    """Calls that repeat an example's call word for word while the user asked something else: a
+    weak model copying the example instead of reading the message.
+
+    A call equal to an example's is still no copy when the user asked for it: its argument appears
+    in the message (`Please draw a cat wearing a hat.` -> `Text2Image("a cat wearing a hat")`; for
+    `x+y=20;x-y=4`, each part), or the message is close to that example's question (rapidfuzz ratio
+    at least `CLOSE_TO_EXAMPLE`, ignoring case, spaces and punctuation, with the same numbers)."""
+    asked = _plain(human)
+    copied = []
+    for call in calls:
+        key = (call.name, _norm(call.arg))
+        sources = [e for e in examples if any((c.name, _norm(c.arg)) == key for c in e.calls)]
+        if not sources or _arg_in_message(call.arg, asked):
+            continue
+        if any(_close_to(human, e.user) for e in sources):
+            continue
+        copied.append(call)
+    return copied
 
 
 def _norm(text: str) -> str:
     return "".join(text.split()).lower()
+
+
+def _plain(text: str) -> str:
+    # letters and digits only (any script): `What's 2x + 3?` -> `whats2x3`
+    return "".join(re.findall(r"[^\W_]", text.casefold()))
+
+
+def _arg_in_message(arg: str, asked: str) -> bool:
+    parts = [p for p in (_plain(x) for x in re.split(r"[;,，；]", arg)) if p]
+    return bool(parts) and sum(map(len, parts)) >= 3 and all(p in asked for p in parts)
+
+
+def _close_to(human: str, question: str) -> bool:
+    if re.findall(r"\d+", human) != re.findall(r"\d+", question):
+        return False  # `What is 17 times 24?` is not the example's `17 times 23`
+    return fuzz.ratio(_plain(human), _plain(question)) >= CLOSE_TO_EXAMPLE
 
 
 def plan_messages(book: PromptBook, conv: Conversation, human: str, retry: str | None = None

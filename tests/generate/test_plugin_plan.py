@@ -111,6 +111,55 @@ def test_copied_calls_are_those_of_an_example_not_asked_for():
     assert copied_calls([ToolCall("Calculate", "6*7")], examples, "What is 6*7?") == []
 
 
+def _shipped_examples(section="examples"):
+    t = load_template("plugin_commands")
+    return parse_examples(t.sections[section], path=t.path, line=t.line_of(section))
+
+
+@pytest.mark.parametrize(("human", "call"), [
+    ("Please draw a cat wearing a hat.", ToolCall("Text2Image", "a cat wearing a hat")),
+    ("I'd love a picture of a cat wearing a hat!", ToolCall("Text2Image", "a cat wearing a hat")),
+    ("Who is the author of Dracula?", ToolCall("Search", "author of Dracula")),
+    ("Can you solve x+y=20 and x-y=4 for me?", ToolCall("Solve", "x+y=20;x-y=4")),
+    ("what's 17 times 23", ToolCall("Calculate", "17*23")),
+    ("What's the square root of 529?", ToolCall("Calculate", "sqrt(529)")),
+])
+def test_a_plan_for_what_the_user_asked_is_no_copy(human, call):
+    # the argument is in the message, or the message is the example's question in other words
+    assert copied_calls([call], _shipped_examples(), human) == []
+
+
+def test_a_chinese_paraphrase_of_the_example_question_is_no_copy():
+    call = ToolCall("Text2Image", "a cat wearing a hat")
+    assert copied_calls([call], _shipped_examples("examples.zh"), "请画一只戴帽子的猫") == []
+    assert copied_calls([call], _shipped_examples("examples.zh"), "画一条在滑板上的狗") == [call]
+
+
+@pytest.mark.parametrize(("human", "call"), [
+    ("Draw a dog riding a skateboard.", ToolCall("Text2Image", "a cat wearing a hat")),
+    ("Draw a dog wearing a hat.", ToolCall("Text2Image", "a cat wearing a hat")),
+    ("What is 17 times 24?", ToolCall("Calculate", "17*23")),  # close to the example, other numbers
+    ("Who wrote Frankenstein?", ToolCall("Search", "author of Dracula")),
+])
+def test_the_examples_call_for_another_question_is_a_copy(human, call):
+    assert copied_calls([call], _shipped_examples(), human) == [call]
+
+
+def test_a_plan_quoting_the_users_request_is_not_asked_again(fake_openai, tmp_path):
+    def responder(req):
+        if role_of(req) == "plan":
+            return 'Inner Thoughts: The user wants an image.\nCommands: Text2Image("a cat wearing a hat")'
+        return scripted_teacher(req)
+
+    fake_openai.set_responder(responder)
+    prompt = PromptRow(id="d1", text="Please draw a cat wearing a hat.", language="en", category="tool",
+                       plugins=["text2image"])
+    out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1)
+    [conv] = list(read_conversations(out))
+    assert conv.turns[0].calls == [ToolCall("Text2Image", "a cat wearing a hat")]
+    assert stats.calls == 2 and not stats.reasons("shortened_")  # plan and answer, no re-ask
+
+
 def _small_model(req):
     """A 135M-like teacher: it follows the format only when the final user message asks for it,
     and otherwise just answers the question."""
