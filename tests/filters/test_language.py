@@ -116,6 +116,29 @@ def test_strip_removes_code_urls_numbers_and_formulas():
     assert "看这里" in stripped
 
 
+def test_strip_removes_email_addresses_but_not_their_neighbours():
+    stripped = strip_non_language("请联系 ann.lee+moss@mail.example.com 或者 bob@example.org，谢谢")
+    assert "ann" not in stripped and "example" not in stripped and "bob" not in stripped
+    assert "请联系" in stripped and "谢谢" in stripped
+
+
+# A generous bound: linear scans take well under a second; the quadratic e-mail pattern took 91 s.
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("text", "expected"), [
+    ("中" * 200_000, "zh"),
+    ("中" * 100_000 + "@" + "中" * 100_000, "zh"),
+])
+def test_long_runs_of_word_characters_are_detected_in_linear_time(text, expected):
+    assert detect_language(text) == expected
+
+
+@pytest.mark.timeout(20)
+def test_a_long_latin_run_keeps_its_text_and_loses_the_address():
+    run = "x" * 200_000
+    stripped = strip_non_language(f"{run}. Write to ann@example.com or {run}@nowhere")
+    assert stripped.count(run) == 2 and "ann" not in stripped and "example.com" not in stripped
+
+
 def test_code_heavy_answer_is_judged_by_its_prose():
     code = "```python\n" + "\n".join(f"def function_{i}(value):\n    return value * {i}" for i in range(30)) + "\n```"
     assert detect_language("下面是实现代码，每个函数返回输入乘以一个常数：\n" + code) == "zh"
