@@ -100,13 +100,26 @@ def test_two_runs_cannot_share_a_run_directory(fake_openai, tmp_path, capsys):
     assert fake_openai.requests == 0
 
 
-@pytest.mark.parametrize("model,alias", [(None, "smollm2-135m-instruct"), ("smollm2", "smollm2-135m-instruct"),
-                                         ("/models/Qwen2.5-0.5B-Instruct-Q4_K_M.gguf",
-                                          "qwen2.5-0.5b-instruct-q4_k_m")])
-def test_embedded_teacher_alias_names_the_model(model, alias):
+@pytest.mark.parametrize("default", [None, "", "smollm2"])
+def test_embedded_teacher_alias_names_the_model(tmp_path, default):
+    import re
+    import shutil
+
     from datagen.teacher.local_server import model_alias_for
 
-    assert model_alias_for(model) == alias
+    assert model_alias_for(default) == "smollm2-135m-instruct"
+    # two different files with the same name (two quantisations, a re-download): two aliases, so
+    # their answers never share journal keys; a copy of the same file keeps its alias
+    name = "Qwen2.5-0.5B-Instruct-Q4_K_M.gguf"
+    first, second, copy = tmp_path / "a" / name, tmp_path / "b" / name, tmp_path / "c" / name
+    for path, body in ((first, b"GGUF" + b"\x01" * 5000), (second, b"GGUF" + b"\x02" * 5000)):
+        path.parent.mkdir()
+        path.write_bytes(body)
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    alias = model_alias_for(str(first))
+    assert re.fullmatch(r"qwen2\.5-0\.5b-instruct-q4_k_m-[0-9a-f]{8}", alias)
+    assert model_alias_for(str(second)) != alias and model_alias_for(str(copy)) == alias
 
 
 def test_a_new_check_threshold_resplits_without_scoring_again(fake_openai, tmp_path, capsys):
