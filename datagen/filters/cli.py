@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, help="near-duplicate threshold (Jaccard, or ROUGE-L for rouge)")
     p.add_argument("--on-error", choices=("raise", "warn", "skip"), default="raise",
                    help="what to do with unreadable input records (default: raise)")
-    p.add_argument("--format", choices=("table", "json", "quiet"), default="table", help="what to print")
+    p.add_argument("--report", choices=("table", "json", "quiet"), default="table",
+                   help="how to print the funnel (`--format` elsewhere names an input format)")
     p.set_defaults(func=cmd_filter)
 
 
@@ -89,7 +90,7 @@ def cmd_filter(args) -> int:
     _apply_overrides(config, args)
     rows = read_conversations(args.inputs, on_error=args.on_error)
     progress = None
-    if args.format != "quiet" and sys.stderr.isatty():
+    if args.report != "quiet" and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(unit=" rows", file=sys.stderr)
@@ -98,9 +99,9 @@ def cmd_filter(args) -> int:
             bar.update(done - bar.n)
 
     report = run_filters(rows, config, args.out, workers=args.workers, progress=progress)
-    if args.format == "json":
+    if args.report == "json":
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
-    elif args.format == "table":
+    elif args.report == "table":
         print(report.to_markdown(), end="")
         print(f"\nWrote {args.out}/kept.jsonl, rejected.jsonl, funnel.json, funnel.md", file=sys.stderr)
     return 0

@@ -26,7 +26,7 @@ CONVERT_EXAMPLES = """examples:
   datagen convert moss_sft/ --to datagen --out conversations.jsonl
   datagen convert conversations.jsonl --to moss --out train.jsonl
   datagen convert train.jsonl --to messages --out - | head -1
-  datagen convert sharegpt.json --to moss --out moss.jsonl --on-error skip
+  datagen convert sharegpt.json --to moss --out moss.jsonl --on-error warn
 Input formats are detected per record: datagen JSONL, MOSS SFT, OpenAI messages, ShareGPT."""
 
 STATS_EXAMPLES = """examples:
@@ -74,10 +74,11 @@ def _converted(args: argparse.Namespace, counts: dict[str, int]) -> Iterator[Any
             conv = to_conversation(value, path=loc.path, line=loc.line, format=args.from_format)
             row = write(conv)
         except FormatError as exc:
-            if args.on_error == "fail":
+            if args.on_error == "raise":
                 raise
             counts["skipped"] += 1
-            print(f"skipped: {exc}", file=sys.stderr)
+            if args.on_error == "warn":
+                print(f"skipped: {exc}", file=sys.stderr)
             continue
         counts["written"] += 1
         yield row
@@ -173,9 +174,10 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--on-error",
-        choices=("fail", "skip"),
-        default="fail",
-        help="fail (default) at the first bad record, or skip bad records and name them on stderr",
+        choices=("raise", "warn", "skip"),
+        default="raise",
+        help="stop at the first bad record (raise, default), skip it and name it on stderr (warn), or skip "
+             "it quietly (skip; the summary still counts it); the same choices as `datagen filter`",
     )
     p.add_argument(
         "--no-metadata",

@@ -204,7 +204,7 @@ def test_cli_on_moss_samples(moss_samples, shared_dir, tmp_path, capsys):
     out = tmp_path / "out"
     folder = shared_dir / "moss-samples"
     rc = cli_main(["filter", str(folder), "--out", str(out), "--workers", "1", "--disable", "near_dedup",
-                   "--policy", "safety=redact", "--format", "json"])
+                   "--policy", "safety=redact", "--report", "json"])
     assert rc == 0
     funnel = json.loads(capsys.readouterr().out)
     assert funnel["input"] == len(moss_samples)

@@ -61,13 +61,15 @@ def test_convert_fails_or_skips_bad_records(tmp_path, samples, capsys):
     err = capsys.readouterr().err
     assert err == f"Error: {src}:2: conversation_id: missing\n"
     assert not out.exists()  # atomic: nothing half-written
-    assert main(["convert", str(src), "--to", "moss", "--out", str(out), "--on-error", "skip"]) == 0
+    assert main(["convert", str(src), "--to", "moss", "--out", str(out), "--on-error", "warn"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"skipped: {src}:2: conversation_id: missing",
         f"converted 2 conversations to moss (1 skipped) -> {out}",
     ]
     assert [json.loads(x) for x in out.read_text().splitlines()] == [good, good]
+    assert main(["convert", str(src), "--to", "moss", "--out", str(out), "--on-error", "skip"]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"converted 2 conversations to moss (1 skipped) -> {out}"]
 
 
 def test_stats_json_counts(shared_dir, samples, capsys):
