@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -418,7 +419,7 @@ def from_messages(
 ) -> Conversation:
     """Parse an OpenAI messages record (see the module docstring). Raises FormatError naming
     path, line and the offending message (`messages[3].tool_calls[0]`)."""
-    try:
+    with located_errors(path, line):
         if not isinstance(record, dict):
             raise FormatError(f"expected a JSON object, got {type(record).__name__}")
         if "messages" not in record:
@@ -432,12 +433,23 @@ def from_messages(
             meta=meta,
             tools=_tool_names(record.get("tools")),
         )
+    return with_source(conv, path)
+
+
+@contextmanager
+def located_errors(path: str | None, line: int | None) -> Iterator[None]:
+    """Give every error raised inside the file and line of the record being parsed: FormatErrors
+    keep their reason and field; a malformed `datagen` metadata block becomes one."""
+    try:
+        yield
     except FormatError as exc:
         raise FormatError(exc.reason, path=path, line=line, field=exc.field) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise FormatError(
-            f"malformed datagen metadata: {exc}", path=path, line=line, field="datagen"
-        ) from None
+        raise FormatError(f"malformed datagen metadata: {exc}", path=path, line=line, field="datagen") from None
+
+
+def with_source(conv: Conversation, path: str | None) -> Conversation:
+    """Record the file a conversation was read from, unless its lineage already names one."""
     if path is not None and not conv.lineage.source:
         conv.lineage.source = str(path)
     return conv

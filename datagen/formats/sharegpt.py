@@ -29,9 +29,11 @@ from datagen.formats.messages import (
     Event,
     command_name,
     conversation_from_events,
+    located_errors,
     parse_arguments,
     record_id,
     to_messages,
+    with_source,
 )
 from datagen.record import Conversation, ToolCall
 
@@ -172,7 +174,7 @@ def from_sharegpt(
 ) -> Conversation:
     """Parse a ShareGPT record (see the module docstring). Raises FormatError naming path, line
     and the offending entry (`conversations[3].value`)."""
-    try:
+    with located_errors(path, line):
         if not isinstance(record, dict):
             raise FormatError(f"expected a JSON object, got {type(record).__name__}")
         if "conversations" not in record:
@@ -193,12 +195,4 @@ def from_sharegpt(
             meta=meta,
             tools=[n for n in names if isinstance(n, str)],
         )
-    except FormatError as exc:
-        raise FormatError(exc.reason, path=path, line=line, field=exc.field) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise FormatError(
-            f"malformed datagen metadata: {exc}", path=path, line=line, field="datagen"
-        ) from None
-    if path is not None and not conv.lineage.source:
-        conv.lineage.source = str(path)
-    return conv
+    return with_source(conv, path)
