@@ -186,7 +186,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     `funnel_step`.
     """
     from datagen.formats.reader import read_conversations as read_any
-    from datagen.moss.loading import load_model, resolve_model
+    from datagen.moss.loading import MODEL_ALIASES, load_model, resolve_model
 
     out = Path(out)
     report_path = Path(report_path) if report_path else out.with_name(f"{out.stem}.report.json")
@@ -195,12 +195,15 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         raise ConfigError(f"must be a whole number, 0 or more, got {max_rows!r}", field="max_rows")
     threshold_cutoff([], percentile=percentile)  # a bad percentile fails now, not after scoring
     source = resolve_model(model)
+    # An alias (`smollm2`) names the model wherever it is installed; recording the resolved path
+    # would tie the output to this machine's site-packages.
+    model_id = str(model) if str(model) in MODEL_ALIASES else source.display
     declared = _declared_context(source)
     if max_length is not None:
         resolve_max_length(max_length, declared)  # a bad value fails before the model is loaded
     done = scored_ids(out)
     if done:
-        _check_settings(out, source.display, max_length or declared)
+        _check_settings(out, model_id, max_length or declared)
     total = _estimate_rows(inputs)
     if total is not None and max_rows is not None:
         total = min(total, max_rows)
@@ -222,7 +225,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
 
     stats = TruncationStats()
     scored_now = 0
-    settings: dict[str, Any] = {"model": source.display, "max_length": max_length}
+    settings: dict[str, Any] = {"model": model_id, "max_length": max_length}
     rows_todo = todo()
     first = next(rows_todo, None)
     if first is not None:  # load the model only when there is something to score
@@ -230,7 +233,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         limit = resolve_max_length(max_length, loaded.context_length)
         settings["max_length"] = limit
         if done:
-            _check_settings(out, source.display, limit)
+            _check_settings(out, model_id, limit)
         _write_settings(out, settings)
         bar = None
         if progress:
