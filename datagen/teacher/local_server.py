@@ -136,9 +136,11 @@ def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, p
     base_url = f"http://{host}:{port}/v1"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     env = dict(os.environ)
-    process = subprocess.Popen(server_command(model_path, host=host, port=port, n_ctx=n_ctx,
+    # Run from the model's folder and name the file only, so the server's log (kept in the run
+    # directory) does not carry this machine's paths.
+    process = subprocess.Popen(server_command(Path(model_path.name), host=host, port=port, n_ctx=n_ctx,
                                               threads=threads, alias=alias),
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
+                               stdout=log, stderr=subprocess.STDOUT, env=env, cwd=model_path.parent)
     teacher = LocalTeacher(process=process, base_url=base_url, model_alias=alias)
     try:
         wait_ready(base_url, process, timeout=ready_timeout)
