@@ -1,0 +1,65 @@
+"""Child processes that die with datagen.
+
+Every long-lived helper process datagen starts (the embedded llama server, the solver worker, tool
+sandboxes) must not outlive the run that started it: a `datagen run` killed with SIGKILL would
+otherwise leave a 380 MB server listening on its port, or a worker computing for nobody while a
+resume starts a second one.
+
+Two mechanisms, used together:
+
+- `tied_popen_kwargs()` gives `subprocess.Popen` a `preexec_fn` that asks Linux to SIGKILL the child
+  when its parent dies (`PR_SET_PDEATHSIG`). The kernel ties this to the *thread* that forked, so
+  start tied children from the main thread or a thread that lives as long as the child.
+- `watch_parent()` is for children that are datagen's own code: a daemon thread that exits the
+  process as soon as its parent pid changes (works whatever thread started it, and on systems
+  without prctl).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _set_pdeathsig(parent_pid: int) -> None:
+    """Runs in the child between fork and exec."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # The parent may have died between fork and prctl: then nobody would ever send the signal.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def tied_popen_kwargs() -> dict[str, Any]:
+    """Keyword arguments for `subprocess.Popen` that make the child die with this process (Linux).
+    Elsewhere it returns no arguments and the caller's own cleanup is all there is."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    parent = os.getpid()
+    return {"preexec_fn": lambda: _set_pdeathsig(parent)}
+
+
+def watch_parent(interval: float = 0.5, exit_code: int = 1) -> threading.Thread:
+    """Start a daemon thread that ends this process (with `os._exit`, so a busy main thread cannot
+    delay it) once the parent that started it has gone."""
+    parent = os.getppid()
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(exit_code)
+
+    thread = threading.Thread(target=loop, name="datagen-parent-watch", daemon=True)
+    thread.start()
+    return thread
