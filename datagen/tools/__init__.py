@@ -6,11 +6,13 @@
     run_calls(tools, turn.calls)                                       # one turn's ToolResults
 
 Every tool implements `datagen.tools.base.Tool` (`name`, `plugin`, `run(arg) -> ToolResult`); see
-that module for the contract and for adding your own.
+that module for the contract and for adding your own. `validate_tool_settings(config["tools"])` checks
+a `tools:` section (tool names, option types and ranges) without building anything.
 """
 
 from datagen.tools.base import (
     NO_RESULT,
+    Bounds,
     Tool,
     ToolUnavailableError,
     build_tools,
@@ -19,10 +21,12 @@ from datagen.tools.base import (
     register_tool,
     run_calls,
     tool_class,
+    validate_tool_settings,
 )
 
 __all__ = [
     "NO_RESULT",
+    "Bounds",
     "Tool",
     "ToolUnavailableError",
     "build_tools",
@@ -31,4 +35,5 @@ __all__ = [
     "register_tool",
     "run_calls",
     "tool_class",
+    "validate_tool_settings",
 ]

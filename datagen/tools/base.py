@@ -16,15 +16,24 @@ Contract of `Tool.run(arg)`:
 Users add their own tool by subclassing `Tool` and either decorating it with `@register_tool`,
 exposing it as an entry point in the `datagen.tools` group, or naming it by dotted path in the
 config (`{"weather": {"class": "mypkg.tools:WeatherTool", "api": "..."}}`).
+
+A tool's options are its constructor's keyword arguments: their annotations give their types and
+the class attribute `bounds` their ranges, so `validate_tool_settings` can reject a bad `tools:`
+section when the config is loaded, before any stage has been paid for.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
+import os
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
 
 from datagen.errors import ConfigError, DatagenError
 from datagen.record import ToolCall, ToolResult
@@ -35,6 +44,139 @@ ENTRY_POINT_GROUP = "datagen.tools"
 
 class ToolUnavailableError(DatagenError, RuntimeError):
     """A tool's backend (HTTP API, worker process) failed; the call should be retried later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Where a numeric option must lie (`low <= v <= high`, `v > above`) or, for a string option,
+    the values it may take."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is out of bounds, or None."""
+        if self.choices and isinstance(value, str) and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}, got {value!r}"
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        if self.above is not None and not value > self.above:
+            return f"must be greater than {self.above:g}, got {value!r}"
+        if self.low is not None and value < self.low:
+            return f"must be at least {self.low:g}, got {value!r}"
+        if self.high is not None and value > self.high:
+            return f"must be at most {self.high:g}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One option a tool takes: its type (the constructor's annotation) and its bounds."""
+
+    annotation: Any = Any
+    bounds: Bounds = Bounds()
+    required: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not acceptable for this option, or None."""
+        if not _matches(value, self.annotation):
+            return f"must be {_describe(self.annotation)}, got {value!r} ({type(value).__name__})"
+        return self.bounds.problem(value)
+
+
+@dataclass(slots=True)
+class SettingsSchema:
+    """The options of a tool, by name. `open` when it also takes options it does not name (a
+    `**kwargs` constructor), which then go unchecked."""
+
+    settings: dict[str, Setting] = field(default_factory=dict)
+    open: bool = False
+
+
+def constructor_settings(cls: type, bounds: Mapping[str, Bounds] | None = None) -> SettingsSchema:
+    """The options `cls(...)` takes, read from its constructor's signature and annotations, with
+    `bounds` (by option name) added."""
+    bounds = bounds or {}
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: check names, not types
+        hints = {}
+    schema = SettingsSchema()
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.kind is param.VAR_KEYWORD:
+            schema.open = True
+        elif param.kind is not param.VAR_POSITIONAL:
+            schema.settings[param.name] = Setting(
+                annotation=hints.get(param.name, Any),
+                bounds=bounds.get(param.name, Bounds()),
+                required=param.default is param.empty,
+            )
+    return schema
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(a) for a in typing.get_args(annotation)))
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
+    args = typing.get_args(annotation)
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        if len(args) == 2 and args[1] is not Any:
+            return f"a mapping with {_describe(args[1]).removeprefix('a ').removeprefix('an ')} values"
+        return "a mapping"
+    if origin in (list, tuple, Sequence) or annotation in (list, tuple, Sequence):
+        if len(args) == 1 and args[0] is not Any:
+            return f"a list of ({_describe(args[0])})"
+        return "a list"
+    if annotation is os.PathLike or origin is os.PathLike:
+        return "a path"
+    if annotation in _NAMES:
+        return _NAMES[annotation]
+    return f"a {getattr(annotation, '__name__', annotation)}"
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a config value fits an annotation. Unknown or unresolved annotations accept
+    anything: the constructor has the last word."""
+    if annotation is Any or isinstance(annotation, str | typing.TypeVar):
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            return False
+        if len(args) == 2:
+            return all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+        return True
+    if origin in (list, tuple, Sequence) or annotation in (list, tuple, Sequence):
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            return False
+        return len(args) != 1 or all(_matches(v, args[0]) for v in value)
+    check = origin if isinstance(origin, type) else annotation
+    if not isinstance(check, type):
+        return True
+    try:
+        return isinstance(value, check)
+    except TypeError:  # a Protocol that is not runtime-checkable
+        return True
 
 
 class Tool(ABC):
@@ -48,6 +190,14 @@ class Tool(ABC):
     #: thread-safe or are CPU-bound here (calculator, solver, local search); HTTP-backed tools set
     #: more, so a slow search API does not serialise every plugin dialogue.
     concurrency: int = 1
+    #: ranges of the constructor's numeric options and choices of its string ones, by option name
+    bounds: ClassVar[Mapping[str, Bounds]] = {}
+
+    @classmethod
+    def settings(cls, options: Mapping[str, Any]) -> SettingsSchema:
+        """The options this tool accepts (by default its constructor's). A tool whose options
+        depend on one of them (search's `backend`) overrides this and looks at `options`."""
+        return constructor_settings(cls, cls.bounds)
 
     @abstractmethod
     def run(self, arg: str) -> ToolResult:
@@ -131,14 +281,68 @@ def tool_class(name: str) -> type[Tool]:
     raise ConfigError(f"unknown tool {name!r} (known: {known}; or give 'package.module:Class')", field=name)
 
 
+def check_options(cls: type[Tool], options: Mapping[str, Any], where: str) -> None:
+    """Check options against `cls.settings(options)`; ConfigError with field `<where>.<option>`."""
+    try:
+        schema = cls.settings(options)
+    except ConfigError as exc:  # a tool's own check names the option; place it under `where`
+        raise ConfigError(exc.reason, field=f"{where}.{exc.field}" if exc.field else where) from None
+    for key, value in options.items():
+        setting = schema.settings.get(key)
+        if setting is None:
+            if schema.open:
+                continue
+            known = ", ".join(schema.settings) or "none"
+            raise ConfigError(f"unknown option {key!r} for tool {cls.plugin!r} (options: {known})",
+                              field=f"{where}.{key}")
+        problem = setting.problem(value)
+        if problem:
+            raise ConfigError(problem, field=f"{where}.{key}")
+    for key, setting in schema.settings.items():
+        if setting.required and key not in options:
+            raise ConfigError(f"tool {cls.plugin!r} needs the option {key!r}", field=f"{where}.{key}")
+
+
+def validate_tool_settings(tools: Mapping[str, Any]) -> None:
+    """Check a config's `tools:` section without building anything: every tool exists (a plugin
+    name, an entry point, or a `class: pkg.module:Class`) and every option is one its class takes,
+    of the right type and within its bounds. Raises ConfigError with field `tools.<name>.<option>`."""
+    if not isinstance(tools, Mapping):
+        raise ConfigError(f"tools must be a mapping of tool name to options, got {type(tools).__name__}",
+                          field="tools")
+    for key, options in tools.items():
+        where = f"tools.{key}"
+        if options is False or options is None or options is True:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"options of tool {key!r} must be a mapping, got {type(options).__name__}",
+                              field=where)
+        options = dict(options)
+        cls_name = options.pop("class", None) or key
+        if not isinstance(cls_name, str):
+            raise ConfigError(f"must be a string like 'package.module:Class', got {cls_name!r}",
+                              field=f"{where}.class")
+        try:
+            cls = tool_class(cls_name)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, field=where + (".class" if cls_name != key else "")) from None
+        check_options(cls, options, where)
+
+
 def get_tool(name: str, **config: Any) -> Tool:
     """Build one tool: `get_tool("calculator")`, `get_tool("search", docs="docs.jsonl")`.
-    Unknown options raise ConfigError naming the option."""
-    cls = tool_class(name)
+    Unknown options and options of the wrong type or out of range raise ConfigError naming the
+    option."""
+    return _build(name, f"tools.{name}", config)
+
+
+def _build(cls_name: str, where: str, options: Mapping[str, Any]) -> Tool:
+    cls = tool_class(cls_name)
+    check_options(cls, options, where)
     try:
-        return cls(**config)
+        return cls(**options)
     except TypeError as exc:
-        raise ConfigError(f"bad options for tool {name!r}: {exc}", field=name) from None
+        raise ConfigError(f"bad options for tool {cls_name!r}: {exc}", field=where) from None
 
 
 def build_tools(config: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Tool]:
@@ -165,7 +369,7 @@ def build_tools(config: Mapping[str, Any] | Iterable[str] | None) -> dict[str, T
             )
         options = dict(options)
         cls_name = options.pop("class", None) or key
-        tool = get_tool(cls_name, **options)
+        tool = _build(cls_name, f"tools.{key}", options)
         tools[tool.plugin if cls_name == key and ":" not in key else key] = tool
     return tools
 

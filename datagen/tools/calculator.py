@@ -31,9 +31,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from datagen.record import ToolResult
-from datagen.tools.base import Tool, register_tool
+from datagen.tools.base import Bounds, Tool, register_tool
 
 Number = int | float
+
+#: Highest settings the limits may take, so that every evaluation stays cheap: at most
+#: MAX_LENGTH_LIMIT tokens, each an operation on integers of at most MAX_DIGITS_LIMIT digits
+#: (Python's own cap on int <-> str conversion, `sys.int_info.default_max_str_digits`).
+MAX_LENGTH_LIMIT = 100_000
+MAX_DIGITS_LIMIT = 4300
+MAX_FACTORIAL_LIMIT = 10_000
 
 
 class CalculationError(ValueError):
@@ -344,6 +351,10 @@ class CalculateTool(Tool):
 
     name: ClassVar[str] = "Calculate"
     plugin: ClassVar[str] = "calculator"
+    bounds: ClassVar[dict[str, Bounds]] = {
+        "max_length": Bounds(low=1, high=MAX_LENGTH_LIMIT), "max_digits": Bounds(low=1, high=MAX_DIGITS_LIMIT),
+        "max_factorial": Bounds(low=0, high=MAX_FACTORIAL_LIMIT),
+    }
 
     def __init__(self, *, max_length: int = 1000, max_digits: int = 1000, max_factorial: int = 1000):
         self.max_length = max_length

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from datagen.errors import ConfigError, InputError
 from datagen.formats.commands import snippet_text
 from datagen.record import ToolResult
-from datagen.tools.base import Tool, register_tool
+from datagen.tools.base import Bounds, SettingsSchema, Tool, constructor_settings, register_tool
 from datagen.tools.http import env_headers, get_path, request_json
 
 DEFAULT_DOCS = Path(__file__).parent / "data" / "search_docs.jsonl"
@@ -171,6 +171,10 @@ class LocalSearch:
             so a precise query returns one good snippet rather than three weak ones.
     """
 
+    bounds: ClassVar[dict[str, Bounds]] = {
+        "max_chars": Bounds(low=20), "min_relative_score": Bounds(low=0, high=1),
+    }
+
     def __init__(
         self,
         docs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
@@ -255,6 +259,11 @@ class HttpSearch:
         max_chars: snippets longer than this are cut.
     """
 
+    bounds: ClassVar[dict[str, Bounds]] = {
+        "timeout": Bounds(above=0, high=3600), "retries": Bounds(low=0, high=10), "max_chars": Bounds(low=20),
+        "method": Bounds(choices=("GET", "POST", "get", "post")),
+    }
+
     url: str
     query_param: str = "q"
     params: dict[str, Any] = field(default_factory=lambda: {"format": "json"})
@@ -331,6 +340,35 @@ class SearchTool(Tool):
 
     name: ClassVar[str] = "Search"
     plugin: ClassVar[str] = "search"
+    bounds: ClassVar[dict[str, Bounds]] = {
+        "top_k": Bounds(low=1, high=20), "concurrency": Bounds(low=1, high=64),
+    }
+
+    @classmethod
+    def settings(cls, options: Mapping[str, Any]) -> SettingsSchema:
+        """Search's own options plus those of the backend that `options["backend"]` names."""
+        schema = constructor_settings(cls, cls.bounds)
+        schema.open = False
+        backend = options.get("backend", "local")
+        if not isinstance(backend, str):
+            return schema  # an instance takes no options
+        if backend in ("local", "http"):
+            backend_cls: Any = LocalSearch if backend == "local" else HttpSearch
+        elif ":" in backend:
+            import importlib
+
+            module, _, attr = backend.partition(":")
+            try:
+                backend_cls = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"cannot load search backend {backend!r}: {exc}", field="backend") from None
+            if not isinstance(backend_cls, type):
+                return SettingsSchema(schema.settings, open=True)
+        else:
+            raise ConfigError(f"unknown search backend {backend!r} (local, http or pkg.module:Class)",
+                              field="backend")
+        extra = constructor_settings(backend_cls, getattr(backend_cls, "bounds", None))
+        return SettingsSchema({**extra.settings, **schema.settings}, open=extra.open)
 
     def __init__(self, *, backend: str | SearchBackend = "local", top_k: int = 3, concurrency: int | None = None,
                  **backend_options: Any):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from datagen.record import ToolResult
-from datagen.tools.base import Tool, ToolUnavailableError, register_tool
+from datagen.tools.base import Bounds, Tool, ToolUnavailableError, register_tool
 
 
 class SolveError(ValueError):
@@ -357,6 +357,9 @@ class SolveTool(Tool):
 
     name: ClassVar[str] = "Solve"
     plugin: ClassVar[str] = "solver"
+    bounds: ClassVar[dict[str, Bounds]] = {
+        "timeout": Bounds(above=0, high=3600), "memory_mb": Bounds(low=0), "max_length": Bounds(low=1, high=100_000),
+    }
 
     def __init__(
         self, *, timeout: float = 10.0, memory_mb: int = 2048, isolate: bool = True, max_length: int = 1000

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from datagen.errors import ConfigError
 from datagen.record import ToolResult
-from datagen.tools.base import Tool, ToolUnavailableError, register_tool
+from datagen.tools.base import Bounds, Tool, ToolUnavailableError, register_tool
 from datagen.tools.http import env_headers, get_path, request_json
 
 SUCCESS = "Image generated successfully."
@@ -50,6 +50,10 @@ class Text2ImageTool(Tool):
 
     name: ClassVar[str] = "Text2Image"
     plugin: ClassVar[str] = "text2image"
+    bounds: ClassVar[dict[str, Bounds]] = {
+        "timeout": Bounds(above=0, high=3600), "retries": Bounds(low=0, high=10),
+        "concurrency": Bounds(low=1, high=64),
+    }
 
     def __init__(
         self,

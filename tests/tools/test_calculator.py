@@ -82,7 +82,7 @@ def test_no_result(calc, expr):
 
 
 def test_limits_are_options():
-    assert get_tool("calculator", max_digits=5000).run("2^10000").ok
+    assert get_tool("calculator", max_digits=4000).run("2^10000").ok  # 3011 digits
     assert not get_tool("calculator", max_digits=10).run("10^11").ok
     assert get_tool("calculator", max_digits=10).run("10^9").output == "1000000000"
 

@@ -52,7 +52,7 @@ def test_build_tools_from_config():
     ("call", "message"),
     [
         (lambda: get_tool("weather"), "unknown tool 'weather'"),
-        (lambda: get_tool("calculator", precision=3), "bad options"),
+        (lambda: get_tool("calculator", precision=3), "unknown option .precision."),
         (lambda: get_tool("tests.tools.test_registry:Nope"), "no attribute"),
         (lambda: get_tool("json:dumps"), "not a datagen.tools.Tool"),
         (lambda: get_tool("no_such_module_xyz:Tool"), "cannot import"),
