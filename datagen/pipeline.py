@@ -513,29 +513,41 @@ def run_status(run_dir: Path) -> str:
 # --------------------------------------------------------------------------- CLI
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from datagen.procs import sigterm_as_interrupt
+
     config = load_config(args.config, args.set)
     if args.no_progress:  # display only: not part of any fingerprint
         config.teacher.progress = False
     out = Path(args.out) if args.out else Path("outputs") / config.name
     teacher = None
-    if args.serve_teacher:
-        from datagen.teacher.local_server import start_local_teacher
+    # A SIGTERM stops the run like Ctrl-C, so the `finally` below stops the embedded teacher.
+    with sigterm_as_interrupt():
+        if args.serve_teacher:
+            from datagen.teacher.local_server import start_local_teacher
 
-        out.mkdir(parents=True, exist_ok=True)
-        _log("starting the embedded teacher (llama-cpp-python, SmolLM2-135M-Instruct) on 127.0.0.1")
-        teacher = start_local_teacher(args.teacher_model, port=args.teacher_port or _free_port(),
-                                      log_path=out / "teacher-server.log")
-        config.teacher.base_url = teacher.base_url
-        # The served model's name goes into journal keys and fingerprints: another GGUF must not
-        # reuse the answers of this one.
-        config.teacher.model = teacher.model_alias
-        config.raw.setdefault("teacher", {})["model"] = teacher.model_alias
-    try:
-        t0 = time.monotonic()
-        data = Run(config, out).run()
-    finally:
-        if teacher is not None:
-            teacher.stop()
+            out.mkdir(parents=True, exist_ok=True)
+            _log("starting the embedded teacher (llama-cpp-python, SmolLM2-135M-Instruct) on 127.0.0.1")
+            teacher = start_local_teacher(args.teacher_model, port=args.teacher_port or _free_port(),
+                                          log_path=out / "teacher-server.log")
+            config.teacher.base_url = teacher.base_url
+            # The served model's name goes into journal keys and fingerprints: another GGUF must not
+            # reuse the answers of this one.
+            config.teacher.model = teacher.model_alias
+            config.raw.setdefault("teacher", {})["model"] = teacher.model_alias
+        try:
+            t0 = time.monotonic()
+            data = Run(config, out).run()
+        except DatagenError as exc:
+            # Calls that failed to connect, or a teacher that stopped answering: if the embedded
+            # server died, that is the news, not the failed calls.
+            died = teacher.death() if teacher is not None else None
+            if died is None:
+                raise
+            _log(str(exc))
+            raise DatagenError(died) from exc
+        finally:
+            if teacher is not None:
+                teacher.stop()
     stages = data.get("stages", {})
     kept = stages.get("final", {}).get("count", 0)
     print(f"done in {time.monotonic() - t0:.0f}s: {kept} conversations kept, cost ${data.get('cost', 0):.4f}")
@@ -560,17 +572,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_teacher(args: argparse.Namespace) -> int:
+    from datagen.procs import sigterm_as_interrupt
     from datagen.teacher.local_server import start_local_teacher
 
-    teacher = start_local_teacher(args.model, port=args.port, threads=args.threads)
-    print(f"serving {teacher.model_alias} at {teacher.base_url} (Ctrl-C stops it)", flush=True)
-    try:
-        teacher.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        teacher.stop()
-    return 0
+    with sigterm_as_interrupt():  # SIGTERM stops the server cleanly, as Ctrl-C does
+        teacher = start_local_teacher(args.model, port=args.port, threads=args.threads,
+                                      log_path=Path(args.log) if args.log else None)
+        print(f"serving {teacher.model_alias} at {teacher.base_url} (Ctrl-C stops it)", flush=True)
+        try:
+            teacher.process.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            teacher.stop()
+        raise DatagenError(teacher.death("while serving"))
 
 
 def register(sub) -> None:
@@ -600,4 +615,5 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="a GGUF file (default: the packaged SmolLM2-135M-Instruct)")
     p.add_argument("--port", type=int, default=8089)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--log", default=None, help="write the server's log to this file (default: the terminal)")
     p.set_defaults(func=cmd_serve_teacher)

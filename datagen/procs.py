@@ -13,16 +13,21 @@ Two mechanisms, used together:
 - `watch_parent()` is for children that are datagen's own code: a daemon thread that exits the
   process as soon as its parent pid changes (works whatever thread started it, and on systems
   without prctl).
+
+`sigterm_as_interrupt()` makes a SIGTERM run the same cleanup as Ctrl-C, so a terminated run stops
+its children itself, cleanly, rather than leaving it to the kernel's SIGKILL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -63,3 +68,22 @@ def watch_parent(interval: float = 0.5, exit_code: int = 1) -> threading.Thread:
     thread = threading.Thread(target=loop, name="datagen-parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM does what Ctrl-C does (`kill`, a service manager and CI runners
+    send it), so the same cleanup runs: `finally` blocks stop child servers and flush journals,
+    and asyncio cancels its tasks the way it does on SIGINT. Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

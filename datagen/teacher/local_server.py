@@ -8,7 +8,9 @@ API key, through the same OpenAI client path a production run uses.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.errors import DatagenError, MissingDependencyError
+from datagen.procs import tied_popen_kwargs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8089
@@ -56,13 +59,37 @@ def resolve_model_path(model: str | None) -> Path:
     return path
 
 
+def how_it_ended(returncode: int) -> str:
+    """`signal SIGSEGV` for a process killed by a signal (negative return code), else `exit code N`."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def death_line(process: subprocess.Popen, log: str | None, when: str) -> str:
+    """The one line that says the embedded server died: how, when, and where its log is."""
+    where = f"log: {log}" if log else "its output is above"
+    return f"the embedded teacher died ({how_it_ended(process.returncode)}) {when}; {where}"
+
+
 @dataclass(slots=True)
 class LocalTeacher:
-    """A running embedded server (a child process)."""
+    """A running embedded server (a child process). `log` is its log file as shown to the user
+    (relative to where the run was started), or None when its output goes to the terminal."""
 
     process: subprocess.Popen
     base_url: str
     model_alias: str
+    log: str | None = None
+
+    def death(self, when: str = "during the run") -> str | None:
+        """The death line if the server has exited on its own, else None."""
+        if self.process.poll() is None:
+            return None
+        return death_line(self.process, self.log, when)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is not None:
@@ -90,20 +117,57 @@ def server_command(model_path: Path, *, host: str, port: int, n_ctx: int, thread
     return cmd
 
 
-def wait_ready(base_url: str, process: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
-    """Poll `GET /v1/models` until the server answers (or the process dies, or time runs out)."""
+def _first_completion(base_url: str, model: str, timeout: float) -> bool:
+    """One real chat completion of one token. True when the server answered with a choice. Raises
+    ConnectionRefusedError while nothing listens yet, other OSErrors when the connection broke."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hi"}],
+                       "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"{base_url}/chat/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return bool(json.loads(resp.read()).get("choices"))
+    except urllib.error.HTTPError:
+        return False  # up, but not serving yet (or refusing): ask again
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, OSError):
+            raise exc.reason from None
+        raise ConnectionError(str(exc.reason)) from None
+    except ValueError:  # not JSON
+        return False
+
+
+def wait_ready(base_url: str, process: subprocess.Popen | None = None, timeout: float = 120.0, *,
+               model: str = DEFAULT_MODEL_ALIAS, log: str | None = None) -> None:
+    """Wait until the server has answered one real chat completion (`max_tokens` 1). A model list
+    is not enough: a server can list its model and then crash in its first matrix product (llama.cpp's
+    AMX kernels did). Raises DatagenError naming the exit signal or code and the log if the process
+    dies, or when time runs out."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    listening = False  # once it accepted a connection, a death is the first completion's
+    while True:
         if process is not None and process.poll() is not None:
-            raise DatagenError(f"the embedded teacher exited with code {process.returncode} before it was ready")
+            when = "during its first completion" if listening else "while starting"
+            raise DatagenError(death_line(process, log, when))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DatagenError(f"the embedded teacher at {base_url} did not answer a completion within "
+                               f"{timeout:.0f}s" + (f"; log: {log}" if log else ""))
         try:
-            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            if _first_completion(base_url, model, timeout=max(left, 1.0)):
+                return
+            listening = True
+        except ConnectionRefusedError:
             pass
-        time.sleep(0.5)
-    raise DatagenError(f"the embedded teacher at {base_url} was not ready after {timeout:.0f}s")
+        except (OSError, http.client.HTTPException):
+            listening = True  # accepted, then dropped: it died mid-request, or is about to
+        if process is not None:
+            try:
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            time.sleep(0.5)
 
 
 def model_alias_for(model: str | None) -> str:
@@ -125,8 +189,12 @@ def model_alias_for(model: str | None) -> str:
 def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                         n_ctx: int = 4096, threads: int | None = None, alias: str | None = None,
                         log_path: Path | None = None, ready_timeout: float = 180.0) -> LocalTeacher:
-    """Start the embedded server as a child process and wait until it answers. Its log goes to
-    `log_path` (default: discarded) so it never mixes with datagen's progress output."""
+    """Start the embedded server as a child process and wait until it has answered one completion.
+    Its log goes to `log_path` (default: this process's stderr) so it never mixes with datagen's
+    progress output; errors show `log_path` as given, so pass it relative to where the user is.
+
+    The server is tied to this process: it gets SIGKILL if this process dies without stopping it
+    (even by SIGKILL). Call this from the main thread, which the tie follows (see datagen.procs)."""
     if importlib.util.find_spec("llama_cpp") is None:
         raise MissingDependencyError("llama-cpp-python", "local")
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -134,16 +202,22 @@ def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, p
     model_path = resolve_model_path(model)
     alias = alias or model_alias_for(model)
     base_url = f"http://{host}:{port}/v1"
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115
     env = dict(os.environ)
     # Run from the model's folder and name the file only, so the server's log (kept in the run
     # directory) does not carry this machine's paths.
-    process = subprocess.Popen(server_command(Path(model_path.name), host=host, port=port, n_ctx=n_ctx,
-                                              threads=threads, alias=alias),
-                               stdout=log, stderr=subprocess.STDOUT, env=env, cwd=model_path.parent)
-    teacher = LocalTeacher(process=process, base_url=base_url, model_alias=alias)
     try:
-        wait_ready(base_url, process, timeout=ready_timeout)
+        process = subprocess.Popen(server_command(Path(model_path.name), host=host, port=port, n_ctx=n_ctx,
+                                                  threads=threads, alias=alias),
+                                   stdout=log or 2, stderr=subprocess.STDOUT, env=env,
+                                   cwd=model_path.parent, **tied_popen_kwargs())
+    finally:
+        if log is not None:
+            log.close()  # the child holds its own copy
+    teacher = LocalTeacher(process=process, base_url=base_url, model_alias=alias,
+                           log=str(log_path) if log_path else None)
+    try:
+        wait_ready(base_url, process, timeout=ready_timeout, model=alias, log=teacher.log)
     except BaseException:
         teacher.stop()
         raise
