@@ -18,7 +18,11 @@ Syntax:
   base b. Trigonometric functions take radians.
 
 Limits (constructor options): `max_length` characters of input, `max_digits` digits of an integer
-result (any step), `max_factorial`; exceeding one gives `No result.` instead of hanging.
+(any step, a literal, or `round`'s digits argument), `max_factorial`; exceeding one gives
+`No result.` instead of hanging. Every operation is checked before it runs, not after, so an
+evaluation is provably cheap: at most `max_length` tokens, each an operation on numbers of at most
+`max_digits` digits. A power's size is estimated from its operands (`2^10^9` fails at once),
+`round(5, -(10^9))` fails on its digits argument, and a factorial on `max_factorial`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from datagen.record import ToolResult
-from datagen.tools.base import Bounds, Tool, register_tool
+from datagen.tools.base import Bounds, Tool, check_options, register_tool
 
 Number = int | float
 
@@ -92,14 +96,6 @@ def _log(x: Number, base: Number | None = None) -> float:
     return math.log(x, base)
 
 
-def _round(x: Number, ndigits: int | None = None) -> Number:
-    if ndigits is None:
-        return round(x)
-    if not isinstance(ndigits, int):
-        raise CalculationError("round() digits must be an integer")
-    return round(x, ndigits)
-
-
 def _as_int(x: Number, what: str) -> int:
     if isinstance(x, float):
         if not x.is_integer():
@@ -112,7 +108,6 @@ _FUNCTIONS: dict[str, Callable[..., Number]] = {
     "sqrt": math.sqrt,
     "cbrt": _cbrt,
     "abs": abs,
-    "round": _round,
     "floor": math.floor,
     "ceil": math.ceil,
     "exp": math.exp,
@@ -146,10 +141,12 @@ _CONSTANTS: dict[str, float] = {"pi": math.pi, "π": math.pi, "e": math.e, "PI":
 class _Parser:
     """Recursive descent over the token list; evaluates as it parses."""
 
-    def __init__(self, toks: list[_Tok], *, max_bits: int, max_factorial: int, max_depth: int = 60):
+    def __init__(self, toks: list[_Tok], *, max_digits: int, max_factorial: int, max_depth: int = 60):
         self.toks = toks
         self.i = 0
-        self.max_bits = max_bits
+        self.max_digits = max_digits
+        self.int_limit = 10**max_digits  # results must stay below it: exact, and cheap to compare
+        self.max_bits = int(max_digits * math.log2(10)) + 1  # for estimating a power before computing it
         self.max_factorial = max_factorial
         self.max_depth = max_depth
         self.depth = 0
@@ -175,7 +172,7 @@ class _Parser:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise CalculationError(f"result is not a real number: {v!r}")
         if isinstance(v, int):
-            if v.bit_length() > self.max_bits:
+            if abs(v) >= self.int_limit:
                 raise CalculationError("integer result too large")
         elif not math.isfinite(v):
             raise CalculationError("result is not finite")
@@ -223,7 +220,11 @@ class _Parser:
     def unary(self) -> Number:
         if self.tok.kind == "op" and self.tok.text in "+-":
             op = self._next().text
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise CalculationError("too many signs in a row")
             v = self.unary()
+            self.depth -= 1
             return -v if op == "-" else v
         return self.power()
 
@@ -257,17 +258,32 @@ class _Parser:
                 v = self._factorial(v)
         return v
 
+    def _round(self, args: list[Number]) -> Number:
+        if len(args) not in (1, 2):
+            raise CalculationError("round takes one or two arguments")
+        if len(args) == 1:
+            return self._check(round(args[0]))
+        x, ndigits = args
+        if not isinstance(ndigits, int):
+            raise CalculationError("round() digits must be an integer")
+        # round(5, -n) on an int computes 10**n first: n = 10^9 would run for hours.
+        if abs(ndigits) > self.max_digits:
+            raise CalculationError("round() digits out of range")
+        return self._check(round(x, ndigits))
+
     def _factorial(self, v: Number) -> int:
         n = _as_int(v, "factorial")
         if n < 0:
             raise CalculationError("factorial of a negative number")
         if n > self.max_factorial or math.lgamma(n + 1) / math.log(2) > self.max_bits:
             raise CalculationError("factorial too large")
-        return math.factorial(n)
+        return self._check(math.factorial(n))
 
     def atom(self) -> Number:
         t = self._next()
         if t.kind == "num":
+            if len(t.text) > self.max_digits:
+                raise CalculationError("number too long")
             try:
                 return int(t.text) if re.fullmatch(r"\d+", t.text) else self._check(float(t.text))
             except ValueError:
@@ -286,7 +302,7 @@ class _Parser:
         raise CalculationError(f"unexpected {t.text or 'end of input'!r}")
 
     def _call(self, name: str) -> Number:
-        if name not in _FUNCTIONS and name not in ("factorial", "pow"):
+        if name not in _FUNCTIONS and name not in ("factorial", "pow", "round"):
             raise CalculationError(f"unknown function {name!r}")
         self._expect("(")
         args: list[Number] = []
@@ -304,6 +320,8 @@ class _Parser:
             if len(args) != 2:
                 raise CalculationError("pow takes two arguments")
             return self._pow(args[0], args[1])
+        if name == "round":
+            return self._round(args)
         try:
             return self._check(_FUNCTIONS[name](*args))
         except TypeError:
@@ -317,11 +335,13 @@ def evaluate(
 
     Returns an int (exact) or a float. Raises CalculationError when it cannot be evaluated.
     """
+    for name, value, high in (("max_length", max_length, MAX_LENGTH_LIMIT), ("max_digits", max_digits, MAX_DIGITS_LIMIT),
+                              ("max_factorial", max_factorial, MAX_FACTORIAL_LIMIT)):
+        if not 0 <= value <= high:
+            raise ValueError(f"{name} must be between 0 and {high}, got {value!r}")
     if len(expression) > max_length:
         raise CalculationError(f"expression longer than {max_length} characters")
-    parser = _Parser(
-        _tokenize(expression), max_bits=int(max_digits * 3.3219280948873626) + 1, max_factorial=max_factorial
-    )
+    parser = _Parser(_tokenize(expression), max_digits=max_digits, max_factorial=max_factorial)
     try:
         return parser.parse()
     except CalculationError:
@@ -345,7 +365,8 @@ class CalculateTool(Tool):
 
     Args:
         max_length: longest expression accepted (characters).
-        max_digits: largest integer result accepted, in decimal digits (guards `2^10^9`).
+        max_digits: most decimal digits of an integer result, literal or `round` digits (guards
+            `2^10^9`, `round(5, -(10^9))`); at most 4300, Python's own int-to-str limit.
         max_factorial: largest n accepted by `n!` / `factorial(n)`.
     """
 
@@ -357,6 +378,8 @@ class CalculateTool(Tool):
     }
 
     def __init__(self, *, max_length: int = 1000, max_digits: int = 1000, max_factorial: int = 1000):
+        check_options(type(self), {"max_length": max_length, "max_digits": max_digits,
+                                   "max_factorial": max_factorial}, "tools.calculator")
         self.max_length = max_length
         self.max_digits = max_digits
         self.max_factorial = max_factorial
@@ -366,6 +389,7 @@ class CalculateTool(Tool):
             value = evaluate(
                 arg, max_length=self.max_length, max_digits=self.max_digits, max_factorial=self.max_factorial
             )
-        except CalculationError:
+            text = format_number(value)
+        except (CalculationError, ValueError):  # ValueError: a process-wide int-to-str limit below ours
             return self.no_result(arg)
-        return self.ok(arg, format_number(value))
+        return self.ok(arg, text)

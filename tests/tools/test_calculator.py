@@ -1,3 +1,8 @@
+import json
+import math
+import subprocess
+import sys
+
 import pytest
 
 from datagen.tools import NO_RESULT, get_tool
@@ -85,6 +90,8 @@ def test_limits_are_options():
     assert get_tool("calculator", max_digits=4000).run("2^10000").ok  # 3011 digits
     assert not get_tool("calculator", max_digits=10).run("10^11").ok
     assert get_tool("calculator", max_digits=10).run("10^9").output == "1000000000"
+    assert not get_tool("calculator", max_digits=10).run("10^10").ok  # 11 digits
+    assert not get_tool("calculator", max_digits=10).run("1" * 11 + "-1").ok  # a literal past max_digits
 
 
 def test_evaluate_types_and_errors():
@@ -94,3 +101,45 @@ def test_evaluate_types_and_errors():
         evaluate("x+1")
     assert format_number(-0.0) == "0.0"
     assert format_number(10**20) == "100000000000000000000"
+
+
+# Each of these ran for hours (holding the GIL, so no timeout or Ctrl-C could stop it) before the
+# calculator bounded every operation ahead of computing it.
+UNBOUNDED = [
+    "round(5,-(10^9))",  # an int rounded to -10^9 digits computes 10**(10^9)
+    "round(10^999, -(10^8))",
+    "pow(2, 10^9)",
+    "9^9^9",
+    "factorial(10^9)",
+    "(10^999)!",
+    "-" * 900 + "1",
+]
+
+
+def test_unbounded_operations_give_no_result_at_once():
+    # A subprocess, because a hang in C code holds the GIL and would stall the test run itself.
+    code = (
+        "import json, sys\n"
+        "from datagen.tools import get_tool\n"
+        "calc = get_tool('calculator')\n"
+        "print(json.dumps([calc.run(e).to_dict() for e in json.loads(sys.argv[1])]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(UNBOUNDED)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [(r["arg"], r["ok"], r["output"]) for r in results] == [(e, False, NO_RESULT) for e in UNBOUNDED]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [("round(5, -3)", "0"), ("round(1234, -2)", "1200"), ("round(2.567, 2)", "2.57"), ("round(2.5)", "2"),
+     ("449!", str(math.factorial(449))), ("10^999", "1" + "0" * 999)],
+)
+def test_within_bounds_still_computes(calc, expr, expected):
+    assert calc.run(expr).output == expected
+
+
+@pytest.mark.parametrize("expr", ["round(1, 2, 3)", "round(2.5, 0.5)", "round(5, 1001)", "450!", "10^1000"])
+def test_past_the_bounds_gives_no_result(calc, expr):
+    assert calc.run(expr).output == NO_RESULT
