@@ -7,10 +7,12 @@
       concurrency: 64
       rpm: 5000                          # optional request and token limits per minute
       tpm: 2000000
-      params: {temperature: 0.7, max_tokens: 1024}
+      params: {seed: 7}                  # extra sampling parameters sent with every request
       prices: {gpt-4o-mini: {input: 0.15, output: 0.60}}   # USD per 1M tokens
 
-Every field is validated in `__post_init__`; a bad one raises `ConfigError` naming it.
+Every field is validated in `__post_init__`; a bad one raises `ConfigError` naming it. A run config
+may not set `params.temperature`, `params.top_p` or `params.max_tokens`: every stage sets its own
+(`STAGE_PARAM_KEYS`), so a value here would never be sent.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.errors import ConfigError
+from datagen.teacher.redact import remember_secret
 
 #: The key sent when the variable named by `api_key_env` is unset (local servers ignore it).
 PLACEHOLDER_API_KEY = "not-needed"
@@ -38,8 +42,15 @@ RUNTIME_FIELDS = frozenset({
 })
 
 
-def _default_params() -> dict[str, Any]:
-    return {"temperature": 0.7, "top_p": 1.0, "max_tokens": 1024}
+#: Sampling parameters every stage sets on each of its requests, and the config keys that set them:
+#: in a run config's `teacher.params` they would be overridden on every call, so they are refused.
+STAGE_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "temperature": ("expand.temperature", "dialogues.KIND.options.temperature",
+                    "dialogues.KIND.options.user_temperature"),
+    "top_p": ("expand.top_p", "dialogues.KIND.options.top_p"),
+    "max_tokens": ("expand.max_tokens", "dialogues.KIND.options.max_tokens",
+                   "dialogues.KIND.options.user_max_tokens", "dialogues.plugin.options.plan_max_tokens"),
+}
 
 
 @dataclass(slots=True)
@@ -60,7 +71,8 @@ class TeacherConfig:
         max_attempts: tries per request (first call included) before it goes to the failure ledger.
         min_backoff, max_backoff: bounds in seconds of the jittered exponential back-off between tries.
         max_retry_after: the longest server-directed wait (`retry-after`) honoured, in seconds.
-        params: default sampling parameters (a request's own params win).
+        params: default sampling parameters (a request's own params win). A run config may not
+            set temperature, top_p or max_tokens here: the stages set those (`STAGE_PARAM_KEYS`).
         prices: USD per 1M tokens, `{model: {"input": x, "output": y}}`, for the cost ledger.
         stall_seconds: warn when no call has finished for this long while calls are pending.
         progress: show a progress bar (only on a terminal).
@@ -78,7 +90,7 @@ class TeacherConfig:
     min_backoff: float = 1.0
     max_backoff: float = 60.0
     max_retry_after: float = 120.0
-    params: dict[str, Any] = field(default_factory=_default_params)
+    params: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     stall_seconds: float = 300.0
     progress: bool = True
@@ -118,6 +130,12 @@ class TeacherConfig:
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}",
                               field="teacher." + unknown[0])
+        if isinstance(d.get("params"), dict):
+            for name, keys in STAGE_PARAM_KEYS.items():
+                if name in d["params"]:
+                    raise ConfigError(f"is set by each stage, which would override it on every request; set "
+                                      f"{' / '.join(keys)} instead (KIND: hhh or plugin)",
+                                      field=f"teacher.params.{name}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,8 +143,18 @@ class TeacherConfig:
         return dataclasses.asdict(self)
 
     def api_key(self) -> str:
-        """The key from the environment, or a placeholder for keyless local servers."""
-        return os.environ.get(self.api_key_env) or PLACEHOLDER_API_KEY
+        """The key from the environment, or a placeholder for keyless local servers. A key that
+        cannot go into an HTTP header (spaces, a newline, non-ASCII) raises ConfigError saying
+        what is wrong with it, never the key itself. The key is remembered for `redact`."""
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            return PLACEHOLDER_API_KEY
+        problem = key_problem(value)
+        if problem is not None:
+            raise ConfigError(f"the API key in it {problem}; an API key is one line of printable ASCII with "
+                              "no spaces: set the variable again without it", field=f"${self.api_key_env}")
+        remember_secret(value)
+        return value
 
     def price_of(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for these tokens, or None when the price table does not list the model."""
@@ -134,6 +162,29 @@ class TeacherConfig:
         if price is None:
             return None
         return (prompt_tokens * price.get("input", 0.0) + completion_tokens * price.get("output", 0.0)) / 1e6
+
+
+_CHAR_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", " ": "a space"}
+
+
+def key_problem(key: str) -> str | None:
+    """What makes `key` unusable as a bearer token (None when nothing does). Names the character
+    and its position, never the key."""
+    if not key.strip():
+        return f"is only whitespace ({len(key)} characters)"
+    for i, ch in enumerate(key, start=1):
+        if " " < ch < "\x7f":
+            continue
+        if ch in _CHAR_NAMES:
+            what = _CHAR_NAMES[ch]
+        elif ch.isascii():
+            what = f"a control character (U+{ord(ch):04X})"
+        else:
+            name = unicodedata.name(ch, "").lower() if unicodedata.category(ch)[0] in "ZC" else ""
+            what = f"a non-ASCII character (U+{ord(ch):04X}{', ' + name if name else ''})"
+        where = "at the end" if i == len(key) else f"at character {i} of {len(key)}"
+        return f"has {what} {where}"
+    return None
 
 
 def check_params(params: Any, where: str) -> dict[str, Any]:

@@ -8,10 +8,12 @@
 Each request is keyed by the hash of its canonical form (`journal.request_key`). Before paying,
 the engine looks the key up in the journal: a finished call is returned as `cached=True` with no
 HTTP; a call already in flight with the same key is awaited rather than sent twice. A new call
-goes through, in order: a concurrency slot (adaptive: halves on 429, grows back on success), a
-global pause while a server's `retry-after` runs, the RPM and TPM windows, then one HTTP request
-with the openai client (`AsyncOpenAI`, its own retries off). Failures are classified (`failures.py`) and retried
-by a tenacity policy with jittered exponential back-off that honours `retry-after`; a request
+goes through, in order: a concurrency slot (adaptive: halves when most recent answers are 429s,
+grows back on success), a global pause while the server is overloaded and its `retry-after` runs,
+the RPM and TPM windows, then one HTTP request with the openai client (`AsyncOpenAI`, its own
+retries off). Failures are classified (`failures.py`) and retried by a tenacity policy with
+jittered exponential back-off that honours `retry-after` (a 429's wait delays the request that
+got it; the others go on unless most answers are 429s); a request
 that cannot succeed ends in the journal's failure ledger and comes back as `ok=False` with the
 reason, never as empty text. A call keeps its concurrency slot until its journal row is
 committed, so a killed process re-pays at most `concurrency` calls.
@@ -294,7 +296,7 @@ class TeacherEngine:
                         cost=entry.cost, model=entry.model, cached=True, attempts=0, tag=request.tag)
         if request.require_complete and entry.finish_reason == "length":
             result.ok, result.text = False, None
-            result.error, result.detail = "length", "the journaled answer was cut at max_tokens"
+            result.error, result.detail = "length", "the journaled answer was cut (finish_reason length)"
         return result
 
     def _count(self, result: Result) -> Result:
@@ -412,7 +414,7 @@ class TeacherEngine:
                     "/chat/completions", cast_to=httpx2.Response,
                     body={**params, "model": model, "messages": list(request.messages)},
                     options=_POST_OPTIONS)
-                answer = self._parse(raw.content, request, est_prompt)
+                answer = self._parse(raw.content, request, est_prompt, params.get("max_tokens"))
             except (openai.APIError, CallFailure, ValueError) as exc:
                 failure = classify(exc)
                 state.paid_prompt += failure.prompt_tokens
@@ -450,7 +452,7 @@ class TeacherEngine:
             for limiter, handle in reservations:
                 limiter.sent(handle, now)
 
-    def _parse(self, content: bytes, request: Request, est_prompt: int) -> _Answer:
+    def _parse(self, content: bytes, request: Request, est_prompt: int, max_tokens: Any = None) -> _Answer:
         """Check the body is a usable chat completion; raise CallFailure when it is not."""
         try:
             data = json.loads(content)
@@ -475,10 +477,11 @@ class TeacherEngine:
         if text is not None and not isinstance(text, str):
             raise CallFailure("invalid_response", f"message content is not text: {str(text)[:200]}",
                               prompt_tokens=pt, completion_tokens=ct)
-        if not usage:  # some local servers omit usage: estimate it so the ledger is not zero
+        reported = bool(usage)
+        if not reported:  # some local servers omit usage: estimate it so the ledger is not zero
             pt, ct = est_prompt, estimate_tokens([{"content": text or ""}]) - 7
         if finish == "length" and request.require_complete:
-            raise CallFailure("length", f"cut at max_tokens after {ct} completion tokens", prompt_tokens=pt,
+            raise CallFailure("length", cut_detail(pt, ct, max_tokens, reported=reported), prompt_tokens=pt,
                               completion_tokens=ct, text=text, finish_reason=finish)
         if finish == "content_filter":
             raise CallFailure("content_filter", "the server's content filter stopped the answer",
@@ -509,13 +512,17 @@ class TeacherEngine:
                   state.upcoming_sleep)
 
     def _pushed_back(self, epoch: int, failure: CallFailure) -> None:
-        """A 429: halve the concurrency (once per wave) and, when the server names a wait, hold
-        every new request until it has passed."""
+        """A 429. The request that got it waits its `retry-after` (`_wait`). Only when most recent
+        answers are 429s (the server is overloaded, not refusing a few requests) is the concurrency
+        halved (once per wave) and every new request held until the named wait has passed: doing
+        either for every 429 collapses the throughput under a steady trickle of them."""
         self.stats.rate_limited += 1
-        if self._slots.pushed_back(epoch):
-            log.info("%s: server pushed back (429); concurrency lowered to %d", self.desc, self._slots.limit)
+        before = self._slots.limit
+        overloaded = self._slots.pushed_back(epoch)
+        if self._slots.limit < before:
+            log.info("%s: server pushed back (429s); concurrency lowered to %d", self.desc, self._slots.limit)
         self.stats.concurrency = self._slots.limit
-        if failure.retry_after is not None:
+        if overloaded and failure.retry_after is not None:
             until = time.monotonic() + min(failure.retry_after, self.config.max_retry_after)
             self._pause_until = max(self._pause_until, until)
 
@@ -527,6 +534,21 @@ class TeacherEngine:
                 log.warning("%s: no price for model %s in teacher.prices; its cost counts as 0", self.desc, model)
             return 0.0
         return cost
+
+
+def cut_detail(prompt_tokens: int, completion_tokens: int, max_tokens: Any, *, reported: bool = True) -> str:
+    """Why an answer ended with finish_reason `length`: max_tokens, or the model's context window
+    (the answer stopped short of max_tokens, so prompt + answer filled the context)."""
+    if not reported:
+        return "cut by the server's length limit (finish_reason length; the server reported no usage)"
+    if isinstance(max_tokens, int) and completion_tokens < max_tokens:
+        return (f"cut after {completion_tokens} completion tokens, short of max_tokens ({max_tokens}): the "
+                f"prompt ({prompt_tokens} tokens) and the answer filled the model's context window; give the "
+                "server a longer context or send shorter prompts (fewer turns)")
+    if isinstance(max_tokens, int):
+        return f"cut at max_tokens ({max_tokens}) after {completion_tokens} completion tokens"
+    return (f"cut after {completion_tokens} completion tokens by the server's own limit (no max_tokens was "
+            f"sent: its default, or the context window with the prompt's {prompt_tokens} tokens)")
 
 
 def _int(value: Any) -> int:

@@ -29,17 +29,21 @@ import time
 
 import openai
 
+from datagen.teacher.redact import redact
+
 RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection", "invalid_response", "empty"})
 FATAL = frozenset({"insufficient_quota", "auth", "not_found"})
 
 
 class CallFailure(Exception):
     """One failed try. `prompt_tokens`/`completion_tokens` are what the server billed for it
-    (non-zero only when it answered, e.g. `length`); `text` keeps a partial answer."""
+    (non-zero only when it answered, e.g. `length`); `text` keeps a partial answer. `detail` is
+    redacted (`datagen.teacher.redact`): a server may quote the key back in its error body."""
 
     def __init__(self, code: str, detail: str, *, retry_after: float | None = None,
                  prompt_tokens: int = 0, completion_tokens: int = 0, text: str | None = None,
                  finish_reason: str | None = None):
+        detail = redact(detail)
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import DatagenError
+from datagen.teacher.redact import redact_opt
 
 SCHEMA_VERSION = "1"
 
@@ -134,7 +135,7 @@ class JournalEntry:
         req = json.dumps(self.request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return (self.key, self.status, self.model, req, self.response, self.finish_reason,
                 self.prompt_tokens, self.completion_tokens, self.cost, self.paid_prompt_tokens,
-                self.paid_completion_tokens, self.paid_cost, self.attempts, self.error, self.detail,
+                self.paid_completion_tokens, self.paid_cost, self.attempts, self.error, redact_opt(self.detail),
                 self.latency, self.created, self.updated)
 
     @classmethod

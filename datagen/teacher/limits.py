@@ -1,8 +1,8 @@
 """Client-side limits: adaptive concurrency, request/token rate windows, a token estimate.
 
-`AdaptiveConcurrency` is a semaphore whose size halves when the server answers 429 (once per
-"generation" of requests, like TCP's congestion window, so a burst of 429s from one wave counts
-once) and grows back by one for every `limit` successes.
+`AdaptiveConcurrency` is a semaphore whose size halves when most recent answers are 429s (once
+per "generation" of requests, like TCP's congestion window, so a burst of 429s from one wave counts
+once) and grows back by one for every `limit` successes. A minority of 429s lowers nothing.
 
 `WindowLimiter` keeps the units (requests or tokens) reaching the server in any sliding window at
 or below the limit, and paces them evenly (a token bucket at limit/window with a small burst) so the server
@@ -19,9 +19,19 @@ from typing import Any
 
 
 class AdaptiveConcurrency:
-    """A semaphore of `maximum` slots that shrinks under 429s and grows back on success."""
+    """A semaphore of `maximum` slots that shrinks when the server pushes back (429) and grows back
+    on success.
 
-    def __init__(self, maximum: int, *, minimum: int = 1):
+    Every answer is recorded, 429 (`pushed_back`) or success (`succeeded`). The server counts as
+    overloaded when most of the recent answers are 429s (at least `min(limit, sample)` answers,
+    the last `max(sample, maximum)` at most); only then is the limit halved, and at most once per
+    generation of requests (a 429 to a request sent before the last cut says nothing about the new
+    limit). A minority of 429s is a server refusing some requests at random, or a limit we sit just
+    above: each of those requests waits and retries on its own, and halving on top would only
+    collapse the throughput.
+    """
+
+    def __init__(self, maximum: int, *, minimum: int = 1, sample: int = 32):
         self.maximum = maximum
         self.minimum = max(1, min(minimum, maximum))
         self.limit = maximum
@@ -29,6 +39,9 @@ class AdaptiveConcurrency:
         self.epoch = 0
         self._successes = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._sample = sample
+        self._recent: deque[bool] = deque(maxlen=max(sample, maximum))
+        self._recent_429 = 0
 
     async def acquire(self) -> int:
         """Take a slot; returns the current epoch (pass it to `pushed_back`)."""
@@ -62,20 +75,32 @@ class AdaptiveConcurrency:
                 self.active += 1
                 fut.set_result(None)
 
+    def overloaded(self) -> bool:
+        """True when most of the recent answers (enough of them to judge) were 429s."""
+        n = len(self._recent)
+        return n >= min(self.limit, self._sample) and 2 * self._recent_429 > n
+
+    def _record(self, rate_limited: bool) -> None:
+        if len(self._recent) == self._recent.maxlen and self._recent[0]:
+            self._recent_429 -= 1
+        self._recent.append(rate_limited)
+        self._recent_429 += rate_limited
+
     def pushed_back(self, epoch: int) -> bool:
-        """The server said 429 to a request started in `epoch`: halve the limit, once per epoch.
-        Returns True when the limit was lowered."""
-        if epoch != self.epoch:
+        """The server said 429 to a request started in `epoch`. Returns True when it looks
+        overloaded (`overloaded`); the limit is then halved, once per epoch."""
+        self._record(True)
+        if not self.overloaded():
             return False
-        self.epoch += 1
-        self._successes = 0
-        new = max(self.minimum, self.limit // 2)
-        lowered = new < self.limit
-        self.limit = new
-        return lowered
+        if epoch == self.epoch:
+            self.epoch += 1
+            self._successes = 0
+            self.limit = max(self.minimum, self.limit // 2)
+        return True
 
     def succeeded(self) -> None:
-        """Additive increase: one more slot per `limit` successes, up to the maximum."""
+        """A success. Additive increase: one more slot per `limit` successes, up to the maximum."""
+        self._record(False)
         if self.limit >= self.maximum:
             return
         self._successes += 1

@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 
 from datagen.errors import TeacherError
-from datagen.teacher.config import PLACEHOLDER_API_KEY, TeacherConfig
+from datagen.teacher.config import TeacherConfig
 
 
 def check_teacher(config: TeacherConfig, *, timeout: float = 10.0) -> None:
     """Ask the endpoint for its model list (`GET /models`, which OpenAI, vLLM, Ollama, llama.cpp and
     DeepSeek all serve). Raise TeacherError when it cannot be reached or refuses the key; an
-    endpoint without a model list (404) or an unknown model is left to the engine's own errors."""
+    endpoint without a model list (404) or an unknown model is left to the engine's own errors.
+    A key that cannot be sent at all (a space, a newline, non-ASCII) raises ConfigError first."""
     import openai
 
-    key = os.environ.get(config.api_key_env) or PLACEHOLDER_API_KEY
+    key = config.api_key()
     client = openai.OpenAI(base_url=config.base_url, api_key=key, max_retries=1, timeout=timeout)
     try:
         client.models.list()

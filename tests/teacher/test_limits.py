@@ -74,10 +74,12 @@ def test_adaptive_concurrency_halves_once_per_wave_and_grows_back():
         sem = AdaptiveConcurrency(16)
         epochs = [await sem.acquire() for _ in range(16)]
         assert sem.active == 16
-        # A wave of 429s from requests started in the same epoch lowers the limit once.
-        assert sem.pushed_back(epochs[0]) is True
-        assert [sem.pushed_back(e) for e in epochs[1:]] == [False] * 15
-        assert sem.limit == 8
+        # A wave of 429s from requests started in the same epoch lowers the limit once, as soon as
+        # there are enough answers to tell (min(limit, 32) = 16 here) and most of them are 429s.
+        assert [sem.pushed_back(e) for e in epochs[:15]] == [False] * 15
+        assert sem.limit == 16
+        assert sem.pushed_back(epochs[15]) is True and sem.limit == 8
+        assert sem.pushed_back(epochs[0]) is True and sem.limit == 8  # still overloaded, same wave
         for _ in range(16):
             sem.release()
         e = await sem.acquire()
@@ -91,6 +93,26 @@ def test_adaptive_concurrency_halves_once_per_wave_and_grows_back():
         return sem.limit
 
     assert asyncio.run(main()) == 16
+
+
+def test_a_minority_of_429s_lowers_nothing():
+    """30% of answers 429 is a server refusing some requests, not one we overload: halving on each
+    wave of them took 128 slots down to a handful (302 -> 4 requests/s in the issue's storm)."""
+    async def main():
+        sem = AdaptiveConcurrency(128)
+        verdicts = []
+        for i in range(2000):
+            e = await sem.acquire()
+            sem.release()
+            if i % 10 < 3:
+                verdicts.append(sem.pushed_back(e))
+            else:
+                sem.succeeded()
+        return sem.limit, verdicts
+
+    limit, verdicts = asyncio.run(main())
+    assert limit == 128
+    assert not any(verdicts)
 
 
 def test_adaptive_concurrency_blocks_beyond_the_limit():
