@@ -97,6 +97,11 @@ class Turn:
     Tool Responses, MOSS) only where a parsed file differs from the canonical rendering, so that
     parse -> render reproduces released files byte for byte. Renderers use a raw segment only while
     it still matches the structured fields; editing a field makes the canonical form win.
+
+    `problems` names the segments (same keys) that did not follow the MOSS 003 grammar, each with
+    why: such a segment is kept verbatim in `raw`, and the fields hold what could be recovered
+    from it (e.g. the calls of a numbered command list). Readers never fail on them; `validate`
+    reports them and `filter`/`check` reject the conversation (`malformed_commands`, ...).
     """
 
     human: str
@@ -106,6 +111,7 @@ class Turn:
     results: list[ToolResult] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     raw: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"human": self.human, "assistant": self.assistant, "thoughts": self.thoughts}
@@ -117,6 +123,8 @@ class Turn:
             d["flags"] = list(self.flags)
         if self.raw:
             d["raw"] = dict(self.raw)
+        if self.problems:
+            d["problems"] = dict(self.problems)
         return d
 
     @classmethod
@@ -129,6 +137,7 @@ class Turn:
             results=[ToolResult.from_dict(r) for r in d.get("results", [])],
             flags=list(d.get("flags", [])),
             raw=dict(d.get("raw", {})),
+            problems=dict(d.get("problems") or {}),
         )
 
 

@@ -18,6 +18,12 @@ Results (the whole `<|Results|>...<eor>\\n` segment). One block per call, echoin
 No results: `<|Results|>: None<eor>\\n` in plain-chat data, `<|Results|>:\\nNone\\n<eor>\\n` in plugin
 data (`plugin_style`). Search snippets are stored as written after `<|N|>: ` (MOSS writes the
 Python repr of the page text, often cut off mid-string); use `snippet_text` to build one.
+
+Released files also hold segments outside this grammar (numbered command lists with `# comments`,
+`None.` followed by prose, Python expressions as arguments, results in another order than the
+calls). `salvage_commands` and `salvage_results` recover what they can from any text and never
+raise: the reader keeps such a segment verbatim and records why it did not parse
+(`Turn.problems`). `match_results` pairs results with their calls by the call each result echoes.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ _NONE_RE = re.compile(r"None(?=\s*,|\s*$)")
 _HEADER_RE = re.compile(rf'^({_NAME})\("(.*)"\) =>(?: (.*))?$', re.S)
 _SNIPPET_RE = re.compile(r"^<\|(\d+)\|>: ?(.*)$", re.S)
 _FAILURE_RE = re.compile(r"^\s*'?\s*no (calculation )?results?\.?\s*'?\s*$", re.I)
+# lenient forms: a call is a capitalised name right before `(` (not a method: no `.` or letter before)
+_LOOSE_CALL_RE = re.compile(r"(?<![\w.])([A-Z]\w*)\(")
+_LOOSE_HEADER_RE = re.compile(rf"^({_NAME})\((.*)\)\s*=>(?: ?(.*))?$", re.S)
+_ROLE_TAG_RE = re.compile(r"^<\|(?:Human|Inner Thoughts|Commands|Results|MOSS)\|>:")
 
 #: What MOSS writes when a tool returns nothing.
 NO_RESULT = "No result."
@@ -275,3 +285,135 @@ def parse_results(
         call = calls[0] if len(calls) == 1 else ToolCall("", "")
         results.append(ToolResult(call.name, call.arg, ok=not is_failure(text), output=text))
     return results
+
+
+# -- recovering what a malformed segment says -----------------------------------------------------
+
+
+def _loose_arg(inner: str) -> str:
+    """The argument of `Name(inner)`: the text inside the quotes when `inner` is one quoted string
+    (as MOSS writes it, inner quotes unescaped), else `inner` itself (e.g. a Python expression)."""
+    s = inner.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'":
+        return s[1:-1]
+    return s
+
+
+def _close_paren(text: str, start: int, *, quotes: bool) -> int:
+    """Index of the `)` closing the `(` just before `start`, or -1. With `quotes`, parentheses
+    inside string literals do not count."""
+    depth = 1
+    quote = ""
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif quotes and ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def salvage_commands(text: str) -> list[ToolCall]:
+    """Every call that can be recognised in a Commands text outside the grammar, in order: a
+    capitalised name followed by `(`, up to its balanced `)` (the end of the line when it has
+    none). Numbering, `# comments`, prose and `None` around the calls are skipped; an argument that
+    is not one quoted string is kept as written (`"({} - 1)**2".format(14.69)`). Never raises."""
+    calls: list[ToolCall] = []
+    pos = 0
+    while m := _LOOSE_CALL_RE.search(text, pos):
+        if m.group(1) == "None":
+            pos = m.end()
+            continue
+        end = _close_paren(text, m.end(), quotes=True)
+        if end < 0:
+            end = _close_paren(text, m.end(), quotes=False)
+        if end < 0:
+            nl = text.find("\n", m.end())
+            end = len(text) if nl < 0 else nl
+            calls.append(ToolCall(m.group(1), _loose_arg(text[m.end() : end].rstrip().removesuffix(")"))))
+        else:
+            calls.append(ToolCall(m.group(1), _loose_arg(text[m.end() : end])))
+        pos = end + 1
+        rest = text[pos:].lstrip(" \t")
+        if rest.startswith("#"):  # a trailing comment: its words are not calls
+            nl = text.find("\n", pos)
+            pos = len(text) if nl < 0 else nl
+    return calls
+
+
+def _loose_results_body(segment: str) -> str:
+    body = segment
+    m = _ROLE_TAG_RE.match(body)
+    if m:
+        body = body[m.end() :]
+    body = body.rstrip("\n")
+    for end in ("<eor>", "<eoh>", "<eot>", "<eoc>", "<eom>"):
+        if body.endswith(end):
+            body = body[: -len(end)]
+            break
+    return body[1:] if body.startswith(("\n", " ")) else body
+
+
+def salvage_results(segment: str, calls: Sequence[ToolCall] = ()) -> list[ToolResult]:
+    """The results that can be recognised in a Tool Responses segment outside the grammar (or
+    answering calls outside it): block headers are `Name(anything) =>` lines, the argument taken as
+    `salvage_commands` takes it, so a header matches the call it echoes; text before the first
+    header becomes a result of its own (of the lone call when there is exactly one and no header).
+    Never raises."""
+    body = _loose_results_body(segment)
+    if body.strip() in ("None", ""):
+        return []
+    lines = body.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    results: list[ToolResult] = []
+    current: tuple[str, str, str | None] | None = None
+    cur_lines: list[str] = []
+    pre: list[str] = []
+    for line in lines:
+        m = _LOOSE_HEADER_RE.match(line)
+        if m is None:
+            (cur_lines if current else pre).append(line)
+            continue
+        if current:
+            results.append(result_from_block(*current, cur_lines))
+        current, cur_lines = (m.group(1), _loose_arg(m.group(2)), m.group(3) or None), []
+    if current:
+        results.append(result_from_block(*current, cur_lines))
+    if pre:
+        text = "\n".join(pre)
+        call = calls[0] if len(calls) == 1 and not results else ToolCall("", "")
+        results.insert(0, ToolResult(call.name, call.arg, ok=not is_failure(text), output=text))
+    return results
+
+
+def match_results(calls: Sequence[ToolCall], results: Sequence[ToolResult]) -> list[int | None]:
+    """For each call, the index of its result in `results`, or None when no result answers it.
+
+    A result answers the call it echoes (same name and argument), whatever the order; a result
+    echoing no call answers the first unanswered call of the same name; a result without a header
+    answers the only call left unanswered. Each result answers at most one call."""
+    out: list[int | None] = [None] * len(calls)
+    free = list(range(len(results)))
+    for rule in (
+        lambda c, r: (r.name, r.arg) == (c.name, c.arg),
+        lambda c, r: r.name == c.name,
+    ):
+        for i, call in enumerate(calls):
+            if out[i] is None:
+                j = next((j for j in free if rule(call, results[j])), None)
+                if j is not None:
+                    out[i] = j
+                    free.remove(j)
+    left = [i for i, j in enumerate(out) if j is None]
+    unnamed = [j for j in free if not results[j].name]
+    if len(left) == 1 and len(unnamed) == 1:
+        out[left[0]] = unnamed[0]
+    return out

@@ -3,7 +3,8 @@
 Parsers append issues to an optional list instead of raising when the input can still be
 represented faithfully; `datagen validate` prints them. `noise=True` marks accepted deviations
 from the canonical rendering that occur in released MOSS data (e.g. `Search("a"), None`); they are
-errors only under `--strict`.
+errors only under `--strict`. `recovered=True` marks errors in one segment that did not stop the
+record from being read: the segment is kept verbatim (`Turn.raw`, `Turn.problems`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Issue:
     field: str | None = None
     turn: int | None = None
     noise: bool = False
+    recovered: bool = False
 
     def format(self) -> str:
         """`turn N: field: reason`, leaving out the parts that are None."""
@@ -34,5 +36,9 @@ class Issue:
     def at(self, turn: int | None = None, field: str | None = None) -> Issue:
         """A copy with turn/field filled in where this one has none."""
         return Issue(
-            self.reason, self.field or field, self.turn if self.turn is not None else turn, self.noise
+            self.reason,
+            self.field or field,
+            self.turn if self.turn is not None else turn,
+            self.noise,
+            self.recovered,
         )

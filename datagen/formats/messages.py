@@ -8,18 +8,26 @@
         {"role": "user", "content": "..."},
         {"role": "assistant", "content": null, "reasoning_content": <inner thoughts>,
          "tool_calls": [{"id": "call_1_1", "type": "function",
-                         "function": {"name": "Search", "arguments": "{\\"query\\": \\"...\\"}"}}]},
+                         "function": {"name": "Search", "arguments": {"query": "..."}}}]},
         {"role": "tool", "tool_call_id": "call_1_1", "content": "<|1|>: 'snippet'"},
         {"role": "assistant", "content": "answer"}],
      "tools": [<function schema of each enabled plugin>],
      "datagen": {<category, plugins, lineage, ... of the Conversation>}}
 
+`arguments` is an object by default (`tool_arguments="object"`): the form Hugging Face chat
+templates expect (Qwen2.5, Llama 3.1, LLaMA-Factory's OpenAI path render it with `tojson`, so a
+string there comes out double-encoded). `tool_arguments="string"` writes the OpenAI wire form, a
+JSON string, as the OpenAI API sends and accepts it. Readers take either.
+
 Inner thoughts travel in `reasoning_content` (the key DeepSeek, vLLM and others use), on the
-tool-call message when the turn has commands and on the answer otherwise. Tool contents are the
-tool's text: Search gives its numbered snippets (`<|N|>: ...`, cited by the answer), the others
-their output. Anything the plain messages cannot carry (non-canonical raw segments, flags,
-results that do not mirror the calls) rides in a `datagen` key on the turn's answer, so
-MOSS -> messages -> MOSS is exact, down to the SFT bytes.
+tool-call message when the turn has commands and on the answer otherwise. Every call gets one tool
+message, in call order: the result that echoes it (matched by content when the source lists results
+in another order, `match_results`), or `No result.` with `"datagen": {"missing": true}` when the
+source has no result for it, so no call is left unanswered. Tool contents are the tool's text:
+Search gives its numbered snippets (`<|N|>: ...`, cited by the answer), the others their output.
+Anything the plain messages cannot carry (non-canonical raw segments, segments that did not parse
+and why, flags, results that do not mirror the calls) rides in a `datagen` key on the turn's
+answer, so MOSS -> messages -> MOSS is exact, down to the SFT bytes.
 
 `from_messages` also reads messages written by other tools: system/developer prompts, legacy
 `function_call` + `function` messages, content given as a list of text parts, plugin names given
@@ -36,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.errors import FormatError
-from datagen.formats.commands import is_failure, result_from_block
+from datagen.formats.commands import NO_RESULT, is_failure, match_results, result_from_block
 from datagen.formats.meta import (
     COMMAND_PARAMS,
     build_meta_instruction,
@@ -80,9 +88,18 @@ def tool_schemas(plugins: Iterable[str]) -> list[dict[str, Any]]:
     return out
 
 
-def call_arguments(call: ToolCall) -> str:
-    """The JSON `arguments` string of a call: `{"query": "..."}` etc."""
-    return json.dumps({COMMAND_PARAMS.get(call.name, "input"): call.arg}, ensure_ascii=False)
+#: How `to_messages` writes `tool_calls[].function.arguments`: `object` (Hugging Face chat
+#: templates) or `string` (the OpenAI wire form).
+TOOL_ARGUMENTS = ("object", "string")
+
+
+def call_arguments(call: ToolCall, form: str = "string") -> str | dict[str, str]:
+    """The `arguments` of a call, `{"query": "..."}` etc.: a JSON string (`form="string"`, the
+    OpenAI wire form) or the object itself (`form="object"`, what HF chat templates expect)."""
+    if form not in TOOL_ARGUMENTS:
+        raise ValueError(f"tool arguments form must be one of {TOOL_ARGUMENTS}, got {form!r}")
+    args = {COMMAND_PARAMS.get(call.name, "input"): call.arg}
+    return args if form == "object" else json.dumps(args, ensure_ascii=False)
 
 
 def tool_content(result: ToolResult) -> str:
@@ -123,41 +140,58 @@ def _turn_extras(turn: Turn, results_match: bool) -> dict[str, Any]:
         extras["flags"] = flags
     if turn.raw:
         extras["raw"] = dict(turn.raw)
+    if turn.problems:
+        extras["problems"] = dict(turn.problems)
     if not results_match:
         extras["results"] = [r.to_dict() for r in turn.results]
     return extras
 
 
-def to_messages(conv: Conversation, *, metadata: bool = True) -> dict[str, Any]:
+def answered_calls(turn: Turn) -> list[tuple[ToolCall, ToolResult | None]]:
+    """Each call of the turn with the result that answers it (`match_results`), None when the
+    source has none."""
+    pairing = match_results(turn.calls, turn.results)
+    return [(c, None if j is None else turn.results[j]) for c, j in zip(turn.calls, pairing, strict=True)]
+
+
+def to_messages(
+    conv: Conversation, *, metadata: bool = True, tool_arguments: str = "object"
+) -> dict[str, Any]:
     """The OpenAI messages record of `conv` (see the module docstring). `metadata=False` leaves
     out the `datagen` keys (conversation metadata, raw segments, flags), for tools that reject
-    unknown keys; the result is then exact only for canonical conversations."""
+    unknown keys; the result is then exact only for canonical conversations. `tool_arguments`:
+    `object` (default; HF chat templates) or `string` (OpenAI wire form)."""
+    if tool_arguments not in TOOL_ARGUMENTS:
+        raise ValueError(f"tool_arguments must be one of {TOOL_ARGUMENTS}, got {tool_arguments!r}")
     msgs: list[dict[str, Any]] = [{"role": "system", "content": meta_instruction_for(conv)}]
     for i, turn in enumerate(conv.turns, start=1):
         msgs.append({"role": "user", "content": turn.human})
         ids = [f"call_{i}_{j}" for j in range(1, len(turn.calls) + 1)]
-        rebuilt = [
-            result_from_content(c, tool_content(r)) for c, r in zip(turn.calls, turn.results, strict=False)
-        ]
-        results_match = len(turn.results) == len(turn.calls) and rebuilt == turn.results
+        answered = answered_calls(turn)
+        contents = [NO_RESULT if r is None else tool_content(r) for _, r in answered]
+        rebuilt = [result_from_content(c, text) for c, text in zip(turn.calls, contents, strict=True)]
         if turn.calls:
             m: dict[str, Any] = {"role": "assistant", "content": None}
             if turn.thoughts is not None:
                 m["reasoning_content"] = turn.thoughts
             m["tool_calls"] = [
-                {"id": cid, "type": "function", "function": {"name": c.name, "arguments": call_arguments(c)}}
+                {
+                    "id": cid,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": call_arguments(c, tool_arguments)},
+                }
                 for cid, c in zip(ids, turn.calls, strict=True)
             ]
             msgs.append(m)
-            if results_match:
-                msgs.extend(
-                    {"role": "tool", "tool_call_id": cid, "content": tool_content(r)}
-                    for cid, r in zip(ids, turn.results, strict=True)
-                )
+            for cid, (_, r), text in zip(ids, answered, contents, strict=True):
+                tool: dict[str, Any] = {"role": "tool", "tool_call_id": cid, "content": text}
+                if r is None and metadata:
+                    tool["datagen"] = {"missing": True}
+                msgs.append(tool)
         answer: dict[str, Any] = {"role": "assistant", "content": turn.assistant}
         if not turn.calls and turn.thoughts is not None:
             answer["reasoning_content"] = turn.thoughts
-        extras = _turn_extras(turn, results_match or (not turn.calls and not turn.results))
+        extras = _turn_extras(turn, rebuilt == turn.results)
         if extras and metadata:
             answer["datagen"] = extras
         msgs.append(answer)
@@ -301,6 +335,7 @@ def conversation_from_events(
         if "results" in extras:
             turn.results = [ToolResult.from_dict(r) for r in extras["results"]]
         turn.raw = dict(extras.get("raw") or {})
+        turn.problems = dict(extras.get("problems") or {})
         turn.flags = list(extras.get("flags") or [])
         if any(not r.ok for r in turn.results) and "tool_failed" not in turn.flags:
             turn.flags.append("tool_failed")

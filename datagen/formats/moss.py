@@ -29,7 +29,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from datagen.errors import FormatError
-from datagen.formats.commands import parse_commands, parse_results, render_commands, render_results
+from datagen.formats.commands import (
+    parse_commands,
+    parse_results,
+    render_commands,
+    render_results,
+    salvage_commands,
+    salvage_results,
+)
 from datagen.formats.issues import Issue
 from datagen.formats.meta import (
     MetaInfo,
@@ -108,27 +115,62 @@ def canonical_segments(turn: Turn, plugin_style: bool) -> list[tuple[str, str]]:
     ]
 
 
+def _loose_body(segment: str) -> str:
+    """The text of a segment that `segment_body` refuses: a leading role tag (any), one space, and
+    a trailing end tag (any) with the newline after it are removed when present."""
+    m = _ROLE_RE.match(segment)
+    body = segment[m.end() :] if m else segment
+    body = body.removesuffix("\n")
+    for end in END_TAGS:
+        if body.rstrip().endswith(end):
+            body = body.rstrip()[: -len(end)]
+            break
+    return body[1:] if body.startswith(" ") else body
+
+
+def _read_segment(key: str, segment: str, calls: list[ToolCall], *, loose: bool) -> Any:
+    """The field(s) a segment gives: strictly by the grammar (raises FormatError), or `loose`ly,
+    recovering what it can from a segment outside the grammar (never raises)."""
+    if key == "Tool Responses":
+        return salvage_results(segment, calls) if loose else parse_results(segment, calls)
+    body = _loose_body(segment) if loose else segment_body(key, segment)
+    if key == "Commands":
+        return salvage_commands(body) if loose else parse_commands(body)
+    if key == "Inner Thoughts":
+        return None if body == "None" else body
+    return body
+
+
+def _field(key: str, turn: Turn) -> Any:
+    if key == "Human":
+        return turn.human
+    if key == "Inner Thoughts":
+        return turn.thoughts
+    if key == "Commands":
+        return turn.calls
+    if key == "Tool Responses":
+        return turn.results
+    return turn.assistant
+
+
 def _raw_matches(key: str, raw: str, turn: Turn) -> bool:
-    """True when parsing `raw` gives back exactly the turn's current field(s) for `key`."""
+    """True when parsing `raw` gives back exactly the turn's current field(s) for `key`: by the
+    grammar, or, for a segment recorded in `turn.problems` (and the results of malformed commands),
+    the way the reader recovered it."""
+    if raw == "":
+        return {
+            "Inner Thoughts": turn.thoughts is None,
+            "Commands": not turn.calls,
+            "Tool Responses": not turn.results,
+        }.get(key, False)
+    want = _field(key, turn)
     try:
-        if raw == "":
-            return {
-                "Inner Thoughts": turn.thoughts is None,
-                "Commands": not turn.calls,
-                "Tool Responses": not turn.results,
-            }.get(key, False)
-        if key == "Tool Responses":
-            return parse_results(raw, turn.calls) == turn.results
-        body = segment_body(key, raw)
-        if key == "Human":
-            return body == turn.human
-        if key == "MOSS":
-            return body == turn.assistant
-        if key == "Inner Thoughts":
-            return (None if body == "None" else body) == turn.thoughts
-        return parse_commands(body) == turn.calls
+        if _read_segment(key, raw, turn.calls, loose=False) == want:
+            return True
     except FormatError:
-        return False
+        pass
+    loose = key in turn.problems or (key == "Tool Responses" and "Commands" in turn.problems)
+    return loose and _read_segment(key, raw, turn.calls, loose=True) == want
 
 
 def turn_segments(turn: Turn, conv: Conversation) -> list[tuple[str, str]]:
@@ -183,59 +225,77 @@ def parse_turn(
     """Build a Turn from its (SFT key -> segment) strings; absent keys mean absent segments.
 
     Segments that differ from their canonical rendering are kept in `Turn.raw`. Turns with a
-    failed tool get the flag `tool_failed`. Raises FormatError (field `turn N: key`) on a
-    segment that cannot be parsed; deviations that parse are reported in `issues`.
+    failed tool get the flag `tool_failed`. A segment outside the grammar does not stop the turn:
+    it is kept verbatim in `Turn.raw`, why it did not parse goes to `Turn.problems` (and to
+    `issues`, as an error with `recovered=True`), and its fields hold what could be recovered
+    (`salvage_commands`, `salvage_results`). Deviations that parse are reported in `issues` as
+    noise.
     """
     local: list[Issue] = []
+    problems: dict[str, str] = {}
     # keys whose input may differ from the canonical rendering; a Human/Thoughts/MOSS segment that
     # parsed without noise is canonical by construction, so only these are rendered and compared
     check: list[str] = []
-    try:
-        human = segment_body("Human", segments["Human"], issues=local)
-        if local:
-            check.append("Human")
-        it = segments.get("Inner Thoughts", "")
-        thoughts = None
-        if it != _NONE_THOUGHTS:  # the None forms are most turns: skip parsing them
-            n = len(local)
-            if it != "":
-                thoughts = segment_body("Inner Thoughts", it, issues=local)
-                if thoughts == "None":
-                    thoughts = None
-            if it == "" or len(local) > n or thoughts is None:
-                check.append("Inner Thoughts")
-        cmd = segments.get("Commands", "")
-        calls: list[ToolCall] = []
-        if cmd != _NONE_COMMANDS:
-            if cmd != "":
-                calls = parse_commands(segment_body("Commands", cmd, issues=local), issues=local)
-            check.append("Commands")
-        res = segments.get("Tool Responses", "")
-        results: list[ToolResult] = []
-        if res != _NONE_RESULTS[plugin_style]:
-            if res != "" and res != _NONE_RESULTS[not plugin_style]:
-                results = parse_results(res, calls, issues=local)
-            check.append("Tool Responses")
+
+    def read(key: str, calls: list[ToolCall]) -> Any:
+        seg = segments.get(key, "")
         n = len(local)
-        assistant = segment_body("MOSS", segments["MOSS"], issues=local)
+        try:
+            if key == "Tool Responses":
+                value = parse_results(seg, calls, issues=local)
+            elif key == "Commands":
+                value = parse_commands(segment_body(key, seg, issues=local), issues=local)
+            else:
+                value = segment_body(key, seg, issues=local)
+                if key == "Inner Thoughts" and value == "None":
+                    value = None
+        except FormatError as exc:
+            problems[key] = exc.reason
+        if key in problems or (key == "Tool Responses" and "Commands" in problems):
+            del local[n:]  # noise of a segment read loosely says nothing
+            return _read_segment(key, seg, calls, loose=True)
         if len(local) > n:
-            check.append("MOSS")
-    except FormatError as exc:
-        field = exc.field or ""
-        raise FormatError(
-            exc.reason, field=f"turn {turn_no}: {field}" if turn_no is not None else field
-        ) from None
-    if issues is not None:
-        issues.extend(i.at(turn=turn_no) for i in local)
+            check.append(key)
+        return value
+
+    human = read("Human", [])
+    it = segments.get("Inner Thoughts", "")
+    thoughts = None
+    if it != _NONE_THOUGHTS:  # the None forms are most turns: skip parsing them
+        if it != "":
+            thoughts = read("Inner Thoughts", [])
+        if it == "" or thoughts is None:
+            check.append("Inner Thoughts")
+    cmd = segments.get("Commands", "")
+    calls: list[ToolCall] = []
+    if cmd != _NONE_COMMANDS:
+        if cmd != "":
+            calls = read("Commands", [])
+        check.append("Commands")
+    res = segments.get("Tool Responses", "")
+    results: list[ToolResult] = []
+    if res != _NONE_RESULTS[plugin_style]:
+        if res != "" and res != _NONE_RESULTS[not plugin_style]:
+            results = read("Tool Responses", calls)
+        check.append("Tool Responses")
+    assistant = read("MOSS", [])
     turn = Turn(human=human, assistant=assistant, thoughts=thoughts, calls=calls, results=results)
     if any(not r.ok for r in results):
         turn.flags.append("tool_failed")
     if check:
         canon = dict(canonical_segments(turn, plugin_style))
-        for key in check:
+        for key in dict.fromkeys(check):
             seg = segments.get(key, "")
             if seg != canon[key]:
                 turn.raw[key] = seg
+    if problems:
+        turn.problems = {k: problems[k] for k in SFT_KEYS if k in problems}
+        for key in turn.problems:
+            turn.raw[key] = segments.get(key, "")
+        turn.raw = {k: turn.raw[k] for k in SFT_KEYS if k in turn.raw}
+    if issues is not None:
+        issues.extend(i.at(turn=turn_no) for i in local)
+        issues.extend(Issue(r, k, turn_no, recovered=True) for k, r in turn.problems.items())
     return turn
 
 
@@ -255,13 +315,14 @@ def _plugins_for(info: MetaInfo | None, turns: Iterable[Turn]) -> tuple[list[str
 
 
 def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Conversation | None:
-    """Parse an SFT record. With `issues=None` the first problem raises FormatError; with a list,
-    every problem is appended (fatal ones with `noise=False`) and None is returned when the record
-    could not be turned into a faithful Conversation."""
+    """Parse an SFT record. With `issues=None` the first problem of the record's structure (keys,
+    types, turn count) raises FormatError; with a list, every problem is appended and None is
+    returned when the structure is broken. A segment outside the MOSS grammar never stops the
+    record: it is kept verbatim and recorded (`parse_turn`; an Issue with `recovered=True`)."""
     n_before = len(issues) if issues is not None else 0
 
-    def fatal() -> bool:
-        return issues is not None and any(not i.noise for i in issues[n_before:])
+    def fatal() -> bool:  # segment problems (recovered) leave the record readable
+        return issues is not None and any(not i.noise and not i.recovered for i in issues[n_before:])
 
     if not isinstance(record, dict):
         _fail(issues, f"expected a JSON object, got {_json_type(record)}")
@@ -331,13 +392,7 @@ def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Co
                 issues, f"expected a string, got {_json_type(segs[bad_type[0]])}", turn=n, field=bad_type[0]
             )
             continue
-        try:
-            turns.append(parse_turn(segs, plugin_style=plugin_style, issues=issues, turn_no=n))
-        except FormatError as exc:
-            if issues is None:
-                raise
-            field = exc.field.split(": ", 1)[1] if exc.field and ": " in exc.field else exc.field
-            issues.append(Issue(exc.reason, field or None, n))
+        turns.append(parse_turn(segs, plugin_style=plugin_style, issues=issues, turn_no=n))
     if fatal():
         return None
     plugins, inner_thoughts, canonical = _plugins_for(info, turns)
@@ -349,17 +404,52 @@ def sft_to_conversation(record: Any, *, issues: list[Issue] | None = None) -> Co
         inner_thoughts=inner_thoughts,
         meta_instruction=None if canonical else meta,
     )
-    if isinstance(cid, int):
-        conv.extra["conversation_id"] = cid
+    keep_source_id(conv, cid)
     unknown = {k: v for k, v in record.items() if k not in _SFT_ORDER}
-    if unknown:
-        conv.extra["sft_fields"] = unknown
-    order = list(record)
-    if order != [k for k in _SFT_ORDER if k in record] + list(unknown):
-        conv.extra["sft_key_order"] = order
     if "category" in record and category is None:
-        conv.extra["sft_fields"] = {**conv.extra.get("sft_fields", {}), "category": None}
+        unknown = {"category": None, **unknown}
+    if unknown:  # any JSON at all: kept as one string so that every row has the same column types
+        conv.extra["sft_fields_json"] = json.dumps(unknown, ensure_ascii=False)
+    order = list(record)
+    if order != [k for k in _SFT_ORDER if k in record] + [k for k in unknown if k != "category"]:
+        conv.extra["sft_key_order"] = order
     return conv
+
+
+#: `Conversation.extra` keys that keep the source's `conversation_id` (always a string, so that every
+#: row of a JSONL file has the same types, as Arrow-based readers such as `datasets` require) and
+#: its JSON type when that was not a string (`int` or `null`), for byte-exact SFT output.
+SOURCE_ID, SOURCE_ID_TYPE = "conversation_id", "conversation_id_type"
+
+
+def keep_source_id(conv: Conversation, cid: Any) -> None:
+    """Record the source's `conversation_id` in `conv.extra` (see `SOURCE_ID`) when `to_sft`
+    could not rebuild it from `conv.id`."""
+    conv.extra.pop(SOURCE_ID, None)
+    conv.extra.pop(SOURCE_ID_TYPE, None)
+    if isinstance(cid, int) and not isinstance(cid, bool):
+        conv.extra[SOURCE_ID] = str(cid)
+        conv.extra[SOURCE_ID_TYPE] = "int"
+    elif cid is None:
+        conv.extra[SOURCE_ID_TYPE] = "null"
+    elif str(cid) != conv.id:
+        conv.extra[SOURCE_ID] = str(cid)
+
+
+def source_id(conv: Conversation) -> int | str | None:
+    """The `conversation_id` `to_sft` writes: the source's, with its type, when recorded (rows
+    written before ids were kept as strings may hold an integer), else `conv.id`."""
+    orig = conv.extra.get(SOURCE_ID)
+    kind = conv.extra.get(SOURCE_ID_TYPE)
+    if orig is None and kind == "null":
+        return None
+    if isinstance(orig, int) and not isinstance(orig, bool):
+        return orig
+    if isinstance(orig, str):
+        if kind == "int" and re.fullmatch(r"-?[1-9][0-9]*|0", orig):
+            return int(orig)
+        return orig
+    return conv.id
 
 
 def from_sft(
@@ -368,12 +458,16 @@ def from_sft(
     """Parse one MOSS SFT record (`conversation_id`, `meta_instruction`, `num_turns`, `chat`,
     optional `category`). Raises FormatError naming path, line and field on a malformed record.
 
-    `conv.id` is `id` when given, else `str(conversation_id)`. The original `conversation_id`
-    (int or str) is kept in `conv.extra["conversation_id"]` whenever it is an integer or differs
-    from `conv.id`, and `to_sft` writes it back; a conversation without it gets `conv.id`.
+    `conv.id` is `id` when given, else `str(conversation_id)`. The original `conversation_id` is
+    kept in `conv.extra` (as a string, its type beside it: see `SOURCE_ID`) whenever it is not a
+    string or differs from `conv.id`, and `to_sft` writes it back as it was.
     (`read_conversations` passes the file name as `id` for one-record files: upstream numbers
     conversations per folder, so `conversation_id` repeats across categories.) Unknown top-level
-    keys are kept in `conv.extra["sft_fields"]`.
+    keys are kept as one JSON string in `conv.extra["sft_fields_json"]`.
+
+    Segments outside the MOSS grammar do not raise: they are kept verbatim, with why, in
+    `Turn.raw` and `Turn.problems` (see `parse_turn`), so every record with MOSS's keys is read
+    and written back byte for byte; `datagen validate` reports them.
     """
     try:
         conv = sft_to_conversation(record)
@@ -383,30 +477,38 @@ def from_sft(
     cid = record["conversation_id"]
     if id is not None:
         conv.id = str(id)
-    if isinstance(cid, int) or str(cid) != conv.id:
-        conv.extra["conversation_id"] = cid
-    else:
-        conv.extra.pop("conversation_id", None)
+    keep_source_id(conv, cid)
     if path is not None:
         conv.lineage.source = str(path)
         conv.lineage.source_id = str(cid)
     return conv
 
 
+def _sft_fields(conv: Conversation) -> dict[str, Any]:
+    text = conv.extra.get("sft_fields_json")
+    if text is None:
+        return dict(conv.extra.get("sft_fields") or {})  # rows written before the JSON string
+    try:
+        fields = json.loads(text)
+    except (TypeError, ValueError):
+        fields = None
+    if not isinstance(fields, dict):
+        raise FormatError("expected a JSON object in a string", field="extra.sft_fields_json")
+    return fields
+
+
 def to_sft(conv: Conversation) -> dict[str, Any]:
     """The MOSS SFT record of `conv` (key order as released; `category` only when set).
-    `conversation_id` is the source's (`conv.extra["conversation_id"]`) when known, else `conv.id`."""
-    orig = conv.extra.get("conversation_id")
-    cid: int | str = orig if isinstance(orig, int | str) and not isinstance(orig, bool) else conv.id
+    `conversation_id` is the source's (see `source_id`) when known, else `conv.id`."""
     rec: dict[str, Any] = {
-        "conversation_id": cid,
+        "conversation_id": source_id(conv),
         "meta_instruction": meta_instruction_for(conv),
         "num_turns": len(conv.turns),
         "chat": {f"turn_{i}": dict(turn_segments(t, conv)) for i, t in enumerate(conv.turns, start=1)},
     }
     if conv.category is not None:
         rec["category"] = conv.category
-    for k, v in (conv.extra.get("sft_fields") or {}).items():
+    for k, v in _sft_fields(conv).items():
         if k not in rec:
             rec[k] = v
     order = conv.extra.get("sft_key_order")

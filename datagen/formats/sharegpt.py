@@ -13,8 +13,10 @@
 
 This is the LLaMA-Factory flavour: one `function_call` per turn whose value is a JSON object, or a
 JSON array of objects for several calls; one `observation` whose value is the tool text, or a
-JSON array of texts for several calls; `tools` as a JSON string. Thoughts, raw segments and flags
-travel as in `datagen.formats.messages` (`reasoning_content`, and `datagen` on the `gpt` turn).
+JSON array of texts for several calls (one per call, in call order: a call the source has no
+result for reads `No result.`); `tools` as a JSON string. Thoughts, raw segments, parse problems
+and flags travel as in `datagen.formats.messages` (`reasoning_content`, and `datagen` on the `gpt`
+turn).
 A top-level `system` string is read like a system message. Readers also accept `user`/`assistant`/
 `tool` as `from` values.
 """
@@ -52,7 +54,7 @@ _FROM = {
 
 def to_sharegpt(conv: Conversation, *, metadata: bool = True) -> dict[str, Any]:
     """The ShareGPT record of `conv` (see the module docstring)."""
-    m = to_messages(conv, metadata=metadata)
+    m = to_messages(conv, metadata=metadata, tool_arguments="object")
     turns: list[dict[str, Any]] = []
     msgs = m["messages"]
     k = 0
@@ -65,7 +67,7 @@ def to_sharegpt(conv: Conversation, *, metadata: bool = True) -> dict[str, Any]:
             turns.append({"from": "human", "value": msg["content"]})
         elif role == "assistant" and msg.get("tool_calls"):
             calls = [
-                {"name": tc["function"]["name"], "arguments": json.loads(tc["function"]["arguments"])}
+                {"name": tc["function"]["name"], "arguments": tc["function"]["arguments"]}
                 for tc in msg["tool_calls"]
             ]
             fc: dict[str, Any] = {

@@ -72,32 +72,39 @@ def _type_issues(conv: Conversation) -> list[Issue]:
             "results",
             n,
         )
-        want(
-            isinstance(t.raw, dict) and all(isinstance(v, str) for v in t.raw.values()),
-            "an object of strings",
-            "raw",
-            n,
-        )
+        for name in ("raw", "problems"):
+            v = getattr(t, name)
+            want(
+                isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                "an object of strings",
+                name,
+                n,
+            )
     return out
 
 
 def check_turn(turn: Turn, conv: Conversation, n: int | None = None) -> list[Issue]:
-    """Problems of one turn: empty texts, MOSS tags inside texts, commands for plugins that are
-    not enabled, results that do not answer the calls (count, names, arguments), Search
-    numbering that does not continue across the turn, thoughts where they are disabled."""
-    out: list[Issue] = []
+    """Problems of one turn: segments that did not parse (`Turn.problems`), empty texts, MOSS tags
+    inside texts, commands for plugins that are not enabled, results that do not answer the calls
+    (count, names, arguments), Search numbering that does not continue across the turn, thoughts
+    where they are disabled. What was recovered from a segment that did not parse is not checked
+    further: its parse problem is the one reported."""
+    out: list[Issue] = [Issue(reason, key, n, recovered=True) for key, reason in turn.problems.items()]
+    bad = turn.problems
     for key, text in (("Human", turn.human), ("Inner Thoughts", turn.thoughts), ("MOSS", turn.assistant)):
-        if text is None:
+        if text is None or key in bad:
             continue
         if key != "Inner Thoughts" and not text.strip():
             out.append(Issue("empty", key, n))
         m = TAG_RE.search(text)
         if m:
             out.append(Issue(f"contains the MOSS tag {m.group()!r} inside the text", key, n))
-    if turn.thoughts is not None and not conv.inner_thoughts:
+    if turn.thoughts is not None and not conv.inner_thoughts and "Inner Thoughts" not in bad:
         out.append(
             Issue("has thoughts but the meta instruction disables inner thoughts", "Inner Thoughts", n)
         )
+    if "Commands" in bad or "Tool Responses" in bad:
+        return out
     for call in turn.calls:
         plugin = COMMAND_PLUGINS.get(call.name)
         if plugin is None:
@@ -157,7 +164,7 @@ def check_conversation(conv: Conversation) -> list[Issue]:
     for n, turn in enumerate(conv.turns, start=1):
         problems = check_turn(turn, conv, n)
         out.extend(problems)
-        if not problems:
+        if not problems and not turn.problems:
             out.extend(_roundtrip_issues(turn, conv, n))
     return out
 

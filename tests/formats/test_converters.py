@@ -42,7 +42,8 @@ def test_messages_shape_for_a_plugin_turn(moss_samples):
     assert t3[1]["content"] is None
     assert t3[1]["reasoning_content"] == conv.turns[2].thoughts
     assert [tc["function"]["name"] for tc in t3[1]["tool_calls"]] == ["Search", "Search", "Calculate"]
-    assert json.loads(t3[1]["tool_calls"][2]["function"]["arguments"]) == {"expression": "29-24.7"}
+    # an object, as HF chat templates expect (`tojson` would double-encode a string)
+    assert t3[1]["tool_calls"][2]["function"]["arguments"] == {"expression": "29-24.7"}
     assert [m["tool_call_id"] for m in t3[2:5]] == [tc["id"] for tc in t3[1]["tool_calls"]]
     assert t3[3]["content"].startswith("<|2|>: '三星排在第一位")  # numbering continues across searches
     assert t3[4]["content"] == "4.300000000000001"
@@ -52,7 +53,7 @@ def test_messages_shape_for_a_plugin_turn(moss_samples):
         "category": "tool",
         "plugins": ["search", "calculator"],
         "inner_thoughts": True,
-        "extra": {"conversation_id": int(conv.id)},
+        "extra": {"conversation_id": conv.id, "conversation_id_type": "int"},  # one type in every row
     }
 
 

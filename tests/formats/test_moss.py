@@ -69,10 +69,8 @@ def test_parsed_fields(sample_path):
         assert len(turn.results) == len(turn.calls)
         assert ("tool_failed" in turn.flags) == any(not r.ok for r in turn.results)
     if conv.plugins:
-        assert (
-            isinstance(record["conversation_id"], int)
-            and conv.extra["conversation_id"] == record["conversation_id"]
-        )
+        assert isinstance(record["conversation_id"], int)
+        assert conv.extra == {"conversation_id": str(record["conversation_id"]), "conversation_id_type": "int"}
     else:
         assert all(t.thoughts is None and not t.calls for t in conv.turns)
 
@@ -260,11 +258,25 @@ def test_parse_text_rejects(text, message):
 
 def test_from_sft_errors_name_path_line_and_field(moss_samples):
     _, record = _load(_sample(moss_samples, "honest_conversation_7"))
-    record["chat"]["turn_2"]["MOSS"] = record["chat"]["turn_2"]["MOSS"].replace("<eom>", "<eoh>")
+    record["chat"]["turn_2"].pop("MOSS")  # a broken structure (not a broken segment) is an error
     with pytest.raises(FormatError) as exc:
         from_sft(record, path="f.jsonl", line=3)
-    assert str(exc.value) == "f.jsonl:3: turn 2: MOSS: missing end tag <eom>, found <eoh>"
-    assert (exc.value.path, exc.value.line, exc.value.field) == ("f.jsonl", 3, "turn 2: MOSS")
+    assert str(exc.value) == "f.jsonl:3: turn 2: missing key(s) ['MOSS']"
+    assert (exc.value.path, exc.value.line) == ("f.jsonl", 3)
+
+
+def test_a_segment_that_does_not_parse_is_kept_with_its_problem(moss_samples):
+    _, record = _load(_sample(moss_samples, "honest_conversation_7"))
+    bad = record["chat"]["turn_2"]["MOSS"].replace("<eom>", "<eoh>")
+    record["chat"]["turn_2"]["MOSS"] = bad
+    conv = from_sft(record, path="f.jsonl", line=3)
+    turn = conv.turns[1]
+    assert turn.problems == {"MOSS": "missing end tag <eom>, found <eoh>"}
+    assert turn.raw == {"MOSS": bad}
+    assert turn.assistant == bad[len("<|MOSS|>: ") : -len("<eoh>\n")]  # what it says, for exports
+    assert to_sft(Conversation.from_dict(json.loads(json.dumps(conv.to_dict())))) == record
+    turn.assistant = "edited"  # an edit makes the canonical form win, as for any raw segment
+    assert to_sft(conv)["chat"]["turn_2"]["MOSS"] == "<|MOSS|>: edited<eom>\n"
 
 
 def test_damaged_records_roundtrip_or_fail_loudly(sample_path):

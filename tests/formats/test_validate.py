@@ -73,7 +73,10 @@ def _broken_records(moss_samples):
         ),
         (
             edit(honest, swap),
-            ["turn 1: Human: expected '<|Human|>:', found '<|MOSS|>:' (segments out of order?)"],
+            [
+                "turn 1: Human: expected '<|Human|>:', found '<|MOSS|>:' (segments out of order?)",
+                "turn 1: MOSS: expected '<|MOSS|>:', found '<|Human|>:' (segments out of order?)",
+            ],
         ),
         (edit(honest, lambda r: r.update(num_turns=9)), ["num_turns: is 9 but chat has 4 turns"]),
         (edit(honest, lambda r: r.update(num_turns="4")), ["num_turns: expected an integer, got a string"]),
