@@ -21,27 +21,38 @@ from datagen.errors import InputError
 from datagen.record import Conversation
 
 
+def json_error_reason(exc: ValueError | RecursionError) -> str:
+    """Why `json.loads` refused a text, in a few words: the decoder's message and column, a
+    number too long to read (Python's limit on integer digits), or nesting too deep."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON ({exc.msg} at column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    msg = str(exc).split("; use sys.set_int_max_str_digits()")[0]
+    if "integer string conversion" in msg:
+        return f"invalid JSON: a number too long to read ({msg})"
+    return f"invalid JSON ({msg})"
+
+
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """Yield (line_number, object) for each non-blank line, streaming; raise InputError naming
-    file:line on a line that is not valid JSON. A torn last line (no trailing newline, invalid JSON,
-    as left by a killed writer) is skipped rather than fatal."""
+    file:line on a line that is not valid JSON (including numbers too long to read and nesting too
+    deep). A torn last line (no trailing newline, invalid JSON, as left by a killed writer) is
+    skipped rather than fatal: this is the reader stages resume from."""
     path = Path(path)
     with open(path, "rb") as fh:
         for i, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                if not raw.endswith(b"\n"):
-                    return  # a torn tail cut inside a multi-byte character
-                raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", path=str(path), line=i) from None
-            try:
-                yield i, json.loads(text)
-            except json.JSONDecodeError as exc:
+                obj = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as exc:
                 if not raw.endswith(b"\n"):
                     return  # only the last line can lack its newline: the torn tail of an interrupted append
-                raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=i) from None
+                raise InputError(json_error_reason(exc), path=str(path), line=i) from None
+            yield i, obj
 
 
 def read_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
@@ -123,7 +134,7 @@ class AppendWriter:
             tail = fh.read()
             try:
                 json.loads(tail.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
                 fh.truncate(start_of_last)
             else:
                 fh.seek(0, os.SEEK_END)

@@ -5,6 +5,11 @@
 writes `kept.jsonl` (Conversation rows, as `datagen convert` reads), `rejected.jsonl` (the same rows
 plus `"rejected": {"step", "reason", "evidence", "duplicate_of"?}`), `funnel.json` and `funnel.md`.
 
+Before the configured steps, the built-in `format` step rejects rows that are not well-formed MOSS
+003 (`datagen.formats.validate.format_defect`: `malformed_commands`, `missing_result`, ...). The
+readers keep such rows (released MOSS data has them) rather than stopping the run; this is where
+they leave the stream, each with its reason. The funnel lists the step only when it rejected rows.
+
 Large inputs use worker processes: each worker runs the stateless steps' predicates and the stateful
 steps' `prepare` (MinHash signatures, hashes, keyword scans) on a chunk of rows; the main process
 replays the steps in order, feeding the stateful ones (dedup indexes, judges) in input order, so the
@@ -25,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.filters.base import BaseFilter, StepStats, Verdict
+from datagen.filters.base import BaseFilter, FilterResult, StepStats, Verdict
 from datagen.filters.config import FilterConfig
 from datagen.jsonl import dumps
 from datagen.record import Conversation
 
+FORMAT_STEP = "format"
 KEPT_FILE = "kept.jsonl"
 REJECTED_FILE = "rejected.jsonl"
 FUNNEL_JSON = "funnel.json"
@@ -71,11 +77,20 @@ class FunnelReport:
         raise KeyError(name)
 
     def __add__(self, other: FunnelReport) -> FunnelReport:
-        """Sum two shards' reports (same steps in the same order)."""
-        if [s.step for s in self.steps] != [s.step for s in other.steps]:
+        """Sum two shards' reports (same steps in the same order; the `format` step, listed only
+        where it rejected rows, counts as passing every row where it is not listed)."""
+        a, b = self.steps, other.steps
+        if any(s.step == FORMAT_STEP for s in (*a, *b)):
+            a, b = self._with_format_step(), other._with_format_step()
+        if [s.step for s in a] != [s.step for s in b]:
             raise ValueError("cannot add funnels with different steps")
         return FunnelReport(self.input + other.input, self.kept + other.kept,
-                            [a + b for a, b in zip(self.steps, other.steps, strict=True)])
+                            [x + y for x, y in zip(a, b, strict=True)])
+
+    def _with_format_step(self) -> list[StepStats]:
+        if self.steps and self.steps[0].step == FORMAT_STEP:
+            return self.steps
+        return [StepStats(FORMAT_STEP, self.input, self.input), *self.steps]
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": self.input, "kept": self.kept, "steps": [s.to_dict() for s in self.steps]}
@@ -122,6 +137,26 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class FormatStep(BaseFilter):
+    """The built-in first step: drop rows that are not well-formed MOSS 003 (a segment that did not
+    parse, a command MOSS does not have, a call without its result, ...), each with the reason
+    `datagen.formats.validate.format_defect` gives. Not configurable: later steps assume calls
+    and results that fit together."""
+
+    name = FORMAT_STEP
+
+    def filter(self, conv: Conversation) -> FilterResult:
+        from datagen.formats.validate import format_defect
+
+        found = format_defect(conv)
+        return True if found is None else (False, *found)
+
+
+def build_steps(config: FilterConfig) -> list[BaseFilter]:
+    """The steps a run applies, in order: the built-in `format` step, then the configured ones."""
+    return [FormatStep(), *config.build_steps()]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Work split between workers (prepare) and the main process (decide)
 
@@ -132,7 +167,7 @@ _WORKER_STEPS: list[BaseFilter] | None = None
 
 def _init_worker(config: FilterConfig) -> None:
     global _WORKER_STEPS
-    _WORKER_STEPS = config.build_steps()
+    _WORKER_STEPS = build_steps(config)
 
 
 def _prepare_chunk_in_worker(convs: list[Conversation]) -> list[list[Outcome]]:
@@ -262,7 +297,7 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
     config = config or FilterConfig.default()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = config.build_steps()
+    steps = build_steps(config)
     n_workers = workers or config.workers or os.cpu_count() or 1
     report = FunnelReport()
     sink = _Sink(out_dir)
@@ -300,7 +335,7 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
         sink.abort()
         raise
     sink.commit()
-    report.steps = [s.stats for s in steps]
+    report.steps = [s.stats for s in steps if s.step_name != FORMAT_STEP or s.stats.dropped]
     report.write(out_dir)
     return report
 

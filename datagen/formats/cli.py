@@ -27,7 +27,12 @@ CONVERT_EXAMPLES = """examples:
   datagen convert conversations.jsonl --to moss --out train.jsonl
   datagen convert train.jsonl --to messages --out - | head -1
   datagen convert sharegpt.json --to moss --out moss.jsonl --on-error warn
-Input formats are detected per record: datagen JSONL, MOSS SFT, OpenAI messages, ShareGPT."""
+  datagen convert data/ --to messages --tool-arguments string --out openai.jsonl
+Input formats are detected per record: datagen JSONL, MOSS SFT, OpenAI messages, ShareGPT.
+MOSS records whose Commands or Results do not follow the grammar are converted too: MOSS output
+keeps them byte for byte, exports answer each call with its own result (`datagen validate` lists
+them; `datagen filter` rejects them). Exit status 1, and no output file, when nothing was
+converted."""
 
 STATS_EXAMPLES = """examples:
   datagen stats ../shared/moss-samples
@@ -63,7 +68,7 @@ def _converted(args: argparse.Namespace, counts: dict[str, int]) -> Iterator[Any
 
     write = {
         "moss": to_sft,
-        "messages": lambda c: to_messages(c, metadata=not args.no_metadata),
+        "messages": lambda c: to_messages(c, metadata=not args.no_metadata, tool_arguments=args.tool_arguments),
         "sharegpt": lambda c: to_sharegpt(c, metadata=not args.no_metadata),
         "datagen": lambda c: c.to_dict(),
     }[args.to]
@@ -73,6 +78,8 @@ def _converted(args: argparse.Namespace, counts: dict[str, int]) -> Iterator[Any
                 raise value
             conv = to_conversation(value, path=loc.path, line=loc.line, format=args.from_format)
             row = write(conv)
+            if any(t.problems for t in conv.turns):
+                counts["malformed"] += 1
         except FormatError as exc:
             if args.on_error == "raise":
                 raise
@@ -82,13 +89,19 @@ def _converted(args: argparse.Namespace, counts: dict[str, int]) -> Iterator[Any
             continue
         counts["written"] += 1
         yield row
+    if not counts["written"]:
+        # raised inside the rows, so the atomic writer leaves no (empty) output file behind
+        skipped = counts["skipped"]
+        why = (f"no readable record ({skipped} unreadable; `datagen validate` says why)" if skipped
+               else "the input holds no records")
+        raise FormatError(f"nothing to convert: {why}", path=", ".join(map(str, args.inputs)))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert conversations between datagen JSONL, MOSS SFT, OpenAI messages and ShareGPT."""
     from datagen.jsonl import dumps, write_jsonl_atomic
 
-    counts = {"written": 0, "skipped": 0}
+    counts = {"written": 0, "skipped": 0, "malformed": 0}
     rows = _converted(args, counts)
     if args.out == "-":
         for row in rows:
@@ -98,6 +111,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     dest = "stdout" if args.out == "-" else args.out
     skipped = f" ({counts['skipped']} skipped)" if counts["skipped"] else ""
     print(f"converted {counts['written']} conversations to {args.to}{skipped} -> {dest}", file=sys.stderr)
+    if counts["malformed"]:
+        print(f"{counts['malformed']} of them have MOSS segments outside the grammar, kept verbatim "
+              "(`datagen validate` lists them; `datagen filter` rejects them)", file=sys.stderr)
     return 0
 
 
@@ -183,6 +199,14 @@ def register(sub) -> None:
         "--no-metadata",
         action="store_true",
         help="messages/sharegpt: leave out the `datagen` keys (exact round trip needs them)",
+    )
+    p.add_argument(
+        "--tool-arguments",
+        choices=("object", "string"),
+        default="object",
+        help="messages: write tool_calls[].function.arguments as a JSON object (default; what Hugging "
+             "Face chat templates such as Qwen2.5's and LLaMA-Factory's expect: they encode it "
+             "themselves) or as a JSON string (the OpenAI API wire form)",
     )
     p.set_defaults(func=cmd_convert)
 

@@ -7,14 +7,17 @@ Inputs: files or folders (searched recursively for `*.json`, `*.jsonl`, `*.ndjso
 versions and `.zip` archives of them; hidden files are skipped). A `.jsonl`/`.ndjson` file is one
 JSON value per line; any other file is one JSON document (an object, or an array of objects
 streamed element by element) unless its first line is a complete JSON value, in which case it is
-read as JSONL; a last line without its newline that does not parse is the torn tail of a killed
-writer: skipped, with a warning on the `datagen.formats` logger. Each record's
-format is detected on its own (`detect_format`): datagen's JSONL
-(`id` + `turns`), MOSS SFT (`chat`), OpenAI messages (`messages`), ShareGPT (`conversations`).
+read as JSONL. A last line without its newline that does not parse is the torn tail of a killed
+writer: a problem at its file and line (`torn_tail="report"`, the default, so that `validate` and
+`convert` say so), or skipped with a warning on the `datagen.formats` logger (`torn_tail="skip"`,
+for readers of files a resumable stage is still appending to). Each record's format is detected on
+its own (`detect_format`): datagen's JSONL (`id` + `turns`), MOSS SFT (`chat`), OpenAI messages
+(`messages`), ShareGPT (`conversations`).
 
 `iter_records` is the lower level: it yields `(Location, value)` for every JSON record and
-`(Location, FormatError)` for every problem (bad encoding, invalid JSON, empty file, binary file)
-without stopping, holding at most one line (or one array element) in memory.
+`(Location, FormatError)` for every problem (bad encoding, invalid JSON, numbers too long to
+read, nesting too deep, empty file, binary file) without stopping, holding at most one line (or one
+array element) in memory.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datagen.errors import FormatError
+from datagen.jsonl import json_error_reason
 from datagen.record import Conversation
 
 log = logging.getLogger("datagen.formats")
 
 FORMATS = ("datagen", "moss", "messages", "sharegpt")
+TornTail = Literal["report", "skip"]
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _DATA_SUFFIXES = (".json", *_JSONL_SUFFIXES)
 #: Lines longer than this are reported and skipped rather than parsed (bytes).
@@ -114,12 +119,16 @@ def _open_members(path: Path) -> Iterator[tuple[str, str, IO[bytes]]]:
 
 
 def iter_records(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], *, max_line_bytes: int = MAX_LINE_BYTES
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    torn_tail: TornTail = "report",
 ) -> Iterator[tuple[Location, Any]]:
     """Yield `(Location, value)` for every JSON record in `paths`, and `(Location, FormatError)`
     for every problem (a missing path included), never stopping at one. A JSON array at the top
     of a document or on a JSONL line yields its elements; a JSONL line holding a bare list of chat
-    messages (`[{"role": ...}, ...]`) yields `{"messages": [...]}`."""
+    messages (`[{"role": ...}, ...]`) yields `{"messages": [...]}`. `torn_tail`: see the module
+    docstring."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     for top in paths:
@@ -133,12 +142,14 @@ def iter_records(
         for path in files:
             try:
                 for label, name, fh in _open_members(path):
-                    yield from _iter_stream(label, name, fh, max_line_bytes)
+                    yield from _iter_stream(label, name, fh, max_line_bytes, torn_tail)
             except (OSError, zipfile.BadZipFile, EOFError) as exc:
                 yield Location(str(path), whole_file=True), FormatError(f"cannot read: {exc}", path=str(path))
 
 
-def _iter_stream(label: str, name: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tuple[Location, Any]]:
+def _iter_stream(
+    label: str, name: str, fh: IO[bytes], max_line_bytes: int, torn_tail: TornTail
+) -> Iterator[tuple[Location, Any]]:
     head = fh.read(8192) if not hasattr(fh, "peek") else fh.peek(8192)[:8192]
     if not hasattr(fh, "peek"):
         fh = _Prefixed(head, fh)
@@ -155,7 +166,7 @@ def _iter_stream(label: str, name: str, fh: IO[bytes], max_line_bytes: int) -> I
         )
         return
     if name.endswith(_JSONL_SUFFIXES) or _first_line_is_json(head):
-        yield from _iter_jsonl(label, fh, max_line_bytes)
+        yield from _iter_jsonl(label, fh, max_line_bytes, torn_tail)
     else:
         yield from _iter_document(label, fh)
 
@@ -193,7 +204,9 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tuple[Location, Any]]:
+def _iter_jsonl(
+    label: str, fh: IO[bytes], max_line_bytes: int, torn_tail: TornTail
+) -> Iterator[tuple[Location, Any]]:
     if not isinstance(fh, io.BufferedIOBase | gzip.GzipFile):
         fh = io.BufferedReader(fh)  # type: ignore[arg-type]
     good = bad = 0
@@ -220,11 +233,23 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
         if not raw.endswith(b"\n") and raw.strip():
             # The rule of every datagen JSONL reader (datagen.jsonl): a last line without its newline
             # is a record when it parses (many tools omit the final newline; datagen's AppendWriter
-            # keeps such a row), and the torn tail of a killed writer when it does not: skipped.
+            # keeps such a row), and the torn tail of a killed writer when it does not.
             try:
                 loads(raw.decode("utf-8"))
-            except (ValueError, RecursionError):
-                log.warning("%s:%d: the last line is cut off (left by a killed writer?); skipped", label, lineno)
+            except (ValueError, RecursionError) as exc:
+                if torn_tail == "skip":
+                    log.warning("%s:%d: the last line is cut off (left by a killed writer?); skipped", label, lineno)
+                else:
+                    yield (
+                        Location(label, lineno),
+                        FormatError(
+                            "the last line is cut off: no newline at its end and "
+                            f"{json_error_reason(exc).replace('invalid JSON', 'not valid JSON', 1)} "
+                            "(left by a killed writer?)",
+                            path=label,
+                            line=lineno,
+                        ),
+                    )
                 break
         try:
             text = raw.decode("utf-8")
@@ -250,7 +275,7 @@ def _iter_jsonl(label: str, fh: IO[bytes], max_line_bytes: int) -> Iterator[tupl
                     what = "truncated JSON" if cut else "invalid JSON"
                     reason = f"{what}: {exc.msg} (column {exc.pos + 1})"
                 else:
-                    reason = f"invalid JSON: {exc}"
+                    reason = json_error_reason(exc)
                 yield Location(label, lineno), FormatError(reason, path=label, line=lineno)
             else:
                 good += 1
@@ -334,6 +359,8 @@ def _iter_document(label: str, fh: IO[bytes]) -> Iterator[tuple[Location, Any]]:
                     continue
                 what = "truncated JSON" if eof and near_end else "invalid JSON"
                 raise _BadJSON(f"{what}: {exc.msg} (column {_col(buf, exc.pos)})", line_at(exc.pos)) from None
+            except ValueError as exc:  # e.g. a number with more digits than Python converts
+                raise _BadJSON(json_error_reason(exc), line_at(pos)) from None
             if end == len(buf) and fill():  # a number may go on in the next chunk
                 continue
             pos = end
@@ -432,6 +459,13 @@ def to_conversation(
 ) -> Conversation:
     """Convert one record (format detected unless given) into a Conversation. Raises FormatError
     naming path, line and field."""
+    try:
+        return _to_conversation(record, path=path, line=line, format=format)
+    except RecursionError:
+        raise FormatError("nested too deeply", path=path, line=line) from None
+
+
+def _to_conversation(record: Any, *, path: str | None, line: int | None, format: str | None) -> Conversation:
     fmt = format or detect_format(record)
     if fmt is None:
         if not isinstance(record, dict):
@@ -480,14 +514,17 @@ def read_conversations(
     *,
     format: str | None = None,
     on_error: OnError = "raise",
+    torn_tail: TornTail = "report",
 ) -> Iterator[Conversation]:
     """Stream Conversations from files and folders in any known format (detected per record).
 
     `on_error`: `raise` (default) raises FormatError naming file, line and field at the first bad
     record; `skip` drops bad records silently; `warn` logs each one (logger `datagen.formats`) and
-    goes on; a callable receives each FormatError and reading goes on.
+    goes on; a callable receives each FormatError and reading goes on. A torn last line is a bad
+    record unless `torn_tail="skip"` (see the module docstring). MOSS records with segments outside
+    the grammar are not bad records: they are read (see `datagen.formats.moss.from_sft`).
     """
-    for loc, value in iter_records(paths):
+    for loc, value in iter_records(paths, torn_tail=torn_tail):
         if isinstance(value, FormatError):
             err = value
         else:

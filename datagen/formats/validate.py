@@ -5,7 +5,7 @@ against the enabled plugins, results against the calls, Search numbering across 
 thoughts against the meta instruction). `validate_record(value)` parses one record of any known
 format collecting every problem, then runs those checks. `validate_paths` streams files and
 folders and reports each problem as a `file:line: turn N: field: reason` line; it backs
-`datagen validate`.
+`datagen validate`. `format_defect(conv)` is the short verdict `filter` and `check` reject on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datagen.errors import FormatError
-from datagen.formats.commands import render_call
+from datagen.formats.commands import match_results, render_call
 from datagen.formats.issues import Issue
 from datagen.formats.meta import parse_meta_instruction
 from datagen.formats.moss import TAG_RE, canonical_segments, parse_turn, sft_to_conversation
@@ -148,6 +148,54 @@ def check_turn(turn: Turn, conv: Conversation, n: int | None = None) -> list[Iss
             )
         expected = (res.first_index if res.snippets else expected) + len(res.snippets)
     return out
+
+
+#: `format_defect` reason for each segment that did not parse.
+MALFORMED_REASONS = {
+    "Human": "malformed_human",
+    "Inner Thoughts": "malformed_thoughts",
+    "Commands": "malformed_commands",
+    "Tool Responses": "malformed_results",
+    "MOSS": "malformed_answer",
+}
+
+
+def format_defect(conv: Conversation) -> tuple[str, dict[str, Any]] | None:
+    """Why `conv` cannot be trained on as MOSS 003, as (reason, evidence), or None; the first
+    defect found. Reasons: `malformed_commands`, `malformed_results`, ... (a segment that did not
+    parse: see `MALFORMED_REASONS`), `unknown_command` (a command MOSS does not have),
+    `missing_result` (a call no result answers, results missing or none at all),
+    `unmatched_result` (a result that answers no call), `results_out_of_order`, and
+    `result_mismatch` (a result answering a call of the same name with another argument). Cheap
+    (no rendering): `datagen filter` and `datagen check` reject on it. Empty texts and tags inside
+    texts are the `quality` filter's."""
+    for n, turn in enumerate(conv.turns, start=1):
+        for key, why in turn.problems.items():
+            return MALFORMED_REASONS.get(key, "malformed"), {"turn": n, "segment": key, "problem": why}
+        for call in turn.calls:
+            if call.name not in COMMAND_PLUGINS:
+                return "unknown_command", {"turn": n, "command": render_call(call)[:200]}
+        if not turn.calls and not turn.results:
+            continue
+        pairing = match_results(turn.calls, turn.results)
+        missing = [render_call(c)[:200] for c, j in zip(turn.calls, pairing, strict=True) if j is None]
+        if missing:
+            return "missing_result", {"turn": n, "calls": missing[:5], "results": len(turn.results)}
+        extra = sorted(set(range(len(turn.results))) - set(pairing))
+        if extra:
+            r = turn.results[extra[0]]
+            return "unmatched_result", {"turn": n, "result": render_call(ToolCall(r.name, r.arg))[:200]}
+        if pairing != sorted(pairing):  # every index is an int here: no call is unanswered
+            return "results_out_of_order", {"turn": n, "order": pairing}
+        for call, j in zip(turn.calls, pairing, strict=True):
+            r = turn.results[j]  # type: ignore[index]
+            if r.arg != call.arg:
+                return "result_mismatch", {
+                    "turn": n,
+                    "call": render_call(call)[:200],
+                    "result": render_call(ToolCall(r.name, r.arg))[:200],
+                }
+    return None
 
 
 def check_conversation(conv: Conversation) -> list[Issue]:

@@ -14,6 +14,11 @@ rejected files. Kept rows are copied byte for byte (plus a newline where the las
 `max_length=None` (the default) is the model's own context; a value beyond what the model declares
 is refused with one ConfigError line, before the model is loaded.
 
+Input rows that are not well-formed MOSS 003 (a Commands or Results segment outside the grammar, a
+call without its result, ...: `datagen.formats.validate.format_defect`) are not scored and never stop
+the run: they go to the rejected file with that reason (`malformed_commands`, `missing_result`, ...),
+counted in the funnel step, even when no threshold is set.
+
 `max_rows=N` scores only the first N input rows, for a sample run. The rows past N are not dropped:
 they go to the kept file unchanged (no scores) and are counted as `unscored` in the summary and the
 funnel step. The threshold never judges them, and a percentile cutoff is over the scored rows only.
@@ -119,6 +124,14 @@ def _write_settings(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
 
+def _rejected_line(conv: Conversation, reason: str, evidence: Any) -> bytes:
+    """A rejected-file line for an input row `check` did not score (see `format_defect`)."""
+    row = conv.to_dict()
+    row["tags"] = {**row.get("tags", {}), STEP_NAME: reason}
+    row["rejected"] = {"step": STEP_NAME, "reason": reason, "evidence": evidence}
+    return (dumps(row) + "\n").encode("utf-8")
+
+
 def _declared_context(source: Any) -> int | None:
     """The context a model folder's config.json declares (None for GGUF and Hub ids: known once
     loaded)."""
@@ -185,8 +198,13 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     Returns a summary: `in`, `scored_now`, `resumed`, `count` (rows kept), `unscored`, `report`,
     `funnel_step`.
     """
-    from datagen.formats.reader import read_conversations as read_any
+    from datagen.formats.reader import read_conversations
+    from datagen.formats.validate import format_defect
     from datagen.moss.loading import MODEL_ALIASES, load_model, resolve_model
+
+    def read_any(paths: Sequence[str | os.PathLike]) -> Iterator[Conversation]:
+        # an input may be a stage output still being appended to: its torn tail is not a row yet
+        return read_conversations(paths, torn_tail="skip")
 
     out = Path(out)
     report_path = Path(report_path) if report_path else out.with_name(f"{out.stem}.report.json")
@@ -209,6 +227,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         total = min(total, max_rows)
 
     duplicates = 0
+    malformed: list[tuple[Conversation, str, Any]] = []  # (row, reason, evidence): few, kept to write later
 
     def todo() -> Iterator[Conversation]:
         nonlocal duplicates
@@ -220,7 +239,10 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                 duplicates += 1  # resuming is by id, so a repeated id cannot be scored twice
                 continue
             seen.add(conv.id)
-            if conv.id not in done:
+            found = format_defect(conv)
+            if found is not None:
+                malformed.append((conv, *found))
+            elif conv.id not in done:
                 yield conv
 
     stats = TruncationStats()
@@ -256,14 +278,24 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     if duplicates:
         print(f"warning: {duplicates} input rows repeat an id already seen in this input and were skipped "
               "(give rows unique ids)", file=sys.stderr)
+    bad_ids = {conv.id for conv, _, _ in malformed}
+    malformed_reasons: Counter[str] = Counter(reason for _, reason, _ in malformed)
+    if malformed:
+        why = ", ".join(f"{r}: {n}" for r, n in sorted(malformed_reasons.items()))
+        print(f"warning: {len(malformed)} input rows are not well-formed MOSS 003 and were rejected unscored "
+              f"({why}); `datagen validate` shows their problems", file=sys.stderr)
 
     # Pass 1 over the output: ids and the numbers the report and the cutoff need.
     columns = ScoreColumns()
     ids: set[str] = set()
     repeated: set[int] = set()  # line numbers of a second row with an id already seen
+    stale: set[int] = set()  # line numbers of rows now rejected as malformed
     if out.exists():
         for lineno, _, row in iter_scored_rows(out, warn=False):
             rid = str(row["id"])
+            if rid in bad_ids:  # scored by a datagen that did not reject malformed rows
+                stale.add(lineno)
+                continue
             if rid in ids:
                 repeated.add(lineno)
                 continue
@@ -278,26 +310,34 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                     len(repeated))
     report = score_report(columns)
     scored = len(columns)
-    summary: dict[str, Any] = {"in": scored, "scored_now": scored_now, "resumed": len(done), "count": scored,
-                               "report": report, "duplicate_ids": duplicates,
+    summary: dict[str, Any] = {"in": scored + len(malformed), "scored_now": scored_now, "resumed": len(done),
+                               "count": scored, "report": report, "duplicate_ids": duplicates,
                                "truncation_this_run": stats.to_dict(), "settings": settings}
     if max_rows is not None:
         summary["max_rows"] = max_rows
 
-    step: dict[str, Any] = {"step": STEP_NAME, "in": scored, "kept": scored, "dropped": 0, "tagged": 0,
-                            "reasons": {}}
+    step: dict[str, Any] = {"step": STEP_NAME, "in": scored + len(malformed), "kept": scored,
+                            "dropped": len(malformed), "tagged": 0, "reasons": dict(sorted(malformed_reasons.items()))}
+    if not (thresholded or kept_path is not None) and malformed:
+        rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
+        with _atomic_lines(rejected_path) as rejected_fh:
+            for conv, reason, evidence in malformed:
+                rejected_fh.write(_rejected_line(conv, reason, evidence))
+        summary["rejected_path"] = str(rejected_path)
     if thresholded or kept_path is not None:
         cutoff, reason_name = (threshold_cutoff(columns.finite_losses(), max_loss=max_loss, percentile=percentile)
                                if thresholded else (None, None))
         kept_path = Path(kept_path) if kept_path else out.with_name(f"{out.stem}.kept.jsonl")
         rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
-        reasons: Counter[str] = Counter()
+        reasons: Counter[str] = Counter(malformed_reasons)
         kept = unscored = 0
         # Pass 2: split the output; pass 3 (with max_rows): the input rows that were not scored.
         with _atomic_lines(kept_path) as kept_fh, _atomic_lines(rejected_path) as rejected_fh:
+            for conv, reason, evidence in malformed:
+                rejected_fh.write(_rejected_line(conv, reason, evidence))
             if out.exists():
                 for lineno, raw, row in iter_scored_rows(out, warn=False):
-                    if lineno in repeated:
+                    if lineno in repeated or lineno in stale:
                         continue
                     found = reject_reason(row["scores"], cutoff=cutoff, reason_name=reason_name,
                                           percentile=percentile, require_fit=require_fit) if thresholded else None
@@ -315,18 +355,24 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
             if max_rows is not None:
                 passed: set[str] = set()
                 for conv in read_any(inputs):
-                    if conv.id in ids or conv.id in passed:
+                    if conv.id in ids or conv.id in passed or conv.id in bad_ids:
                         continue
                     passed.add(conv.id)
+                    found = format_defect(conv)  # rows past max_rows are not passed on malformed either
+                    if found is not None:
+                        rejected_fh.write(_rejected_line(conv, *found))
+                        reasons[found[0]] += 1
+                        continue
                     kept_fh.write((dumps(conv.to_dict()) + "\n").encode("utf-8"))
                     unscored += 1
         dropped = sum(reasons.values())
-        step = {"step": STEP_NAME, "in": scored + unscored, "kept": kept + unscored, "dropped": dropped,
+        n_in = kept + unscored + dropped
+        step = {"step": STEP_NAME, "in": n_in, "kept": kept + unscored, "dropped": dropped,
                 "tagged": 0, "reasons": dict(sorted(reasons.items()))}
         if max_rows is not None:
             step["unscored"] = unscored
             summary["unscored"] = unscored
-        summary.update({"in": scored + unscored, "count": kept + unscored, "kept_path": str(kept_path),
+        summary.update({"in": n_in, "count": kept + unscored, "kept_path": str(kept_path),
                         "rejected_path": str(rejected_path)})
         if thresholded:
             summary["cutoff"] = cutoff

@@ -131,18 +131,32 @@ def test_one_line_file_with_a_bom_and_no_final_newline(tmp_path, sample_records,
 
 @pytest.mark.parametrize("complete", [False, True], ids=["cut-mid-row", "row-without-newline"])
 def test_last_line_without_newline(tmp_path, sample_records, caplog, complete):
-    # A writer killed mid-line leaves a cut-off last line: skipped with a warning, never an error.
+    # A writer killed mid-line leaves a cut-off last line: an error at its line by default (validate
+    # and convert must say so), skipped with a warning for readers of files still being appended to.
     # A whole last row that only lacks its newline (many tools write files so) is a record.
     path = tmp_path / "dialogues.jsonl"
     rows = [json.dumps(r, ensure_ascii=False) for r in sample_records[:3]]
     tail = rows[2] if complete else rows[2][: len(rows[2]) // 2]
     path.write_text(rows[0] + "\n" + rows[1] + "\n" + tail, encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="datagen.formats"):
-        got = list(read_conversations(path))  # on_error="raise": no "truncated JSON" error
     want = 3 if complete else 2
-    assert [to_sft(c) for c in got] == sample_records[:want]
-    assert [r.getMessage() for r in caplog.records] == (
-        [] if complete else [f"{path}:3: the last line is cut off (left by a killed writer?); skipped"])
     gz = tmp_path / "dialogues.jsonl.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()))
-    assert len(list(read_conversations(gz))) == want
+    for src in (path, gz):
+        got = list(iter_records(src))
+        assert [v for _, v in got[:want]] == sample_records[:want]
+        if complete:
+            assert len(got) == 3
+        else:
+            (loc, err), = got[2:]
+            assert loc == Location(str(src), 3) and not loc.whole_file
+            assert str(err).startswith(
+                f"{src}:3: the last line is cut off: no newline at its end and not valid JSON (")
+            assert str(err).endswith("(left by a killed writer?)")
+            with pytest.raises(FormatError, match=":3: the last line is cut off"):
+                list(read_conversations(src))
+        with caplog.at_level(logging.WARNING, logger="datagen.formats"):
+            caplog.clear()
+            got = list(read_conversations(src, torn_tail="skip"))
+        assert [to_sft(c) for c in got] == sample_records[:want]
+        assert [r.getMessage() for r in caplog.records] == (
+            [] if complete else [f"{src}:3: the last line is cut off (left by a killed writer?); skipped"])
