@@ -17,6 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import InputError
+from datagen.teacher.redact import redact
+
 MANIFEST = "manifest.json"
 
 
@@ -36,12 +39,19 @@ def versions() -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as JSON through a temporary file and a rename, so a reader never sees half of it.
+    The text is redacted (`datagen.teacher.redact`): error messages in it may quote a server
+    that echoed the API key."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = redact(json.dumps(data, ensure_ascii=False, indent=2)) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=2)
-        fh.write("\n")
+        fh.write(text)
     os.replace(tmp, path)
+
+
+_RECOVER = ("move it aside (mv {path} {path}.bad) and rerun `datagen run` with the same config: it redoes "
+            "every stage, taking each teacher call already made from journal.sqlite without paying again")
 
 
 @dataclass(slots=True)
@@ -53,10 +63,22 @@ class Manifest:
 
     @classmethod
     def open(cls, run_dir: Path) -> Manifest:
+        """Read the run directory's manifest (an empty one when there is none yet). A manifest that
+        cannot be read (cut short by a full disk, edited by hand) raises InputError naming the file
+        and how to recover."""
         path = Path(run_dir) / MANIFEST
-        data: dict[str, Any] = {}
+        data: Any = {}
         if path.exists():
-            data = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise InputError(f"not UTF-8 text; {_RECOVER.format(path=path)}", path=str(path)) from None
+            except json.JSONDecodeError as exc:
+                raise InputError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; cut short?); "
+                                 + _RECOVER.format(path=path), path=str(path)) from None
+            if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+                raise InputError(f"not a datagen manifest (expected an object with a 'stages' mapping); "
+                                 f"{_RECOVER.format(path=path)}", path=str(path))
         data.setdefault("stages", {})
         return cls(path=path, data=data)
 
@@ -88,6 +110,6 @@ class Manifest:
     def fail(self, stage: str, error: str) -> None:
         s = self.stages.setdefault(stage, {})
         s["status"] = "failed"
-        s["error"] = error
+        s["error"] = redact(error)
         s["finished"] = now()
         self.save()

@@ -74,13 +74,20 @@ class Run:
         `fresh` lists append-only outputs (files or folders) that belong to one fingerprint: when the
         stage runs for a new fingerprint (config or inputs changed) they are removed first, so rows
         made under the old settings never leak into the new run. An interrupted stage with the same
-        fingerprint keeps them and resumes."""
-        if self.manifest.is_done(name, fingerprint) and all(p.exists() for p in outputs):
+        fingerprint keeps them and resumes.
+
+        A teacher stage that made nothing while its calls failed stops the run with the main cause
+        and an example message, and is left `failed`, so the rerun asks those calls again. A done
+        stage whose info counts `retry_next_run` (requests the server refused) is re-entered on the
+        next run, to try those again."""
+        prev = self.manifest.stages.get(name, {})
+        retry = prev.get("retry_next_run", 0) if prev.get("fingerprint") == fingerprint else 0
+        if self.manifest.is_done(name, fingerprint) and all(p.exists() for p in outputs) and not retry:
             _log(f"{name}: done earlier, skipped")
             return self.manifest.stages[name]
-        prev = self.manifest.stages.get(name, {})
-        if prev.get("fingerprint") == fingerprint and prev.get("status") != "done":
-            _log(f"{name}: resuming")
+        if prev.get("fingerprint") == fingerprint and (prev.get("status") != "done" or retry):
+            _log(f"{name}: asking again for the {retry} the server refused last time (finished calls come "
+                 "from the journal)" if prev.get("status") == "done" else f"{name}: resuming")
         else:
             if prev and any(p.exists() for p in fresh):
                 _log(f"{name}: settings or inputs changed, starting it afresh (teacher calls already "
@@ -99,6 +106,8 @@ class Run:
             self.manifest.fail(name, f"{type(exc).__name__}: {exc}")
             raise
         info["seconds"] = round(time.monotonic() - t0, 2)
+        if "calls" in info and not info.get("count"):
+            self._made_nothing(name, info)
         from datagen.teacher.failures import RETRYABLE
 
         transient = {r: info.get(f"failed_{r}", 0) for r in RETRYABLE if info.get(f"failed_{r}", 0)}
@@ -116,6 +125,22 @@ class Run:
                                "same command to retry them (finished calls are not paid again)")
         self.manifest.finish(name, **_portable(info, self.dir))
         return self.manifest.stages[name]
+
+    def _made_nothing(self, name: str, info: dict[str, Any]) -> None:
+        """A teacher stage ended with no output: when its calls failed, stop the run naming the
+        cause, and leave the stage `failed` so that a rerun asks again (finished calls are free)."""
+        from datagen.generate.common import failure_cause
+
+        cause = failure_cause(info, info.get("failure_examples"))
+        if not cause and not info.get("not_started"):
+            return  # nothing asked (no prompts for it, or targets of 0): nothing went wrong
+        stopped = (f"; stopped there, {info['not_started']} not started" if info.get("not_started") else "")
+        message = (f"{name}: nothing was made (failed: {cause}){stopped}. Fix the teacher or the config and "
+                   "rerun the same command: the failed calls are asked again, finished ones come from the "
+                   "journal")
+        self.manifest.finish(name, **_portable(info, self.dir))
+        self.manifest.fail(name, message)
+        raise DatagenError(message)
 
     def ensure_teacher(self) -> None:
         """Check once per run that the teacher answers, before a stage that needs it."""
@@ -194,7 +219,10 @@ class Run:
         self._fp["dialogues"] = "".join(self._fp.get(f"dialogues.{k}", "") for k in ("hhh", "plugin"))
 
         filtered = self.dir / "filtered"
-        fp = self.fingerprint("filter", "filters", after="dialogues")
+        # The dialogue files too: a rerun that finishes dialogues the server refused before adds rows
+        # under the same settings, and the filters must see them.
+        fp = self.fingerprint("filter", "filters", after="dialogues",
+                              inputs="|".join(_file_identity(str(p)) for p in dialogue_files))
         info = self.stage("filter", fp, [filtered / "kept.jsonl", filtered / "funnel.json"],
                           self._filter, dialogue_files, filtered)
         filter_funnel = json.loads((filtered / "funnel.json").read_text(encoding="utf-8"))
@@ -297,6 +325,8 @@ class Run:
                        run_seed=self.config.seed)
         info = stats if isinstance(stats, dict) else stats.to_dict()
         info.setdefault("count", _count_lines(out))
+        _log_teacher_stage("expand", info, f"{info.get('count', 0)} prompts kept of {info.get('candidates', 0)} "
+                                          f"candidates, {info.get('requests', 0)} requests")
         return info
 
     def _dialogue_prompts(self, kind: str, seeds_path: Path, expanded: Path) -> list[Any]:
@@ -326,6 +356,8 @@ class Run:
         info = stats if isinstance(stats, dict) else stats.to_dict()
         info["prompts"] = len(prompts)
         info.setdefault("count", _count_lines(out))
+        _log_teacher_stage(f"dialogues.{kind}", info, f"{info.get('made', 0)} made"
+                           + (f", {info['skipped_done']} done earlier" if info.get("skipped_done") else ""))
         return info
 
     def _filter(self, inputs: list[Path], out_dir: Path) -> dict[str, Any]:
@@ -382,6 +414,9 @@ class Run:
     def _dataset(self, folder: Path) -> dict[str, Any]:
         from datagen.publish import build_dataset_folder, check_dataset_folder
 
+        if not _count_lines(self.dir / "final.jsonl"):
+            raise DatagenError(f"{self.dir / 'final.jsonl'} is empty, so there is no dataset to build: "
+                               f"{_lost_at(self.steps)}; see {self.dir / 'funnel.md'}")
         pc = self.config.publish
         built = build_dataset_folder(self.dir, folder, license=pc.license, pretty_name=pc.pretty_name,
                                      repo_id=pc.repo_id)
@@ -427,6 +462,29 @@ def _reasons(info: dict[str, Any], prefixes: tuple[str, ...] = ("rejected_", "fa
             if key.startswith(prefix) and isinstance(value, int) and value:
                 out[key[len(prefix):]] = out.get(key[len(prefix):], 0) + value
     return out
+
+
+def _log_teacher_stage(name: str, info: dict[str, Any], made: str) -> None:
+    """One line per teacher stage: what it made, and what failed with an example of the main cause."""
+    from datagen.generate.common import failure_cause
+
+    if not info.get("calls"):
+        return  # asked nothing (a target of 0, no prompt of this kind)
+    cause = failure_cause(info, info.get("failure_examples"))
+    line = f"{name}: {made}" + (f"; failed: {cause}" if cause else "")
+    if info.get("retry_next_run"):
+        line += f"; {info['retry_next_run']} refused by the server are tried again on the next run"
+    _log(line)
+
+
+def _lost_at(steps: list[dict[str, Any]]) -> str:
+    """Where a run's rows ran out: the first funnel step that kept none of what it got, and why."""
+    for step in steps:
+        if step.get("in") and not step.get("kept"):
+            reasons = sorted((step.get("reasons") or {}).items(), key=lambda kv: -kv[1])[:3]
+            why = ", ".join(f"{r} {n}" for r, n in reasons)
+            return f"step {step.get('step')} kept none of its {step['in']} rows" + (f" ({why})" if why else "")
+    return "no step had rows to keep (are there seed prompts for the enabled dialogue kinds?)"
 
 
 def _count_lines(path: Path) -> int:

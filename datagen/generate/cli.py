@@ -48,7 +48,7 @@ def add_teacher_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--config", default=None, metavar="RUN.yaml", help="a run config giving the defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a run config value, e.g. teacher.params.temperature=0.9 (repeatable)")
+                   help="override a run config value, e.g. dialogues.hhh.options.temperature=0.9 (repeatable)")
     p.add_argument("--templates", default=None, metavar="DIR",
                    help="folder of your own prompt templates (NAME.vN.md), over the shipped ones")
     p.add_argument("--seed", type=int, default=None, help="run seed (example sampling, turn counts)")
@@ -128,6 +128,14 @@ def cmd_expand(args: argparse.Namespace) -> int:
     stats = expand(seeds, config, teacher, args.out, args.journal, progress=False if args.no_progress else None)
     print_summary(stats)
     _fail_if_incomplete("expand", stats, "requests")
+    from datagen.generate.common import failure_cause
+
+    if not stats.counts.get("count") and failure_cause(stats.counts):
+        from datagen.errors import DatagenError
+
+        raise DatagenError(f"expand: no prompt was kept: {stats.counts.get('requests', 0)} requests, "
+                           f"failures: {failure_cause(stats.counts, stats.examples)}. Fix the teacher or the "
+                           "settings and rerun the same command (finished requests are not paid again)")
     return 0
 
 
@@ -165,7 +173,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                tools_config=tools_config, retry_failed=args.retry_failed,
                                progress=False if args.no_progress else None)
     print_summary(stats)
-    _fail_if_incomplete("generate", stats, "dialogues")
+    _fail_if_failures_remain(stats, args.out)
     return 0
 
 
@@ -177,6 +185,32 @@ def _fail_if_incomplete(command: str, stats: Any, what: str) -> None:
 
         raise DatagenError(f"{command}: {stats.retryable_failed} {what} failed for reasons a retry can fix; "
                            f"rerun the same command to finish them (finished calls are not paid again)")
+
+
+def _fail_if_failures_remain(stats: Any, out: str) -> None:
+    # Exit 0 means every prompt has its dialogue: a script chaining stages must not go on with
+    # "0 made; 2 failed". The message names the main cause with an example, and what a rerun does.
+    from datagen.errors import DatagenError
+    from datagen.generate.common import failure_cause, sidecar
+
+    counts = stats.counts
+    cause = failure_cause(counts, stats.examples)
+    ledger = sidecar(out, "failed.jsonl")
+    if not counts.get("made") and not counts.get("skipped_done") and (cause or counts.get("not_started")):
+        stopped = (f"; stopped after the first {sum(v for k, v in counts.items() if k.startswith('failed_'))}, "
+                   f"{counts['not_started']} not started") if counts.get("not_started") else ""
+        raise DatagenError(f"generate: no dialogue was made: every one failed ({cause}){stopped}. Fix the "
+                           f"teacher or the settings and rerun the same command: the failed dialogues are "
+                           f"tried again, finished calls come from the journal (details: {ledger})")
+    _fail_if_incomplete("generate", stats, "dialogues")
+    remaining = sum(v for k, v in counts.items() if k.startswith("failed_")) + counts.get("skipped_failed_before", 0)
+    if remaining:
+        before = (f"{counts['skipped_failed_before']} failed for good on an earlier run"
+                  if counts.get("skipped_failed_before") else "")
+        why = "; ".join(x for x in (cause, before) if x)
+        raise DatagenError(f"generate: {remaining} dialogues have none ({why}), listed in {ledger}. Rerun the "
+                           "same command to try again those the server refused, or add --retry-failed to try "
+                           "every one again")
 
 
 def register(sub) -> None:

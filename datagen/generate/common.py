@@ -14,6 +14,7 @@ from typing import Any
 from datagen.jsonl import iter_json_lines
 from datagen.record import Usage
 from datagen.teacher.failures import RETRYABLE
+from datagen.teacher.redact import redact
 from datagen.teacher.types import Result
 
 #: Teacher error codes that mean the reply itself was unusable: asked again with the reason, and
@@ -22,9 +23,9 @@ CONTENT_ERRORS = frozenset({"length", "content_filter", "empty_text"})
 #: Teacher error codes that stop every call (bad key, no quota, wrong model): the stage stops.
 FATAL_ERRORS = frozenset({"insufficient_quota", "auth", "not_found"})
 #: Teacher error codes that asking the same request again cannot fix (a 400/422: a prompt past the
-#: context, a parameter the server refuses): the dialogue fails for good, but only for the run
-#: fingerprint it failed under (`datagen.generate.dialogues.run_fingerprint`), so a rerun with
-#: another config, teacher model, teacher params or templates tries it again.
+#: context, a parameter the server refuses): the dialogue fails for good in this run. The server
+#: may be fixed meanwhile, and a 400 costs nothing, so the next run tries it again
+#: (`StageStats.retry_next_run`), while finished calls still come from the journal.
 PERMANENT_ERRORS = frozenset({"bad_request"})
 #: Dialogue failure reasons that a rerun of the same command can fix: the engine's transient codes
 #: (after its own retries) and a tool backend down. Only these make a stage incomplete
@@ -122,11 +123,16 @@ class StageStats:
 
     `retryable_failed` counts this run's failures that a rerun would try again (API failures after
     the engine's retries, a tool backend down, an expansion stopped early): when it is above 0 the
-    stage is incomplete, and a runner should ask for a rerun rather than go on."""
+    stage is incomplete, and a runner should ask for a rerun rather than go on. `retry_next_run`
+    counts failures the next run tries again though this one went on without them (requests the
+    server refused: fixing the server or the config may make them pass). `examples` keeps one
+    (redacted) detail per failure reason, so a report can say what went wrong, not only how often."""
 
     stage: str
     counts: Counter = field(default_factory=Counter)
     retryable_failed: int = 0
+    retry_next_run: int = 0
+    examples: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -147,12 +153,19 @@ class StageStats:
     def inc(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
 
+    def fail(self, reason: str, detail: str | None = None) -> None:
+        """Count a failure (`failed_<reason>`) and keep the first detail seen for it as an example."""
+        self.counts[f"failed_{reason}"] += 1
+        if detail and reason not in self.examples:
+            self.examples[reason] = redact(detail)[:300]
+
     def reasons(self, prefix: str) -> dict[str, int]:
         return {k[len(prefix):]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, **dict(sorted(self.counts.items())),
-                "retryable_failed": self.retryable_failed, "calls": self.calls,
+                "retryable_failed": self.retryable_failed, "retry_next_run": self.retry_next_run,
+                "failure_examples": dict(sorted(self.examples.items())), "calls": self.calls,
                 "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6),
                 "paid_cost": round(self.paid_cost, 6)}
@@ -168,10 +181,24 @@ class StageStats:
         parts.append(f"{n_failed} failed" + (f" ({why})" if why else ""))
         if self.retryable_failed:
             parts.append(f"{self.retryable_failed} to retry: rerun the same command")
+        elif self.retry_next_run:
+            parts.append(f"{self.retry_next_run} refused by the server, tried again on the next run")
         parts.append(f"{self.calls} calls ({self.cached_calls} from the journal)")
         parts.append(f"{self.prompt_tokens + self.completion_tokens} tokens")
         parts.append(f"${self.cost:.4f} (paid now ${self.paid_cost:.4f})")
         return "; ".join(parts)
+
+
+def failure_cause(counts: dict[str, Any], examples: dict[str, str] | None = None, prefix: str = "failed_") -> str:
+    """The failures of a stage in a few words, largest first, with an example message of the
+    largest: `bad_request 2, length 1; e.g. HTTP 400: Unsupported parameter: 'top_p'`."""
+    failed = sorted(((k[len(prefix):], v) for k, v in counts.items()
+                     if k.startswith(prefix) and isinstance(v, int) and v), key=lambda kv: (-kv[1], kv[0]))
+    if not failed:
+        return ""
+    text = ", ".join(f"{k} {v}" for k, v in failed)
+    example = (examples or {}).get(failed[0][0])
+    return f"{text}; e.g. {example}" if example else text
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -11,12 +11,22 @@ killed run loses nothing finished. A rerun skips ids already there (conversation
 finished, so unfinished dialogues continue mid-dialogue without paying again.
 
 Beside the output: `<out>.failed.jsonl` (one row per failed dialogue: id, reason, detail, turn,
-whether asking again can help, run fingerprint) and `<out>.stats.json`. Dialogues that failed for
-good (the reply stayed unusable, or the server refused the request with a 400/422) are skipped on
-a rerun with the same config, templates, teacher model and teacher params unless
-`retry_failed=True`; those that failed on the API (timeouts, 5xx after retries, a tool backend
-down) are tried again, and only they make the stats' `retryable_failed` (the stage is incomplete). Each run compacts the failure ledger when it starts and ends:
-the latest row per dialogue, none for dialogues finished since.
+whether asking again can help, run fingerprint) and `<out>.stats.json`. What a rerun tries again:
+
+    failed on the API (timeouts, 5xx after retries), tool backend down   always; these make the
+                                                 stats' `retryable_failed` (the stage is incomplete)
+    refused by the server (400/422)              always (`retry_next_run`): the server or the
+                                                 config may have been fixed, and a 400 costs nothing
+    reply stayed unusable (length, empty, ...)   when the config, templates, teacher model or
+                                                 params changed, when nothing has been made yet
+                                                 (the failures were the setup's, not the prompts'),
+                                                 or with `retry_failed=True`
+
+Finished calls of a dialogue tried again come from the journal. Dialogues never tried go before
+those that failed before, and when the first `GIVE_UP_AFTER` dialogues to end all failed for good
+the stage starts no more (the rest count as `retryable_failed`): a setup that fails every call
+does not pay for every prompt. Each run compacts the failure ledger when it starts and ends: the
+latest row per dialogue, none for dialogues finished since.
 """
 
 from __future__ import annotations
@@ -31,11 +41,23 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, TeacherError
-from datagen.generate.common import RERUN_FIXES, PromptRow, StageStats, existing_ids, sidecar, write_json
+from datagen.generate.common import (
+    PERMANENT_ERRORS,
+    RERUN_FIXES,
+    PromptRow,
+    StageStats,
+    existing_ids,
+    sidecar,
+    write_json,
+)
 from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogue import DialogueFailed, DialogueMaker, ToolRunner
 from datagen.generate.messages import PromptBook
 from datagen.jsonl import AppendWriter, iter_json_lines, write_jsonl_atomic
+from datagen.teacher.redact import redact
+
+#: When this many dialogues have ended, all failed for good and none made, the stage starts no more.
+GIVE_UP_AFTER = 16
 
 
 def _teacher_config(teacher: Any):
@@ -64,13 +86,18 @@ def _dialogue_config(kind: str, config: DialogueConfig | Mapping[str, Any] | Non
     return DialogueConfig.from_dict(data, kind=kind, where=f"dialogues.{kind}.options" if options else "dialogues")
 
 
-def _permanent_failures(path: Path, run_id: str) -> set[str]:
-    # Only failures of the same run fingerprint: with another config, template or model the
-    # teacher may well answer, so those are tried again.
+def _failed_before(path: Path) -> dict[str, dict[str, Any]]:
+    """The failure ledger's latest row per dialogue id."""
     if not path.exists():
-        return set()
-    return {str(obj["id"]) for _, obj in iter_json_lines(path)
-            if isinstance(obj, dict) and obj.get("permanent") and obj.get("run") == run_id and "id" in obj}
+        return {}
+    return {str(obj["id"]): obj for _, obj in iter_json_lines(path) if isinstance(obj, dict) and "id" in obj}
+
+
+def _given_up(failed: dict[str, dict[str, Any]], run_id: str) -> set[str]:
+    # Only unusable replies under the same run fingerprint: with another config, template or model
+    # the teacher may well answer, and a refused request (400) is retried on every run.
+    return {cid for cid, obj in failed.items()
+            if obj.get("permanent") and obj.get("run") == run_id and obj.get("reason") not in PERMANENT_ERRORS}
 
 
 def compact_failures(path: str | Path, done: set[str]) -> int:
@@ -151,7 +178,10 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     done = existing_ids(out_path)
     if world_size == 1:  # shards may share the ledger: only an unsharded run may rewrite it
         compact_failures(failed_path, done)
-    given_up = set() if retry_failed else _permanent_failures(failed_path, run_id)
+    failed_before = _failed_before(failed_path)
+    # Nothing made yet: the failures say the setup was broken (a refused parameter, a server
+    # answering nothing), not that these prompts are hopeless. Try them again.
+    given_up = set() if retry_failed or not done else _given_up(failed_before, run_id)
     seen: set[str] = set()
     todo: list[PromptRow] = []
     for p in rows:
@@ -166,6 +196,7 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
             stats.inc("skipped_failed_before")
         else:
             todo.append(p)
+    todo.sort(key=lambda p: f"{kind}-{p.id}" in failed_before)  # never tried first (a stable sort)
 
     tool_map = _build_tools(kind, todo, config, tools, tools_config)
     runner = ToolRunner(tool_map) if tool_map is not None else None
@@ -200,13 +231,22 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
     pending: set[asyncio.Task[Any]] = set()
     it = iter(todo)
     exhausted = False
+    started = 0
+    failed_for_good = 0
     try:
         while True:
+            if not exhausted and not made and not stats.counts["skipped_done"] and failed_for_good >= GIVE_UP_AFTER:
+                # Every dialogue so far failed for good: the setup is broken. Start no more; the
+                # caller reports the cause, and a rerun starts with the ones never tried.
+                exhausted = True
+                stats.inc("not_started", len(todo) - started)
+                stats.retryable_failed += len(todo) - started
             while not exhausted and maker.fatal is None and len(pending) < concurrency:
                 prompt = next(it, None)
                 if prompt is None:
                     exhausted = True
                     break
+                started += 1
                 pending.add(asyncio.ensure_future(_one(maker, prompt)))
             if not pending:
                 return
@@ -221,14 +261,19 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
                     stats.inc("tool_failed_turns", sum(1 for t in conv.turns if "tool_failed" in t.flags))
                 else:
                     f = failure.failure
+                    detail = redact(f.detail)[:500]
                     failed_writer.write({
                         "id": failure.conv.id, "prompt_id": failure.conv.extra.get("generation", {}).get("prompt_id"),
-                        "reason": f.reason, "role": f.role, "detail": f.detail[:500], "turn": failure.turn,
+                        "reason": f.reason, "role": f.role, "detail": detail, "turn": failure.turn,
                         "permanent": f.permanent, "run": maker.run_id, "usage": failure.conv.usage.to_dict()})
-                    stats.inc(f"failed_{f.reason}")
+                    stats.fail(f.reason, f"{f.role}: {detail}" if f.role else detail)
                     if not f.permanent and f.reason in RERUN_FIXES:
                         # a transient API failure or a tool backend down: the stage is incomplete
                         stats.retryable_failed += 1
+                    elif f.reason in PERMANENT_ERRORS:
+                        stats.retry_next_run += 1
+                    if f.permanent:
+                        failed_for_good += 1
     finally:
         for task in pending:
             task.cancel()

@@ -248,7 +248,7 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                 stats.add_result(result)
                 stats.inc("requests")
                 if not result.ok:
-                    stats.inc(f"failed_{result.error}")
+                    stats.fail(result.error or "unknown", result.detail)
                     if result.error in FATAL_ERRORS:
                         raise TeacherError(f"the teacher refused the expansion request ({result.error}: "
                                            f"{result.detail}); fix the teacher settings and rerun to resume")
@@ -257,7 +257,7 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                     continue
                 items = parse_numbered_list(result.text or "", truncated=result.finish_reason == "length")
                 if not items:
-                    stats.inc("failed_unparseable")
+                    stats.fail("unparseable", f"no numbered list in the reply: {(result.text or '')[:150]!r}")
                 for text in items:
                     stats.inc("candidates")
                     if cell.missing == 0:

@@ -5,6 +5,8 @@
     fake.set_responder(lambda req: "hello")            # str, dict or Fault per request
     fake.inject("429", times=2, retry_after=0.05)      # the next 2 matching requests get a 429
     fake.inject("500", match="FAIL-ME")                # only requests whose messages contain FAIL-ME
+    fake.inject("429", times=None, probability=0.3)    # a random 30% of requests (seeded), forever
+    fake.inject("400", message="Unsupported parameter: 'top_p'")   # the error body's message
     fake.requests                      # chat completion requests received (faulted ones included)
     fake.count("some prompt text")     # requests whose messages contain the text
     fake.stop()
@@ -16,8 +18,10 @@ distinct prompt). Fault kinds (`FAULT_KINDS`):
     429 (with retry-after unless retry_after=None and retry_after_ms=None: see `inject`)
     429_bare (no retry header), quota (429 insufficient_quota), 400, 401, 403, 404, 422, 500, 503,
     slow (answer after `delay` seconds: past the client's timeout), drop (close the connection
-    without answering), malformed (200 with a body that is not JSON), length
-    (finish_reason "length"), content_filter, empty (no choices), empty_text (message content "")
+    without answering), malformed (200 with a body that is not JSON), length (finish_reason
+    "length" at the request's max_tokens), context (finish_reason "length" short of max_tokens: the
+    prompt filled a 4096-token context window), content_filter, empty (no choices), empty_text (message content ""),
+    echo_key (a 400 whose message quotes the Authorization header back, as some servers do)
 
 Run standalone (for the benchmark or a child process):
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 import threading
@@ -45,7 +50,8 @@ __all__ = ["FAULT_KINDS", "Fault", "FakeOpenAI", "default_responder", "last_user
 
 FAULT_KINDS = frozenset({
     "429", "429_bare", "quota", "400", "401", "403", "404", "422", "500", "503",
-    "slow", "drop", "malformed", "length", "content_filter", "empty", "empty_text",
+    "slow", "drop", "malformed", "length", "content_filter", "empty", "empty_text", "echo_key",
+    "context",
 })
 _MARKER = re.compile(r"FAULT:([a-z0-9_]+)(?:\*(\d+))?")
 
@@ -58,6 +64,7 @@ class Fault:
     retry_after: float | None = None  # seconds, sent as `retry-after`
     retry_after_ms: float | None = None  # sent as `retry-after-ms`
     delay: float = 30.0  # for `slow`: seconds before answering
+    message: str | None = None  # the error body's message instead of the kind's own
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -69,6 +76,7 @@ class _Injection:
     fault: Fault
     remaining: int | None  # None: forever
     match: str | None
+    probability: float = 1.0  # the share of matching requests it is served to
 
 
 Responder = Callable[[dict[str, Any]], "str | dict[str, Any] | Fault"]
@@ -131,6 +139,7 @@ class FakeOpenAI:
             self.responder: Responder = default_responder
             self._injections: deque[_Injection] = deque()
             self._marker_counts: Counter[str] = Counter()
+            self._random = random.Random(0)
 
     def set_responder(self, fn: Responder | None) -> None:
         """fn(request_json) -> reply text, or a dict ({"content", "finish_reason", "prompt_tokens",
@@ -143,13 +152,15 @@ class FakeOpenAI:
 
     def inject(self, kind: str, *, times: int | None = 1, match: str | None = None,
                retry_after: float | None = 0.05, retry_after_ms: float | None = None,
-               delay: float = 30.0) -> None:
+               delay: float = 30.0, message: str | None = None, probability: float = 1.0) -> None:
         """Serve fault `kind` to the next `times` requests (None: every one) whose messages contain
-        `match` (any request when None). For 429s, `retry_after` seconds is sent as `retry-after`
-        and `retry_after_ms` as `retry-after-ms` (each only when not None)."""
-        fault = Fault(kind, retry_after=retry_after, retry_after_ms=retry_after_ms, delay=delay)
+        `match` (any request when None), or to a random `probability` share of them (seeded, so a
+        run is repeatable; `times` then counts the requests it was served to). For 429s,
+        `retry_after` seconds is sent as `retry-after` and `retry_after_ms` as `retry-after-ms`
+        (each only when not None). `message` replaces the error body's message."""
+        fault = Fault(kind, retry_after=retry_after, retry_after_ms=retry_after_ms, delay=delay, message=message)
         with self._lock:
-            self._injections.append(_Injection(fault, times, match))
+            self._injections.append(_Injection(fault, times, match, probability))
 
     def count(self, contains: str) -> int:
         """Requests received whose messages contain `contains`."""
@@ -217,6 +228,8 @@ class FakeOpenAI:
                 return Fault("401")
             for inj in self._injections:
                 if inj.match is None or inj.match in text:
+                    if inj.probability < 1.0 and self._random.random() >= inj.probability:
+                        continue
                     if inj.remaining is not None:
                         inj.remaining -= 1
                         if inj.remaining <= 0:
@@ -285,6 +298,7 @@ _STATUS_FAULTS = {
     "422": (422, "unprocessable_entity", "Unprocessable (fake)."),
     "500": (500, "server_error", "Internal server error (fake)."),
     "503": (503, "overloaded", "Service unavailable (fake)."),
+    "echo_key": (400, "invalid_request_error", "Invalid request (fake); headers received: Authorization: {auth}"),
 }
 
 
@@ -352,7 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_json(400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}})
             return
-        fault = fake._admit(body, self.headers.get("Authorization"))
+        auth = self.headers.get("Authorization")
+        fault = fake._admit(body, auth)
         served_fault: str | None = None
         try:
             if not fake.sleep(fake.latency):
@@ -372,17 +387,18 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 served_fault = fault.kind
                 fake._note_fault(fault.kind)
-                self._serve_fault(fault, body)
+                self._serve_fault(fault, body, auth)
                 return
             self._send_json(200, fake.completion_body(body, reply))
         finally:
             fake._done(served_fault)
 
-    def _serve_fault(self, fault: Fault, body: dict[str, Any]) -> None:
+    def _serve_fault(self, fault: Fault, body: dict[str, Any], auth: str | None = None) -> None:
         fake = self.fake
         kind = fault.kind
         if kind in _STATUS_FAULTS:
             status, code, message = _STATUS_FAULTS[kind]
+            message = (fault.message or message).replace("{auth}", auth or "")
             headers: dict[str, str] = {}
             if kind == "429":
                 if fault.retry_after is not None:
@@ -400,8 +416,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "malformed":
             self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess')
         elif kind == "length":
-            self._send_json(200, fake.completion_body(body, {"content": "This answer was cut",
-                                                             "finish_reason": "length"}))
+            cut = {"content": "This answer was cut", "finish_reason": "length"}
+            if isinstance(body.get("max_tokens"), int):
+                cut["completion_tokens"] = body["max_tokens"]
+            self._send_json(200, fake.completion_body(body, cut))
+        elif kind == "context":
+            self._send_json(200, fake.completion_body(body, {"content": "This answer was cut", "finish_reason": "length",
+                                                             "prompt_tokens": 3315, "completion_tokens": 781}))
         elif kind == "content_filter":
             self._send_json(200, fake.completion_body(body, {"content": "", "finish_reason": "content_filter"}))
         elif kind == "empty":

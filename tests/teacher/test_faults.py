@@ -109,12 +109,23 @@ def test_length_failure_keeps_paid_tokens_and_partial_text_in_journal(fake_opena
     fake_openai.inject("length", times=None)
     config = make_teacher_config_for(fake_openai, prices={"fake-teacher": {"input": 1.0, "output": 2.0}})
     result = run_one(config, ask("cut me off"), tmp_path / "j.sqlite")
-    assert result.error == "length" and result.completion_tokens == 4
+    assert result.error == "length" and result.completion_tokens == 256  # cut at max_tokens
+    assert result.detail == "cut at max_tokens (256) after 256 completion tokens"
     with Journal(tmp_path / "j.sqlite") as j:
         entry = j.get(result.key)
     assert entry.response == "This answer was cut"
-    assert entry.paid_completion_tokens == 4
-    assert entry.paid_cost == pytest.approx((3 * 1.0 + 4 * 2.0) / 1e6)
+    assert entry.paid_completion_tokens == 256
+    assert entry.paid_cost == pytest.approx((3 * 1.0 + 256 * 2.0) / 1e6)
+
+
+def test_a_cut_short_of_max_tokens_names_the_context_window_not_max_tokens(fake_openai, tmp_path):
+    fake_openai.inject("context", times=None)
+    config = make_teacher_config_for(fake_openai, params={"max_tokens": 1024})
+    result = run_one(config, ask("a long history"), tmp_path / "j.sqlite")
+    assert result.error == "length" and result.completion_tokens == 781
+    assert "max_tokens after" not in result.detail
+    assert result.detail.startswith("cut after 781 completion tokens, short of max_tokens (1024): the prompt "
+                                    "(3315 tokens) and the answer filled the model's context window")
 
 
 # --------------------------------------------------------------------------- 429 handling
