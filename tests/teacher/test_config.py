@@ -82,3 +82,52 @@ def test_runtime_fields_are_real_fields_and_exclude_what_changes_answers():
     names = {f.name for f in dataclasses.fields(TeacherConfig)}
     assert RUNTIME_FIELDS <= names
     assert not RUNTIME_FIELDS & {"base_url", "model", "params"}
+
+
+@pytest.mark.parametrize("name", ["temperature", "top_p", "max_tokens"])
+def test_a_run_config_may_not_set_what_every_stage_overrides(name, tmp_path):
+    """`--set teacher.params.temperature=0.9` did nothing: the stages set it on every request."""
+    from datagen.config import load_config
+
+    with pytest.raises(ConfigError, match=r"is set by each stage") as info:
+        TeacherConfig.from_dict({"model": "m", "params": {name: 1}})
+    assert info.value.field == f"teacher.params.{name}"
+    assert f"expand.{name}" in str(info.value) and f"dialogues.KIND.options.{name}" in str(info.value)
+    path = tmp_path / "run.yaml"
+    path.write_text("name: x\nteacher:\n  model: m\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, [f"teacher.params.{name}=1"])
+    assert info.value.field == f"teacher.params.{name}"
+    assert TeacherConfig.from_dict({"model": "m", "params": {"seed": 7, "stop": ["\n\n"]}}).params == \
+        {"seed": 7, "stop": ["\n\n"]}
+
+
+@pytest.mark.parametrize(("key", "problem"), [
+    ("sk-abc def", "has a space at character 7 of 10"),
+    ("sk-abcdef\n", "has a newline at the end"),
+    ("\tsk-abcdef", "has a tab at character 1 of 10"),
+    ("sk-abc\u00a0def", "has a non-ASCII character (U+00A0, no-break space) at character 7 of 10"),
+    ("sk-abcdéf", "has a non-ASCII character (U+00E9) at character 8 of 9"),
+    ("sk-abc\x07def", "has a control character (U+0007) at character 7 of 10"),
+    ("   ", "is only whitespace (3 characters)"),
+])
+def test_a_key_that_cannot_be_a_header_says_what_is_wrong_not_what_it_is(monkeypatch, key, problem):
+    monkeypatch.setenv("DATAGEN_TEST_KEY_VAR", key)
+    config = TeacherConfig(api_key_env="DATAGEN_TEST_KEY_VAR")
+    with pytest.raises(ConfigError) as info:
+        config.api_key()
+    assert info.value.field == "$DATAGEN_TEST_KEY_VAR"
+    assert f"the API key in it {problem};" in str(info.value)
+    assert "abc" not in str(info.value)
+
+
+def test_redact_masks_remembered_keys_and_bearer_tokens(monkeypatch):
+    from datagen.teacher.redact import redact
+
+    monkeypatch.setenv("DATAGEN_TEST_KEY_VAR", "sk-remembered-0123456789")
+    TeacherConfig(api_key_env="DATAGEN_TEST_KEY_VAR").api_key()
+    text = ('HTTP 401: key sk-remembered-0123456789 refused; {"authorization": "Bearer sk-other-987654321"} '
+            "Authorization: bearer abc.def")
+    assert redact(text) == ('HTTP 401: key *** refused; {"authorization": "Bearer ***"} '
+                            "Authorization: bearer ***")
+    assert redact("temperature 0.7, 12 tokens") == "temperature 0.7, 12 tokens"

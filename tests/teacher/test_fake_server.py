@@ -83,3 +83,15 @@ def test_inject_match_only_hits_matching_requests(fake_openai):
 def test_unknown_fault_kind_is_refused():
     with pytest.raises(ValueError, match="unknown fault"):
         Fault("418")
+
+
+def test_random_faults_hit_about_their_share_and_echo_key_quotes_the_header(fake_openai, monkeypatch):
+    fake_openai.inject("500", times=None, probability=0.3, match="share")
+    config = make_teacher_config_for(fake_openai, max_attempts=1, concurrency=4)
+    results = run_requests(config, [Request(messages=[{"role": "user", "content": f"share {i}"}]) for i in range(200)])
+    assert 40 <= sum(not r.ok for r in results) == fake_openai.faults_served["500"] <= 80
+    monkeypatch.setenv("DATAGEN_TEST_TEACHER_KEY", "sk-fake-echoed-0123456789")
+    fake_openai.inject("echo_key", times=1)
+    [result] = run_requests(config, [Request(messages=[{"role": "user", "content": "echo"}])])
+    assert result.error == "bad_request"
+    assert result.detail.endswith("headers received: Authorization: Bearer ***")  # the engine redacted it

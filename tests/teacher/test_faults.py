@@ -10,6 +10,7 @@ from datagen.teacher.engine import TeacherEngine, run_requests
 from datagen.teacher.journal import Journal
 from datagen.teacher.types import Request
 from tests.fakes.openai_fixtures import make_teacher_config_for
+from tests.fakes.openai_server import last_user_text
 
 
 def ask(text: str, **kw) -> Request:
@@ -166,7 +167,7 @@ def test_429_storm_lowers_concurrency_and_everything_finishes(fake_openai, tmp_p
     assert engine._slots.limit < 16  # the server pushed back, the engine listened
 
 
-def test_retry_after_pauses_every_request_not_just_the_rejected_one(fake_openai, tmp_path):
+def test_retry_after_pauses_every_request_when_most_answers_are_429s(fake_openai, tmp_path):
     fake_openai.set_latency(0.05)
     fake_openai.inject("429", times=1, retry_after=0.5)
     config = make_teacher_config_for(fake_openai, concurrency=1, min_backoff=0.0, max_backoff=0.01)
@@ -175,6 +176,38 @@ def test_retry_after_pauses_every_request_not_just_the_rejected_one(fake_openai,
     # Three requests: first (429), then no request at all for 0.5 s, then two successes.
     assert fake_openai.requests == 3
     assert fake_openai.arrivals[1] - fake_openai.arrivals[0] >= 0.5
+
+
+def test_a_minority_of_random_429s_neither_lowers_concurrency_nor_pauses_everyone(fake_openai, tmp_path):
+    """The issue's storm: 30% random 429s with retry-after made every request wait and halved the
+    concurrency on each wave, 302 -> 4 requests/s. Each 429'd request waits on its own now."""
+    fake_openai.set_latency(0.01)
+    fake_openai.inject("429", times=None, probability=0.3, retry_after=0.05)
+    config = make_teacher_config_for(fake_openai, concurrency=16, max_attempts=20)
+    requests = [ask(f"trickle {i}") for i in range(300)]
+
+    async def main():
+        async with TeacherEngine(config, journal_path=tmp_path / "j.sqlite") as engine:
+            results = [r async for r in engine.map(requests)]
+            return results, engine
+
+    results, engine = asyncio.run(main())
+    assert all(r.ok for r in results)
+    assert 60 <= engine.stats.rate_limited == fake_openai.faults_served["429"]
+    assert fake_openai.requests == 300 + engine.stats.rate_limited
+    assert engine._slots.limit == 16
+    assert engine._pause_until == 0.0  # no request was ever held for another's retry-after
+
+
+def test_a_retry_after_delays_the_request_that_got_it_and_not_the_others(fake_openai, tmp_path):
+    fake_openai.inject("429", times=1, match="first", retry_after=0.5)
+    config = make_teacher_config_for(fake_openai, concurrency=2, min_backoff=0.0, max_backoff=0.01)
+    others = [ask(f"other {i}") for i in range(6)]
+    results = run_requests(config, [ask("first"), *others], journal_path=tmp_path / "j.sqlite")
+    assert all(r.ok for r in results)
+    order = [last_user_text(body) for body in fake_openai.received]
+    assert order[-1] == "first" and order.count("first") == 2  # every other request went first
+    assert fake_openai.arrivals[-1] - fake_openai.arrivals[order.index("first")] >= 0.5
 
 
 # --------------------------------------------------------------------------- markers & ledger
