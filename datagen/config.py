@@ -2,8 +2,10 @@
 
 A run config has one section per stage. Each section is parsed by the stage's own config class
 (`TeacherConfig`, `ExpandConfig`, ...), which rejects unknown keys; this module adds the YAML line
-of the offending key to the error, applies `--set a.b=value` overrides and fingerprints the result.
-See configs/example.yaml for every field, annotated.
+of the offending key to the error (the file is read by `datagen.yamlfile`, which also refuses
+duplicate keys and alias bombs), applies `--set a.b=value` overrides, resolves the relative paths
+written in the file against its folder, and fingerprints the result. See configs/example.yaml for
+every field, annotated.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from datagen.errors import ConfigError
+from datagen.yamlfile import load_yaml, read_yaml, resolve_path
 
 #: section name -> (module, class) of the stage config that parses it.
 SECTION_CLASSES: dict[str, tuple[str, str]] = {
@@ -43,6 +46,12 @@ def _check_type(value: Any, types: tuple[type, ...], field_name: str, what: str)
         raise ConfigError(f"must be {what}, got {value!r}", field=field_name)
 
 
+def _check_count(value: Any, field_name: str, *, minimum: int) -> None:
+    _check_type(value, (int,), field_name, "a whole number")
+    if value < minimum:
+        raise ConfigError(f"must be at least {minimum}, got {value}", field=field_name)
+
+
 def _check_str_list(value: Any, field_name: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"must be a list of strings, e.g. [zh, en], got {value!r}", field=field_name)
@@ -63,9 +72,7 @@ class SeedsSection:
         _check_str_list(self.languages, "seeds.languages")
         _check_str_list(self.categories, "seeds.categories")
         if self.per_cell is not None:
-            _check_type(self.per_cell, (int,), "seeds.per_cell", "a whole number")
-            if self.per_cell < 1:
-                raise ConfigError(f"must be at least 1, got {self.per_cell}", field="seeds.per_cell")
+            _check_count(self.per_cell, "seeds.per_cell", minimum=1)
 
 
 @dataclass(slots=True)
@@ -81,7 +88,7 @@ class DialogueKind:
         _check_type(self.enabled, (bool,), "dialogues.enabled", "true or false")
         _check_type(self.include_seeds, (bool,), "dialogues.include_seeds", "true or false")
         if self.max_dialogues is not None:
-            _check_type(self.max_dialogues, (int,), "dialogues.max_dialogues", "a whole number")
+            _check_count(self.max_dialogues, "dialogues.max_dialogues", minimum=0)
         _check_type(self.options, (dict,), "dialogues.options", "a mapping")
 
 
@@ -101,12 +108,15 @@ class CheckSection:
         _check_type(self.enabled, (bool,), "check.enabled", "true or false")
         if self.model is not None:
             _check_type(self.model, (str,), "check.model", "a folder, a .gguf file or smollm2")
-        _check_type(self.batch_size, (int,), "check.batch_size", "a whole number")
-        for name in ("max_length", "max_rows"):
-            if getattr(self, name) is not None:
-                _check_type(getattr(self, name), (int,), f"check.{name}", "a whole number")
+        _check_count(self.batch_size, "check.batch_size", minimum=1)
+        if self.max_length is not None:
+            _check_count(self.max_length, "check.max_length", minimum=1)
+        if self.max_rows is not None:
+            _check_count(self.max_rows, "check.max_rows", minimum=0)
         if self.max_loss is not None:
             _check_type(self.max_loss, (int, float), "check.max_loss", "a number")
+            if not self.max_loss >= 0:
+                raise ConfigError(f"must be at least 0, got {self.max_loss}", field="check.max_loss")
         if self.percentile is not None:
             _check_type(self.percentile, (int, float), "check.percentile", "a number")
             if not 0 < self.percentile < 100:
@@ -238,41 +248,6 @@ def _get_path(node: Any, parts: list[str]) -> Any:
     return node
 
 
-# --------------------------------------------------------------------------- YAML with lines
-
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping key, by dotted path."""
-
-
-def _load_with_lines(text: str, path: str) -> tuple[dict[str, Any], dict[str, int]]:
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-                lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{prefix}.{i}")
-
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path,
-                          line=mark.line + 1 if mark else None) from None
-    if node is not None:
-        walk(node, "")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError("a run config must be a YAML mapping", path=path, line=1)
-    return data, lines
-
-
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`teacher.model=gpt-4o-mini` -> (["teacher", "model"], "gpt-4o-mini"); values are YAML."""
     if "=" not in item:
@@ -282,9 +257,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not parts:
         raise ConfigError(f"--set needs a key, got {item!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+        parsed = load_yaml(value, path=f"--set {key.strip()}").data if value.strip() else ""
+    except ConfigError as exc:
+        if not exc.reason.startswith("invalid YAML"):
+            raise  # a duplicate key or an alias bomb: say so
+        parsed = value  # not YAML: the text itself
     return parts, parsed
 
 
@@ -309,7 +286,7 @@ def _dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=where)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
         raise ConfigError(f"unknown key (known: {', '.join(sorted(names))})", field=f"{where}.{unknown[0]}")
     try:
@@ -339,11 +316,28 @@ def _section(name: str, data: Any) -> Any:
                           (f"{name}.{f}" if f else name)) from None
 
 
-def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfig:
-    """Build a RunConfig from a plain dict (already merged with overrides)."""
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+#: A run name becomes a folder under outputs/: one plain name, never a path.
+_RUN_NAME = re.compile(r"\w[\w.-]{0,99}")
+
+
+def _run_name(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `name: 2024`
+    if not isinstance(value, str) or not _RUN_NAME.fullmatch(value):
+        raise ConfigError("must be a plain name of letters, digits, '.', '_' and '-' (it names the folder "
+                          f"outputs/NAME), got {value!r}", field="name")
+    return value
+
+
+def build_config(data: dict[str, Any], *, source: str | None = None,
+                 raw: dict[str, Any] | None = None) -> RunConfig:
+    """Build a RunConfig from a plain dict (already merged with overrides). Paths are used as given
+    (`load_config` resolves those written in a file first); `raw` is what the user wrote, kept for
+    fingerprints and manifests (default: `data`)."""
+    unknown = sorted((k for k in data if k not in TOP_LEVEL_KEYS), key=str)
     if unknown:
-        raise ConfigError(f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})", field=unknown[0])
+        raise ConfigError(f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})", field=str(unknown[0]))
+    name = _run_name(data.get("name", "run"))
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"must be a whole number, got {seed!r}", field="seed")
@@ -366,8 +360,13 @@ def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfi
     tools = data.get("tools") or {}
     if not isinstance(tools, dict):
         raise ConfigError("must be a mapping", field="tools")
+    # Unknown tools and bad tool settings fail now, not on the first plugin call (after the HHH
+    # stage has been paid for) as a "retryable" failure that no rerun fixes.
+    from datagen.tools.base import validate_tool_settings
+
+    validate_tool_settings(tools)
     return RunConfig(
-        name=str(data.get("name", "run")),
+        name=name,
         seed=seed,
         seeds=_dataclass_from_dict(SeedsSection, data.get("seeds"), "seeds"),
         teacher=_section("teacher", data.get("teacher")),
@@ -379,32 +378,100 @@ def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfi
         finetune=finetune,
         dataset=_dataclass_from_dict(DatasetSection, data.get("dataset"), "dataset"),
         publish=_dataclass_from_dict(PublishSection, data.get("publish"), "publish"),
-        raw=data,
+        raw=data if raw is None else raw,
         source=source,
     )
 
 
+# --------------------------------------------------------------------------- paths
+
+
+#: Config keys holding paths (`*`: any key or list index). Written in a config file, a relative one
+#: resolves against the file's folder (`resolve_paths`).
+PATH_KEYS = (
+    "seeds.path",
+    "expand.templates_dir",
+    "dialogues.*.options.templates_dir",
+    "tools.*.docs",  # search document collections
+    "filters.steps.*.lexicons",
+    "check.model",  # also an alias (smollm2) or a Hub id: only when it names a file or folder
+)
+
+
+def _looks_like_path(value: str, base: Path) -> bool:
+    return value.startswith(("./", "../", "~")) or value.endswith(".gguf") or (base / value).exists()
+
+
+def resolve_paths(data: dict[str, Any], base: str | os.PathLike, from_file: Any) -> dict[str, Any]:
+    """A copy of `data` whose relative paths (`PATH_KEYS`) resolve against `base`, the config file's
+    folder, for the keys `from_file(dotted_key)` says were written in the file. Defaults and `--set`
+    values stay relative to the working directory."""
+    base = Path(base)
+    data = copy.deepcopy(data)
+
+    def rebase(value: Any) -> Any:
+        if isinstance(value, str) and value:
+            return resolve_path(value, base)
+        if isinstance(value, list):
+            return [rebase(v) for v in value]
+        return value
+
+    def visit(node: Any, parts: list[str], key: str) -> None:
+        head, rest = parts[0], parts[1:]
+        if isinstance(node, dict):
+            names = list(node) if head == "*" else [head] if head in node else []
+            items = [(k, node[k]) for k in names]
+        elif isinstance(node, list) and head == "*":
+            items = list(enumerate(node))
+        else:
+            return
+        for k, child in items:
+            where = f"{key}.{k}" if key else str(k)
+            if rest:
+                visit(child, rest, where)
+            elif from_file(where) and (where != "check.model" or
+                                       (isinstance(child, str) and _looks_like_path(child, base))):
+                node[k] = rebase(child)
+
+    for pattern in PATH_KEYS:
+        visit(data, pattern.split("."), "")
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config, apply `--set` overrides, and validate every section. Errors name the
-    key and its line in the file."""
+    key and its line in the file.
+
+    Relative paths written in the file (`PATH_KEYS`) resolve against the file's folder: `seeds.path:
+    ../seeds/mine.jsonl` in `configs/run.yaml` is `seeds/mine.jsonl` from any working directory.
+    `--set` paths resolve against the working directory, as shell paths do."""
     path = Path(path)
+    doc = read_yaml(path)
+    data = doc.data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a run config must be a YAML mapping", path=str(path), line=1)
+    written = copy.deepcopy(data)
+    overrides = list(overrides or [])
+    data = apply_overrides(data, overrides)
+    overridden = [".".join(parse_override(item)[0]) for item in overrides]
+
+    def from_file(key: str) -> bool:
+        if any(key == o or key.startswith(o + ".") for o in overridden):
+            return False
+        node: Any = written
+        for part in key.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return False
+        return node is not None
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("config file is not UTF-8", path=str(path)) from None
-    data, lines = _load_with_lines(text, str(path))
-    data = apply_overrides(data, list(overrides or []))
-    try:
-        return build_config(data, source=str(path))
+        return build_config(resolve_paths(data, path.parent, from_file), source=str(path), raw=data)
     except ConfigError as exc:
         key = exc.field or ""
-        line = None
-        probe = key
-        while probe:
-            if probe in lines:
-                line = lines[probe]
-                break
-            probe = probe.rpartition(".")[0]
-        raise ConfigError(exc.reason, path=str(path), line=line, field=key or None) from None
+        raise ConfigError(exc.reason, path=str(path), line=doc.line_of(key), field=key or None) from None

@@ -27,3 +27,70 @@ def test_known_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert main(["run", str(missing)]) == 1
     err = capsys.readouterr().err
     assert err == f"Error: {missing}: config file not found\n"
+
+
+# One `Error:` line, never a traceback, for every bad config (issue 11). Each case fails before
+# its fix: a traceback (folder, threshold), a silent run (negative count, name, duplicate key, alias
+# bomb), or an error only when the plugin stage calls the tool.
+CONFIG_ERRORS = {
+    "folder": (None, "{cfg}: is a folder; give the YAML config file inside it"),
+    "duplicate key": ("name: a\nseed: 1\nname: b\n",
+                      "{cfg}:3: name: duplicate key (first given on line 1)"),
+    "nested duplicate": ("dialogues:\n  hhh:\n    enabled: true\n    enabled: false\n",
+                         "{cfg}:4: dialogues.hhh.enabled: duplicate key (first given on line 3)"),
+    "negative count": ("dialogues:\n  hhh:\n    max_dialogues: -1\n",
+                       "{cfg}:3: dialogues.hhh.max_dialogues: must be at least 0, got -1"),
+    "path as name": ("name: ../../x\n",
+                     "{cfg}:1: name: must be a plain name of letters, digits, '.', '_' and '-' (it names the "
+                     "folder outputs/NAME), got '../../x'"),
+    "absolute name": ("name: /tmp/x\n",
+                      "{cfg}:1: name: must be a plain name of letters, digits, '.', '_' and '-' (it names the "
+                      "folder outputs/NAME), got '/tmp/x'"),
+    "filter threshold": ("filters:\n  steps:\n    near_dedup: {threshold: high}\n",
+                         "{cfg}:3: filters.steps.near_dedup.threshold: step 'near_dedup': must be a number or "
+                         "null, got 'high' (str)"),
+    "tool setting": ("seed: 1\ntools:\n  calculator: {max_digits: x}\n",
+                     "{cfg}:3: tools.calculator.max_digits: must be an integer, got 'x' (str)"),
+    "check batch": ("check:\n  batch_size: 0\n", "{cfg}:2: check.batch_size: must be at least 1, got 0"),
+    "recursive alias": ("dialogues:\n  hhh:\n    options: &o {turns: *o}\n",
+                        "{cfg}:3: dialogues.hhh.options.turns: a YAML alias refers to a value that contains it"),
+}
+
+
+def _alias_bomb() -> str:
+    """Nine levels of nine aliases: under 400 bytes that load as 9**9 strings."""
+    text = "seeds:\n  categories:\n    - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        text += f"    - &{name} [" + ", ".join([f"*{prev}"] * 9) + "]\n"
+    return text
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_ERRORS))
+def test_bad_configs_give_one_error_line(tmp_path, capsys, case):
+    text, expected = CONFIG_ERRORS[case]
+    cfg = tmp_path / "run.yaml"
+    if text is None:
+        cfg.mkdir()
+    else:
+        cfg.write_text(text, encoding="utf-8")
+    assert main(["run", str(cfg)]) == 1
+    assert capsys.readouterr().err == "Error: " + expected.format(cfg=cfg) + "\n"
+
+
+def test_unknown_tool_is_refused_when_the_config_loads(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("tools:\n  search: {}\n  weather: {}\n", encoding="utf-8")
+    assert main(["run", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {cfg}:3: tools.weather: unknown tool 'weather' (known: ")
+    assert err.count("\n") == 1
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(_alias_bomb(), encoding="utf-8")
+    assert len(cfg.read_bytes()) < 700
+    assert main(["run", str(cfg)]) == 1
+    assert capsys.readouterr().err == (
+        f"Error: {cfg}:7: seeds.categories.4.0: YAML aliases expand to more than 10000 values beyond those "
+        "written; write the values out instead of nesting aliases\n")

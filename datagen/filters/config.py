@@ -78,20 +78,34 @@ class StepConfig:
         if unknown and not accepts_any:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} for step {self.name!r} "
                               f"(known: {', '.join(sorted(known | set(_STEP_KEYS)))})", field=f"{where}.{unknown[0]}")
+        self._check_types(cls, where)
         try:
             kwargs = dict(self.params)
             if self.policy is not None:
                 kwargs["policy"] = self.policy
             step = cls(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"step {self.name!r}: {exc}", field=where) from None
         except ConfigError as exc:
-            # Constructors name their own argument (`threshold`); give the full key.
-            raise ConfigError(f"step {self.name!r}: {exc.reason}",
+            # Constructors name their own argument (`threshold`); give the full key. A file the step
+            # read (a lexicon) stays named in the message.
+            reason = f"{exc.location}: {exc.reason}" if exc.path else exc.reason
+            raise ConfigError(f"step {self.name!r}: {reason}",
                               field=f"{where}.{exc.field}" if exc.field else where) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"step {self.name!r}: {exc}", field=where) from None
         step.step_name = self.name
         step.stats.step = self.name
         return step
+
+    def _check_types(self, cls: type, where: str) -> None:
+        """Each param against the type its constructor declares (`threshold: float | None`), so
+        `threshold: high` names its key instead of failing inside the step."""
+        from datagen.tools.base import constructor_settings
+
+        settings = constructor_settings(cls).settings
+        for key, value in self.params.items():
+            problem = settings[key].problem(value) if key in settings else None
+            if problem:
+                raise ConfigError(f"step {self.name!r}: {problem}", field=f"{where}.{key}")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
@@ -172,10 +186,12 @@ class FilterConfig:
         if dups:
             raise ConfigError(f"step name(s) used twice: {', '.join(dups)} (give one a new name and a type)",
                               field="steps")
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}", field="workers")
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ConfigError(f"chunk_size must be a positive integer, got {self.chunk_size!r}", field="chunk_size")
+        for name, minimum in (("workers", 1), ("chunk_size", 1), ("parallel_min_rows", 0)):
+            value = getattr(self, name)
+            if value is None and name == "workers":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", field=name)
 
     @classmethod
     def default(cls) -> FilterConfig:
@@ -187,7 +203,7 @@ class FilterConfig:
         d = d or {}
         if not isinstance(d, dict):
             raise ConfigError(f"the filter config must be a mapping, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_TOP_KEYS))
+        unknown = sorted((k for k in d if k not in _TOP_KEYS), key=str)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(_TOP_KEYS)})",
                               field=str(unknown[0]))
@@ -216,22 +232,26 @@ class FilterConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> FilterConfig:
-        """Read YAML or JSON; a file with a top-level `filters:` key uses that section."""
-        import yaml
+        """Read YAML (or JSON); a file with a top-level `filters:` key uses that section. Errors
+        name the file, the line and the key; relative lexicon paths resolve against the file's
+        folder."""
+        from datagen.yamlfile import read_yaml, resolve_path
 
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config: {exc.strerror}", path=str(path)) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {exc}", path=str(path)) from None
+        doc = read_yaml(path)
+        data, prefix = doc.data, ""
         if isinstance(data, dict) and "filters" in data:
-            data = data["filters"]
+            data, prefix = data["filters"], "filters."
+        steps = data.get("steps") if isinstance(data, dict) else None
+        for step in (steps.values() if isinstance(steps, dict) else steps if isinstance(steps, list) else ()):
+            if isinstance(step, dict) and isinstance(step.get("lexicons"), list):
+                step["lexicons"] = [resolve_path(p, path.parent) if isinstance(p, str) else p
+                                    for p in step["lexicons"]]
         try:
             return cls.from_dict(data)
         except ConfigError as exc:
-            raise ConfigError(exc.reason, path=str(path), field=exc.field) from None
+            key = prefix + exc.field if exc.field else None
+            raise ConfigError(exc.reason, path=str(path), line=doc.line_of(key), field=key) from None
 
     def enabled_steps(self) -> list[StepConfig]:
         return [s for s in self.steps if s.enabled]

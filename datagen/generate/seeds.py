@@ -40,6 +40,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -416,23 +417,48 @@ class _BadRow:
     detail: str
 
 
+#: Longest integer literal kept as an int (Python refuses to convert longer ones); a longer one
+#: stays a Decimal, so a row with a huge id or count still imports.
+_MAX_INT_DIGITS = 4000
+
+
+def _json_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else Decimal(text)
+
+
+def _loads(text: str) -> Any:
+    """`json.loads`, with every failure a ValueError (JSONDecodeError for malformed JSON): huge
+    integers load, nesting too deep for the parser is an error like any other."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     with open(path, "rb") as fh:
         for i, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
             try:
-                yield i, json.loads(raw.decode("utf-8"))
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 yield i, _BadRow("invalid_json", f"not UTF-8 at byte {exc.start}")
+                continue
+            try:
+                yield i, _loads(text)
             except json.JSONDecodeError as exc:
                 yield i, _BadRow("invalid_json", f"{exc.msg} at column {exc.colno}")
+            except ValueError as exc:
+                yield i, _BadRow("invalid_json", str(exc))
 
 
 def _iter_json(path: Path, records_path: str | None) -> Iterator[tuple[int, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = _loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SeedFormatError(f"not a JSON file (not UTF-8 at byte {exc.start})", path=str(path)) from None
+    except ValueError as exc:
         raise SeedFormatError(f"not a JSON file ({exc})", path=str(path)) from None
     if records_path:
         data = get_field(data, records_path)
@@ -452,23 +478,73 @@ def _iter_json(path: Path, records_path: str | None) -> Iterator[tuple[int, Any]
     yield from enumerate(data, start=1)
 
 
+#: Longest CSV field read, in characters (Python's csv default is 131,072, which real prompt or
+#: context columns exceed). A field running past it is most likely an unclosed quote.
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+
+
+def _csv_error(path: Path, line: int, exc: csv.Error) -> SeedFormatError:
+    msg = str(exc)
+    if "unexpected end of data" in msg:
+        msg = "unclosed quote: the quoted field opened in the row starting here runs to the end of the file"
+    elif "field larger than field limit" in msg:
+        msg = (f"a field longer than {CSV_FIELD_LIMIT} characters in the row starting here "
+               "(an unclosed quote?)")
+    else:
+        msg = f"malformed CSV in the row starting here ({msg}; a quote inside a quoted field is written \"\")"
+    return SeedFormatError(msg, path=str(path), line=line)
+
+
 def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    """Rows as dicts keyed by the header (as `csv.DictReader`), numbered by the line they start on.
+    Strict parsing: an unclosed quote is an error naming its line, never a silent merge of the rest
+    of the file into one field."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            yield reader.line_num, row
+    limit = csv.field_size_limit()
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter, strict=True)
+            header: list[str] | None = None
+            while True:
+                start = reader.line_num + 1
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise _csv_error(path, start, exc) from None
+                except UnicodeDecodeError:
+                    raise SeedFormatError("not UTF-8 text (at or after this line)", path=str(path),
+                                          line=start) from None
+                if not values:
+                    continue
+                if header is None:
+                    header = values
+                    continue
+                row: dict[Any, Any] = dict(zip(header, values, strict=False))
+                for name in header[len(values):]:
+                    row[name] = None  # a short row: DictReader's restval
+                yield start, row
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
     n = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            n += 1
-            yield n, row
+    try:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+    except (pa.ArrowException, OSError) as exc:
+        where = f" after row {n}" if n else ""
+        reason = " ".join(str(exc).split())  # Arrow's messages may span lines
+        raise SeedFormatError(f"not a readable Parquet file{where} ({reason})", path=str(path)) from None
 
 
 def _iter_datasets_folder(path: Path, split: str | None) -> Iterator[tuple[int, Any]]:
@@ -478,7 +554,13 @@ def _iter_datasets_folder(path: Path, split: str | None) -> Iterator[tuple[int, 
         from datagen.errors import MissingDependencyError
 
         raise MissingDependencyError("datasets", "core") from None
-    ds = datasets.load_from_disk(str(path))
+    import pyarrow as pa
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        reason = " ".join(str(exc).split())
+        raise SeedFormatError(f"not a readable `datasets` folder ({reason})", path=str(path)) from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
             if len(ds) != 1:
@@ -514,8 +596,8 @@ def iter_source_rows(path: str | os.PathLike, *, records_path: str | None = None
             head = fh.read(1 << 16).lstrip()
         if head[:1] == b"{" and b"\n{" in head and not head.rstrip().endswith(b"]"):
             try:
-                json.loads(p.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                _loads(p.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError):
                 return _iter_jsonl(p)
         return _iter_json(p, records_path)
     if suffix in (".csv", ".tsv"):
@@ -707,6 +789,19 @@ def import_seeds(
     return result
 
 
+def _json_type(value: Any) -> str:
+    """What a row value is, in JSON's words (a 5000-digit integer is a number, not a Decimal)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
 class _RowError(Exception):
     def __init__(self, reason: str, detail: str = "", source_id: str | None = None, text: str | None = None):
         super().__init__(reason)
@@ -796,14 +891,14 @@ class _RowConverter:
         if raw is MISSING or raw is None:
             raise _RowError("missing_field", f"no {self.text_name!r}", sid)
         if not isinstance(raw, str):
-            raise _RowError("not_text", f"{self.text_name!r} is {type(raw).__name__}", sid)
+            raise _RowError("not_text", f"{self.text_name!r} is {_json_type(raw)}", sid)
         parts = [normalize_prompt(raw)]
         for name, path in self.append:
             v = get_field(row, path)
             if v is MISSING or v is None:
                 continue
             if not isinstance(v, str):
-                raise _RowError("not_text", f"{name!r} is {type(v).__name__}", sid)
+                raise _RowError("not_text", f"{name!r} is {_json_type(v)}", sid)
             parts.append(normalize_prompt(v))
         text = "\n\n".join(p for p in parts if p)
         if not text:

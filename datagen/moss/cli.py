@@ -115,18 +115,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _config_section(path: Path) -> dict[str, Any]:
-    import yaml
-
     from datagen.errors import ConfigError
+    from datagen.yamlfile import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError("config file not found", path=str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', exc)})", path=str(path),
-                          line=mark.line + 1 if mark else None) from None
+    data = read_yaml(path).data or {}
     if not isinstance(data, dict):
         raise ConfigError("must be a mapping", path=str(path))
     if "finetune" in data:
