@@ -106,3 +106,22 @@ def test_torn_tail_cut_inside_a_multibyte_character_is_skipped(tmp_path):
     torn = json.dumps({"id": "b", "text": "春天"}, ensure_ascii=False).encode()
     path.write_bytes(whole + b"\n" + torn[: torn.index("春".encode()) + 1])  # cut mid-character
     assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a"]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ('{"n": ' + "7" * 5000 + "}", "invalid JSON: a number too long to read (Exceeds the limit (4300 digits) "
+                                  "for integer string conversion: value has 5000 digits)"),
+    ("[" * 100_000, "JSON nested too deeply"),
+], ids=["5000-digits", "deep"])
+def test_json_python_cannot_hold_is_an_input_error_at_its_line(tmp_path, line, reason):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        list(iter_json_lines(path))
+    assert str(exc.value) == f"{path}:2: {reason}"
+    # as a torn tail (no newline) it is skipped like any other, and the writer cuts it off
+    path.write_text('{"a": 1}\n' + line, encoding="utf-8")
+    assert [obj for _, obj in iter_json_lines(path)] == [{"a": 1}]
+    with AppendWriter(path) as w:
+        w.write({"a": 2})
+    assert [obj for _, obj in iter_json_lines(path)] == [{"a": 1}, {"a": 2}]
