@@ -4,8 +4,9 @@ Each stage package registers its own subcommands in its `cli.py` (`register(subp
 code that parses a stage's flags sits beside the stage. Heavy imports (torch, transformers) happen
 inside the command functions, never at import time, so `datagen --help` stays fast.
 
-Known errors print one `Error: ...` line on stderr and exit 1; usage errors exit 2. Set
-`DATAGEN_DEBUG=1` to see the traceback.
+Known errors, and OS errors about a path (a folder given as a file, no permission), print one
+`Error: ...` line on stderr and exit 1; usage errors exit 2. Set `DATAGEN_DEBUG=1` to see the
+traceback.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A path the user gave that cannot be read or written (a folder given as a file, no
+        # permission, disk full): one line naming it, like any known error.
+        path = exc.filename2 or exc.filename
+        if os.environ.get("DATAGEN_DEBUG") or path is None:
+            raise
+        print(f"Error: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

@@ -94,3 +94,16 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"Error: {cfg}:7: seeds.categories.4.0: YAML aliases expand to more than 10000 values beyond those "
         "written; write the values out instead of nesting aliases\n")
+
+
+def test_a_folder_given_as_an_output_file_is_one_error_line(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "prompts.jsonl"
+    src.write_text('{"prompt": "Name three rivers."}\n', encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["seeds", "import", str(src), "--field", "prompt", "--out", str(out)]
+    assert main(args) == 1
+    assert capsys.readouterr().err == f"Error: {out}: Is a directory\n"
+    monkeypatch.setenv("DATAGEN_DEBUG", "1")
+    with pytest.raises(IsADirectoryError):
+        main(args)
