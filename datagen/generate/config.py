@@ -55,6 +55,9 @@ DEFAULT_REJECT_PATTERNS: tuple[str, ...] = (
 
 #: Turn-count distributions, per category (see `TurnDistribution`). MOSS's helpful data averages
 #: 5-6 turns, harmless and honest about 3, plugin data 1-3.
+#: The most turns one dialogue may have (MOSS's longest have about 10).
+MAX_TURNS = 50
+
 DEFAULT_TURNS: dict[str, dict[str, Any]] = {
     "hhh": {"default": [5, 6], "harmless": [2, 3, 4], "honest": [2, 3, 4]},
     "plugin": {"default": [1, 2, 3]},
@@ -67,7 +70,7 @@ def _reject_unknown(cls: type, d: dict[str, Any] | None, where: str) -> dict[str
     if not isinstance(d, dict):
         raise ConfigError(f"must be a mapping, got {type(d).__name__}", field=where)
     known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
-    unknown = sorted(set(d) - known)
+    unknown = sorted((k for k in d if k not in known), key=str)
     if unknown:
         raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", field=f"{where}.{unknown[0]}")
     return dict(d)
@@ -129,9 +132,13 @@ class TurnDistribution:
             if "-" in s and "," not in s:
                 lo, _, hi = s.partition("-")
                 try:
-                    spec = list(range(int(lo), int(hi) + 1))
+                    lo_n, hi_n = int(lo), int(hi)
                 except ValueError:
                     raise ConfigError(f"bad turn range {spec!r} (use e.g. 2-4)", field=where) from None
+                if not 1 <= lo_n <= hi_n <= MAX_TURNS:
+                    raise ConfigError(f"turn range {spec!r} must lie within 1-{MAX_TURNS}, low to high",
+                                      field=where)
+                spec = list(range(lo_n, hi_n + 1))
             else:
                 try:
                     spec = [int(x) for x in s.split(",") if x.strip()]
@@ -150,8 +157,10 @@ class TurnDistribution:
             pairs = [(int(x), 1.0) for x in spec]
         else:
             raise ConfigError(f"turns must be a number, list, range or weighted mapping, got {spec!r}", field=where)
-        if not pairs or any(n < 1 for n, _ in pairs) or any(w < 0 for _, w in pairs) or sum(w for _, w in pairs) <= 0:
-            raise ConfigError(f"turn counts must be >= 1 with positive total weight, got {spec!r}", field=where)
+        if (not pairs or any(not 1 <= n <= MAX_TURNS for n, _ in pairs)
+                or any(not 0 <= w < math.inf for _, w in pairs) or sum(w for _, w in pairs) <= 0):
+            raise ConfigError(f"turn counts must be 1 to {MAX_TURNS} with positive total weight, got {spec!r}",
+                              field=where)
         return cls(values=tuple(n for n, _ in pairs), weights=tuple(w for _, w in pairs))
 
     def draw(self, rng: random.Random) -> int:

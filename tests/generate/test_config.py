@@ -51,7 +51,7 @@ def test_turn_draw_is_deterministic_given_the_rng():
     assert [d.draw(random.Random("7:hhh-a")) for _ in range(3)] == [d.draw(random.Random("7:hhh-a"))] * 3
 
 
-@pytest.mark.parametrize("spec", ["a-b", [0], {}, "x", [True], None])
+@pytest.mark.parametrize("spec", ["a-b", [0], {}, "x", [True], None, [51], "4-2", {3: float("nan")}])
 def test_bad_turns(spec):
     with pytest.raises(ConfigError):
         TurnDistribution.parse(spec)
@@ -69,3 +69,14 @@ def test_dialogue_bad_values():
                                            ("advice", "brainstorming"), ("helpful_writing_prompts", "writing")])
 def test_normalize_category(raw, norm):
     assert normalize_category(raw) == norm
+
+
+def test_a_huge_turn_range_is_refused_before_it_is_built():
+    with pytest.raises(ConfigError, match="must lie within 1-50"):
+        TurnDistribution.parse("1-1000000000")
+
+
+def test_keys_of_mixed_types_are_named_not_a_crash():
+    with pytest.raises(ConfigError) as exc:
+        ExpandConfig.from_dict({1: 2, "batchsize": 3})
+    assert exc.value.field == "expand.1"
