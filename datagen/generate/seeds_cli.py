@@ -38,6 +38,29 @@ def _csv_list(value: str) -> list[str]:
     return [x.strip() for x in value.split(",") if x.strip()]
 
 
+def _int_at_least(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {n}")
+        return n
+
+    return parse
+
+
+def _fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return x
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Import seed prompts from another dataset."""
     from datagen.generate.seeds import import_seeds, read_seeds, same_source, write_seeds
@@ -184,8 +207,8 @@ def register_seeds(sub) -> None:
                    help="plugins of every row, comma-separated: search,calculator,solver,text2image")
     c.add_argument("--languages", type=_csv_list, metavar="LIST", help="keep only these languages, e.g. zh,en")
     c.add_argument("--prefix", help="id prefix (default: the source file name)")
-    c.add_argument("--min-chars", type=int, default=2, help="shortest prompt kept (default 2)")
-    c.add_argument("--max-chars", type=int, default=8000, help="longest prompt kept (default 8000)")
+    c.add_argument("--min-chars", type=_int_at_least(1), default=2, help="shortest prompt kept (default 2)")
+    c.add_argument("--max-chars", type=_int_at_least(1), default=8000, help="longest prompt kept (default 8000)")
     imp.set_defaults(func=cmd_import)
 
     st = ssub.add_parser("stats", help="counts per category x language x plugin, lengths")
@@ -197,14 +220,14 @@ def register_seeds(sub) -> None:
     dd.add_argument("files", nargs="+", help="seed JSONL files (first occurrence wins, in order)")
     dd.add_argument("--out", required=True, help="deduplicated seed JSONL")
     dd.add_argument("--near", action="store_true", help="also drop near-duplicates (MinHash LSH)")
-    dd.add_argument("--threshold", type=float, default=None, help="near-duplicate Jaccard threshold")
+    dd.add_argument("--threshold", type=_fraction, default=None, help="near-duplicate Jaccard threshold")
     dd.add_argument("--rejects", metavar="FILE", help="write dropped seeds with what they duplicate")
     dd.set_defaults(func=cmd_dedup)
 
     sa = ssub.add_parser("sample", help="balanced sample per category and language")
     sa.add_argument("files", nargs="+", help="seed JSONL files")
     sa.add_argument("--out", required=True, help="sampled seed JSONL")
-    sa.add_argument("--per-cell", type=int, required=True, metavar="N",
+    sa.add_argument("--per-cell", type=_int_at_least(1), required=True, metavar="N",
                     help="at most N seeds per (category, language, plugins) cell")
     sa.add_argument("--seed", type=int, default=0, help="random seed (same seed, same sample)")
     sa.add_argument("--categories", type=_csv_list, metavar="LIST", help="only these categories")

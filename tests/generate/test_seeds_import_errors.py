@@ -101,3 +101,22 @@ def test_jsonl_line_nested_too_deeply_is_a_rejected_row(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{src}:2: invalid_json nested too deeply" in err and "Traceback" not in err
     assert [s.text for s in read_seeds(out)] == ["Name three rivers."]
+
+
+def test_sample_per_cell_zero_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "a", "text": "Name three rivers."}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:
+        main(["seeds", "sample", str(seeds), "--per-cell", "0", "--out", str(tmp_path / "s.jsonl")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "datagen seeds sample: error: argument --per-cell: must be at least 1, got 0")
+
+
+def test_unreadable_datasets_folder_is_one_error_line(tmp_path, capsys):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "dataset_info.json").write_text("{}", encoding="utf-8")
+    assert main(["seeds", "import", str(folder), "--field", "prompt", "--out", str(tmp_path / "o.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {folder}: not a readable `datasets` folder (") and err.count("\n") == 1
