@@ -150,10 +150,18 @@ def load_yaml(text: str, *, path: str) -> YamlDoc:
 
 def resolve_path(value: str, base: str | os.PathLike) -> str:
     """A path written in a YAML file, resolved against the file's folder `base` (`~` expanded;
-    absolute paths kept). Not made absolute: `configs/../seeds/x.jsonl` is `seeds/x.jsonl`, so
-    what gets recorded stays as portable as the paths the user typed."""
+    absolute paths kept). Never made more absolute than needed: `configs/../seeds/x.jsonl` is
+    `seeds/x.jsonl`, and a path inside the working directory is given relative to it, so what gets
+    recorded (manifests, messages) carries no machine path when the user typed none."""
     path = Path(os.path.expanduser(value))
-    return str(path) if path.is_absolute() else os.path.normpath(Path(base) / path)
+    if path.is_absolute():
+        return str(path)
+    joined = os.path.normpath(Path(base) / path)
+    if os.path.isabs(joined):
+        rel = os.path.relpath(joined)
+        if rel != ".." and not rel.startswith(".." + os.sep):
+            return rel
+    return joined
 
 
 def read_yaml(path: str | os.PathLike) -> YamlDoc:

@@ -227,3 +227,13 @@ def test_mixed_key_types_are_an_unknown_key_not_a_crash(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(write(tmp_path, "1: a\nzz: b\n"))
     assert exc.value.field == "1" and exc.value.line == 1
+
+
+def test_a_resolved_path_inside_the_working_directory_stays_relative(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    p = tmp_path / "configs" / "run.yaml"
+    p.write_text("seeds:\n  path: ../seeds/mine.jsonl\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(p.resolve()).seeds.path == "seeds/mine.jsonl"  # no machine path to record
+    monkeypatch.chdir(tmp_path / "configs")
+    assert load_config(p.resolve()).seeds.path == str(tmp_path.resolve() / "seeds" / "mine.jsonl")
