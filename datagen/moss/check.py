@@ -280,10 +280,6 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
               "(give rows unique ids)", file=sys.stderr)
     bad_ids = {conv.id for conv, _, _ in malformed}
     malformed_reasons: Counter[str] = Counter(reason for _, reason, _ in malformed)
-    if malformed:
-        why = ", ".join(f"{r}: {n}" for r, n in sorted(malformed_reasons.items()))
-        print(f"warning: {len(malformed)} input rows are not well-formed MOSS 003 and were rejected unscored "
-              f"({why}); `datagen validate` shows their problems", file=sys.stderr)
 
     # Pass 1 over the output: ids and the numbers the report and the cutoff need.
     columns = ScoreColumns()
@@ -362,6 +358,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                     if found is not None:
                         rejected_fh.write(_rejected_line(conv, *found))
                         reasons[found[0]] += 1
+                        malformed_reasons[found[0]] += 1
                         continue
                     kept_fh.write((dumps(conv.to_dict()) + "\n").encode("utf-8"))
                     unscored += 1
@@ -377,6 +374,11 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         if thresholded:
             summary["cutoff"] = cutoff
     summary["funnel_step"] = step
+    if malformed_reasons:
+        summary["malformed"] = dict(sorted(malformed_reasons.items()))
+        why = ", ".join(f"{r}: {n}" for r, n in sorted(malformed_reasons.items()))
+        print(f"warning: {sum(malformed_reasons.values())} input rows are not well-formed MOSS 003 and were "
+              f"rejected unscored ({why}); `datagen validate` shows their problems", file=sys.stderr)
     summary["threshold"] = {"max_loss": max_loss, "percentile": percentile, "require_fit": require_fit}
     report_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = report_path.with_name(report_path.name + ".tmp")
