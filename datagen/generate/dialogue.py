@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +54,7 @@ from datagen.generate.parsing import Plan, clean_reply, commands_complete, echoe
 from datagen.generate.seeds import detect_seed_language, normalize_category
 from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.teacher.types import Request
+from datagen.tools.base import ToolUnavailableError, call_in_thread, time_limit_of, timed_out
 
 #: Most commands kept from one planning reply (MOSS's data has up to 10).
 MAX_CALLS_PER_TURN = 10
@@ -86,10 +86,6 @@ class DialogueFailed(Exception):
         self.turn = turn
 
 
-#: Most threads the tool runner keeps, whatever the tools' `concurrency` adds up to.
-MAX_TOOL_THREADS = 64
-
-
 def tool_concurrency(tool: Any) -> int:
     """How many calls of `tool` may run at once: its `concurrency` attribute (HTTP-backed tools can
     take many), else 1, so a tool that is not thread safe (the solver's worker, a user's tool)
@@ -100,19 +96,26 @@ def tool_concurrency(tool: Any) -> int:
 
 class ToolRunner:
     """Runs tool calls off the event loop, each tool at most `tool_concurrency(tool)` calls at
-    once (a semaphore per tool), different tools in parallel. The calls of one turn run in order,
-    since snippet numbering continues across a turn's searches."""
+    once, different tools in parallel. The calls of one turn run in order, since snippet numbering
+    continues across a turn's searches.
+
+    Each call runs in its own daemon thread and is given up on after its tool's `time_limit`
+    (`ToolTimeoutError`, a retryable tool failure), so a hung tool neither holds up the stage nor
+    keeps a stopped run alive. A call given up on keeps its slot until its thread really ends, so
+    a tool never sees more calls at once than its concurrency; once every slot of a tool is held
+    by such calls, further calls of it fail at once (ToolUnavailableError) instead of queueing.
+    """
 
     def __init__(self, tools: Mapping[str, Any]):
         self.tools = dict(tools)
         self.limits = {name: tool_concurrency(t) for name, t in self.tools.items()}
-        self._slots = {name: asyncio.Semaphore(n) for name, n in self.limits.items()}
-        workers = max(1, min(MAX_TOOL_THREADS, sum(self.limits.values())))
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datagen-tool")
+        self._running = dict.fromkeys(self.tools, 0)  # calls whose thread has not ended
+        self._abandoned = dict.fromkeys(self.tools, 0)  # of those, the ones given up on
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {name: [] for name in self.tools}
 
     async def run(self, calls: list[ToolCall]) -> list[ToolResult]:
-        """Run one turn's calls and return their results (a backend failure raises)."""
-        loop = asyncio.get_running_loop()
+        """Run one turn's calls and return their results (a backend failure or a call past its
+        tool's time limit raises ToolUnavailableError)."""
         by_command = {t.name: (name, t) for name, t in self.tools.items()}
         results: list[ToolResult] = []
         next_index = 1
@@ -121,18 +124,83 @@ class ToolRunner:
             if found is None:
                 result = ToolResult(name=call.name, arg=call.arg, ok=False, output="No result.")
             else:
-                name, tool = found
-                # Waiting happens here, on the event loop, so no thread sits blocked on a busy tool.
-                async with self._slots[name]:
-                    result = await loop.run_in_executor(self._pool, tool.run, call.arg)
+                result = await self._call(*found, call.arg)
             if result.snippets:  # numbering continues across the searches of a turn
                 result.first_index = next_index
                 next_index += len(result.snippets)
             results.append(result)
         return results
 
+    async def _acquire(self, name: str, tool: Any) -> None:
+        # Waiting happens here, on the event loop, so no thread sits blocked on a busy tool.
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._abandoned[name] >= self.limits[name]:
+                raise ToolUnavailableError(f"{tool.name} is stuck: {self._abandoned[name]} earlier call(s) "
+                                           f"never returned")
+            if self._running[name] < self.limits[name]:
+                self._running[name] += 1
+                return
+            waiter = loop.create_future()
+            self._waiters[name].append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters[name]:
+                    self._waiters[name].remove(waiter)
+
+    def _wake(self, name: str) -> None:
+        waiters, self._waiters[name] = self._waiters[name], []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _call(self, name: str, tool: Any, arg: str) -> ToolResult:
+        await self._acquire(name, tool)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[ToolResult] = loop.create_future()
+        given_up = False  # past the time limit: counted as stuck until its thread ends
+        waiting = True  # someone still awaits the outcome (not given up on, not cancelled)
+
+        def finished(result: ToolResult | None, error: BaseException | None) -> None:  # on the loop
+            self._running[name] -= 1
+            self._wake(name)
+            if given_up:
+                self._abandoned[name] -= 1
+            if waiting and not outcome.done():
+                if error is not None:
+                    outcome.set_exception(error)
+                else:
+                    outcome.set_result(result)
+
+        def on_done(result: ToolResult | None, error: BaseException | None) -> None:  # in the tool's thread
+            try:
+                loop.call_soon_threadsafe(finished, result, error)
+            except RuntimeError:  # the loop has closed: the run was stopped, nobody waits
+                pass
+
+        try:
+            call_in_thread(tool, arg, on_done)
+        except BaseException:
+            self._running[name] -= 1
+            self._wake(name)
+            raise
+        limit = time_limit_of(tool)
+        try:
+            return await asyncio.wait_for(asyncio.shield(outcome), limit)
+        except TimeoutError:
+            if outcome.done():  # the tool itself raised TimeoutError
+                raise
+            given_up, waiting = True, False
+            self._abandoned[name] += 1
+            self._wake(name)  # waiters see whether the tool is now stuck
+            raise timed_out(tool, arg, limit) from None
+        except asyncio.CancelledError:
+            waiting = False
+            raise
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: calls run in daemon threads that end on their own."""
 
 
 @dataclass(slots=True)

@@ -11,7 +11,13 @@ Contract of `Tool.run(arg)`:
   it returns `ok=False, output="No result."`, which is what MOSS writes;
 - only an infrastructure failure (the configured HTTP API is down, times out, answers garbage)
   raises `ToolUnavailableError`, so a generator can retry later instead of training a model on a
-  fake `No result.`.
+  fake `No result.`;
+- a call returns within the tool's `time_limit` seconds. The runners (`run_calls`,
+  `datagen.generate.dialogue.ToolRunner`) run each call in a daemon thread and give up on it after
+  that (`ToolTimeoutError`), so a hung backend never holds up a stage or Ctrl-C. A thread cannot be
+  killed, and one stuck in C code holds the GIL, so in-process tools must also bound their own
+  work (the calculator checks every operation before it runs; the solver runs sympy in a worker
+  process it kills on timeout).
 
 Users add their own tool by subclassing `Tool` and either decorating it with `@register_tool`,
 exposing it as an entry point in the `datagen.tools` group, or naming it by dotted path in the
@@ -28,10 +34,11 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import threading
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
@@ -44,6 +51,10 @@ ENTRY_POINT_GROUP = "datagen.tools"
 
 class ToolUnavailableError(DatagenError, RuntimeError):
     """A tool's backend (HTTP API, worker process) failed; the call should be retried later."""
+
+
+class ToolTimeoutError(ToolUnavailableError):
+    """A call ran past its tool's `time_limit` and was given up on (its thread ends on its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +201,9 @@ class Tool(ABC):
     #: thread-safe or are CPU-bound here (calculator, solver, local search); HTTP-backed tools set
     #: more, so a slow search API does not serialise every plugin dialogue.
     concurrency: int = 1
+    #: the most seconds one call may take before the runner gives up on it (ToolTimeoutError).
+    #: Tools with timeouts of their own (HTTP requests, the solver's worker) set it above them.
+    time_limit: float = 120.0
     #: ranges of the constructor's numeric options and choices of its string ones, by option name
     bounds: ClassVar[Mapping[str, Bounds]] = {}
 
@@ -374,12 +388,64 @@ def build_tools(config: Mapping[str, Any] | Iterable[str] | None) -> dict[str, T
     return tools
 
 
+def call_in_thread(tool: Tool, arg: str,
+                   on_done: Callable[[ToolResult | None, BaseException | None], None]) -> threading.Thread:
+    """Start `tool.run(arg)` in a daemon thread; `on_done(result, error)` is called from that
+    thread when it returns or raises. Daemon, so a call that never returns cannot keep the process
+    alive after the run is stopped."""
+
+    def work() -> None:
+        try:
+            result = tool.run(arg)
+        except BaseException as exc:  # handed to the waiting side, which re-raises it
+            on_done(None, exc)
+        else:
+            on_done(result, None)
+
+    thread = threading.Thread(target=work, name=f"datagen-tool-{tool.plugin}", daemon=True)
+    thread.start()
+    return thread
+
+
+def time_limit_of(tool: Any) -> float:
+    """The seconds one call of `tool` may take: its `time_limit` when it is a positive number."""
+    limit = getattr(tool, "time_limit", None)
+    ok = isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0
+    return float(limit) if ok else Tool.time_limit
+
+
+def timed_out(tool: Any, arg: str, limit: float) -> ToolTimeoutError:
+    """The error of a call given up on after `limit` seconds."""
+    shown = arg if len(arg) <= 80 else arg[:77] + "..."
+    return ToolTimeoutError(f'{tool.name}("{shown}") gave no result within {limit:g} s')
+
+
+def run_call(tool: Tool, arg: str) -> ToolResult:
+    """Run one call within its tool's `time_limit` (ToolTimeoutError past it)."""
+    done = threading.Event()
+    box: list[Any] = []
+
+    def on_done(result: ToolResult | None, error: BaseException | None) -> None:
+        box.extend((result, error))
+        done.set()
+
+    call_in_thread(tool, arg, on_done)
+    limit = time_limit_of(tool)
+    if not done.wait(limit):
+        raise timed_out(tool, arg, limit)
+    result, error = box
+    if error is not None:
+        raise error
+    return result
+
+
 def run_calls(tools: Mapping[str, Tool], calls: Iterable[ToolCall]) -> list[ToolResult]:
     """Run one turn's commands in order and return their results.
 
     Calls are matched to tools by MOSS command name; a command with no enabled tool gets
     `No result.`. Search snippet numbers (`first_index`) continue across the searches of the turn,
-    as MOSS numbers `<|1|>`, `<|2|>`, ... Raises ToolUnavailableError if a backend is down.
+    as MOSS numbers `<|1|>`, `<|2|>`, ... Raises ToolUnavailableError if a backend is down, and
+    ToolTimeoutError for a call past its tool's `time_limit`.
     """
     by_command = {t.name: t for t in tools.values()}
     results: list[ToolResult] = []
@@ -389,7 +455,7 @@ def run_calls(tools: Mapping[str, Tool], calls: Iterable[ToolCall]) -> list[Tool
         if tool is None:
             result = ToolResult(name=call.name, arg=call.arg, ok=False, output=NO_RESULT)
         else:
-            result = tool.run(call.arg)
+            result = run_call(tool, call.arg)
         if result.snippets:
             result.first_index = next_index
             next_index += len(result.snippets)

@@ -21,6 +21,15 @@ from datagen.errors import ConfigError
 from datagen.tools.base import ToolUnavailableError
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: longest wait between two attempts (backoff or the server's Retry-After)
+MAX_RETRY_WAIT = 30.0
+
+
+def request_time_limit(timeout: float, retries: int) -> float:
+    """How long `request_json(timeout=..., retries=...)` may take when every attempt times out
+    and every wait is the longest: a tool's `time_limit` above it lets the requests' own timeouts
+    act first."""
+    return (retries + 1) * timeout + retries * MAX_RETRY_WAIT + 5.0
 
 
 def env_headers(headers_env: Mapping[str, str] | None) -> dict[str, str]:
@@ -70,7 +79,7 @@ def request_json(
     retry_after = 0.0
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(min(max(backoff * 2 ** (attempt - 1), retry_after), 30.0))
+            time.sleep(min(max(backoff * 2 ** (attempt - 1), retry_after), MAX_RETRY_WAIT))
             retry_after = 0.0
         req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         try:

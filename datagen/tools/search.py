@@ -32,7 +32,7 @@ from datagen.errors import ConfigError, InputError
 from datagen.formats.commands import snippet_text
 from datagen.record import ToolResult
 from datagen.tools.base import Bounds, SettingsSchema, Tool, constructor_settings, register_tool
-from datagen.tools.http import env_headers, get_path, request_json
+from datagen.tools.http import env_headers, get_path, request_json, request_time_limit
 
 DEFAULT_DOCS = Path(__file__).parent / "data" / "search_docs.jsonl"
 
@@ -399,6 +399,10 @@ class SearchTool(Tool):
             self.backend = backend
         if not isinstance(self.backend, SearchBackend):
             raise ConfigError("the search backend has no search(query, k) method", field="backend")
+        if isinstance(self.backend, HttpSearch):
+            self.time_limit = request_time_limit(self.backend.timeout, self.backend.retries)
+        else:  # a user's backend may state its own
+            self.time_limit = getattr(self.backend, "time_limit", None) or Tool.time_limit
 
     def run(self, arg: str) -> ToolResult:
         query = arg.strip()

@@ -37,6 +37,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar
 
+from datagen.procs import tied_popen_kwargs, watch_parent
 from datagen.record import ToolResult
 from datagen.tools.base import Bounds, Tool, ToolUnavailableError, register_tool
 
@@ -199,6 +200,9 @@ def _worker_loop(memory_mb: int, max_length: int) -> None:
     """The isolated worker (`python -m datagen.tools.solver MEMORY_MB MAX_LENGTH`): reads one JSON
     string per line on stdin, answers one JSON object per line on stdout: `{"ready": true}` once
     sympy is imported, then `{"ok": true, "out": lines}` or `{"ok": false, "out": reason}`."""
+    # Exit with the datagen process that started us, even in the middle of a solve (the parent's
+    # death signal covers a solve stuck in C code, which this thread would wait on for the GIL).
+    watch_parent()
     if memory_mb:
         try:
             import resource
@@ -256,30 +260,34 @@ class _Worker:
         env = dict(os.environ)
         root = str(Path(datagen.__file__).resolve().parents[1])  # works from a checkout too
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, "-m", "datagen.tools.solver", str(self.memory_mb), str(self.max_length)]
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-                env=env,
-                text=True,
-                encoding="utf-8",
-                bufsize=1,
-            )
-        except OSError as exc:
-            raise ToolUnavailableError(f"cannot start the solver worker: {exc}") from exc
+        started: queue.Queue[subprocess.Popen | OSError] = queue.Queue()
         lines: queue.Queue[str | None] = queue.Queue()
 
-        def pump() -> None:
+        def keeper() -> None:
+            # The worker is started by this thread, which lives as long as the worker does (it
+            # reads its answers): the kernel's parent-death signal (tied_popen_kwargs) fires when
+            # the *thread* that forked ends, and tool calls come from short-lived threads.
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                        env=env, text=True, encoding="utf-8", bufsize=1, **tied_popen_kwargs())
+            except OSError as exc:
+                started.put(exc)
+                return
+            started.put(proc)
             assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.put(line)
+            try:
+                for line in proc.stdout:
+                    lines.put(line)
+            except (OSError, ValueError):  # the pipe was closed by _kill
+                pass
             lines.put(None)  # EOF: the worker exited
 
-        threading.Thread(target=pump, name="datagen-solver-reader", daemon=True).start()
+        threading.Thread(target=keeper, name="datagen-solver-worker", daemon=True).start()
+        proc = started.get()
+        if isinstance(proc, OSError):
+            raise ToolUnavailableError(f"cannot start the solver worker: {proc}") from proc
         self._proc, self._lines = proc, lines
         try:
             first = lines.get(timeout=self.start_timeout)
@@ -350,8 +358,9 @@ class SolveTool(Tool):
     Args:
         timeout: seconds one call may take before it gives `No result.` (isolated mode only).
         memory_mb: address-space cap of the worker process (0: none).
-        isolate: run sympy in a worker process (default). False solves in the calling process with
-            no time limit: only for trusted input.
+        isolate: run sympy in a worker process (default). False solves in the calling process:
+            the runner gives up on a call after `time_limit` but cannot stop its thread, so this
+            is only for trusted input.
         max_length: longest input accepted (characters).
     """
 
@@ -370,6 +379,8 @@ class SolveTool(Tool):
         self._worker = (
             _Worker(timeout=timeout, memory_mb=memory_mb, max_length=max_length) if isolate else None
         )
+        if self._worker is not None:  # above a first call's start, solve and kill, so the worker's own limit acts first
+            self.time_limit = self._worker.start_timeout + timeout + 15.0
         self.last_reason: str | None = None  # why the last call gave No result (for logs)
 
     def run(self, arg: str) -> ToolResult:

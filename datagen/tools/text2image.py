@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from datagen.errors import ConfigError
 from datagen.record import ToolResult
 from datagen.tools.base import Bounds, Tool, ToolUnavailableError, register_tool
-from datagen.tools.http import env_headers, get_path, request_json
+from datagen.tools.http import env_headers, get_path, request_json, request_time_limit
 
 SUCCESS = "Image generated successfully."
 
@@ -79,6 +79,8 @@ class Text2ImageTool(Tool):
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
         self.concurrency = concurrency if url else 1  # without an API there is nothing to wait for
+        if url:
+            self.time_limit = request_time_limit(timeout, retries)
         env_headers(self.headers_env)  # a missing variable fails now, not mid-run
 
     def run(self, arg: str) -> ToolResult:

@@ -1,7 +1,17 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
 import pytest
 
 from datagen.tools import NO_RESULT
 from datagen.tools.solver import SolveError, SolveTool, solve_equations
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -85,3 +95,64 @@ def test_a_worker_that_cannot_start_is_an_error_not_no_result(monkeypatch):
     with pytest.raises(ToolUnavailableError, match="did not start"):
         tool.run("x=1")
     tool.close()
+
+
+_PARENT_SCRIPT = """
+import threading
+from datagen.tools.solver import SolveTool
+
+tool = SolveTool(timeout=300.0)
+
+def call(text):
+    # tool calls come from short-lived threads (the tool runner starts one per call)
+    t = threading.Thread(target=tool.run, args=(text,))
+    t.start()
+    return t
+
+call("x=1").join()  # starts the worker; the thread that asked for it ends here
+first = tool._worker._proc.pid
+call("x=2").join()
+assert tool._worker._proc.pid == first, "the worker died with the thread that started it"
+call("x = 10^10^9")  # keeps the worker busy for minutes
+print(first, flush=True)
+threading.Event().wait()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_the_worker_dies_with_the_process_that_started_it():
+    # Before, a `datagen run` killed with SIGKILL left its solver worker computing, and a resume
+    # started a second one beside it.
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = None
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), parent.stderr.read() if parent.stderr else ""
+        worker = int(line)
+        for _ in range(100):  # until the busy solve has reached the worker (an idle one would exit at EOF anyway)
+            if psutil.Process(worker).status() == psutil.STATUS_RUNNING:
+                break
+            time.sleep(0.1)
+        assert psutil.Process(worker).status() == psutil.STATUS_RUNNING
+        parent.kill()
+        parent.wait()
+        for _ in range(100):
+            if _gone(worker):
+                break
+            time.sleep(0.1)
+        assert _gone(worker), "the solver worker outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if worker is not None and not _gone(worker):
+            os.kill(worker, signal.SIGKILL)
