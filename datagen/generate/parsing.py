@@ -224,6 +224,27 @@ _NEXT_LABEL = re.compile(r"\n[ \t]*(?:<\|)?(?:Message|User|Human|MOSS|Assistant|
                          r"消息|用户|结果)(?:\|>)?\s*[:：]", re.I)
 
 
+def strip_bold(text: str) -> str:
+    """Drop Markdown bold markers (`**`) from a plan, except inside the calls of MOSS commands,
+    where `**` is a power: `**Commands:** Calculate("2**10")` -> `Commands: Calculate("2**10")`."""
+    known = {name.lower() for name in COMMAND_PLUGINS}
+    out: list[str] = []
+    pos = 0
+    for m in _CALL.finditer(text):
+        if m.group("name").lower() in known:
+            out.append(text[pos:m.start()].replace("**", ""))
+            out.append(m.group(0))
+            pos = m.end()
+    out.append(text[pos:].replace("**", ""))
+    return "".join(out)
+
+
+def _plan_text(text: str | None, tags: str) -> str:
+    # Code fences become line breaks; end tags become `tags` ("" or a line break).
+    t = _END_TAGS.sub(tags, (text or "").replace("\r\n", "\n"))
+    return strip_bold(t.replace("```", "\n"))
+
+
 def parse_calls(text: str, allowed: set[str] | None = None) -> tuple[list[ToolCall], list[str]]:
     """Find `Name("arg")` calls in text (double, curly or single quotes, or a bare argument).
 
@@ -263,8 +284,7 @@ def parse_plan(text: str | None, allowed: set[str] | None = None) -> tuple[Plan 
     label. `Commands: None` (or an empty Commands line) means no tool. Returns (plan, None) or
     (None, reason) with reason `empty_reply` or `no_commands_line`.
     """
-    t = _END_TAGS.sub("", (text or "").replace("\r\n", "\n"))
-    t = t.replace("```", "\n").replace("**", "")
+    t = _plan_text(text, "")
     if not t.strip():
         return None, "empty_reply"
     tm = _THOUGHTS.search(t)
@@ -294,7 +314,7 @@ def parse_plan(text: str | None, allowed: set[str] | None = None) -> tuple[Plan 
 def commands_complete(text: str | None) -> bool:
     """True when a (possibly cut off) planning reply has a `Commands:` line that ended, i.e. a
     line break follows its content: the reply was cut after the commands, not inside them."""
-    t = _END_TAGS.sub("\n", (text or "").replace("\r\n", "\n")).replace("```", "\n").replace("**", "")
+    t = _plan_text(text, "\n")
     tm = _THOUGHTS.search(t)
     cm = _COMMANDS.search(t, tm.end() if tm else 0) or _COMMANDS.search(t)
     return cm is not None and re.match(r"[ \t]*\S[^\n]*\n", t[cm.end():]) is not None

@@ -179,3 +179,30 @@ def test_prompt_fragments_and_echoes():
     assert fragments == ["You are MOSS. Answer from", "Tool results:", "Costs $5 in total"]
     assert echoes_prompt("Sure. Tool results: 42", fragments) == "Tool results:"
     assert echoes_prompt("Based on the tool results: 42", fragments) is None  # prose, lower case
+
+
+@pytest.mark.parametrize(
+    ("text", "calls"),
+    [
+        # Before, every `**` was deleted as Markdown bold: 2**10 was stored as 210 and x**2 as x2,
+        # wrong results kept as successes.
+        ('Inner Thoughts: compute it\nCommands: Calculate("2**10")', [ToolCall("Calculate", "2**10")]),
+        ('**Inner Thoughts:** solve it\n**Commands:** Solve("x**2-4=0")', [ToolCall("Solve", "x**2-4=0")]),
+        ("Inner Thoughts: t\nCommands: **Calculate('3**2+1')**", [ToolCall("Calculate", "3**2+1")]),
+        ("Inner Thoughts: t\nCommands: Calculate(2**10)", [ToolCall("Calculate", "2**10")]),
+        ('<|Inner Thoughts|>: t<eot>\n<|Commands|>: Calculate("2**3"), Search("**bold** words")<eoc>',
+         [ToolCall("Calculate", "2**3"), ToolCall("Search", "**bold** words")]),
+        ('Calculate("1.05**12")', [ToolCall("Calculate", "1.05**12")]),
+    ],
+)
+def test_parse_plan_keeps_double_stars_inside_arguments(text, calls):
+    plan, why = parse_plan(text)
+    assert why is None and plan.calls == calls
+    assert plan.thoughts is None or "**" not in plan.thoughts
+
+
+def test_bold_is_still_stripped_outside_the_calls():
+    plan, _ = parse_plan('**Inner Thoughts**: I need **the power** (of two)\n**Commands**: Calculate("2**10")')
+    assert plan.thoughts == "I need the power (of two)"
+    assert plan.calls == [ToolCall("Calculate", "2**10")]
+    assert commands_complete('**Inner Thoughts:** t\n**Commands:** Calculate("2**10")\n**Note**: done')

@@ -302,3 +302,22 @@ def test_echo_fragments_cover_the_retry_note_but_not_short_reasons():
     assert echoes_prompt("MOSS: it was cut off at the length limit; write a complete reply that is much shorter",
                          fragments)
     assert echoes_prompt("I opened the box and it was empty, so the request was refused.", fragments) is None
+
+
+def test_a_power_in_a_bold_plan_reaches_the_tool_unchanged(fake_openai, tmp_path):
+    # Before, the plan parser deleted every `**` as Markdown bold: `2**10` ran as 210 and was
+    # stored as a successful call.
+    def responder(req):
+        if role_of(req) == "plan":
+            return '**Inner Thoughts:** I should compute 2 to the power 10.\n**Commands:** Calculate("2**10")'
+        return scripted_teacher(req)
+
+    fake_openai.set_responder(responder)
+    prompt = PromptRow(id="p1", text="What is 2 to the power of 10?", language="en", category="tool",
+                       plugins=["calculator"])
+    out, _ = _generate(fake_openai, tmp_path, [prompt], turns=1)
+    [conv] = list(read_conversations(out))
+    assert conv.turns[0].thoughts == "I should compute 2 to the power 10."
+    assert conv.turns[0].calls == [ToolCall("Calculate", "2**10")]
+    assert conv.turns[0].results[0].ok and conv.turns[0].results[0].output == "1024"
+    _validate(out)
