@@ -1,0 +1,3 @@
+from datagen.review.cli import main
+
+raise SystemExit(main())
