@@ -13,11 +13,14 @@ text, SFT records), `messages`, `sharegpt`, `reader` (files and folders), `valid
 """
 
 from datagen.formats.commands import (
+    match_results,
     parse_commands,
     parse_results,
     render_call,
     render_commands,
     render_results,
+    salvage_commands,
+    salvage_results,
     snippet_text,
 )
 from datagen.formats.issues import Issue
@@ -36,7 +39,13 @@ from datagen.formats.moss import (
 )
 from datagen.formats.reader import Location, detect_format, iter_records, read_conversations, to_conversation
 from datagen.formats.sharegpt import from_sharegpt, to_sharegpt
-from datagen.formats.validate import check_conversation, check_turn, validate_paths, validate_record
+from datagen.formats.validate import (
+    check_conversation,
+    check_turn,
+    format_defect,
+    validate_paths,
+    validate_record,
+)
 
 __all__ = [
     "SFT_KEYS",
@@ -50,8 +59,10 @@ __all__ = [
     "dumps_sft_line",
     "from_messages",
     "from_sft",
+    "format_defect",
     "from_sharegpt",
     "iter_records",
+    "match_results",
     "meta_instruction_for",
     "parse_commands",
     "parse_meta_instruction",
@@ -63,6 +74,8 @@ __all__ = [
     "render_results",
     "render_text",
     "render_turn",
+    "salvage_commands",
+    "salvage_results",
     "snippet_text",
     "to_conversation",
     "to_messages",

@@ -4,10 +4,13 @@ import pytest
 
 from datagen.errors import FormatError
 from datagen.formats.commands import (
+    match_results,
     parse_commands,
     parse_results,
     render_commands,
     render_results,
+    salvage_commands,
+    salvage_results,
     snippet_text,
 )
 from datagen.record import ToolCall, ToolResult
@@ -191,3 +194,50 @@ def test_failed_result_without_text_renders_as_no_result():
 def test_snippet_text_is_python_repr_cut():
     assert snippet_text("it's\nhere") == '"it\'s\\nhere"'
     assert snippet_text("abcdef", limit=4) == "'abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "calls"),
+    [
+        ('1. Calculate("20/2")  # 计算半径\n2. Calculate("3.14*10**2")  # 用 Area(r) 算面积',
+         [("Calculate", "20/2"), ("Calculate", "3.14*10**2")]),
+        ("None. 这个问题不需要工具。", []),
+        ("None (This question doesn't require any tool.)\nI will answer directly.", []),
+        ('Calculate("({} - 1)**2".format(14.69))', [("Calculate", '"({} - 1)**2".format(14.69)')]),
+        ('Calculate(str(7*2) + "^2")', [("Calculate", 'str(7*2) + "^2"')]),
+        ('Search("a")Search("b"), Count(\'x\')', [("Search", "a"), ("Search", "b"), ("Count", "x")]),
+        ('Search("he said "hi (twice)", then left")', [("Search", 'he said "hi (twice)", then left')]),
+        ('Search("unclosed (\nCalculate("1+1")', [("Search", '"unclosed ('), ("Calculate", "1+1")]),
+    ],
+)
+def test_salvage_commands_recovers_the_calls_of_text_outside_the_grammar(text, calls):
+    assert [(c.name, c.arg) for c in salvage_commands(text)] == calls
+
+
+def test_salvage_results_finds_headers_the_grammar_refuses():
+    seg = (
+        "<|Results|>:\n计算结果如下：\n"
+        "Calculate(\"({} - 1)**2\".format(14.69)) => '187.4161'\n"
+        "Search(\"q\") =>\n<|1|>: 'a'\n<eor>\n"
+    )
+    got = salvage_results(seg, [ToolCall("Calculate", '"({} - 1)**2".format(14.69)'), ToolCall("Search", "q")])
+    assert [(r.name, r.arg, r.output, r.snippets) for r in got] == [
+        ("", "", "计算结果如下：", []),
+        ("Calculate", '"({} - 1)**2".format(14.69)', "187.4161", []),
+        ("Search", "q", "", ["'a'"]),
+    ]
+    assert salvage_results("<|Results|>:\nNone\n<eor>\n") == []
+    assert salvage_results("no tag at all", [ToolCall("Text2Image", "x")]) == [
+        ToolResult("Text2Image", "x", True, "no tag at all")]
+
+
+def test_match_results_pairs_each_result_with_the_call_it_echoes():
+    a, b, c = ToolCall("Search", "a"), ToolCall("Search", "b"), ToolCall("Calculate", "1+1")
+    ra, rb, rc = (ToolResult(x.name, x.arg) for x in (a, b, c))
+    assert match_results([a, b, c], [ra, rb, rc]) == [0, 1, 2]
+    assert match_results([a, b, c], [rc, rb, ra]) == [2, 1, 0]  # another order
+    assert match_results([a, b, c], [rb]) == [None, 0, None]  # fewer: the others are unanswered
+    assert match_results([a, b], []) == [None, None]
+    assert match_results([a, c], [ToolResult("Search", "other"), rc]) == [0, 1]  # same name, other argument
+    assert match_results([c], [ToolResult("", "", output="2")]) == [0]  # a lone result without a header
+    assert match_results([a, c], [ToolResult("", ""), ra]) == [1, 0]
