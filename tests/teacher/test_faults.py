@@ -202,12 +202,19 @@ def test_a_minority_of_random_429s_neither_lowers_concurrency_nor_pauses_everyon
 def test_a_retry_after_delays_the_request_that_got_it_and_not_the_others(fake_openai, tmp_path):
     fake_openai.inject("429", times=1, match="first", retry_after=0.5)
     config = make_teacher_config_for(fake_openai, concurrency=2, min_backoff=0.0, max_backoff=0.01)
-    others = [ask(f"other {i}") for i in range(6)]
-    results = run_requests(config, [ask("first"), *others], journal_path=tmp_path / "j.sqlite")
+    requests = [ask("first"), *(ask(f"other {i}") for i in range(6))]
+
+    async def main():
+        async with TeacherEngine(config, journal_path=tmp_path / "j.sqlite") as engine:
+            results = [r async for r in engine.map(requests)]
+            return results, engine
+
+    results, engine = asyncio.run(main())
     assert all(r.ok for r in results)
     order = [last_user_text(body) for body in fake_openai.received]
     assert order[-1] == "first" and order.count("first") == 2  # every other request went first
     assert fake_openai.arrivals[-1] - fake_openai.arrivals[order.index("first")] >= 0.5
+    assert engine._pause_until == 0.0 and engine._slots.limit == 2  # nobody else was held, nothing halved
 
 
 # --------------------------------------------------------------------------- markers & ledger
