@@ -1,5 +1,5 @@
-"""Quality steps: broken or truncated turns, the assistant speaking as the user, repetition loops
-(`quality`); answers that state results after a failed tool (`tool_failure`); length limits in
+"""Quality steps: broken or truncated turns, the assistant speaking as the user, a simulated user
+repeating its instructions, repetition loops (`quality`); answers that state results after a failed tool (`tool_failure`); length limits in
 characters and tokens (`length`); AI boilerplate and identity leaks (`boilerplate`)."""
 
 from __future__ import annotations
@@ -32,6 +32,21 @@ _CITE_RE = re.compile(r"<sup><\|(\d+)\|></sup>")
 _AS_USER_RE = re.compile(r"(?m)^\s*(?:<\|Human\|>|Human|User|USER|用户|人类|使用者|提问者)\s*[:：]")
 #: How an answer cut off mid-generation tends to end.
 _TRUNCATED_END_RE = re.compile(r"(?:[,，、:：;；(（\[{]|\b(?:and|or|the|a|an|of|to|with|which|that)|\n\s*(?:[-*]|\d+\.))\s*$")
+#: Phrases of the simulated user's instructions (`hhh_user` template: "Write the user's message
+#: number 3 (of about 3). Reply with the message text only.") and of Chinese renderings of them, which
+#: a small teacher sometimes writes back as the user's message. Distinctive phrases rather than one
+#: literal, so that a paraphrase or another template version is caught too.
+_SIMULATOR_RE = re.compile(
+    r"\buser'?s (?:next )?message(?: number)? \d+|\bmessage number \d+ \(of about \d+\)|"
+    r"\breply with the message text only|\bwrite the user'?s (?:next )?message\b|"
+    r"\byou (?:play|are playing) the human user\b|so that the conversation can be used as training data|"
+    r"\byour previous attempt was rejected\b|"
+    r"用户的?第\s*\d+\s*[条个则]消息|第\s*\d+\s*[条个则](?:用户)?消息\s*[（(]\s*(?:共|总共)?\s*约|"
+    r"只(?:回复|输出|写|给出)(?:这条)?消息(?:的)?(?:文本|内容|正文)|扮演(?:一[个名])?人类用户|"
+    r"扮演用户[^。\n]{0,30}(?:MOSS|AI\s*助手|人工智能助手)|写(?:出|下)?用户的?下一条消息|"
+    r"(?:之前|上一次|上次)的尝试被拒绝",
+    re.I,
+)
 _SENT_SPLIT_RE = re.compile(r"[。！？!?；;\n]+|(?<=[a-z])\.\s+")
 _CODE_FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.S)
 
@@ -82,6 +97,12 @@ def repetition_evidence(text: str, *, min_repeats: int = 4, max_dup_frac: float 
     return None
 
 
+def simulator_leak_evidence(message: str) -> str | None:
+    """The phrase of the user simulator's instructions that a user message repeats, or None."""
+    m = _SIMULATOR_RE.search(message)
+    return m.group(0) if m else None
+
+
 def truncation_evidence(answer: str) -> str | None:
     """Why an answer looks cut off (`unclosed_code_block`, `dangling_end`), or None."""
     if answer.count("```") % 2:
@@ -98,19 +119,22 @@ class QualityFilter(BaseFilter):
     Reasons: `no_turns`, `empty_turn` (empty human or assistant message), `truncated` (unclosed code
     block or an answer ending mid-sentence), `broken_tags` (MOSS end tags, role markers or other
     templates' special tokens inside a message), `bad_citation` (`<sup><|N|></sup>` without a search
-    result N), `speaks_as_user` (the answer writes the user's next line), `repetition` (a loop).
+    result N), `speaks_as_user` (the answer writes the user's next line), `simulator_leak` (a user
+    message repeats the user simulator's instructions, "Write the user's message number 3 (of about
+    3)..."), `repetition` (a loop).
 
     Args:
-        check_truncation, check_repetition, check_citations: switch those checks off.
+        check_truncation, check_repetition, check_citations, check_simulator: switch those checks off.
         min_repeats: how many times one sentence may appear before it is a loop (4).
     """
 
     name = "quality"
 
     def __init__(self, *, policy: str = "drop", check_truncation: bool = True, check_repetition: bool = True,
-                 check_citations: bool = True, min_repeats: int = 4):
+                 check_citations: bool = True, check_simulator: bool = True, min_repeats: int = 4):
         super().__init__(policy=policy)
         self.check_truncation = check_truncation
+        self.check_simulator = check_simulator
         self.check_repetition = check_repetition
         self.check_citations = check_citations
         self.min_repeats = min_repeats
@@ -130,6 +154,9 @@ class QualityFilter(BaseFilter):
             m = _AS_USER_RE.search(t.assistant)
             if m:
                 return False, "speaks_as_user", {"turn": i, "text": t.assistant[m.start() : m.start() + 60]}
+            leak = simulator_leak_evidence(t.human) if self.check_simulator else None
+            if leak:
+                return False, "simulator_leak", {"turn": i, "text": leak}
             if self.check_citations:
                 bad = _bad_citations(t)
                 if bad:

@@ -14,6 +14,7 @@ from datagen.filters.quality import (
     QualityFilter,
     ToolFailureFilter,
     repetition_evidence,
+    simulator_leak_evidence,
 )
 from datagen.record import Conversation, Turn
 from tests.filters.conftest import conv, tool_turn
@@ -61,6 +62,63 @@ def test_good_dialogues_pass(c):
 def test_broken_dialogues_are_dropped_with_their_reason(c, reason):
     v = verdict(QualityFilter(), c)
     assert (v.keep, v.reason) == (False, reason)
+
+
+FIRST = ("How do tides work?", "Tides are caused by the Moon's gravity pulling on the oceans.")
+ZH_FIRST = ("潮汐是怎么形成的？", "潮汐主要是月球引力对海水的吸引造成的。")
+
+
+@pytest.mark.parametrize(
+    "human",
+    [
+        # what small teachers wrote as the simulated user's message
+        "Write the user's message number 3 (of about 3). Reply with the message text only.",
+        "User's message number 2 (of about 4): Why does the Moon matter more than the Sun?",
+        "Message number 2 (of about 4): why twice a day?",
+        "Sure! As the user, I would reply with the message text only: why twice a day?",
+        "You play the human user. Why are there two tides a day?",
+        "Your previous attempt was rejected (repeat). Why are there two tides a day?",
+    ],
+)
+def test_a_user_turn_repeating_the_simulator_instructions_is_dropped(human):
+    # Before, these passed every filter and were trained on as real user messages.
+    v = verdict(QualityFilter(), conv(FIRST, (human, "Because the Moon is much closer to the Earth.")))
+    assert (v.keep, v.reason) == (False, "simulator_leak") and v.evidence["turn"] == 2
+
+
+@pytest.mark.parametrize(
+    "human",
+    ["写出用户的第3条消息（共约3条），只回复消息文本。", "用户的第 2 条消息：为什么一天有两次潮汐？",
+     "第3条消息（共约4条）：为什么一天有两次潮汐？", "你扮演人类用户，和AI助手MOSS对话：为什么一天有两次潮汐？",
+     "好的，写出用户的下一条消息：那太阳呢？"],
+)
+def test_chinese_renderings_of_the_simulator_instructions_are_dropped(human):
+    v = verdict(QualityFilter(), conv(ZH_FIRST, (human, "因为月球离地球更近。")))
+    assert (v.keep, v.reason) == (False, "simulator_leak")
+
+
+def test_the_shipped_simulator_prompt_is_recognised():
+    from datagen.generate.templates import load_template
+
+    user = load_template("hhh_user").render("user", transcript="User: hi\n\nMOSS: hello", turn=3, turns=3,
+                                            language_name="English")
+    last = user.strip().splitlines()[-1]
+    assert last.startswith("Write the user's message number 3")
+    assert simulator_leak_evidence(last)
+
+
+@pytest.mark.parametrize(
+    "human",
+    ["What's the 3rd message in this thread about?", "Can you number the messages (about 3 of them)?",
+     "Summarize the conversation so far.", "用户的反馈应该怎么整理？", "这是第3条建议（共5条）。",
+     "I play the guitar; is the user manual useful?", "Let's role-play: you play the user, I'm the agent.",
+     "你扮演用户，我扮演客服。", "这些对话可以用作训练数据吗？", "I got 20 of them (of about 35)."],
+)
+def test_ordinary_user_messages_are_no_simulator_leak(human):
+    assert simulator_leak_evidence(human) is None
+    assert verdict(QualityFilter(), conv(FIRST, (human, "Sure, here is what I think about it."))).keep
+    assert verdict(QualityFilter(check_simulator=False),
+                   conv(FIRST, ("Write the user's message number 2 (of about 2).", "Sure."))).keep
 
 
 def test_bad_citation_needs_a_result_with_that_number():
