@@ -262,7 +262,7 @@ class _Worker:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._stderr = stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, "-m", "datagen.tools.solver", str(self.memory_mb), str(self.max_length)]
-        started: queue.Queue[subprocess.Popen | OSError] = queue.Queue()
+        started: queue.Queue[subprocess.Popen | Exception] = queue.Queue()
         lines: queue.Queue[str | None] = queue.Queue()
 
         def keeper() -> None:
@@ -272,7 +272,7 @@ class _Worker:
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                         env=env, text=True, encoding="utf-8", bufsize=1, **tied_popen_kwargs())
-            except OSError as exc:
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 started.put(exc)
                 return
             started.put(proc)
@@ -286,7 +286,7 @@ class _Worker:
 
         threading.Thread(target=keeper, name="datagen-solver-worker", daemon=True).start()
         proc = started.get()
-        if isinstance(proc, OSError):
+        if isinstance(proc, Exception):
             raise ToolUnavailableError(f"cannot start the solver worker: {proc}") from proc
         self._proc, self._lines = proc, lines
         try:
