@@ -110,6 +110,8 @@ def constructor_settings(cls: type, bounds: Mapping[str, Bounds] | None = None) 
     """The options `cls(...)` takes, read from its constructor's signature and annotations, with
     `bounds` (by option name) added."""
     bounds = bounds or {}
+    if cls.__init__ is object.__init__:  # no constructor: no options
+        return SettingsSchema()
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:  # an annotation that does not resolve: check names, not types

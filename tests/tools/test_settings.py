@@ -26,6 +26,16 @@ class SizedTool(Tool):
 SIZED = "tests.tools.test_settings:SizedTool"
 
 
+class PlainTool(Tool):
+    """A user tool without a constructor: it takes no options."""
+
+    name: ClassVar[str] = "Plain"
+    plugin: ClassVar[str] = "plain"
+
+    def run(self, arg: str) -> ToolResult:
+        return self.ok(arg, arg)
+
+
 def test_good_settings_pass():
     validate_tool_settings({
         "calculator": {"max_digits": 200, "max_length": 500},
@@ -63,6 +73,7 @@ def test_good_settings_pass():
         ({"text2image": {"retries": -1}}, "tools.text2image.retries", "at least 0"),
         ({"sized": {"class": SIZED, "size": 11}}, "tools.sized.size", "at most 10"),
         ({"sized": {"class": SIZED, "weights": {"a": "heavy"}}}, "tools.sized.weights", "number values"),
+        ({"plain": {"class": "tests.tools.test_settings:PlainTool", "x": 1}}, "tools.plain.x", "options: none"),
     ],
 )
 def test_bad_settings_name_the_option(tools, field, message):
