@@ -34,6 +34,7 @@ import xxhash
 from datagen.errors import ConfigError, InputError
 from datagen.jsonl import write_jsonl_atomic
 from datagen.moss._deps import require_torch
+from datagen.moss.tokenize import TOKENIZATIONS
 from datagen.record import Conversation
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class FinetuneConfig:
     Args:
         max_length: the context; turns past it are dropped (default: the model's, 2048 for MOSS).
         assistant_only: also mask the Human turns (upstream trains on them).
+        tokenization: `auto` (upstream's token stream for a MOSS checkpoint, else datagen's),
+            `upstream` or `datagen` (see `datagen.moss.tokenize`); the saved tokenizer keeps it.
         epochs: passes over the training split; `max_steps` (optimizer steps) wins when set.
         lr: peak learning rate (default 1e-5, or 2e-4 with LoRA). Upstream used 9e-6 to 1.5e-5.
         weight_decay, warmup_ratio: AdamW decay (not on biases and norms) and the cosine warm-up share.
@@ -69,6 +72,7 @@ class FinetuneConfig:
 
     max_length: int | None = None
     assistant_only: bool = False
+    tokenization: str = "auto"
     epochs: float = 2.0
     max_steps: int | None = None
     lr: float | None = None
@@ -117,6 +121,9 @@ class FinetuneConfig:
             raise ConfigError(f"must be within [0, 1), got {self.val_fraction!r}", field="val_fraction")
         if self.weight_decay < 0:
             raise ConfigError("must not be negative", field="weight_decay")
+        if self.tokenization not in ("auto", *TOKENIZATIONS):
+            raise ConfigError(f"must be auto, {' or '.join(TOKENIZATIONS)}, got {self.tokenization!r}",
+                              field="tokenization")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ConfigError("must be auto, bf16, fp16 or fp32", field="precision")
         if self.save_dtype not in ("auto", "bf16", "fp16", "fp32"):
@@ -489,7 +496,7 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     # it can sit in 16 bits.
     load_dtype = precision if (config.lora and precision in ("bf16", "fp16")) else "fp32"
     transformers.set_seed(config.seed)
-    loaded = load_model(model, device=device, dtype=load_dtype)
+    loaded = load_model(model, device=device, dtype=load_dtype, tokenization=config.tokenization)
     tokenizer, net = loaded.tokenizer, loaded.model
     max_length = resolve_max_length(config.max_length, loaded.context_length)
 
@@ -524,7 +531,8 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     trainer = build_trainer(net, train_set, val_set if eval_on else None, config, out_dir=out, device=device,
                             precision=precision, pad_id=tokenizer.pad_token_id, progress=progress)
 
-    metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length, "precision": precision,
+    metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length,
+                               "tokenization": loaded.tokenization, "precision": precision,
                                "lora": config.lora, "train_dialogues": len(train_set), "val_dialogues": len(val_set),
                                "val_unused": len(records) - len(train_records) - len(val_records),
                                "train_tokens": train_set.tokens, "val_tokens": val_set.tokens,

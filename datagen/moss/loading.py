@@ -16,6 +16,12 @@ Three kinds of source, told apart by `resolve_model`:
 Whatever the kind, the MOSS end tags are special tokens afterwards; tags the tokenizer lacked are
 added and their ids reported in `LoadedModel.added_token_ids` (their embedding rows are untrained,
 so scoring leaves them out).
+
+The tokenizer is loaded for one tokenization (`datagen.moss.tokenize`): `upstream` makes the added
+tokens swallow the whitespace on both sides, as upstream's slow `MossTokenizer` did under
+transformers 4.25.1 (so a MOSS model sees the token stream it was trained on); `datagen` encodes
+every character. `auto` (the default) is the one a checkpoint fine-tuned by datagen recorded, else
+`upstream` for a MOSS folder and `datagen` for anything else.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 
 from datagen.errors import DatagenError, InputError
 from datagen.moss._deps import require_torch
+from datagen.moss.tokenize import TOKENIZATION_KEY, TOKENIZATIONS, tokenization_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,9 @@ END_TAGS: tuple[str, ...] = ("<eoh>", "<eot>", "<eoc>", "<eor>", "<eom>")
 EOS_TAG = "<eom>"
 #: The base model's document separator in MOSS's vocabulary (BOS/UNK/pad of the built tokenizer).
 ENDOFTEXT = "<|endoftext|>"
+#: special_tokens_map.json entries the slow MossTokenizer wraps in `AddedToken(lstrip=False,
+#: rstrip=False)`: the only added tokens that keep the whitespace around them under 4.25.1.
+_NON_STRIPPING_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 #: Aliases accepted wherever a model path is (the demo's embedded model).
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
@@ -79,7 +89,8 @@ class LoadedModel:
 
     `end_tag_ids` maps each MOSS end tag to its id; `added_token_ids` are the tags this load had to
     add (untrained embedding rows). `context_length` is what the model's config declares (None when
-    it declares nothing).
+    it declares nothing). `tokenization` is the one the tokenizer was loaded for (`upstream` or
+    `datagen`).
     """
 
     model: Any
@@ -88,6 +99,7 @@ class LoadedModel:
     end_tag_ids: dict[str, int]
     added_token_ids: list[int] = field(default_factory=list)
     context_length: int | None = None
+    tokenization: str = "datagen"
 
     @property
     def device(self) -> Any:
@@ -244,8 +256,72 @@ def _ensure_end_tags(tokenizer: Any) -> list[str]:
     return missing
 
 
-def load_tokenizer(source: ModelSource | str | os.PathLike) -> tuple[Any, list[str]]:
-    """The tokenizer of a model source, with the MOSS end tags as special tokens.
+def _role_tokens(folder: Path) -> set[str]:
+    """The tokens a MOSS folder names as bos/eos/unk/pad (special_tokens_map.json, tokenizer_config.json)."""
+    out: set[str] = set()
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        data = _read_json(folder / name) if (folder / name).is_file() else {}
+        if isinstance(data, dict):
+            out.update(c for role in _NON_STRIPPING_ROLES if (c := _token_content(data.get(role))))
+    return out
+
+
+def moss_stripping_tokens(folder: str | os.PathLike) -> list[str]:
+    """The tokens of a MOSS folder that upstream's slow `MossTokenizer` (transformers 4.25.1) strips
+    the whitespace around: every token of `added_tokens.json` and the end tags, except the
+    bos/eos/unk/pad tokens, which it wraps in `AddedToken(lstrip=False, rstrip=False)`."""
+    folder = Path(folder)
+    added_file = folder / "added_tokens.json"
+    added = _read_json(added_file) if added_file.is_file() else {}
+    tokens = list(dict.fromkeys([*(added if isinstance(added, dict) else {}), *END_TAGS]))
+    keep = _role_tokens(folder)
+    return [t for t in tokens if t not in keep]
+
+
+def resolve_tokenization(tokenization: str, source: ModelSource, tokenizer: Any = None) -> str:
+    """`upstream` or `datagen` for a `--tokenization` value: `auto` is the one the tokenizer's saved
+    config records (a checkpoint fine-tuned by datagen), else `upstream` for a MOSS folder and
+    `datagen` for anything else."""
+    if tokenization == "auto":
+        recorded = (getattr(tokenizer, "init_kwargs", None) or {}).get(TOKENIZATION_KEY)
+        if recorded in TOKENIZATIONS:
+            return recorded
+        return "upstream" if source.kind == "moss" else "datagen"
+    if tokenization not in TOKENIZATIONS:
+        raise InputError(f"unknown tokenization {tokenization!r} (use auto, {', '.join(TOKENIZATIONS)})",
+                         field="tokenization")
+    return tokenization
+
+
+def apply_tokenization(tokenizer: Any, tokenization: str, stripping: list[str] | tuple[str, ...] = END_TAGS) -> None:
+    """Set a tokenizer up for `upstream` or `datagen` tokenization and record it on the tokenizer
+    (`datagen.moss.tokenize.tokenization_of` reads it; `save_pretrained` keeps it).
+
+    `upstream`: the `stripping` tokens swallow the whitespace on both sides (`AddedToken` lstrip and
+    rstrip), which is what the slow tokenizer's `tokenize` did to the text beside them. `datagen`:
+    the end tags keep the whitespace around them. Ids never change."""
+    from tokenizers import AddedToken
+
+    if tokenization not in TOKENIZATIONS:
+        raise InputError(f"unknown tokenization {tokenization!r} (use {', '.join(TOKENIZATIONS)})",
+                         field="tokenization")
+    strip = tokenization == "upstream"
+    current = {t.content: t for t in tokenizer.added_tokens_decoder.values()}
+    targets = [current[t] for t in (stripping if strip else END_TAGS) if t in current]
+    redo = [AddedToken(t.content, single_word=t.single_word, lstrip=strip, rstrip=strip, normalized=t.normalized,
+                       special=t.special) for t in targets if (t.lstrip, t.rstrip) != (strip, strip)]
+    ids = {t.content: tokenizer.convert_tokens_to_ids(t.content) for t in redo}
+    tokenizer.add_tokens([t for t in redo if t.special], special_tokens=True)
+    tokenizer.add_tokens([t for t in redo if not t.special])
+    for content, idx in ids.items():
+        if tokenizer.convert_tokens_to_ids(content) != idx:  # never silently shift a trained embedding row
+            raise ModelLoadError(f"token {content!r} moved from id {idx} when setting {tokenization} tokenization")
+    tokenizer.init_kwargs[TOKENIZATION_KEY] = tokenization
+
+
+def load_tokenizer(source: ModelSource | str | os.PathLike, *, tokenization: str = "auto") -> tuple[Any, list[str]]:
+    """The tokenizer of a model source, with the MOSS end tags as special tokens, set up for
+    `tokenization` (`auto`, `upstream` or `datagen`; see `resolve_tokenization`).
 
     Returns (tokenizer, tags it had to add). A MOSS folder gets `build_moss_tokenizer`; anything
     else `AutoTokenizer` without remote code.
@@ -255,6 +331,8 @@ def load_tokenizer(source: ModelSource | str | os.PathLike) -> tuple[Any, list[s
 
     if not isinstance(source, ModelSource):
         source = resolve_model(source)
+    if tokenization != "auto":
+        resolve_tokenization(tokenization, source)  # a bad value fails before any file is read
     if source.kind == "moss":
         folder = Path(source.path)
         ctx = source.config.get("n_positions") or source.config.get("n_ctx")
@@ -266,7 +344,9 @@ def load_tokenizer(source: ModelSource | str | os.PathLike) -> tuple[Any, list[s
             tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), eos_token=EOS_TAG)
         else:
             raise ModelLoadError(f"{folder}: no tokenizer files (vocab.json + merges.txt, or tokenizer.json)")
-        return tok, _ensure_end_tags(tok)
+        missing = _ensure_end_tags(tok)
+        apply_tokenization(tok, resolve_tokenization(tokenization, source), moss_stripping_tokens(folder))
+        return tok, missing
     kwargs: dict[str, Any] = {"trust_remote_code": False}
     if source.gguf_file:
         _require_gguf()
@@ -279,7 +359,10 @@ def load_tokenizer(source: ModelSource | str | os.PathLike) -> tuple[Any, list[s
         raise ModelLoadError(f"{source.display}: datagen needs a fast tokenizer (offsets), got {type(tok).__name__}")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token or END_TAGS[-1]
-    return tok, _ensure_end_tags(tok)
+    mode = resolve_tokenization(tokenization, source, tok)
+    missing = _ensure_end_tags(tok)
+    apply_tokenization(tok, mode)
+    return tok, missing
 
 
 def _require_gguf() -> None:
@@ -354,7 +437,8 @@ def _needs_device_map(source: ModelSource, device: str, dtype: Any) -> bool:
 
 
 def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = None,
-               dtype: str | Any | None = None, device_map: str | None = None) -> LoadedModel:
+               dtype: str | Any | None = None, device_map: str | None = None,
+               tokenization: str = "auto") -> LoadedModel:
     """Load a model and its tokenizer for scoring or training.
 
     Args:
@@ -363,6 +447,7 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
         dtype: `auto` (fp32 on CPU, bf16 or fp16 on GPU), `fp32`, `bf16`, `fp16`, or a torch dtype.
         device_map: passed to transformers; default: spread over the GPUs (`auto`) only when the
             weights do not fit the one device.
+        tokenization: `auto`, `upstream` or `datagen` (see `resolve_tokenization`).
     """
     torch, _ = require_torch()
     from transformers import AutoModelForCausalLM, CodeGenForCausalLM
@@ -373,7 +458,7 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
     if device_map is None and _needs_device_map(source, device, torch_dtype):
         device_map = "auto"
         logger.warning("%s does not fit %s: spreading it over the GPUs (device_map=auto)", source.display, device)
-    tokenizer, added_tags = load_tokenizer(source)
+    tokenizer, added_tags = load_tokenizer(source, tokenization=tokenization)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if device_map:
         kwargs["device_map"] = device_map
@@ -404,4 +489,5 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
     context = (getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
                or getattr(cfg, "n_ctx", None))
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, end_tag_ids=tag_ids,
-                       added_token_ids=[tag_ids[t] for t in added_tags], context_length=context)
+                       added_token_ids=[tag_ids[t] for t in added_tags], context_length=context,
+                       tokenization=tokenization_of(tokenizer))

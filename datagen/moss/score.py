@@ -146,11 +146,13 @@ def score_tokenized(loaded: Any, dialogues: Sequence[TokenizedDialogue], *, batc
 
 def score_records(records: Iterable[Mapping[str, Any]], model: Any, *, batch_size: int = 8,
                   max_length: int | None = None, device: str | None = None, dtype: str | None = None,
-                  stats: TruncationStats | None = None) -> list[DialogueScore]:
-    """Score MOSS SFT records (dicts). `model` is a path/alias or a `LoadedModel`."""
+                  stats: TruncationStats | None = None, tokenization: str = "auto") -> list[DialogueScore]:
+    """Score MOSS SFT records (dicts). `model` is a path/alias or a `LoadedModel`; `tokenization`
+    applies when it is loaded here (see `load_model`)."""
     from datagen.moss.loading import LoadedModel, load_model
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
+                                                                       tokenization=tokenization)
     limit = resolve_max_length(max_length, loaded.context_length)
     toks = [tokenize_record(r, loaded.tokenizer, max_length=limit, path="records", line=i + 1)
             for i, r in enumerate(records)]
@@ -162,8 +164,8 @@ def score_records(records: Iterable[Mapping[str, Any]], model: Any, *, batch_siz
 
 def score_conversations(conversations: Iterable[Conversation], model: Any, *, batch_size: int = 8,
                         max_length: int | None = None, device: str | None = None, dtype: str | None = None,
-                        window: int | None = None, stats: TruncationStats | None = None
-                        ) -> Iterator[Conversation]:
+                        window: int | None = None, stats: TruncationStats | None = None,
+                        tokenization: str = "auto") -> Iterator[Conversation]:
     """Score conversations with a local model, writing `moss_loss`, `moss_ppl`, `moss_turn_losses`,
     `moss_tokens`, `moss_fits` and `moss_turns_scored` into each `conv.scores`.
 
@@ -176,13 +178,17 @@ def score_conversations(conversations: Iterable[Conversation], model: Any, *, ba
         device, dtype: see `load_model`.
         window: rows sorted by length together (default 16 batches).
         stats: a TruncationStats to add this run's truncations to.
+        tokenization: `auto`, `upstream` or `datagen`, when the model is loaded here (a
+            `LoadedModel` keeps the one it was loaded with). `auto` scores a MOSS checkpoint on
+            the token stream upstream trained it on.
 
     Yields the same Conversation objects, in input order, as each window finishes.
     """
     from datagen.formats.moss import to_sft
     from datagen.moss.loading import LoadedModel, load_model
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
+                                                                       tokenization=tokenization)
     limit = resolve_max_length(max_length, loaded.context_length)
     window = window or batch_size * 16
     buf: list[Conversation] = []

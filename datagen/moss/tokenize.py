@@ -3,10 +3,21 @@
 Upstream encodes the meta instruction, then each segment of each turn separately, and concatenates;
 a turn that would take the sample past the context is dropped together with every later turn, and a
 sample where not even the first turn fits is dropped. Labels are -100 on the meta instruction and on
-the body of each Results segment: the `<|Results|>:` prefix and the `<eor>\\n` end keep their loss.
-Upstream finds that body with fixed `+5/-2` token offsets that only hold for its own vocabulary; here
-it comes from the tokenizer's character offsets, so any tokenizer gets the same rule.
+the body of each Results segment: the `<|Results|>:` prefix and the `<eor>` end keep their loss.
 `assistant_only` also masks the Human segments.
+
+Two tokenizations (`TOKENIZATIONS`), chosen when the tokenizer is loaded (`load_tokenizer(...,
+tokenization=)`, which records it on the tokenizer; `tokenization_of` reads it back):
+
+- `upstream` (the default for MOSS-layout checkpoints): the token stream the released MOSS models
+  were trained on. Upstream's slow `MossTokenizer` under its pinned transformers 4.25.1 strips the
+  whitespace on both sides of every added token, so the `\n` after each end tag (and any whitespace
+  before one) never reaches the model; the loaded tokenizer's added tokens strip it the same way.
+  The Results mask is upstream's own: token offsets `+5` from the segment start to `-2` from its end.
+- `datagen`: every character of the record is encoded, the `\n` after each end tag included, and
+  the Results mask comes from the tokenizer's character offsets, so exactly the body between
+  `<|Results|>:` and `<eor>` is masked whatever the vocabulary (upstream's `+5/-2` only fits its own
+  vocabulary, and with the `\n` stripped its `-2` also trains the last token of the body).
 
 Scoring needs more than training: `segments` records where every segment of every kept turn lies,
 so `datagen check` can average the loss over the assistant's segments turn by turn. A segment that
@@ -26,7 +37,15 @@ from typing import Any
 from datagen.errors import FormatError
 
 #: Bump when the tokenisation or masking changes: it is part of the token cache key.
-TOKENIZE_VERSION = 1
+TOKENIZE_VERSION = 2
+
+#: The token streams datagen can produce (see the module docstring); `auto` picks one per checkpoint.
+TOKENIZATIONS: tuple[str, ...] = ("upstream", "datagen")
+#: Where `load_tokenizer` records the tokenization on a tokenizer (`init_kwargs`, so a tokenizer
+#: saved with `save_pretrained` keeps it in tokenizer_config.json).
+TOKENIZATION_KEY = "datagen_tokenization"
+#: Upstream's fixed Results offsets: the no-loss span is [segment start + 5, segment end - 2).
+UPSTREAM_RESULTS_OFFSETS = (5, 2)
 
 #: The segment keys of an SFT turn, in upstream order.
 SEGMENT_KEYS: tuple[str, ...] = ("Human", "Inner Thoughts", "Commands", "Tool Responses", "MOSS")
@@ -152,6 +171,13 @@ def _results_body(segment: str, where: dict[str, Any], field_name: str) -> tuple
     raise FormatError("a Results segment must end with '<eor>'", **where, field=field_name)
 
 
+def tokenization_of(tokenizer: Any) -> str:
+    """The tokenization a tokenizer was loaded for (`upstream` or `datagen`); `datagen` for one
+    that `load_tokenizer` did not load, whose added tokens keep the whitespace around them."""
+    mode = (getattr(tokenizer, "init_kwargs", None) or {}).get(TOKENIZATION_KEY, "datagen")
+    return mode if mode in TOKENIZATIONS else "datagen"
+
+
 def _encode_segment(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
@@ -164,12 +190,14 @@ def tokenize_record(record: Mapping[str, Any], tokenizer: Any, *, max_length: in
 
     Args:
         record: `{"meta_instruction": ..., "num_turns": N, "chat": {"turn_1": {...}, ...}}`.
-        tokenizer: a fast tokenizer (offsets are needed) with the MOSS end tags as special tokens.
+        tokenizer: a fast tokenizer (offsets are needed) with the MOSS end tags as special tokens;
+            the tokenization it was loaded for (`tokenization_of`) decides the Results mask.
         max_length: the context; turns that would pass it are dropped from the end.
         assistant_only: also mask the Human segments.
         path, line: name the record in errors (FormatError carries file, line and field).
     """
     where: dict[str, Any] = {"path": path, "line": line}
+    upstream = tokenization_of(tokenizer) == "upstream"
     if max_length < 1:
         raise ValueError("max_length must be positive")
     meta = record.get("meta_instruction")
@@ -194,7 +222,11 @@ def tokenize_record(record: Mapping[str, Any], tokenizer: Any, *, max_length: in
             seg_ids, offsets = _encode_segment(tokenizer, text)
             if key == "Tool Responses":
                 lo, hi = _results_body(text, where, f"chat.{name}.{key}")
-                seg_mask = [not (lo <= a and b <= hi) for a, b in offsets]
+                if upstream:
+                    head, tail = UPSTREAM_RESULTS_OFFSETS
+                    seg_mask = [not head <= i < len(seg_ids) - tail for i in range(len(seg_ids))]
+                else:
+                    seg_mask = [not (lo <= a and b <= hi) for a, b in offsets]
             elif key == "Human" and assistant_only:
                 seg_mask = [False] * len(seg_ids)
             else:

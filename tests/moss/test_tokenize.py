@@ -1,4 +1,6 @@
-"""Tokenisation and label masks: upstream's rule, checked by hand and over every sample file."""
+"""Tokenisation and label masks in `datagen` tokenization (every character encoded, the Results body
+masked by character offsets), checked by hand and over every sample file. Upstream parity is in
+test_upstream_parity.py."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ RESULTS_BODY = "\nCalculate(\"24/4\") => '6.0'\n"
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_moss):
-    tok, added = load_tokenizer(tiny_moss)
+    tok, added = load_tokenizer(tiny_moss, tokenization="datagen")
     assert added == []
     return tok
 
