@@ -250,6 +250,17 @@ class DatasetStats:
 
 
 @dataclass(slots=True)
+class SentSampling:
+    """Sampling parameters the teacher was actually sent: one parameter set of one prompt template
+    (`hhh_assistant.v2`, `expand.v3`, ...) and model, and how many answered calls used it."""
+
+    template: str
+    model: str
+    params: dict[str, Any]
+    calls: int
+
+
+@dataclass(slots=True)
 class CardContext:
     """Everything the card is written from. `manifest`/`funnel` are None when the dataset was built
     from a plain conversations file instead of a run directory."""
@@ -266,6 +277,7 @@ class CardContext:
     dataset_info: Any = None  # datasets.DatasetInfosDict, written into the YAML
     extras: list[str] = field(default_factory=list)  # extra files shipped beside the parquet
     datagen_version: str = ""
+    sent: list[SentSampling] | None = None  # from the run's journal; None when it had none
 
     @property
     def run_config(self) -> dict[str, Any]:
@@ -303,10 +315,11 @@ def card_metadata(ctx: CardContext) -> dict[str, Any]:
     meta["language_creators"] = ["machine-generated"]
     meta["source_datasets"] = ["original"]
     meta["tags"] = tags
+    # The first config is the default, so `load_dataset(repo)` needs no config name.
     meta["configs"] = [
-        {"config_name": config,
+        {"config_name": config, **({"default": True} if i == 0 else {}),
          "data_files": [{"split": split, "path": glob} for split, glob in splits.items()]}
-        for config, splits in ctx.data_files.items()
+        for i, (config, splits) in enumerate(ctx.data_files.items())
     ]
     if ctx.dataset_info:
         ctx.dataset_info.to_dataset_card_data(meta)
@@ -408,9 +421,15 @@ def _load_snippet(ctx: CardContext) -> str:
         "```python",
         "from datasets import load_dataset",
         "",
-        f'ds = load_dataset("{repo}", "{first}", split="train")  # configs: {", ".join(configs)}',
+        f'ds = load_dataset("{repo}", split="train")  # the default config, `{first}`',
+    ]
+    lines += [f'{c} = load_dataset("{repo}", "{c}", split="train")' for c in configs[1:]]
+    lines += [
         "print(ds[0][\"messages\"])  # the dialogue as OpenAI chat messages",
         "```",
+        "",
+        "Every column is a plain Arrow type (strings, numbers, lists, structs), so any `datasets` from 3.6 on,",
+        "pandas or any parquet reader loads the files as they are.",
         "",
         "Each row also keeps the full MOSS 003 record (`meta_instruction`, `turns`), so the exact MOSS",
         "training text can be rebuilt with datagen:",
@@ -426,6 +445,42 @@ def _load_snippet(ctx: CardContext) -> str:
         lines += ["", "`moss/train.jsonl` and `moss/val.jsonl` hold the same dialogues as MOSS SFT records "
                   "(one JSON object per line, the schema of MOSS's `SFT_data`), ready for `finetune_moss.py`."]
     return "\n".join(lines)
+
+
+def _sampling(ctx: CardContext) -> str:
+    """What the teacher was sent, per prompt template: from the journal when the run had one, else
+    the dialogue settings each row's lineage recorded. Each stage sets its own temperature, top_p
+    and max_tokens on every call, so `teacher.params` alone would not say what was sent."""
+    s = ctx.stats
+    out: list[str] = []
+    if ctx.sent:
+        out.append("Parameters sent to the teacher, from the run's journal (answered calls per prompt template "
+                   "and parameter set):")
+        out.append("")
+        out.append(_md_table(["prompt template", "model", "parameters sent", "calls"],
+                             [[f"`{x.template}`", f"`{x.model}`",
+                               f"`{json.dumps(x.params, sort_keys=True, ensure_ascii=False, default=str)}`", x.calls]
+                              for x in ctx.sent], "lllr"))
+    elif ctx.manifest:
+        out.append("_The run's journal was not available, so the parameters of each call are not listed; the "
+                   "dialogue settings recorded on the rows follow._")
+    if s.sampling:
+        out.append("")
+        out.append("Dialogue settings recorded on the rows (`lineage.params`: `temperature`, `top_p` and "
+                   "`max_tokens` of the assistant's calls, `user_temperature` and `user_max_tokens` of the simulated "
+                   "user's):")
+        out.append("")
+        out.append(_md_table(["parameters", "dialogues"],
+                             [[f"`{k}`", n] for k, n in s.sampling.most_common(10)], "lr"))
+    teacher = ctx.run_config.get("teacher")
+    shared = teacher.get("params") if isinstance(teacher, dict) else None
+    if shared:
+        out.append("")
+        out.append("`teacher.params` of the run config, joined to every call; a stage's own `temperature`, "
+                   "`top_p` and `max_tokens` win over these:")
+        out.append("")
+        out.append(_settings_table(shared, ""))
+    return "\n".join(out).strip("\n") or "_No sampling settings recorded._"
 
 
 def _made_section(ctx: CardContext) -> str:
@@ -451,19 +506,13 @@ def _made_section(ctx: CardContext) -> str:
         url = teacher.get("base_url")
         host = urlsplit(url).hostname if isinstance(url, str) else None
         out.append(f"Configured teacher: `{teacher.get('model', '?')}`" + (f" at `{host}`" if host else "") + ".")
-        out.append("")
-        out.append("Sampling settings (run config):")
-        out.append("")
-        out.append(_settings_table(teacher.get("params") or {}, "_(none recorded)_"))
-    if s.sampling:
-        out.append("")
-        out.append("Sampling settings recorded on the rows:")
-        out.append("")
-        out.append(_md_table(["parameters", "dialogues"],
-                             [[f"`{k}`", n] for k, n in s.sampling.most_common(10)], "lr"))
     out.append("")
     out.append("Prompt template versions: " + ", ".join(f"`{k}` ({n:,})" for k, n in s.template_versions.most_common())
                + ".")
+    out.append("")
+    out.append("### Sampling")
+    out.append("")
+    out.append(_sampling(ctx))
     stages = m.get("stages") or {}
     costs = [(name, st) for name, st in stages.items() if isinstance(st, dict)]
     if costs:
@@ -555,8 +604,8 @@ _FIELDS = """\
 | `meta_instruction` | string | the exact MOSS 003 meta instruction |
 | `num_turns` | int | number of turns |
 | `turns` | list of struct | per turn: `human`, `thoughts`, `calls` (`name`, `arg`), `results` (`name`, `arg`, `ok`, `output`, `snippets`, `first_index`), `assistant`, `flags`, `raw` (verbatim MOSS segments where the source differs from the canonical rendering) |
-| `messages` | list of JSON | the same dialogue as OpenAI chat messages (system, user, assistant with `tool_calls` and `reasoning_content`, tool) |
-| `tools` | list of JSON | OpenAI function schemas of the enabled plugins (empty for `hhh`) |
+| `messages` | list of struct | the same dialogue as OpenAI chat messages: `role`, `content`, `reasoning_content`, `tool_calls` (`id`, `type`, `function`: `name`, `arguments` as a JSON string), `tool_call_id`; null where a message has no such field |
+| `tools` | list of string | OpenAI function schemas of the enabled plugins, one JSON object each (empty for `hhh`) |
 | `lineage` | struct | `teacher_model`, `template_version`, `params` (sampling parameters, a JSON string), `seed_id`, `source`, `source_id`, `parents`, `run` |
 | `usage` | struct | teacher tokens and cost spent on this dialogue |
 | `scores` | struct | numbers added by later stages (e.g. `moss_loss`, `moss_ppl`; null where a row has none) |

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -45,6 +46,7 @@ from datagen.card import (
     NOT_A_LICENSE,
     CardContext,
     DatasetStats,
+    SentSampling,
     normalize_license,
     redact,
     render_card,
@@ -70,6 +72,8 @@ DEFAULT_VALIDATION_FRACTION = 0.05
 DEFAULT_SHARD_ROWS = 50_000
 ROW_GROUP_ROWS = 1_000
 BUILD_FILE = "datagen/build.json"
+#: A run directory's teacher journal (see `datagen.teacher.journal`).
+JOURNAL_FILE = "journal.sqlite"
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 MAX_REPORTED_PROBLEMS = 50
 
@@ -178,15 +182,25 @@ def score_types(convs: Iterable[Conversation]) -> dict[str, str]:
     return dict(sorted(kinds.items()))
 
 
+#: The keys an OpenAI message of `to_messages(metadata=False)` may have, and those of one tool call:
+#: the `messages` column is a list of structs with exactly these fields (null where a message has
+#: no such key).
+MESSAGE_FIELDS = ("role", "content", "reasoning_content", "tool_calls", "tool_call_id")
+TOOL_CALL_FIELDS = ("id", "type", "function")
+FUNCTION_FIELDS = ("name", "arguments")
+
+
 def dataset_features(scores: dict[str, str] | None = None):
     """The `datasets.Features` of every config: the MOSS record (turns as a nested feature), the
-    OpenAI messages and tool schemas (`Json`: they hold only strings), lineage, usage, and a typed
-    `scores` struct (see `score_types`; left out when no row has scores).
+    OpenAI messages (a list of structs, see `MESSAGE_FIELDS`; a tool call's `arguments` is the JSON
+    string of the OpenAI wire form) and tool schemas (JSON strings),
+    lineage, usage, and a typed `scores` struct (see `score_types`; left out when no row has scores).
 
-    Free-form parts that may hold numbers (`lineage.params`, `tags`, `extra`, non-numeric scores)
-    are JSON strings: `datasets.Json` goes through pandas' ujson, which rounds floats (0.7 comes
-    back as 0.7000000000000001), and a dataset should give back exactly what was published."""
-    from datasets import Features, Json, List, Value
+    Only plain Arrow types (strings, numbers, bools, lists, structs): `datasets` 3.6 to 5.x and any
+    parquet reader load them as they are (the `Json` feature needs `datasets>=4.7`). Free-form parts
+    (tool schemas, `lineage.params`, `tags`, `extra`, non-numeric scores) are JSON strings, which also
+    give back exactly what was published (0.7 stays 0.7)."""
+    from datasets import Features, List, Value
 
     string = Value("string")
     call = {"name": string, "arg": string}
@@ -194,6 +208,9 @@ def dataset_features(scores: dict[str, str] | None = None):
               "first_index": Value("int32")}
     turn = {"human": string, "thoughts": string, "calls": List(call), "results": List(result), "assistant": string,
             "flags": List(string), "raw": {name: string for name in RAW_FIELDS.values()}}
+    tool_call = {"id": string, "type": string, "function": {name: string for name in FUNCTION_FIELDS}}
+    message = {"role": string, "content": string, "reasoning_content": string, "tool_calls": List(tool_call),
+               "tool_call_id": string}
     lineage = {"teacher_model": string, "template_version": string, "params": string, "seed_id": string,
                "source": string, "source_id": string, "parents": List(string), "run": string}
     usage = {"prompt_tokens": Value("int64"), "completion_tokens": Value("int64"), "cost": Value("float64"),
@@ -207,8 +224,8 @@ def dataset_features(scores: dict[str, str] | None = None):
         "meta_instruction": string,
         "num_turns": Value("int32"),
         "turns": List(turn),
-        "messages": List(Json()),
-        "tools": List(Json()),
+        "messages": List(message),
+        "tools": List(string),
         "lineage": lineage,
         "usage": usage,
     }
@@ -217,6 +234,44 @@ def dataset_features(scores: dict[str, str] | None = None):
     columns["tags"] = string
     columns["extra"] = string
     return Features(columns)
+
+
+def _only(value: dict[str, Any], fields: tuple[str, ...], what: str) -> None:
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise PublishError(f"{what} has key(s) {unknown} the dataset schema lacks (known: {', '.join(fields)}); "
+                           "a datagen bug, please report it")
+
+
+def message_row(message: dict[str, Any], where: str = "message") -> dict[str, Any]:
+    """One OpenAI message as a `messages` struct: every field of `MESSAGE_FIELDS`, null where absent.
+    Raises PublishError on a key the schema lacks (it would be lost)."""
+    _only(message, MESSAGE_FIELDS, where)
+    row = {k: message.get(k) for k in MESSAGE_FIELDS}
+    calls = message.get("tool_calls")
+    if calls is not None:
+        row["tool_calls"] = []
+        for i, call in enumerate(calls):
+            _only(call, TOOL_CALL_FIELDS, f"{where} tool call {i}")
+            function = call.get("function") or {}
+            _only(function, FUNCTION_FIELDS, f"{where} tool call {i} function")
+            row["tool_calls"].append({"id": call.get("id"), "type": call.get("type"),
+                                      "function": {k: function.get(k) for k in FUNCTION_FIELDS}})
+    return row
+
+
+def row_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The OpenAI messages of a published row, as `to_messages(conv, metadata=False,
+    tool_arguments="string")` made them: null fields left out, except `content` (null on an
+    assistant message that only calls tools)."""
+    def clean(value: Any, keep: tuple[str, ...] = ()) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None or k in keep}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return [clean(m, keep=("content",)) for m in row.get("messages") or []]
 
 
 def _json(value: Any) -> str:
@@ -245,7 +300,8 @@ def conversation_to_row(conv: Conversation, scores: dict[str, str] | None = None
     if unknown_raw:
         raise InputError(f"conversation {conv.id!r}: unknown raw segment key(s) {sorted(set(unknown_raw))}")
     lin = conv.lineage
-    chat = messages.to_messages(conv, metadata=False)
+    # arguments as the OpenAI JSON string: an object's keys differ by tool, which no Arrow type holds
+    chat = messages.to_messages(conv, metadata=False, tool_arguments="string")
     row: dict[str, Any] = {
         "id": conv.id,
         "category": conv.category,
@@ -267,7 +323,8 @@ def conversation_to_row(conv: Conversation, scores: dict[str, str] | None = None
             }
             for t in conv.turns
         ],
-        "messages": [_json(m) for m in chat["messages"]],
+        "messages": [message_row(m, f"conversation {conv.id!r} message {i}")
+                     for i, m in enumerate(chat["messages"])],
         "tools": [_json(t) for t in chat.get("tools") or []],
         "lineage": {
             "teacher_model": lin.teacher_model,
@@ -393,6 +450,37 @@ def default_out_dir(source: str | os.PathLike) -> Path:
     return p.parent / f"{p.stem if p.is_file() else p.name}-dataset"
 
 
+def journal_sampling(path: str | os.PathLike) -> list[SentSampling] | None:
+    """The sampling parameters a run's journal shows were sent: one entry per prompt template, model
+    and parameter set, counting answered calls; ordered by template, most calls first. Paths among
+    the values keep only their file name. None when there is no readable journal at `path`.
+
+    Reads every row (the parameters sit inside each journaled request), read-only."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    from urllib.request import pathname2url
+
+    query = ("SELECT json_extract(request, '$.template_version'), model, json_extract(request, '$.params'), "
+             "COUNT(*) FROM calls WHERE status = 'ok' GROUP BY 1, 2, 3")
+    try:
+        con = sqlite3.connect(f"file:{pathname2url(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            rows = con.execute(query).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        _log(f"warning: {path.name}: cannot read the journal ({exc}); the card lists no sent parameters")
+        return None
+    merged: dict[tuple[str, str, str], int] = {}
+    for template, model, params, calls in rows:
+        params = portable_paths(json.loads(params) if params else {})
+        key = (template or "(none)", portable_path(model or "(unknown)"), _json(params))
+        merged[key] = merged.get(key, 0) + int(calls)
+    ordered = sorted(merged.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1:]))
+    return [SentSampling(template=t, model=m, params=json.loads(p), calls=n) for (t, m, p), n in ordered]
+
+
 # ------------------------------------------------------------------------------------ build
 
 
@@ -416,31 +504,16 @@ class DatasetFolder:
         return self.path / "README.md"
 
 
-def _storage_type(t: Any) -> Any:
-    """`t` with every extension type (the JSON columns) replaced by its storage type: pyarrow can
-    build arrays of the storage types from Python values, then cast to the extension types."""
-    import pyarrow as pa
-
-    if isinstance(t, pa.BaseExtensionType):
-        return t.storage_type
-    if pa.types.is_list(t):
-        return pa.list_(pa.field(t.value_field.name, _storage_type(t.value_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _storage_type(f.type)) for f in t])
-    return t
-
-
 class _ShardWriter:
     """Parquet shards of one (config, split), rolled every `shard_rows` rows, row groups of
     ROW_GROUP_ROWS. Written under temporary names; `finish` gives them their `-of-N` names."""
 
     def __init__(self, directory: Path, split: str, features: Any, shard_rows: int):
-        import pyarrow as pa
-
         self.directory = directory
         self.split = split
-        self.schema = features.arrow_schema
-        self.storage_schema = pa.schema([pa.field(f.name, _storage_type(f.type)) for f in self.schema])
+        # No `huggingface` features metadata: datasets 3.x cannot read the 4.x feature names in it
+        # (`List`), and plain Arrow types say all there is to say.
+        self.schema = features.arrow_schema.remove_metadata()
         self.shard_rows = shard_rows
         self.buffer: list[dict[str, Any]] = []
         self.paths: list[Path] = []
@@ -467,7 +540,7 @@ class _ShardWriter:
                 self.shard_counts.append(0)
                 self._in_shard = 0
             take = min(len(self.buffer), self.shard_rows - self._in_shard)
-            table = pa.Table.from_pylist(self.buffer[:take], schema=self.storage_schema).cast(self.schema)
+            table = pa.Table.from_pylist(self.buffer[:take], schema=self.schema)
             self.buffer = self.buffer[take:]
             self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             self.nbytes += table.nbytes
@@ -640,6 +713,7 @@ def build_dataset_folder(
             funnel=funnel, source=src.path.name, validation_fraction=float(validation_fraction),
             data_files=data_files, dataset_info=_dataset_infos(features, stats, split_bytes, configs),
             extras=[f"moss/{MOSS_SPLIT_FILES[s]}" for s in jsonl], datagen_version=__version__,
+            sent=journal_sampling(src.path / JOURNAL_FILE) if src.is_run else None,
         )
         (staging / "README.md").write_text(render_card(ctx), encoding="utf-8")
         if manifest is not None:
@@ -1080,6 +1154,6 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 __all__ = [
     "DatasetFolder", "absolute_paths", "build_dataset_folder", "check_dataset_folder", "conversation_to_row",
-    "dataset_features", "folder_tree", "is_absolute_path", "portable_paths", "publish", "register",
-    "row_to_conversation", "split_for",
+    "dataset_features", "folder_tree", "is_absolute_path", "journal_sampling", "message_row", "portable_paths",
+    "publish", "register", "row_messages", "row_to_conversation", "split_for",
 ]

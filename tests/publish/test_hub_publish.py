@@ -14,7 +14,7 @@ from datagen.card import split_card
 from datagen.errors import PublishError
 from datagen.formats.messages import to_messages
 from datagen.formats.moss import render_text
-from datagen.publish import build_dataset_folder, publish, row_to_conversation, split_for
+from datagen.publish import build_dataset_folder, publish, row_messages, row_to_conversation, split_for
 from tests.publish.runs import FUNNEL, make_run_dir, sample_conversations
 
 REPO = "datagen-org/moss-demo"
@@ -59,7 +59,9 @@ def test_load_dataset_from_hub_round_trips(published):
             original = by_id[row["id"]]
             back = row_to_conversation(row)
             assert render_text(back) == render_text(original)
-            assert row["messages"] == to_messages(original, metadata=False)["messages"]
+            want = to_messages(original, metadata=False, tool_arguments="string")["messages"]
+            assert row_messages(row) == want
+            assert [m["role"] for m in row["messages"]] == [m["role"] for m in want]
             assert back.lineage == original.lineage  # sampling params come back exact (0.7, not 0.70000001)
             assert back.scores == original.scores and back.usage == original.usage
             assert back.tags == original.tags
@@ -86,7 +88,12 @@ def test_card_on_the_hub(published):
     for step in FUNNEL["steps"]:
         assert f"| {step['step']} | {step['in']} | {step['kept']} | {step['dropped']} |" in body
     assert "`near_dup.threshold` | `0.85`" in body
-    assert f'load_dataset("{REPO}", "hhh", split="train")' in body
+    assert f'load_dataset("{REPO}", split="train")' in body  # the default config needs no name
+    assert f'load_dataset("{REPO}", "plugin", split="train")' in body
+    assert [c.get("default", False) for c in meta["configs"]] == [True, False]
+    # and the Hub loads it that way
+    assert datasets.load_dataset(REPO, split="train").num_rows == sum(
+        1 for c in convs if c.kind == "hhh" and split_for(c.id, 0.3) == "train")
     assert "teacher-7b-chat" in body and "user:secret" not in body
     manifest = open(hf_hub_download(REPO, "datagen/manifest.json", repo_type="dataset"), encoding="utf-8").read()
     assert '"fingerprint": "0123456789abcdef"' in manifest and "user:secret" not in manifest

@@ -9,19 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.errors import InputError, PublishError
-from datagen.publish import _storage_type, build_dataset_folder, check_dataset_folder, publish
+from datagen.publish import build_dataset_folder, check_dataset_folder, publish
 from tests.publish.runs import make_run_dir
 
 REPO = "datagen-org/refused"
 
 
 def rewrite_rows(path, edit) -> None:
-    """Apply `edit(rows)` to a parquet shard in place, keeping its schema (and HF metadata)."""
+    """Apply `edit(rows)` to a parquet shard in place, keeping its schema."""
     table = pq.read_table(path)
     rows = table.to_pylist()
     edit(rows)
-    storage = pa.schema([pa.field(f.name, _storage_type(f.type)) for f in table.schema])
-    pq.write_table(pa.Table.from_pylist(rows, schema=storage).cast(table.schema), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
 
 
 @pytest.fixture

@@ -64,8 +64,13 @@ def test_features_cover_every_row_column():
     row = conversation_to_row(conv, scores)
     assert list(row) == list(dataset_features(scores))
     assert row["turns"][0]["results"][0]["output"] == str(23 * 47 + 1)
-    assert [json.loads(m)["role"] for m in row["messages"]] == [
+    assert [m["role"] for m in row["messages"]] == [
         "system", "user", "assistant", "tool", "assistant", "user", "assistant"]
+    [call] = row["messages"][2]["tool_calls"]
+    assert call["function"] == {"name": "Calculate", "arguments": json.dumps({"expression": "23*47+1"})}
+    assert row["messages"][1] == {"role": "user", "content": "What is 23*47+1?", "reasoning_content": None,
+                                  "tool_calls": None, "tool_call_id": None}
+    assert [json.loads(t)["function"]["name"] for t in row["tools"]] == ["Calculate", "Solve"]
 
 
 def test_moss_samples_round_trip_through_the_dataset(tmp_path, moss_samples):
