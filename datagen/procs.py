@@ -33,13 +33,23 @@ from typing import Any
 _PR_SET_PDEATHSIG = 1
 
 
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once in the parent: loading a library between fork and exec in a threaded process can
+# deadlock on a lock another thread held at the fork.
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+
+
 def _set_pdeathsig(parent_pid: int) -> None:
     """Runs in the child between fork and exec."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
+    if _PRCTL is None:
         return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The parent may have died between fork and prctl: then nobody would ever send the signal.
     if os.getppid() != parent_pid:
         os._exit(1)
@@ -48,7 +58,7 @@ def _set_pdeathsig(parent_pid: int) -> None:
 def tied_popen_kwargs() -> dict[str, Any]:
     """Keyword arguments for `subprocess.Popen` that make the child die with this process (Linux).
     Elsewhere it returns no arguments and the caller's own cleanup is all there is."""
-    if not sys.platform.startswith("linux"):
+    if _PRCTL is None:
         return {}
     parent = os.getpid()
     return {"preexec_fn": lambda: _set_pdeathsig(parent)}
