@@ -82,7 +82,10 @@ class Run:
         next run, to try those again."""
         prev = self.manifest.stages.get(name, {})
         retry = prev.get("retry_next_run", 0) if prev.get("fingerprint") == fingerprint else 0
-        if self.manifest.is_done(name, fingerprint) and all(p.exists() for p in outputs) and not retry:
+        done = self.manifest.is_done(name, fingerprint) and all(p.exists() for p in outputs)
+        if done and retry and not self._teacher_answers(name):
+            retry = 0  # a teacher that is down now must not fail a finished run
+        if done and not retry:
             _log(f"{name}: done earlier, skipped")
             return self.manifest.stages[name]
         if prev.get("fingerprint") == fingerprint and (prev.get("status") != "done" or retry):
@@ -141,6 +144,17 @@ class Run:
         self.manifest.finish(name, **_portable(info, self.dir))
         self.manifest.fail(name, message)
         raise DatagenError(message)
+
+    def _teacher_answers(self, name: str) -> bool:
+        """Whether the teacher can be asked again for a done stage's refused calls (else say so)."""
+        from datagen.errors import TeacherError
+
+        try:
+            self.ensure_teacher()
+        except TeacherError as exc:
+            _log(f"{name}: done earlier; not asking again for what the server refused, as {exc}")
+            return False
+        return True
 
     def ensure_teacher(self) -> None:
         """Check once per run that the teacher answers, before a stage that needs it."""

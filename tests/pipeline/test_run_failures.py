@@ -63,6 +63,19 @@ def test_a_bad_request_does_not_block_the_run_and_the_next_run_asks_it_again(fak
     assert fake_openai.requests == paid
 
 
+def test_a_finished_run_with_refused_calls_does_not_need_the_teacher_to_rerun(fake_openai, tmp_path, capsys):
+    fake_openai.set_responder(scripted_teacher)
+    fake_openai.inject("400", times=None, match="limerick")
+    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper."),
+                                             ("en2", "Write a limerick about a cat who loves jazz.")])
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    fake_openai.stop()
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    assert "dialogues.hhh: done earlier; not asking again for what the server refused, as cannot reach" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("kind", "reason", "example"), [
     ("400", "bad_request", "Unsupported parameter: 'top_p'"),
     ("length", "length", "cut at max_tokens"),
