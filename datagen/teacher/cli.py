@@ -52,11 +52,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_failures(args: argparse.Namespace) -> int:
     """Print the failure ledger grouped by error."""
+    from datagen.teacher.redact import redact_opt
+
     journal = _open(args.path)
     try:
         groups = journal.failures()
     finally:
         journal.close()
+    for g in groups:  # journals written before details were redacted may quote a bearer token
+        g.example = redact_opt(g.example)
     if args.json:
         print(json.dumps([{"error": g.error, "count": g.count, "attempts": g.attempts, "example": g.example}
                           for g in groups], ensure_ascii=False))
@@ -73,13 +77,15 @@ def cmd_failures(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write journal rows as JSONL (request, response, usage, error) to stdout."""
+    from datagen.teacher.redact import redact_opt
+
     journal = _open(args.path)
     try:
         for e in journal.entries(args.status):
             print(json.dumps({"key": e.key, "status": e.status, "model": e.model, "request": e.request,
                               "response": e.response, "finish_reason": e.finish_reason,
                               "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens,
-                              "cost": e.cost, "attempts": e.attempts, "error": e.error, "detail": e.detail},
+                              "cost": e.cost, "attempts": e.attempts, "error": e.error, "detail": redact_opt(e.detail)},
                              ensure_ascii=False, separators=(",", ":")))
     finally:
         journal.close()
