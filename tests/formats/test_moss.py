@@ -296,3 +296,23 @@ def test_damaged_records_roundtrip_or_fail_loudly(sample_path):
         back = Conversation.from_dict(json.loads(json.dumps(conv.to_dict())))
         assert dumps_sft_file(to_sft(back)) == dumps_sft_file(rec)
     assert parsed > 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"conversation_id": None},
+        {"conversation_id": 7},
+        {"category": None, "x": 1},
+        {"score": 0.5, "tags": ["a"]},
+    ],
+    ids=["null-id", "int-id", "null-category", "extra-keys"],
+)
+def test_source_fields_come_back_with_their_types_and_are_stored_as_strings(moss_samples, edit):
+    _, record = _load(_sample(moss_samples, "honest_conversation_7"))
+    record = {**record, **edit}
+    conv = from_sft(record, id="honest_conversation_7")
+    # what datagen writes holds strings only, so that rows from int-id and str-id files load together
+    assert all(isinstance(v, str) for k, v in conv.extra.items() if k != "sft_key_order")
+    back = Conversation.from_dict(json.loads(json.dumps(conv.to_dict())))
+    assert dumps_sft_file(to_sft(back)) == dumps_sft_file(record)
