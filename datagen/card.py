@@ -22,7 +22,9 @@ from urllib.parse import unquote_plus, urlsplit
 
 import yaml
 
+from datagen.errors import ConfigError
 from datagen.record import Conversation
+from datagen.yamlfile import load_yaml
 
 #: The Hub's size buckets, smallest first: (upper bound exclusive, label).
 SIZE_CATEGORIES: list[tuple[float, str]] = [
@@ -326,13 +328,16 @@ def card_metadata(ctx: CardContext) -> dict[str, Any]:
     return meta
 
 
-def split_card(text: str) -> tuple[dict[str, Any], str]:
-    """(YAML metadata, body) of a card; ({}, text) when it has no front matter. Raises
-    yaml.YAMLError on malformed YAML."""
+def split_card(text: str, *, path: str = "README.md") -> tuple[dict[str, Any], str]:
+    """(YAML metadata, body) of a card; ({}, text) when it has no front matter. Goes through the one
+    bounded YAML loader, so a hostile card cannot expand without limit. Raises ConfigError (naming
+    `path` and the line) on malformed YAML or metadata that is not a mapping."""
     m = re.match(r"^---\n(.*?\n)?---\n", text, re.S)
     if not m:
         return {}, text
-    meta = yaml.safe_load(m.group(1) or "") or {}
+    meta = load_yaml(m.group(1) or "", path=path).data or {}
+    if not isinstance(meta, dict):
+        raise ConfigError("card metadata must be a mapping", path=path, line=2)
     return meta, text[m.end():]
 
 

@@ -853,7 +853,7 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
     if not card.exists():
         return [f"{card}: missing dataset card"]
     try:
-        meta, _ = split_card(card.read_text(encoding="utf-8"))
+        meta, _ = split_card(card.read_text(encoding="utf-8"), path=str(card))
     except Exception as exc:  # yaml errors, decoding errors
         return [f"{card}: unreadable card metadata: {exc}"]
     configs = meta.get("configs") or []
@@ -956,7 +956,7 @@ def publish(folder: str | os.PathLike | DatasetFolder, repo_id: str, *, private:
     card = path / "README.md"
     if not card.exists():
         raise PublishError(f"{path}: not a dataset folder (no README.md); build it with `datagen publish --dry-run`")
-    meta, _ = split_card(card.read_text(encoding="utf-8"))
+    meta, _ = split_card(card.read_text(encoding="utf-8"), path=str(card))
     if not meta.get("license") or str(meta["license"]).lower() in NOT_A_LICENSE:
         raise PublishError(f"{card}: refusing to upload a dataset without a license. Set `publish.license` in the "
                            "run config or pass --license (e.g. --license cc-by-4.0); datagen does not pick one")
@@ -1102,7 +1102,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             raise InputError("this folder is already built; pass --license etc. when building it from the run",
                              path=str(source))
         folder_path = source
-        meta, _ = split_card((source / "README.md").read_text(encoding="utf-8"))
+        meta, _ = split_card((source / "README.md").read_text(encoding="utf-8"), path=str(source / "README.md"))
         license = meta.get("license")
         build_warnings: list[str] = []
     else:

@@ -54,7 +54,7 @@ def _write_run(tmp_path: Path, fake, repo_id: str, model_dir: Path) -> Path:
         "seed": 3,
         "teacher": {"base_url": fake.base_url, "model": fake.model, "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
                     "concurrency": 4, "timeout": 5, "max_attempts": 4, "min_backoff": 0.01, "max_backoff": 0.1,
-                    "progress": False, "params": {"temperature": 0.7, "max_tokens": 256},
+                    "progress": False,
                     "prices": {fake.model: {"input": 1.0, "output": 2.0}}},
         "seeds": {"path": str(seeds)},
         "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
