@@ -103,9 +103,13 @@ class CheckSection:
     max_loss: float | None = None
     percentile: float | None = None  # drop rows above this loss percentile (e.g. 95)
     max_rows: int | None = None
+    tokenization: str = "auto"  # upstream (what released MOSS models saw), datagen, or auto
 
     def __post_init__(self) -> None:
         _check_type(self.enabled, (bool,), "check.enabled", "true or false")
+        if self.tokenization not in ("auto", "upstream", "datagen"):
+            raise ConfigError(f"must be auto, upstream or datagen, got {self.tokenization!r}",
+                              field="check.tokenization")
         if self.model is not None:
             _check_type(self.model, (str,), "check.model", "a folder, a .gguf file or smollm2")
         _check_count(self.batch_size, "check.batch_size", minimum=1)

@@ -102,8 +102,8 @@ def _settings_path(out: Path) -> Path:
     return out.with_name(out.name + ".settings.json")
 
 
-def _check_settings(out: Path, model: str, max_length: int | None) -> None:
-    """Refuse to add rows scored with another model or context to an existing output."""
+def _check_settings(out: Path, model: str, max_length: int | None, tokenization: str | None = None) -> None:
+    """Refuse to add rows scored with another model, context or token stream to an existing output."""
     path = _settings_path(out)
     if not path.is_file():
         return
@@ -113,6 +113,9 @@ def _check_settings(out: Path, model: str, max_length: int | None) -> None:
         changed.append(f"model {before.get('model')!r}")
     if max_length is not None and before.get("max_length") not in (None, max_length):
         changed.append(f"max_length {before.get('max_length')}")
+    # files scored before the setting existed used datagen's token stream
+    if tokenization is not None and before.get("tokenization", "datagen") != tokenization:
+        changed.append(f"tokenization {before.get('tokenization', 'datagen')!r}")
     if changed:
         raise InputError(f"already holds rows scored with other settings ({', '.join(changed)}); "
                          "use another --out or delete it", path=str(out))
@@ -180,7 +183,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                 dtype: str | None = None, max_loss: float | None = None, percentile: float | None = None,
                 require_fit: bool = False, max_rows: int | None = None, report_path: str | os.PathLike | None = None,
                 kept_path: str | os.PathLike | None = None, rejected_path: str | os.PathLike | None = None,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, tokenization: str = "auto") -> dict[str, Any]:
     """Score the conversations in `inputs` into `out` (resumable by row id), then report.
 
     Args:
@@ -194,6 +197,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         max_rows: score only the first N input rows; the rest pass through to the kept file unscored
             (counted as `unscored`) whenever a kept file is written.
         report_path: the distribution report as JSON (default: beside `out`, `*.report.json`).
+        tokenization: `upstream`, `datagen` or `auto` (see `datagen.moss.loading.load_model`).
 
     Returns a summary: `in`, `scored_now`, `resumed`, `count` (rows kept), `unscored`, `report`,
     `funnel_step`.
@@ -251,11 +255,12 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     rows_todo = todo()
     first = next(rows_todo, None)
     if first is not None:  # load the model only when there is something to score
-        loaded = load_model(source, device=device, dtype=dtype)
+        loaded = load_model(source, device=device, dtype=dtype, tokenization=tokenization)
         limit = resolve_max_length(max_length, loaded.context_length)
         settings["max_length"] = limit
+        settings["tokenization"] = loaded.tokenization
         if done:
-            _check_settings(out, model_id, limit)
+            _check_settings(out, model_id, limit, loaded.tokenization)
         _write_settings(out, settings)
         bar = None
         if progress:
@@ -390,7 +395,8 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
 
 def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | None, batch_size: int = 4,
               max_length: int | None = None, max_loss: float | None = None, percentile: float | None = None,
-              max_rows: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+              max_rows: int | None = None, device: str | None = None, progress: bool = True,
+              tokenization: str = "auto") -> dict[str, Any]:
     """The pipeline's check stage: `out_dir/scored.jsonl`, `kept.jsonl`, `rejected.jsonl`,
     `report.json`. Returns `count` (kept), `in` and the `funnel_step`.
 
@@ -404,7 +410,7 @@ def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str 
         return check_files([inp], out_dir / "scored.jsonl", model=model, batch_size=batch_size,
                            max_length=max_length, device=device, max_loss=max_loss, percentile=percentile,
                            max_rows=max_rows, report_path=out_dir / "report.json", kept_path=out_dir / "kept.jsonl",
-                           rejected_path=out_dir / "rejected.jsonl", progress=progress)
+                           rejected_path=out_dir / "rejected.jsonl", progress=progress, tokenization=tokenization)
     except ConfigError as exc:
         if exc.path is not None or not exc.field or "." in exc.field:
             raise

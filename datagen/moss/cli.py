@@ -49,6 +49,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-rows", type=int, default=None,
                    help="score only the first N input rows; with a threshold the rest go to the kept file "
                         "unscored")
+    p.add_argument("--tokenization", choices=["auto", "upstream", "datagen"], default="auto",
+                   help="token stream: upstream (what released MOSS models saw), datagen (every character), "
+                        "auto (upstream for MOSS checkpoints; default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     p.set_defaults(func=cmd_check)
@@ -82,6 +85,8 @@ def register(sub: Any) -> None:
     f.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default: at the end)")
     f.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (resumable)")
     f.add_argument("--seed", type=int, default=None)
+    f.add_argument("--tokenization", choices=["auto", "upstream", "datagen"], default=None,
+                   help="token stream: upstream, datagen, or auto (upstream for MOSS checkpoints; default)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_finetune)
 
@@ -94,7 +99,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     summary = check_files(args.inputs, args.out, model=args.model, batch_size=args.batch_size,
                           max_length=args.max_length, device=args.device, dtype=args.dtype,
                           max_loss=args.max_loss, percentile=args.percentile, require_fit=args.require_fit,
-                          max_rows=args.max_rows, progress=not args.no_progress)
+                          max_rows=args.max_rows, progress=not args.no_progress, tokenization=args.tokenization)
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
@@ -151,7 +156,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                           lora=args.lora, lora_r=args.lora_r, merge_lora=args.merge_lora,
                           assistant_only=args.assistant_only, gradient_checkpointing=args.gradient_checkpointing,
                           val_fraction=args.val_fraction, eval_steps=args.eval_steps, save_steps=args.save_steps,
-                          seed=args.seed)
+                          seed=args.seed, tokenization=args.tokenization)
     conversations = list(read_conversations(args.inputs))
     if not conversations:
         raise InputError("no conversations found", path=" ".join(map(str, args.inputs)))
