@@ -21,7 +21,7 @@ with a random 30% of requests answered 429 with `retry-after: 1`, `--storm-reque
 and 90th percentile of completions: no ramp-up, no tail of unlucky requests) over the no-fault one: the
 engine honours each 429 by delaying the request that got it, so the rest keep the slots busy (at
 most 0.7 when the slots are the bottleneck, every 429 costing a slot's turn; the target is >= 0.5).
-Halving the concurrency and pausing every request on each 429 took it to ~0.01.
+Halving the concurrency and pausing every request on each 429 took it to 0.017 (128 slots down to 3).
 
 The last line is `ratio_to_limit=R1 ratio_to_bare=R2 cpu_ms_per_request=C storm_ratio=S` (case 1,
 engine runs; case 3).
