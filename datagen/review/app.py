@@ -86,7 +86,7 @@ def create_app(config: ReviewConfig) -> Starlette:
         steps = _funnel_steps(config.run_dir)
         listed = {(s, r): n for s, r, n in index.facets()["stage"]}
         report = _json(config.run_dir / "checked" / "report.json") or {}
-        hist = histogram(index.scores("moss_loss"), cutoff=report.get("cutoff"))
+        hist = histogram(index.facets().get("loss_bins"), cutoff=report.get("cutoff"))
         return render(request, "funnel.html", steps=steps, panels=funnel_panels(steps), listed=listed,
                       hist=hist, label_w=LABEL_W, plot_w=PLOT_W, facets=index.facets())
 

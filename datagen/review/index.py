@@ -27,9 +27,10 @@ from datagen.review.apply import review_mark
 from datagen.review.calls import CALL_COLUMNS, link_calls
 from datagen.review.decisions import DECISIONS_FILE, Decision, content_hash, read_decisions
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 INDEX_FILE = Path("review") / "index.sqlite"
 PAGE_SIZE = 50
+HIST_BINS = 30
 _BATCH = 2000
 
 _SCHEMA = f"""
@@ -71,14 +72,15 @@ CREATE INDEX calls_key ON calls(key);
 CREATE INDEX decisions_id ON decisions(id);
 """
 
-# Han, kana, hangul: indexed one character at a time.
-_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af])")
+# Kana, Han and hangul are indexed one character at a time. A run of them is spaced out in one
+# call: a substitution per character costs ten times more on a large run.
+_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 _WORD = re.compile(r"\w+")
 
 
 def fts_text(text: str) -> str:
     """Text as the FTS table indexes it (CJK characters spaced out)."""
-    return _CJK.sub(r" \1 ", text)
+    return _CJK_RUN.sub(lambda m: " " + " ".join(m.group()) + " ", text)
 
 
 def fts_query(query: str) -> str | None:
@@ -104,13 +106,14 @@ class Source:
 
 
 def run_sources(run_dir: Path) -> list[Source]:
-    """The files of a run directory that hold rows, in the order the index lists them."""
+    """The files of a run directory that hold rows, in the order the index lists them. The output
+    folder of `datagen filter` or `datagen check` alone (kept.jsonl, rejected.jsonl) works too."""
     out: list[Source] = []
-    for kept in ("final.jsonl", "checked/kept.jsonl", "filtered/kept.jsonl"):
+    for kept in ("final.jsonl", "checked/kept.jsonl", "filtered/kept.jsonl", "kept.jsonl"):
         if (run_dir / kept).is_file():
             out.append(Source(kept, "kept", "final", "conversation"))
             break
-    for rejected in ("filtered/rejected.jsonl", "checked/rejected.jsonl"):
+    for rejected in ("filtered/rejected.jsonl", "checked/rejected.jsonl", "rejected.jsonl"):
         if (run_dir / rejected).is_file():
             out.append(Source(rejected, "rejected", "", "conversation"))
     for failed in sorted((run_dir / "dialogues").glob("*.failed.jsonl")):
@@ -357,7 +360,27 @@ def _store_summary(conn: sqlite3.Connection) -> None:
     facets["score"] = conn.execute("SELECT name, count(*), min(value), max(value) FROM scores GROUP BY 1 "
                                    "ORDER BY name != 'moss_loss', name").fetchall()
     facets["total"] = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
+    facets["loss_bins"] = _score_bins(conn, "moss_loss")
     conn.execute("INSERT INTO meta VALUES ('facets', ?)", (json.dumps(facets, ensure_ascii=False),))
+
+
+def _score_bins(conn: sqlite3.Connection, name: str, bins: int = HIST_BINS) -> dict[str, Any] | None:
+    """A score's histogram by row status: `{"lo", "hi", "counts": {status: [n per bin]}}`."""
+    finite = "s.name = ? AND s.value BETWEEN -1e308 AND 1e308"
+    lo, hi, n = conn.execute(f"SELECT min(value), max(value), count(*) FROM scores s WHERE {finite}",
+                             (name,)).fetchone()
+    if not n:
+        return None
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = max(1, min(bins, n))
+    step = (hi - lo) / bins
+    counts: dict[str, list[int]] = {}
+    for status, b, count in conn.execute(
+            f"SELECT r.status, min(CAST((s.value - ?) / ? AS INTEGER), ?), count(*) FROM scores s "
+            f"JOIN rows r USING (rid) WHERE {finite} GROUP BY 1, 2", (lo, step, bins - 1, name)):
+        counts.setdefault(status, [0] * bins)[b] += count
+    return {"lo": lo, "hi": hi, "counts": counts}
 
 
 # ------------------------------------------------------------------------------------------ queries
@@ -626,11 +649,3 @@ class RunIndex:
         cur = self.db.execute(f"SELECT {', '.join('c.' + c for c in CALL_COLUMNS)} FROM row_calls rc "
                               "JOIN calls c ON c.key = rc.key WHERE rc.id = ? ORDER BY c.created", (row_id,))
         return [dict(zip(CALL_COLUMNS, r, strict=True)) for r in cur]
-
-    def scores(self, name: str = "moss_loss") -> dict[str, list[float]]:
-        """Values of one score, split by row status (for the score plot)."""
-        out: dict[str, list[float]] = {}
-        for status, value in self.db.execute("SELECT r.status, s.value FROM scores s JOIN rows r USING (rid) "
-                                             "WHERE s.name = ?", (name,)):
-            out.setdefault(status, []).append(value)
-        return out

@@ -3,7 +3,6 @@ library in the browser). Prompt steps and dialogue steps get a panel each, as in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,22 +69,16 @@ class Histogram:
     height: int = 160
 
 
-def histogram(values: dict[str, list[float]], *, bins: int = 30, cutoff: float | None = None,
-              width: int = 560, height: int = 160) -> Histogram | None:
-    """Stacked bins of a score by row status (kept below, rejected above); None without values."""
-    finite = {k: [v for v in vs if math.isfinite(v)] for k, vs in values.items()}
-    allv = [v for vs in finite.values() for v in vs]
-    if not allv:
+def histogram(binned: dict[str, Any] | None, *, cutoff: float | None = None, width: int = 560,
+              height: int = 160) -> Histogram | None:
+    """Stacked bars of a score's bins by row status (`{"lo", "hi", "counts": {status: [n per bin]}}`,
+    as the index stores them); None without values."""
+    if not binned or not binned.get("counts"):
         return None
-    lo, hi = min(allv), max(allv)
-    if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    n = max(1, min(bins, len(allv)))
+    lo, hi, by_status = float(binned["lo"]), float(binned["hi"]), binned["counts"]
+    n = len(next(iter(by_status.values())))
     step = (hi - lo) / n
-    counts = [dict.fromkeys(finite, 0) for _ in range(n)]
-    for status, vs in finite.items():
-        for v in vs:
-            counts[min(n - 1, int((v - lo) / step))][status] += 1
+    counts = [{status: c[i] for status, c in by_status.items()} for i in range(n)]
     top = max(sum(c.values()) for c in counts) or 1
     w = width / n
     out = [Bin(i * w, w, lo + i * step, lo + (i + 1) * step, c, {k: height * x / top for k, x in c.items()})

@@ -71,6 +71,7 @@ def test_review_a_run_in_the_browser(page, run_copy):
     (check_reason, n_dropped), = check_step["reasons"].items()
     dropped_ids = [c.id for c in read_conversations(run / "checked" / "rejected.jsonl")]
     assert len(dropped_ids) == n_dropped > 0
+    assert "plugin-s-en-calc-1" not in dropped_ids  # the plugin dialogue this test rejects is a kept one
 
     with serve(run) as url:
         # The funnel: plots and every step, a reason links to its rows.
@@ -100,8 +101,6 @@ def test_review_a_run_in_the_browser(page, run_copy):
         assert calls.count() >= 2 and "fake-teacher" in calls.first.inner_text()
         assert "plugin_commands" in page.inner_text("#calls")
         assert "seed_id" in page.inner_text("#lineage")
-        plugin_calc = _conv(run, "final.jsonl", "plugin-s-en-calc-1") if any(
-            c.id == "plugin-s-en-calc-1" for c in read_conversations(run / "final.jsonl")) else None
         _shot(page, "dialogue")
 
         # Reject it, with a reason.
@@ -155,8 +154,7 @@ def test_review_a_run_in_the_browser(page, run_copy):
     assert decisions[0].reason == "wrong_answer" and decisions[1].turn == 0
     edited_before = _conv(run, "final.jsonl", "hhh-s-en-writing-2")
     assert decisions[1].hash == content_hash(edited_before)
-    if plugin_calc is not None:
-        assert decisions[0].hash == content_hash(plugin_calc)
+    assert decisions[0].hash == content_hash(_conv(run, "final.jsonl", "plugin-s-en-calc-1"))
 
     # Applying it the way a run's review step does: from the check's kept rows, with the rows
     # earlier steps dropped.

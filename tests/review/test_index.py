@@ -123,3 +123,21 @@ def test_a_bad_line_in_a_run_file_names_the_file_and_line(tmp_path):
         RunIndex(run).open()
     assert str(err.value) == f"{run / 'filtered' / 'rejected.jsonl'}:3: turns: missing required field"
     assert not any(name.endswith(".tmp") for name in os.listdir(run / "review"))
+
+
+def test_the_loss_histogram_is_counted_once_by_status(index):
+    bins = index.facets()["loss_bins"]
+    assert (bins["lo"], bins["hi"]) == (1.2, 4.0)
+    assert sum(bins["counts"]["kept"]) == 3 and bins["counts"]["rejected"][-1] == 1
+    assert len(bins["counts"]["kept"]) == 4  # no more bins than values
+
+
+def test_a_filter_output_folder_alone_can_be_reviewed(tmp_path):
+    from datagen.filters.run import run_filters
+
+    rows = [hhh("a", "Write a poem about the sea at night.", "Waves hum softly under the moon tonight."),
+            hhh("b", "Write a poem about the sea at night.", "Waves hum softly under the moon tonight.")]
+    run_filters(rows, out_dir=tmp_path / "filtered-only")
+    with RunIndex(tmp_path / "filtered-only") as ix:
+        got = {r.id: (r.status, r.stage, r.reason) for r in ix.page(Filters())[0]}
+    assert got["a"] == ("kept", "final", None) and got["b"][0] == "rejected" and got["b"][2]
