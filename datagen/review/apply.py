@@ -1,10 +1,11 @@
 """The `review` funnel step: apply a reviewer's decisions (`review.jsonl`) to a run's rows.
 
     rows, stats = apply_decisions(read_conversations(run / "checked" / "kept.jsonl"), run / "review.jsonl",
-                                  dropped=itertools.chain(read_conversations(run / "filtered" / "rejected.jsonl"),
-                                                          read_conversations(run / "checked" / "rejected.jsonl")))
-    write_pairs(stats.pairs, run / "review" / "pairs.jsonl")
-    funnel_steps.append(stats.to_step())
+                                  dropped=read_conversations(run / "checked" / "rejected.jsonl"))
+    stats.to_step()        # the funnel step; stats.pairs, stats.flagged
+
+`review_stage(run_dir, kept, out)` is the same as a run's stage: it streams, writes the rows and
+`review/pairs.jsonl`, and returns the stage info with the funnel step.
 
 For each row, only the decisions made on the content it has now count (same `content_hash`); the
 others are flagged (`stats.flagged`), never applied. Of those that count, the latest accept or reject
@@ -25,12 +26,14 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from datagen.errors import InputError
 from datagen.formats.messages import to_messages
-from datagen.jsonl import write_jsonl_atomic
+from datagen.jsonl import iter_json_lines, read_conversations, write_jsonl_atomic
 from datagen.record import Conversation
-from datagen.review.decisions import Decision, content_hash, read_decisions
+from datagen.review.decisions import DECISIONS_FILE, Decision, content_hash, read_decisions
 
 STEP_NAME = "review"
 CHANGED = "the row changed since this decision"
@@ -228,3 +231,36 @@ def preference_pair(conv: Conversation, turn: int, original: str, decision: Deci
 def write_pairs(pairs: Iterable[dict[str, Any]], path: str | os.PathLike) -> int:
     """Write preference pairs as JSONL (atomically); returns how many."""
     return write_jsonl_atomic(path, pairs)
+
+
+def rows_with_ids(paths: Iterable[str | os.PathLike], ids: set[str]) -> Iterator[Conversation]:
+    """The rows of these files (missing ones are skipped) whose id is in `ids`; only those are
+    parsed, so bringing back a few accepted rows does not parse every rejected one."""
+    for path in paths:
+        if not Path(path).exists():
+            continue
+        for line, obj in iter_json_lines(path):
+            if isinstance(obj, dict) and str(obj.get("id")) in ids:
+                try:
+                    yield Conversation.from_dict(obj)
+                except KeyError as exc:
+                    raise InputError("missing required field", path=str(path), line=line,
+                                     field=str(exc.args[0])) from None
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise InputError(str(exc), path=str(path), line=line) from None
+
+
+def review_stage(run_dir: str | os.PathLike, kept: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """The `review` stage of a run: apply `RUN_DIR/review.jsonl` to the rows of `kept` (the last
+    stage's kept file), bringing back accepted rows from `filtered/rejected.jsonl` and
+    `checked/rejected.jsonl`; write the rows to `out` and the pairs to `RUN_DIR/review/pairs.jsonl`
+    (both atomically). Returns the stage info: `count`, `funnel_step`, `flagged` (decisions not
+    applied, with why)."""
+    run_dir = Path(run_dir)
+    book = DecisionBook.load(run_dir / DECISIONS_FILE)
+    stats = ReviewStats()
+    dropped = rows_with_ids([run_dir / "filtered" / "rejected.jsonl", run_dir / "checked" / "rejected.jsonl"],
+                            book.accepted_ids())
+    count = write_jsonl_atomic(out, iter_apply(book, read_conversations(kept), stats, dropped=dropped))
+    write_pairs(stats.pairs, run_dir / "review" / "pairs.jsonl")
+    return {"count": count, "funnel_step": stats.to_step(), "flagged": [f.to_dict() for f in stats.flagged]}

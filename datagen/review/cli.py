@@ -82,6 +82,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DatagenError(f"{run_dir}: no such run directory")
+    if not os.access(run_dir, os.W_OK):
+        raise DatagenError(f"{run_dir}: not writable; the review index (review/) and the decisions "
+                           "(review.jsonl) live in the run directory, so review a copy of it")
     try:
         import jinja2  # noqa: F401
         import starlette  # noqa: F401
