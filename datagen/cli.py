@@ -45,10 +45,20 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that never takes a prefix of a flag for the flag: `--mode batch` must not
+    silently become `--model batch`, and a flag added later must not change what an old one meant.
+    Subcommand parsers inherit the class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from datagen import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="datagen",
         description="Turn seed prompts into clean multi-turn MOSS 003 dialogue datasets.",
         epilog="Run `datagen COMMAND --help` for a command's options. DATAGEN_DEBUG=1 shows tracebacks.",
@@ -78,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatagenError as exc:
         if os.environ.get("DATAGEN_DEBUG"):
             raise
-        print(f"Error: {exc}", file=sys.stderr)
+        from datagen.teacher.redact import redact
+
+        print(f"Error: {redact(str(exc))}", file=sys.stderr)  # the last guard: no key on screen
         return 1
     except BrokenPipeError:
         return 0

@@ -107,3 +107,27 @@ def test_a_folder_given_as_an_output_file_is_one_error_line(tmp_path, capsys, mo
     monkeypatch.setenv("DATAGEN_DEBUG", "1")
     with pytest.raises(IsADirectoryError):
         main(args)
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "x.jsonl", "--kind", "hhh", "--out", "y.jsonl", "--mode", "batch"],  # was --model batch
+    ["run", "c.yaml", "--ou", "x"],  # a prefix of --out
+    ["seeds", "import", "x.jsonl", "--ou", "y.jsonl"],  # a prefix in a nested command
+])
+def test_a_prefix_of_a_flag_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "required: --out" in err
+
+
+def test_an_error_line_never_shows_a_remembered_key(tmp_path, capsys, monkeypatch):
+    from datagen.teacher.redact import remember_secret
+
+    secret = "sk-test-" + "z" * 24
+    remember_secret(secret)
+    missing = tmp_path / secret
+    assert main(["status", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and secret not in err

@@ -251,10 +251,12 @@ def test_bad_request_fails_for_good_within_the_run(fake_openai, tmp_path, fault)
     assert json.loads((tmp_path / "out.stats.json").read_text())["retryable_failed"] == 0
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
     assert [(f["id"], f["reason"], f["permanent"]) for f in failed] == [("hhh-big", "bad_request", True)]
-    # the same run again: nothing re-asked
+    # the next run asks a refused request again once (the user may have fixed the server), and it
+    # is ledgered again for the run after
     before = fake_openai.requests
     stats2 = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
-    assert fake_openai.requests == before and stats2.counts["skipped_failed_before"] == 1
+    assert fake_openai.requests == before + 1 and stats2.counts.get("skipped_failed_before", 0) == 0
+    assert stats2.counts["failed_bad_request"] == 1 and stats2.retry_next_run == 1
     # other teacher parameters may be what the server refused: another fingerprint, asked again
     teacher3 = make_teacher_config_for(fake_openai, params={"temperature": 0.7, "presence_penalty": 0.1})
     stats3 = generate_dialogues(prompts, "hhh", cfg, teacher3, out, tmp_path / "j.sqlite")
