@@ -40,7 +40,7 @@ from datagen.manifest import now
 from datagen.record import Conversation
 from datagen.review.apply import DecisionBook, ReviewStats, iter_apply, review_mark
 from datagen.review.decisions import REJECT_REASONS, Decision, append_decision
-from datagen.review.index import Filters, IndexedRow, RunIndex
+from datagen.review.index import PAGE_SIZE, Filters, IndexedRow, RunIndex
 from datagen.review.plots import LABEL_W, PLOT_W, funnel_panels, histogram
 
 STATIC = Path(__file__).parent / "static"
@@ -74,12 +74,13 @@ def create_app(config: ReviewConfig) -> Starlette:
     token = secrets.token_urlsafe(24)
 
     def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
+        ctx.setdefault("counts", None)
         ctx.update(run=_run_name(config.run_dir), token=token, reviewer=config.reviewer,
-                   counts=index.review_counts())
+                   counts=index.review_counts() if ctx["counts"] is None else ctx["counts"])
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
     def problem(request: Request, message: str, status_code: int = 400) -> Response:
-        return render(request, "error.html", status_code=status_code, message=message)
+        return render(request, "error.html", status_code=status_code, message=message, counts={})
 
     async def funnel(request: Request) -> Response:
         index.refresh()
@@ -94,8 +95,9 @@ def create_app(config: ReviewConfig) -> Starlette:
         index.refresh()
         filters = Filters.from_query(request.query_params)
         page = max(1, _int(request.query_params.get("page"), 1))
-        found, total = index.page(filters, offset=(page - 1) * 50)
-        return render(request, "rows.html", rows=found, total=total, page=page, pages=max(1, -(-total // 50)),
+        found, total = index.page(filters, offset=(page - 1) * PAGE_SIZE)
+        return render(request, "rows.html", rows=found, total=total, page=page,
+                      pages=max(1, -(-total // PAGE_SIZE)),
                       filters=filters, fq=filters.to_query(), facets=index.facets(),
                       progress=index.cell_progress(filters))
 
@@ -150,13 +152,19 @@ def create_app(config: ReviewConfig) -> Starlette:
         Route("/pairs", pairs),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+
+    async def bad_input(request: Request, exc: Exception) -> Response:
+        # A run file that became unreadable (a bad line in review.jsonl or a stage output): say
+        # which, like the CLI does, instead of a bare 500.
+        return problem(request, f"Error: {exc}", 500)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         index.close()
 
     app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)],
-                    lifespan=lifespan)
+                    lifespan=lifespan, exception_handlers={DatagenError: bad_input})
     app.state.index = index
     return app
 

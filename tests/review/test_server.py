@@ -119,3 +119,13 @@ def test_decisions_come_only_from_the_review_page(server):
     assert (decisions[1].turn, decisions[1].text) == (0, "长城约两万一千公里。")
     status, _, html = _request(url, "GET", path)
     assert "unhelpful" in html and "flagged" not in html
+
+
+def test_a_broken_run_file_is_named_on_the_page(tmp_path):
+    run = make_small_run(tmp_path / "run")
+    with serve(run) as url:
+        with open(run / "review.jsonl", "w", encoding="utf-8") as fh:
+            fh.write('{"id": "hhh-a", "decision": "accept"}\n')
+        status, _, html = _request(url, "GET", "/rows")
+    assert status == 500
+    assert f"Error: {run / 'review.jsonl'}:1: hash: missing required field" in html
