@@ -109,8 +109,12 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m datagen.review`: the `review` command on its own."""
-    parser = argparse.ArgumentParser(prog="datagen")
+    """`python -m datagen.review`: the `review` command on its own (parsed and reported like
+    `datagen review`)."""
+    from datagen.cli import Parser
+    from datagen.teacher.redact import redact
+
+    parser = Parser(prog="datagen")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["review", *(sys.argv[1:] if argv is None else argv)])
     try:
@@ -120,5 +124,5 @@ def main(argv: list[str] | None = None) -> int:
     except DatagenError as exc:
         if os.environ.get("DATAGEN_DEBUG"):
             raise
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {redact(str(exc))}", file=sys.stderr)
         return 1
