@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "datagen.publish",  # publish
     "datagen.pipeline",  # run, status
     "datagen.teacher.cli",  # serve-teacher, journal
+    "datagen.review.cli",  # review
 ]
 
 

@@ -153,6 +153,7 @@ class Lineage:
     template_version: str | None = None
     parents: list[str] = field(default_factory=list)  # expansion: ids of the example prompts
     run: str | None = None  # run fingerprint
+    review: dict[str, Any] = field(default_factory=dict)  # a reviewer's edit: who, when, what changed
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, [], {})}
