@@ -248,7 +248,8 @@ class Run:
             # Scores depend on the model, the context and the rows; the threshold only splits them.
             # A changed threshold re-splits the scores already made instead of scoring again.
             score_fp = self.fingerprint("check.scores", "check.model", "check.max_length", "check.max_rows",
-                                        after="filter", inputs=_file_identity(cfg.check.model))
+                                        "check.tokenization", after="filter",
+                                        inputs=_file_identity(cfg.check.model))
             fp = self.fingerprint("check", "check", after="check.scores")
             prev = self.manifest.stages.get("check", {})
             info = self.stage("check", fp, [checked / "kept.jsonl"], self._check, current, checked, score_fp,
@@ -260,6 +261,19 @@ class Run:
             self._fp["final_input"] = self._fp["check"]
         else:
             self._fp["final_input"] = self._fp["filter"]
+
+        review_file = self.dir / "review.jsonl"
+        if review_file.exists():
+            # People's decisions from `datagen review`, applied last: a reviewer's accept outranks
+            # any threshold. review/ also holds the page's index, so it is never cleaned as stale.
+            reviewed = self.dir / "review" / "kept.jsonl"
+            fp = self.fingerprint("review", after="final_input", inputs=_file_identity(str(review_file)))
+            info = self.stage("review", fp, [reviewed], self._review, current, reviewed)
+            self.steps.append(info["funnel_step"])
+            for flagged in info.get("flagged", []):
+                _log(f"review: {flagged['id']}: {flagged['why']}; not applied")
+            current = reviewed
+            self._fp["final_input"] = self._fp["review"]
 
         final = self.dir / "final.jsonl"
         fp = self.fingerprint("final", after="final_input")
@@ -298,11 +312,7 @@ class Run:
         self.manifest.save()
 
     def _seed_file(self) -> Path:
-        path = Path(self.config.seeds.path)
-        if not path.is_absolute() and not path.exists() and self.config.source:
-            alt = Path(self.config.source).parent / path
-            path = alt if alt.exists() else path
-        return path
+        return Path(self.config.seeds.path)  # already resolved against the config file's folder
 
     def _seeds(self, out: Path) -> dict[str, Any]:
         from datagen.generate.seeds import normalize_category, normalize_language, read_seeds, sample_balanced
@@ -392,7 +402,12 @@ class Run:
         cc = self.config.check
         return {"score_fingerprint": score_fp} | run_check(inp, out_dir, model=cc.model, batch_size=cc.batch_size, max_length=cc.max_length,
                          max_loss=cc.max_loss, percentile=cc.percentile, max_rows=cc.max_rows,
-                         progress=bool(self.config.teacher.progress))
+                         progress=bool(self.config.teacher.progress), tokenization=cc.tokenization)
+
+    def _review(self, inp: Path, out: Path) -> dict[str, Any]:
+        from datagen.review.apply import review_stage
+
+        return review_stage(self.dir, inp, out)
 
     def _final(self, inp: Path, final: Path) -> dict[str, Any]:
         from datagen.report import funnel_table, plot_run
