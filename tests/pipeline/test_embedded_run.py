@@ -18,7 +18,7 @@ import pytest
 
 from datagen.formats.validate import validate_paths
 from datagen.teacher.local_server import DEFAULT_MODEL_ALIAS
-from tests.teacher.test_local_server import port_is_free, wait_gone
+from tests.teacher.test_local_server import wait_gone, wait_port_free
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -94,7 +94,7 @@ def test_sigterm_stops_the_run_and_its_embedded_teacher(tmp_path):
     assert proc.returncode == 130, stderr[-3000:]  # handled as an interrupt: cleanup ran
     assert "rerun the same command to resume" in stderr
     assert wait_gone(server.pid)
-    assert port_is_free(port)
+    assert wait_port_free(port)
     assert "Finished server process" in (out / "teacher-server.log").read_text(errors="replace")
 
 

@@ -38,6 +38,17 @@ def port_is_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def wait_port_free(port: int, timeout: float = 20.0) -> bool:
+    """True once nothing listens on `port`. A killed server's main thread turns zombie before its
+    other threads have exited and released the socket, so this can lag `wait_gone` a little."""
+    deadline = time.monotonic() + timeout
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def wait_gone(pid: int, timeout: float = 20.0) -> bool:
     """True once `pid` no longer runs (a zombie waiting for its reaper counts as gone)."""
     deadline = time.monotonic() + timeout
@@ -136,7 +147,7 @@ def test_killing_serve_teacher_leaves_no_server(tmp_path, sig):
         if not wait_gone(server.pid, timeout=30):
             server.kill()
             pytest.fail(f"the llama server {server.pid} outlived `datagen serve-teacher` killed by {sig.name}")
-    assert port_is_free(port)
+    assert wait_port_free(port)
     if sig == signal.SIGTERM:
         # Handled like Ctrl-C: the server was asked to stop and shut down cleanly (not killed by
         # the kernel when its parent went), and serve-teacher exited normally.
