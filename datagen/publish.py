@@ -74,6 +74,8 @@ ROW_GROUP_ROWS = 1_000
 BUILD_FILE = "datagen/build.json"
 #: A run directory's teacher journal (see `datagen.teacher.journal`).
 JOURNAL_FILE = "journal.sqlite"
+#: A run directory's review decisions (see `datagen.review.decisions`); `datagen run` applies them.
+REVIEW_FILE = "review.jsonl"
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 MAX_REPORTED_PROBLEMS = 50
 
@@ -441,6 +443,16 @@ def open_source(path: str | os.PathLike) -> Source:
     return Source(path=path, files=[path])
 
 
+def unapplied_review(run_dir: str | os.PathLike) -> bool:
+    """True when a run directory's `review.jsonl` changed after its `final.jsonl` was written: the
+    reviewer's latest decisions are not in the data until `datagen run` applies them."""
+    review, final = Path(run_dir) / REVIEW_FILE, Path(run_dir) / "final.jsonl"
+    try:
+        return review.stat().st_mtime_ns > final.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
 def default_out_dir(source: str | os.PathLike) -> Path:
     """RUN_DIR/dataset for a run directory; `{name}-dataset` beside a conversations file or folder
     (never inside an input folder, whose files are all read)."""
@@ -630,6 +642,8 @@ def build_dataset_folder(
     from datagen import __version__
 
     src = open_source(source)
+    if src.is_run and unapplied_review(src.path):
+        _log(f"warning: {REVIEW_FILE} has decisions newer than final.jsonl; rerun `datagen run` to apply them")
     out = Path(out_dir) if out_dir is not None else default_out_dir(source)
     if not src.is_run and src.path.is_dir() and out.resolve().is_relative_to(src.path.resolve()):
         raise InputError(f"the output folder {out} is inside the input folder, whose files are all read as "
