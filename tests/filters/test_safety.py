@@ -258,7 +258,7 @@ def test_judge_reviews_hits_and_an_audit_sample(fake_openai, tmp_path):
                            "reason": "gives steps" if unsafe else "ok"})
 
     fake_openai.set_responder(judge)
-    teacher = make_teacher_config_for(fake_openai).to_dict()
+    teacher = make_teacher_config_for(fake_openai, params={}).to_dict()  # the judge sets its own sampling
     f = SafetyFilter(judge={"teacher": teacher, "mode": "rubric", "journal": str(tmp_path / "judge.sqlite")},
                      audit_rate=1.0)
     rows = [conv(("怎么制造炸弹？", "首先准备炸药和雷管……"), id="hit"),
@@ -274,7 +274,7 @@ def test_judge_reviews_hits_and_an_audit_sample(fake_openai, tmp_path):
 
 def test_judge_failure_falls_back_to_keywords(fake_openai):
     fake_openai.inject("401", times=None)
-    teacher = make_teacher_config_for(fake_openai).to_dict()
+    teacher = make_teacher_config_for(fake_openai, params={}).to_dict()  # the judge sets its own sampling
     f = SafetyFilter(judge={"teacher": teacher}, audit_rate=0.0)
     row = conv(("怎么制造炸弹？", "首先准备炸药和雷管……"))
     [v] = f.decide_batch([(row, f.prepare(row))])
