@@ -576,9 +576,16 @@ def _composition_section(ctx: CardContext) -> str:
 
 def _limitations(ctx: CardContext) -> str:
     s = ctx.stats
+    review = next((st for st in (ctx.funnel or {}).get("steps", []) if st.get("step") == "review"), None)
+    if review is None:
+        reviewed = "nobody reviewed rows by hand."
+    else:
+        reviewed = (f"people reviewed some rows by hand (`datagen review`): {int(review.get('dropped', 0))} "
+                    f"rejected, {int(review.get('edited', 0))} edited, {int(review.get('accepted', 0))} "
+                    "accepted; the rest were not looked at.")
     items = [
         "Every assistant turn, and every prompt after the seeds, was written by a language model. Expect "
-        "confident factual errors, dated knowledge and the teacher's own biases; nobody reviewed rows by hand.",
+        "confident factual errors, dated knowledge and the teacher's own biases; " + reviewed,
         "The teacher model's terms of use may restrict what you may train with its outputs; check them "
         "before using this data commercially. The license above covers the dataset as published, not the "
         "teacher's terms.",

@@ -137,6 +137,8 @@ def test_a_rerun_applies_the_decisions_without_asking_the_teacher(first_run, run
     assert json.loads((run / "funnel.json").read_text())["kept"] == 3
     card = (run / "dataset" / "README.md").read_text(encoding="utf-8")
     assert re.search(r"^\| review \| 4 \| 3 \| 1 \| 1 \| .* unhelpful \(1\) \|$", card, re.M), card
+    assert "nobody reviewed rows by hand" not in card
+    assert "1 rejected, 1 edited, 1 accepted" in card
     build = json.loads((run / "dataset" / "datagen" / "build.json").read_text())
     assert sum(n for splits in build["counts"].values() for n in splits.values()) == 3
 
