@@ -485,6 +485,10 @@ class FakeBatchOpenAI(FakeOpenAI):
                     b.results.append(self._answer_line(line["custom_id"], line["body"]))
             self.batches[b.id] = b
             obj = self._batch_json(b, b.created)
+        # Like OpenAI, the create call answers `validating` however short the validation is.
+        obj.update(status="validating", in_progress_at=None, finalizing_at=None, completed_at=None, expired_at=None,
+                   output_file_id=None, error_file_id=None, errors=None, usage=None,
+                   failed_at=None, request_counts={"total": len(b.lines), "completed": 0, "failed": 0})
         return 200, obj
 
     def retrieve_batch(self, batch_id: str) -> tuple[int, dict[str, Any]]:
