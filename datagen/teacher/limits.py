@@ -23,8 +23,10 @@ class AdaptiveConcurrency:
     on success.
 
     Every answer is recorded, 429 (`pushed_back`) or success (`succeeded`). The server counts as
-    overloaded when most of the recent answers are 429s (at least `min(limit, sample)` answers,
-    the last `max(sample, maximum)` at most); only then is the limit halved, and at most once per
+    overloaded when three quarters of the recent answers are 429s (judged on at least
+    `min(limit, sample)` answers, the last `max(sample, maximum)`): a server refusing a
+    random 30% passes that bar about once in 10,000 runs of 400 requests, a real overload at once.
+    Only then is the limit halved, and at most once per
     generation of requests (a 429 to a request sent before the last cut says nothing about the new
     limit). A minority of 429s is a server refusing some requests at random, or a limit we sit just
     above: each of those requests waits and retries on its own, and halving on top would only
@@ -76,9 +78,9 @@ class AdaptiveConcurrency:
                 fut.set_result(None)
 
     def overloaded(self) -> bool:
-        """True when most of the recent answers (enough of them to judge) were 429s."""
+        """True when three quarters of the recent answers (enough of them to judge) were 429s."""
         n = len(self._recent)
-        return n >= min(self.limit, self._sample) and 2 * self._recent_429 > n
+        return n >= min(self.limit, self._sample) and 4 * self._recent_429 >= 3 * n
 
     def _record(self, rate_limited: bool) -> None:
         if len(self._recent) == self._recent.maxlen and self._recent[0]:
