@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datagen.filters.dedup import NearDupIndex  # noqa: E402
-from datagen.filters.tokens import CJKTokenizer  # noqa: E402
+from datagen.text.neardup import NearDupIndex  # noqa: E402
+from datagen.text.tokens import CJKTokenizer  # noqa: E402
 
 ZH_TEMPLATES = [
     "写一篇关于{t}的{form}", "请解释{t}的基本原理", "如何提高{skill}？", "给我推荐几本关于{t}的书",
@@ -337,7 +337,7 @@ def main() -> int:
 
 
 def _shingles(text: str, n: int) -> list[str]:
-    from datagen.filters.tokens import shingles, tokenize
+    from datagen.text.tokens import shingles, tokenize
 
     return shingles(tokenize(text), n)
 

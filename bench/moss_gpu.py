@@ -4,8 +4,8 @@
     python bench/moss_gpu.py                  # GPU: ~1.1B params (MOSS vocabulary), seq 2048, bf16
     python bench/moss_gpu.py --size tiny      # what a CPU runs (and says so)
 
-Scoring runs `datagen.moss.score.token_losses` (the padded forward and per-token loss of `datagen
-check`) on a bf16 model; fine-tuning runs the Trainer built by `datagen.moss.finetune.build_trainer`
+Scoring runs `datagen.model.score.token_losses` (the padded forward and per-token loss of `datagen
+check`) on a bf16 model; fine-tuning runs the Trainer built by `datagen.finetune.train.build_trainer`
 with the `finetune` defaults (fp32 master weights, bf16 autocast, AdamW, cosine, gradient
 checkpointing unless --no-grad-ckpt). Tokens are random ids at full sequence length, so the figures
 are the model's, not the data's. MFU counts 6N + 12*L*d*T FLOPs per trained token (2N + 4*L*d*T per
@@ -71,10 +71,11 @@ def main() -> int:
     import torch
     from transformers import CodeGenConfig, CodeGenForCausalLM, TrainerCallback
 
-    from datagen.moss.cache import TokenizedSet
-    from datagen.moss.finetune import FinetuneConfig, build_trainer
-    from datagen.moss.score import token_losses
-    from datagen.moss.tokenize import TruncationStats
+    from datagen.finetune.config import FinetuneConfig
+    from datagen.finetune.train import build_trainer
+    from datagen.model.cache import TokenizedSet
+    from datagen.model.score import token_losses
+    from datagen.model.tokenize import TruncationStats
 
     gpu = torch.cuda.is_available()
     size = args.size or ("1b" if gpu else "tiny")

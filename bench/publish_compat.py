@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datagen.publish import build_dataset_folder  # noqa: E402
+from datagen.publish.build import build_dataset_folder  # noqa: E402
 from tests.publish.runs import make_run_dir  # noqa: E402
 
 # Runs inside the venv under test: only the standard library and `datasets`.

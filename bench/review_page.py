@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from datagen.formats.moss import from_sft
-from datagen.jsonl import dumps
+from datagen.io import dumps
 from datagen.review.index import build_index
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from datagen.errors import InputError
-from datagen.jsonl import AppendWriter, iter_json_lines, read_conversations, write_jsonl_atomic
+from datagen.io import AppendWriter, iter_json_lines, read_conversations, write_jsonl_atomic
 from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn, Usage
 
 

@@ -4,8 +4,8 @@ command that reads YAML going through it."""
 import pytest
 
 from datagen.cli import main
-from datagen.config import parse_override
 from datagen.errors import ConfigError
+from datagen.run.config import parse_override
 from datagen.yamlfile import MAX_ALIAS_VALUES, load_yaml
 
 

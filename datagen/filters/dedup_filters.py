@@ -9,10 +9,10 @@ from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.filters.base import KEEP, BaseFilter, Verdict
-from datagen.filters.dedup import Fingerprint, NearDupIndex
-from datagen.filters.exact import ExactIndex, dialogue_hash, prompt_hash
 from datagen.filters.registry import register_step
 from datagen.record import Conversation
+from datagen.text.exact import ExactIndex, dialogue_hash, prompt_hash
+from datagen.text.neardup import Fingerprint, NearDupIndex
 
 UNITS = ("prompt", "dialogue")
 

@@ -5,9 +5,9 @@ assistant answering in another language than the user wrote in)."""
 from __future__ import annotations
 
 from datagen.filters.base import BaseFilter, FilterResult, Verdict
-from datagen.filters.language import DRIFT_OK_CATEGORIES, detect_dialogue
 from datagen.filters.registry import register_step
 from datagen.record import Conversation
+from datagen.text.language import DRIFT_OK_CATEGORIES, detect_dialogue
 
 
 @register_step

@@ -13,8 +13,8 @@ import numpy as np
 from datagen.errors import ConfigError, MissingDependencyError
 from datagen.filters.base import BaseFilter, FilterResult
 from datagen.filters.registry import register_step
-from datagen.filters.tokens import tokenize
 from datagen.record import Conversation, Turn
+from datagen.text.tokens import tokenize
 
 # ---------------------------------------------------------------------------------------------------
 # quality

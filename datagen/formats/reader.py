@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datagen.errors import FormatError
-from datagen.jsonl import json_error_reason
+from datagen.io import json_error_reason
 from datagen.record import Conversation
 
 log = logging.getLogger("datagen.formats")
@@ -231,7 +231,7 @@ def _iter_jsonl(
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[3:]  # before the torn-tail check, which would not parse a row behind a BOM
         if not raw.endswith(b"\n") and raw.strip():
-            # The rule of every datagen JSONL reader (datagen.jsonl): a last line without its newline
+            # The rule of every datagen JSONL reader (datagen.io): a last line without its newline
             # is a record when it parses (many tools omit the final newline; datagen's AppendWriter
             # keeps such a row), and the torn tail of a killed writer when it does not.
             try:

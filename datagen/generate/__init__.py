@@ -3,7 +3,7 @@
     from datagen.generate import generate_dialogues, ExpandConfig, DialogueConfig
     from datagen.generate.expand import expand     # (`datagen.generate.expand` is the module)
 
-Names are imported on first use, so `import datagen.generate.seeds` stays light.
+Names are imported on first use, so `import datagen.seeds.record` stays light.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.jsonl import iter_json_lines
+from datagen.io import iter_json_lines
 from datagen.record import Usage
 from datagen.teacher.failures import RETRYABLE
 from datagen.teacher.redact import redact
@@ -71,7 +71,7 @@ class PromptRow:
 
     @classmethod
     def of(cls, p: Any) -> PromptRow:
-        """From a `datagen.generate.seeds.Seed`, a PromptRow, or a dict with the same fields."""
+        """From a `datagen.seeds.record.Seed`, a PromptRow, or a dict with the same fields."""
         if isinstance(p, PromptRow):
             return p
         get = p.get if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
@@ -87,9 +87,9 @@ class PromptRow:
 
 
 def read_prompts(path: str | Path) -> list[PromptRow]:
-    """Read prompts: a seed file or an expanded-prompt file (`datagen.generate.seeds.read_seeds`,
+    """Read prompts: a seed file or an expanded-prompt file (`datagen.seeds.record.read_seeds`,
     which names file, line and field of a bad row)."""
-    from datagen.generate.seeds import read_seeds
+    from datagen.seeds.record import read_seeds
 
     return [PromptRow.of(s) for s in read_seeds(path)]
 

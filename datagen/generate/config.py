@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.errors import ConfigError
-from datagen.generate.seeds import normalize_category
 from datagen.record import PLUGIN_COMMANDS
+from datagen.seeds.record import normalize_category
 
 __all__ = ["DialogueConfig", "ExpandConfig", "TurnDistribution", "lookup", "normalize_category"]
 

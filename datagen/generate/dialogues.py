@@ -51,9 +51,9 @@ from datagen.generate.common import (
     write_json,
 )
 from datagen.generate.config import DialogueConfig
-from datagen.generate.dialogue import DialogueFailed, DialogueMaker, ToolRunner
-from datagen.generate.messages import PromptBook
-from datagen.jsonl import AppendWriter, iter_json_lines, write_jsonl_atomic
+from datagen.generate.maker import DialogueFailed, DialogueMaker, ToolRunner
+from datagen.generate.prompts import PromptBook
+from datagen.io import AppendWriter, iter_json_lines, write_jsonl_atomic
 from datagen.teacher.redact import redact
 
 #: When this many dialogues have ended, all failed for good and none made, the stage starts no more.

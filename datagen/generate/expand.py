@@ -53,9 +53,9 @@ from datagen.generate.common import (
     write_json,
 )
 from datagen.generate.config import ExpandConfig
-from datagen.generate.messages import TOOL_LINES, PromptBook
 from datagen.generate.parsing import parse_numbered_list
-from datagen.jsonl import write_jsonl_atomic
+from datagen.generate.prompts import TOOL_LINES, PromptBook
+from datagen.io import write_jsonl_atomic
 from datagen.record import PLUGIN_COMMANDS
 from datagen.teacher.failures import RETRYABLE
 from datagen.teacher.types import Request, Result
@@ -112,7 +112,7 @@ def candidate_reason(text: str, config: ExpandConfig, blacklist: Blacklist, lang
     if _BAD_START.match(text):
         return "bad_start", text[:1]
     if config.check_language and language:
-        from datagen.filters.language import detect_language
+        from datagen.text.language import detect_language
 
         found = detect_language(text)
         if found is not None and found.split("-")[0] != language.split("-")[0]:
@@ -202,9 +202,9 @@ def build_request(cell: Cell, config: ExpandConfig, book: PromptBook) -> tuple[R
 async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_path: str | Path,
                   journal_path: str | Path | None, *, progress: bool | None = None) -> StageStats:
     """The async body of `expand` (for callers inside an event loop)."""
-    from datagen.filters.dedup import NearDupIndex
     from datagen.generate.dialogues import _teacher_config
     from datagen.teacher.engine import TeacherEngine
+    from datagen.text.neardup import NearDupIndex
 
     teacher = _teacher_config(teacher)
     out_path = Path(out_path)
@@ -327,7 +327,7 @@ def _plan_round(active: list[Cell], config: ExpandConfig, budget: int) -> list[C
 
 def _row_dict(row: PromptRow, model: str, template: str, params: Mapping[str, Any]) -> dict[str, Any]:
     # A Seed row (so `read_seeds` reads expanded prompts back); parents and lineage live in `extra`.
-    from datagen.generate.seeds import Seed
+    from datagen.seeds.record import Seed
 
     lineage = {"teacher_model": model, "template_version": template, "params": dict(params)}
     return Seed(id=row.id, text=row.text, language=row.language, category=row.category, plugins=list(row.plugins),

@@ -1,3 +1,3 @@
-from datagen.review.cli import main
+from datagen.cli.review import main
 
 raise SystemExit(main())

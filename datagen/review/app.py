@@ -36,12 +36,12 @@ from starlette.templating import Jinja2Templates
 
 from datagen.errors import DatagenError
 from datagen.formats.meta import meta_instruction_for
-from datagen.manifest import now
 from datagen.record import Conversation
 from datagen.review.apply import DecisionBook, ReviewStats, iter_apply, review_mark
 from datagen.review.decisions import REJECT_REASONS, Decision, append_decision
 from datagen.review.index import PAGE_SIZE, Filters, IndexedRow, RunIndex
 from datagen.review.plots import LABEL_W, PLOT_W, funnel_panels, histogram
+from datagen.versions import now
 
 STATIC = Path(__file__).parent / "static"
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1"]
@@ -248,7 +248,7 @@ def _row_context(index: RunIndex, row: IndexedRow) -> dict[str, Any]:
 
 
 def _read_pairs(path: Path) -> list[dict[str, Any]]:
-    from datagen.jsonl import iter_json_lines
+    from datagen.io import iter_json_lines
 
     if not path.exists():
         return []

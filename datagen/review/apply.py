@@ -31,7 +31,7 @@ from typing import Any
 
 from datagen.errors import InputError
 from datagen.formats.messages import to_messages
-from datagen.jsonl import iter_json_lines, read_conversations, write_jsonl_atomic
+from datagen.io import iter_json_lines, read_conversations, write_jsonl_atomic
 from datagen.record import Conversation
 from datagen.review.decisions import DECISIONS_FILE, Decision, content_hash, read_decisions
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import InputError
-from datagen.jsonl import AppendWriter, iter_json_lines
+from datagen.io import AppendWriter, iter_json_lines
 from datagen.record import Conversation
 
 DECISIONS_FILE = "review.jsonl"

@@ -148,7 +148,7 @@ def _watched(run_dir: Path) -> list[str]:
 
 def _lines(path: Path) -> Iterator[tuple[int, int, bytes, Any]]:
     """(line number, byte offset, raw line, object) per non-blank line; a torn last line (no
-    newline, not JSON) is skipped like `datagen.jsonl` does, any other bad line is an InputError."""
+    newline, not JSON) is skipped like `datagen.io` does, any other bad line is an InputError."""
     offset = 0
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from datagen.teacher.engine import EngineStats
+    from datagen.teacher.stats import EngineStats
 
 log = logging.getLogger("datagen.teacher")
 

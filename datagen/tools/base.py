@@ -13,7 +13,7 @@ Contract of `Tool.run(arg)`:
   raises `ToolUnavailableError`, so a generator can retry later instead of training a model on a
   fake `No result.`;
 - a call returns within the tool's `time_limit` seconds. The runners (`run_calls`,
-  `datagen.generate.dialogue.ToolRunner`) run each call in a daemon thread and give up on it after
+  `datagen.generate.maker.ToolRunner`) run each call in a daemon thread and give up on it after
   that (`ToolTimeoutError`), so a hung backend never holds up a stage or Ctrl-C. A thread cannot be
   killed, and one stuck in C code holds the GIL, so in-process tools must also bound their own
   work (the calculator checks every operation before it runs; the solver runs sympy in a worker

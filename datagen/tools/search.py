@@ -142,7 +142,7 @@ def load_documents(
 
             rows: Iterable[tuple[int, Any]] = enumerate(pq.read_table(f).to_pylist(), start=1)
         else:
-            from datagen.jsonl import iter_json_lines
+            from datagen.io import iter_json_lines
 
             rows = iter_json_lines(f)
         for line, row in rows:
@@ -422,7 +422,7 @@ class SearchTool(Tool):
 
 def write_documents(path: str | os.PathLike, docs: Iterable[Mapping[str, str]]) -> int:
     """Write a document collection as JSONL (helper for users building their own)."""
-    from datagen.jsonl import write_jsonl_atomic
+    from datagen.io import write_jsonl_atomic
 
     return write_jsonl_atomic(path, (dict(d) for d in docs))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.filters.language import detect_language, detect_language_tag
+from datagen.text.language import detect_language, detect_language_tag
 
 DATA = Path(__file__).parent / "data" / "language_heldout.jsonl"
 MIN_ACCURACY = 0.99

@@ -11,8 +11,9 @@ import pytest
 from datagen.cli import main
 from datagen.filters.base import StepStats
 from datagen.filters.config import FilterConfig
-from datagen.filters.run import FunnelReport, run_filters
+from datagen.filters.run import run_filters
 from datagen.formats.reader import read_conversations
+from datagen.funnel import FunnelReport
 from tests.formats.moss_defects import DEFECTS, write_defects
 
 FORMAT_REASONS = Counter(d.reason for d in DEFECTS.values() if d.step == "format")
@@ -74,7 +75,7 @@ def tiny_moss(tmp_path_factory, moss_samples):
 
 @pytest.mark.slow
 def test_check_rejects_malformed_rows_unscored_and_counts_them(tmp_path, moss_samples, tiny_moss, capsys):
-    from datagen.moss.check import check_files
+    from datagen.check.files import check_files
 
     src = tmp_path / "in"
     write_defects(src, moss_samples)

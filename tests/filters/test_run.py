@@ -11,7 +11,8 @@ from datagen.errors import ConfigError
 from datagen.filters.base import BaseFilter, StepStats, Verdict
 from datagen.filters.config import FilterConfig
 from datagen.filters.registry import get_step, register_step, step_names
-from datagen.filters.run import FunnelReport, run_filters
+from datagen.filters.run import run_filters
+from datagen.funnel import FunnelReport
 from datagen.record import Conversation
 from tests.filters.conftest import conv
 
@@ -120,7 +121,7 @@ def test_config_errors_carry_the_full_dotted_key(data, field):
 
 
 def test_run_config_error_points_at_the_line_of_the_bad_key(tmp_path):
-    from datagen.config import load_config
+    from datagen.run.config import load_config
 
     path = tmp_path / "run.yaml"
     path.write_text("name: x\nfilters:\n  workers: 1\n  steps:\n    quality: {}\n    near_dedup:\n"

@@ -70,7 +70,7 @@ def test_json_too_big_to_hold_is_one_error_line(tmp_path, capsys, suffix, text, 
         ["filter", str(path), "--out", str(tmp_path / "filtered"), "--workers", "1"],
     ]
     if suffix == ".jsonl":
-        commands.append(["seeds", "stats", str(path)])  # datagen.jsonl's reader, behind every stage
+        commands.append(["seeds", "stats", str(path)])  # datagen.io's reader, behind every stage
     for argv in commands:
         assert main(argv) == 1, argv
         cap = capsys.readouterr()

@@ -12,7 +12,7 @@ from datagen.formats.validate import validate_paths
 from datagen.generate.common import PromptRow
 from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogues import generate_dialogues
-from datagen.jsonl import read_conversations
+from datagen.io import read_conversations
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.generate.scripted_teacher import FOLLOW_UPS, role_of, scripted_teacher
 
@@ -411,7 +411,7 @@ class _SlowSearchServer:
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_search_calls_of_concurrent_dialogues_overlap_up_to_the_tool_concurrency(fake_openai, tmp_path, concurrency):
-    from datagen.generate.dialogue import tool_concurrency
+    from datagen.generate.maker import tool_concurrency
     from datagen.tools.search import SearchTool
 
     n = 4

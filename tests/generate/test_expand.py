@@ -9,7 +9,7 @@ import pytest
 from datagen.generate.common import PromptRow
 from datagen.generate.config import ExpandConfig
 from datagen.generate.expand import Blacklist, candidate_reason, expand
-from datagen.generate.seeds import read_seeds
+from datagen.seeds.record import read_seeds
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.generate.scripted_teacher import role_of, scripted_teacher
 

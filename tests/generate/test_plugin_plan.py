@@ -12,9 +12,9 @@ from datagen.errors import ConfigError
 from datagen.generate.common import PromptRow
 from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogues import generate_dialogues
-from datagen.generate.messages import PromptBook, copied_calls, parse_examples, plan_examples, plan_messages
+from datagen.generate.prompts import PromptBook, copied_calls, parse_examples, plan_examples, plan_messages
 from datagen.generate.templates import load_template
-from datagen.jsonl import read_conversations
+from datagen.io import read_conversations
 from datagen.record import Conversation, ToolCall, Turn
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.fakes.openai_server import last_user_text
@@ -294,8 +294,8 @@ def test_a_later_cut_off_turn_ends_the_dialogue_with_the_turns_done(fake_openai,
 
 
 def test_echo_fragments_cover_the_retry_note_but_not_short_reasons():
-    from datagen.generate.messages import prompt_echo_fragments
     from datagen.generate.parsing import echoes_prompt
+    from datagen.generate.prompts import prompt_echo_fragments
 
     fragments = prompt_echo_fragments(PromptBook(), "plugin_answer")
     assert echoes_prompt("Your previous answer was rejected: it was cut off at the length limit.", fragments)

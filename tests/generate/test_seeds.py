@@ -7,22 +7,19 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import SeedFormatError
-from datagen.generate.seeds import (
+from datagen.record import PLUGIN_COMMANDS
+from datagen.seeds.curate import dedup_seeds, format_stats, sample_balanced, seed_stats
+from datagen.seeds.record import (
     CATEGORIES,
     Seed,
     category_from_filename,
-    dedup_seeds,
     detect_seed_language,
-    format_stats,
     normalize_category,
     normalize_language,
     normalize_prompt,
     read_seeds,
-    sample_balanced,
-    seed_stats,
     write_seeds,
 )
-from datagen.record import PLUGIN_COMMANDS
 
 STARTER = Path(__file__).resolve().parents[2] / "seeds" / "starter.jsonl"
 
@@ -124,7 +121,7 @@ def test_one_category_normaliser_for_seeds_config_and_guidance(raw, norm, tmp_pa
     if raw and raw.strip():  # an imported seed stores the normalised name
         src = tmp_path / "rows.jsonl"
         src.write_text(json.dumps({"p": "Write a short poem about the sea at night.", "c": raw}) + "\n")
-        from datagen.generate.seeds import import_seeds
+        from datagen.seeds.importer import import_seeds
 
         [seed] = import_seeds(src, field="p", category_field="c").seeds
         assert seed.category == norm
@@ -143,7 +140,7 @@ def test_one_category_normaliser_for_seeds_config_and_guidance(raw, norm, tmp_pa
     ],
 )
 def test_short_prompts_get_a_language_from_cjk_script_only(text, language):
-    from datagen.filters.language import detect_language
+    from datagen.text.language import detect_language
 
     assert detect_seed_language(text) == language
     if detect_language(text) is not None:  # the one detector decides whenever it can

@@ -9,7 +9,9 @@ import pytest
 
 from datagen.cli import main
 from datagen.errors import SeedFormatError
-from datagen.generate.seeds import get_field, import_seeds, parse_path, read_seeds
+from datagen.seeds.importer import import_seeds
+from datagen.seeds.record import read_seeds
+from datagen.seeds.sources import get_field, parse_path
 
 
 def _jsonl(path, rows):
@@ -184,7 +186,7 @@ def test_bad_rows_are_rejected_with_reasons_never_fatal(tmp_path):
 
 def test_source_is_the_file_name_only_down_to_the_published_lineage(tmp_path, fake_openai, capsys):
     from datagen.generate.dialogues import generate_dialogues
-    from datagen.jsonl import read_conversations
+    from datagen.io import read_conversations
     from tests.fakes.openai_fixtures import make_teacher_config_for
     from tests.generate.scripted_teacher import scripted_teacher
 
@@ -309,7 +311,7 @@ def test_field_paths():
     assert get_field(row, "0") == "zero"
     assert parse_path("conversations[from=human|user].value") == ["conversations", ("from", ("human", "user")),
                                                                     "value"]
-    from datagen.generate.seeds import MISSING
+    from datagen.seeds.sources import MISSING
 
     assert get_field(row, "a.b.5.v") is MISSING and get_field(row, "a.c") is MISSING
 

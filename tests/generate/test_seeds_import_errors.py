@@ -6,8 +6,9 @@ import json
 import pytest
 
 from datagen.cli import main
-from datagen.generate import seeds as seeds_module
-from datagen.generate.seeds import import_seeds, read_seeds
+from datagen.seeds import sources as seeds_module
+from datagen.seeds.importer import import_seeds
+from datagen.seeds.record import read_seeds
 
 
 def _import(src, out, *flags):

@@ -16,8 +16,8 @@ from typing import ClassVar
 import pytest
 
 from datagen.generate.common import PromptRow
-from datagen.generate.dialogue import ToolRunner
 from datagen.generate.dialogues import generate_dialogues
+from datagen.generate.maker import ToolRunner
 from datagen.record import ToolCall, ToolResult
 from datagen.tools import Tool, ToolUnavailableError, run_calls
 from datagen.tools.base import ToolTimeoutError

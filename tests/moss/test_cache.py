@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from datagen.moss.cache import tokenize_cached
-from datagen.moss.loading import load_tokenizer
-from datagen.moss.tokenize import tokenize_record
+from datagen.model.cache import tokenize_cached
+from datagen.model.loading import load_tokenizer
+from datagen.model.tokenize import tokenize_record
 from tests.moss.conftest import sft_record
 
 
@@ -43,7 +43,7 @@ def test_hit_then_rebuild_naming_what_changed(tokenizer, tmp_path, caplog):
     for part, kw in [("max_length", {"max_length": 48}), ("options", {"max_length": 64, "assistant_only": True})]:
         tokenize_cached(records, tokenizer, folder, max_length=64)  # back to the base key
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="datagen.moss.cache"):
+        with caplog.at_level(logging.WARNING, logger="datagen.model.cache"):
             rebuilt = tokenize_cached(records, tokenizer, folder, **kw)
         assert not rebuilt.from_cache
         assert f"stale ({part} changed)" in caplog.text
@@ -56,7 +56,7 @@ def test_changed_data_and_tokenizer_rebuild(tokenizer, tiny_moss, tmp_path, capl
     tokenize_cached(records, tokenizer, folder, max_length=64)
     edited = json.loads(json.dumps(records))
     edited[1]["chat"]["turn_1"]["MOSS"] = "<|MOSS|>: A different answer.<eom>\n"
-    with caplog.at_level(logging.WARNING, logger="datagen.moss.cache"):
+    with caplog.at_level(logging.WARNING, logger="datagen.model.cache"):
         rebuilt = tokenize_cached(edited, tokenizer, folder, max_length=64)
     assert not rebuilt.from_cache and "stale (data changed)" in caplog.text
     _same(rebuilt, edited, tokenizer, max_length=64)
@@ -64,7 +64,7 @@ def test_changed_data_and_tokenizer_rebuild(tokenizer, tiny_moss, tmp_path, capl
     other, _ = load_tokenizer(tiny_moss)
     other.add_tokens(["Answer"])  # same files, one more added token: different ids
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="datagen.moss.cache"):
+    with caplog.at_level(logging.WARNING, logger="datagen.model.cache"):
         again = tokenize_cached(edited, other, folder, max_length=64)
     assert not again.from_cache and "stale (tokenizer changed)" in caplog.text
     _same(again, edited, other, max_length=64)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from datagen.check.files import run_check, scored_ids
 from datagen.cli import main
 from datagen.errors import ConfigError
 from datagen.formats.moss import from_sft
-from datagen.jsonl import read_conversations, write_jsonl_atomic
-from datagen.moss.check import run_check, scored_ids
+from datagen.io import read_conversations, write_jsonl_atomic
 from tests.moss.conftest import build_tiny_moss, corpus, sft_record
 
 N = 8

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from datagen.errors import ConfigError
-from datagen.moss.finetune import FinetuneConfig, PadCollator, finetune, split_records
-from datagen.moss.tokenize import tokenize_record
-from datagen.publish import split_for
+from datagen.finetune.config import FinetuneConfig
+from datagen.finetune.data import PadCollator, split_records
+from datagen.finetune.train import finetune
+from datagen.model.tokenize import tokenize_record
+from datagen.splits import split_for
 from tests.moss.conftest import SHORT_META, sft_record
 
 QA = [("Say hello.", "Hello!"), ("What is two plus two?", "Four!"), ("Name a colour.", "Blue!"),
@@ -139,7 +141,7 @@ def test_assistant_only_is_what_gets_trained(tiny_moss, tmp_path):
     finetune(None, tiny_moss, tmp_path / "ft", cfg, records=_records(1), progress=False)
     import numpy as np
 
-    from datagen.moss.loading import load_tokenizer
+    from datagen.model.loading import load_tokenizer
 
     tok, _ = load_tokenizer(tiny_moss)
     with np.load(tmp_path / "ft" / "cache" / "train" / "tokens.npz") as z:
@@ -170,7 +172,7 @@ def test_lora_trains_and_merges_into_a_plain_folder(tiny_moss, tmp_path):
 def test_cli_reads_the_config_section_and_flags_win(tiny_moss, tmp_path, capsys):
     from datagen.cli import main
     from datagen.formats.moss import from_sft
-    from datagen.jsonl import write_jsonl_atomic
+    from datagen.io import write_jsonl_atomic
 
     inp = tmp_path / "in.jsonl"
     write_jsonl_atomic(inp, [from_sft(r) for r in _records(1)])

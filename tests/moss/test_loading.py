@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from datagen.errors import InputError
-from datagen.moss.loading import END_TAGS, ModelLoadError, load_model, load_tokenizer, resolve_model
+from datagen.model.loading import END_TAGS, ModelLoadError, load_model, load_tokenizer, resolve_model
 
 
 def test_moss_folder_loads_as_codegen_with_the_file_ids(tiny_moss):
@@ -115,7 +115,7 @@ def test_resolve_model_errors(tmp_path):
 @pytest.mark.slow
 def test_smollm2_gguf_scores_a_dialogue_on_cpu():
     """The demo's local model: SmolLM2-135M-Instruct as a GGUF file, dequantised by transformers."""
-    from datagen.moss.score import score_records
+    from datagen.model.score import score_records
     from tests.moss.conftest import sft_record
 
     lm = load_model("smollm2", device="cpu")

@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from datagen.errors import ConfigError, InputError
-from datagen.moss.loading import load_model
-from datagen.moss.score import (
+from datagen.model.loading import load_model
+from datagen.model.score import (
     apply_check_threshold,
     percentile_value,
     score_conversations,
     score_records,
     score_report,
 )
-from datagen.moss.tokenize import TruncationStats, tokenize_record
+from datagen.model.tokenize import TruncationStats, tokenize_record
 from datagen.record import Conversation, Turn
 from tests.moss.conftest import SHORT_META, sft_record
 
@@ -33,7 +33,7 @@ def loaded(tiny_moss):
 
 
 def manual_scores(lm, record, max_length):
-    """Independent of datagen.moss.tokenize: encode the pieces, run the model on one unpadded
+    """Independent of datagen.model.tokenize: encode the pieces, run the model on one unpadded
     sequence, average the cross-entropy of the assistant's tokens per turn."""
     tok = lm.tokenizer
     ids = list(tok(record["meta_instruction"])["input_ids"])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from datagen.errors import FormatError
-from datagen.moss.loading import load_tokenizer
-from datagen.moss.tokenize import SEGMENT_KEYS, TruncationStats, tokenize_record
+from datagen.model.loading import load_tokenizer
+from datagen.model.tokenize import SEGMENT_KEYS, TruncationStats, tokenize_record
 from tests.moss.conftest import SHORT_META, sft_record
 
 PLUGIN_TURN = {

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import ConfigError, InputError
-from datagen.moss.cache import tokenizer_fingerprint
-from datagen.moss.finetune import FinetuneConfig
-from datagen.moss.loading import END_TAGS, load_tokenizer
-from datagen.moss.score import score_records
-from datagen.moss.tokenize import tokenization_of, tokenize_record
+from datagen.finetune.config import FinetuneConfig
+from datagen.model.cache import tokenizer_fingerprint
+from datagen.model.loading import END_TAGS, load_tokenizer
+from datagen.model.score import score_records
+from datagen.model.tokenize import tokenization_of, tokenize_record
 from tests.moss.conftest import SHORT_META, sft_record
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from datagen.config import apply_overrides, load_config
 from datagen.errors import ConfigError
+from datagen.run.config import apply_overrides, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from datagen.cli import main
-from datagen.config import load_config
+from datagen.run.config import load_config
 from tests.generate.scripted_teacher import scripted_teacher
 
 EXPECTED = Path(__file__).parent / "golden" / "expected.json"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from datagen.jsonl import write_jsonl_atomic
+from datagen.io import write_jsonl_atomic
 from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn, Usage
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.card import base_language, normalize_license, redact, size_category, split_card
 from datagen.errors import InputError
-from datagen.jsonl import write_jsonl_atomic
-from datagen.publish import build_dataset_folder
+from datagen.io import write_jsonl_atomic
+from datagen.publish.build import build_dataset_folder
+from datagen.publish.card import split_card
+from datagen.publish.redact import normalize_license, redact
+from datagen.publish.stats import base_language, size_category
 from tests.publish.runs import hhh, sample_conversations
 
 

@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.card import split_card
 from datagen.errors import PublishError
-from datagen.publish import build_dataset_folder, message_row
+from datagen.publish.build import build_dataset_folder
+from datagen.publish.card import split_card
+from datagen.publish.rows import message_row
 from tests.publish.runs import make_run_dir, plugin_calc, plugin_search, sample_conversations
 
 #: The `Value` dtypes of datasets 3.6 this schema may use.

@@ -10,11 +10,14 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from datagen.card import split_card
 from datagen.errors import PublishError
 from datagen.formats.messages import to_messages
 from datagen.formats.moss import render_text
-from datagen.publish import build_dataset_folder, publish, row_messages, row_to_conversation, split_for
+from datagen.publish.build import build_dataset_folder
+from datagen.publish.card import split_card
+from datagen.publish.hub import publish
+from datagen.publish.rows import row_messages, row_to_conversation
+from datagen.splits import split_for
 from tests.publish.runs import FUNNEL, make_run_dir, sample_conversations
 
 REPO = "datagen-org/moss-demo"

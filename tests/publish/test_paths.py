@@ -8,14 +8,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.jsonl import write_jsonl_atomic
-from datagen.publish import (
-    absolute_paths_in_text,
-    build_dataset_folder,
-    check_dataset_folder,
-    is_absolute_path,
-    portable_paths,
-)
+from datagen.io import write_jsonl_atomic
+from datagen.paths import absolute_paths_in_text, is_absolute_path, portable_paths
+from datagen.publish.build import build_dataset_folder
+from datagen.publish.verify import check_dataset_folder
 from tests.publish.runs import make_run_dir, manifest, sample_conversations
 
 

@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.errors import InputError, PublishError
-from datagen.publish import build_dataset_folder, check_dataset_folder, publish
+from datagen.publish.build import build_dataset_folder
+from datagen.publish.hub import publish
+from datagen.publish.verify import check_dataset_folder
 from tests.publish.runs import make_run_dir
 
 REPO = "datagen-org/refused"

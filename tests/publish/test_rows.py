@@ -9,16 +9,11 @@ import datasets
 import pytest
 
 from datagen.formats.moss import dumps_sft_file, from_sft, render_text, to_sft
-from datagen.jsonl import write_jsonl_atomic
-from datagen.publish import (
-    build_dataset_folder,
-    check_dataset_folder,
-    conversation_to_row,
-    dataset_features,
-    row_to_conversation,
-    score_types,
-    split_for,
-)
+from datagen.io import write_jsonl_atomic
+from datagen.publish.build import build_dataset_folder
+from datagen.publish.rows import conversation_to_row, dataset_features, row_to_conversation, score_types
+from datagen.publish.verify import check_dataset_folder
+from datagen.splits import split_for
 from tests.publish.runs import hhh, make_run_dir, plugin_calc, sample_conversations
 
 

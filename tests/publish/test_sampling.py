@@ -3,8 +3,8 @@ the run's journal), not the `teacher.params` that every stage overrides."""
 
 from __future__ import annotations
 
-from datagen.card import SentSampling, split_card
-from datagen.publish import JOURNAL_FILE, build_dataset_folder, journal_sampling
+from datagen.publish.build import JOURNAL_FILE, build_dataset_folder, journal_sampling
+from datagen.publish.card import SentSampling, split_card
 from datagen.teacher.journal import Journal, JournalEntry, key_of
 from tests.publish.runs import make_run_dir
 

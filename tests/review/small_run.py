@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from datagen.jsonl import write_jsonl_atomic
+from datagen.io import write_jsonl_atomic
 from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.teacher.journal import Journal, JournalEntry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datagen.errors import InputError
-from datagen.jsonl import dumps
+from datagen.io import dumps
 from datagen.review.apply import CHANGED, accepted_ids, apply_decisions, review_mark
 from datagen.review.decisions import Decision, append_decision, content_hash, read_decisions
 from tests.review.small_run import calc, hhh
@@ -116,7 +116,7 @@ def test_a_bad_decision_line_names_file_line_and_field(tmp_path):
 
 
 def test_the_review_stage_streams_a_run_and_writes_rows_and_pairs(tmp_path):
-    from datagen.jsonl import iter_json_lines, read_conversations
+    from datagen.io import iter_json_lines, read_conversations
     from datagen.review.apply import review_stage
     from tests.review.small_run import make_small_run
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.jsonl import read_conversations
+from datagen.io import read_conversations
 from datagen.review.apply import apply_decisions, review_mark
 from datagen.review.decisions import content_hash, read_decisions
 from tests.review.conftest import REPO, XSS, serve

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from datagen.errors import InputError
-from datagen.jsonl import dumps
+from datagen.io import dumps
 from datagen.record import Conversation
 from datagen.review.decisions import Decision, append_decision, content_hash
 from datagen.review.index import Filters, RunIndex, fts_query

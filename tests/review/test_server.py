@@ -9,7 +9,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from datagen.review.cli import main
+from datagen.cli.review import main
 from datagen.review.decisions import read_decisions
 from datagen.review.index import RunIndex
 from tests.review.conftest import serve

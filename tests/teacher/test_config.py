@@ -87,7 +87,7 @@ def test_runtime_fields_are_real_fields_and_exclude_what_changes_answers():
 @pytest.mark.parametrize("name", ["temperature", "top_p", "max_tokens"])
 def test_a_run_config_may_not_set_what_every_stage_overrides(name, tmp_path):
     """`--set teacher.params.temperature=0.9` did nothing: the stages set it on every request."""
-    from datagen.config import load_config
+    from datagen.run.config import load_config
 
     with pytest.raises(ConfigError, match=r"is set by each stage") as info:
         TeacherConfig.from_dict({"model": "m", "params": {name: 1}})

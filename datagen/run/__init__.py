@@ -1,0 +1,1 @@
+"""The run: config, manifest, runner, executors, the whole-run funnel and status."""
