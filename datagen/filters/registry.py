@@ -19,9 +19,9 @@ STEPS: dict[str, type[BaseFilter]] = {}
 #: Modules that define datagen's built-in steps (imported on first lookup).
 BUILTIN_MODULES = (
     "datagen.filters.quality",
-    "datagen.filters.language_filter",
+    "datagen.filters.language",
     "datagen.filters.safety.filter",
-    "datagen.filters.dedup_filters",
+    "datagen.filters.dedup",
 )
 _loaded = False
 

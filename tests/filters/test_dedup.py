@@ -8,7 +8,7 @@ import pytest
 
 from datagen.errors import ConfigError
 from datagen.filters.base import Verdict
-from datagen.filters.dedup_filters import ExactDedupFilter, NearDedupFilter
+from datagen.filters.dedup import ExactDedupFilter, NearDedupFilter
 from datagen.text.exact import ExactIndex, dialogue_hash, normalize_text, prompt_hash, text_hash
 from datagen.text.neardup import NearDupIndex, rouge_l, rouge_string
 from datagen.text.tokens import tokenize

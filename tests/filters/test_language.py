@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from datagen.filters.base import Verdict
-from datagen.filters.language_filter import LanguageFilter
+from datagen.filters.language import LanguageFilter
 from datagen.text.language import detect_dialogue, detect_language, detect_language_tag, detect_turn
 from datagen.text.script import detect_script_variant, strip_non_language
 from tests.filters.conftest import conv
