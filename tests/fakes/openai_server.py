@@ -37,6 +37,7 @@ import argparse
 import json
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -305,6 +306,11 @@ _STATUS_FAULTS = {
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeOpenAI/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out in separate writes; Nagle would hold the body ~40 ms per call
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
