@@ -17,13 +17,13 @@ from typing import Any
 
 EXPAND_EXAMPLES = """examples:
   datagen expand seeds/starter.jsonl --out prompts.jsonl --target 50 \\
-      --base-url http://127.0.0.1:8089/v1 --model qwen2.5-7b-instruct
+      --base-url http://127.0.0.1:8089/v1 --teacher-model qwen2.5-7b-instruct
   datagen expand seeds.jsonl --out prompts.jsonl --config run.yaml --set expand.batch_size=10
 Kept prompts go to --out, rejected candidates (with reasons) to OUT.rejected.jsonl, counters to
 OUT.stats.json. Rerun the same command to resume: finished requests come from the journal."""
 
 GENERATE_EXAMPLES = """examples:
-  datagen generate prompts.jsonl --kind hhh --out hhh.jsonl --turns 2-4 --model gpt-4o-mini \\
+  datagen generate prompts.jsonl --kind hhh --out hhh.jsonl --turns 2-4 --teacher-model gpt-4o-mini \\
       --base-url https://api.openai.com/v1 --api-key-env OPENAI_API_KEY
   datagen generate prompts.jsonl --kind plugin --out plugin.jsonl --config run.yaml
   datagen generate prompts.jsonl --kind hhh --out hhh.jsonl --retry-failed
@@ -37,8 +37,11 @@ def add_teacher_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("teacher")
     g.add_argument("--base-url", default=os.environ.get("DATAGEN_TEACHER_BASE_URL"),
                    help="OpenAI-compatible endpoint ending in /v1 (env DATAGEN_TEACHER_BASE_URL)")
-    g.add_argument("--model", default=os.environ.get("DATAGEN_TEACHER_MODEL"),
+    g.add_argument("--teacher-model", default=os.environ.get("DATAGEN_TEACHER_MODEL"),
                    help="teacher model name (env DATAGEN_TEACHER_MODEL)")
+    # `--model` names the local model in check and finetune; here it was the teacher. Kept hidden
+    # for one release so old scripts still run, with a line saying what to write instead.
+    g.add_argument("--model", dest="model_deprecated", default=None, help=argparse.SUPPRESS)
     g.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="name of the environment variable holding the API key (default OPENAI_API_KEY)")
     g.add_argument("--teacher-concurrency", type=int, default=None, metavar="N",
@@ -74,8 +77,15 @@ def teacher_from_args(args: argparse.Namespace, run: Any):
     changes: dict[str, Any] = {}
     if args.base_url:
         changes["base_url"] = args.base_url
-    if args.model:
-        changes["model"] = args.model
+    model = args.teacher_model
+    if args.model_deprecated:
+        import sys
+
+        print("warning: --model is deprecated here; write --teacher-model (--model names the local model in "
+              "check and finetune)", file=sys.stderr)
+        model = args.model_deprecated
+    if model:
+        changes["model"] = model
     if args.api_key_env:
         changes["api_key_env"] = args.api_key_env
     if args.teacher_concurrency is not None:

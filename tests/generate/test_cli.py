@@ -20,7 +20,7 @@ def test_expand_then_generate_then_validate(fake_openai, tmp_path, capsys):
         {"id": "s1", "text": "What are good habits for learning a new language?", "language": "en", "category": "advice"},
         {"id": "s2", "text": "How can I sleep better when I travel a lot?", "language": "en", "category": "advice"},
     ])
-    teacher = ["--base-url", fake_openai.base_url, "--model", fake_openai.model, "--no-progress"]
+    teacher = ["--base-url", fake_openai.base_url, "--teacher-model", fake_openai.model, "--no-progress"]
     prompts = tmp_path / "prompts.jsonl"
     assert main(["expand", str(seeds), "--out", str(prompts), "--target", "4", "--batch-size", "5", *teacher]) == 0
     err = capsys.readouterr().err
@@ -74,7 +74,7 @@ def test_expand_stopped_by_a_failed_request_exits_1_until_a_rerun_finishes(fake_
     _write_prompts(seeds, [{"id": "s1", "text": "What are good habits for learning a new language?",
                             "language": "en", "category": "advice"}])
     args = ["expand", str(seeds), "--out", str(tmp_path / "p.jsonl"), "--target", "8", "--batch-size", "4",
-            "--base-url", fake_openai.base_url, "--model", fake_openai.model, "--no-progress",
+            "--base-url", fake_openai.base_url, "--teacher-model", fake_openai.model, "--no-progress",
             "--set", "teacher.max_attempts=1"]
     fake_openai.inject("500", times=1)
     assert main(args) == 1
@@ -96,7 +96,7 @@ def test_expand_and_generate_check_the_teacher_before_starting(tmp_path, capsys,
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     for command in (["expand", str(seeds), "--out", str(tmp_path / "p.jsonl")],
                     ["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl")]):
-        assert main([*command, "--base-url", dead, "--model", "m", "--no-progress"]) == 1
+        assert main([*command, "--base-url", dead, "--teacher-model", "m", "--no-progress"]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"Error: cannot reach the teacher at {dead}") and err.count("\n") <= 2
     assert not list(tmp_path.glob("*.journal.sqlite")) and not (tmp_path / "h.jsonl").exists()
@@ -130,10 +130,25 @@ def test_expand_and_generate_check_the_teacher_before_starting(tmp_path, capsys,
     monkeypatch.setenv("DATAGEN_TEST_KEY", "wrong-key")
     try:
         rc = main(["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl"), "--no-progress",
-                   "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1", "--model", "m",
+                   "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1", "--teacher-model", "m",
                    "--api-key-env", "DATAGEN_TEST_KEY"])
     finally:
         server.shutdown()
         server.server_close()
     assert rc == 1 and "refused the request: the key in $DATAGEN_TEST_KEY was refused" in capsys.readouterr().err
     assert posts == []  # stopped before any completion request
+
+
+def test_the_old_model_flag_still_names_the_teacher_with_a_warning(fake_openai, tmp_path, capsys):
+    """`--model` means the local model in check/finetune; for the teacher it is now --teacher-model,
+    and old scripts keep working for a release with a line saying what to write instead."""
+    fake_openai.set_responder(scripted_teacher)
+    prompts = tmp_path / "prompts.jsonl"
+    _write_prompts(prompts, [{"id": "p1", "text": "How do plants drink water?", "language": "en",
+                              "category": "advice"}])
+    out = tmp_path / "hhh.jsonl"
+    assert main(["generate", str(prompts), "--kind", "hhh", "--out", str(out), "--turns", "1",
+                 "--base-url", fake_openai.base_url, "--model", fake_openai.model, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "--model is deprecated here; write --teacher-model" in err
+    assert {b.get("model") for b in fake_openai.received if "messages" in b} == {fake_openai.model}

@@ -27,7 +27,7 @@ def _generate(fake, tmp_path: Path) -> subprocess.Popen:
     env.pop("DATAGEN_DEBUG", None)
     cmd = [sys.executable, "-m", "datagen", "generate", str(tmp_path / "prompts.jsonl"), "--kind", "hhh",
            "--out", str(tmp_path / "hhh.jsonl"), "--turns", str(TURNS), "--concurrency", "12",
-           "--base-url", fake.base_url, "--model", fake.model, "--api-key-env", "DATAGEN_TEST_TEACHER_KEY",
+           "--base-url", fake.base_url, "--teacher-model", fake.model, "--api-key-env", "DATAGEN_TEST_TEACHER_KEY",
            "--teacher-concurrency", str(TEACHER_CONCURRENCY), "--no-progress"]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
