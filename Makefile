@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: test run lint style bench clean-venv
+.PHONY: test run lint quality style bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ run: $(VENV)/.stamp-run
 	$(BIN)/datagen run configs/demo.yaml --out outputs/demo --serve-teacher
 
 lint: $(VENV)/.stamp-test
+	$(BIN)/ruff check datagen tests bench
+
+# What CI checks before the tests: formatting and lint, both without changing a file.
+quality: $(VENV)/.stamp-test
+	$(BIN)/ruff format --check datagen tests bench
 	$(BIN)/ruff check datagen tests bench
 
 style: $(VENV)/.stamp-test
