@@ -1,8 +1,9 @@
-"""JSONL on disk: the hand-off between stages.
+"""Files on disk: JSONL (the hand-off between stages) and atomic writes.
 
-Readers name the file and line of any bad row. Writers are either atomic (write a temp file, then
-`os.replace`, so a killed process never leaves half a file) or append-only with a flush per row
-(for stage outputs that grow as work finishes and must survive a kill).
+Readers name the file and line of any bad row. Writers are either atomic (`atomic_write`: a temp
+file in the same folder, fsynced, then `os.replace`, so a killed process never leaves half a file)
+or append-only with a flush per row (for stage outputs that grow as work finishes and must survive
+a kill).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jsonlines
 
@@ -56,8 +57,9 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             yield i, obj
 
 
-def read_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
-    """Read datagen's own JSONL (one `Conversation.to_dict()` per line)."""
+def iter_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
+    """Stream datagen's own JSONL file (one `Conversation.to_dict()` per line). For other formats
+    and folders, see `datagen.formats.reader.read_conversations`."""
     for line, obj in iter_json_lines(path):
         try:
             yield Conversation.from_dict(obj)
@@ -67,32 +69,57 @@ def read_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
             raise InputError(str(exc), path=str(path), line=line) from None
 
 
+#: The old name, kept while callers move to `iter_conversations`.
+read_conversations = iter_conversations
+
+
 def dumps(obj: Any) -> str:
     """One JSON line: UTF-8 kept readable, no spaces wasted."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
-    """Write rows (dicts or objects with `to_dict`) to path atomically; return the count."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of a new file as `open` would create it. `mkstemp` makes its file private (0600);
+#: the file it becomes is an ordinary output, so it gets these instead. Read once, at import: the
+#: umask can only be read by setting it, which would race with other threads creating files.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path` (text as UTF-8 with `mode="w"`, bytes with `"wb"`); when
+    the block ends without error, flush and fsync it and move it over `path`, else delete it. A
+    reader sees the old file or the whole new one, never a part; parent folders are created."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    n = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            writer = jsonlines.Writer(fh, compact=True, dumps=dumps)
-            for row in rows:
-                writer.write(row.to_dict() if hasattr(row, "to_dict") else row)
-                n += 1
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), _FILE_MODE)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """Write rows (dicts or objects with `to_dict`) to path atomically; return the count."""
+    n = 0
+    with atomic_write(path) as fh:
+        writer = jsonlines.Writer(fh, compact=True, dumps=dumps)
+        for row in rows:
+            writer.write(row.to_dict() if hasattr(row, "to_dict") else row)
+            n += 1
     return n
 
 
@@ -169,13 +196,12 @@ def append_writer(path: str | os.PathLike) -> Iterator[AppendWriter]:
         w.close()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON through a temporary file and a rename, so a reader never sees half of it.
-    The text is redacted (`datagen.teacher.redact`): error messages in it may quote a server
-    that echoed the API key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = redact(json.dumps(data, ensure_ascii=False, indent=2)) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = 2, sort_keys: bool = False,
+                      ensure_ascii: bool = False, newline: bool = True) -> None:
+    """Write `data` as one JSON document through `atomic_write`, so a reader never sees half of it.
+    The flags are `json.dumps`'s (each caller keeps the bytes it always wrote); `newline` ends the
+    file with one. The text is redacted (`datagen.teacher.redact`): error messages in it may quote
+    a server that echoed the API key."""
+    text = redact(json.dumps(data, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys))
+    with atomic_write(path) as fh:
+        fh.write(text + "\n" if newline else text)

@@ -1,11 +1,17 @@
-"""Part of the former datagen/publish.py (see ARCHITECTURE.md)."""
+"""Paths in data: find the absolute ones, make them portable, and fingerprint the files a config
+names.
 
+Whatever leaves this machine (a manifest, a published row, a card) carries no absolute path of it:
+`portable` makes each one relative to a known folder or cuts it to its file name.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
-from collections.abc import Iterator
-from pathlib import PurePosixPath, PureWindowsPath
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from datagen.record import (
@@ -36,23 +42,33 @@ def is_absolute_path(value: Any) -> bool:
     return text.startswith("/") and len(PurePosixPath(text).parts) > 2
 
 
-def portable_path(value: str) -> str:
-    """The file name of an absolute path (`/home/ann/data/seeds.jsonl` -> `seeds.jsonl`); any other
-    value unchanged."""
+def portable(value: Any, *, bases: Sequence[str | os.PathLike] = ()) -> Any:
+    """`value` (a string, or a JSON-like dict or list, copied) with every absolute path string
+    (`is_absolute_path`) made relative to the first of `bases` that contains it, else cut to its
+    file name (`/home/ann/data/seeds.jsonl` -> `seeds.jsonl`). Other values are returned as they
+    are."""
+    if isinstance(value, dict):
+        return {k: portable(v, bases=bases) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, bases=bases) for v in value]
     if not is_absolute_path(value):
         return value
     text = value[len("file://"):] if value.startswith("file://") else value
-    name = PureWindowsPath(text).name if _WINDOWS_ABS.match(text) else PurePosixPath(text).name
-    return name or value
+    if _WINDOWS_ABS.match(text):
+        return PureWindowsPath(text).name or value
+    if bases:
+        path = Path(text).expanduser().resolve()
+        for base in bases:
+            try:
+                return str(path.relative_to(Path(base).resolve()))
+            except ValueError:
+                continue
+    return PurePosixPath(text).name or value
 
 
-def portable_paths(value: Any) -> Any:
-    """A copy of a JSON-like value with every absolute path string replaced by its file name."""
-    if isinstance(value, dict):
-        return {k: portable_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable_paths(v) for v in value]
-    return portable_path(value) if isinstance(value, str) else value
+#: Earlier names of `portable` (one path; a JSON-like value), for callers not moved yet.
+portable_path = portable
+portable_paths = portable
 
 
 def make_portable(conv: Conversation) -> Conversation:
@@ -60,9 +76,9 @@ def make_portable(conv: Conversation) -> Conversation:
     reads (`_row_paths`): the whole lineage (a teacher model served under its path, as vLLM does by
     default, a seed source file, a path among the params), tags and extra. The dialogue text is left
     alone. Changes `conv` in place and returns it."""
-    conv.lineage = Lineage.from_dict(portable_paths(conv.lineage.to_dict()))
-    conv.tags = portable_paths(conv.tags)
-    conv.extra = portable_paths(conv.extra)
+    conv.lineage = Lineage.from_dict(portable(conv.lineage.to_dict()))
+    conv.tags = portable(conv.tags)
+    conv.extra = portable(conv.extra)
     return conv
 
 
@@ -81,3 +97,25 @@ def absolute_paths(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
 def absolute_paths_in_text(text: str) -> list[str]:
     """Absolute paths written in free text (a card body), in order of appearance, each once."""
     return list(dict.fromkeys(m.group(0) for m in _PATH_IN_TEXT.finditer(text)))
+
+
+def file_identity(spec: str | None) -> str:
+    """Size, modification time and (for small files) content hash of a file the config names, so a
+    stage notices when the file changes under the same name. Non-paths (e.g. `smollm2`) are
+    returned as they are."""
+    if not spec:
+        return ""
+    path = Path(spec)
+    if not path.exists():
+        return str(spec)
+    if path.is_dir():
+        parts = []
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    st = path.stat()
+    if st.st_size <= 64 << 20:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{st.st_size}:{int(st.st_mtime)}"
