@@ -36,7 +36,7 @@ import dataclasses
 import hashlib
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,8 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
                               out_path: str | Path, journal_path: str | Path | None, *, tools: Any = None,
                               tools_config: Any = None, failed_path: str | Path | None = None,
                               retry_failed: bool = False, progress: bool | None = None,
-                              rank: int = 0, world_size: int = 1) -> StageStats:
+                              rank: int = 0, world_size: int = 1,
+                              engine_factory: Callable[..., Any] | None = None) -> StageStats:
     """The async body of `generate_dialogues` (for callers already inside an event loop)."""
     from datagen.teacher.engine import TeacherEngine
 
@@ -203,8 +204,9 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     maker: DialogueMaker | None = None
     made: set[str] = set()
     try:
-        async with TeacherEngine(teacher, journal_path=journal_path, progress=progress,
-                                 desc=f"{kind} dialogues") as engine:
+        make_engine = engine_factory or TeacherEngine
+        async with make_engine(teacher, journal_path=journal_path, progress=progress,
+                               desc=f"{kind} dialogues") as engine:
             maker = DialogueMaker(engine=engine, config=config, book=book, stats=stats, teacher_model=teacher.model,
                                   teacher_params=dict(teacher.params), tools=runner,
                                   run_id=run_id)
@@ -294,7 +296,8 @@ def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
                        options: Mapping[str, Any] | None = None, tools: Mapping[str, Any] | None = None,
                        tools_config: Any = None, run_seed: int | None = None,
                        failed_path: str | Path | None = None, retry_failed: bool = False,
-                       progress: bool | None = None, rank: int = 0, world_size: int = 1) -> StageStats:
+                       progress: bool | None = None, rank: int = 0, world_size: int = 1,
+                       engine_factory: Callable[..., Any] | None = None) -> StageStats:
     """Generate `kind` (`hhh` or `plugin`) dialogues, one per prompt, appending them to `out_path`.
 
     Args:
@@ -310,6 +313,8 @@ def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
             `datagen.tools.build_tools`; plugins without a configured tool get the defaults.
         retry_failed: also retry dialogues that failed for good on an earlier run.
         rank, world_size: make only every `world_size`-th prompt starting at `rank` (sharding).
+        engine_factory: called instead of `TeacherEngine` with the same arguments (a batch-API
+            engine); None: `TeacherEngine`.
 
     Returns the run's StageStats (`made`, `failed_<reason>`, `skipped_done`, tokens, cost, and
     `retryable_failed`: the dialogues that failed for reasons a rerun retries, such as an API
@@ -323,7 +328,8 @@ def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
         journal_path = sidecar(out_path, "journal.sqlite")
     return asyncio.run(agenerate_dialogues(
         prompts, kind, cfg, teacher, out_path, journal_path, tools=tools, tools_config=tools_config,
-        failed_path=failed_path, retry_failed=retry_failed, progress=progress, rank=rank, world_size=world_size))
+        failed_path=failed_path, retry_failed=retry_failed, progress=progress, rank=rank, world_size=world_size,
+        engine_factory=engine_factory))
 
 
 def print_summary(stats: StageStats) -> None:

@@ -35,7 +35,7 @@ import functools
 import math
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,8 +200,10 @@ def build_request(cell: Cell, config: ExpandConfig, book: PromptBook) -> tuple[R
 
 
 async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_path: str | Path,
-                  journal_path: str | Path | None, *, progress: bool | None = None) -> StageStats:
-    """The async body of `expand` (for callers inside an event loop)."""
+                  journal_path: str | Path | None, *, progress: bool | None = None,
+                  engine_factory: Callable[..., Any] | None = None) -> StageStats:
+    """The async body of `expand` (for callers inside an event loop). `engine_factory` replaces
+    `TeacherEngine` (same arguments), e.g. with a batch-API engine."""
     from datagen.generate.dialogues import _teacher_config
     from datagen.teacher.engine import TeacherEngine
     from datagen.text.neardup import NearDupIndex
@@ -224,7 +226,8 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     sent = 0
-    async with TeacherEngine(teacher, journal_path=journal_path, progress=progress, desc="expand") as engine:
+    make_engine = engine_factory or TeacherEngine
+    async with make_engine(teacher, journal_path=journal_path, progress=progress, desc="expand") as engine:
         engine.expect(needed)
         while True:
             active = [c for c in cells if c.stopped is None]
@@ -336,7 +339,8 @@ def _row_dict(row: PromptRow, model: str, template: str, params: Mapping[str, An
 
 def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None = None, teacher: Any = None,
            out_path: str | Path | None = None, journal_path: str | Path | None = None, *,
-           run_seed: int | None = None, progress: bool | None = None) -> StageStats:
+           run_seed: int | None = None, progress: bool | None = None,
+           engine_factory: Callable[..., Any] | None = None) -> StageStats:
     """Run the Self-Instruct loop over `seeds` and write the kept machine prompts to `out_path`.
 
     Args:
@@ -347,6 +351,8 @@ def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None
             to `<out>.stats.json`).
         journal_path: the teacher journal (default `<out>.journal.sqlite`); keep it to resume.
         run_seed: the run's seed, used when the config dict sets none.
+        engine_factory: called instead of `TeacherEngine` with the same arguments (a batch-API
+            engine); None: `TeacherEngine`.
 
     Returns StageStats: `count` kept, `candidates`, `rejected_<reason>`, `requests`, tokens, cost,
     and `retryable_failed` when a request failed for a reason a retry can fix: the run stopped
@@ -364,7 +370,8 @@ def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None
         config = dataclasses.replace(config, seed=run_seed)
     if journal_path is None:
         journal_path = sidecar(out_path, "journal.sqlite")
-    return asyncio.run(aexpand(seeds, config, teacher, out_path, journal_path, progress=progress))
+    return asyncio.run(aexpand(seeds, config, teacher, out_path, journal_path, progress=progress,
+                               engine_factory=engine_factory))
 
 
 def print_summary(stats: StageStats) -> None:
