@@ -91,25 +91,36 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path` (text as UTF-8 with `mode="w"`, bytes with `"wb"`); when
-    the block ends without error, flush and fsync it and move it over `path`, else delete it. A
-    reader sees the old file or the whole new one, never a part; parent folders are created."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', not {mode!r}")
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A new empty file beside `path`, for a writer that needs a name rather than a handle (SQLite).
+    When the block ends without error it is fsynced and moved over `path`, else deleted: a reader
+    sees the old file or the whole new one, never a part. Parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
-            yield fh
-            fh.flush()
-            os.fchmod(fh.fileno(), _FILE_MODE)
-            os.fsync(fh.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """`atomic_path` with the file open: text as UTF-8 with `mode="w"`, bytes with `"wb"`."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', not {mode!r}")
+    with atomic_path(path) as tmp, open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+        yield fh
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from datagen.io import atomic_write, iter_conversations, write_json_atomic, write_jsonl_atomic
+from datagen.io import atomic_path, atomic_write, iter_conversations, write_json_atomic, write_jsonl_atomic
 from datagen.paths import file_identity, portable
 from datagen.record import Conversation, Turn
 from datagen.teacher.redact import remember_secret
@@ -117,3 +117,20 @@ def test_file_identity_changes_with_the_file(tmp_path):
     folder_id = file_identity(str(tmp_path))
     (tmp_path / "more.jsonl").write_text("c\n")
     assert file_identity(str(tmp_path)) != folder_id
+
+
+def test_atomic_path_gives_a_name_for_writers_that_open_it_themselves(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "index.sqlite"
+    with atomic_path(path) as tmp:
+        assert tmp.parent == tmp_path and tmp != path
+        conn = sqlite3.connect(tmp)
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (0,)
+    with pytest.raises(sqlite3.OperationalError), atomic_path(path) as tmp:
+        sqlite3.connect(tmp).execute("SELECT * FROM missing")
+    assert _leftovers(tmp_path) == []
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (0,)

@@ -31,15 +31,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from datagen.errors import ConfigError, FormatError, InputError
-from datagen.io import AppendWriter, dumps
+from datagen.io import AppendWriter, atomic_write, dumps, write_json_atomic
 from datagen.model.score import (
     STEP_NAME,
     ScoreColumns,
@@ -122,9 +120,7 @@ def _check_settings(out: Path, model: str, max_length: int | None, tokenization:
 
 
 def _write_settings(out: Path, settings: dict[str, Any]) -> None:
-    path = _settings_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    write_json_atomic(_settings_path(out), settings, ensure_ascii=True, newline=False)
 
 
 def _rejected_line(conv: Conversation, reason: str, evidence: Any) -> bytes:
@@ -160,22 +156,6 @@ def _estimate_rows(inputs: Sequence[str | os.PathLike]) -> int | None:
             while chunk := fh.read(1 << 20):
                 total += chunk.count(b"\n")
     return total
-
-
-@contextmanager
-def _atomic_lines(path: Path) -> Iterator[IO[bytes]]:
-    """A binary file written beside `path` and moved over it when the block ends without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, model: str,
@@ -321,7 +301,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                             "dropped": len(malformed), "tagged": 0, "reasons": dict(sorted(malformed_reasons.items()))}
     if not (thresholded or kept_path is not None) and malformed:
         rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
-        with _atomic_lines(rejected_path) as rejected_fh:
+        with atomic_write(rejected_path, "wb") as rejected_fh:
             for conv, reason, evidence in malformed:
                 rejected_fh.write(_rejected_line(conv, reason, evidence))
         summary["rejected_path"] = str(rejected_path)
@@ -333,7 +313,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         reasons: Counter[str] = Counter(malformed_reasons)
         kept = unscored = 0
         # Pass 2: split the output; pass 3 (with max_rows): the input rows that were not scored.
-        with _atomic_lines(kept_path) as kept_fh, _atomic_lines(rejected_path) as rejected_fh:
+        with atomic_write(kept_path, "wb") as kept_fh, atomic_write(rejected_path, "wb") as rejected_fh:
             for conv, reason, evidence in malformed:
                 rejected_fh.write(_rejected_line(conv, reason, evidence))
             if out.exists():
@@ -385,10 +365,7 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         print(f"warning: {sum(malformed_reasons.values())} input rows are not well-formed MOSS 003 and were "
               f"rejected unscored ({why}); `datagen validate` shows their problems", file=sys.stderr)
     summary["threshold"] = {"max_loss": max_loss, "percentile": percentile, "require_fit": require_fit}
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, report_path)
+    write_json_atomic(report_path, summary, newline=False)
     summary["report_path"] = str(report_path)
     return summary
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.io import atomic_write, write_json_atomic
 from datagen.model.tokenize import TOKENIZE_VERSION, TruncationStats, tokenize_record
 
 logger = logging.getLogger(__name__)
@@ -134,11 +135,8 @@ def tokenize_cached(records: Sequence[Mapping[str, Any]], tokenizer: Any, cache_
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").unlink(missing_ok=True)  # never pair an old key with new tokens
-        tmp = folder / "tokens.tmp.npz"
-        np.savez(tmp, ids=ids, mask=mask, offsets=off)
-        os.replace(tmp, folder / "tokens.npz")
-        meta_tmp = folder / "meta.json.tmp"
-        meta_tmp.write_text(json.dumps({"digest": key.digest(), "key": asdict(key), "stats": stats.to_dict(),
-                                        "examples": len(off) - 1}, indent=2), encoding="utf-8")
-        os.replace(meta_tmp, folder / "meta.json")
+        with atomic_write(folder / "tokens.npz", "wb") as fh:
+            np.savez(fh, ids=ids, mask=mask, offsets=off)
+        write_json_atomic(folder / "meta.json", {"digest": key.digest(), "key": asdict(key), "stats": stats.to_dict(),
+                                                 "examples": len(off) - 1}, ensure_ascii=True, newline=False)
     return TokenizedSet(ids=ids, mask=mask, offsets=off, stats=stats)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import InputError
+from datagen.io import atomic_path
 from datagen.record import Conversation
 from datagen.review.apply import review_mark
 from datagen.review.calls import CALL_COLUMNS, link_calls
@@ -271,61 +272,55 @@ def build_index(run_dir: Path, path: Path | None = None) -> Path:
     return its path. Raises InputError for a bad line in a run file."""
     run_dir = Path(run_dir)
     path = path or run_dir / INDEX_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    conn = sqlite3.connect(tmp)
-    try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.executescript(_SCHEMA)
-        watched = _watched(run_dir)
-        sig = _signature(run_dir, watched)  # before reading: a file that changes meanwhile reads as stale
-        prompts = _prompt_rows(run_dir)
-        first_messages: dict[str, list[str]] = {}
-        rid = 0
-        for sid, src in enumerate(run_sources(run_dir)):
-            conn.execute("INSERT INTO sources VALUES (?, ?, NULL, NULL)", (sid, src.path))
-            batch: list[tuple[_Row, int, int, int, int]] = []
-            file = run_dir / src.path
-            for lineno, offset, raw, obj in _lines(file):
-                if not isinstance(obj, dict):
-                    raise InputError("not a JSON object", path=str(file), line=lineno)
-                if src.form == "conversation":
-                    row = _conversation_row(src, obj, (str(file), lineno))
-                elif src.form == "failure":
-                    row = _failure_row(src, obj, prompts)
-                else:
-                    row = _prompt_row(src, obj, lineno)
-                if row.first and row.kind != "prompt":
-                    first_messages.setdefault(row.first, [])
-                    if row.id not in first_messages[row.first]:
-                        first_messages[row.first].append(row.id)
-                rid += 1
-                batch.append((row, rid, offset, len(raw), lineno))
-                if len(batch) >= _BATCH:
-                    _insert(conn, batch, sid)
-                    batch = []
-            _insert(conn, batch, sid)
-        calls_seen: set[str] = set()
-        links = []
-        for ids, call in link_calls(run_dir / "journal.sqlite", first_messages):
-            if call.key not in calls_seen:
-                calls_seen.add(call.key)
-                conn.execute(f"INSERT INTO calls VALUES ({', '.join('?' * len(CALL_COLUMNS))})", call.to_row())
-            links += [(i, call.key) for i in ids]
-        conn.executemany("INSERT INTO row_calls VALUES (?, ?)", links)
-        conn.executescript(_INDEXES)
-        _store_summary(conn)
-        conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                         [("version", INDEX_VERSION), ("signature", json.dumps(sig)), ("decisions", "")])
-        conn.commit()
-    except BaseException:
-        conn.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    conn.close()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.executescript(_SCHEMA)
+            watched = _watched(run_dir)
+            sig = _signature(run_dir, watched)  # before reading: a file that changes meanwhile reads as stale
+            prompts = _prompt_rows(run_dir)
+            first_messages: dict[str, list[str]] = {}
+            rid = 0
+            for sid, src in enumerate(run_sources(run_dir)):
+                conn.execute("INSERT INTO sources VALUES (?, ?, NULL, NULL)", (sid, src.path))
+                batch: list[tuple[_Row, int, int, int, int]] = []
+                file = run_dir / src.path
+                for lineno, offset, raw, obj in _lines(file):
+                    if not isinstance(obj, dict):
+                        raise InputError("not a JSON object", path=str(file), line=lineno)
+                    if src.form == "conversation":
+                        row = _conversation_row(src, obj, (str(file), lineno))
+                    elif src.form == "failure":
+                        row = _failure_row(src, obj, prompts)
+                    else:
+                        row = _prompt_row(src, obj, lineno)
+                    if row.first and row.kind != "prompt":
+                        first_messages.setdefault(row.first, [])
+                        if row.id not in first_messages[row.first]:
+                            first_messages[row.first].append(row.id)
+                    rid += 1
+                    batch.append((row, rid, offset, len(raw), lineno))
+                    if len(batch) >= _BATCH:
+                        _insert(conn, batch, sid)
+                        batch = []
+                _insert(conn, batch, sid)
+            calls_seen: set[str] = set()
+            links = []
+            for ids, call in link_calls(run_dir / "journal.sqlite", first_messages):
+                if call.key not in calls_seen:
+                    calls_seen.add(call.key)
+                    conn.execute(f"INSERT INTO calls VALUES ({', '.join('?' * len(CALL_COLUMNS))})", call.to_row())
+                links += [(i, call.key) for i in ids]
+            conn.executemany("INSERT INTO row_calls VALUES (?, ?)", links)
+            conn.executescript(_INDEXES)
+            _store_summary(conn)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                             [("version", INDEX_VERSION), ("signature", json.dumps(sig)), ("decisions", "")])
+            conn.commit()
+        finally:
+            conn.close()
     return path
 
 
