@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.filters.base import StepStats
+from datagen.io import atomic_write, write_json_atomic
+from datagen.stage import StageStats
 
 
 def funnel_table(funnel: dict[str, Any]) -> str:
@@ -33,35 +33,38 @@ FUNNEL_MD = "funnel.md"
 
 @dataclass(slots=True)
 class FunnelReport:
-    """Counts per step: `input` rows in, `kept` rows out, and each step's StepStats in order.
+    """Counts per step: `input` rows in, `kept` rows out, and each step's StageStats in order.
 
-    `funnel.json` shape: `{"input": N, "kept": N, "steps": [{"step", "in", "kept", "dropped",
-    "tagged", "redacted", "reasons": {reason: n}, "seconds"}]}`.
+    `funnel.json` shape: `{"input": N, "kept": N, "steps": [row, ...]}`, each row
+    `StageStats.funnel_row()`: `{"step", "in", "kept", "dropped", "tagged", "reasons"}`, and for a
+    filter step also `redacted` and `seconds`.
     """
 
     input: int = 0
     kept: int = 0
-    steps: list[StepStats] = field(default_factory=list)
+    steps: list[StageStats] = field(default_factory=list)
 
-    def add_step(self, step: str | StepStats, *, in_: int | None = None, kept: int | None = None,
+    def add_step(self, step: str | StageStats, *, in_: int | None = None, kept: int | None = None,
                  dropped: int = 0, tagged: int = 0, reasons: dict[str, int] | None = None,
-                 seconds: float = 0.0) -> StepStats:
-        """Append a step that ran outside `run_filters` (e.g. the local-model `moss_check`) after the
-        existing ones; its kept count becomes the report's final `kept`. `in_` defaults to the
-        current `kept`, `kept` to `in_ - dropped`."""
-        if isinstance(step, StepStats):
+                 seconds: float = 0.0) -> StageStats:
+        """Append a step after the existing ones; its kept count becomes the report's final `kept`
+        (and the first step's `in` the report's `input`). A step given by name (e.g. the local-model
+        `moss_check`) gets `in_` = the current `kept` and `kept` = `in_ - dropped` by default."""
+        if isinstance(step, StageStats):
             st = step
+            if not self.steps:
+                self.input = st.in_
         else:
             n_in = self.kept if in_ is None else in_
-            st = StepStats(step, n_in, n_in - dropped if kept is None else kept, dropped, tagged, 0,
-                           Counter(reasons or {}), seconds)
+            st = StageStats(step, n_in, n_in - dropped if kept is None else kept, dropped, tagged, 0,
+                            Counter(reasons or {}), seconds=seconds, detail=True)
         self.steps.append(st)
         self.kept = st.kept
         return st
 
-    def step(self, name: str) -> StepStats:
+    def step(self, name: str) -> StageStats:
         for s in self.steps:
-            if s.step == name:
+            if s.name == name:
                 return s
         raise KeyError(name)
 
@@ -69,24 +72,24 @@ class FunnelReport:
         """Sum two shards' reports (same steps in the same order; the `format` step, listed only
         where it rejected rows, counts as passing every row where it is not listed)."""
         a, b = self.steps, other.steps
-        if any(s.step == FORMAT_STEP for s in (*a, *b)):
+        if any(s.name == FORMAT_STEP for s in (*a, *b)):
             a, b = self._with_format_step(), other._with_format_step()
-        if [s.step for s in a] != [s.step for s in b]:
+        if [s.name for s in a] != [s.name for s in b]:
             raise ValueError("cannot add funnels with different steps")
         return FunnelReport(self.input + other.input, self.kept + other.kept,
                             [x + y for x, y in zip(a, b, strict=True)])
 
-    def _with_format_step(self) -> list[StepStats]:
-        if self.steps and self.steps[0].step == FORMAT_STEP:
+    def _with_format_step(self) -> list[StageStats]:
+        if self.steps and self.steps[0].name == FORMAT_STEP:
             return self.steps
-        return [StepStats(FORMAT_STEP, self.input, self.input), *self.steps]
+        return [StageStats(FORMAT_STEP, self.input, self.input, detail=True), *self.steps]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "kept": self.kept, "steps": [s.to_dict() for s in self.steps]}
+        return {"input": self.input, "kept": self.kept, "steps": [s.funnel_row() for s in self.steps]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FunnelReport:
-        return cls(d.get("input", 0), d.get("kept", 0), [StepStats.from_dict(s) for s in d.get("steps", [])])
+        return cls(d.get("input", 0), d.get("kept", 0), [StageStats.from_funnel_row(s) for s in d.get("steps", [])])
 
     @classmethod
     def read(cls, path: str | Path) -> FunnelReport:
@@ -106,7 +109,7 @@ class FunnelReport:
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for s in self.steps:
-            lines.append(f"| {s.step} | {s.in_:,} | {s.kept:,} | {s.dropped:,} | {s.tagged:,} | {s.redacted:,} | "
+            lines.append(f"| {s.name} | {s.in_:,} | {s.kept:,} | {s.dropped:,} | {s.tagged:,} | {s.redacted:,} | "
                          f"{pct(s.kept, s.in_)} | |")
             for reason, n in sorted(s.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"| &nbsp;&nbsp;↳ {reason} | | | | | | | {n:,} |")
@@ -115,15 +118,9 @@ class FunnelReport:
     def write(self, out_dir: str | Path) -> None:
         """Write funnel.json and funnel.md into out_dir (atomically)."""
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out_dir / FUNNEL_JSON, json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n")
-        _write_atomic(out_dir / FUNNEL_MD, self.to_markdown())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        write_json_atomic(out_dir / FUNNEL_JSON, self.to_dict())
+        with atomic_write(out_dir / FUNNEL_MD) as fh:
+            fh.write(self.to_markdown())
 
 
 # ------------------------------------------------------------------------------------------ body

@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from datagen.filters.base import BaseFilter, FilterResult, Verdict
 from datagen.filters.config import FilterConfig
 from datagen.funnel import FORMAT_STEP, KEPT_FILE, REJECTED_FILE, FunnelReport
-from datagen.io import dumps
+from datagen.io import atomic_write, dumps
 from datagen.procs import pool_context
 from datagen.record import Conversation
 
@@ -110,12 +110,11 @@ def _chunks(rows: Iterable[Conversation], size: int) -> Iterator[list[Conversati
 
 
 class _Sink:
-    def __init__(self, out_dir: Path):
-        self.kept_path, self.rej_path = out_dir / KEPT_FILE, out_dir / REJECTED_FILE
-        self._kept_tmp = out_dir / f".{KEPT_FILE}.tmp"
-        self._rej_tmp = out_dir / f".{REJECTED_FILE}.tmp"
-        self.kept = open(self._kept_tmp, "w", encoding="utf-8")
-        self.rejected = open(self._rej_tmp, "w", encoding="utf-8")
+    """kept.jsonl and rejected.jsonl, each written to a temporary file that replaces it when the
+    run ends without error (`io.atomic_write`)."""
+
+    def __init__(self, kept: IO[str], rejected: IO[str]):
+        self.kept, self.rejected = kept, rejected
 
     def keep(self, conv: Conversation) -> None:
         self.kept.write(dumps(conv.to_dict()) + "\n")
@@ -127,19 +126,6 @@ class _Sink:
             rej["duplicate_of"] = v.duplicate_of
         d["rejected"] = rej
         self.rejected.write(dumps(d) + "\n")
-
-    def commit(self) -> None:
-        for fh, tmp, final in ((self.kept, self._kept_tmp, self.kept_path),
-                               (self.rejected, self._rej_tmp, self.rej_path)):
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            os.replace(tmp, final)
-
-    def abort(self) -> None:
-        for fh, tmp in ((self.kept, self._kept_tmp), (self.rejected, self._rej_tmp)):
-            fh.close()
-            tmp.unlink(missing_ok=True)
 
 
 def _decide_chunk(steps: list[BaseFilter], convs: list[Conversation], outcomes: list[list[Outcome]],
@@ -187,9 +173,9 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
     steps = build_steps(config)
     n_workers = workers or config.workers or os.cpu_count() or 1
     report = FunnelReport()
-    sink = _Sink(out_dir)
     done = 0
-    try:
+    with atomic_write(out_dir / KEPT_FILE) as kept, atomic_write(out_dir / REJECTED_FILE) as rejected:
+        sink = _Sink(kept, rejected)
         chunks = _chunks(conversations, config.chunk_size)
         # Buffer up to parallel_min_rows rows: a small input never pays for worker start-up.
         head: list[list[Conversation]] = []
@@ -218,10 +204,6 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
                         done += _finish(pending.pop(0), steps, sink, report, progress, done)
                 while pending:
                     done += _finish(pending.pop(0), steps, sink, report, progress, done)
-    except BaseException:
-        sink.abort()
-        raise
-    sink.commit()
     report.steps = [s.stats for s in steps if s.step_name != FORMAT_STEP or s.stats.dropped]
     report.write(out_dir)
     return report

@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datagen.io import iter_json_lines
 from datagen.record import Usage
+from datagen.stage import StageStats  # noqa: F401 (the counters every stage keeps; imported from here too)
 from datagen.teacher.failures import RETRYABLE
-from datagen.teacher.redact import redact
 from datagen.teacher.types import Result
 
 #: Teacher error codes that mean the reply itself was unusable: asked again with the reason, and
@@ -115,78 +115,15 @@ def sidecar(out_path: str | Path, suffix: str) -> Path:
     return p.with_name(f"{stem}.{suffix}")
 
 
-@dataclass(slots=True)
-class StageStats:
-    """Counters of one stage run. `counts` holds made/failed/skipped and `failed_<reason>` or
-    `rejected_<reason>` counters; tokens and cost are summed over the rows made (cached calls
-    included) and `paid_*` over the calls this run actually paid for.
+def as_teacher_config(teacher: Any):
+    """A `TeacherConfig` from one, from its dict, or the defaults for None."""
+    from datagen.teacher.config import TeacherConfig
 
-    `retryable_failed` counts this run's failures that a rerun would try again (API failures after
-    the engine's retries, a tool backend down, an expansion stopped early): when it is above 0 the
-    stage is incomplete, and a runner should ask for a rerun rather than go on. `retry_next_run`
-    counts failures the next run tries again though this one went on without them (requests the
-    server refused: fixing the server or the config may make them pass). `examples` keeps one
-    (redacted) detail per failure reason, so a report can say what went wrong, not only how often."""
-
-    stage: str
-    counts: Counter = field(default_factory=Counter)
-    retryable_failed: int = 0
-    retry_next_run: int = 0
-    examples: dict[str, str] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    calls: int = 0
-    cached_calls: int = 0
-    paid_cost: float = 0.0
-
-    def add_result(self, result: Result) -> None:
-        self.calls += 1
-        if result.cached:
-            self.cached_calls += 1
-        else:
-            self.paid_cost += result.cost
-        self.prompt_tokens += result.prompt_tokens
-        self.completion_tokens += result.completion_tokens
-        self.cost += result.cost
-
-    def inc(self, key: str, n: int = 1) -> None:
-        self.counts[key] += n
-
-    def fail(self, reason: str, detail: str | None = None) -> None:
-        """Count a failure (`failed_<reason>`) and keep the first detail seen for it as an example."""
-        self.counts[f"failed_{reason}"] += 1
-        if detail and reason not in self.examples:
-            self.examples[reason] = redact(detail)[:300]
-
-    def reasons(self, prefix: str) -> dict[str, int]:
-        return {k[len(prefix):]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, **dict(sorted(self.counts.items())),
-                "retryable_failed": self.retryable_failed, "retry_next_run": self.retry_next_run,
-                "failure_examples": dict(sorted(self.examples.items())), "calls": self.calls,
-                "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6),
-                "paid_cost": round(self.paid_cost, 6)}
-
-    def summary(self, made_key: str = "made", failed_prefix: str = "failed_") -> str:
-        """One line: made, failed with reasons, tokens, cost."""
-        failed = self.reasons(failed_prefix)
-        why = ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
-        parts = [f"{self.stage}: {self.counts.get(made_key, 0)} {made_key}"]
-        if self.counts.get("skipped_done"):
-            parts.append(f"{self.counts['skipped_done']} already done")
-        n_failed = sum(failed.values())
-        parts.append(f"{n_failed} failed" + (f" ({why})" if why else ""))
-        if self.retryable_failed:
-            parts.append(f"{self.retryable_failed} to retry: rerun the same command")
-        elif self.retry_next_run:
-            parts.append(f"{self.retry_next_run} refused by the server, tried again on the next run")
-        parts.append(f"{self.calls} calls ({self.cached_calls} from the journal)")
-        parts.append(f"{self.prompt_tokens + self.completion_tokens} tokens")
-        parts.append(f"${self.cost:.4f} (paid now ${self.paid_cost:.4f})")
-        return "; ".join(parts)
+    if teacher is None:
+        return TeacherConfig()
+    if isinstance(teacher, Mapping):
+        return TeacherConfig.from_dict(dict(teacher))
+    return teacher
 
 
 def failure_cause(counts: dict[str, Any], examples: dict[str, str] | None = None, prefix: str = "failed_") -> str:
@@ -199,13 +136,3 @@ def failure_cause(counts: dict[str, Any], examples: dict[str, str] | None = None
     text = ", ".join(f"{k} {v}" for k, v in failed)
     example = (examples or {}).get(failed[0][0])
     return f"{text}; e.g. {example}" if example else text
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write a small JSON file atomically (stats beside an output)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(p)
-

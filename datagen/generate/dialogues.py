@@ -46,28 +46,18 @@ from datagen.generate.common import (
     RERUN_FIXES,
     PromptRow,
     StageStats,
+    as_teacher_config,
     existing_ids,
     sidecar,
-    write_json,
 )
 from datagen.generate.config import DialogueConfig
 from datagen.generate.maker import DialogueFailed, DialogueMaker, ToolRunner
 from datagen.generate.prompts import PromptBook
-from datagen.io import AppendWriter, iter_json_lines, write_jsonl_atomic
+from datagen.io import AppendWriter, iter_json_lines, write_json_atomic, write_jsonl_atomic
 from datagen.teacher.redact import redact
 
 #: When this many dialogues have ended, all failed for good and none made, the stage starts no more.
 GIVE_UP_AFTER = 16
-
-
-def _teacher_config(teacher: Any):
-    from datagen.teacher.config import TeacherConfig
-
-    if teacher is None:
-        return TeacherConfig()
-    if isinstance(teacher, Mapping):
-        return TeacherConfig.from_dict(dict(teacher))
-    return teacher
 
 
 def _dialogue_config(kind: str, config: DialogueConfig | Mapping[str, Any] | None,
@@ -165,10 +155,10 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     """The async body of `generate_dialogues` (for callers already inside an event loop)."""
     from datagen.teacher.engine import TeacherEngine
 
-    teacher = _teacher_config(teacher)
+    teacher = as_teacher_config(teacher)
     out_path = Path(out_path)
     failed_path = Path(failed_path) if failed_path is not None else sidecar(out_path, "failed.jsonl")
-    stats = StageStats(stage=f"{kind} dialogues")
+    stats = StageStats(f"{kind} dialogues")
     book = PromptBook(config.templates_dir, dict(config.template_versions))
 
     rows = [PromptRow.of(p) for p in prompts]
@@ -221,7 +211,7 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
             runner.close()
     if world_size == 1:  # and once more, so the ledger names no dialogue this run finished
         compact_failures(failed_path, done | made)
-    write_json(sidecar(out_path, "stats.json"), stats.to_dict())
+    write_json_atomic(sidecar(out_path, "stats.json"), stats.info(), sort_keys=True)
     if maker is not None and maker.fatal is not None:
         raise TeacherError(f"the teacher refused every call ({maker.fatal.reason}: {maker.fatal.detail}); "
                            f"fix the teacher settings and rerun the same command to resume")

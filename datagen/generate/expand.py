@@ -47,15 +47,15 @@ from datagen.generate.common import (
     FATAL_ERRORS,
     PromptRow,
     StageStats,
+    as_teacher_config,
     language_name,
     rng_for,
     sidecar,
-    write_json,
 )
 from datagen.generate.config import ExpandConfig
 from datagen.generate.parsing import parse_numbered_list
 from datagen.generate.prompts import TOOL_LINES, PromptBook
-from datagen.io import write_jsonl_atomic
+from datagen.io import write_json_atomic, write_jsonl_atomic
 from datagen.record import PLUGIN_COMMANDS
 from datagen.teacher.failures import RETRYABLE
 from datagen.teacher.types import Request, Result
@@ -204,13 +204,12 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                   engine_factory: Callable[..., Any] | None = None) -> StageStats:
     """The async body of `expand` (for callers inside an event loop). `engine_factory` replaces
     `TeacherEngine` (same arguments), e.g. with a batch-API engine."""
-    from datagen.generate.dialogues import _teacher_config
     from datagen.teacher.engine import TeacherEngine
     from datagen.text.neardup import NearDupIndex
 
-    teacher = _teacher_config(teacher)
+    teacher = as_teacher_config(teacher)
     out_path = Path(out_path)
-    stats = StageStats(stage="expand")
+    stats = StageStats("expand")
     book = PromptBook(config.templates_dir, {"expand": config.template_version} if config.template_version else {})
     rows = [PromptRow.of(s) for s in seeds]
     stats.inc("seeds", len(rows))
@@ -305,10 +304,10 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
         if c.stopped != "target":
             stats.inc(f"cells_short_{c.stopped}")
     stats.counts["cells"] = len(cells)
-    info = stats.to_dict()
+    info = stats.info()
     info["per_cell"] = {c.name: {"target": c.target, "kept": len(c.machine), "requests": c.requests,
                                  "stopped": c.stopped} for c in cells}
-    write_json(sidecar(out_path, "stats.json"), info)
+    write_json_atomic(sidecar(out_path, "stats.json"), info, sort_keys=True)
     return stats
 
 
@@ -377,12 +376,12 @@ def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None
 def print_summary(stats: StageStats) -> None:
     """The one-line summary on stderr."""
     c = stats.counts
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.reasons("rejected_").items(), key=lambda kv: -kv[1]))
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_prefix("rejected_").items(), key=lambda kv: -kv[1]))
     print(f"expand: {c.get('count', 0)} prompts kept of {c.get('candidates', 0)} candidates"
           f"{f' (rejected: {rejected})' if rejected else ''}; {c.get('requests', 0)} requests "
           f"({stats.cached_calls} from the journal); {stats.prompt_tokens + stats.completion_tokens} tokens; "
           f"${stats.cost:.4f} (paid now ${stats.paid_cost:.4f})", file=sys.stderr)
     if stats.retryable_failed:
-        failed = ", ".join(f"{k} {v}" for k, v in stats.reasons("failed_").items() if k in RETRYABLE)
+        failed = ", ".join(f"{k} {v}" for k, v in stats.by_prefix("failed_").items() if k in RETRYABLE)
         print(f"expand: stopped early: {stats.retryable_failed} requests failed ({failed}); rerun the same "
               "command to resume (finished requests come from the journal, unpaid)", file=sys.stderr)

@@ -349,7 +349,7 @@ class Run:
         seeds = list(read_seeds(seeds_path))
         stats = expand(seeds, self.config.expand, self.config.teacher, out, self.journal,
                        run_seed=self.config.seed)
-        info = stats if isinstance(stats, dict) else stats.to_dict()
+        info = stats if isinstance(stats, dict) else stats.info()
         info.setdefault("count", _count_lines(out))
         _log_teacher_stage("expand", info, f"{info.get('count', 0)} prompts kept of {info.get('candidates', 0)} "
                                           f"candidates, {info.get('requests', 0)} requests")
@@ -379,7 +379,7 @@ class Run:
         stats = generate_dialogues(prompts, kind=kind, options=options, teacher=self.config.teacher,
                                    out_path=out, journal_path=self.journal, tools_config=self.config.tools,
                                    run_seed=self.config.seed)
-        info = stats if isinstance(stats, dict) else stats.to_dict()
+        info = stats if isinstance(stats, dict) else stats.info()
         info["prompts"] = len(prompts)
         info.setdefault("count", _count_lines(out))
         _log_teacher_stage(f"dialogues.{kind}", info, f"{info.get('made', 0)} made"

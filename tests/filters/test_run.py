@@ -8,12 +8,13 @@ import pytest
 
 from datagen.cli import main as cli_main
 from datagen.errors import ConfigError
-from datagen.filters.base import BaseFilter, StepStats, Verdict
+from datagen.filters.base import BaseFilter, Verdict
 from datagen.filters.config import FilterConfig
 from datagen.filters.registry import get_step, register_step, step_names
 from datagen.filters.run import run_filters
 from datagen.funnel import FunnelReport
 from datagen.record import Conversation
+from datagen.stage import StageStats
 from tests.filters.conftest import conv
 
 
@@ -179,7 +180,7 @@ def test_external_steps_register_and_append():
     row = conv(("写一首诗", "春天来了，万物复苏，花儿开放，鸟儿在枝头歌唱。"))
     kept, _ = step.apply(row, Verdict.of(step.filter(row)))
     assert kept is row and kept.tags["test_long_answer"] == "long"
-    report = FunnelReport(10, 7, [StepStats("quality", 10, 7, 3)])
+    report = FunnelReport(10, 7, [StageStats("quality", 10, 7, 3, detail=True)])
     report.add_step("moss_check", dropped=2, reasons={"loss_above_threshold": 2})
     d = report.to_dict()
     assert d["kept"] == 5 and d["steps"][-1]["in"] == 7 and d["steps"][-1]["reasons"] == {"loss_above_threshold": 2}

@@ -157,7 +157,7 @@ def test_a_plan_quoting_the_users_request_is_not_asked_again(fake_openai, tmp_pa
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1)
     [conv] = list(read_conversations(out))
     assert conv.turns[0].calls == [ToolCall("Text2Image", "a cat wearing a hat")]
-    assert stats.calls == 2 and not stats.reasons("shortened_")  # plan and answer, no re-ask
+    assert stats.calls == 2 and not stats.by_prefix("shortened_")  # plan and answer, no re-ask
 
 
 def _small_model(req):
