@@ -31,6 +31,7 @@ from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.filters.base import POLICIES, BaseFilter
+from datagen.settings import check_int, reject_unknown
 
 #: (name, policy, params) of the default steps, in order: cheap per-row checks first, dedup last so
 #: the first good copy of a duplicate is the one kept.
@@ -74,10 +75,8 @@ class StepConfig:
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         known = {n for n in sig.parameters if n not in ("self", "policy")}
         where = self.where or f"steps.{self.name}"
-        unknown = sorted(set(self.params) - known)
-        if unknown and not accepts_any:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)} for step {self.name!r} "
-                              f"(known: {', '.join(sorted(known | set(_STEP_KEYS)))})", field=f"{where}.{unknown[0]}")
+        if not accepts_any:
+            reject_unknown(self.params, known | set(_STEP_KEYS), where)
         self._check_types(cls, where)
         try:
             kwargs = dict(self.params)
@@ -190,8 +189,7 @@ class FilterConfig:
             value = getattr(self, name)
             if value is None and name == "workers":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", field=name)
+            check_int(value, name, minimum=minimum)
 
     @classmethod
     def default(cls) -> FilterConfig:
@@ -203,10 +201,7 @@ class FilterConfig:
         d = d or {}
         if not isinstance(d, dict):
             raise ConfigError(f"the filter config must be a mapping, got {type(d).__name__}")
-        unknown = sorted((k for k in d if k not in _TOP_KEYS), key=str)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(_TOP_KEYS)})",
-                              field=str(unknown[0]))
+        reject_unknown(d, _TOP_KEYS)
         base = cls()
         steps_in = d.get("steps")
         if steps_in is None:

@@ -24,6 +24,7 @@ from typing import Any
 from datagen.errors import ConfigError
 from datagen.record import PLUGIN_COMMANDS
 from datagen.seeds.record import normalize_category
+from datagen.settings import check_int, reject_unknown
 
 __all__ = ["DialogueConfig", "ExpandConfig", "TurnDistribution", "lookup", "normalize_category"]
 
@@ -69,16 +70,8 @@ def _reject_unknown(cls: type, d: dict[str, Any] | None, where: str) -> dict[str
         return {}
     if not isinstance(d, dict):
         raise ConfigError(f"must be a mapping, got {type(d).__name__}", field=where)
-    known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
-    unknown = sorted((k for k in d if k not in known), key=str)
-    if unknown:
-        raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", field=f"{where}.{unknown[0]}")
+    reject_unknown(d, (f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")), where)
     return dict(d)
-
-
-def _int(value: Any, name: str, minimum: int, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", field=f"{where}.{name}")
 
 
 def _num(value: Any, name: str, where: str, lo: float = 0.0) -> None:
@@ -231,12 +224,12 @@ class ExpandConfig:
         if not isinstance(self.targets, dict):
             raise ConfigError(f"must be a mapping of category -> count, got {self.targets!r}", field=f"{w}.targets")
         for k, v in self.targets.items():
-            _int(v, f"targets.{k}", 0, w)
-        _int(self.batch_size, "batch_size", 1, w)
-        _int(self.k_seed, "k_seed", 1, w)
-        _int(self.k_machine, "k_machine", 0, w)
-        _int(self.min_chars, "min_chars", 1, w)
-        _int(self.max_chars, "max_chars", self.min_chars, w)
+            check_int(v, f"targets.{k}", minimum=0, where=w)
+        check_int(self.batch_size, "batch_size", minimum=1, where=w)
+        check_int(self.k_seed, "k_seed", minimum=1, where=w)
+        check_int(self.k_machine, "k_machine", minimum=0, where=w)
+        check_int(self.min_chars, "min_chars", minimum=1, where=w)
+        check_int(self.max_chars, "max_chars", minimum=self.min_chars, where=w)
         self.blacklist = _str_list(self.blacklist, "blacklist", w)
         self.plugin_blacklist = _str_list(self.plugin_blacklist, "plugin_blacklist", w)
         self.reject_patterns = _str_list(self.reject_patterns, "reject_patterns", w)
@@ -252,16 +245,16 @@ class ExpandConfig:
             if not 0 < self.near_dup_threshold <= 1:
                 raise ConfigError(f"must be in (0, 1], got {self.near_dup_threshold}",
                                   field=f"{w}.near_dup_threshold")
-        _int(self.parallel, "parallel", 1, w)
+        check_int(self.parallel, "parallel", minimum=1, where=w)
         if self.max_requests is not None:
-            _int(self.max_requests, "max_requests", 1, w)
-        _int(self.max_idle_rounds, "max_idle_rounds", 1, w)
+            check_int(self.max_requests, "max_requests", minimum=1, where=w)
+        check_int(self.max_idle_rounds, "max_idle_rounds", minimum=1, where=w)
         _num(self.temperature, "temperature", w)
         _num(self.top_p, "top_p", w)
-        _int(self.max_tokens, "max_tokens", 16, w)
+        check_int(self.max_tokens, "max_tokens", minimum=16, where=w)
         if self.template_version is not None:
-            _int(self.template_version, "template_version", 1, w)
-        _int(self.seed, "seed", 0, w)
+            check_int(self.template_version, "template_version", minimum=1, where=w)
+        check_int(self.seed, "seed", minimum=0, where=w)
         if not isinstance(self.check_language, bool):
             raise ConfigError(f"must be true or false, got {self.check_language!r}", field=f"{w}.check_language")
 
@@ -342,25 +335,25 @@ class DialogueConfig:
             self.turns = {**DEFAULT_TURNS[self.kind], **self.turns}  # per-category, over the defaults
         self._dists = {k: TurnDistribution.parse(v, f"{w}.turns.{k}") for k, v in self.turns.items()}
         if self.concurrency is not None:
-            _int(self.concurrency, "concurrency", 1, w)
+            check_int(self.concurrency, "concurrency", minimum=1, where=w)
         for name in ("max_tokens", "user_max_tokens", "plan_max_tokens"):
-            _int(getattr(self, name), name, 1, w)
+            check_int(getattr(self, name), name, minimum=1, where=w)
         for name in ("temperature", "top_p", "user_temperature"):
             _num(getattr(self, name), name, w)
         self.plugins = _str_list(self.plugins, "plugins", w)
         bad = sorted(set(self.plugins) - set(PLUGIN_COMMANDS))
         if bad:
             raise ConfigError(f"unknown plugin {bad[0]!r} (known: {', '.join(PLUGIN_COMMANDS)})", field=f"{w}.plugins")
-        _int(self.content_retries, "content_retries", 0, w)
-        _int(self.min_turns, "min_turns", 1, w)
-        _int(self.seed, "seed", 0, w)
+        check_int(self.content_retries, "content_retries", minimum=0, where=w)
+        check_int(self.min_turns, "min_turns", minimum=1, where=w)
+        check_int(self.seed, "seed", minimum=0, where=w)
         for name in ("keep_partial", "check_language"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"must be true or false, got {getattr(self, name)!r}", field=f"{w}.{name}")
         if not isinstance(self.template_versions, dict):
             raise ConfigError("must be a mapping of template name -> version", field=f"{w}.template_versions")
         for k, v in self.template_versions.items():
-            _int(v, f"template_versions.{k}", 1, w)
+            check_int(v, f"template_versions.{k}", minimum=1, where=w)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, *, kind: str | None = None, where: str = "dialogues",

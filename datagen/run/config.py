@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -22,15 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError
+from datagen.filters.config import FilterConfig
+from datagen.finetune.config import FinetuneConfig
+from datagen.generate.config import DialogueConfig, ExpandConfig
+from datagen.settings import check_int, reject_unknown
+from datagen.teacher.config import RUNTIME_FIELDS, TeacherConfig
 from datagen.yamlfile import load_yaml, read_yaml, resolve_path
-
-#: section name -> (module, class) of the stage config that parses it.
-SECTION_CLASSES: dict[str, tuple[str, str]] = {
-    "teacher": ("datagen.teacher.config", "TeacherConfig"),
-    "expand": ("datagen.generate.expand", "ExpandConfig"),
-    "filters": ("datagen.filters.config", "FilterConfig"),
-    "finetune": ("datagen.finetune.train", "FinetuneConfig"),
-}
 
 #: sections parsed here (small, owned by the pipeline).
 TOP_LEVEL_KEYS = {
@@ -44,12 +40,6 @@ def _check_type(value: Any, types: tuple[type, ...], field_name: str, what: str)
         raise ConfigError(f"must be {what}, got {value!r}", field=field_name)
     if not isinstance(value, types):
         raise ConfigError(f"must be {what}, got {value!r}", field=field_name)
-
-
-def _check_count(value: Any, field_name: str, *, minimum: int) -> None:
-    _check_type(value, (int,), field_name, "a whole number")
-    if value < minimum:
-        raise ConfigError(f"must be at least {minimum}, got {value}", field=field_name)
 
 
 def _check_str_list(value: Any, field_name: str) -> list[str]:
@@ -72,7 +62,7 @@ class SeedsSection:
         _check_str_list(self.languages, "seeds.languages")
         _check_str_list(self.categories, "seeds.categories")
         if self.per_cell is not None:
-            _check_count(self.per_cell, "seeds.per_cell", minimum=1)
+            check_int(self.per_cell, "seeds.per_cell", minimum=1)
 
 
 @dataclass(slots=True)
@@ -88,7 +78,7 @@ class DialogueKind:
         _check_type(self.enabled, (bool,), "dialogues.enabled", "true or false")
         _check_type(self.include_seeds, (bool,), "dialogues.include_seeds", "true or false")
         if self.max_dialogues is not None:
-            _check_count(self.max_dialogues, "dialogues.max_dialogues", minimum=0)
+            check_int(self.max_dialogues, "dialogues.max_dialogues", minimum=0)
         _check_type(self.options, (dict,), "dialogues.options", "a mapping")
 
 
@@ -112,11 +102,11 @@ class CheckSection:
                               field="check.tokenization")
         if self.model is not None:
             _check_type(self.model, (str,), "check.model", "a folder, a .gguf file or smollm2")
-        _check_count(self.batch_size, "check.batch_size", minimum=1)
+        check_int(self.batch_size, "check.batch_size", minimum=1)
         if self.max_length is not None:
-            _check_count(self.max_length, "check.max_length", minimum=1)
+            check_int(self.max_length, "check.max_length", minimum=1)
         if self.max_rows is not None:
-            _check_count(self.max_rows, "check.max_rows", minimum=0)
+            check_int(self.max_rows, "check.max_rows", minimum=0)
         if self.max_loss is not None:
             _check_type(self.max_loss, (int, float), "check.max_loss", "a number")
             if not self.max_loss >= 0:
@@ -169,11 +159,11 @@ class RunConfig:
     name: str = "run"
     seed: int = 0
     seeds: SeedsSection = field(default_factory=SeedsSection)
-    teacher: Any = None
-    expand: Any = None
+    teacher: TeacherConfig | None = None
+    expand: ExpandConfig | None = None
     dialogues: dict[str, DialogueKind] = field(default_factory=dict)
     tools: dict[str, Any] = field(default_factory=dict)
-    filters: Any = None
+    filters: FilterConfig | None = None
     check: CheckSection = field(default_factory=CheckSection)
     finetune: dict[str, Any] = field(default_factory=dict)
     dataset: DatasetSection = field(default_factory=DatasetSection)
@@ -191,8 +181,6 @@ class RunConfig:
         them mid-run must not redo finished stages. Publishing details are left out too, except for
         the stages that ask for `publish` (the card names the license, repo and title). No secret
         is ever in the config (keys come from environment variables)."""
-        from datagen.teacher.config import RUNTIME_FIELDS
-
         data = copy.deepcopy(self.raw)
         if sections and "publish" in sections and isinstance(data.get("publish"), dict):
             # visibility changes nothing in the folder
@@ -289,10 +277,7 @@ def _dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
         return cls()
     if not isinstance(data, dict):
         raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=where)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted((k for k in data if k not in names), key=str)
-    if unknown:
-        raise ConfigError(f"unknown key (known: {', '.join(sorted(names))})", field=f"{where}.{unknown[0]}")
+    reject_unknown(data, (f.name for f in dataclasses.fields(cls)), where)
     try:
         return cls(**data)
     except TypeError as exc:
@@ -305,9 +290,7 @@ def _dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(exc.reason, field=f) from None
 
 
-def _section(name: str, data: Any) -> Any:
-    module, cls_name = SECTION_CLASSES[name]
-    cls = getattr(importlib.import_module(module), cls_name)
+def _section(name: str, cls: type, data: Any) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -338,9 +321,7 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
     """Build a RunConfig from a plain dict (already merged with overrides). Paths are used as given
     (`load_config` resolves those written in a file first); `raw` is what the user wrote, kept for
     fingerprints and manifests (default: `data`)."""
-    unknown = sorted((k for k in data if k not in TOP_LEVEL_KEYS), key=str)
-    if unknown:
-        raise ConfigError(f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})", field=str(unknown[0]))
+    reject_unknown(data, TOP_LEVEL_KEYS)
     name = _run_name(data.get("name", "run"))
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -353,14 +334,12 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
             raise ConfigError("unknown dialogue kind (use hhh or plugin)", field=f"dialogues.{kind}")
         dialogues[kind] = _dataclass_from_dict(DialogueKind, section, f"dialogues.{kind}")
         # Validate the generation options now, not an hour into the run.
-        from datagen.generate.config import DialogueConfig
-
         DialogueConfig.from_dict(dict(dialogues[kind].options), kind=kind, where=f"dialogues.{kind}.options")
     finetune = data.get("finetune") or {}
     if not isinstance(finetune, dict):
         raise ConfigError("must be a mapping", field="finetune")
     if finetune:
-        _section("finetune", finetune)  # validate now; `datagen finetune --config` builds it again
+        _section("finetune", FinetuneConfig, finetune)  # validate now; `datagen finetune --config` builds it again
     tools = data.get("tools") or {}
     if not isinstance(tools, dict):
         raise ConfigError("must be a mapping", field="tools")
@@ -373,11 +352,11 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
         name=name,
         seed=seed,
         seeds=_dataclass_from_dict(SeedsSection, data.get("seeds"), "seeds"),
-        teacher=_section("teacher", data.get("teacher")),
-        expand=_section("expand", data.get("expand")),
+        teacher=_section("teacher", TeacherConfig, data.get("teacher")),
+        expand=_section("expand", ExpandConfig, data.get("expand")),
         dialogues=dialogues,
         tools=tools,
-        filters=_section("filters", data.get("filters")),
+        filters=_section("filters", FilterConfig, data.get("filters")),
         check=_dataclass_from_dict(CheckSection, data.get("check"), "check"),
         finetune=finetune,
         dataset=_dataclass_from_dict(DatasetSection, data.get("dataset"), "dataset"),
