@@ -8,7 +8,10 @@
       rpm: 5000                          # optional request and token limits per minute
       tpm: 2000000
       params: {seed: 7}                  # extra sampling parameters sent with every request
-      prices: {gpt-4o-mini: {input: 0.15, output: 0.60}}   # USD per 1M tokens
+      prices:                            # USD per 1M tokens
+        gpt-4o-mini: {input: 0.15, cached_input: 0.075, output: 0.60, batch_input: 0.075, batch_output: 0.30}
+      mode: online                       # or batch: the provider's Batch API, half the price, within 24 h
+      batch: {max_lines: 50000, poll_interval: 15}   # batch mode's settings (`BatchSettings`)
 
 Every field is validated in `__post_init__`; a bad one raises `ConfigError` naming it. A run config
 may not set `params.temperature`, `params.top_p` or `params.max_tokens`: every stage sets its own
@@ -38,8 +41,84 @@ RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
 #: run fingerprint (changing concurrency must not look like a new dataset).
 RUNTIME_FIELDS = frozenset({
     "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_attempts", "min_backoff", "max_backoff",
-    "max_retry_after", "prices", "stall_seconds", "progress", "rate_window",
+    "max_retry_after", "prices", "stall_seconds", "progress", "rate_window", "mode", "batch",
 })
+
+#: How calls are made: one HTTP request each, or rounds of batch files (`datagen.teacher.batch`).
+MODES = ("online", "batch")
+#: Where batch mode sends a round: the provider's Files and Batches API, or a JSONL file on disk
+#: for a self-hosted teacher (`vllm run-batch`; `datagen batch export` / `datagen batch import`).
+TRANSPORTS = ("api", "files")
+#: The price keys of a model in `prices` (USD per 1M tokens). Missing ones default: cached_input to
+#: input, batch_input and batch_output to half of input and output (the Batch API discount of
+#: OpenAI and most providers), batch_cached_input to batch_input scaled by the cache discount.
+PRICE_KEYS = ("input", "output", "cached_input", "batch_input", "batch_output", "batch_cached_input")
+
+
+@dataclass(slots=True)
+class BatchSettings:
+    """Batch mode's settings (`teacher.batch`).
+
+    Args:
+        transport: `api` (upload, create, poll, download through the provider's Batch API) or
+            `files` (write each round as a JSONL file for `vllm run-batch`, then stop).
+        completion_window: the batch window sent with each batch (OpenAI accepts only `24h`).
+        max_lines, max_bytes: the most lines and bytes in one batch input file (OpenAI: 50,000 and
+            200 MB); a bigger round is split into several files.
+        poll_interval, max_poll_interval: seconds between polls of a batch: the first wait, growing
+            by half each poll up to the second.
+        settle_seconds: a round closes once no request has come for this long and every dialogue
+            waits on the teacher (none is running a tool).
+        linger_seconds: ... or once no request has come for this long, whatever else runs.
+        poll_failures: polls in a row that may fail (server down) before the run gives up on a
+            batch for now (its ids stay in the journal: a rerun polls it again).
+        export_dir: where the `files` transport writes round files (default: `batches/` beside
+            the journal).
+    """
+
+    transport: str = "api"
+    completion_window: str = "24h"
+    max_lines: int = 50_000
+    max_bytes: int = 200_000_000
+    poll_interval: float = 15.0
+    max_poll_interval: float = 300.0
+    settle_seconds: float = 0.2
+    linger_seconds: float = 60.0
+    poll_failures: int = 30
+    export_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        where = "teacher.batch"
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}",
+                              field=f"{where}.transport")
+        if not isinstance(self.completion_window, str) or not self.completion_window:
+            raise ConfigError(f"must be a window such as '24h', got {self.completion_window!r}",
+                              field=f"{where}.completion_window")
+        for name in ("max_lines", "max_bytes", "poll_failures"):
+            _check_int(getattr(self, name), name, minimum=1, where=where)
+        for name in ("poll_interval", "max_poll_interval"):
+            _check_number(getattr(self, name), name, positive=True, where=where)
+        for name in ("settle_seconds", "linger_seconds"):
+            _check_number(getattr(self, name), name, positive=False, where=where)
+        if self.export_dir is not None and not isinstance(self.export_dir, str):
+            raise ConfigError(f"must be a folder path, got {self.export_dir!r}", field=f"{where}.export_dir")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> BatchSettings:
+        """Build from `teacher.batch`, rejecting unknown keys by name."""
+        if isinstance(d, BatchSettings):
+            return d
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ConfigError(f"must be a mapping, got {type(d).__name__}", field="teacher.batch")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}",
+                              field="teacher.batch." + unknown[0])
+        return cls(**d)
 
 
 #: Sampling parameters every stage sets on each of its requests, and the config keys that set them:
@@ -73,10 +152,16 @@ class TeacherConfig:
         max_retry_after: the longest server-directed wait (`retry-after`) honoured, in seconds.
         params: default sampling parameters (a request's own params win). A run config may not
             set temperature, top_p or max_tokens here: the stages set those (`STAGE_PARAM_KEYS`).
-        prices: USD per 1M tokens, `{model: {"input": x, "output": y}}`, for the cost ledger.
+        prices: USD per 1M tokens, `{model: {"input": x, "output": y}}`, for the cost ledger;
+            optionally `cached_input` and the batch prices `batch_input`, `batch_output`,
+            `batch_cached_input` (`PRICE_KEYS` says how missing ones default).
         stall_seconds: warn when no call has finished for this long while calls are pending.
         progress: show a progress bar (only on a terminal).
         rate_window: the window of `rpm`/`tpm` in seconds. 60 for real APIs; benchmarks shrink it.
+        mode: `online` (one HTTP request a call) or `batch` (rounds of batch files: half the price,
+            answers within the batch window). In batch mode `concurrency` is the most requests one
+            round holds, and so the most dialogues in progress: set it to the run's size.
+        batch: batch mode's settings (`BatchSettings`).
     """
 
     base_url: str = "http://127.0.0.1:8089/v1"
@@ -95,6 +180,8 @@ class TeacherConfig:
     stall_seconds: float = 300.0
     progress: bool = True
     rate_window: float = 60.0
+    mode: str = "online"
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
@@ -120,6 +207,9 @@ class TeacherConfig:
             raise ConfigError(f"must be true or false, got {self.progress!r}", field="teacher.progress")
         self.params = check_params(self.params, "teacher.params")
         self.prices = _check_prices(self.prices)
+        if self.mode not in MODES:
+            raise ConfigError(f"must be one of {', '.join(MODES)}, got {self.mode!r}", field="teacher.mode")
+        self.batch = BatchSettings.from_dict(self.batch)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TeacherConfig:
@@ -156,12 +246,29 @@ class TeacherConfig:
         remember_secret(value)
         return value
 
-    def price_of(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """USD for these tokens, or None when the price table does not list the model."""
+    def price_of(self, model: str, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0,
+                 batch: bool = False) -> float | None:
+        """USD for these tokens (`cached_tokens` of the prompt at the cached-input price; batch
+        prices when `batch`), or None when the price table does not list the model."""
         price = self.prices.get(model)
         if price is None:
             return None
-        return (prompt_tokens * price.get("input", 0.0) + completion_tokens * price.get("output", 0.0)) / 1e6
+        p_in, p_cached, p_out = price_triple(price, batch=batch)
+        cached = min(max(0, cached_tokens), prompt_tokens)
+        return ((prompt_tokens - cached) * p_in + cached * p_cached + completion_tokens * p_out) / 1e6
+
+
+def price_triple(price: dict[str, float], *, batch: bool) -> tuple[float, float, float]:
+    """(input, cached input, output) USD per 1M tokens of one model's price entry, online or batch,
+    with the defaults `PRICE_KEYS` describes."""
+    p_in, p_out = price.get("input", 0.0), price.get("output", 0.0)
+    p_cached = price.get("cached_input", p_in)
+    if not batch:
+        return p_in, p_cached, p_out
+    b_in = price.get("batch_input", p_in / 2)
+    b_out = price.get("batch_output", p_out / 2)
+    b_cached = price.get("batch_cached_input", b_in * p_cached / p_in if p_in else b_in)
+    return b_in, b_cached, b_out
 
 
 _CHAR_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", " ": "a space"}
@@ -232,10 +339,12 @@ def _check_prices(prices: Any) -> dict[str, dict[str, float]]:
         if not isinstance(price, dict):
             raise ConfigError("must be a mapping {input: USD per 1M tokens, output: USD per 1M tokens}",
                               field=where)
-        unknown = sorted(set(price) - {"input", "output"})
+        unknown = sorted(set(price) - set(PRICE_KEYS))
         if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; expected input and output", field=where)
-        for side in ("input", "output"):
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(PRICE_KEYS)}", field=where)
+        for side in PRICE_KEYS:
             _check_number(price.get(side, 0.0), side, positive=False, where=where)
-        out[str(model)] = {"input": float(price.get("input", 0.0)), "output": float(price.get("output", 0.0))}
+        entry = {"input": float(price.get("input", 0.0)), "output": float(price.get("output", 0.0))}
+        entry.update({k: float(price[k]) for k in PRICE_KEYS[2:] if k in price})
+        out[str(model)] = entry
     return out

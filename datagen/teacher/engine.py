@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,16 @@ import openai
 import tenacity
 
 from datagen.errors import DatagenError
-from datagen.teacher.config import TeacherConfig, check_params
+from datagen.teacher.config import TeacherConfig
 from datagen.teacher.failures import CallFailure, classify
-from datagen.teacher.journal import Journal, JournalEntry, canonical_request, key_of
+from datagen.teacher.journal import Journal
 from datagen.teacher.limits import AdaptiveConcurrency, WindowLimiter, estimate_tokens
 from datagen.teacher.progress import Progress
+from datagen.teacher.settle import Answer, Ledger, Paid, Prepared, cut_detail, parse_completion, prepare
 from datagen.teacher.stats import EngineStats
 from datagen.teacher.types import Request, Result
+
+__all__ = ["EngineStats", "TeacherEngine", "cut_detail", "open_engine", "run_requests"]
 
 log = logging.getLogger("datagen.teacher")
 
@@ -55,21 +57,6 @@ _POST_OPTIONS: Any = {"security": {"bearer_auth": True}}
 #: The rate-window reservations of the request the current task is sending (see `_on_send`).
 _RESERVATIONS: contextvars.ContextVar[list[tuple[WindowLimiter, list[Any]]] | None] = \
     contextvars.ContextVar("datagen_teacher_reservations", default=None)
-
-
-@dataclass(slots=True)
-class _Answer:
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(slots=True)
-class _CallState:
-    attempts: int = 0
-    paid_prompt: int = 0
-    paid_completion: int = 0
 
 
 class TeacherEngine:
@@ -100,7 +87,7 @@ class TeacherEngine:
         self._pause_until = 0.0
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self._fatal: dict[str | None, CallFailure] = {}  # None: the whole endpoint; else per model
-        self._unpriced: set[str] = set()
+        self.ledger = Ledger(config, self.stats, desc=self.desc, mode="online")
         self._completion_avg = 256.0
         self._progress: Progress | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -118,6 +105,7 @@ class TeacherEngine:
             httpx_log.setLevel(logging.WARNING)
         if self.journal_path is not None:
             self._journal = Journal(self.journal_path).open()
+            self.ledger.journal = self._journal
         limits = httpx2.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency)
         hooks = {"request": [self._on_send]} if (self._rpm or self._tpm) else {}
         self._client = openai.AsyncOpenAI(
@@ -149,6 +137,8 @@ class TeacherEngine:
         if self._progress is not None:
             self.summary = self._progress.close()
             self._progress = None
+            if self.stats.prompt_tokens:
+                log.info("%s: %s", self.desc, self.ledger.summary())
 
     async def _tick_forever(self) -> None:
         while True:
@@ -172,19 +162,14 @@ class TeacherEngine:
         """Make one call (or return it from the journal). Safe to await from many coroutines."""
         if self._client is None:
             raise DatagenError("TeacherEngine is not open: use `async with TeacherEngine(...) as engine`")
-        model = request.model or self.config.model
-        params = self.config.params
-        if request.params:
-            params = {**params, **check_params(request.params, "request.params")}
-        canonical = canonical_request(model, request.messages, params, request.template_version,
-                                      sample=request.sample)
-        key = key_of(canonical)
+        prep = prepare(self.config, request)
+        key = prep.key
         self.stats.submitted += 1
         while True:
             if self._journal is not None:
                 entry = self._journal.get_ok(key)
                 if entry is not None:
-                    return self._count(self._from_journal(entry, request))
+                    return self._count(self.ledger.from_journal(entry, request))
             owner = self._inflight.get(key)
             if owner is None:
                 break
@@ -198,7 +183,7 @@ class TeacherEngine:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            result = await self._call(key, canonical, request, model, params)
+            result = await self._call(prep, request)
         except BaseException:
             fut.cancel()
             raise
@@ -249,15 +234,6 @@ class TeacherEngine:
 
     # ------------------------------------------------------------------ one call
 
-    def _from_journal(self, entry: JournalEntry, request: Request) -> Result:
-        result = Result(key=entry.key, ok=True, text=entry.response, finish_reason=entry.finish_reason,
-                        prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
-                        cost=entry.cost, model=entry.model, cached=True, attempts=0, tag=request.tag)
-        if request.require_complete and entry.finish_reason == "length":
-            result.ok, result.text = False, None
-            result.error, result.detail = "length", "the journaled answer was cut (finish_reason length)"
-        return result
-
     def _count(self, result: Result) -> Result:
         st = self.stats
         if result.cached:
@@ -272,14 +248,14 @@ class TeacherEngine:
     def _fatal_for(self, model: str) -> CallFailure | None:
         return self._fatal.get(None) or self._fatal.get(model)
 
-    async def _call(self, key: str, canonical: dict[str, Any], request: Request, model: str,
-                    params: dict[str, Any]) -> Result:
-        state = _CallState()
+    async def _call(self, prep: Prepared, request: Request) -> Result:
+        model = prep.model
+        paid = Paid()
         started = time.monotonic()
         fatal = self._fatal_for(model)
         if fatal is not None:
             failure = CallFailure(fatal.code, f"not sent: an earlier call failed with {fatal.detail}")
-            return await self._record_failure(key, canonical, request, model, failure, state, started)
+            return await self.ledger.failure(prep, request, failure, paid, started)
         est_prompt = estimate_tokens(request.messages)
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.config.max_attempts),
@@ -290,60 +266,22 @@ class TeacherEngine:
             reraise=True,
         )
         try:
-            answer = await retrying(self._attempt, request, model, params, est_prompt, state)
+            answer = await retrying(self._attempt, request, model, prep.params, est_prompt, paid)
         except CallFailure as failure:
             if failure.fatal and self._fatal_for(model) is None:
                 self._fatal[model if failure.code == "not_found" else None] = failure
                 log.error("%s: %s; sending nothing more%s", self.desc, failure,
                           f" for model {model}" if failure.code == "not_found" else "")
-            return await self._record_failure(key, canonical, request, model, failure, state, started)
+            return await self.ledger.failure(prep, request, failure, paid, started)
         # The slot taken by the successful try is still held: give it back only once the row is
         # committed, so calls finished but not yet journaled never outnumber the concurrency.
         try:
-            cost = self._price(model, answer.prompt_tokens, answer.completion_tokens)
-            paid_cost = self._price(model, state.paid_prompt, state.paid_completion)
-            latency = time.monotonic() - started
-            if self._journal is not None:
-                await self._journal.write(JournalEntry(
-                    key=key, status="ok", request=canonical, model=model, response=answer.text,
-                    finish_reason=answer.finish_reason, prompt_tokens=answer.prompt_tokens,
-                    completion_tokens=answer.completion_tokens, cost=cost,
-                    paid_prompt_tokens=state.paid_prompt, paid_completion_tokens=state.paid_completion,
-                    paid_cost=paid_cost, attempts=state.attempts, latency=latency))
+            return await self.ledger.ok(prep, request, answer, paid, started)
         finally:
             self._slots.release()
-        self._add_paid(state, paid_cost)
-        return Result(key=key, ok=True, text=answer.text, finish_reason=answer.finish_reason,
-                      prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
-                      cost=cost, model=model, cached=False, attempts=state.attempts, tag=request.tag)
-
-    async def _record_failure(self, key: str, canonical: dict[str, Any], request: Request, model: str,
-                              failure: CallFailure, state: _CallState, started: float) -> Result:
-        paid_cost = self._price(model, state.paid_prompt, state.paid_completion)
-        self._add_paid(state, paid_cost)
-        self.stats.last_error = f"{failure.code}: {failure.detail}"
-        if self._journal is not None:
-            await self._journal.write(JournalEntry(
-                key=key, status="failed", request=canonical, model=model, response=failure.text,
-                finish_reason=failure.finish_reason, prompt_tokens=failure.prompt_tokens,
-                completion_tokens=failure.completion_tokens,
-                cost=self._price(model, failure.prompt_tokens, failure.completion_tokens),
-                paid_prompt_tokens=state.paid_prompt, paid_completion_tokens=state.paid_completion,
-                paid_cost=paid_cost, attempts=state.attempts, error=failure.code, detail=failure.detail,
-                latency=time.monotonic() - started))
-        return Result(key=key, ok=False, text=None, finish_reason=failure.finish_reason,
-                      prompt_tokens=failure.prompt_tokens, completion_tokens=failure.completion_tokens,
-                      cost=self._price(model, failure.prompt_tokens, failure.completion_tokens), model=model,
-                      cached=False, attempts=state.attempts, error=failure.code, detail=failure.detail,
-                      tag=request.tag)
-
-    def _add_paid(self, state: _CallState, paid_cost: float) -> None:
-        self.stats.prompt_tokens += state.paid_prompt
-        self.stats.completion_tokens += state.paid_completion
-        self.stats.cost += paid_cost
 
     async def _attempt(self, request: Request, model: str, params: dict[str, Any], est_prompt: int,
-                       state: _CallState) -> _Answer:
+                       paid: Paid) -> Answer:
         """One HTTP try. On success the concurrency slot is still held (the caller releases it)."""
         epoch = await self._slots.acquire()
         try:
@@ -361,7 +299,7 @@ class TeacherEngine:
             fatal = self._fatal_for(model)
             if fatal is not None:  # another call hit an account-wide error while we waited
                 raise CallFailure(fatal.code, f"not sent: an earlier call failed with {fatal.detail}")
-            state.attempts += 1
+            paid.attempts += 1
             self.stats.sent += 1
             self.stats.in_flight += 1
             token = _RESERVATIONS.set(reservations) if reservations else None
@@ -373,11 +311,11 @@ class TeacherEngine:
                     "/chat/completions", cast_to=httpx2.Response,
                     body={**params, "model": model, "messages": list(request.messages)},
                     options=_POST_OPTIONS)
-                answer = self._parse(raw.content, request, est_prompt, params.get("max_tokens"))
+                answer = parse_completion(raw.content, require_complete=request.require_complete,
+                                          est_prompt=est_prompt, max_tokens=params.get("max_tokens"))
             except (openai.APIError, CallFailure, ValueError) as exc:
                 failure = classify(exc)
-                state.paid_prompt += failure.prompt_tokens
-                state.paid_completion += failure.completion_tokens
+                paid.add(failure.prompt_tokens, failure.completion_tokens)
                 if tpm_handle is not None and (failure.prompt_tokens or failure.completion_tokens):
                     self._tpm.settle(tpm_handle, failure.prompt_tokens + failure.completion_tokens)  # type: ignore[union-attr]
                 if failure.code == "rate_limited":
@@ -394,8 +332,7 @@ class TeacherEngine:
         except BaseException:
             self._slots.release()
             raise
-        state.paid_prompt += answer.prompt_tokens
-        state.paid_completion += answer.completion_tokens
+        paid.add(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
         if tpm_handle is not None:
             self._tpm.settle(tpm_handle, answer.prompt_tokens + answer.completion_tokens)  # type: ignore[union-attr]
         self._completion_avg += 0.05 * (answer.completion_tokens - self._completion_avg)
@@ -410,45 +347,6 @@ class TeacherEngine:
             now = time.monotonic()
             for limiter, handle in reservations:
                 limiter.sent(handle, now)
-
-    def _parse(self, content: bytes, request: Request, est_prompt: int, max_tokens: Any = None) -> _Answer:
-        """Check the body is a usable chat completion; raise CallFailure when it is not."""
-        try:
-            data = json.loads(content)
-        except ValueError as exc:
-            raise CallFailure("invalid_response", f"body is not JSON ({exc}): {content[:120]!r}") from None
-        if not isinstance(data, dict):
-            raise CallFailure("invalid_response", f"body is not a JSON object: {content[:120]!r}")
-        if "choices" not in data and "error" in data:
-            raise CallFailure("server_error", f"HTTP 200 with an error body: {str(data['error'])[:300]}")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        pt, ct = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise CallFailure("empty", "the response has no choices", prompt_tokens=pt, completion_tokens=ct)
-        choice = choices[0]
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict):
-            raise CallFailure("invalid_response", f"choices[0] has no message: {str(choice)[:200]}",
-                              prompt_tokens=pt, completion_tokens=ct)
-        text = message.get("content")
-        finish = choice.get("finish_reason")
-        if text is not None and not isinstance(text, str):
-            raise CallFailure("invalid_response", f"message content is not text: {str(text)[:200]}",
-                              prompt_tokens=pt, completion_tokens=ct)
-        reported = bool(usage)
-        if not reported:  # some local servers omit usage: estimate it so the ledger is not zero
-            pt, ct = est_prompt, estimate_tokens([{"content": text or ""}]) - 7
-        if finish == "length" and request.require_complete:
-            raise CallFailure("length", cut_detail(pt, ct, max_tokens, reported=reported), prompt_tokens=pt,
-                              completion_tokens=ct, text=text, finish_reason=finish)
-        if finish == "content_filter":
-            raise CallFailure("content_filter", "the server's content filter stopped the answer",
-                              prompt_tokens=pt, completion_tokens=ct, text=text, finish_reason=finish)
-        if not text:
-            raise CallFailure("empty_text", f"the answer has no text (finish_reason {finish!r})",
-                              prompt_tokens=pt, completion_tokens=ct, finish_reason=finish)
-        return _Answer(text=text, finish_reason=finish, prompt_tokens=pt, completion_tokens=ct)
 
     # ------------------------------------------------------------------ retry policy
 
@@ -485,47 +383,31 @@ class TeacherEngine:
             until = time.monotonic() + min(failure.retry_after, self.config.max_retry_after)
             self._pause_until = max(self._pause_until, until)
 
-    def _price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        cost = self.config.price_of(model, prompt_tokens, completion_tokens)
-        if cost is None:
-            if self.config.prices and model not in self._unpriced:
-                self._unpriced.add(model)
-                log.warning("%s: no price for model %s in teacher.prices; its cost counts as 0", self.desc, model)
-            return 0.0
-        return cost
+def open_engine(config: TeacherConfig, **kwargs: Any) -> Any:
+    """The engine `config.mode` asks for, with TeacherEngine's arguments: a TeacherEngine (online),
+    or a `datagen.teacher.batch.BatchEngine` (batch). Use as `async with open_engine(...) as engine`."""
+    return engine_factory(config)(config, **kwargs)
 
 
-def cut_detail(prompt_tokens: int, completion_tokens: int, max_tokens: Any, *, reported: bool = True) -> str:
-    """Why an answer ended with finish_reason `length`: max_tokens, or the model's context window
-    (the answer stopped short of max_tokens, so prompt + answer filled the context)."""
-    if not reported:
-        return "cut by the server's length limit (finish_reason length; the server reported no usage)"
-    if isinstance(max_tokens, int) and completion_tokens < max_tokens:
-        return (f"cut after {completion_tokens} completion tokens, short of max_tokens ({max_tokens}): the "
-                f"prompt ({prompt_tokens} tokens) and the answer filled the model's context window; give the "
-                "server a longer context or send shorter prompts (fewer turns)")
-    if isinstance(max_tokens, int):
-        return f"cut at max_tokens ({max_tokens}) after {completion_tokens} completion tokens"
-    return (f"cut after {completion_tokens} completion tokens by the server's own limit (no max_tokens was "
-            f"sent: its default, or the context window with the prompt's {prompt_tokens} tokens)")
+def engine_factory(config: TeacherConfig) -> Callable[..., Any]:
+    """The engine class for `config.mode`: what a stage's `engine_factory` hook takes."""
+    if config.mode == "batch":
+        from datagen.teacher.batch import BatchEngine
 
-
-def _int(value: Any) -> int:
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
+        return BatchEngine
+    return TeacherEngine
 
 
 def run_requests(config: TeacherConfig, requests: Iterable[Request], *, journal_path: str | Path | None = None,
                  progress: bool | None = None, desc: str = "") -> list[Result]:
-    """Run requests to completion from synchronous code; Results come back in input order.
-    (Starts its own event loop: from async code use `TeacherEngine` directly.)"""
+    """Run requests to completion from synchronous code; Results come back in input order, online
+    or in batch rounds as `config.mode` says. (Starts its own event loop: from async code use
+    `open_engine` or `TeacherEngine` directly.)"""
     reqs = list(requests)
 
     async def main() -> list[Result]:
         out: list[Result | None] = [None] * len(reqs)
-        async with TeacherEngine(config, journal_path=journal_path, progress=progress, desc=desc) as engine:
+        async with open_engine(config, journal_path=journal_path, progress=progress, desc=desc) as engine:
             tagged = [replace(r, tag=i) for i, r in enumerate(reqs)]
             async for result in engine.map(tagged):
                 i = result.tag

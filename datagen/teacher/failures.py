@@ -16,6 +16,11 @@ Every failure becomes a `CallFailure` with a short code (the `Result.error` voca
     length               no        no              finish_reason "length" where the whole answer is needed
     content_filter       no        no              finish_reason "content_filter"
     empty_text           no        no              a choice whose message has no text
+    batch_expired        yes       no              a batch line not run within the batch's window
+    batch_cancelled      yes       no              a batch line not run because its batch was cancelled
+
+A batch line that ran is classified like the online call it stands for: its `status_code` goes
+through `classify_status`, its body through the engine's completion parser.
 
 "Stops the run" failures are account- or endpoint-wide: once one is seen, the engine sends
 nothing more and fails the remaining requests with the same reason instead of paying a million
@@ -31,7 +36,8 @@ import openai
 
 from datagen.teacher.redact import redact
 
-RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection", "invalid_response", "empty"})
+RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection", "invalid_response", "empty",
+                       "batch_expired", "batch_cancelled"})
 FATAL = frozenset({"insufficient_quota", "auth", "not_found"})
 
 
@@ -95,24 +101,30 @@ def classify(exc: BaseException) -> CallFailure:
         detail = f"{exc}: {type(cause).__name__}: {cause}" if cause else str(exc)
         return CallFailure("connection", detail)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        detail = f"HTTP {status}: {_error_message(exc)}"
-        if status == 429:
-            if _is_quota(exc):
-                return CallFailure("insufficient_quota", detail)
-            return CallFailure("rate_limited", detail, retry_after=parse_retry_after(exc.response.headers))
-        if status >= 500 or status in (408, 409):
-            return CallFailure("server_error", detail, retry_after=parse_retry_after(exc.response.headers))
-        if status in (401, 403):
-            return CallFailure("auth", detail)
-        if status == 404:
-            return CallFailure("not_found", detail)
-        return CallFailure("bad_request", detail)
+        return classify_status(exc.status_code, _error_message(exc), headers=exc.response.headers,
+                               quota=_is_quota(exc))
     if isinstance(exc, openai.APIResponseValidationError | ValueError):
         return CallFailure("invalid_response", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIError):
         return CallFailure("connection", f"{type(exc).__name__}: {exc}")
     raise exc
+
+
+def classify_status(status: int, message: str, *, headers: object = None, quota: bool = False) -> CallFailure:
+    """The failure an HTTP `status` stands for (an online answer, or a batch line's `status_code`).
+    `quota`: a 429 whose error code is `insufficient_quota`."""
+    detail = f"HTTP {status}: {message}"
+    if status == 429:
+        if quota:
+            return CallFailure("insufficient_quota", detail)
+        return CallFailure("rate_limited", detail, retry_after=parse_retry_after(headers))
+    if status >= 500 or status in (408, 409):
+        return CallFailure("server_error", detail, retry_after=parse_retry_after(headers))
+    if status in (401, 403):
+        return CallFailure("auth", detail)
+    if status == 404:
+        return CallFailure("not_found", detail)
+    return CallFailure("bad_request", detail)
 
 
 def _is_quota(exc: openai.APIStatusError) -> bool:

@@ -13,12 +13,19 @@ last few transactions, which are then simply re-asked).
 
 Rows with status `failed` are the failure ledger: they keep the last error, and the next run asks
 them again (they are never served as cached).
+
+Batch mode (`datagen.teacher.batch`) adds two tables: `batches` (one row per batch input file: its
+round, the provider's file and batch ids, its status) and `batch_lines` (one row per submitted
+line: custom_id, journal key, canonical request, whether it was settled). Both are written before
+the run waits on the provider, so a killed run polls the same batches again and submits no line
+twice. Journals written before these columns and tables existed are upgraded in place on open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import queue
 import sqlite3
@@ -54,14 +61,56 @@ CREATE TABLE IF NOT EXISTS calls (
     detail TEXT,
     latency REAL,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,      -- of prompt_tokens, read from the provider's cache
+    paid_cached_tokens INTEGER NOT NULL DEFAULT 0,
+    mode TEXT                                      -- online | batch: how the stored answer was made
 );
 CREATE INDEX IF NOT EXISTS calls_failed ON calls(error) WHERE status = 'failed';
+CREATE TABLE IF NOT EXISTS batches (
+    name TEXT PRIMARY KEY,                -- b000001: the local name; every custom_id starts with it
+    round INTEGER NOT NULL,
+    model TEXT,
+    transport TEXT NOT NULL,              -- api | files
+    status TEXT NOT NULL,                 -- writing, uploaded, the provider's status, exported, imported
+    settled INTEGER NOT NULL DEFAULT 0,   -- 1 once every line is settled (or the batch abandoned)
+    file_id TEXT,
+    batch_id TEXT,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    lines INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    counts TEXT,                          -- the provider's last request_counts (JSON)
+    path TEXT,                            -- the round file (files transport)
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_lines (
+    custom_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    batch TEXT NOT NULL,                  -- batches.name
+    request TEXT NOT NULL,                -- canonical request JSON
+    require_complete INTEGER NOT NULL DEFAULT 1,
+    settled INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,                         -- ok, or the error code it was settled with
+    delivered INTEGER NOT NULL DEFAULT 1  -- 0: a final failure no stage has been handed yet
+);
+CREATE INDEX IF NOT EXISTS batch_lines_key ON batch_lines(key);
+CREATE INDEX IF NOT EXISTS batch_lines_open ON batch_lines(batch) WHERE settled = 0;
 """
+
+#: Columns added to `calls` after schema version 1 first shipped: added in place to older journals.
+_ADDED_COLUMNS = {
+    "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "paid_cached_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "mode": "TEXT",
+}
 
 _COLUMNS = ("key", "status", "model", "request", "response", "finish_reason", "prompt_tokens",
             "completion_tokens", "cost", "paid_prompt_tokens", "paid_completion_tokens", "paid_cost",
-            "attempts", "error", "detail", "latency", "created", "updated")
+            "attempts", "error", "detail", "latency", "created", "updated", "cached_tokens",
+            "paid_cached_tokens", "mode")
 
 # An ok row is never replaced by a failure; counters of paid work add up across runs.
 _UPSERT = f"""
@@ -76,7 +125,8 @@ ON CONFLICT(key) DO UPDATE SET
     paid_cost = calls.paid_cost + excluded.paid_cost,
     attempts = calls.attempts + excluded.attempts,
     error = excluded.error, detail = excluded.detail, latency = excluded.latency,
-    updated = excluded.updated
+    updated = excluded.updated, cached_tokens = excluded.cached_tokens,
+    paid_cached_tokens = calls.paid_cached_tokens + excluded.paid_cached_tokens, mode = excluded.mode
 WHERE calls.status != 'ok' OR excluded.status = 'ok'
 """
 
@@ -103,14 +153,19 @@ def request_key(model: str, messages: Any, params: dict[str, Any], template_vers
 
 def key_of(canonical: dict[str, Any]) -> str:
     """sha256 of an already canonical request dict."""
-    blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hashlib.sha256(dumps(canonical).encode("utf-8")).hexdigest()
+
+
+def dumps(obj: Any) -> str:
+    """The journal's JSON form: sorted keys, no spaces, UTF-8 text as is."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(slots=True)
 class JournalEntry:
-    """One journal row. `prompt_tokens`/`completion_tokens`/`cost` describe this call's last try;
-    `paid_*` and `attempts` are what this call has cost so far in all (the writer adds them up)."""
+    """One journal row. `prompt_tokens`/`completion_tokens`/`cached_tokens`/`cost` describe this
+    call's last try; `paid_*` and `attempts` are what this call has cost so far in all (the writer
+    adds them up). `mode` says whether the last try was an online call or a batch line."""
 
     key: str
     status: str
@@ -130,13 +185,15 @@ class JournalEntry:
     latency: float | None = None
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
+    cached_tokens: int = 0
+    paid_cached_tokens: int = 0
+    mode: str | None = None
 
     def _row(self) -> tuple[Any, ...]:
-        req = json.dumps(self.request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return (self.key, self.status, self.model, req, self.response, self.finish_reason,
+        return (self.key, self.status, self.model, dumps(self.request), self.response, self.finish_reason,
                 self.prompt_tokens, self.completion_tokens, self.cost, self.paid_prompt_tokens,
                 self.paid_completion_tokens, self.paid_cost, self.attempts, self.error, redact_opt(self.detail),
-                self.latency, self.created, self.updated)
+                self.latency, self.created, self.updated, self.cached_tokens, self.paid_cached_tokens, self.mode)
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> JournalEntry:
@@ -156,6 +213,7 @@ class JournalStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    cached_tokens: int = 0
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -165,7 +223,7 @@ class JournalStats:
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "ok": self.ok, "failed": self.failed, "attempts": self.attempts,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost": round(self.cost, 6), "by_model": self.by_model}
+                "cached_tokens": self.cached_tokens, "cost": round(self.cost, 6), "by_model": self.by_model}
 
 
 @dataclass(slots=True)
@@ -179,6 +237,9 @@ class FailureGroup:
 
 
 _STOP = object()
+
+#: One SQL statement and its parameters, run by the writer thread.
+Statement = tuple[str, tuple[Any, ...]]
 
 
 class Journal:
@@ -216,6 +277,10 @@ class Journal:
                 elif row[0] != SCHEMA_VERSION:
                     raise DatagenError(f"{self.path}: journal schema version {row[0]}, this datagen reads "
                                        f"version {SCHEMA_VERSION}; use a new journal path")
+                have = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
+                for name, decl in _ADDED_COLUMNS.items():
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise DatagenError(f"{self.path}: not a usable journal ({exc})") from None
@@ -250,23 +315,32 @@ class Journal:
 
     # ------------------------------------------------------------------ writes
 
-    def put(self, entry: JournalEntry, on_commit: Callable[[BaseException | None], None] | None = None) -> None:
-        """Queue a row; `on_commit(error)` is called from the writer thread once it is committed."""
+    def put(self, entry: JournalEntry, on_commit: Callable[[BaseException | None], None] | None = None,
+            *also: Statement) -> None:
+        """Queue a row (and statements `also`, committed in the same transaction); `on_commit(error)`
+        is called from the writer thread once it is committed."""
+        self._enqueue([(_UPSERT, entry._row()), *also], on_commit)
+
+    def _enqueue(self, statements: list[Statement], on_commit: Callable[[BaseException | None], None] | None) -> None:
         if self._writer is None:
             raise DatagenError(f"{self.path}: journal is not open")
         if self._write_error is not None:
             raise DatagenError(f"{self.path}: journal writes failed: {self._write_error}")
-        self._queue.put((entry._row(), on_commit))
+        self._queue.put((statements, on_commit))
 
-    async def write(self, entry: JournalEntry) -> None:
-        """Queue a row and wait until it is committed."""
+    async def write(self, entry: JournalEntry, *also: Statement) -> None:
+        """Queue a row (and statements `also`, in the same transaction) and wait until committed."""
+        await self.execute((_UPSERT, entry._row()), *also)
+
+    async def execute(self, *statements: Statement) -> None:
+        """Run statements in one transaction on the writer thread; returns once committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
         def done(error: BaseException | None) -> None:
             loop.call_soon_threadsafe(_settle, fut, error)
 
-        self.put(entry, done)
+        self._enqueue(list(statements), done)
         await fut
 
     def flush(self) -> None:
@@ -294,21 +368,23 @@ class Journal:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                rows, callbacks = [], []
+                statements: list[Statement] = []
+                callbacks = []
                 for item in batch:
                     if item is _STOP:
                         stop = True
                         continue
-                    row, cb = item
-                    if row is not None:
-                        rows.append(row)
+                    stmts, cb = item
+                    if stmts:
+                        statements.extend(stmts)
                     if cb is not None:
                         callbacks.append(cb)
                 error: BaseException | None = None
-                if rows:
+                if statements:
                     try:
                         conn.execute("BEGIN")
-                        conn.executemany(_UPSERT, rows)
+                        for sql, group in itertools.groupby(statements, key=lambda st: st[0]):
+                            conn.executemany(sql, [params for _, params in group])
                         conn.execute("COMMIT")
                     except sqlite3.Error as exc:
                         error = exc
@@ -335,6 +411,11 @@ class Journal:
         with self._lock:
             row = self._db.execute("SELECT * FROM calls WHERE key = ?", (key,)).fetchone()
         return JournalEntry._from_row(row) if row is not None else None
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only SQL query on the shared reader (the batch tables' helpers use it)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def get_ok(self, key: str) -> JournalEntry | None:
         """The finished row for `key`, or None when there is none (or only a failure)."""
@@ -369,9 +450,10 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT model, status, count(*), sum(attempts), sum(paid_prompt_tokens), "
-                "sum(paid_completion_tokens), sum(paid_cost) FROM calls GROUP BY model, status").fetchall()
+                "sum(paid_completion_tokens), sum(paid_cost), sum(paid_cached_tokens) FROM calls "
+                "GROUP BY model, status").fetchall()
         st = JournalStats()
-        for model, status, n, attempts, pt, ct, cost in rows:
+        for model, status, n, attempts, pt, ct, cost, cached in rows:
             st.total += n
             st.ok += n if status == "ok" else 0
             st.failed += n if status == "failed" else 0
@@ -379,10 +461,12 @@ class Journal:
             st.prompt_tokens += pt or 0
             st.completion_tokens += ct or 0
             st.cost += cost or 0.0
+            st.cached_tokens += cached or 0
             m = st.by_model.setdefault(model or "?", {"ok": 0, "failed": 0, "prompt_tokens": 0,
-                                                      "completion_tokens": 0, "cost": 0.0})
+                                                      "completion_tokens": 0, "cached_tokens": 0, "cost": 0.0})
             m[status] = m.get(status, 0) + n
             m["prompt_tokens"] += pt or 0
+            m["cached_tokens"] += cached or 0
             m["completion_tokens"] += ct or 0
             m["cost"] = round(m["cost"] + (cost or 0.0), 6)
         return st

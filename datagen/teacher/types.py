@@ -47,9 +47,10 @@ class Result:
     already held a finished response and nothing was paid. `error` is a short reason code when
     `ok` is False: `rate_limited`, `server_error`, `timeout`, `connection`, `bad_request`,
     `auth`, `not_found`, `insufficient_quota`, `length`, `empty` (no choices), `empty_text` (a choice
-    with no text), `invalid_response`, `content_filter` (see `datagen.teacher.failures`); `detail`
-    holds the last error message. `attempts` counts the HTTP tries made for this Result (0 when
-    cached).
+    with no text), `invalid_response`, `content_filter`, `batch_expired`, `batch_cancelled` (see
+    `datagen.teacher.failures`); `detail` holds the last error message. `attempts` counts the HTTP tries (or batch lines) made for this
+    Result (0 when cached). `cached_tokens` is the part of `prompt_tokens` the provider read from
+    its prompt cache (billed at the cached-input price).
     """
 
     key: str
@@ -65,3 +66,4 @@ class Result:
     error: str | None = None
     detail: str | None = None
     tag: Any = None
+    cached_tokens: int = 0
