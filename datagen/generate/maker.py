@@ -54,7 +54,14 @@ from datagen.generate.prompts import (
 from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.seeds.record import detect_seed_language, normalize_category
 from datagen.teacher.types import Request
-from datagen.tools.base import ToolUnavailableError, call_in_thread, time_limit_of, timed_out
+from datagen.tools.base import (
+    ToolUnavailableError,
+    call_in_thread,
+    number_snippets,
+    time_limit_of,
+    timed_out,
+    unknown_command,
+)
 
 #: Most commands kept from one planning reply (MOSS's data has up to 10).
 MAX_CALLS_PER_TURN = 10
@@ -118,18 +125,10 @@ class ToolRunner:
         tool's time limit raises ToolUnavailableError)."""
         by_command = {t.name: (name, t) for name, t in self.tools.items()}
         results: list[ToolResult] = []
-        next_index = 1
         for call in calls:
             found = by_command.get(call.name)
-            if found is None:
-                result = ToolResult(name=call.name, arg=call.arg, ok=False, output="No result.")
-            else:
-                result = await self._call(*found, call.arg)
-            if result.snippets:  # numbering continues across the searches of a turn
-                result.first_index = next_index
-                next_index += len(result.snippets)
-            results.append(result)
-        return results
+            results.append(unknown_command(call) if found is None else await self._call(*found, call.arg))
+        return number_snippets(results)
 
     async def _acquire(self, name: str, tool: Any) -> None:
         # Waiting happens here, on the event loop, so no thread sits blocked on a busy tool.

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
 from datagen.errors import ConfigError, DatagenError
+from datagen.formats.commands import NO_RESULT
 from datagen.record import ToolCall, ToolResult
 
-NO_RESULT = "No result."
 ENTRY_POINT_GROUP = "datagen.tools"
 
 
@@ -441,28 +441,37 @@ def run_call(tool: Tool, arg: str) -> ToolResult:
     return result
 
 
+def unknown_command(call: ToolCall) -> ToolResult:
+    """The result of a command no enabled tool answers: `No result.`, as MOSS writes."""
+    return ToolResult(name=call.name, arg=call.arg, ok=False, output=NO_RESULT)
+
+
+def number_snippets(results: list[ToolResult]) -> list[ToolResult]:
+    """Number the search snippets of one turn's results (in order) the way MOSS does, `<|1|>`,
+    `<|2|>`, ... continuing across the turn's searches: each result with snippets gets the
+    `first_index` after the previous one's. Returns `results`."""
+    next_index = 1
+    for result in results:
+        if result.snippets:
+            result.first_index = next_index
+            next_index += len(result.snippets)
+    return results
+
+
 def run_calls(tools: Mapping[str, Tool], calls: Iterable[ToolCall]) -> list[ToolResult]:
     """Run one turn's commands in order and return their results.
 
     Calls are matched to tools by MOSS command name; a command with no enabled tool gets
-    `No result.`. Search snippet numbers (`first_index`) continue across the searches of the turn,
-    as MOSS numbers `<|1|>`, `<|2|>`, ... Raises ToolUnavailableError if a backend is down, and
-    ToolTimeoutError for a call past its tool's `time_limit`.
+    `unknown_command`'s `No result.`. Snippets are numbered across the turn (`number_snippets`).
+    Raises ToolUnavailableError if a backend is down, and ToolTimeoutError for a call past its
+    tool's `time_limit`. `datagen.generate.maker.ToolRunner.run` is the same loop, on an event loop.
     """
     by_command = {t.name: t for t in tools.values()}
-    results: list[ToolResult] = []
-    next_index = 1
+    results = []
     for call in calls:
         tool = by_command.get(call.name)
-        if tool is None:
-            result = ToolResult(name=call.name, arg=call.arg, ok=False, output=NO_RESULT)
-        else:
-            result = run_call(tool, call.arg)
-        if result.snippets:
-            result.first_index = next_index
-            next_index += len(result.snippets)
-        results.append(result)
-    return results
+        results.append(unknown_command(call) if tool is None else run_call(tool, call.arg))
+    return number_snippets(results)
 
 
 def close_tools(tools: Mapping[str, Tool]) -> None:
