@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "datagen.filters.language",
     "datagen.filters.safety.filter",
     "datagen.filters.dedup",
+    "datagen.filters.judge",
 )
 _loaded = False
 
