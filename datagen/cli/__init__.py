@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "datagen.cli.formats",  # validate, convert, stats
     "datagen.cli.generate",  # seeds, expand, generate
     "datagen.cli.filter",  # filter
+    "datagen.cli.judge",  # judge
     "datagen.cli.model",  # check, finetune
     "datagen.cli.publish",  # publish
     "datagen.run.pipeline",  # run, status
