@@ -307,12 +307,16 @@ class Stage:
 
     def run(self, rows: Iterable[Any], ctx: StageContext) -> Iterator[Any]:
         """Stream `rows` through the stage: write its outputs, fill `ctx.info` (what the manifest
-        records) and `ctx.stats`, and yield what it kept."""
+        records) and `ctx.stats`, and yield what it kept (a stage whose only outputs are its files,
+        such as one that calls a whole-file function, yields nothing)."""
         raise NotImplementedError
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
         """This stage's funnel rows, from what the manifest recorded (so a skipped stage has them too)."""
         return []
+
+    def report(self, info: Mapping[str, Any], ctx: StageContext) -> None:
+        """Log what a reader should know about the recorded info, whether the stage ran now or earlier."""
 
 
 # ---------------------------------------------------------------------- filters

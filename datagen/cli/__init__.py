@@ -24,7 +24,7 @@ COMMAND_MODULES = [
     "datagen.cli.judge",  # judge
     "datagen.cli.model",  # check, finetune
     "datagen.cli.publish",  # publish
-    "datagen.run.pipeline",  # run, status
+    "datagen.cli.run",  # run, status, serve-teacher
     "datagen.cli.teacher",  # serve-teacher, journal
     "datagen.cli.review",  # review
 ]
