@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,17 @@ FINETUNE_EXAMPLES = """examples:
 
 DIR receives data/{train,val}.jsonl (MOSS SFT schema), cache/, model/ (a standard Hugging Face
 folder, EOS <eom>) and metrics.json. --config reads the `finetune:` section of a YAML file (or the
-whole file when it has none); flags win over it."""
+whole file when it has none); flags win over it.
+
+Dialogues are packed into rows of --max-length tokens (each keeps its own positions and attends only
+to itself; --no-packing pads batches instead), and attention runs on torch's SDPA where the model can
+(--attention eager for the reference kernel).
+
+Several GPUs or machines: the same command under torchrun (or `accelerate launch`); the Trainer runs
+DDP, the global batch is --batch-size x --grad-accum x processes, only rank 0 writes files:
+  torchrun --nproc_per_node 8 -m datagen finetune final.jsonl --model ~/models/moss-moon-003-sft --out runs/ft
+  torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m datagen finetune ...
+On CPUs, --device cpu uses the gloo backend (OMP_NUM_THREADS is 1 per process unless set)."""
 
 
 def register(sub: Any) -> None:
@@ -69,6 +80,11 @@ def register(sub: Any) -> None:
     f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-5; 2e-4 with --lora)")
     f.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch (default 4)")
     f.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step (default 1)")
+    f.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                   help="pack dialogues into rows of --max-length tokens (default) or pad each batch")
+    f.add_argument("--attention", choices=["auto", "eager", "sdpa"], default=None,
+                   help="attention kernel: sdpa (torch's fused attention), eager, or auto (sdpa where the model "
+                        "can run it; default)")
     f.add_argument("--max-length", type=int, default=None, help="context in tokens (default: the model's)")
     f.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0.1)")
     f.add_argument("--warmup-ratio", type=float, default=None, help="share of steps warming up (default 0.05)")
@@ -157,11 +173,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                           lora=args.lora, lora_r=args.lora_r, merge_lora=args.merge_lora,
                           assistant_only=args.assistant_only, gradient_checkpointing=args.gradient_checkpointing,
                           val_fraction=args.val_fraction, eval_steps=args.eval_steps, save_steps=args.save_steps,
-                          seed=args.seed, tokenization=args.tokenization)
+                          seed=args.seed, tokenization=args.tokenization, packing=args.packing,
+                          attention=args.attention)
     conversations = list(read_conversations(args.inputs))
     if not conversations:
         raise InputError("no conversations found", path=" ".join(map(str, args.inputs)))
     metrics = finetune(conversations, args.model, args.out, config, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun the first process reports
     metrics.pop("train_loss_history", None)
     print(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     print(f"model -> {metrics['model_dir']}", file=sys.stderr)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datagen.errors import ConfigError
+from datagen.model.attention import ATTENTIONS
 from datagen.model.tokenize import TOKENIZATIONS
 
 #: Upstream's sampling settings, written into the saved generation_config.json.
@@ -28,7 +29,14 @@ class FinetuneConfig:
         epochs: passes over the training split; `max_steps` (optimizer steps) wins when set.
         lr: peak learning rate (default 1e-5, or 2e-4 with LoRA). Upstream used 9e-6 to 1.5e-5.
         weight_decay, warmup_ratio: AdamW decay (not on biases and norms) and the cosine warm-up share.
-        batch_size: sequences per device per micro-batch; `grad_accum` micro-batches per step.
+        batch_size: sequences per device per micro-batch (packed rows of `max_length` tokens with
+            `packing`); `grad_accum` micro-batches per step. The global batch is batch_size x
+            grad_accum x the number of processes (`torchrun --nproc_per_node N`).
+        packing: lay dialogues end to end in rows of `max_length` tokens (each keeps its own
+            positions and attends only to itself) instead of padding each batch to its longest;
+            `datagen.finetune.packing`.
+        attention: `auto` (SDPA where the model can run it, MOSS included), `eager` or `sdpa`
+            (`datagen.model.attention`).
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
         precision: `auto` (fp32 on CPU, bf16 on GPUs that have it, else fp16), `bf16`, `fp16`, `fp32`.
         lora: train LoRA adapters instead of all weights; `lora_r`, `lora_alpha`, `lora_dropout`,
@@ -52,6 +60,8 @@ class FinetuneConfig:
     warmup_ratio: float = 0.05
     batch_size: int = 4
     grad_accum: int = 1
+    packing: bool = True
+    attention: str = "auto"
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = True
     precision: str = "auto"
@@ -96,6 +106,11 @@ class FinetuneConfig:
         if self.tokenization not in ("auto", *TOKENIZATIONS):
             raise ConfigError(f"must be auto, {' or '.join(TOKENIZATIONS)}, got {self.tokenization!r}",
                               field="tokenization")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"must be {', '.join(ATTENTIONS)}, got {self.attention!r}", field="attention")
+        for name in ("packing", "lora", "merge_lora", "assistant_only", "gradient_checkpointing", "eval_before"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"must be true or false, got {getattr(self, name)!r}", field=name)
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ConfigError("must be auto, bf16, fp16 or fp32", field="precision")
         if self.save_dtype not in ("auto", "bf16", "fp16", "fp32"):

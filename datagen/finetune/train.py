@@ -3,9 +3,16 @@
 What upstream `finetune_moss.py` does, minus its traps: the same tokenisation and label rule
 (`datagen.model.tokenize`), with an `assistant_only` option; a token cache that cannot go stale
 (`datagen.model.cache`); counted truncations; no DeepSpeed requirement. Training runs on the
-transformers `Trainer` (so `torchrun`/`accelerate launch`, FSDP or a DeepSpeed config work as for any
-Trainer job): AdamW, cosine schedule with warm-up, weight decay off for biases and norms, gradient
-accumulation with token-weighted loss, gradient checkpointing, bf16/fp16 on GPU, optional LoRA (peft).
+transformers `Trainer`: AdamW, cosine schedule with warm-up, weight decay off for biases and norms,
+gradient accumulation with token-weighted loss, gradient checkpointing, bf16/fp16 on GPU, optional
+LoRA (peft), SDPA attention (`datagen.model.attention`) and sequence packing
+(`datagen.finetune.packing`).
+
+Several processes: launch the same command under torchrun (or `accelerate launch`), e.g.
+`torchrun --nproc_per_node 8 -m datagen finetune ...` on one machine (add `--nnodes`/`--rdzv-endpoint`
+for several). The Trainer runs DDP (gloo on CPU): every process loads the model and the same split,
+takes its share of each global batch (batch_size x grad_accum x processes) and the loss is averaged
+over all their tokens; only rank 0 writes data/, cache/, model/ and the logs.
 
 Output folder:
 
@@ -38,6 +45,7 @@ from datagen.finetune.data import (
     token_metrics_preprocess,
     write_sft_splits,
 )
+from datagen.finetune.packing import PackCollator, PackedDataset, keeps_sequences_apart
 from datagen.model._deps import require_torch
 from datagen.record import Conversation
 
@@ -49,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 def _log_callback(path: Path, progress: bool) -> Any:
     """A Trainer callback: a progress bar and one line per log on stderr, and the same logs appended
-    to `path` as JSON lines."""
+    to `path` as JSON lines; by the first process only (under torchrun every process runs it)."""
     import sys
 
     from tqdm.auto import tqdm
@@ -59,7 +67,7 @@ def _log_callback(path: Path, progress: bool) -> Any:
         bar: Any = None
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-            if progress:
+            if progress and state.is_world_process_zero:
                 self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", file=sys.stderr,
                                 dynamic_ncols=True)
 
@@ -73,6 +81,8 @@ def _log_callback(path: Path, progress: bool) -> Any:
                 self.bar = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not state.is_world_process_zero:
+                return
             logs = {k: v for k, v in (logs or {}).items() if not k.endswith(("_per_second", "preparation_time"))}
             line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
             msg = f"[finetune] step {state.global_step}/{state.max_steps} {line}"
@@ -150,22 +160,45 @@ def _training_args_compat(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k in names}
 
 
+def world_size() -> int:
+    """The number of training processes (torchrun's WORLD_SIZE; 1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in the process that writes files: the only one, or torchrun's rank 0."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_examples(tokens: Any, config: FinetuneConfig, row_length: int | None) -> Any:
+    """The Trainer's dataset over a TokenizedSet: packed rows of `row_length` tokens with
+    `config.packing`, else one dialogue per example."""
+    if config.packing:
+        return PackedDataset(tokens, row_length or max(tokens.lengths(), default=1))
+    return SFTDataset(tokens)
+
+
 def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: FinetuneConfig, *,
                   out_dir: str | os.PathLike, device: str, precision: str, pad_id: int,
-                  progress: bool = True, callbacks: Sequence[Any] = ()) -> Any:
+                  row_length: int | None = None, progress: bool = True, callbacks: Sequence[Any] = ()) -> Any:
     """The transformers `Trainer` that `finetune` runs (also used by bench/moss_gpu.py).
 
-    `train_set`/`val_set` are TokenizedSets; checkpoints go to `out_dir/checkpoints`, logs to
-    `out_dir/train_log.jsonl` and stderr (never stdout).
+    `train_set`/`val_set` are TokenizedSets, packed into rows of `row_length` tokens (default: the
+    longest example) when `config.packing`; checkpoints go to `out_dir/checkpoints`, logs to
+    `out_dir/train_log.jsonl` and stderr (never stdout). Under torchrun the Trainer runs DDP (gloo
+    on CPU): each process takes its share of every global batch.
     """
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     out = Path(out_dir)
-    per_step = config.batch_size * config.grad_accum
-    steps_per_epoch = math.ceil(len(train_set) / per_step)
-    max_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
+    on_gpu = device.startswith("cuda")
+    train_data = training_examples(train_set, config, row_length)
     eval_on = val_set is not None and len(val_set) > 0
+    val_data = training_examples(val_set, config, row_length) if eval_on else None
+    per_step = config.batch_size * config.grad_accum * world_size()
+    steps_per_epoch = math.ceil(len(train_data) / per_step)
+    max_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     kwargs = dict(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -182,7 +215,9 @@ def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: Finetun
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=not device.startswith("cuda"),
+        use_cpu=not on_gpu,
+        ddp_backend=None if on_gpu or world_size() == 1 else "gloo",
+        ddp_find_unused_parameters=False,  # a causal LM uses every weight in each forward pass
         logging_strategy="steps",
         logging_steps=min(config.log_steps, max_steps),
         logging_first_step=True,
@@ -195,13 +230,13 @@ def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: Finetun
         disable_tqdm=not progress,
         seed=config.seed,
         remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if config.group_by_length and not config.packing else "random",
         dataloader_num_workers=0,
     )
     args = TrainingArguments(**_training_args_compat(TrainingArguments, kwargs))
-    collator = PadCollator(pad_id=pad_id, multiple_of=8 if device.startswith("cuda") else 1)
-    trainer = Trainer(model=net, args=args, train_dataset=SFTDataset(train_set),
-                      eval_dataset=SFTDataset(val_set) if eval_on else None, data_collator=collator,
+    collator_class = PackCollator if config.packing else PadCollator
+    collator = collator_class(pad_id=pad_id, multiple_of=8 if on_gpu else 1)
+    trainer = Trainer(model=net, args=args, train_dataset=train_data, eval_dataset=val_data, data_collator=collator,
                       compute_metrics=token_metrics, preprocess_logits_for_metrics=token_metrics_preprocess)
     # The Trainer prints its logs on stdout; datagen keeps stdout for data.
     trainer.remove_callback(PrinterCallback)
@@ -252,19 +287,27 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     if config.val_fraction > 0 and not val_records:
         logger.warning("no dialogue falls in the validation split (fraction %s of %d dialogues): training without "
                        "evaluation", config.val_fraction, len(records))
-    write_sft_splits(train_records, val_records, out / "data")
+    # Under torchrun every process runs this function; the split is the same in each (by id), and
+    # only the first writes files.
+    main = is_main_process()
+    if main:
+        write_sft_splits(train_records, val_records, out / "data")
 
     device = pick_device(config.device)
+    device_map = None
+    if world_size() > 1 and device == "cuda":
+        device = device_map = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per process, no sharding
     precision = _precision(config, device)
     # Full fine-tuning keeps fp32 master weights (the Trainer autocasts); LoRA freezes the base, so
     # it can sit in 16 bits.
     load_dtype = precision if (config.lora and precision in ("bf16", "fp16")) else "fp32"
     transformers.set_seed(config.seed)
-    loaded = load_model(model, device=device, dtype=load_dtype, tokenization=config.tokenization)
+    loaded = load_model(model, device=device, dtype=load_dtype, device_map=device_map,
+                        tokenization=config.tokenization, attention=config.attention)
     tokenizer, net = loaded.tokenizer, loaded.model
     max_length = resolve_max_length(config.max_length, loaded.context_length)
 
-    cache = out / "cache" if config.cache else None
+    cache = out / "cache" if config.cache and main else None
     train_set = tokenize_cached(train_records, tokenizer, cache and cache / "train", max_length=max_length,
                                 assistant_only=config.assistant_only, source=str(out / "data" / "train.jsonl"))
     val_set = tokenize_cached(val_records, tokenizer, cache and cache / "val", max_length=max_length,
@@ -286,17 +329,28 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     net.config.pad_token_id = tokenizer.pad_token_id
     net.config.use_cache = False
 
+    run_config = config
+    if config.packing and not keeps_sequences_apart(net):
+        logger.warning("%s lets packed dialogues attend to each other (its attention ignores the position_ids "
+                       "restarts): training on padded batches instead", loaded.source.display)
+        run_config = config.replace(packing=False)
+
     if config.lora:
         net = _apply_lora(net, config, loaded.added_token_ids)
 
-    per_step = config.batch_size * config.grad_accum
-    steps_per_epoch = math.ceil(len(train_set) / per_step)
     eval_on = len(val_set) > 0
-    trainer = build_trainer(net, train_set, val_set if eval_on else None, config, out_dir=out, device=device,
-                            precision=precision, pad_id=tokenizer.pad_token_id, progress=progress)
+    trainer = build_trainer(net, train_set, val_set if eval_on else None, run_config, out_dir=out, device=device,
+                            precision=precision, pad_id=tokenizer.pad_token_id, row_length=max_length,
+                            progress=progress)
+    train_data = trainer.train_dataset
+    steps_per_epoch = math.ceil(len(train_data) / (config.batch_size * config.grad_accum * world_size()))
 
     metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length,
                                "tokenization": loaded.tokenization, "precision": precision,
+                               "attention": loaded.attention, "packing": run_config.packing,
+                               "packing_efficiency": (round(train_data.efficiency, 4) if run_config.packing
+                                                      else None),
+                               "world_size": world_size(), "train_examples": len(train_data),
                                "lora": config.lora, "train_dialogues": len(train_set), "val_dialogues": len(val_set),
                                "val_unused": len(records) - len(train_records) - len(val_records),
                                "train_tokens": train_set.tokens, "val_tokens": val_set.tokens,
@@ -330,6 +384,9 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
         metrics["val_token_accuracy"] = after.get("val_token_accuracy")
 
     model_dir = out / "model"
+    metrics["model_dir"] = str(model_dir)
+    if not trainer.is_world_process_zero():
+        return metrics
     final = trainer.model
     if config.lora and config.merge_lora:
         final = final.merge_and_unload()
@@ -342,7 +399,6 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
         setattr(gen, k, v)
     final.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    metrics["model_dir"] = str(model_dir)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
     return metrics

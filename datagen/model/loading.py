@@ -90,7 +90,8 @@ class LoadedModel:
     `end_tag_ids` maps each MOSS end tag to its id; `added_token_ids` are the tags this load had to
     add (untrained embedding rows). `context_length` is what the model's config declares (None when
     it declares nothing). `tokenization` is the one the tokenizer was loaded for (`upstream` or
-    `datagen`).
+    `datagen`). `attention` is the attention kernel the model runs (`eager` or `sdpa`, see
+    `datagen.model.attention`).
     """
 
     model: Any
@@ -100,6 +101,7 @@ class LoadedModel:
     added_token_ids: list[int] = field(default_factory=list)
     context_length: int | None = None
     tokenization: str = "datagen"
+    attention: str = "eager"
 
     @property
     def device(self) -> Any:
@@ -438,7 +440,7 @@ def _needs_device_map(source: ModelSource, device: str, dtype: Any) -> bool:
 
 def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = None,
                dtype: str | Any | None = None, device_map: str | None = None,
-               tokenization: str = "auto") -> LoadedModel:
+               tokenization: str = "auto", attention: str = "auto") -> LoadedModel:
     """Load a model and its tokenizer for scoring or training.
 
     Args:
@@ -448,9 +450,13 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
         device_map: passed to transformers; default: spread over the GPUs (`auto`) only when the
             weights do not fit the one device.
         tokenization: `auto`, `upstream` or `datagen` (see `resolve_tokenization`).
+        attention: `auto` (SDPA where the model can run it, MOSS included), `eager` or `sdpa` (see
+            `datagen.model.attention`); the outputs agree within float rounding.
     """
     torch, _ = require_torch()
     from transformers import AutoModelForCausalLM, CodeGenForCausalLM
+
+    from datagen.model.attention import load_kwarg, use_attention
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     device = pick_device(device)
@@ -462,6 +468,9 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if device_map:
         kwargs["device_map"] = device_map
+    impl = load_kwarg(attention, codegen=source.kind == "moss")
+    if impl:
+        kwargs["attn_implementation"] = impl
     try:
         if source.kind == "moss":
             config = moss_codegen_config(source.config)
@@ -475,6 +484,7 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
     if not device_map:
         model.to(device)
     model.eval()
+    kernel = use_attention(model, attention)
 
     tag_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in END_TAGS}
     rows = model.get_input_embeddings().weight.shape[0]
@@ -490,4 +500,4 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
                or getattr(cfg, "n_ctx", None))
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, end_tag_ids=tag_ids,
                        added_token_ids=[tag_ids[t] for t in added_tags], context_length=context,
-                       tokenization=tokenization_of(tokenizer))
+                       tokenization=tokenization_of(tokenizer), attention=kernel)
