@@ -16,8 +16,11 @@ from typing import Any
 
 from datagen.formats.moss import render_turn
 from datagen.record import Conversation
+from datagen.text.script import HAN_BMP
 
-_CJK_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+# Han, and the Yijing hexagram symbols between Extension A and the Unified block (U+4DC0-4DFF),
+# which this count has always taken for Han.
+_CJK_RE = re.compile(f"[{HAN_BMP}\u4dc0-\u4dff]")
 _LATIN_RE = re.compile(r"[A-Za-z]")
 
 

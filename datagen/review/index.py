@@ -27,6 +27,7 @@ from datagen.record import Conversation
 from datagen.review.apply import review_mark
 from datagen.review.calls import CALL_COLUMNS, link_calls
 from datagen.review.decisions import DECISIONS_FILE, Decision, content_hash, read_decisions
+from datagen.text.script import HAN_BMP, HANGUL_SYLLABLES, KANA_BASIC
 
 INDEX_VERSION = "2"
 INDEX_FILE = Path("review") / "index.sqlite"
@@ -75,7 +76,7 @@ CREATE INDEX decisions_id ON decisions(id);
 
 # Kana, Han and hangul are indexed one character at a time. A run of them is spaced out in one
 # call: a substitution per character costs ten times more on a large run.
-_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
+_CJK_RUN = re.compile(f"[{KANA_BASIC}{HAN_BMP}{HANGUL_SYLLABLES}]+")
 _WORD = re.compile(r"\w+")
 
 

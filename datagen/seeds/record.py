@@ -40,6 +40,7 @@ from typing import Any
 from datagen.errors import InputError, SeedFormatError
 from datagen.io import write_jsonl_atomic
 from datagen.record import PLUGIN_COMMANDS
+from datagen.text.script import HAN_BMP, HANGUL, KANA
 
 #: Seed categories (MOSS's), with what a prompt of each looks like.
 CATEGORIES: dict[str, str] = {
@@ -253,9 +254,9 @@ def normalize_prompt(text: str) -> str:
     return text.strip()
 
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
-_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_HAN = re.compile(f"[{HAN_BMP}]")
+_KANA = re.compile(f"[{KANA}]")
+_HANGUL = re.compile(f"[{HANGUL}]")
 
 
 def _cjk_script_language(text: str) -> str | None:

@@ -1,5 +1,7 @@
-"""Part of the former datagen/filters/language.py (see ARCHITECTURE.md)."""
-
+"""Scripts in text: the Unicode ranges of the scripts written without spaces (every CJK regex in
+datagen is built from them), stripping what carries no language (code, URLs, quotes), counting
+characters per script, and telling Traditional from Simplified Chinese.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,26 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Unicode ranges (regex character-class bodies) of the scripts written without spaces. A regex that
+# looks for one of them is built from these: `re.compile(f"[{HAN_BMP}{KANA}]")`.
+#: Han in the Basic Multilingual Plane: Extension A, the Unified Ideographs, Compatibility Ideographs.
+HAN_BMP = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+#: Han beyond it: Extensions B to G.
+HAN_EXT = "\U00020000-\U0003134f"
+#: Hiragana and Katakana (with the marks below).
+KANA_BASIC = "\u3040-\u30ff"
+#: Katakana Phonetic Extensions (small ㇰ, ㇱ, ... of Ainu).
+KANA_EXT = "\u31f0-\u31ff"
+KANA = KANA_BASIC + KANA_EXT
+#: ・ and ー: in the Katakana block, but Chinese text writes them too, so they say nothing of Japanese.
+KANA_MARKS = "\u30fb\u30fc"
+#: Hangul Jamo and Compatibility Jamo.
+HANGUL_JAMO = "\u1100-\u11ff\u3130-\u318f"
+HANGUL_SYLLABLES = "\uac00-\ud7af"
+HANGUL = HANGUL_JAMO + HANGUL_SYLLABLES
+#: Hangul Jamo Extended-A and -B (old Korean).
+HANGUL_JAMO_EXT = "\ua960-\ua97c\ud7b0-\ud7fb"
 
 #: Fewer CJK characters than this (and fewer Latin words than MIN_LATIN_WORDS): no verdict.
 MIN_CJK_CHARS = 3
@@ -105,11 +127,9 @@ _QUOTE_CHARS_RE = re.compile("[「『“‘«\"']")
 # Script counts
 
 
-#: The han, kana and hangul ranges of `_script_of`, as one character class.
-_CJK_RE = re.compile(
-    "[\u3040-\u30fa\u30fd-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-    "\uac00-\ud7af\ud7b0-\ud7fb\ua960-\ua97c\u1100-\u11ff\u3130-\u318f\U00020000-\U0003134f]"
-)
+#: A han, kana or hangul character (as `_script_of` counts them, old Hangul jamo included); not the
+#: kana marks.
+_CJK_RE = re.compile(f"(?![{KANA_MARKS}])[{HAN_BMP}{HAN_EXT}{KANA}{HANGUL}{HANGUL_JAMO_EXT}]")
 _SYMBOL_RE = re.compile(r"[^\w\s]|_")
 
 
@@ -227,7 +247,7 @@ def variant_counts(text: str) -> tuple[int, int]:
     return t, s
 
 
-_HAN_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}")
+_HAN_RUN_RE = re.compile(f"[{HAN_BMP}]{{2,}}")
 
 
 def phrase_variant_counts(text: str) -> tuple[int, int]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-#: Unicode ranges of the scripts written without spaces, one token per character.
-HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-KANA_RANGES = "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff"
-HANGUL_RANGES = "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
-CJK_RANGES = HAN_RANGES + KANA_RANGES + HANGUL_RANGES
+from datagen.text.script import HAN_BMP, HAN_EXT, HANGUL, KANA
+
+#: The scripts written without spaces, one token per character.
+CJK_RANGES = HAN_BMP + HAN_EXT + KANA + HANGUL
 
 _TOKEN_RE = re.compile(rf"[{CJK_RANGES}]|[^\W_{CJK_RANGES}]+")
 

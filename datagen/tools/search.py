@@ -31,12 +31,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from datagen.errors import ConfigError, InputError
 from datagen.formats.commands import snippet_text
 from datagen.record import ToolResult
+from datagen.text.script import HAN_BMP, HANGUL_SYLLABLES, KANA_BASIC
 from datagen.tools.base import Bounds, SettingsSchema, Tool, constructor_settings, register_tool
 from datagen.tools.http import env_headers, get_path, request_json, request_time_limit
 
 DEFAULT_DOCS = Path(__file__).parent / "data" / "search_docs.jsonl"
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK = KANA_BASIC + HAN_BMP + HANGUL_SYLLABLES
 _TOKEN_RE = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+", re.UNICODE)
 _CJK_RE = re.compile(rf"[{_CJK}]")
 _SENTENCE_RE = re.compile(r"[^。！？!?；;\n.]+(?:[。！？!?；;\n]+|\.(?=\s|$)|$)")

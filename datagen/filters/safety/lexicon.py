@@ -19,9 +19,10 @@ from pathlib import Path
 
 from datagen.errors import ConfigError
 from datagen.filters.safety.normalize import compact_view, has_split_letters, word_view
+from datagen.text.script import HAN_BMP, HANGUL_SYLLABLES, KANA_BASIC
 
 _INFLECTIONS = ("", "s", "es", "ed", "d", "ing", "er", "ers")
-_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CJK_RE = re.compile(f"[{KANA_BASIC}{HAN_BMP}{HANGUL_SYLLABLES}]")
 
 
 @dataclass(slots=True, frozen=True)
