@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "datagen.cli.filter",  # filter
     "datagen.cli.judge",  # judge
     "datagen.cli.model",  # check, finetune
+    "datagen.cli.preference",  # preference, dpo
     "datagen.cli.publish",  # publish
     "datagen.cli.run",  # run, status, serve-teacher
     "datagen.cli.teacher",  # serve-teacher, journal
