@@ -6,7 +6,7 @@ import json
 import pytest
 
 from datagen.errors import InputError
-from datagen.io import AppendWriter, iter_json_lines, read_conversations, write_jsonl_atomic
+from datagen.io import AppendWriter, iter_conversations, iter_json_lines, write_jsonl_atomic
 from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn, Usage
 
 
@@ -25,7 +25,7 @@ def test_conversation_round_trips_through_jsonl(tmp_path):
     path = tmp_path / "c.jsonl"
     convs = [make_conv(i) for i in range(3)]
     assert write_jsonl_atomic(path, convs) == 3
-    back = list(read_conversations(path))
+    back = list(iter_conversations(path))
     assert [c.to_dict() for c in back] == [c.to_dict() for c in convs]
     assert back[0].turns[0].results[0].extra == {"k": 1}
     assert back[0].kind == "plugin"
@@ -58,7 +58,7 @@ def test_missing_field_names_it(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"id": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(InputError) as exc:
-        list(read_conversations(path))
+        list(iter_conversations(path))
     assert str(exc.value) == f"{path}:1: turns: missing required field"
 
 

@@ -12,7 +12,7 @@ from datagen.formats.validate import validate_paths
 from datagen.generate.common import PromptRow
 from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogues import generate_dialogues
-from datagen.io import read_conversations
+from datagen.io import iter_conversations
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.generate.scripted_teacher import FOLLOW_UPS, role_of, scripted_teacher
 
@@ -36,7 +36,7 @@ def _validate(path) -> None:
 def test_four_turn_hhh_dialogue(fake_openai, tmp_path):
     prompt = PromptRow(id="s1", text="How do volcanoes form?", language="en", category="writing")
     out, stats = _run(fake_openai, tmp_path, [prompt], turns=4)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.id == "hhh-s1" and conv.kind == "hhh" and not conv.inner_thoughts
     assert len(conv.turns) == 4
     # the teacher echoed "MOSS:" / "User:" prefixes and <eom>: all stripped
@@ -70,7 +70,7 @@ def test_category_guidance_turns_and_language(fake_openai, tmp_path):
     prompts = [PromptRow(id="h1", text="怎样才能偷偷进入别人的电脑？", language="zh", category="harmless_zh"),
                PromptRow(id="o1", text="Do you have feelings?", language="en", category="honest")]
     out, _ = _run(fake_openai, tmp_path, prompts)
-    convs = {c.id: c for c in read_conversations(out)}
+    convs = {c.id: c for c in iter_conversations(out)}
     assert 2 <= len(convs["hhh-h1"].turns) <= 4 and 2 <= len(convs["hhh-o1"].turns) <= 4  # MOSS-like ~3
     zh = convs["hhh-h1"]
     assert zh.turns[0].assistant.startswith("这是第1轮的回答")  # <|MOSS|>: prefix stripped
@@ -94,7 +94,7 @@ def test_switching_dialogues_may_change_language(fake_openai, tmp_path):
     out = tmp_path / "out.jsonl"
     generate_dialogues(prompts, "hhh", {"turns": 2, "content_retries": 0}, make_teacher_config_for(fake_openai),
                        out, tmp_path / "j.sqlite")
-    convs = {c.id: c for c in read_conversations(out)}
+    convs = {c.id: c for c in iter_conversations(out)}
     assert len(convs["hhh-w1"].turns) == 2 and convs["hhh-w1"].turns[1].human.startswith("请用中文")
     assert len(convs["hhh-w2"].turns) == 1  # elsewhere a change of language is rejected
     assert convs["hhh-w2"].extra["generation"]["stopped"] == "user:wrong_language"
@@ -104,8 +104,8 @@ def test_turn_counts_are_drawn_per_dialogue_and_reproducible(fake_openai, tmp_pa
     prompts = [PromptRow(id=f"p{i}", text=f"Tell me about topic {i}.", language="en") for i in range(6)]
     out_a, _ = _run(fake_openai, tmp_path, prompts, name="a", turns="1-3", seed=5)
     out_b, _ = _run(fake_openai, tmp_path, prompts, name="b", turns="1-3", seed=5)
-    a = {c.id: len(c.turns) for c in read_conversations(out_a)}
-    b = {c.id: len(c.turns) for c in read_conversations(out_b)}
+    a = {c.id: len(c.turns) for c in iter_conversations(out_a)}
+    b = {c.id: len(c.turns) for c in iter_conversations(out_b)}
     assert a == b and len(set(a.values())) > 1
 
 
@@ -121,7 +121,7 @@ def test_turn_counts_are_drawn_per_dialogue_and_reproducible(fake_openai, tmp_pa
 def test_plugin_dialogue_per_tool_runs_the_real_tool(fake_openai, tmp_path, plugin, question, segment):
     prompt = PromptRow(id="t1", text=question, language="en", category="tool", plugins=[plugin])
     out, stats = _run(fake_openai, tmp_path, [prompt], kind="plugin", turns=1)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.id == "plugin-t1" and conv.plugins == [plugin] and conv.inner_thoughts
     [turn] = conv.turns
     assert len(turn.calls) == 1 and len(turn.results) == 1 and turn.results[0].ok
@@ -148,7 +148,7 @@ def test_multi_turn_plugin_dialogue(fake_openai, tmp_path):
     prompt = PromptRow(id="m1", text="What is 23*47+12?", language="en", category="tool",
                        plugins=["calculator", "search"])
     out, _ = _run(fake_openai, tmp_path, [prompt], kind="plugin", turns=2)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.plugins == ["search", "calculator"]  # MOSS order
     assert [len(t.calls) for t in conv.turns] == [1, 0]  # the follow-up needed no tool
     text = render_text(conv)
@@ -159,7 +159,7 @@ def test_multi_turn_plugin_dialogue(fake_openai, tmp_path):
 def test_failed_tool_is_flagged_and_the_answer_told(fake_openai, tmp_path):
     prompt = PromptRow(id="f1", text="What is 1/0?", language="en", category="tool", plugins=["calculator"])
     out, stats = _run(fake_openai, tmp_path, [prompt], kind="plugin", turns=1)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     [turn] = conv.turns
     assert turn.results[0].ok is False and turn.results[0].output == "No result."
     assert turn.flags == ["tool_failed"]
@@ -188,7 +188,7 @@ def test_unusable_replies_are_retried_then_fail_or_shorten(fake_openai, tmp_path
     cfg = DialogueConfig.from_dict({"turns": 3, "content_retries": 1}, kind="hhh")
     stats = generate_dialogues(prompts, "hhh", cfg, make_teacher_config_for(fake_openai), out,
                                tmp_path / "j.sqlite")
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.id == "hhh-s1" and len(conv.turns) == 1  # kept with the turn it had
     assert conv.extra["generation"]["stopped"] == "user:wrong_language"
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
@@ -231,7 +231,7 @@ def test_api_failure_fails_the_dialogue_and_a_rerun_finishes_it(fake_openai, tmp
     stats2 = generate_dialogues(prompts, "hhh", cfg, teacher, out, tmp_path / "j.sqlite")
     assert stats2.counts["made"] == 2
     assert fake_openai.requests == 2  # turn 1 and the user message came from the journal
-    assert len(list(read_conversations(out))) == 2
+    assert len(list(iter_conversations(out))) == 2
     _validate(out)
 
 
@@ -271,7 +271,7 @@ def test_bad_request_on_a_later_turn_keeps_the_turns_made(fake_openai, tmp_path)
     out = tmp_path / "out.jsonl"
     stats = generate_dialogues([PromptRow(id="a1", text="Explain tides.", language="en")], "hhh", {"turns": 3},
                                make_teacher_config_for(fake_openai), out, tmp_path / "j.sqlite")
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == "assistant:bad_request"
     assert stats.counts["shortened_bad_request"] == 1 and stats.retryable_failed == 0
 
@@ -306,7 +306,7 @@ def test_simulated_user_copying_is_rejected(fake_openai, tmp_path, mode):
     stats = generate_dialogues([PromptRow(id="v1", text="How do volcanoes form exactly?", language="en")], "hhh",
                                {"turns": 3, "content_retries": 1}, make_teacher_config_for(fake_openai), out,
                                tmp_path / "j.sqlite")
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == f"user:{mode}"
     assert stats.counts[f"shortened_{mode}"] == 1
 
@@ -361,7 +361,7 @@ def test_a_prompt_without_language_gets_the_seed_detector_verdict(fake_openai, t
     prompts = [PromptRow(id="z1", text="你好"), PromptRow(id="h1", text="Hola amigo"),
                PromptRow(id="e1", text="How do volcanoes form?")]
     out, _ = _run(fake_openai, tmp_path, prompts, turns=1)
-    langs = {c.id: c.language for c in read_conversations(out)}
+    langs = {c.id: c.language for c in iter_conversations(out)}
     # short CJK by its script, short Latin left undecided rather than called English
     assert langs == {"hhh-z1": "zh", "hhh-h1": None, "hhh-e1": "en"}
 
@@ -432,7 +432,7 @@ def test_search_calls_of_concurrent_dialogues_overlap_up_to_the_tool_concurrency
         search.stop()
     assert stats.counts["made"] == n and search.requests == n
     assert search.max_in_flight == concurrency  # overlapped up to the tool's limit, never past it
-    convs = list(read_conversations(out))
+    convs = list(iter_conversations(out))
     assert all("8,849" in c.turns[0].results[0].snippets[0] for c in convs)
 
 

@@ -14,7 +14,7 @@ from datagen.generate.config import DialogueConfig
 from datagen.generate.dialogues import generate_dialogues
 from datagen.generate.prompts import PromptBook, copied_calls, parse_examples, plan_examples, plan_messages
 from datagen.generate.templates import load_template
-from datagen.io import read_conversations
+from datagen.io import iter_conversations
 from datagen.record import Conversation, ToolCall, Turn
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.fakes.openai_server import last_user_text
@@ -155,7 +155,7 @@ def test_a_plan_quoting_the_users_request_is_not_asked_again(fake_openai, tmp_pa
     prompt = PromptRow(id="d1", text="Please draw a cat wearing a hat.", language="en", category="tool",
                        plugins=["text2image"])
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.turns[0].calls == [ToolCall("Text2Image", "a cat wearing a hat")]
     assert stats.calls == 2 and not stats.by_prefix("shortened_")  # plan and answer, no re-ask
 
@@ -177,7 +177,7 @@ def test_a_model_that_ignores_the_system_prompt_plans_with_v2_but_not_v1(fake_op
     v1_req = next(r for r in fake_openai.received if role_of(r) == "plan")
     assert v1_req["messages"][0]["content"].startswith("You are an AI assistant whose name is MOSS.")
     out2, stats2 = _generate(fake_openai, tmp_path, [prompt], name="v2", turns=1)
-    [conv] = list(read_conversations(out2))
+    [conv] = list(iter_conversations(out2))
     assert conv.turns[0].calls == [ToolCall("Calculate", "23*47+12")]
     assert conv.turns[0].results[0].output == "1093"  # the real tool ran
     assert "plugin_commands.v2" in conv.lineage.template_version
@@ -188,7 +188,7 @@ def test_second_turn_plans_from_the_transcript(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_teacher)
     prompt = PromptRow(id="m1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
     out, _ = _generate(fake_openai, tmp_path, [prompt], turns=2)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert [len(t.calls) for t in conv.turns] == [1, 0]
     plans = [r for r in fake_openai.received if role_of(r) == "plan"]
     assert len(plans) == 2
@@ -207,7 +207,7 @@ def test_a_copied_example_is_asked_again(fake_openai, tmp_path):
     prompt = PromptRow(id="k1", text="Solve x+y=10 and x-y=2 for me.", language="en", category="tool",
                        plugins=["solver"])
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.turns[0].calls == [ToolCall("Solve", "x+y=10;x-y=2")]
     assert stats.calls == 3  # plan, plan again, answer
     retry = [r for r in fake_openai.received if "copied a command from the examples" in last_user_text(r)]
@@ -228,7 +228,7 @@ def test_a_plan_cut_after_its_commands_line_is_used(fake_openai, tmp_path, cut_r
     fake_openai.set_responder(responder)
     prompt = PromptRow(id="l1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1, content_retries=1)
-    convs = list(read_conversations(out))
+    convs = list(iter_conversations(out))
     if accepted:
         assert [t.calls for t in convs[0].turns] == [[ToolCall("Calculate", "23*47+12")]]
     else:
@@ -246,7 +246,7 @@ def test_an_answer_echoing_the_prompt_is_asked_again(fake_openai, tmp_path):
     fake_openai.set_responder(responder)
     prompt = PromptRow(id="e1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
     out, _ = _generate(fake_openai, tmp_path, [prompt], turns=1)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.turns[0].assistant.startswith("Based on the tool results (")
     retry = [r for r in fake_openai.received if role_of(r) == "answer"][1]
     assert "it repeated these instructions instead of answering the user" in last_user_text(retry)
@@ -264,7 +264,7 @@ def test_a_cut_off_hhh_answer_is_retried_with_a_budget_and_never_kept(fake_opena
     prompts = [PromptRow(id="r1", text="Tell me about rivers.", language="en"),
                PromptRow(id="r2", text="STUCK tell me about lakes.", language="en")]
     out, stats = _generate(fake_openai, tmp_path, prompts, kind="hhh", turns=2, max_tokens=256)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.id == "hhh-r1" and len(conv.turns) == 2
     assert all("goes on and on" not in t.assistant for t in conv.turns)
     retries = [last_user_text(r) for r in fake_openai.received
@@ -287,7 +287,7 @@ def test_a_later_cut_off_turn_ends_the_dialogue_with_the_turns_done(fake_openai,
     fake_openai.set_responder(responder)
     out, stats = _generate(fake_openai, tmp_path, [PromptRow(id="p1", text="Explain tides.", language="en")],
                            kind="hhh", turns=3)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == "assistant:length"
     assert stats.counts["shortened_length"] == 1
     _validate(out)
@@ -316,7 +316,7 @@ def test_a_power_in_a_bold_plan_reaches_the_tool_unchanged(fake_openai, tmp_path
     prompt = PromptRow(id="p1", text="What is 2 to the power of 10?", language="en", category="tool",
                        plugins=["calculator"])
     out, _ = _generate(fake_openai, tmp_path, [prompt], turns=1)
-    [conv] = list(read_conversations(out))
+    [conv] = list(iter_conversations(out))
     assert conv.turns[0].thoughts == "I should compute 2 to the power 10."
     assert conv.turns[0].calls == [ToolCall("Calculate", "2**10")]
     assert conv.turns[0].results[0].ok and conv.turns[0].results[0].output == "1024"

@@ -186,7 +186,7 @@ def test_bad_rows_are_rejected_with_reasons_never_fatal(tmp_path):
 
 def test_source_is_the_file_name_only_down_to_the_published_lineage(tmp_path, fake_openai, capsys):
     from datagen.generate.dialogues import generate_dialogues
-    from datagen.io import read_conversations
+    from datagen.io import iter_conversations
     from tests.fakes.openai_fixtures import make_teacher_config_for
     from tests.generate.scripted_teacher import scripted_teacher
 
@@ -208,7 +208,7 @@ def test_source_is_the_file_name_only_down_to_the_published_lineage(tmp_path, fa
     dialogues = tmp_path / "hhh.jsonl"
     generate_dialogues(seeds, "hhh", {"turns": 1}, make_teacher_config_for(fake_openai), dialogues,
                        tmp_path / "j.sqlite")
-    assert {c.lineage.source for c in read_conversations(dialogues)} == {"alpaca_data.jsonl"}
+    assert {c.lineage.source for c in iter_conversations(dialogues)} == {"alpaca_data.jsonl"}
     assert str(folder) not in dialogues.read_text()
 
 

@@ -10,7 +10,7 @@ from datagen.check.files import run_check, scored_ids
 from datagen.cli import main
 from datagen.errors import ConfigError
 from datagen.formats.moss import from_sft
-from datagen.io import read_conversations, write_jsonl_atomic
+from datagen.io import iter_conversations, write_jsonl_atomic
 from tests.moss.conftest import build_tiny_moss, corpus, sft_record
 
 N = 8
@@ -79,7 +79,7 @@ def test_check_threshold_writes_kept_and_rejected(tiny_moss, conversations_file,
     assert main(["check", str(conversations_file), "--model", str(tiny_moss), "--out", str(out), "--max-length",
                  "512", "--percentile", "50", "--no-progress"]) == 0
     assert "moss_check: kept" in capsys.readouterr().out
-    kept = list(read_conversations(tmp_path / "scored.kept.jsonl"))
+    kept = list(iter_conversations(tmp_path / "scored.kept.jsonl"))
     rejected = _rows(tmp_path / "scored.rejected.jsonl")
     assert len(kept) + len(rejected) == N and rejected
     cutoff = max(c.scores["moss_loss"] for c in kept)
@@ -97,7 +97,7 @@ def test_pipeline_stage_writes_its_folder(tiny_moss, conversations_file, tmp_pat
     assert info["count"] == N and info["in"] == N
     assert info["funnel_step"] == {"step": "moss_check", "in": N, "kept": N, "dropped": 0, "tagged": 0,
                                    "reasons": {}}
-    assert len(list(read_conversations(out_dir / "kept.jsonl"))) == N
+    assert len(list(iter_conversations(out_dir / "kept.jsonl"))) == N
 
 
 def test_repeated_ids_are_counted(tiny_moss, tmp_path, capsys):
@@ -179,7 +179,7 @@ def test_kept_rows_end_with_a_newline_when_the_scored_file_lost_its_last_one(tin
     assert info["scored_now"] == 0 and info["count"] == N
     kept = out_dir / "kept.jsonl"
     assert kept.read_bytes().count(b"\n") == N
-    assert [c.id for c in read_conversations(kept)] == [f"c{i}" for i in range(N)]
+    assert [c.id for c in iter_conversations(kept)] == [f"c{i}" for i in range(N)]
 
 
 def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tmp_path, capsys):

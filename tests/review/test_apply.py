@@ -116,19 +116,19 @@ def test_a_bad_decision_line_names_file_line_and_field(tmp_path):
 
 
 def test_the_review_stage_streams_a_run_and_writes_rows_and_pairs(tmp_path):
-    from datagen.io import iter_json_lines, read_conversations
+    from datagen.io import iter_conversations, iter_json_lines
     from datagen.review.apply import review_stage
     from tests.review.small_run import make_small_run
 
     run = make_small_run(tmp_path / "run")
-    kept = list(read_conversations(run / "final.jsonl"))
-    weak = next(c for c in read_conversations(run / "checked" / "rejected.jsonl") if c.id == "hhh-weak")
+    kept = list(iter_conversations(run / "final.jsonl"))
+    weak = next(c for c in iter_conversations(run / "checked" / "rejected.jsonl") if c.id == "hhh-weak")
     calc_row = next(c for c in kept if c.id == "plugin-calc")
     _decide(run / "review.jsonl", weak, "accept")
     _decide(run / "review.jsonl", kept[0], "reject", reason="formatting")
     _decide(run / "review.jsonl", calc_row, "edit", turn=1, text="1093 / 3 ≈ 364.33")
     info = review_stage(run, run / "final.jsonl", run / "review" / "kept.jsonl")
-    out = list(read_conversations(run / "review" / "kept.jsonl"))
+    out = list(iter_conversations(run / "review" / "kept.jsonl"))
     assert [c.id for c in out] == ["hhh-b", "hhh-xss", "plugin-calc", "hhh-weak"] and info["count"] == 4
     assert out[2].turns[1].assistant == "1093 / 3 ≈ 364.33" and out[2].tags == {"review": "edited"}
     assert out[3].scores["moss_loss"] == 4.0 and review_mark(out[3])["decision"] == "accepted"

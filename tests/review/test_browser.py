@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.io import read_conversations
+from datagen.io import iter_conversations
 from datagen.review.apply import apply_decisions, review_mark
 from datagen.review.decisions import content_hash, read_decisions
 from tests.review.conftest import REPO, XSS, serve
@@ -56,7 +56,7 @@ def page(browser):
 
 
 def _conv(run: Path, rel: str, row_id: str):
-    return next(c for c in read_conversations(run / rel) if c.id == row_id)
+    return next(c for c in iter_conversations(run / rel) if c.id == row_id)
 
 
 def _shot(page, name: str) -> None:
@@ -69,7 +69,7 @@ def test_review_a_run_in_the_browser(page, run_copy):
     funnel = json.loads((run / "funnel.json").read_text(encoding="utf-8"))
     check_step = next(s for s in funnel["steps"] if s["step"] == "moss_check")
     (check_reason, n_dropped), = check_step["reasons"].items()
-    dropped_ids = [c.id for c in read_conversations(run / "checked" / "rejected.jsonl")]
+    dropped_ids = [c.id for c in iter_conversations(run / "checked" / "rejected.jsonl")]
     assert len(dropped_ids) == n_dropped > 0
     assert "plugin-s-en-calc-1" not in dropped_ids  # the plugin dialogue this test rejects is a kept one
 
@@ -131,7 +131,7 @@ def test_review_a_run_in_the_browser(page, run_copy):
         assert page.inner_text("#row-id") != "hhh-s-en-writing-2"
         assert page.locator("#decisions").count() == 0
         assert page.inner_text("#cell").startswith("Cell kept · writing · en · hhh")
-        assert (reviewed, total) == ("1", str(sum(1 for c in read_conversations(run / "final.jsonl")
+        assert (reviewed, total) == ("1", str(sum(1 for c in iter_conversations(run / "final.jsonl")
                                                       if (c.category, c.language, c.kind) == ("writing", "en", "hhh"))))
 
         # Row content is text: a dialogue holding a <script> tag shows it and runs nothing.
@@ -158,9 +158,9 @@ def test_review_a_run_in_the_browser(page, run_copy):
 
     # Applying it the way a run's review step does: from the check's kept rows, with the rows
     # earlier steps dropped.
-    kept_in = list(read_conversations(run / "checked" / "kept.jsonl"))
-    dropped = itertools.chain(read_conversations(run / "filtered" / "rejected.jsonl"),
-                              read_conversations(run / "checked" / "rejected.jsonl"))
+    kept_in = list(iter_conversations(run / "checked" / "kept.jsonl"))
+    dropped = itertools.chain(iter_conversations(run / "filtered" / "rejected.jsonl"),
+                              iter_conversations(run / "checked" / "rejected.jsonl"))
     rows, stats = apply_decisions(kept_in, run / "review.jsonl", dropped=dropped)
     ids = [c.id for c in rows]
     assert "plugin-s-en-calc-1" not in ids and dropped_ids[0] in ids
