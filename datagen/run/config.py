@@ -24,6 +24,7 @@ from datagen.errors import ConfigError
 from datagen.filters.config import FilterConfig
 from datagen.finetune.config import FinetuneConfig
 from datagen.generate.config import DialogueConfig, ExpandConfig
+from datagen.run.quota import QuotaSection
 from datagen.settings import check_int, reject_unknown
 from datagen.teacher.config import RUNTIME_FIELDS, TeacherConfig
 from datagen.yamlfile import load_yaml, read_yaml, resolve_path
@@ -31,7 +32,7 @@ from datagen.yamlfile import load_yaml, read_yaml, resolve_path
 #: sections parsed here (small, owned by the pipeline).
 TOP_LEVEL_KEYS = {
     "name", "seed", "seeds", "teacher", "expand", "dialogues", "tools", "filters", "check",
-    "finetune", "dataset", "publish",
+    "finetune", "dataset", "publish", "targets", "budget", "quota",
 }
 
 
@@ -168,6 +169,7 @@ class RunConfig:
     finetune: dict[str, Any] = field(default_factory=dict)
     dataset: DatasetSection = field(default_factory=DatasetSection)
     publish: PublishSection = field(default_factory=PublishSection)
+    quota: QuotaSection | None = None  # `targets`, `budget`, `quota`: the run goes in waves (run/waves.py)
     raw: dict[str, Any] = field(default_factory=dict)  # the merged dict it was built from
     source: str | None = None
 
@@ -361,6 +363,7 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
         finetune=finetune,
         dataset=_dataclass_from_dict(DatasetSection, data.get("dataset"), "dataset"),
         publish=_dataclass_from_dict(PublishSection, data.get("publish"), "publish"),
+        quota=QuotaSection.from_config(data.get("targets"), data.get("budget"), data.get("quota")),
         raw=data if raw is None else raw,
         source=source,
     )

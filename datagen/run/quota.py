@@ -23,9 +23,11 @@ The planner is pure: figures in, a `WavePlan` out. The runner asks it before eac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from datagen.errors import ConfigError
 
@@ -290,3 +292,75 @@ def _fit_budget(plan: WavePlan, budget: Budget, spent_usd: float, spent_tokens: 
             if c.attempts < wanted[c.cell]:
                 c.state = "trimmed" if c.attempts else "budget"
     plan.cost, plan.tokens = _projected(plan, margin)
+
+
+# --------------------------------------------------------------------------- the config sections
+
+
+def parse_cell(key: Any) -> str:
+    """A target's cell, `category/language/kind[/plugins]`, in the form rows are counted in
+    (`datagen.filters.judge_report.cell_key`): `math/en/plugin/solver+calculator` becomes
+    `math/en/plugin/calculator+solver`, `chat/zh/hhh` becomes `chat/zh/hhh/-`."""
+    from datagen.filters.judge_report import cell_key
+    from datagen.record import PLUGIN_COMMANDS
+
+    where = f"targets.{key}"
+    parts = key.split("/") if isinstance(key, str) else []
+    if len(parts) not in (3, 4) or not all(p.strip() for p in parts):
+        raise ConfigError("a cell is category/language/kind[/plugins], e.g. writing/en/hhh or "
+                          "math/zh/plugin/calculator (`-` for no category or language)", field=where)
+    category, language, kind = (p.strip() for p in parts[:3])
+    plugins = [] if len(parts) == 3 or parts[3].strip() == "-" else [p.strip() for p in parts[3].split("+")]
+    if kind not in ("hhh", "plugin"):
+        raise ConfigError(f"kind must be hhh or plugin, got {kind!r}", field=where)
+    unknown = [p for p in plugins if p not in PLUGIN_COMMANDS]
+    if unknown:
+        raise ConfigError(f"unknown plugin {unknown[0]!r} (known: {', '.join(PLUGIN_COMMANDS)})", field=where)
+    if (kind == "plugin") != bool(plugins):
+        raise ConfigError("a plugin cell names its plugins (math/en/plugin/calculator); an hhh cell none",
+                          field=where)
+    return cell_key(None if category == "-" else category, None if language == "-" else language, plugins)
+
+
+@dataclass(slots=True)
+class QuotaSection:
+    """A run's `targets` (accepted rows per cell), `budget` and `quota` (the wave policy)."""
+
+    targets: dict[str, int]
+    budget: Budget = field(default_factory=Budget)
+    policy: QuotaPolicy = field(default_factory=QuotaPolicy)
+
+    @classmethod
+    def from_config(cls, targets: Any, budget: Any = None, quota: Any = None) -> QuotaSection | None:
+        """From the run config's sections; None when there are no targets (a run without waves).
+        ConfigError names the key."""
+        if targets is None:
+            if budget is not None or quota is not None:
+                raise ConfigError("budget and quota apply to a run with targets (accepted rows per cell)",
+                                  field="budget" if budget is not None else "quota")
+            return None
+        if not isinstance(targets, dict) or not targets:
+            raise ConfigError("must be a mapping of cell -> accepted rows, e.g. {writing/en/hhh: 20}",
+                              field="targets")
+        parsed: dict[str, int] = {}
+        for key, count in targets.items():
+            cell = parse_cell(key)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigError(f"must be an integer >= 0, got {count!r}", field=f"targets.{key}")
+            if cell in parsed:
+                raise ConfigError(f"the same cell as another target ({cell})", field=f"targets.{key}")
+            parsed[cell] = count
+        return cls(parsed, _from_mapping(Budget, budget, "budget"), _from_mapping(QuotaPolicy, quota, "quota"))
+
+
+def _from_mapping(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=where)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})",
+                          field=f"{where}.{unknown[0]}")
+    return cls(**data)
