@@ -6,7 +6,8 @@
 The folder (default RUN_DIR/dataset) holds:
 
     README.md                                   card: YAML metadata + a body written from the run
-    data/{config}/{split}-00000-of-0000N.parquet  configs `hhh` and `plugin`, splits `train`/`validation`
+    data/{config}/{split}-00000-of-0000N.parquet  configs `hhh` and `plugin`, splits `train`/`validation`;
+                                                `preference` when the run made pairs (publish/preference.py)
     datagen/build.json                          how the folder was built (source, counts, files)
     datagen/manifest.json, datagen/funnel.json  the run's own records, secrets removed (run dirs only)
     moss/train.jsonl, moss/val.jsonl            MOSS SFT records for finetune_moss.py (`--moss-jsonl`)
@@ -43,6 +44,15 @@ from datagen.errors import InputError, PublishError
 from datagen.io import write_json_atomic
 from datagen.paths import make_portable, portable_path, portable_paths
 from datagen.publish.card import CardContext, SentSampling, render_card
+from datagen.publish.preference import CONFIG as PREFERENCE
+from datagen.publish.preference import (
+    PreferenceStats,
+    has_pairs,
+    iter_pairs,
+    pair_to_row,
+    preference_features,
+    read_stage_stats,
+)
 from datagen.publish.redact import normalize_license, redact
 from datagen.publish.rows import (
     CONFIGS,
@@ -191,6 +201,7 @@ class DatasetFolder:
     license: str | None
     repo_id: str | None = None
     warnings: list[str] = field(default_factory=list)
+    pairs: dict[str, int] = field(default_factory=dict)  # preference config: split -> rows
 
     @property
     def rows(self) -> int:
@@ -312,6 +323,7 @@ def build_dataset_folder(
     validation_fraction: float | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     moss_jsonl: bool = False,
+    preference: bool | None = None,
 ) -> DatasetFolder:
     """Build the Hub dataset folder for a run directory (or a conversations file/folder).
 
@@ -320,6 +332,8 @@ def build_dataset_folder(
     at most a row group per shard in memory: once for the score columns, then each row goes to its
     config's and split's parquet shard, into the card's statistics and (with `moss_jsonl`) into
     `moss/train.jsonl`/`val.jsonl`. Every row is checked to render back to the identical MOSS text.
+    `preference` adds the `preference` config from the run's pairs (`preference/pairs.jsonl` and a
+    reviewer's `review/pairs.jsonl`); None: when the preference stage left pairs.
     The folder is built beside `out_dir` and swapped in when complete; a failed build leaves the
     previous folder untouched.
     """
@@ -384,6 +398,9 @@ def build_dataset_folder(
                     jsonl[split].write(moss.dumps_sft_line(moss.to_sft(conv)) + "\n")
         if stats.rows == 0:
             raise PublishError(f"{src.path}: no conversations to publish")
+        if preference is None:
+            preference = src.is_run and has_pairs(src.path)
+        pair_stats = _write_pairs(src, staging, shard_rows, float(validation_fraction), writers) if preference else None
         if duplicates:
             warnings.append(f"{duplicates} conversation id(s) appear more than once; `check` will refuse the folder")
 
@@ -400,6 +417,12 @@ def build_dataset_folder(
 
         configs = [c for c in CONFIGS if c in stats.splits] + sorted(set(stats.splits) - set(CONFIGS))
         data_files = {c: {s: f"data/{c}/{s}-*" for s in SPLITS if stats.splits[c].get(s)} for c in configs}
+        splits = {c: stats.splits[c] for c in configs}
+        features_of = dict.fromkeys(configs, features)
+        if pair_stats is not None and pair_stats.rows:
+            data_files[PREFERENCE] = {s: f"data/{PREFERENCE}/{s}-*" for s in SPLITS if pair_stats.splits.get(s)}
+            splits[PREFERENCE] = pair_stats.splits
+            features_of[PREFERENCE] = preference_features()
         for c in configs:
             if not stats.splits[c].get("validation"):
                 warnings.append(f"config {c!r} has no validation rows (validation fraction {validation_fraction})")
@@ -410,9 +433,10 @@ def build_dataset_folder(
         ctx = CardContext(
             stats=stats, license=license, repo_id=repo_id, pretty_name=pretty_name, manifest=manifest,
             funnel=funnel, source=src.path.name, validation_fraction=float(validation_fraction),
-            data_files=data_files, dataset_info=_dataset_infos(features, stats, split_bytes, configs),
+            data_files=data_files, dataset_info=_dataset_infos(features_of, splits, split_bytes),
             extras=[f"moss/{MOSS_SPLIT_FILES[s]}" for s in jsonl], datagen_version=__version__,
             sent=journal_sampling(src.path / JOURNAL_FILE) if src.is_run else None,
+            preference=pair_stats if pair_stats is not None and pair_stats.rows else None,
         )
         (staging / "README.md").write_text(render_card(ctx), encoding="utf-8")
         if manifest is not None:
@@ -433,6 +457,7 @@ def build_dataset_folder(
             "counts": counts,
             "files": files_info,
             "extras": ctx.extras,
+            "preference": {"counts": dict(pair_stats.splits)} if ctx.preference else None,
         }
         write_json_atomic(staging / BUILD_FILE, build)
         _swap_in(staging, out)
@@ -444,27 +469,50 @@ def build_dataset_folder(
         warnings.append("no license: set publish.license in the run config or pass --license; "
                         "`datagen publish` will not upload without one")
     return DatasetFolder(path=out, counts=counts, files=files, license=license, repo_id=repo_id,
-                         warnings=warnings)
+                         warnings=warnings, pairs=dict(pair_stats.splits) if pair_stats is not None else {})
 
 
-def _dataset_infos(features: Any, stats: DatasetStats, split_bytes: dict[tuple[str, str], tuple[int, int]],
-                   configs: list[str]) -> Any:
-    """`dataset_info` for the card YAML: features and per-split sizes, which `load_dataset` verifies."""
+def _write_pairs(src: Source, staging: Path, shard_rows: int, fraction: float,
+                 writers: dict[tuple[str, str], _ShardWriter]) -> PreferenceStats:
+    """Write the run's preference pairs as the `preference` config (shards registered in
+    `writers`, closed); returns what the card says about them."""
+    pair_stats = PreferenceStats(stage=read_stage_stats(src.path))
+    features = preference_features()
+    seen: set[str] = set()
+    with ExitStack() as open_files:
+        for pair in iter_pairs(src.path):
+            row = pair_to_row(pair)
+            if row["id"] in seen:
+                continue  # a reviewer's pair listed twice; the first wins
+            seen.add(row["id"])
+            split = split_for(row["source_id"], fraction)
+            if (PREFERENCE, split) not in writers:
+                writers[(PREFERENCE, split)] = open_files.enter_context(
+                    _ShardWriter(staging / "data" / PREFERENCE, split, features, shard_rows))
+            writers[(PREFERENCE, split)].write(row)
+            pair_stats.add(row, split)
+    return pair_stats
+
+
+def _dataset_infos(features: dict[str, Any], splits: dict[str, Any],
+                   split_bytes: dict[tuple[str, str], tuple[int, int]]) -> Any:
+    """`dataset_info` for the card YAML: each config's features and per-split sizes, which
+    `load_dataset` verifies."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
 
     infos = DatasetInfosDict()
-    for config in configs:
-        splits = SplitDict()
+    for config, counter in splits.items():
+        split_dict = SplitDict()
         download = dataset = 0
         for split in SPLITS:
-            n = stats.splits[config].get(split, 0)
+            n = counter.get(split, 0)
             if not n:
                 continue
             nbytes, size = split_bytes[(config, split)]
-            splits.add(SplitInfo(name=split, num_bytes=nbytes, num_examples=n))
+            split_dict.add(SplitInfo(name=split, num_bytes=nbytes, num_examples=n))
             download += size
             dataset += nbytes
-        infos[config] = DatasetInfo(config_name=config, features=features, splits=splits,
+        infos[config] = DatasetInfo(config_name=config, features=features[config], splits=split_dict,
                                     download_size=download, dataset_size=dataset)
     return infos

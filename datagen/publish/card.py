@@ -61,6 +61,7 @@ class CardContext:
     extras: list[str] = field(default_factory=list)  # extra files shipped beside the parquet
     datagen_version: str = ""
     sent: list[SentSampling] | None = None  # from the run's journal; None when it had none
+    preference: Any = None  # datagen.publish.preference.PreferenceStats when the folder has pairs
 
     @property
     def run_config(self) -> dict[str, Any]:
@@ -84,6 +85,8 @@ def card_metadata(ctx: CardContext) -> dict[str, Any]:
     tags = ["synthetic", "datagen", "moss", "multi-turn", "conversational", "sft"]
     if any(p != "(none)" for p in s.plugins):
         tags.append("tool-use")
+    if ctx.preference is not None:
+        tags += ["preference", "dpo"]
     meta: dict[str, Any] = {}
     if ctx.license:
         meta["license"] = ctx.license
@@ -387,9 +390,14 @@ def render_card(ctx: CardContext) -> str:
         rows.append([f"`{config}`", counter.get("train", 0), counter.get("validation", 0), sum(counter.values())])
     rows.append(["**total**", sum(c.get("train", 0) for c in s.splits.values()),
                  sum(c.get("validation", 0) for c in s.splits.values()), s.rows])
+    if ctx.preference is not None:
+        pairs = ctx.preference.splits
+        rows.append(["`preference` (pairs)", pairs.get("train", 0), pairs.get("validation", 0), ctx.preference.rows])
     parts.append(_md_table(["config", "train", "validation", "total"], rows) + "\n")
     parts.append("`hhh`: plain helpful/honest/harmless chat, no tools. `plugin`: dialogues with tools enabled "
-                 "(web search, calculator, equation solver, text-to-image), with the commands and results.\n")
+                 "(web search, calculator, equation solver, text-to-image), with the commands and results."
+                 + (" `preference`: chosen/rejected answer pairs (below)." if ctx.preference is not None else "")
+                 + "\n")
     parts.append("## How it was made\n")
     parts.append(_made_section(ctx) + "\n")
     parts.append("## Funnel\n")
@@ -407,6 +415,11 @@ def render_card(ctx: CardContext) -> str:
         parts.append("_Unknown: not built from a datagen run directory._\n")
     parts.append("## Composition\n")
     parts.append(_composition_section(ctx) + "\n")
+    if ctx.preference is not None:
+        from datagen.publish.preference import card_section
+
+        parts.append("## Preference pairs\n")
+        parts.append(card_section(ctx.preference, ctx.repo_id or "ORG/NAME") + "\n")
     parts.append("## Fields\n")
     parts.append(_FIELDS + "\n")
     parts.append("## Known limitations\n")
