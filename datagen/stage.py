@@ -318,6 +318,28 @@ class Stage:
     def report(self, info: Mapping[str, Any], ctx: StageContext) -> None:
         """Log what a reader should know about the recorded info, whether the stage ran now or earlier."""
 
+    # ------------------------------------------------------------------ shards (`shardable` stages)
+    def record(self, ctx: StageContext) -> None:
+        """Fill `ctx.info` from `ctx.stats` and the outputs. `run` calls it for its own shard; an
+        executor that ran several calls it again once it summed their stats and merged their files."""
+
+    def merge_shards(self, ctx: StageContext, world_size: int) -> None:
+        """Join each output's shard files (`ctx.shard_path` of every rank, JSONL) into the output, in
+        rank order. The shard files stay, so a rerun with the same shards resumes from them."""
+        from datagen.io import atomic_write
+
+        for path in self.outputs(ctx).values():
+            parts = [p for r in range(world_size)
+                     if (p := StageContext(ctx.run_dir, ctx.config, ctx.stats, rank=r,
+                                           world_size=world_size).shard_path(path)).exists()]
+            if not parts:
+                continue
+            with atomic_write(path, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as fh:
+                        for line in fh:
+                            out.write(line if line.endswith(b"\n") else line + b"\n")
+
 
 # ---------------------------------------------------------------------- filters
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from datagen.errors import DatagenError
-from datagen.run.executors import LocalExecutor
+from datagen.run.executors import LocalExecutor, read_shard_stats, write_shard_stats
 from datagen.run.runner import Runner
 from datagen.stage import Filter, Stage, StageContext, StageStats, Verdict, stage_fingerprint
 
@@ -230,8 +230,8 @@ def test_the_lock_keeps_a_second_run_out(tmp_path):
 
 
 class TwoShards:
-    """An executor that runs a stage as two ranks and sums their counters, as a Ray executor
-    would: the stage is not touched."""
+    """An executor that runs a shardable stage as two ranks, as a Ray executor would: each rank
+    writes its own files and counters, the driver sums and merges them. The stage is not touched."""
 
     name = "two-shards"
 
@@ -241,30 +241,53 @@ class TwoShards:
     def run(self, stage, ctx):
         if not stage.shardable:
             return LocalExecutor().run(stage, ctx)
-        shards = []
         for rank in range(2):
             shard = dataclasses.replace(ctx, rank=rank, world_size=2, stats=StageStats(stage.name), info={})
             self.seen.append((stage.name, shard.rank, shard.world_size))
             for _ in stage.run(stage.read(shard), shard):
                 pass
-            shards.append(StageStats.from_dict(json.loads(json.dumps(shard.stats.to_dict()))))
-            ctx.info = shard.info
-        ctx.stats = sum(shards)
+            write_shard_stats(shard, stage.name)
+        ctx.stats = read_shard_stats(ctx.run_dir, stage.name, 2)
+        stage.merge_shards(ctx, 2)
+        stage.record(ctx)
         return ctx.info
 
 
-def test_another_executor_runs_the_same_stages(tmp_path):
-    class ShardedNumbers(Numbers):
-        shardable = True
+class ShardedNumbers(Numbers):
+    """`Numbers` as a stage that writes its shard's file and says what it made from its counters."""
 
+    shardable = True
+
+    def outputs(self, ctx):
+        return {"main": ctx.run_dir / "numbers" / "out.jsonl"}
+
+    def run(self, rows, ctx):
+        out = ctx.shard_path(self.outputs(ctx)["main"])
+        out.parent.mkdir(exist_ok=True)
+        with open(out, "a", encoding="utf-8") as fh:
+            for i in range(ctx.rank, self.run_config.sections["numbers"]["count"], ctx.world_size):
+                fh.write(f"{i}\n")
+                ctx.stats.in_ += 1
+                ctx.stats.kept += 1
+                yield i
+        self.record(ctx)
+
+    def record(self, ctx):
+        ctx.info.update({"count": ctx.stats.kept, "in": ctx.stats.in_})
+
+
+def test_another_executor_runs_the_same_stages(tmp_path):
     cfg = FakeConfig({"numbers": {"count": 5}})
     executor = TwoShards()
     runner = Runner(cfg, tmp_path / "run", executor=executor)
     runner.run([ShardedNumbers(cfg), Evens(cfg)])
     assert executor.seen == [("numbers", 0, 2), ("numbers", 1, 2)]
-    # Each rank wrote its share; together they are every number once.
-    assert sorted(map(int, (tmp_path / "run" / "numbers" / "out.jsonl").read_text().split())) == [0, 1, 2, 3, 4]
-    assert runner.results["evens"].info["count"] == 3
+    run = tmp_path / "run"
+    assert (run / "numbers" / "out.00001.jsonl").read_text().split() == ["1", "3"]
+    # The shards merged in rank order; the counters summed from each rank's file.
+    assert (run / "numbers" / "out.jsonl").read_text().split() == ["0", "2", "4", "1", "3"]
+    assert runner.results["numbers"].info["count"] == 5 and runner.results["evens"].info["count"] == 3
+    assert json.loads((run / "stats" / "numbers" / "00000.json").read_text())["kept"] == 3
 
 
 def test_a_batch_engine_stands_in_for_the_teacher_engine(fake_openai, tmp_path):

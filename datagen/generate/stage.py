@@ -65,10 +65,13 @@ class ExpandStage(Stage):
 class DialoguesStage(Stage):
     """One dialogue of `kind` (`hhh` or `plugin`) per prompt: the seeds (unless
     `include_seeds: false`) and the expanded prompts, with plugins for `plugin` and without for
-    `hhh`, capped at `max_dialogues` round-robin over (category, language, plugins)."""
+    `hhh`, capped at `max_dialogues` round-robin over (category, language, plugins).
+
+    Shardable: rank `r` of `n` makes every `n`-th dialogue into its own file (`ctx.shard_path`)."""
 
     after = ("expand",)
     needs_teacher = True
+    shardable = True
 
     def __init__(self, run_config: Any, kind: str):
         super().__init__(run_config)
@@ -110,17 +113,20 @@ class DialoguesStage(Stage):
         cfg = self.run_config
         dk = self.config
         options = dict(dk.options) if dk else {}
-        stats = generate_dialogues(prompts, kind=self.kind, options=options, teacher=cfg.teacher, out_path=out,
-                                   journal_path=ctx.journal, tools_config=cfg.tools, run_seed=cfg.seed,
-                                   engine_factory=ctx.engine_factory)
-        ctx.stats = stats
+        ctx.stats = generate_dialogues(prompts, kind=self.kind, options=options, teacher=cfg.teacher,
+                                       out_path=ctx.shard_path(out), journal_path=ctx.journal, tools_config=cfg.tools,
+                                       run_seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+                                       engine_factory=ctx.engine_factory)
+        self.record(ctx)
         info = ctx.info
-        info.update(stats.info())
-        info["prompts"] = len(prompts)
-        info.setdefault("count", count_lines(out))
         log_teacher_stage(ctx, self.name, info, f"{info.get('made', 0)} made"
                           + (f", {info['skipped_done']} done earlier" if info.get("skipped_done") else ""))
         yield from ()
+
+    def record(self, ctx: StageContext) -> None:
+        # `prompts` counts this shard's prompts: summed over shards, all of them.
+        ctx.info.update(ctx.stats.info())
+        ctx.info["count"] = count_lines(ctx.shard_path(self.outputs(ctx)["main"]))
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
         reasons = _reasons(info, ("failed_",))
