@@ -25,6 +25,7 @@ Layout of a run directory:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ def stages_for(cfg: RunConfig, run_dir: Path) -> list[Stage]:
     return out
 
 
-def run_pipeline(cfg: RunConfig, run_dir: Path, *, executor: Executor | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage of `cfg` in `run_dir`; returns the manifest."""
-    return Runner(cfg, run_dir, executor=executor).run(stages_for(cfg, run_dir))
+def run_pipeline(cfg: RunConfig, run_dir: Path, *, executor: Executor | None = None,
+                 engine_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of `cfg` in `run_dir`; returns the manifest. `executor` and
+    `engine_factory` (a batch-API engine for the teacher stages) default to this process and
+    `TeacherEngine`."""
+    return Runner(cfg, run_dir, executor=executor, engine_factory=engine_factory).run(stages_for(cfg, run_dir))

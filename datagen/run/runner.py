@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ class Runner:
     """
 
     def __init__(self, config: Any, run_dir: Path, *, executor: Executor | None = None,
-                 engine_factory: Any = None):
+                 engine_factory: Callable[..., Any] | None = None):
         self.config = config
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
