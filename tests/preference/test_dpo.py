@@ -51,6 +51,8 @@ def test_pairs_tokenise_like_finetune_with_results_masked(pairs_dir, tiny_model,
         off = [t for t, m in zip(ids, mask, strict=True) if not m]
         assert off and "=>" in tok.decode(off)  # what the tool said is never trained on
     assert tok.decode(pair.chosen_ids).lstrip().startswith("<|Commands|>")
+    moss = {r["id"]: r for r in _lines(pairs_dir / "pairs.moss.jsonl")}[cmd["id"]]
+    assert tokenize_pair(moss, tok, max_length=2048) == pair  # the MOSS text form trains the same
     answer = tokenize_pair(rows["hhh-1#0:original>teacher@1"], tok, max_length=2048)
     assert tok.decode(answer.chosen_ids).lstrip().startswith("<|MOSS|>:") and all(answer.chosen_mask)
     assert tokenize_pair(cmd, tok, max_length=len(pair.prompt_ids) + 3) == "too_long"
