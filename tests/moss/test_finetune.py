@@ -29,7 +29,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         FinetuneConfig.from_dict({"lr": 1e-5, "learning_rate": 1e-5})
     assert err.value.field == "learning_rate" and "unknown key" in str(err.value)
     for key, value in [("batch_size", 0), ("lr", -1.0), ("warmup_ratio", 1.5), ("precision", "int8"),
-                       ("max_steps", 2.5), ("grad_accum", True)]:
+                       ("max_steps", 2.5), ("grad_accum", True), ("attention", "flash"), ("packing", "yes")]:
         with pytest.raises(ConfigError) as err:
             FinetuneConfig.from_dict({key: value})
         assert err.value.field == key
@@ -186,6 +186,13 @@ def test_cli_reads_the_config_section_and_flags_win(tiny_moss, tmp_path, capsys)
     assert metrics["val_dialogues"] == sum(split_for(r["conversation_id"], 0.4) == "validation" for r in _records(1))
     assert json.loads((out / "config.json").read_text())["lr"] == 0.005
     assert (out / "model" / "config.json").is_file()
+
+    # --no-packing and --attention reach the run
+    assert main(["finetune", str(inp), "--model", str(tiny_moss), "--out", str(tmp_path / "padded"), "--config",
+                 str(cfg), "--max-steps", "1", "--no-packing", "--attention", "eager", "--no-progress"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["packing"] is False and metrics["packing_efficiency"] is None and metrics["attention"] == "eager"
+    assert metrics["train_examples"] == metrics["train_dialogues"]
 
     cfg.write_text("finetune:\n  learning_rate: 0.1\n")
     assert main(["finetune", str(inp), "--model", str(tiny_moss), "--out", str(out), "--config", str(cfg)]) == 1
