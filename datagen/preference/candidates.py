@@ -223,9 +223,12 @@ def _contrastive(kind: str, slot: Slot, head: Conversation, config: PreferenceCo
         wrong = wrong_calls(turn.calls, enabled_commands(slot.conv), rng_for(config.seed, "wrong-command", slot.key))
         if wrong is None:
             return None, "no_other_command"
-        from datagen.tools.base import run_calls
+        from datagen.tools.base import ToolUnavailableError, run_calls
 
-        results = run_calls(tools, wrong)
+        try:
+            results = run_calls(tools, wrong)
+        except ToolUnavailableError:  # a backend down or too slow: no such candidate this time
+            return None, "tool_unavailable"
         flags = ["tool_failed"] if failed_calls(results) else []
         messages = answer_messages(book, head, turn.human, turn.thoughts, wrong, results,
                                    max_tokens=config.max_tokens)

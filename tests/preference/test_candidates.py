@@ -163,3 +163,23 @@ def test_wrong_commands_and_repeats():
     a, b, c = (Candidate("s", n, Turn(human="q", assistant=t)) for n, t in
                (("x", "Same  answer"), ("y", "same answer"), ("z", "other")))
     assert dedupe([a, b, c]) == ([a, c], 1)
+
+
+def test_a_tool_backend_down_skips_the_wrong_command_with_a_reason():
+    from datagen.generate.prompts import PromptBook
+    from datagen.preference.candidates import Slot, plan_candidates
+    from datagen.preference.prompts import load_template
+    from datagen.teacher.config import TeacherConfig
+    from datagen.tools.base import ToolUnavailableError
+
+    class Down:
+        name, plugin, time_limit = "Solve", "solver", 5.0
+
+        def run(self, arg):
+            raise ToolUnavailableError("solver backend down")
+
+    config = PreferenceConfig.from_dict({"sources": ["original"], "contrastive": ["wrong_command"]})
+    ready, asks, skipped = plan_candidates(Slot(calc_dialogue(1), 0), config, PromptBook(),
+                                           load_template("contrastive"), TeacherConfig(), {"solver": Down()})
+    assert [c.source for c in ready] == ["original"] and asks == []
+    assert skipped == {"skipped_wrong_command_tool_unavailable": 1}
