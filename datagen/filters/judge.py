@@ -22,7 +22,9 @@ What a judged row carries, kept or dropped (so reports can be rebuilt from the f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,23 @@ from datagen.filters.rubric import (
     parse_judgment,
 )
 from datagen.record import Conversation, Usage
+
+#: What a run hands its judge steps: teacher, journal, engine factory (see `run_defaults`).
+_RUN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("datagen_judge_run", default=None)
+
+
+@contextlib.contextmanager
+def run_defaults(teacher: Any, journal: str | Any | None, engine_factory: Callable[..., Any] | None = None,
+                 progress: bool | None = False) -> Iterator[None]:
+    """Inside a run: judge steps that name no teacher or journal of their own use the run's (and its
+    engine factory), so their calls share the run's journal, cache and batch executor."""
+    token = _RUN.set({"teacher": teacher, "journal": journal, "engine_factory": engine_factory,
+                      "progress": progress})
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
 
 #: Teacher error codes a rerun can fix (the row is dropped now; the journal asks again next run).
 _RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection"})
@@ -226,19 +245,23 @@ class JudgeFilter(BaseFilter):
     async def _run(self, jobs: list[_Job], convs: list[Conversation]) -> list[Judgment | JudgeFailure]:
         from datagen.teacher.engine import TeacherEngine
 
-        if self.teacher is None:
+        run = _RUN.get() or {}
+        primary = self.teacher or _teacher(run.get("teacher"), "teacher")
+        if primary is None:
             raise ConfigError("the judge step needs a teacher: give `teacher:` in the step, or run it in a run "
                               "whose `teacher:` it uses", field="teacher")
-        make = self.engine_factory or TeacherEngine
+        make = self.engine_factory or run.get("engine_factory") or TeacherEngine
+        journal = self.journal or run.get("journal")
+        progress = self.progress if self.journal or not run else run.get("progress")
         groups: dict[bool, list[int]] = {}
         for k, job in enumerate(jobs):
             groups.setdefault(job.second and self.second_teacher is not None, []).append(k)
         out: list[Judgment | JudgeFailure | None] = [None] * len(jobs)
 
         async def run_group(own_teacher: bool, ks: list[int]) -> None:
-            teacher = self.second_teacher if own_teacher else self.teacher
+            teacher = self.second_teacher if own_teacher else primary
             desc = "judge (second)" if own_teacher else "judge"
-            async with make(teacher, journal_path=self.journal, progress=self.progress, desc=desc) as engine:
+            async with make(teacher, journal_path=journal, progress=progress, desc=desc) as engine:
                 engine.expect(len(ks))
                 results = await asyncio.gather(*(self._judge(engine, jobs[k], convs[jobs[k].row]) for k in ks))
             for k, r in zip(ks, results, strict=True):

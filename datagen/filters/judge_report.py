@@ -27,10 +27,15 @@ JUDGE_MD = "judge.md"
 _SCORES = range(1, 6)
 
 
+def cell_key(category: str | None, language: str | None, plugins: Iterable[str] = ()) -> str:
+    """`category/language/kind/plugins` (`-` for a missing part, plugins sorted and joined by `+`)."""
+    names = sorted(set(plugins))
+    return f"{category or '-'}/{language or '-'}/{'plugin' if names else 'hhh'}/{'+'.join(names) or '-'}"
+
+
 def cell_of(conv: Conversation) -> str:
     """The quota cell of a row: `category/language/kind/plugins`."""
-    plugins = "+".join(sorted(conv.plugins)) or "-"
-    return f"{conv.category or '-'}/{conv.language or '-'}/{conv.kind}/{plugins}"
+    return cell_key(conv.category, conv.language, conv.plugins)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

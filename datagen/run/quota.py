@@ -196,7 +196,9 @@ class WavePlan:
                  "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
         for c in self.cells:
             rate = "-" if c.rate is None else f"{c.rate:.0%}"
-            lines.append(f"| {c.cell} | {c.accepted} / {c.target} | {rate} | {money(c.cost_per_accepted)} | "
+            extra = f" (+{c.accepted - c.target} reserve)" if c.accepted > c.target else ""
+            lines.append(f"| {c.cell} | {min(c.accepted, c.target)} / {c.target}{extra} | {rate} | "
+                         f"{money(c.cost_per_accepted)} | "
                          f"{money(c.projected_cost)} | {c.attempts} | {c.state} |")
         return "\n".join(lines) + "\n"
 
