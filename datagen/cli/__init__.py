@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "datagen.cli.publish",  # publish
     "datagen.cli.run",  # run, status, serve-teacher
     "datagen.cli.teacher",  # serve-teacher, journal
+    "datagen.cli.batch",  # batch status|cancel|export|import
     "datagen.cli.review",  # review
 ]
 

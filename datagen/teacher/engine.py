@@ -47,7 +47,8 @@ from datagen.teacher.settle import Answer, Ledger, Paid, Prepared, cut_detail, p
 from datagen.teacher.stats import EngineStats
 from datagen.teacher.types import Request, Result
 
-__all__ = ["EngineStats", "TeacherEngine", "cut_detail", "open_engine", "run_requests"]
+__all__ = ["EngineStats", "TeacherEngine", "cut_detail", "engine_factory", "map_requests", "open_engine",
+           "run_requests"]
 
 log = logging.getLogger("datagen.teacher")
 
@@ -197,40 +198,12 @@ class TeacherEngine:
         """Run many requests, yielding each Result as it finishes (any order; match by `tag` or
         `key`). At most `window` requests are pending at once (default: a few times the
         concurrency), so a generator of millions is consumed lazily."""
-        window = window or max(4 * self.config.concurrency, 64)
-        if hasattr(requests, "__len__"):
-            self.expect(len(requests))  # type: ignore[arg-type]
-            sized = True
-        else:
-            sized = False
-        aiter_ = requests.__aiter__() if hasattr(requests, "__aiter__") else None
-        iter_ = None if aiter_ is not None else iter(requests)  # type: ignore[arg-type]
-        finished: asyncio.Queue[asyncio.Task[Result]] = asyncio.Queue()
-        pending: set[asyncio.Task[Result]] = set()
-        exhausted = False
+        results = map_requests(self, requests, window or max(4 * self.config.concurrency, 64))
         try:
-            while True:
-                while not exhausted and len(pending) < window:
-                    try:
-                        req = await aiter_.__anext__() if aiter_ is not None else next(iter_)  # type: ignore[arg-type]
-                    except (StopIteration, StopAsyncIteration):
-                        exhausted = True
-                        break
-                    if not sized:
-                        self.stats.expected += 1
-                    task = asyncio.ensure_future(self.complete(req))
-                    task.add_done_callback(finished.put_nowait)
-                    pending.add(task)
-                if not pending:
-                    return
-                task = await finished.get()
-                pending.discard(task)
-                yield task.result()
+            async for result in results:
+                yield result
         finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await results.aclose()  # cancel what is still pending now, not when the generator is collected
 
     # ------------------------------------------------------------------ one call
 
@@ -382,6 +355,45 @@ class TeacherEngine:
         if overloaded and failure.retry_after is not None:
             until = time.monotonic() + min(failure.retry_after, self.config.max_retry_after)
             self._pause_until = max(self._pause_until, until)
+
+async def map_requests(engine: Any, requests: Iterable[Request] | AsyncIterable[Request],
+                       window: int) -> AsyncIterator[Result]:
+    """`engine.map`: run requests through `engine.complete`, at most `window` pending at once,
+    yielding each Result as it finishes (shared by the online and the batch engine)."""
+    if hasattr(requests, "__len__"):
+        engine.expect(len(requests))  # type: ignore[arg-type]
+        sized = True
+    else:
+        sized = False
+    aiter_ = requests.__aiter__() if hasattr(requests, "__aiter__") else None
+    iter_ = None if aiter_ is not None else iter(requests)  # type: ignore[arg-type]
+    finished: asyncio.Queue[asyncio.Task[Result]] = asyncio.Queue()
+    pending: set[asyncio.Task[Result]] = set()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    req = await aiter_.__anext__() if aiter_ is not None else next(iter_)  # type: ignore[arg-type]
+                except (StopIteration, StopAsyncIteration):
+                    exhausted = True
+                    break
+                if not sized:
+                    engine.stats.expected += 1
+                task = asyncio.ensure_future(engine.complete(req))
+                task.add_done_callback(finished.put_nowait)
+                pending.add(task)
+            if not pending:
+                return
+            task = await finished.get()
+            pending.discard(task)
+            yield task.result()
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
 
 def open_engine(config: TeacherConfig, **kwargs: Any) -> Any:
     """The engine `config.mode` asks for, with TeacherEngine's arguments: a TeacherEngine (online),

@@ -328,6 +328,10 @@ class Journal:
             raise DatagenError(f"{self.path}: journal writes failed: {self._write_error}")
         self._queue.put((statements, on_commit))
 
+    def put_statements(self, *statements: Statement) -> None:
+        """Queue statements (one transaction) without waiting for the commit."""
+        self._enqueue(list(statements), None)
+
     async def write(self, entry: JournalEntry, *also: Statement) -> None:
         """Queue a row (and statements `also`, in the same transaction) and wait until committed."""
         await self.execute((_UPSERT, entry._row()), *also)
