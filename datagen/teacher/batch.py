@@ -186,9 +186,8 @@ class BatchEngine:
             result = await asyncio.shield(p.fut)
         finally:
             self._rounds.resumes(task)
-        if owner:
-            return self._count(replace(result, tag=request.tag))
-        return self._count(replace(result, tag=request.tag, cached=True, attempts=0))
+        shared = {} if owner else {"cached": True, "attempts": 0}  # another caller's line: nothing paid
+        return self._count(replace(result, tag=request.tag, **shared))
 
     async def map(self, requests: Iterable[Request] | AsyncIterable[Request], *,
                   window: int | None = None) -> AsyncIterator[Result]:
@@ -441,10 +440,9 @@ class BatchEngine:
 
     async def _abandon(self, b: InFlight, failure: CallFailure) -> None:
         """A file that could not be uploaded or made a batch: nothing of it was submitted."""
-        assert self._journal is not None
         log.error("%s: batch %s not submitted: %s", self.desc, b.name, failure)
-        await self._journal.execute(bio.update_batch(b.name, status="not_submitted", settled=1,
-                                                     error=f"{failure.code}: {failure.detail}"))
+        await self._journal.execute(bio.update_batch(  # type: ignore[union-attr]
+            b.name, status="not_submitted", settled=1, error=f"{failure.code}: {failure.detail}"))
         await asyncio.gather(*(self.settle(cid, failure) for cid in list(b.lines)))
         self._batches.pop(b.name, None)
 
@@ -463,6 +461,8 @@ class BatchEngine:
     def _stop(self, exc: BaseException) -> None:
         """Every waiting call raises `exc`; later calls too."""
         self._stopped = exc
+        if isinstance(exc, BatchExported):
+            self._rounds.quiet()
         for p in list(self._pending.values()):
             if p.fut.done():
                 continue
@@ -498,8 +498,8 @@ class BatchEngine:
             log.info("%s: resuming batch %s (%s): %d lines in flight", self.desc, b.name, b.batch_id, len(b.lines))
 
     def reopen(self, line: Any) -> Pending | None:
-        """The pending call of a journaled batch line (None when its key is pending already); the
-        importer settles it with `settle`."""
+        """The pending call of a journaled batch line (None when its key is pending already), for
+        `settle`."""
         canonical = json.loads(line["request"])
         if line["key"] in self._pending:
             return None
@@ -508,6 +508,7 @@ class BatchEngine:
                           require_complete=bool(line["require_complete"]), sample=canonical.get("sample", 0))
         prep = Prepared(model=canonical["model"], params=canonical["params"], canonical=canonical, key=line["key"])
         p = self._pending[prep.key] = self._new_pending(prep, request)
+        p.paid.attempts = 1  # the line an earlier run (or the exporter) sent
         return p
 
 def _counts(batch: Any) -> dict[str, int] | None:

@@ -60,7 +60,6 @@ async def _import(engine: BatchEngine, path: Path) -> dict[str, int]:
             if (p := engine.reopen(line)) is None:
                 continue
             cid = line["custom_id"]
-            p.paid.attempts = 1
             engine.lines[cid] = p
             engine.stats.in_flight += 1
             obj = outputs.get(cid)

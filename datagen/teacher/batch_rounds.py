@@ -106,6 +106,12 @@ class Rounds:
             if self._waiting[task] <= 0:
                 del self._waiting[task]
 
+    def quiet(self) -> None:
+        """The engine stops every caller on purpose (`BatchExported`): a caller task nobody awaits
+        any more must not be logged as 'exception never retrieved'."""
+        for task in list(self._participants):
+            task.add_done_callback(_retrieve)
+
     def all_waiting(self) -> bool:
         """Every task that has called the engine waits on it, or has finished."""
         return all(t.done() or self._waiting.get(t, 0) > 0 for t in list(self._participants))
@@ -166,3 +172,8 @@ class Rounds:
                 last.append(p)
                 size += p.size
         return chunks
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # marks it retrieved; whoever awaits the task still gets it
