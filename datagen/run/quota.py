@@ -87,7 +87,7 @@ class QuotaPolicy:
     pilot_min: int = 5
     confidence: float = 1.0
     cost_margin: float = 0.2
-    max_growth: float = 8.0
+    max_growth: float = 4.0
     min_rate: float = 0.01
     max_waves: int = 50
     slack: int = 1

@@ -38,7 +38,7 @@ def test_a_wave_is_sized_from_the_rate_bound():
 
 def test_a_low_rate_grows_step_by_step_and_a_hopeless_cell_is_given_up():
     plan = plan_wave({"a": 100}, {"a": CellProgress(attempted=5, accepted=0)}, wave=2)
-    assert plan.attempts == {"a": 40}  # max_growth 8 x 5 tried
+    assert plan.attempts == {"a": 20}  # max_growth 4 x 5 tried
     plan = plan_wave({"a": 100, "b": 10}, {"a": CellProgress(attempted=1000, accepted=0),
                                            "b": CellProgress(attempted=10, accepted=10)}, wave=5)
     assert [c.state for c in plan.cells] == ["starved", "full"] and plan.stop == "starved" and plan.total == 0
