@@ -457,8 +457,9 @@ def build_dataset_folder(
             "counts": counts,
             "files": files_info,
             "extras": ctx.extras,
-            "preference": {"counts": dict(pair_stats.splits)} if ctx.preference else None,
         }
+        if ctx.preference:  # absent, not null, when there are no pairs: older folders stay identical
+            build["preference"] = {"counts": dict(pair_stats.splits)}
         write_json_atomic(staging / BUILD_FILE, build)
         _swap_in(staging, out)
     except BaseException:

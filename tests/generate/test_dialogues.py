@@ -348,7 +348,7 @@ def test_tool_backend_down_is_a_retryable_failure(fake_openai, tmp_path):
     fake_openai.set_responder(empty_answers)
     stats_e = generate_dialogues(prompts[1:], "plugin", {"turns": 1, "content_retries": 0, "plugins": ["calculator"]},
                                  make_teacher_config_for(fake_openai), tmp_path / "e.jsonl", tmp_path / "e.sqlite")
-    assert stats_e.reasons("failed_") == {"empty_reply": 1} and stats_e.retryable_failed == 0
+    assert stats_e.by_prefix("failed_") == {"empty_reply": 1} and stats_e.retryable_failed == 0
     # the backend is back: the rerun makes the dialogue and reports nothing left to retry
     backend.up = True
     fake_openai.set_responder(scripted_teacher)
