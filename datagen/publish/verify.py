@@ -124,7 +124,11 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
 
     import datasets
 
+    from datagen.publish.preference import CONFIG as PREFERENCE
+    from datagen.publish.preference import check_preference_split
+
     seen: dict[str, str] = {}
+    seen_pairs: dict[str, str] = {}
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.check-") as cache:
         for entry in configs:
             config = entry.get("config_name")
@@ -146,6 +150,10 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
                                      (BUILD_FILE, (expected.get(config) or {}).get(split))):
                     if want is not None and want != ds.num_rows:
                         problems.append(f"{where}: {ds.num_rows} rows, {source} says {want}")
+                if config == PREFERENCE:  # pairs, not conversations: their own row checks
+                    problems.extend(check_preference_split(ds, where, fraction, seen_pairs))
+                    del ds
+                    continue
                 for i, row in enumerate(ds):
                     rid = row.get("id")
                     at = f"{where} row {i} (id {rid!r})"

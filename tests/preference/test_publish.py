@@ -120,3 +120,10 @@ def test_no_preference_config_without_the_stage_unless_asked(run, tmp_path):
     assert plain.pairs == {} and not (plain.path / "data" / "preference").exists()
     asked = build_dataset_folder(tmp_path / "run", tmp_path / "b", preference=True)
     assert sum(asked.pairs.values()) == 1
+
+
+def test_a_folder_with_pairs_passes_the_publish_check(folder):
+    """`datagen publish` checks every config before uploading; pairs are checked as pairs."""
+    from datagen.publish.verify import check_dataset_folder
+
+    assert check_dataset_folder(folder) == []
