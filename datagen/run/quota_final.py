@@ -75,10 +75,16 @@ class QuotaFinalStage(Stage):
         count = write_jsonl_atomic(out["main"], capped())
         write_jsonl_atomic(out["reserve"], reserve)
         funnel = self._funnel(ctx, count, len(reserve))
+        judge = self._judge_report(ctx)
+        table = funnel_table(funnel) + "\n"
+        if judge is not None:
+            from datagen.filters.judge_report import report_markdown
+
+            funnel["judge"] = {k: judge[k] for k in ("rubrics", "models", "criteria", "cells", "length_correlation")}
+            table += "\n" + report_markdown(judge)
         write_json_atomic(out["funnel"], funnel)
-        out["table"].write_text(funnel_table(funnel) + "\n", encoding="utf-8")
+        out["table"].write_text(table, encoding="utf-8")
         plot_run(funnel, losses, out["plot"])
-        self._judge_report(ctx)
         ctx.info.update({"count": count, "reserve": len(reserve), "waves": len(self.quota_run.waves),
                          "by_cell": {c: taken.get(c, 0) for c in targets}, "targets": dict(targets)})
         yield from ()
@@ -104,7 +110,7 @@ class QuotaFinalStage(Stage):
         return {"input": seeds.in_ if seeds is not None else (rows[0]["in"] if rows else count), "kept": count,
                 "steps": ([seeds.funnel_row()] if seeds is not None else []) + rows}
 
-    def _judge_report(self, ctx: StageContext) -> None:
+    def _judge_report(self, ctx: StageContext) -> dict[str, Any] | None:
         from datagen.filters.judge_report import judge_report, write_judge_report
         from datagen.funnel import KEPT_FILE, REJECTED_FILE
 
@@ -119,8 +125,10 @@ class QuotaFinalStage(Stage):
         kept = (Conversation.from_dict(d) for d in rows(KEPT_FILE))
         rejected = ((Conversation.from_dict(d), d.get("rejected") or {}) for d in rows(REJECTED_FILE))
         report = judge_report(kept, rejected)
-        if report["judged"]:
-            write_judge_report(report, ctx.run_dir)
+        if not report["judged"]:
+            return None
+        write_judge_report(report, ctx.run_dir)
+        return report
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
         path = self.outputs(ctx)["funnel"]

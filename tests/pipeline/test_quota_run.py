@@ -103,6 +103,8 @@ def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_
     quota = funnel["steps"][-1]
     assert quota["step"] == "quota" and quota["kept"] == 25
     report = json.loads((out / "judge.json").read_text())
+    assert funnel["judge"]["cells"][A]["criteria"]["helpful"]["hist"]["2"] > 0  # the score distribution per cell
+    assert "Score/length correlation" in (out / "funnel.md").read_text()
     assert set(report["cells"]) >= {A, B} and report["length_correlation"]["helpful"]["turns"] > 0
     status = quota_status(out)
     reserve = sum(1 for _ in (out / "reserve.jsonl").open())
