@@ -204,7 +204,7 @@ class JudgeFilter(BaseFilter):
             self.params["response_format"] = {"type": "json_object"}
         self.journal = journal
         self.progress: bool | None = False
-        #: Called instead of `TeacherEngine` with the same arguments (a batch-API engine).
+        #: Called instead of the engine `teacher.mode` names, with the same arguments.
         self.engine_factory: Callable[..., Any] | None = None
         self.calls = JudgeCalls()
 
@@ -243,14 +243,14 @@ class JudgeFilter(BaseFilter):
     # -- calls ---------------------------------------------------------------------------------------
 
     async def _run(self, jobs: list[_Job], convs: list[Conversation]) -> list[Judgment | JudgeFailure]:
-        from datagen.teacher.engine import TeacherEngine
+        from datagen.teacher.engine import engine_factory
 
         run = _RUN.get() or {}
         primary = self.teacher or _teacher(run.get("teacher"), "teacher")
         if primary is None:
             raise ConfigError("the judge step needs a teacher: give `teacher:` in the step, or run it in a run "
                               "whose `teacher:` it uses", field="teacher")
-        make = self.engine_factory or run.get("engine_factory") or TeacherEngine
+        chosen = self.engine_factory or run.get("engine_factory")
         journal = self.journal or run.get("journal")
         progress = self.progress if self.journal or not run else run.get("progress")
         groups: dict[bool, list[int]] = {}
@@ -261,6 +261,7 @@ class JudgeFilter(BaseFilter):
         async def run_group(own_teacher: bool, ks: list[int]) -> None:
             teacher = self.second_teacher if own_teacher else primary
             desc = "judge (second)" if own_teacher else "judge"
+            make = chosen or engine_factory(teacher)  # online, or batch rounds as `teacher.mode` says
             async with make(teacher, journal_path=journal, progress=progress, desc=desc) as engine:
                 engine.expect(len(ks))
                 results = await asyncio.gather(*(self._judge(engine, jobs[k], convs[jobs[k].row]) for k in ks))

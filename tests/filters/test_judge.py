@@ -378,3 +378,22 @@ def test_the_judge_command_asks_for_a_rerun_after_server_errors(fake_openai, tmp
     fake_openai.reset()
     fake_openai.set_responder(scripted_judge())
     assert main(argv) == 0 and [r["id"] for r in _rows(tmp_path / "o" / "kept.jsonl")] == ["a"]
+
+
+def test_a_batch_mode_teacher_judges_in_batch_rounds(tmp_path):
+    from tests.fakes.batch_server import FakeBatchOpenAI
+
+    fake = FakeBatchOpenAI(completion_delay=0.02).start()
+    try:
+        fake.set_responder(scripted_judge())
+        teacher = make_teacher_config_for(fake, params={}, mode="batch", concurrency=100,
+                                          batch={"poll_interval": 0.01, "max_poll_interval": 0.05,
+                                                 "settle_seconds": 0.01, "linger_seconds": 5.0}).to_dict()
+        step = JudgeFilter(teacher=teacher, journal=str(tmp_path / "j.sqlite"))
+        rows = [conv((f"Hi {i}", "Hello!"), id=f"b{i}") for i in range(3)] + [conv(("Hi JUDGE:garbage", "Hey"), id="g")]
+        verdicts = step.decide_batch([(c, None) for c in rows])
+        assert [v.keep for v in verdicts] == [True] * 4
+        assert fake.requests == 0  # no online call: every judgment went through a batch file
+        assert sum(fake.submitted.values()) == 5  # four judgments and one re-ask, in two rounds
+    finally:
+        fake.stop()
