@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if v.reason == "judge_unparseable":
             unparseable += 1
             continue
-        if v.reason == "judge_error":
+        if v.reason in ("judge_error", "judge_unavailable"):
             errors += 1
             continue
         if "judge.rubrics" not in (v.updates or {}).get("tags", {}):

@@ -5,8 +5,10 @@ Each (dialogue, rubric) is one teacher call through the engine: journaled, cache
 and submitted through `engine_factory` when a runner swaps in a batch-API engine. A reply that is
 not the asked JSON (`datagen.filters.rubric.parse_judgment`) is asked again once, with the reason;
 a second bad reply drops the row as `judge_unparseable` with both reasons and the reply as evidence.
-A call that fails (after the engine's own retries) drops it as `judge_error`, naming the error; the
-journal keeps it in its failure ledger, so the next run asks it again. No score is ever guessed.
+A call that fails (after the engine's own retries) drops it, naming the error: `judge_unavailable`
+when a rerun can fix it (rate limits, server errors, timeouts: a runner should count these as
+retryable failures), `judge_error` otherwise. The journal keeps the call in its failure ledger, so
+the next run asks it again. No score is ever guessed.
 
 What a judged row carries, kept or dropped (so reports can be rebuilt from the files):
 
@@ -67,7 +69,8 @@ _RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection"}
 
 @dataclass(slots=True)
 class JudgeFailure:
-    """Why a (dialogue, rubric) got no judgment: `judge_unparseable` or `judge_error`."""
+    """Why a (dialogue, rubric) got no judgment: `judge_unparseable`, `judge_unavailable` (a rerun can
+    fix it) or `judge_error`."""
 
     reason: str
     detail: str
@@ -283,7 +286,8 @@ class JudgeFilter(BaseFilter):
             self._count(job, result, reask=attempt > 0)
             if not result.ok and result.error != "length":
                 self.calls.errors += 1
-                failure = JudgeFailure("judge_error", result.detail or result.error or "unknown", result.error)
+                reason = "judge_unavailable" if result.error in _RETRYABLE else "judge_error"
+                failure = JudgeFailure(reason, result.detail or result.error or "unknown", result.error)
                 self.calls.retryable_failed += failure.retryable
                 return failure
             if result.ok:

@@ -192,14 +192,14 @@ def test_a_reply_unparseable_twice_is_ledgered_never_guessed(fake_openai, tmp_pa
     assert report["reasons"] == {"judge_unparseable": 1} and report["judged"] == 1
 
 
-def test_a_failed_call_drops_the_row_as_judge_error_and_a_rerun_asks_again(fake_openai, tmp_path):
+def test_a_failed_call_drops_the_row_as_judge_unavailable_and_a_rerun_asks_again(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_judge())
     fake_openai.inject("500", times=None)
     rows = [conv(("Hi", "Hello!"), id="e1")]
     config = _config(fake_openai, tmp_path)
     run_filters(rows, config, tmp_path / "a")
     (bad,) = _rows(tmp_path / "a" / "rejected.jsonl")
-    assert bad["rejected"]["reason"] == "judge_error" and bad["rejected"]["evidence"]["error"] == "server_error"
+    assert bad["rejected"]["reason"] == "judge_unavailable" and bad["rejected"]["evidence"]["error"] == "server_error"
     with sqlite3.connect(tmp_path / "judge.sqlite") as db:
         assert db.execute("select count(*) from calls where status = 'failed'").fetchone()[0] == 1
     fake_openai.reset()
@@ -207,6 +207,14 @@ def test_a_failed_call_drops_the_row_as_judge_error_and_a_rerun_asks_again(fake_
     run_filters(rows, config, tmp_path / "b")
     assert [r["id"] for r in _rows(tmp_path / "b" / "kept.jsonl")] == ["e1"]
     assert fake_openai.requests == 1
+
+
+def test_a_refused_call_is_a_judge_error(fake_openai, tmp_path):
+    fake_openai.inject("400", times=None, message="Unsupported parameter: 'response_format'")
+    step = _config(fake_openai, tmp_path).build_steps()[0]
+    v = step.decide_batch([(conv(("Hi", "Hello!"), id="x"), None)])[0]
+    assert v.reason == "judge_error" and v.evidence["error"] == "bad_request"
+    assert "response_format" in v.evidence["detail"] and step.calls.retryable_failed == 0
 
 
 def test_a_cut_reply_is_asked_again(fake_openai, tmp_path):
