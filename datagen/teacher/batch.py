@@ -45,7 +45,7 @@ from datagen.teacher.failures import CallFailure
 from datagen.teacher.journal import Journal
 from datagen.teacher.limits import estimate_tokens
 from datagen.teacher.progress import Progress
-from datagen.teacher.settle import Answer, Ledger, Paid, Prepared, failure_of, prepare
+from datagen.teacher.settle import Answer, EngineCommon, Ledger, Paid, Prepared, failure_of, prepare
 from datagen.teacher.stats import EngineStats
 from datagen.teacher.types import Request, Result
 
@@ -56,7 +56,7 @@ log = logging.getLogger("datagen.teacher")
 _TICK_SECONDS = 0.5
 
 
-class BatchEngine:
+class BatchEngine(EngineCommon):
     """TeacherEngine's interface (`complete`, `map`, `expect`, `stats`, `journal`, `summary`, `async
     with`) over rounds of batch files. Arguments as TeacherEngine's; a journal is required.
     `rounds` and `files` count the rounds closed and the batch files sent by this session."""
@@ -71,6 +71,7 @@ class BatchEngine:
         self.desc = desc or "teacher"
         self.stats = EngineStats(concurrency=config.concurrency)
         self.ledger = Ledger(config, self.stats, desc=self.desc, mode="batch")
+        self.ledger.say = self.say
         self.summary: str | None = None
         self.files = 0
         self._show_progress = config.progress if progress is None else progress
@@ -108,7 +109,7 @@ class BatchEngine:
         if self._adopt_open:
             self._adopt()
             if self.config.concurrency < 1000:
-                log.info("%s: batch mode with teacher.concurrency %d: a round holds at most that many requests "
+                log.warning("%s: batch mode with teacher.concurrency %d: a round holds at most that many requests "
                          "(set it to the number of dialogues for the fewest rounds)", self.desc,
                          self.config.concurrency)
         if self.settings.transport == "api":
@@ -142,17 +143,8 @@ class BatchEngine:
         if self._progress is not None:
             self.summary = self._progress.close() + f"; {self.rounds} rounds, {self.files} batch files"
             self._progress = None
-            if self.stats.prompt_tokens:
-                log.info("%s: %s", self.desc, self.ledger.summary())
-
-    @property
-    def journal(self) -> Journal | None:
-        """The open journal."""
-        return self._journal
-
-    def expect(self, n: int) -> None:
-        """Announce `n` more calls to come (the bar's total and the projected cost)."""
-        self.stats.expected += n
+            if self.stats.prompt_tokens and self.config.prices:
+                self.say(f"{self.desc}: {self.ledger.summary()}")
 
     # ------------------------------------------------------------------ public calls
 
@@ -200,16 +192,6 @@ class BatchEngine:
                 yield result
         finally:
             await results.aclose()
-
-    def _count(self, result: Result) -> Result:
-        st = self.stats
-        st.cached += result.cached
-        if result.ok:
-            st.done += 1
-        else:
-            st.failed += 1
-            st.errors[result.error or "unknown"] = st.errors.get(result.error or "unknown", 0) + 1
-        return result
 
     def _new_pending(self, prep: Prepared, request: Request) -> Pending:
         size = len(bio.input_line(bio.custom_id("b000000", prep.key), prep.body(request)))
@@ -264,7 +246,7 @@ class BatchEngine:
     async def _close_round(self) -> None:
         number, chunks = self._rounds.close()
         n = sum(len(c) for c in chunks)
-        log.info("%s: round %d: %d requests in %d file(s)", self.desc, number, n, len(chunks))
+        self.say(f"{self.desc}: round {number}: {n} requests in {len(chunks)} batch file(s)")
         paths = [await self._submit(chunk, number) for chunk in chunks]
         if self.settings.transport == "files":
             written = [p for p in paths if p is not None]
@@ -323,7 +305,7 @@ class BatchEngine:
         await self._journal.execute(bio.update_batch(b.name, batch_id=batch.id, status=batch.status))
         b.interval = self.settings.poll_interval
         b.next_poll = time.monotonic() + b.interval
-        log.info("%s: batch %s (%s): %d lines submitted", self.desc, b.name, b.batch_id, len(b.lines))
+        self.say(f"{self.desc}: batch {b.name} ({b.batch_id}): {len(b.lines)} lines submitted")
 
     async def _advance(self, b: InFlight) -> None:
         """Poll a batch (or create it, when a killed run uploaded its file only); collect it when done."""
@@ -375,8 +357,8 @@ class BatchEngine:
             error_file_id=batch.error_file_id))
         self._batches.pop(b.name, None)
         ok = sum(isinstance(o, Answer) for _, o in outcomes)
-        log.info("%s: batch %s (%s) %s: %d lines, %d answered", self.desc, b.name, b.batch_id, batch.status,
-                 len(outcomes), ok)
+        self.say(f"{self.desc}: batch {b.name} ({b.batch_id}) {batch.status}: {len(outcomes)} lines, "
+                 f"{ok} answered")
         self._wake.set()
 
     @staticmethod
@@ -495,7 +477,7 @@ class BatchEngine:
                     self.lines[line["custom_id"]] = p
             self._batches[b.name] = b
             self.stats.in_flight += len(b.lines)
-            log.info("%s: resuming batch %s (%s): %d lines in flight", self.desc, b.name, b.batch_id, len(b.lines))
+            self.say(f"{self.desc}: resuming batch {b.name} ({b.batch_id}): {len(b.lines)} lines in flight")
 
     def reopen(self, line: Any) -> Pending | None:
         """The pending call of a journaled batch line (None when its key is pending already), for

@@ -43,7 +43,16 @@ from datagen.teacher.failures import CallFailure, classify
 from datagen.teacher.journal import Journal
 from datagen.teacher.limits import AdaptiveConcurrency, WindowLimiter, estimate_tokens
 from datagen.teacher.progress import Progress
-from datagen.teacher.settle import Answer, Ledger, Paid, Prepared, cut_detail, parse_completion, prepare
+from datagen.teacher.settle import (
+    Answer,
+    EngineCommon,
+    Ledger,
+    Paid,
+    Prepared,
+    cut_detail,
+    parse_completion,
+    prepare,
+)
 from datagen.teacher.stats import EngineStats
 from datagen.teacher.types import Request, Result
 
@@ -60,7 +69,7 @@ _RESERVATIONS: contextvars.ContextVar[list[tuple[WindowLimiter, list[Any]]] | No
     contextvars.ContextVar("datagen_teacher_reservations", default=None)
 
 
-class TeacherEngine:
+class TeacherEngine(EngineCommon):
     """Makes teacher calls with limits, retries, a journal and progress. Use as `async with`.
 
     Args:
@@ -89,6 +98,7 @@ class TeacherEngine:
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self._fatal: dict[str | None, CallFailure] = {}  # None: the whole endpoint; else per model
         self.ledger = Ledger(config, self.stats, desc=self.desc, mode="online")
+        self.ledger.say = self.say
         self._completion_avg = 256.0
         self._progress: Progress | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -138,8 +148,8 @@ class TeacherEngine:
         if self._progress is not None:
             self.summary = self._progress.close()
             self._progress = None
-            if self.stats.prompt_tokens:
-                log.info("%s: %s", self.desc, self.ledger.summary())
+            if self.stats.prompt_tokens and self.config.prices:
+                self.say(f"{self.desc}: {self.ledger.summary()}")
 
     async def _tick_forever(self) -> None:
         while True:
@@ -147,15 +157,6 @@ class TeacherEngine:
             self.stats.concurrency = self._slots.limit
             if self._progress is not None:
                 self._progress.tick()
-
-    @property
-    def journal(self) -> Journal | None:
-        """The open journal (None without `journal_path`)."""
-        return self._journal
-
-    def expect(self, n: int) -> None:
-        """Announce `n` more calls to come, so the bar shows a total and a projected cost."""
-        self.stats.expected += n
 
     # ------------------------------------------------------------------ public calls
 
@@ -206,17 +207,6 @@ class TeacherEngine:
             await results.aclose()  # cancel what is still pending now, not when the generator is collected
 
     # ------------------------------------------------------------------ one call
-
-    def _count(self, result: Result) -> Result:
-        st = self.stats
-        if result.cached:
-            st.cached += 1
-        if result.ok:
-            st.done += 1
-        else:
-            st.failed += 1
-            st.errors[result.error or "unknown"] = st.errors.get(result.error or "unknown", 0) + 1
-        return result
 
     def _fatal_for(self, model: str) -> CallFailure | None:
         return self._fatal.get(None) or self._fatal.get(model)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,9 @@ from datagen.teacher.stats import EngineStats
 from datagen.teacher.types import Request, Result
 
 log = logging.getLogger("datagen.teacher")
+
+#: The projected cost of a stage, online and in batch mode, is said once this many calls are paid.
+PROJECT_AFTER = 32
 
 
 @dataclass(slots=True)
@@ -191,6 +196,8 @@ class Ledger:
         self.journal: Journal | None = None
         self.cached_tokens = 0  # paid prompt tokens the provider read from its cache
         self.by_mode = {"online": 0.0, "batch": 0.0}  # the session's paid tokens at each mode's prices
+        self.paid_calls = 0
+        self.say: Any = log.info  # where the projection goes (the engine's `say`)
         self._unpriced: set[str] = set()
 
     def price(
@@ -228,9 +235,12 @@ class Ledger:
         st.cost += cost
         self.cached_tokens += paid.cached
         for mode in self.by_mode:
-            self.by_mode[mode] += self.price(
-                model, paid.prompt, paid.completion, paid.cached, batch=mode == "batch"
-            )
+            self.by_mode[mode] += self.price(model, paid.prompt, paid.completion, paid.cached, batch=mode == "batch")
+        self.paid_calls += 1
+        if self.paid_calls == PROJECT_AFTER and self.config.prices and (projected := self.projection()) is not None:
+            self.say(f"{self.desc}: projected for the {max(st.expected, st.submitted)} calls announced: "
+                     f"{usd(projected['online'])} online, {usd(projected['batch'])} in batch mode "
+                     f"(from the first {PROJECT_AFTER} paid calls)")
         return cost
 
     def cache_hit_rate(self) -> float:
@@ -238,23 +248,19 @@ class Ledger:
         return self.cached_tokens / self.stats.prompt_tokens if self.stats.prompt_tokens else 0.0
 
     def projection(self) -> dict[str, float] | None:
-        """What the whole stage will cost online and in batch mode: the paid calls' average at
-        each mode's prices times the calls announced (`expect`), or None before any paid call."""
+        """What the calls announced (`expect`) will cost online and in batch mode: the paid calls'
+        average at each mode's prices times the calls still to come, or None before any paid call."""
         st = self.stats
-        paid = st.done + st.failed - st.cached
-        if paid <= 0:
+        if not self.paid_calls:
             return None
-        total = max(st.expected, st.submitted)
-        remaining = max(0, total - st.done - st.failed)
-        return {mode: cost + cost / paid * remaining for mode, cost in self.by_mode.items()}
+        remaining = max(0, max(st.expected, st.submitted) - st.done - st.failed - 1)
+        return {mode: cost + cost / self.paid_calls * remaining for mode, cost in self.by_mode.items()}
 
     def summary(self) -> str:
-        """`cost at batch prices $0.0123 (online $0.0246); prompt cache 31%`."""
+        """`cost at batch prices $0.0123 (online $0.0246); prompt cache 31% of 51234 prompt tokens`."""
         other = "online" if self.mode == "batch" else "batch"
-        return (
-            f"cost at {self.mode} prices ${self.by_mode[self.mode]:.4f} ({other} ${self.by_mode[other]:.4f}); "
-            f"prompt cache {100 * self.cache_hit_rate():.0f}% of {self.stats.prompt_tokens} prompt tokens"
-        )
+        return (f"cost at {self.mode} prices {usd(self.by_mode[self.mode])} ({other} {usd(self.by_mode[other])}); "
+                f"prompt cache {100 * self.cache_hit_rate():.0f}% of {self.stats.prompt_tokens} prompt tokens")
 
     # ------------------------------------------------------------------ settling
 
@@ -375,6 +381,50 @@ class Ledger:
             detail=failure.detail,
             tag=request.tag,
         )
+
+
+def usd(amount: float) -> str:
+    """$12.35, $0.0123, $0.000123: small sums keep three significant digits."""
+    if amount >= 1 or amount <= 0:
+        return f"${amount:.2f}"
+    return f"${amount:.{min(10, 2 - math.floor(math.log10(amount)))}f}"
+
+
+class EngineCommon:
+    """What the online and the batch engine share: counting Results, `expect`, `journal`, `say`."""
+
+    stats: EngineStats
+    _journal: Journal | None
+    _show_progress: bool
+
+    @property
+    def journal(self) -> Journal | None:
+        """The open journal (None without `journal_path`)."""
+        return self._journal
+
+    def expect(self, n: int) -> None:
+        """Announce `n` more calls to come, so the bar shows a total and a projected cost."""
+        self.stats.expected += n
+
+    def _count(self, result: Result) -> Result:
+        st = self.stats
+        if result.cached:
+            st.cached += 1
+        if result.ok:
+            st.done += 1
+        else:
+            st.failed += 1
+            st.errors[result.error or "unknown"] = st.errors.get(result.error or "unknown", 0) + 1
+        return result
+
+    def say(self, message: str) -> None:
+        """A line for the user: on stderr above the bar when progress is shown, else logged."""
+        if self._show_progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(message, file=sys.stderr)
+        else:
+            log.info("%s", message)
 
 
 def failure_of(entry: JournalEntry, request: Request) -> Result:

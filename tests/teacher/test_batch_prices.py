@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -121,3 +122,19 @@ def test_a_journal_written_before_the_cache_columns_is_upgraded_in_place(tmp_pat
         row = j.get("k1")
         assert (row.response, row.cached_tokens, row.mode) == ("old answer", 0, None)
         assert j.query("SELECT count(*) FROM batches")[0][0] == 0
+
+
+def test_a_stage_says_what_it_will_cost_online_and_in_batch_mode_after_its_first_calls(fake_openai, tmp_path,
+                                                                                        caplog):
+    import logging
+
+    config = make_teacher_config_for(fake_openai, prices={fake_openai.model: MINI})
+    requests = [Request(messages=[{"role": "user", "content": f"question {i}"}]) for i in range(64)]
+    with caplog.at_level(logging.INFO, logger="datagen.teacher"):
+        run_requests(config, requests, journal_path=tmp_path / "j.sqlite", desc="judge")
+    [line] = [r.getMessage() for r in caplog.records if "projected" in r.getMessage()]
+    online, batch = (float(x) for x in re.findall(r"\$([0-9.]+)", line))
+    assert line.startswith("judge: projected for the 64 calls announced:") and "first 32 paid calls" in line
+    assert batch == pytest.approx(online / 2, rel=0.01) and online > 0
+    [summary] = [r.getMessage() for r in caplog.records if "cost at online prices" in r.getMessage()]
+    assert "prompt cache 0% of" in summary
