@@ -1,6 +1,6 @@
 """Half the bill: the demo-shaped run's dialogues online and in batch mode, same scripted answers.
 
-    .venv/bin/python bench/batch_cost.py [--hhh 24] [--plugin 16] [--turns 3-5]
+    .venv/bin/python bench/batch_cost.py [--hhh 24] [--plugin 16] [--turns 3-5] [--cache-min 1024]
 
 HHH and plugin dialogues (3-5 turns, real tools) are made twice with the scripted teacher of the
 tests: once through the fake OpenAI server online, once through the fake Batch API (files, batches,
@@ -15,8 +15,10 @@ call costs half, which is the point). `cost_ratio`: batch ledger cost / online l
 dialogue, summed (one round per call of the longest dialogue, not one per dialogue). `requests_*`:
 teacher calls made (online HTTP calls; lines submitted in batch files). `cache_hit`: cached share
 of the batch run's prompt tokens (the fake's prefix cache: 1,024-token minimum, 128-token blocks,
-as OpenAI's). Then a second line scales the batch run's ledger (tokens per dialogue) to 100,000
-dialogues at the same prices, online and batch.
+as OpenAI's; the fake counts whitespace words as tokens and caches across every earlier request, so
+it shows how much of the prompts is a shared prefix, not the effect of the order of lines). Then a
+second line with the ledger's figures, and a third scaling the batch run's ledger (tokens per
+dialogue) to 100,000 dialogues at gpt-4o-mini's prices, online and batch.
 """
 
 from __future__ import annotations
@@ -129,12 +131,14 @@ def main() -> int:
     ap.add_argument("--hhh", type=int, default=24)
     ap.add_argument("--plugin", type=int, default=16)
     ap.add_argument("--turns", default="3-5")
+    ap.add_argument("--cache-min", type=int, default=1024,
+                    help="the fake's smallest cached prefix in tokens (OpenAI: 1024; lower it to see the cache)")
     args = ap.parse_args()
     hhh, plugin = prompts(args.hhh, args.plugin)
     work = Path(tempfile.mkdtemp(prefix="datagen-batch-cost-"))
     results = {}
     for mode in ("online", "batch"):
-        with FakeBatchOpenAI(completion_delay=0.05) as fake:
+        with FakeBatchOpenAI(completion_delay=0.05, cache_min=args.cache_min) as fake:
             fake.set_responder(scripted_teacher)
             t0 = time.perf_counter()
             rounds = asyncio.run(make(fake, mode, work / mode, hhh, plugin, args.turns))
