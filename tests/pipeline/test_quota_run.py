@@ -131,6 +131,8 @@ def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_
     assert new_keys and keys_before <= _journal_keys(out)
     resent = [b for b in fake_openai.received[requests:] if json.dumps(b["messages"], sort_keys=True) in sent_before]
     assert resent == []
+    # journal counts: every call the raise paid for is a new journal row, nothing was asked twice
+    assert len(new_keys) == fake_openai.requests - requests
     # every new call is one of the new waves' (dialogues and their judgments) or the pool's growth
     with sqlite3.connect(out / "journal.sqlite") as db:
         assert db.execute("select count(*) from calls where status = 'failed'").fetchone()[0] == 0
