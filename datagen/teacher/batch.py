@@ -245,18 +245,19 @@ class BatchEngine(EngineCommon):
 
     async def _close_round(self) -> None:
         number, chunks = self._rounds.close()
-        n = sum(len(c) for c in chunks)
-        self.say(f"{self.desc}: round {number}: {n} requests in {len(chunks)} batch file(s)")
-        paths = [await self._submit(chunk, number) for chunk in chunks]
-        if self.settings.transport == "files":
-            written = [p for p in paths if p is not None]
+        self.say(f"{self.desc}: round {number}: {sum(map(len, chunks))} requests in {len(chunks)} batch file(s)")
+        for chunk in chunks:
+            await self._submit(chunk, number)
+        if self.settings.transport == "files":  # the round's files, those a full queue wrote early too
+            written = [b.path for b in self._batches.values() if b.path is not None]
+            n = sum(len(b.lines) for b in self._batches.values())
             self._stop(BatchExported(
                 f"round {number}: {n} requests written to {', '.join(map(str, written))}; run them on the "
                 f"teacher (vllm run-batch -i FILE -o OUTPUT --model {self.config.model}), settle them with "
                 f"`datagen batch import {self.journal_path.parent} OUTPUT`, then run again for the next round",
                 written))
 
-    async def _submit(self, chunk: list[Pending], round_no: int) -> Path | None:
+    async def _submit(self, chunk: list[Pending], round_no: int) -> None:
         """Journal a batch file's lines, then write it (files) or upload it and create its batch."""
         assert self._journal is not None
         name = f"b{self._next_number:06d}"
@@ -281,18 +282,17 @@ class BatchEngine(EngineCommon):
             with atomic_write(path, "wb") as fh:
                 fh.write(data)
             await self._journal.execute(bio.update_batch(name, status="exported", path=str(path)))
-            b.status, b.next_poll = "exported", float("inf")
-            return path
+            b.status, b.next_poll, b.path = "exported", float("inf"), path
+            return
         assert self._api is not None
         try:
             b.file_id = await self._api.upload(name, data)
         except CallFailure as failure:
             await self._abandon(b, failure)
-            return None
+            return
         await self._journal.execute(bio.update_batch(name, status="uploaded", file_id=b.file_id))
         b.status = "uploaded"
         await self._create(b)
-        return None
 
     async def _create(self, b: InFlight) -> None:
         assert self._api is not None and self._journal is not None and b.file_id is not None

@@ -65,6 +65,7 @@ class InFlight:
     next_poll: float = 0.0
     interval: float = 0.0
     failures: int = 0
+    path: Path | None = None  # the round file (files transport)
 
 
 class Rounds:

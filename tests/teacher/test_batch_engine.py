@@ -300,3 +300,43 @@ def test_a_model_the_provider_does_not_know_stops_its_calls_after_one_round(fake
     assert [[r.error for r in d] for d in results] == [["not_found", "not_found"]] * 3
     assert all("not sent" in d[1].detail for d in results)  # the second calls never went out
     assert engine.rounds == 1 and sum(fake.submitted.values()) == 3
+
+
+def test_a_server_down_past_patience_fails_the_calls_for_now_and_a_rerun_collects_the_batch(tmp_path):
+    with FakeBatchOpenAI(completion_delay=0.3) as fake:
+
+        async def first():
+            async with BatchEngine(batch_config(fake, poll_failures=2), journal_path=tmp_path / "j.sqlite") as engine:
+                task = asyncio.ensure_future(run_dialogues(engine, 3, lambda i: 1))
+                while not fake.batches:
+                    await asyncio.sleep(0.01)
+                await asyncio.to_thread(fake.restart, down=None)  # stays down
+                return await task
+
+        results = asyncio.run(first())
+        assert [[r.error for r in d] for d in results] == [["connection"]] * 3
+        assert sum(fake.submitted.values()) == 3  # the lost batch's requests were not sent again
+        assert rows(tmp_path / "j.sqlite", "SELECT count(*) FROM calls") == [(0,)]  # nothing settled
+        assert rows(tmp_path / "j.sqlite", "SELECT settled FROM batches") == [(0,)]  # kept for the rerun
+        fake.resume()
+        engine, again = go(fake, tmp_path, n=3, turns=lambda i: 2)
+        assert all(r.ok for d in again for r in d) and fake.duplicates() == []
+        assert sum(fake.submitted.values()) == 6 and engine.files == 1  # round 1 collected, round 2 sent
+
+
+def test_a_caller_waiting_on_something_else_closes_the_round_after_the_linger(fake, tmp_path):
+    """A task that called the engine, then waits on a subtask that calls it: the engine cannot see
+    that it waits on the teacher, and closes the round once no call came for linger_seconds."""
+
+    async def main():
+        async with BatchEngine(batch_config(fake, linger_seconds=0.2), journal_path=tmp_path / "j.sqlite") as engine:
+
+            async def outer():
+                first = await engine.complete(ask("first"))
+                second = await asyncio.ensure_future(engine.complete(ask(f"second after {first.text}")))
+                return first, second
+
+            return await outer(), engine
+
+    (first, second), engine = asyncio.run(main())
+    assert second.text == "echo: second after echo: first" and engine.rounds == 2

@@ -201,3 +201,18 @@ def test_a_bad_output_file_is_named_with_its_line(fake, tmp_path):
     assert info.value.line == 2 and str(out) in str(info.value)
     with pytest.raises(InputError, match="no such batch output file"):
         import_output(files_config(fake), tmp_path / "journal.sqlite", tmp_path / "missing.jsonl")
+
+
+def test_a_round_bigger_than_a_file_is_exported_as_several_files(fake, tmp_path):
+    config = make_teacher_config_for(fake, mode="batch", concurrency=1000, batch={**FILES, "max_lines": 2})
+
+    async def ask_all():
+        async with BatchEngine(config, journal_path=tmp_path / "journal.sqlite") as engine:
+            return await asyncio.gather(*(engine.complete(Request(messages=[{"role": "user", "content": f"q{i}"}]))
+                                          for i in range(5)), return_exceptions=True)
+
+    [exc, *_] = asyncio.run(ask_all())
+    assert isinstance(exc, BatchExported)
+    assert [p.name for p in exc.paths] == ["b000001.jsonl", "b000002.jsonl", "b000003.jsonl"]
+    assert [len(p.read_text().splitlines()) for p in exc.paths] == [2, 2, 1]
+    assert "round 1: 5 requests written to" in str(exc)
