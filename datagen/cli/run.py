@@ -15,6 +15,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from datagen.run.config import load_config
     from datagen.run.pipeline import run_pipeline
 
+    executor = _executor(args)
     config = load_config(args.config, args.set)
     if args.no_progress:  # display only: not part of any fingerprint
         config.teacher.progress = False
@@ -36,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             config.raw.setdefault("teacher", {})["model"] = teacher.model_alias
         try:
             t0 = time.monotonic()
-            data = run_pipeline(config, out)
+            data = run_pipeline(config, out, executor=executor)
         except DatagenError as exc:
             # Calls that failed to connect, or a teacher that stopped answering: if the embedded
             # server died, that is the news, not the failed calls.
@@ -56,6 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "publish" in stages and stages["publish"].get("url"):
         print(f"  on the Hub: {stages['publish']['url']}")
     return 0
+
+
+def _executor(args: argparse.Namespace):
+    """None (this process) or the Ray executor; without the `ray` extra, one Error line naming it."""
+    if args.executor == "local":
+        if args.address:
+            raise DatagenError("--address names a Ray cluster: use it with --executor ray")
+        return None
+    from datagen.run.executors.ray import RayExecutor
+
+    return RayExecutor(args.address)
 
 
 def _free_port() -> int:
@@ -102,6 +114,10 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set teacher.model=gpt-4o-mini (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs and summaries only)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where stages run: this process (default) or a Ray cluster (needs the ray extra)")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster for --executor ray (auto, HOST:PORT; default: start one here)")
     p.add_argument("--serve-teacher", action="store_true",
                    help="start the embedded local teacher for this run and stop it afterwards")
     p.add_argument("--teacher-model", default=None, help="GGUF for --serve-teacher (default: SmolLM2-135M)")

@@ -40,3 +40,6 @@ def ray_cluster(tmp_path_factory) -> Iterator[object]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+from tests.moss.conftest import moss_records, tiny_moss  # noqa: E402,F401  (fixtures, re-exported)
