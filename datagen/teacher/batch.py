@@ -143,7 +143,7 @@ class BatchEngine(EngineCommon):
         if self._progress is not None:
             self.summary = self._progress.close() + f"; {self.rounds} rounds, {self.files} batch files"
             self._progress = None
-            if self.stats.prompt_tokens and self.config.prices:
+            if self.ledger.by_mode["online"] > 0:
                 self.say(f"{self.desc}: {self.ledger.summary()}")
 
     # ------------------------------------------------------------------ public calls

@@ -148,7 +148,7 @@ class TeacherEngine(EngineCommon):
         if self._progress is not None:
             self.summary = self._progress.close()
             self._progress = None
-            if self.stats.prompt_tokens and self.config.prices:
+            if self.ledger.by_mode["online"] > 0:
                 self.say(f"{self.desc}: {self.ledger.summary()}")
 
     async def _tick_forever(self) -> None:

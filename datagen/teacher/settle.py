@@ -237,7 +237,8 @@ class Ledger:
         for mode in self.by_mode:
             self.by_mode[mode] += self.price(model, paid.prompt, paid.completion, paid.cached, batch=mode == "batch")
         self.paid_calls += 1
-        if self.paid_calls == PROJECT_AFTER and self.config.prices and (projected := self.projection()) is not None:
+        projected = self.projection() if self.paid_calls == PROJECT_AFTER else None
+        if projected is not None and projected["online"] > 0:
             self.say(f"{self.desc}: projected for the {max(st.expected, st.submitted)} calls announced: "
                      f"{usd(projected['online'])} online, {usd(projected['batch'])} in batch mode "
                      f"(from the first {PROJECT_AFTER} paid calls)")
@@ -394,6 +395,7 @@ class EngineCommon:
     """What the online and the batch engine share: counting Results, `expect`, `journal`, `say`."""
 
     stats: EngineStats
+    ledger: Ledger
     _journal: Journal | None
     _show_progress: bool
 
@@ -418,8 +420,9 @@ class EngineCommon:
         return result
 
     def say(self, message: str) -> None:
-        """A line for the user: on stderr above the bar when progress is shown, else logged."""
-        if self._show_progress:
+        """A line for the user, on stderr above the bar when progress is shown (in batch mode also
+        when stderr is not a terminal: a run may wait hours between rounds), else logged."""
+        if self._show_progress and (sys.stderr.isatty() or self.ledger.mode == "batch"):
             from tqdm.auto import tqdm
 
             tqdm.write(message, file=sys.stderr)
