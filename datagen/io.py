@@ -70,7 +70,6 @@ def iter_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
 
 
 #: The old name, kept while callers move to `iter_conversations`.
-read_conversations = iter_conversations
 
 
 def dumps(obj: Any) -> str:

@@ -67,8 +67,6 @@ def portable(value: Any, *, bases: Sequence[str | os.PathLike] = ()) -> Any:
 
 
 #: Earlier names of `portable` (one path; a JSON-like value), for callers not moved yet.
-portable_path = portable
-portable_paths = portable
 
 
 def make_portable(conv: Conversation) -> Conversation:

@@ -61,15 +61,6 @@ class StageStats:
     extra: dict[str, Any] = field(default_factory=dict)  # more funnel-row keys, e.g. {"unscored": 3}
     detail: bool = False
 
-    @property
-    def step(self) -> str:
-        """The name as funnel.json spells it (filter steps used to call it `step`)."""
-        return self.name
-
-    @step.setter
-    def step(self, value: str) -> None:
-        self.name = value
-
     # ------------------------------------------------------------------ counting
     def drop(self, reason: str, n: int = 1) -> None:
         """Count `n` rows dropped for `reason`."""

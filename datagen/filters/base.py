@@ -21,16 +21,11 @@ from typing import Any, ClassVar
 
 from datagen.errors import ConfigError
 from datagen.record import Conversation
-from datagen.stage import KEEP, Filter, FilterResult, StageStats, Verdict
+from datagen.stage import KEEP, Filter, FilterResult, Verdict
 
-__all__ = ["KEEP", "POLICIES", "BaseFilter", "FilterResult", "StepStats", "Verdict"]  # Verdict lives in datagen.stage
+__all__ = ["KEEP", "POLICIES", "BaseFilter", "FilterResult", "Verdict"]  # Verdict lives in datagen.stage
 
 POLICIES = ("drop", "tag", "redact")
-
-
-#: The counters a step keeps were `StepStats`; they are `datagen.stage.StageStats` now (with
-#: `detail=True`). The old name stays for callers not moved yet.
-StepStats = StageStats
 
 
 class BaseFilter(Filter):

@@ -92,7 +92,7 @@ class StepConfig:
         except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"step {self.name!r}: {exc}", field=where) from None
         step.step_name = self.name
-        step.stats.step = self.name
+        step.stats.name = self.name
         return step
 
     def _check_types(self, cls: type, where: str) -> None:

@@ -33,7 +33,6 @@ from datagen.generate.common import (
     FATAL_ERRORS,
     PERMANENT_ERRORS,
     PromptRow,
-    StageStats,
     rng_for,
     usage_of,
 )
@@ -53,6 +52,7 @@ from datagen.generate.prompts import (
 )
 from datagen.record import PLUGIN_COMMANDS, Conversation, Lineage, ToolCall, ToolResult, Turn
 from datagen.seeds.record import detect_seed_language, normalize_category
+from datagen.stage import StageStats
 from datagen.teacher.types import Request
 from datagen.tools.base import (
     ToolUnavailableError,

@@ -21,7 +21,7 @@ it in one commit. The token comes from HF_TOKEN or the user's `hf auth login`; d
 
 Nothing published names a path of the building machine: the build keeps only the file name of an
 absolute path in a row's lineage (teacher model included: vLLM serves a model under its path), tags
-and extra (`make_portable`) and in the manifest copy (`portable_paths`), and the check reports any
+and extra (`make_portable`) and in the manifest copy (`portable`), and the check reports any
 absolute path left in the card, the `datagen/` files, or a row's lineage, tags or extra.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 
 from datagen.errors import InputError, PublishError
 from datagen.io import write_json_atomic
-from datagen.paths import make_portable, portable_path, portable_paths
+from datagen.paths import make_portable, portable
 from datagen.publish.card import CardContext, SentSampling, render_card
 from datagen.publish.preference import CONFIG as PREFERENCE
 from datagen.publish.preference import (
@@ -181,8 +181,8 @@ def journal_sampling(path: str | os.PathLike) -> list[SentSampling] | None:
         return None
     merged: dict[tuple[str, str, str], int] = {}
     for template, model, params, calls in rows:
-        params = portable_paths(json.loads(params) if params else {})
-        key = (template or "(none)", portable_path(model or "(unknown)"), _json(params))
+        params = portable(json.loads(params) if params else {})
+        key = (template or "(none)", portable(model or "(unknown)"), _json(params))
         merged[key] = merged.get(key, 0) + int(calls)
     ordered = sorted(merged.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1:]))
     return [SentSampling(template=t, model=m, params=json.loads(p), calls=n) for (t, m, p), n in ordered]
@@ -428,8 +428,8 @@ def build_dataset_folder(
                 warnings.append(f"config {c!r} has no validation rows (validation fraction {validation_fraction})")
 
         # Secrets out, and no path of this machine: the card and the manifest copy are published.
-        manifest = portable_paths(redact(src.manifest)) if src.manifest is not None else None
-        funnel = portable_paths(src.funnel) if src.funnel is not None else None
+        manifest = portable(redact(src.manifest)) if src.manifest is not None else None
+        funnel = portable(src.funnel) if src.funnel is not None else None
         ctx = CardContext(
             stats=stats, license=license, repo_id=repo_id, pretty_name=pretty_name, manifest=manifest,
             funnel=funnel, source=src.path.name, validation_fraction=float(validation_fraction),

@@ -21,7 +21,7 @@ from typing import Any
 
 from datagen.errors import InputError
 from datagen.io import iter_json_lines
-from datagen.paths import portable_path
+from datagen.paths import portable
 from datagen.preference.export import conversations_of, moss_texts, review_row
 from datagen.publish.rows import MESSAGE_FIELDS, message_row
 from datagen.splits import split_for
@@ -80,7 +80,7 @@ def pair_to_row(pair: dict[str, Any]) -> dict[str, Any]:
 
 
 def _portable(value: Any) -> Any:
-    return portable_path(value) if isinstance(value, str) else value
+    return portable(value) if isinstance(value, str) else value
 
 
 def row_to_pair(row: dict[str, Any]) -> dict[str, Any]:

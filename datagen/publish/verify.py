@@ -95,7 +95,7 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
     it converts back to a Conversation, passes `datagen validate`'s format checks and the structural
     ones, sits in the config of its kind and the split its id hashes to, and its id is unique. No
     absolute filesystem path may appear in the card, the `datagen/` JSON files or a row's lineage,
-    tags or extra (the build keeps file names only; see `portable_paths`). The license is not
+    tags or extra (the build keeps file names only; see `datagen.paths.portable`). The license is not
     checked here (`publish` refuses to upload without one).
     """
     path = folder.path if isinstance(folder, DatasetFolder) else Path(folder)

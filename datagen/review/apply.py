@@ -1,7 +1,7 @@
 """The `review` funnel step: apply a reviewer's decisions (`review.jsonl`) to a run's rows.
 
-    rows, stats = apply_decisions(read_conversations(run / "checked" / "kept.jsonl"), run / "review.jsonl",
-                                  dropped=read_conversations(run / "checked" / "rejected.jsonl"))
+    rows, stats = apply_decisions(iter_conversations(run / "checked" / "kept.jsonl"), run / "review.jsonl",
+                                  dropped=iter_conversations(run / "checked" / "rejected.jsonl"))
     stats.to_step()        # the funnel step; stats.pairs, stats.flagged
 
 `review_stage(run_dir, kept, out)` is the same as a run's stage: it streams, writes the rows and
@@ -31,7 +31,7 @@ from typing import Any
 
 from datagen.errors import InputError
 from datagen.formats.messages import to_messages
-from datagen.io import iter_json_lines, read_conversations, write_jsonl_atomic
+from datagen.io import iter_conversations, iter_json_lines, write_jsonl_atomic
 from datagen.record import Conversation
 from datagen.review.decisions import DECISIONS_FILE, Decision, content_hash, read_decisions
 
@@ -261,6 +261,6 @@ def review_stage(run_dir: str | os.PathLike, kept: str | os.PathLike, out: str |
     stats = ReviewStats()
     dropped = rows_with_ids([run_dir / "filtered" / "rejected.jsonl", run_dir / "checked" / "rejected.jsonl"],
                             book.accepted_ids())
-    count = write_jsonl_atomic(out, iter_apply(book, read_conversations(kept), stats, dropped=dropped))
+    count = write_jsonl_atomic(out, iter_apply(book, iter_conversations(kept), stats, dropped=dropped))
     write_pairs(stats.pairs, run_dir / "review" / "pairs.jsonl")
     return {"count": count, "funnel_step": stats.to_step(), "flagged": [f.to_dict() for f in stats.flagged]}

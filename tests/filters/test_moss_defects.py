@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 
 from datagen.cli import main
-from datagen.filters.base import StepStats
 from datagen.filters.config import FilterConfig
 from datagen.filters.run import run_filters
 from datagen.formats.reader import read_conversations
 from datagen.funnel import FunnelReport
+from datagen.stage import StageStats
 from tests.formats.moss_defects import DEFECTS, write_defects
 
 FORMAT_REASONS = Counter(d.reason for d in DEFECTS.values() if d.step == "format")
@@ -50,17 +50,17 @@ def test_the_format_step_runs_in_worker_processes_too(tmp_path, moss_samples):
     cfg = FilterConfig.from_dict({"steps": [{"name": "quality"}], "workers": 2, "chunk_size": 3,
                                   "parallel_min_rows": 1})
     report = run_filters(read_conversations(tmp_path / "in"), cfg, tmp_path / "out")
-    assert [s.step for s in report.steps] == ["format", "quality"]
+    assert [s.name for s in report.steps] == ["format", "quality"]
     assert report.steps[0].reasons == FORMAT_REASONS and dict(report.steps[1].reasons) == {"broken_tags": 1}
     assert report.kept == 0
 
 
 def test_funnels_add_with_and_without_the_format_step():
-    a = FunnelReport(10, 6, [StepStats("format", 10, 8, 2, reasons=Counter(missing_result=2)),
-                             StepStats("quality", 8, 6, 2)])
-    b = FunnelReport(5, 5, [StepStats("quality", 5, 5, 0)])  # nothing malformed in this shard
+    a = FunnelReport(10, 6, [StageStats("format", 10, 8, 2, reasons=Counter(missing_result=2)),
+                             StageStats("quality", 8, 6, 2)])
+    b = FunnelReport(5, 5, [StageStats("quality", 5, 5, 0)])  # nothing malformed in this shard
     total = a + b
-    assert [(s.step, s.in_, s.kept, s.dropped) for s in total.steps] == [("format", 15, 13, 2), ("quality", 13, 11, 2)]
+    assert [(s.name, s.in_, s.kept, s.dropped) for s in total.steps] == [("format", 15, 13, 2), ("quality", 13, 11, 2)]
     assert (b + a).to_dict()["steps"] == total.to_dict()["steps"]
 
 

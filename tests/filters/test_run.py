@@ -153,7 +153,7 @@ def test_one_step_type_twice_under_two_names(tmp_path):
     cfg = FilterConfig.from_dict({"steps": [{"name": "near_dedup"},
                                             {"name": "near_dedup_dialogue", "type": "near_dedup", "unit": "dialogue"}]})
     report = run_filters(rows(), cfg, tmp_path)
-    assert [s.step for s in report.steps] == ["near_dedup", "near_dedup_dialogue"]
+    assert [s.name for s in report.steps] == ["near_dedup", "near_dedup_dialogue"]
 
 
 def test_config_from_run_file(tmp_path):

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.io import write_jsonl_atomic
-from datagen.paths import absolute_paths_in_text, is_absolute_path, portable_paths
+from datagen.paths import absolute_paths_in_text, is_absolute_path, portable
 from datagen.publish.build import build_dataset_folder
 from datagen.publish.verify import check_dataset_folder
 from tests.publish.runs import make_run_dir, manifest, sample_conversations
@@ -27,7 +27,7 @@ def test_is_absolute_path(value, expected):
 def test_portable_paths_keep_the_file_name_only():
     cfg = {"seeds": {"path": "/home/ann/private/seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
            "tools": [{"index": "C:\\Users\\ann\\index.jsonl"}, "relative/x.jsonl"], "seed": 3}
-    assert portable_paths(cfg) == {"seeds": {"path": "seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
+    assert portable(cfg) == {"seeds": {"path": "seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
                                    "tools": [{"index": "index.jsonl"}, "relative/x.jsonl"], "seed": 3}
 
 
