@@ -79,7 +79,18 @@ class TeacherEngine(EngineCommon):
         progress: show the progress bar (default: `config.progress`; never when stderr is not a
             terminal).
         desc: the bar's label and the summary's prefix (e.g. the stage name).
+
+    With `config.mode == "batch"` the constructor returns a `datagen.teacher.batch.BatchEngine`
+    (the same interface), so a config that asks for batch mode never pays online prices, whichever
+    stage opens the engine.
     """
+
+    def __new__(cls, config: TeacherConfig, **kwargs: Any) -> Any:
+        if cls is TeacherEngine and getattr(config, "mode", "online") == "batch":
+            from datagen.teacher.batch import BatchEngine
+
+            return BatchEngine(config, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, config: TeacherConfig, *, journal_path: str | Path | None = None,
                  progress: bool | None = None, desc: str = ""):
@@ -392,7 +403,8 @@ def open_engine(config: TeacherConfig, **kwargs: Any) -> Any:
 
 
 def engine_factory(config: TeacherConfig) -> Callable[..., Any]:
-    """The engine class for `config.mode`: what a stage's `engine_factory` hook takes."""
+    """The engine class for `config.mode`: what a stage's `engine_factory` hook takes (TeacherEngine
+    itself turns into a BatchEngine for a batch config; this says so explicitly)."""
     if config.mode == "batch":
         from datagen.teacher.batch import BatchEngine
 
