@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import replace
@@ -58,13 +59,18 @@ _TICK_SECONDS = 0.5
 
 class BatchEngine(EngineCommon):
     """TeacherEngine's interface (`complete`, `map`, `expect`, `stats`, `journal`, `summary`, `async
-    with`) over rounds of batch files. Arguments as TeacherEngine's; a journal is required.
+    with`) over rounds of batch files. Arguments as TeacherEngine's (without a journal, one lives
+    in a temporary folder for the session).
     `rounds` and `files` count the rounds closed and the batch files sent by this session."""
 
     def __init__(self, config: TeacherConfig, *, journal_path: str | Path | None = None,
                  progress: bool | None = None, desc: str = "", adopt: bool = True):
-        if journal_path is None:
-            raise DatagenError("batch mode needs a journal (journal_path): it is where batch ids wait")
+        if journal_path is None and config.batch.transport == "files":
+            raise DatagenError("exporting batch rounds needs a journal (journal_path): imports settle into it")
+        self._scratch = None if journal_path is not None else tempfile.TemporaryDirectory(prefix="datagen-batch-")
+        if self._scratch is not None:  # batch ids must be kept somewhere: for this session only
+            journal_path = Path(self._scratch.name) / "journal.sqlite"
+            log.warning("%s: batch mode without a journal: a killed run cannot find its batches again", desc)
         self.config = config
         self.settings = config.batch
         self.journal_path = Path(journal_path)
@@ -140,6 +146,8 @@ class BatchEngine(EngineCommon):
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
         if self._progress is not None:
             self.summary = self._progress.close() + f"; {self.rounds} rounds, {self.files} batch files"
             self._progress = None

@@ -340,3 +340,11 @@ def test_a_caller_waiting_on_something_else_closes_the_round_after_the_linger(fa
 
     (first, second), engine = asyncio.run(main())
     assert second.text == "echo: second after echo: first" and engine.rounds == 2
+
+
+def test_without_a_journal_batch_mode_keeps_its_ids_for_the_session(fake, tmp_path):
+    from datagen.teacher.engine import run_requests
+
+    results = run_requests(batch_config(fake), [ask(f"judge {i}") for i in range(4)])
+    assert [r.text for r in results] == [f"echo: judge {i}" for i in range(4)]
+    assert len(fake.batches) == 1 and fake.requests == 0
