@@ -204,8 +204,9 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
             engine.expect(int(sum(calls_per_turn * config.turn_distribution(p.category, p.language).mean - 1
                                   for p in todo)))
             with AppendWriter(out_path) as writer, AppendWriter(failed_path) as failed_writer:
-                await _run_all(maker, todo, writer, failed_writer, stats,
-                               config.concurrency or teacher.concurrency, made)
+                # In batch mode every unfinished dialogue takes part in each round: the fewest rounds.
+                default = len(todo) if getattr(teacher, "mode", "online") == "batch" else teacher.concurrency
+                await _run_all(maker, todo, writer, failed_writer, stats, config.concurrency or default, made)
     finally:
         if runner is not None:
             runner.close()

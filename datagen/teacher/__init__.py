@@ -29,6 +29,8 @@ _EXPORTS = {
     "TeacherEngine": "datagen.teacher.engine",
     "EngineStats": "datagen.teacher.engine",
     "run_requests": "datagen.teacher.engine",
+    "open_engine": "datagen.teacher.engine",
+    "BatchEngine": "datagen.teacher.batch",
     "Journal": "datagen.teacher.journal",
     "request_key": "datagen.teacher.journal",
 }

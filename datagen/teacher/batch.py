@@ -114,10 +114,6 @@ class BatchEngine(EngineCommon):
         self._next_number = bio.next_batch_number(self._journal)
         if self._adopt_open:
             self._adopt()
-            if self.config.concurrency < 1000:
-                log.warning("%s: batch mode with teacher.concurrency %d: a round holds at most that many requests "
-                         "(set it to the number of dialogues for the fewest rounds)", self.desc,
-                         self.config.concurrency)
         if self.settings.transport == "api":
             self._api = bio.BatchApi(self.config)
         self._progress = Progress(self.stats, enabled=self._show_progress, desc=self.desc,
@@ -191,10 +187,11 @@ class BatchEngine(EngineCommon):
 
     async def map(self, requests: Iterable[Request] | AsyncIterable[Request], *,
                   window: int | None = None) -> AsyncIterator[Result]:
-        """As TeacherEngine.map; the window defaults to `concurrency` (a round's most requests)."""
+        """As TeacherEngine.map; the window defaults to one round's worth (`batch.max_lines`, or
+        `concurrency` when that is larger): in batch mode requests wait in files, not sockets."""
         from datagen.teacher.engine import map_requests
 
-        results = map_requests(self, requests, window or self.config.concurrency)
+        results = map_requests(self, requests, window or max(self.config.concurrency, self.settings.max_lines))
         try:
             async for result in results:
                 yield result

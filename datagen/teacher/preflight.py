@@ -19,6 +19,8 @@ def check_teacher(config: TeacherConfig, *, timeout: float = 10.0) -> None:
     A key that cannot be sent at all (a space, a newline, non-ASCII) raises ConfigError first."""
     import openai
 
+    if getattr(config, "mode", "online") == "batch" and config.batch.transport == "files":
+        return  # rounds go to files for a self-hosted `vllm run-batch`: no endpoint to ask
     key = config.api_key()
     client = openai.OpenAI(base_url=config.base_url, api_key=key, max_retries=1, timeout=timeout)
     try:
