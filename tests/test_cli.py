@@ -2,7 +2,7 @@
 
 import pytest
 
-from datagen.cli import main
+from datagen.cli import build_parser, main
 
 
 def test_env_command_prints_versions(capsys):
@@ -131,3 +131,30 @@ def test_an_error_line_never_shows_a_remembered_key(tmp_path, capsys, monkeypatc
     assert main(["status", str(missing)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error:") and secret not in err
+
+
+def test_run_mode_flag_sets_teacher_mode(tmp_path, monkeypatch):
+    """`datagen run --mode batch` is `--set teacher.mode=batch`; the pipeline gets that config."""
+    import datagen.run.pipeline as pipeline
+
+    seen = {}
+
+    def fake_run(config, out, **kwargs):
+        seen["mode"] = config.teacher.mode
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("name: t\nteacher: {base_url: 'http://127.0.0.1:9/v1', model: m}\n", encoding="utf-8")
+    main(["run", str(cfg), "--out", str(tmp_path / "out"), "--mode", "batch"])
+    assert seen == {"mode": "batch"}
+
+
+def test_serve_teacher_old_model_flag_warns(capsys):
+    from datagen.cli.run import _gguf
+
+    args = build_parser().parse_args(["serve-teacher", "--model", "x.gguf"])
+    assert _gguf(args, "--model") == "x.gguf"
+    assert "--model is deprecated here; write --teacher-gguf" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve-teacher", "--teacher-gguf", "y.gguf"])
+    assert _gguf(args, "--model") == "y.gguf"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from datagen.run.pipeline import run_pipeline
 
     executor = _executor(args)
-    config = load_config(args.config, args.set)
+    overrides = [*args.set, *([f"teacher.mode={args.mode}"] if args.mode else [])]
+    config = load_config(args.config, overrides)
+    gguf = _gguf(args, "--teacher-model")
     if args.no_progress:  # display only: not part of any fingerprint
         config.teacher.progress = False
     out = Path(args.out) if args.out else Path("outputs") / config.name
@@ -28,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             out.mkdir(parents=True, exist_ok=True)
             log("starting the embedded teacher (llama-cpp-python, SmolLM2-135M-Instruct) on 127.0.0.1")
-            teacher = start_local_teacher(args.teacher_model, port=args.teacher_port or _free_port(),
+            teacher = start_local_teacher(gguf, port=args.teacher_port or _free_port(),
                                           log_path=out / "teacher-server.log")
             config.teacher.base_url = teacher.base_url
             # The served model's name goes into journal keys and fingerprints: another GGUF must not
@@ -85,12 +88,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gguf(args: argparse.Namespace, old_flag: str) -> str | None:
+    """--teacher-gguf, or its old spelling with a line saying what to write instead (`--model` is
+    the local model in check and finetune; `--teacher-model` the teacher's name in expand/generate)."""
+    if args.gguf_deprecated:
+        print(f"warning: {old_flag} is deprecated here; write --teacher-gguf", file=sys.stderr)
+        return args.gguf_deprecated
+    return args.teacher_gguf
+
+
 def cmd_serve_teacher(args: argparse.Namespace) -> int:
     from datagen.procs import sigterm_as_interrupt
     from datagen.teacher.local_server import start_local_teacher
 
     with sigterm_as_interrupt():  # SIGTERM stops the server cleanly, as Ctrl-C does
-        teacher = start_local_teacher(args.model, port=args.port, threads=args.threads,
+        teacher = start_local_teacher(_gguf(args, "--model"), port=args.port, threads=args.threads,
                                       log_path=Path(args.log) if args.log else None)
         print(f"serving {teacher.model_alias} at {teacher.base_url} (Ctrl-C stops it)", flush=True)
         try:
@@ -120,7 +132,11 @@ def register(sub) -> None:
                    help="the Ray cluster for --executor ray (auto, HOST:PORT; default: start one here)")
     p.add_argument("--serve-teacher", action="store_true",
                    help="start the embedded local teacher for this run and stop it afterwards")
-    p.add_argument("--teacher-model", default=None, help="GGUF for --serve-teacher (default: SmolLM2-135M)")
+    p.add_argument("--mode", choices=("online", "batch"), default=None,
+                   help="how teacher calls are made (teacher.mode): one request each, or the Batch API at half price")
+    p.add_argument("--teacher-gguf", default=None, metavar="FILE",
+                   help="GGUF for --serve-teacher (default: SmolLM2-135M)")
+    p.add_argument("--teacher-model", dest="gguf_deprecated", default=None, help=argparse.SUPPRESS)
     p.add_argument("--teacher-port", type=int, default=None,
                    help="port for --serve-teacher (default: a free one)")
     p.set_defaults(func=cmd_run)
@@ -130,7 +146,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("serve-teacher", help="serve the embedded local teacher on 127.0.0.1 (OpenAI API)")
-    p.add_argument("--model", default=None, help="a GGUF file (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--teacher-gguf", default=None, metavar="FILE",
+                   help="a GGUF file (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--model", dest="gguf_deprecated", default=None, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=8089)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--log", default=None, help="write the server's log to this file (default: the terminal)")
