@@ -19,6 +19,11 @@ class DatasetStage(Stage):
     sections = ("dataset", "publish")
     after = ("final",)
 
+    def __init__(self, run_config: Any, *, preference: bool = False):
+        super().__init__(run_config)
+        if preference:  # new pairs rebuild the folder, which then carries the `preference` config
+            self.after = ("final", "preference")
+
     @property
     def config(self) -> Any:
         return self.run_config.dataset

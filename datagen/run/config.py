@@ -24,6 +24,7 @@ from datagen.errors import ConfigError
 from datagen.filters.config import FilterConfig
 from datagen.finetune.config import FinetuneConfig
 from datagen.generate.config import DialogueConfig, ExpandConfig
+from datagen.preference.config import PreferenceConfig
 from datagen.run.quota import QuotaSection
 from datagen.settings import check_int, reject_unknown
 from datagen.teacher.config import RUNTIME_FIELDS, TeacherConfig
@@ -32,7 +33,7 @@ from datagen.yamlfile import load_yaml, read_yaml, resolve_path
 #: sections parsed here (small, owned by the pipeline).
 TOP_LEVEL_KEYS = {
     "name", "seed", "seeds", "teacher", "expand", "dialogues", "tools", "filters", "check",
-    "finetune", "dataset", "publish", "targets", "budget", "quota",
+    "finetune", "dataset", "publish", "targets", "budget", "quota", "preference",
 }
 
 
@@ -170,6 +171,7 @@ class RunConfig:
     dataset: DatasetSection = field(default_factory=DatasetSection)
     publish: PublishSection = field(default_factory=PublishSection)
     quota: QuotaSection | None = None  # `targets`, `budget`, `quota`: the run goes in waves (run/waves.py)
+    preference: PreferenceConfig | None = None  # pairs from the kept dialogues (preference/), when set
     raw: dict[str, Any] = field(default_factory=dict)  # the merged dict it was built from
     source: str | None = None
 
@@ -364,6 +366,7 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
         dataset=_dataclass_from_dict(DatasetSection, data.get("dataset"), "dataset"),
         publish=_dataclass_from_dict(PublishSection, data.get("publish"), "publish"),
         quota=QuotaSection.from_config(data.get("targets"), data.get("budget"), data.get("quota")),
+        preference=_section("preference", PreferenceConfig, data["preference"]) if "preference" in data else None,
         raw=data if raw is None else raw,
         source=source,
     )

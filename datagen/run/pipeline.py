@@ -32,6 +32,7 @@ from typing import Any
 from datagen.check.stage import CheckStage
 from datagen.filters.stage import FilterStage
 from datagen.generate.stage import DialoguesStage, ExpandStage
+from datagen.preference.stage import PreferenceStage
 from datagen.publish.stage import DatasetStage, PublishStage
 from datagen.review.stage import ReviewStage
 from datagen.run.config import RunConfig
@@ -56,8 +57,10 @@ def stages_for(cfg: RunConfig, run_dir: Path) -> list[Stage]:
         out.append(ReviewStage(cfg, after=last))
         last = "review"
     out.append(FinalStage(cfg, after=last))
+    if cfg.preference is not None:  # pairs from the final rows; the dataset folder then carries them
+        out.append(PreferenceStage(cfg))
     if cfg.dataset.enabled:
-        out.append(DatasetStage(cfg))
+        out.append(DatasetStage(cfg, preference=cfg.preference is not None))
         if cfg.publish.repo_id:
             out.append(PublishStage(cfg))
     return out
