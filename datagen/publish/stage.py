@@ -21,6 +21,7 @@ class DatasetStage(Stage):
 
     def __init__(self, run_config: Any, *, preference: bool = False):
         super().__init__(run_config)
+        self.preference = preference
         if preference:  # new pairs rebuild the folder, which then carries the `preference` config
             self.after = ("final", "preference")
 
@@ -42,8 +43,10 @@ class DatasetStage(Stage):
             raise DatagenError(f"{final} is empty, so there is no dataset to build: "
                                f"{_lost_at(steps)}; see {ctx.output('final', 'table')}")
         pc = self.run_config.publish
+        # Said outright, not guessed from the folder: pairs a run made before its `preference:`
+        # section was removed would otherwise go out with dialogues they may no longer match.
         built = build_dataset_folder(ctx.run_dir, folder, license=pc.license, pretty_name=pc.pretty_name,
-                                     repo_id=pc.repo_id)
+                                     repo_id=pc.repo_id, preference=self.preference)
         problems = check_dataset_folder(folder)
         if problems:
             raise DatagenError(f"the dataset folder {folder} failed its checks: {problems[0]}"
