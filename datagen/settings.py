@@ -27,6 +27,37 @@ def reject_unknown(data: Mapping[Any, Any], known: Iterable[str], where: str = "
         raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", field=_field(where, unknown[0]))
 
 
+class Section:
+    """What a config dataclass section shares: `from_dict` (unknown keys and wrong arguments are
+    ConfigErrors naming the key), `to_dict`, and `replace` (CLI flags over the section: None means
+    'not given'). Validation stays in each class's `__post_init__`."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None):
+        """Build from a config section; unknown keys raise ConfigError naming the key."""
+        import dataclasses
+
+        data = dict(data or {})
+        reject_unknown(data, [f.name for f in dataclasses.fields(cls)])
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any):
+        """A copy with the non-None `changes` applied."""
+        import dataclasses
+
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
 def check_int(value: Any, name: str, *, minimum: int, where: str = "") -> None:
     """Raise ConfigError (field `where.name`) unless `value` is an int (not a bool) >= `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.model.attention import ATTENTIONS
 from datagen.model.tokenize import TOKENIZATIONS
+from datagen.settings import Section
 
 #: Upstream's sampling settings, written into the saved generation_config.json.
 GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 40,
@@ -18,7 +16,7 @@ GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top
 
 
 @dataclass(slots=True)
-class FinetuneConfig:
+class FinetuneConfig(Section):
     """Fine-tuning settings (the `finetune:` section of a run config; CLI flags override them).
 
     Args:
@@ -117,26 +115,6 @@ class FinetuneConfig:
             raise ConfigError("must be auto, bf16, fp16 or fp32", field="save_dtype")
         if not isinstance(self.lora_targets, str | list):
             raise ConfigError("must be a list of module names or 'all-linear'", field="lora_targets")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> FinetuneConfig:
-        """Build from a config section; unknown keys raise ConfigError naming the key."""
-        data = dict(data or {})
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"unknown key (known: {', '.join(known)})", field=key)
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> FinetuneConfig:
-        """A copy with the non-None `changes` applied (CLI flags over the config section)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
     def learning_rate(self) -> float:

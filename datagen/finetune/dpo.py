@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, InputError
-from datagen.finetune.config import GENERATION_DEFAULTS
 from datagen.model.tokenize import TOKENIZATIONS
+from datagen.settings import Section
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class DpoConfig:
+class DpoConfig(Section):
     """DPO settings (the `dpo:` section of a config file; CLI flags override them).
 
     Args:
@@ -113,26 +113,6 @@ class DpoConfig:
         for name in ("lora", "merge_lora", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"must be true or false, got {getattr(self, name)!r}", field=name)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> DpoConfig:
-        """Build from a config section; unknown keys raise ConfigError naming the key."""
-        data = dict(data or {})
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"unknown key (known: {', '.join(known)})", field=key)
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> DpoConfig:
-        """A copy with the non-None `changes` applied (CLI flags over the config section)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
     def learning_rate(self) -> float:
@@ -294,7 +274,7 @@ def dpo(pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iter
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOConfig
 
-    from datagen.finetune.train import _apply_lora, _precision, _save_dtype, _training_args_compat
+    from datagen.finetune.train import _apply_lora, _precision, _training_args_compat, save_outputs
     from datagen.model.loading import EOS_TAG, load_model, pick_device
     from datagen.model.score import resolve_max_length
     from datagen.splits import split_for
@@ -384,20 +364,6 @@ def dpo(pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iter
         logger.warning("no pair falls in the validation split (fraction %s): no preference accuracy",
                        config.val_fraction)
 
-    final = trainer.model
-    if config.lora and config.merge_lora:
-        final = final.merge_and_unload()
-    final.config.use_cache = True
-    final.to(_save_dtype(config, loaded.source.config, torch))
-    gen = final.generation_config
-    gen.eos_token_id = eom
-    gen.pad_token_id = tokenizer.pad_token_id
-    for k, v in GENERATION_DEFAULTS.items():
-        setattr(gen, k, v)
-    model_dir = out / "model"
-    final.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    metrics["model_dir"] = str(model_dir)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
+    metrics["model_dir"] = str(out / "model")
+    save_outputs(trainer.model, config, loaded, tokenizer, eom, out, metrics)
     return metrics

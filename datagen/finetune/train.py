@@ -387,7 +387,17 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     metrics["model_dir"] = str(model_dir)
     if not trainer.is_world_process_zero():
         return metrics
-    final = trainer.model
+    save_outputs(trainer.model, config, loaded, tokenizer, eom, out, metrics)
+    return metrics
+
+
+def save_outputs(final: Any, config: Any, loaded: Any, tokenizer: Any, eom: int, out: Path,
+                 metrics: dict[str, Any]) -> None:
+    """Save a trained model as plain transformers loads it (LoRA merged unless asked not to, the
+    cache back on, the dtype it came in, MOSS's generation defaults ending at <eom>), its tokenizer,
+    and `config.json`/`metrics.json` beside it. Shared by `finetune` and `dpo`."""
+    import torch
+
     if config.lora and config.merge_lora:
         final = final.merge_and_unload()
     final.config.use_cache = True
@@ -397,8 +407,8 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     gen.pad_token_id = tokenizer.pad_token_id
     for k, v in GENERATION_DEFAULTS.items():
         setattr(gen, k, v)
+    model_dir = out / "model"
     final.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
-    return metrics
