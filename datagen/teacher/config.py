@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.errors import ConfigError
+from datagen.settings import check_int, reject_unknown
 from datagen.teacher.redact import remember_secret
 
 #: The key sent when the variable named by `api_key_env` is unset (local servers ignore it).
@@ -96,7 +97,7 @@ class BatchSettings:
             raise ConfigError(f"must be a window such as '24h', got {self.completion_window!r}",
                               field=f"{where}.completion_window")
         for name in ("max_lines", "max_bytes", "poll_failures"):
-            _check_int(getattr(self, name), name, minimum=1, where=where)
+            check_int(getattr(self, name), name, minimum=1, where=where)
         for name in ("poll_interval", "max_poll_interval"):
             _check_number(getattr(self, name), name, positive=True, where=where)
         for name in ("settle_seconds", "linger_seconds"):
@@ -113,11 +114,7 @@ class BatchSettings:
             return cls()
         if not isinstance(d, dict):
             raise ConfigError(f"must be a mapping, got {type(d).__name__}", field="teacher.batch")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}",
-                              field="teacher.batch." + unknown[0])
+        reject_unknown(d, [f.name for f in dataclasses.fields(cls)], "teacher.batch")
         return cls(**d)
 
 
@@ -191,11 +188,11 @@ class TeacherConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"must be a non-empty string, got {value!r}", field=f"teacher.{name}")
-        _check_int(self.concurrency, "concurrency", minimum=1)
-        _check_int(self.max_attempts, "max_attempts", minimum=1)
+        check_int(self.concurrency, "concurrency", minimum=1, where="teacher")
+        check_int(self.max_attempts, "max_attempts", minimum=1, where="teacher")
         for name in ("rpm", "tpm"):
             if getattr(self, name) is not None:
-                _check_int(getattr(self, name), name, minimum=1)
+                check_int(getattr(self, name), name, minimum=1, where="teacher")
         for name in ("timeout", "max_backoff", "stall_seconds", "rate_window"):
             _check_number(getattr(self, name), name, positive=True)
         for name in ("min_backoff", "max_retry_after"):
@@ -215,11 +212,7 @@ class TeacherConfig:
     def from_dict(cls, d: dict[str, Any] | None) -> TeacherConfig:
         """Build from a config section, rejecting unknown keys by name."""
         d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}",
-                              field="teacher." + unknown[0])
+        reject_unknown(d, [f.name for f in dataclasses.fields(cls)], "teacher")
         if isinstance(d.get("params"), dict):
             for name, keys in STAGE_PARAM_KEYS.items():
                 if name in d["params"]:
@@ -308,13 +301,8 @@ def check_params(params: Any, where: str) -> dict[str, Any]:
         if name in params and params[name] is not None:
             _check_number(params[name], name, positive=False, where=where, allow_negative=name.endswith("penalty"))
     if params.get("max_tokens") is not None:
-        _check_int(params["max_tokens"], "max_tokens", minimum=1, where=where)
+        check_int(params["max_tokens"], "max_tokens", minimum=1, where=where)
     return dict(params)
-
-
-def _check_int(value: Any, name: str, *, minimum: int, where: str = "teacher") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", field=f"{where}.{name}")
 
 
 def _check_number(value: Any, name: str, *, positive: bool, where: str = "teacher",

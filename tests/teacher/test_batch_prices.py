@@ -57,7 +57,7 @@ def test_missing_prices_default_to_no_cache_discount_and_half_price_batches():
         ({"prices": {"m": {"batch_output": -1}}}, "teacher.prices.m.batch_output", ">= 0"),
         ({"mode": "offline"}, "teacher.mode", "online, batch"),
         ({"batch": {"max_line": 5}}, "teacher.batch.max_line", "unknown key"),
-        ({"batch": {"max_lines": 0}}, "teacher.batch.max_lines", ">= 1"),
+        ({"batch": {"max_lines": 0}}, "teacher.batch.max_lines", "at least 1"),
         ({"batch": {"transport": "ftp"}}, "teacher.batch.transport", "api, files"),
         ({"batch": {"poll_interval": 0}}, "teacher.batch.poll_interval", "> 0"),
         ({"batch": "fast"}, "teacher.batch", "mapping"),
