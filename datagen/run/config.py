@@ -384,7 +384,11 @@ PATH_KEYS = (
     "tools.*.docs",  # search document collections
     "filters.steps.*.lexicons",
     "check.model",  # also an alias (smollm2) or a Hub id: only when it names a file or folder
+    "preference.templates_dir",
+    "preference.sources.*.model",  # a local source's model: like check.model
 )
+#: Keys that may also hold a model name or alias, rebased only when they look like a path.
+MODEL_KEYS = re.compile(r"^(check\.model|preference\.sources\.\d+\.model)$")
 
 
 def _looks_like_path(value: str, base: Path) -> bool:
@@ -418,7 +422,7 @@ def resolve_paths(data: dict[str, Any], base: str | os.PathLike, from_file: Any)
             where = f"{key}.{k}" if key else str(k)
             if rest:
                 visit(child, rest, where)
-            elif from_file(where) and (where != "check.model" or
+            elif from_file(where) and (not MODEL_KEYS.match(where) or
                                        (isinstance(child, str) and _looks_like_path(child, base))):
                 node[k] = rebase(child)
 

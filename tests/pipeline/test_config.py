@@ -237,3 +237,17 @@ def test_a_resolved_path_inside_the_working_directory_stays_relative(tmp_path, m
     assert load_config(p.resolve()).seeds.path == "seeds/mine.jsonl"  # no machine path to record
     monkeypatch.chdir(tmp_path / "configs")
     assert load_config(p.resolve()).seeds.path == str(tmp_path.resolve() / "seeds" / "mine.jsonl")
+
+
+def test_preference_paths_in_the_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    (folder / "models" / "moss").mkdir(parents=True)
+    p = folder / "run.yaml"
+    p.write_text("preference:\n  templates_dir: tpl\n  sources:\n    - {kind: original}\n"
+                 "    - {kind: local, model: models/moss}\n    - {kind: local, model: smollm2}\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../configs/run.yaml")
+    assert cfg.preference.templates_dir == "../configs/tpl"
+    assert [s.model for s in cfg.preference.sources] == [None, "../configs/models/moss", "smollm2"]  # alias kept
