@@ -36,6 +36,7 @@ from datagen.text.neardup import FingerprintBatch, NearDupIndex
 _SHIFT = 40
 _POS_MASK = (1 << _SHIFT) - 1
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_SLICE = 10_000  # rows fingerprinted at once in a map task
 
 
 def row_id(shard: int, position: int) -> int:
@@ -72,9 +73,13 @@ def _mix(keys: np.ndarray) -> np.ndarray:
 
 def _split_keys(keys: np.ndarray, ids: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(keys, ids) split by a hash of the key into `parts` pieces, each row to exactly one piece."""
-    piece = (_mix(keys) % np.uint64(parts)).astype(np.int64)
+    mixed = _mix(keys)
+    mixed %= np.uint64(parts)
+    piece = mixed.astype(np.uint16 if parts <= 1 << 16 else np.int64)
+    del mixed
     order = np.argsort(piece, kind="stable")
-    bounds = np.searchsorted(piece[order], np.arange(parts + 1))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(piece, minlength=parts))])
+    del piece
     k, i = keys[order], ids[order]
     return [(k[bounds[p] : bounds[p + 1]], i[bounds[p] : bounds[p + 1]]) for p in range(parts)]
 
@@ -82,7 +87,12 @@ def _split_keys(keys: np.ndarray, ids: np.ndarray, parts: int) -> list[tuple[np.
 def _near_map(shard: int, spec: Any, load: Callable | None, params: dict, parts: int) -> tuple:
     texts = load(spec) if load is not None else spec
     index = NearDupIndex(**params)
-    fps = index.fingerprint_batch(list(texts))
+    texts = list(texts)
+    # in slices: the shingle hashes are Python ints (~3.5 KB a row), the fingerprints 0.5 KB
+    fps = _concat(
+        [index.fingerprint_batch(texts[i : i + _SLICE]) for i in range(0, len(texts), _SLICE)]
+        or [index.fingerprint_batch([])]
+    )
     n = len(fps)
     live = np.flatnonzero(~fps.empty)
     ids = (np.int64(shard) << np.int64(_SHIFT)) | live.astype(np.int64)
@@ -254,26 +264,34 @@ def _remote(name: str) -> Any:
 
 
 def _pipeline(
-    maps: list[Any], parts: int, decide: Callable[[list[Any]], Any], columns: bool, as_refs: bool
+    maps: list[list[Any]], parts: int, decide: Callable[[list[Any]], Any], columns: bool, as_refs: bool
 ) -> list[Any]:
-    """Steps 2-4 over map outputs `(n, payload, piece_0, ..., piece_{parts-1})` (refs)."""
+    """Steps 2-4 over map outputs `[n, payload, piece_0, ..., piece_{parts-1}]` (refs). Each
+    intermediate is let go as soon as the tasks that read it are submitted, so the object store
+    frees it when they finish (a shuffle's pieces are most of the bytes)."""
     ray = import_ray()
     edges = [_remote("group").remote(*[m[2 + p] for m in maps]) for p in range(parts)]
-    comps = _remote("components").options(num_returns=2).remote(*edges)
-    nodes, labels = comps
+    for m in maps:
+        del m[2:]
+    nodes, labels = _remote("components").options(num_returns=2).remote(*edges)
+    del edges
     routed = [
         _remote("route").options(num_returns=parts).remote(s, m[1], nodes, labels, parts)
         for s, m in enumerate(maps)
     ]
+    del nodes, labels
     routed = [r if isinstance(r, list) else [r] for r in routed]
     decided = [decide([r[p] for r in routed]) for p in range(parts)]
+    del routed
     verdicts = [_remote("assemble").remote(s, m[0], columns, *decided) for s, m in enumerate(maps)]
     return verdicts if as_refs else ray.get(verdicts)
 
 
 def default_parts() -> int:
-    """Pieces per shuffle: twice the cluster's CPUs, so every CPU has work while stragglers finish."""
-    return 2 * cluster_cpus()
+    """Pieces per shuffle: twice the cluster's CPUs, so every CPU has work while stragglers finish,
+    at most 256: each map task returns one object per piece, and shards x pieces objects is what
+    the driver has to own."""
+    return min(256, 2 * cluster_cpus())
 
 
 def near_duplicates(
@@ -300,7 +318,7 @@ def near_duplicates(
     params = dict(params) if params is not None else NearDupIndex("prompt").params()
     parts = parts or default_parts()
     maps = [
-        _remote("near_map").options(num_returns=parts + 2).remote(s, spec, load, params, parts)
+        list(_remote("near_map").options(num_returns=parts + 2).remote(s, spec, load, params, parts))
         for s, spec in enumerate(shards)
     ]
     return _pipeline(maps, parts, lambda refs: _remote("near_decide").remote(params, *refs), False, as_refs)
@@ -324,7 +342,7 @@ def exact_duplicates(
     """
     parts = parts or default_parts()
     maps = [
-        _remote("exact_map").options(num_returns=parts + 2).remote(s, spec, load, parts)
+        list(_remote("exact_map").options(num_returns=parts + 2).remote(s, spec, load, parts))
         for s, spec in enumerate(shards)
     ]
     return _pipeline(maps, parts, lambda refs: _remote("exact_decide").remote(*refs), True, as_refs)
