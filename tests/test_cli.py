@@ -158,3 +158,18 @@ def test_serve_teacher_old_model_flag_warns(capsys):
     assert "--model is deprecated here; write --teacher-gguf" in capsys.readouterr().err
     args = build_parser().parse_args(["serve-teacher", "--teacher-gguf", "y.gguf"])
     assert _gguf(args, "--model") == "y.gguf"
+
+
+def test_run_with_targets_goes_in_waves(tmp_path, monkeypatch):
+    """A config with `targets` buys accepted rows per cell in waves (datagen.run.waves), not one pass."""
+    import datagen.run.pipeline as pipeline
+    import datagen.run.waves as waves
+
+    called = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: called.append("pipeline") or {})
+    monkeypatch.setattr(waves.QuotaRun, "run", lambda self: called.append("waves") or {})
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("name: t\nteacher: {base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+                   "targets: {writing/en/hhh: 3}\nbudget: {usd: 1}\n", encoding="utf-8")
+    main(["run", str(cfg), "--out", str(tmp_path / "out")])
+    assert called == ["waves"]

@@ -40,7 +40,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             config.raw.setdefault("teacher", {})["model"] = teacher.model_alias
         try:
             t0 = time.monotonic()
-            data = run_pipeline(config, out, executor=executor)
+            if config.quota is not None:  # targets/budget: accepted rows per cell, bought in waves
+                from datagen.run.waves import QuotaRun
+
+                data = QuotaRun(config, out, executor=executor).run()
+            else:
+                data = run_pipeline(config, out, executor=executor)
         except DatagenError as exc:
             # Calls that failed to connect, or a teacher that stopped answering: if the embedded
             # server died, that is the news, not the failed calls.

@@ -35,6 +35,11 @@ def run_status(run_dir: Path) -> str:
             lines.append(f"  journal: {st}")
         except Exception as exc:  # status must always print something useful
             lines.append(f"  journal: unreadable ({exc})")
+    from datagen.run.waves import quota_status
+
+    cells = quota_status(Path(run_dir))
+    if cells:  # a run in waves: each cell's accepted / target, rate, cost per row, cost to finish
+        lines += ["", cells]
     if (Path(run_dir) / "funnel.md").exists():
         lines.append("")
         lines.append((Path(run_dir) / "funnel.md").read_text(encoding="utf-8").rstrip())
