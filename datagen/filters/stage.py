@@ -20,9 +20,19 @@ class FilterStage(Stage):
     after = ("dialogues.hhh", "dialogues.plugin")
     done_when = ("main", "funnel")
 
+    def __init__(self, run_config: Any):
+        super().__init__(run_config)
+        if self._judges():  # the judge asks the run's teacher: its settings are the judge's too
+            self.sections = ("filters", "teacher")
+
     @property
     def config(self) -> Any:
         return self.run_config.filters
+
+    def _judges(self) -> list[str]:
+        """Names of the enabled judge steps."""
+        steps = getattr(self.config, "steps", None) or []
+        return [s.name for s in steps if s.enabled and s.step_type == "judge"]
 
     def _inputs(self, ctx: StageContext) -> list[Path]:
         return [ctx.output(a) for a in self.after if ctx.has(a)]
@@ -44,10 +54,25 @@ class FilterStage(Stage):
                 yield from iter_conversations(p)
 
     def run(self, rows: Iterable[Any], ctx: StageContext) -> Iterator[Any]:
+        from datagen.filters.judge import run_defaults
         from datagen.filters.run import run_filters
 
-        report = run_filters(rows, self.config, self.outputs(ctx)["main"].parent)
+        out_dir = self.outputs(ctx)["main"].parent
+        # A judge step with no teacher of its own asks the run's, through the run's journal and
+        # engine (a batch-mode run judges in batch rounds).
+        with run_defaults(self.run_config.teacher, str(ctx.journal), ctx.engine_factory, progress=ctx.progress):
+            report = run_filters(rows, self.config, out_dir)
         ctx.info.update({"count": report.kept, "in": report.input})
+        judges = self._judges()
+        if judges:
+            from datagen.filters.judge_report import judge_report_from_dir, write_judge_report
+
+            for name in judges:
+                write_judge_report(judge_report_from_dir(out_dir, step=name), out_dir)
+            # rows dropped because the judge could not be reached: a rerun asks again
+            unavailable = sum(s.reasons.get("judge_unavailable", 0) for s in report.steps if s.name in judges)
+            if unavailable:
+                ctx.info["retryable_failed"] = unavailable
         yield from ()
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
