@@ -131,8 +131,12 @@ def main() -> int:
     ap.add_argument("--hhh", type=int, default=24)
     ap.add_argument("--plugin", type=int, default=16)
     ap.add_argument("--turns", default="3-5")
-    ap.add_argument("--cache-min", type=int, default=1024,
-                    help="the fake's smallest cached prefix in tokens (OpenAI: 1024; lower it to see the cache)")
+    ap.add_argument(
+        "--cache-min",
+        type=int,
+        default=1024,
+        help="the fake's smallest cached prefix in tokens (OpenAI: 1024; lower it to see the cache)",
+    )
     args = ap.parse_args()
     hhh, plugin = prompts(args.hhh, args.plugin)
     work = Path(tempfile.mkdtemp(prefix="datagen-batch-cost-"))

@@ -35,52 +35,95 @@ from datagen.text.neardup import NearDupIndex  # noqa: E402
 from datagen.text.tokens import CJKTokenizer  # noqa: E402
 
 ZH_TEMPLATES = [
-    "写一篇关于{t}的{form}", "请解释{t}的基本原理", "如何提高{skill}？", "给我推荐几本关于{t}的书",
-    "比较{t}和{t2}的优缺点", "用{lang}实现{algo}", "{t}对{field}有什么影响？", "帮我制定一个{skill}的学习计划",
-    "总结一下{t}的发展历史", "为{field}的初学者介绍{t}", "{t}未来的发展趋势是什么？", "列出{t}的五个常见误区",
-    "我想了解{t}，应该从哪里开始？", "写一首以{t}为主题的{poem}", "分析{t}在{field}中的应用",
+    "写一篇关于{t}的{form}",
+    "请解释{t}的基本原理",
+    "如何提高{skill}？",
+    "给我推荐几本关于{t}的书",
+    "比较{t}和{t2}的优缺点",
+    "用{lang}实现{algo}",
+    "{t}对{field}有什么影响？",
+    "帮我制定一个{skill}的学习计划",
+    "总结一下{t}的发展历史",
+    "为{field}的初学者介绍{t}",
+    "{t}未来的发展趋势是什么？",
+    "列出{t}的五个常见误区",
+    "我想了解{t}，应该从哪里开始？",
+    "写一首以{t}为主题的{poem}",
+    "分析{t}在{field}中的应用",
 ]
 EN_TEMPLATES = [
-    "Write a {form_en} about {t}", "Explain the basic principles of {t}", "How can I improve my {skill_en}?",
-    "Recommend some books about {t}", "Compare {t} and {t2}: pros and cons", "Implement {algo_en} in {lang}",
-    "What impact does {t} have on {field_en}?", "Make a study plan for {skill_en}",
-    "Summarize the history of {t}", "Introduce {t} to a beginner in {field_en}", "What is the future of {t}?",
-    "List five common misconceptions about {t}", "Where should I start if I want to learn {t}?",
-    "Write a {poem_en} on the theme of {t}", "Analyze the applications of {t} in {field_en}",
+    "Write a {form_en} about {t}",
+    "Explain the basic principles of {t}",
+    "How can I improve my {skill_en}?",
+    "Recommend some books about {t}",
+    "Compare {t} and {t2}: pros and cons",
+    "Implement {algo_en} in {lang}",
+    "What impact does {t} have on {field_en}?",
+    "Make a study plan for {skill_en}",
+    "Summarize the history of {t}",
+    "Introduce {t} to a beginner in {field_en}",
+    "What is the future of {t}?",
+    "List five common misconceptions about {t}",
+    "Where should I start if I want to learn {t}?",
+    "Write a {poem_en} on the theme of {t}",
+    "Analyze the applications of {t} in {field_en}",
 ]
-ZH_TOPICS = ("人工智能 区块链 量子计算 气候变化 新能源汽车 元宇宙 基因编辑 太空探索 可再生能源 城市化 在线教育 远程办公 "
-             "短视频 数字货币 云计算 大数据 物联网 5G通信 自动驾驶 虚拟现实 机器学习 深度学习 自然语言处理 "
-             "中国古代诗词 宋代绘画 唐朝历史 丝绸之路 中医养生 茶文化 书法艺术 京剧 传统节日 儒家思想 "
-             "心理健康 睡眠质量 健康饮食 马拉松训练 瑜伽 冥想 时间管理 个人理财 股票投资 创业 "
-             "环境保护 垃圾分类 海洋污染 生物多样性 水资源 粮食安全 人口老龄化 乡村振兴").split()
-EN_TOPICS = ("artificial intelligence|blockchain|quantum computing|climate change|electric vehicles|the metaverse|"
-             "gene editing|space exploration|renewable energy|urbanization|online education|remote work|"
-             "social media|cryptocurrency|cloud computing|big data|the internet of things|self-driving cars|"
-             "virtual reality|machine learning|deep learning|natural language processing|ancient Rome|"
-             "the Renaissance|the Industrial Revolution|jazz music|impressionist painting|Greek mythology|"
-             "mental health|sleep quality|healthy eating|marathon training|yoga|meditation|time management|"
-             "personal finance|stock investing|entrepreneurship|ocean pollution|biodiversity|water scarcity|"
-             "food security|population aging|public transport|nuclear energy|3D printing|robotics").split("|")
+ZH_TOPICS = (
+    "人工智能 区块链 量子计算 气候变化 新能源汽车 元宇宙 基因编辑 太空探索 可再生能源 城市化 在线教育 远程办公 "
+    "短视频 数字货币 云计算 大数据 物联网 5G通信 自动驾驶 虚拟现实 机器学习 深度学习 自然语言处理 "
+    "中国古代诗词 宋代绘画 唐朝历史 丝绸之路 中医养生 茶文化 书法艺术 京剧 传统节日 儒家思想 "
+    "心理健康 睡眠质量 健康饮食 马拉松训练 瑜伽 冥想 时间管理 个人理财 股票投资 创业 "
+    "环境保护 垃圾分类 海洋污染 生物多样性 水资源 粮食安全 人口老龄化 乡村振兴"
+).split()
+EN_TOPICS = (
+    "artificial intelligence|blockchain|quantum computing|climate change|electric vehicles|the metaverse|"
+    "gene editing|space exploration|renewable energy|urbanization|online education|remote work|"
+    "social media|cryptocurrency|cloud computing|big data|the internet of things|self-driving cars|"
+    "virtual reality|machine learning|deep learning|natural language processing|ancient Rome|"
+    "the Renaissance|the Industrial Revolution|jazz music|impressionist painting|Greek mythology|"
+    "mental health|sleep quality|healthy eating|marathon training|yoga|meditation|time management|"
+    "personal finance|stock investing|entrepreneurship|ocean pollution|biodiversity|water scarcity|"
+    "food security|population aging|public transport|nuclear energy|3D printing|robotics"
+).split("|")
 FILL = {
     "form": "文章 短文 演讲稿 报告 博客 故事 评论 说明文".split(),
     "form_en": "essay|short article|speech|report|blog post|story|review|explainer".split("|"),
     "skill": "写作能力 英语口语 编程水平 演讲技巧 记忆力 专注力 沟通能力 领导力".split(),
-    "skill_en": "writing skills|spoken English|programming skills|public speaking|memory|focus|communication|leadership".split("|"),
+    "skill_en": "writing skills|spoken English|programming skills|public speaking|memory|focus|communication|leadership".split(
+        "|"
+    ),
     "lang": "Python Java C++ Go Rust JavaScript".split(),
     "algo": "快速排序 二分查找 归并排序 动态规划 广度优先搜索 哈希表 链表反转 最短路径算法".split(),
-    "algo_en": "quicksort|binary search|merge sort|dynamic programming|breadth-first search|a hash table|linked list reversal|Dijkstra's algorithm".split("|"),
+    "algo_en": "quicksort|binary search|merge sort|dynamic programming|breadth-first search|a hash table|linked list reversal|Dijkstra's algorithm".split(
+        "|"
+    ),
     "field": "教育 医疗 金融 制造业 农业 交通 娱乐 零售".split(),
-    "field_en": "education|healthcare|finance|manufacturing|agriculture|transport|entertainment|retail".split("|"),
+    "field_en": "education|healthcare|finance|manufacturing|agriculture|transport|entertainment|retail".split(
+        "|"
+    ),
     "poem": "五言绝句 七言律诗 现代诗 散文诗 词".split(),
     "poem_en": "sonnet|haiku|limerick|free verse poem|ballad".split("|"),
 }
 ZH_PREFIX = ["", "", "请", "帮我", "你能", "麻烦", "能不能"]
 ZH_SUFFIX = ["", "", "，谢谢", "，要详细一点", "。", "？", "，尽量简洁", "，字数500字左右"]
-ZH_SYN = [("写", "撰写"), ("解释", "说明"), ("如何", "怎样"), ("推荐", "介绍"), ("总结", "概括"), ("分析", "探讨")]
+ZH_SYN = [
+    ("写", "撰写"),
+    ("解释", "说明"),
+    ("如何", "怎样"),
+    ("推荐", "介绍"),
+    ("总结", "概括"),
+    ("分析", "探讨"),
+]
 EN_PREFIX = ["", "", "Please ", "Can you ", "Could you ", "I need you to "]
 EN_SUFFIX = ["", "", " in detail", ", briefly", ".", "?", " for a high school student", " please"]
-EN_SYN = [("Write", "Compose"), ("Explain", "Describe"), ("improve", "boost"), ("Recommend", "Suggest"),
-          ("Summarize", "Outline"), ("Analyze", "Discuss")]
+EN_SYN = [
+    ("Write", "Compose"),
+    ("Explain", "Describe"),
+    ("improve", "boost"),
+    ("Recommend", "Suggest"),
+    ("Summarize", "Outline"),
+    ("Analyze", "Discuss"),
+]
 
 
 # Random topics keep base prompts distinct: Han characters from the common block, pseudo-words
@@ -88,8 +131,16 @@ EN_SYN = [("Write", "Compose"), ("Explain", "Describe"), ("improve", "boost"), (
 _HAN = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 3500))
 _SYL = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou", "er")]
 ZH_TAILS = ["", "", "", "，并举例说明", "，结合{r}的情况", "，重点讲{r}", "，面向{r}的读者", "，不少于三点"]
-EN_TAILS = ["", "", "", ", with examples", ", focusing on {r}", " for readers interested in {r}",
-            ", considering {r}", " in three points"]
+EN_TAILS = [
+    "",
+    "",
+    "",
+    ", with examples",
+    ", focusing on {r}",
+    " for readers interested in {r}",
+    ", considering {r}",
+    " in three points",
+]
 
 
 def _zh_phrase(rng: random.Random, scale: int = 1) -> str:
@@ -97,8 +148,9 @@ def _zh_phrase(rng: random.Random, scale: int = 1) -> str:
 
 
 def _en_phrase(rng: random.Random, scale: int = 1) -> str:
-    return " ".join("".join(rng.choice(_SYL) for _ in range(rng.randint(1, 3)))
-                    for _ in range(rng.randint(1, 3) * scale))
+    return " ".join(
+        "".join(rng.choice(_SYL) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 3) * scale)
+    )
 
 
 def _base(rng: random.Random, scale: int = 1) -> tuple[str, str]:
@@ -150,7 +202,9 @@ def prompts(n: int, seed: int = 0, dup_rate: float = 0.3, scale: int = 1) -> Ite
         yield text
 
 
-def labelled_prompts(n: int, seed: int = 0, dup_rate: float = 0.3, scale: int = 1) -> Iterator[tuple[str, bool]]:
+def labelled_prompts(
+    n: int, seed: int = 0, dup_rate: float = 0.3, scale: int = 1
+) -> Iterator[tuple[str, bool]]:
     """`prompts` with a flag: True for a generated variant of an earlier prompt."""
     rng = random.Random(seed)
     recent: list[tuple[str, str]] = []
@@ -270,14 +324,18 @@ def main() -> int:
 
     texts = list(prompts(args.n, args.seed))
     load = os.getloadavg()[0]
-    print(f"== part 1: {len(texts):,} prompts (cpu count {os.cpu_count()}, load average {load:.1f}: "
-          "the machine is shared, so timings vary with what else runs)")
+    print(
+        f"== part 1: {len(texts):,} prompts (cpu count {os.cpu_count()}, load average {load:.1f}: "
+        "the machine is shared, so timings vary with what else runs)"
+    )
     t0 = time.perf_counter()
     base_keep = pool_filter_baseline(texts)
     t_base = time.perf_counter() - t0
     n_pairs = pairs_scored(texts, base_keep)
-    print(f"baseline pool filter (rouge_score, serial): {t_base:8.2f} s  kept {sum(base_keep):,}  "
-          f"(<= {n_pairs:,} pairs, {1e6 * t_base / max(1, n_pairs):.1f} us/pair)")
+    print(
+        f"baseline pool filter (rouge_score, serial): {t_base:8.2f} s  kept {sum(base_keep):,}  "
+        f"(<= {n_pairs:,} pairs, {1e6 * t_base / max(1, n_pairs):.1f} us/pair)"
+    )
 
     t0 = time.perf_counter()
     idx = NearDupIndex("prompt", method="rouge", threshold=0.7)
@@ -286,16 +344,20 @@ def main() -> int:
     agree = sum(a == b for a, b in zip(base_keep, rouge_keep, strict=True)) / len(texts)
     fn = sum(1 for a, b in zip(base_keep, rouge_keep, strict=True) if not a and b)
     fp = sum(1 for a, b in zip(base_keep, rouge_keep, strict=True) if a and not b)
-    print(f"datagen ROUGE-L option (LSH {idx.bands}x{idx.rows} + rapidfuzz): {t_rouge:8.3f} s  kept {sum(rouge_keep):,}  "
-          f"agreement {agree:.4f} (missed drops {fn}, extra drops {fp})  speedup {t_base / t_rouge:,.0f}x")
+    print(
+        f"datagen ROUGE-L option (LSH {idx.bands}x{idx.rows} + rapidfuzz): {t_rouge:8.3f} s  kept {sum(rouge_keep):,}  "
+        f"agreement {agree:.4f} (missed drops {fn}, extra drops {fp})  speedup {t_base / t_rouge:,.0f}x"
+    )
 
     t0 = time.perf_counter()
     mh = NearDupIndex("prompt")
     mh_keep = [d is None for d in mh.check_and_add_many([str(i) for i in range(len(texts))], texts)]
     t_mh = time.perf_counter() - t0
     mh_agree = sum(a == b for a, b in zip(base_keep, mh_keep, strict=True)) / len(texts)
-    print(f"datagen MinHash (bigram, J>=0.5, LSH {mh.bands}x{mh.rows}): {t_mh:8.3f} s  kept {sum(mh_keep):,}  "
-          f"agreement with the ROUGE-L pool filter {mh_agree:.4f} (a different criterion)")
+    print(
+        f"datagen MinHash (bigram, J>=0.5, LSH {mh.bands}x{mh.rows}): {t_mh:8.3f} s  kept {sum(mh_keep):,}  "
+        f"agreement with the ROUGE-L pool filter {mh_agree:.4f} (a different criterion)"
+    )
 
     print("MinHash settings on generated variants (recall) and distinct prompts (false drops):")
     shingle_settings_table()
@@ -313,8 +375,10 @@ def main() -> int:
         t0 = time.perf_counter()
         mh.hasher.signatures(sample)
         t_ours = (time.perf_counter() - t0) / len(sample)
-        print(f"signature cost per prompt: datasketch MinHash {1e6 * t_ds:.1f} us, datagen numpy {1e6 * t_ours:.1f} us "
-              f"({t_ds / t_ours:.1f}x)")
+        print(
+            f"signature cost per prompt: datasketch MinHash {1e6 * t_ds:.1f} us, datagen numpy {1e6 * t_ours:.1f} us "
+            f"({t_ds / t_ours:.1f}x)"
+        )
     except ImportError:
         pass
 
@@ -323,16 +387,23 @@ def main() -> int:
     dropped = 0
     t0 = time.perf_counter()
     with PeakRSS(args.workers) as mem:
-        for _, dup in index.check_and_add_stream(((str(i), t) for i, t in enumerate(prompts(args.million, args.seed + 1, dup_rate=0.1, scale=4))),
-                                                 workers=args.workers, chunk_size=10_000):
+        for _, dup in index.check_and_add_stream(
+            ((str(i), t) for i, t in enumerate(prompts(args.million, args.seed + 1, dup_rate=0.1, scale=4))),
+            workers=args.workers,
+            chunk_size=10_000,
+        ):
             dropped += dup is not None
     t_1m = time.perf_counter() - t0
     peak_gb = mem.peak / 2**30
     print(f"load average now {os.getloadavg()[0]:.1f}")
-    print(f"{args.million:,} prompts in {t_1m:.1f} s ({args.million / t_1m:,.0f} rows/s), dropped {dropped:,} "
-          f"near-duplicates, index {len(index):,}, peak memory {peak_gb:.2f} GB (main + workers)")
-    print(f"rouge_speedup={t_base / t_rouge:.0f} rouge_agreement={agree:.4f} minhash_1m_s={t_1m:.1f} "
-          f"minhash_1m_peak_gb={peak_gb:.2f}")
+    print(
+        f"{args.million:,} prompts in {t_1m:.1f} s ({args.million / t_1m:,.0f} rows/s), dropped {dropped:,} "
+        f"near-duplicates, index {len(index):,}, peak memory {peak_gb:.2f} GB (main + workers)"
+    )
+    print(
+        f"rouge_speedup={t_base / t_rouge:.0f} rouge_agreement={agree:.4f} minhash_1m_s={t_1m:.1f} "
+        f"minhash_1m_peak_gb={peak_gb:.2f}"
+    )
     return 0
 
 

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--no-json-mode", action="store_true", help="do not send response_format")
     args = ap.parse_args(argv)
-    convs = [c for c in read_conversations([str(Path(args.samples) / "conversation_with_plugins")]) if c.plugins]
+    convs = [
+        c for c in read_conversations([str(Path(args.samples) / "conversation_with_plugins")]) if c.plugins
+    ]
     server = None
     if args.base_url is None:
         import socket
@@ -62,15 +64,23 @@ def main(argv: list[str] | None = None) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = start_local_teacher(port=port, n_ctx=args.n_ctx, log_path=Path(tempfile.mkdtemp()) / "teacher.log")
+        server = start_local_teacher(
+            port=port, n_ctx=args.n_ctx, log_path=Path(tempfile.mkdtemp()) / "teacher.log"
+        )
         base_url, model = server.base_url, server.model_alias
     else:
         base_url, model = args.base_url, args.model
     try:
         teacher = TeacherConfig(base_url=base_url, model=model, concurrency=1, timeout=600.0, progress=False)
         journal = args.journal or str(Path(tempfile.mkdtemp()) / "judge.sqlite")
-        judge = JudgeFilter(teacher=teacher.to_dict(), rubrics=["grounded"], min_score=args.min_score,
-                            journal=journal, json_mode=not args.no_json_mode, max_tokens=600)
+        judge = JudgeFilter(
+            teacher=teacher.to_dict(),
+            rubrics=["grounded"],
+            min_score=args.min_score,
+            journal=journal,
+            json_mode=not args.no_json_mode,
+            max_tokens=600,
+        )
         verdicts = judge.decide_batch([(c, None) for c in convs])
     finally:
         if server is not None:
@@ -91,21 +101,32 @@ def main(argv: list[str] | None = None) -> int:
         if "judge.rubrics" not in (v.updates or {}).get("tags", {}):
             continue  # no turn made a call: the rubric does not apply
         pairs.append((v.keep, r.keep))
-        key = ("both_keep" if v.keep and r.keep else "both_drop" if not v.keep and not r.keep
-               else "judge_only_drop" if r.keep else "rule_only_drop")
+        key = (
+            "both_keep"
+            if v.keep and r.keep
+            else "both_drop"
+            if not v.keep and not r.keep
+            else "judge_only_drop"
+            if r.keep
+            else "rule_only_drop"
+        )
         counts[key] += 1
         if v.keep != r.keep:
             ev = v.evidence or {}
             marks = v.updates["tags"]["judge.rubrics"]["grounded.v1"]
-            lines.append(f"  {conv.id}: rule={r.reason or 'keep'} judge={v.reason or 'keep'} "
-                         f"score={ev.get('score', marks['dialogue']['grounded']['score'])} "
-                         f"reason={ev.get('reason', marks['dialogue']['grounded']['reason'])!r}")
+            lines.append(
+                f"  {conv.id}: rule={r.reason or 'keep'} judge={v.reason or 'keep'} "
+                f"score={ev.get('score', marks['dialogue']['grounded']['score'])} "
+                f"reason={ev.get('reason', marks['dialogue']['grounded']['reason'])!r}"
+            )
     n = len(pairs)
     agree = sum(a == b for a, b in pairs) / n if n else 0.0
     k = kappa(pairs)
-    print(f"rows={n} agreement={agree:.3f} kappa={'-' if k is None else f'{k:.3f}'} "
-          + " ".join(f"{k_}={v_}" for k_, v_ in counts.items())
-          + f" unparseable={unparseable} errors={errors} judge_model={model} calls={judge.calls.calls}")
+    print(
+        f"rows={n} agreement={agree:.3f} kappa={'-' if k is None else f'{k:.3f}'} "
+        + " ".join(f"{k_}={v_}" for k_, v_ in counts.items())
+        + f" unparseable={unparseable} errors={errors} judge_model={model} calls={judge.calls.calls}"
+    )
     print("\n".join(lines))
     return 0
 

@@ -47,8 +47,16 @@ SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "moss-samples"
 
 #: Dense bf16 tensor-core peaks (FLOP/s), matched against torch.cuda.get_device_name().
 PEAK_BF16 = [
-    ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12), ("GH200", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L4", 121e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("H800", 989e12),
+    ("GH200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
 ]
 
 SIZES = {
@@ -78,12 +86,17 @@ def _bpe_tokenizer(records: list[dict]) -> object:
 
     from datagen.model.loading import END_TAGS, load_tokenizer
 
-    texts = [r["meta_instruction"] for r in records] + [s for r in records for t in r["chat"].values()
-                                                       for s in t.values()]
+    texts = [r["meta_instruction"] for r in records] + [
+        s for r in records for t in r["chat"].values() for s in t.values()
+    ]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1200, show_progress=False,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=1200, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     folder = Path(tempfile.mkdtemp(prefix="bench-bpe-"))
     bpe.model.save(str(folder))
     n = len(json.loads((folder / "vocab.json").read_text()))
@@ -113,11 +126,17 @@ def main() -> int:
     ap.add_argument("--score-batch", type=int, default=8)
     ap.add_argument("--train-batch", type=int, default=4, help="packed rows (or padded dialogues) per step")
     ap.add_argument("--score-iters", type=int, default=None, help="default 10 (3 on a CPU)")
-    ap.add_argument("--train-steps", type=int, default=None,
-                    help="optimizer steps, the first 2 are warm-up (default 12; 6 on a CPU)")
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="optimizer steps, the first 2 are warm-up (default 12; 6 on a CPU)",
+    )
     ap.add_argument("--no-padded", action="store_true", help="skip the padded (unpacked) fine-tuning run")
     ap.add_argument("--no-grad-ckpt", action="store_true", help="keep activations instead of recomputing")
-    ap.add_argument("--samples", type=Path, default=SAMPLES, help="MOSS sample dialogues (*.json) for lengths")
+    ap.add_argument(
+        "--samples", type=Path, default=SAMPLES, help="MOSS sample dialogues (*.json) for lengths"
+    )
     ap.add_argument("--tokenizer", default=None, help="a MOSS folder to tokenise the samples with")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the device's bf16 peak")
     args = ap.parse_args()
@@ -145,9 +164,17 @@ def main() -> int:
     cfg_kwargs = dict(SIZES[size])
     seq = args.seq or cfg_kwargs["n_positions"]
     last = cfg_kwargs["vocab_size"] - 1
-    config = CodeGenConfig(**cfg_kwargs, n_ctx=cfg_kwargs["n_positions"], tie_word_embeddings=False,
-                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=last, eos_token_id=last,
-                           use_cache=False)  # a KV cache would turn the packed mask off
+    config = CodeGenConfig(
+        **cfg_kwargs,
+        n_ctx=cfg_kwargs["n_positions"],
+        tie_word_embeddings=False,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=last,
+        eos_token_id=last,
+        use_cache=False,
+    )  # a KV cache would turn the packed mask off
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (peak_flops(name) if gpu else None)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -156,30 +183,40 @@ def main() -> int:
     n_params = sum(p.numel() for p in model.parameters())
     n_matmul = n_params - model.get_input_embeddings().weight.numel()
     L, d = config.n_layer, config.n_embd
-    log(f"device {name}; model {size}: {n_params / 1e6:,.1f}M params ({n_matmul / 1e6:,.1f}M in matmuls), "
-        f"{L} layers x {d}, vocab {config.vocab_size}, seq {seq}; built in {time.perf_counter() - t0:.1f}s")
+    log(
+        f"device {name}; model {size}: {n_params / 1e6:,.1f}M params ({n_matmul / 1e6:,.1f}M in matmuls), "
+        f"{L} layers x {d}, vocab {config.vocab_size}, seq {seq}; built in {time.perf_counter() - t0:.1f}s"
+    )
 
     # --- the training data: random ids, lengths of the MOSS samples (full rows when there are none)
     lengths = sample_lengths(args.samples, args.tokenizer, seq)
     if lengths:
-        log(f"lengths: {len(lengths)} MOSS samples, mean {np.mean(lengths):.0f} tokens (max {max(lengths)}) at "
-            f"context {seq}")
+        log(
+            f"lengths: {len(lengths)} MOSS samples, mean {np.mean(lengths):.0f} tokens (max {max(lengths)}) at "
+            f"context {seq}"
+        )
     else:
-        log(f"no MOSS sample under {args.samples} fits {seq} tokens: full-length rows, so packing and padding "
-            "change nothing")
+        log(
+            f"no MOSS sample under {args.samples} fits {seq} tokens: full-length rows, so packing and padding "
+            "change nothing"
+        )
         lengths = [seq]
     rng = np.random.default_rng(0)
     need = args.train_batch * args.train_steps * seq * 1.3 / np.mean(lengths)
     lens = [lengths[i % len(lengths)] for i in range(max(int(need), args.train_batch * args.train_steps))]
     ids = rng.integers(0, config.vocab_size - 1, size=sum(lens)).astype(np.int32)
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    train_set = TokenizedSet(ids=ids, mask=np.ones_like(ids, dtype=bool), offsets=offsets, stats=TruncationStats())
+    train_set = TokenizedSet(
+        ids=ids, mask=np.ones_like(ids, dtype=bool), offsets=offsets, stats=TruncationStats()
+    )
     packed = PackedDataset(train_set, seq)
     order = list(range(len(lens)))
     random.Random(0).shuffle(order)
     pad_eff = padding_efficiency(lens, args.train_batch, order)
-    log(f"packing: {len(lens)} dialogues in {len(packed)} rows of {seq}, efficiency {packed.efficiency:.3f} "
-        f"(padded batches of {args.train_batch}: {pad_eff:.3f})")
+    log(
+        f"packing: {len(lens)} dialogues in {len(packed)} rows of {seq}, efficiency {packed.efficiency:.3f} "
+        f"(padded batches of {args.train_batch}: {pad_eff:.3f})"
+    )
 
     def sync() -> None:
         if gpu:
@@ -200,12 +237,30 @@ def main() -> int:
         model.to(torch.float32).train()
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        ft = FinetuneConfig(max_steps=args.train_steps, batch_size=args.train_batch, lr=1e-5, log_steps=10**6,
-                            gradient_checkpointing=not args.no_grad_ckpt, val_fraction=0.0, packing=packing)
+        ft = FinetuneConfig(
+            max_steps=args.train_steps,
+            batch_size=args.train_batch,
+            lr=1e-5,
+            log_steps=10**6,
+            gradient_checkpointing=not args.no_grad_ckpt,
+            val_fraction=0.0,
+            packing=packing,
+        )
         timer = StepTimer()
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = build_trainer(model, train_set, None, ft, out_dir=tmp, device=device, precision=precision,
-                                    pad_id=0, row_length=seq, progress=False, callbacks=[timer])
+            trainer = build_trainer(
+                model,
+                train_set,
+                None,
+                ft,
+                out_dir=tmp,
+                device=device,
+                precision=precision,
+                pad_id=0,
+                row_length=seq,
+                progress=False,
+                callbacks=[timer],
+            )
             trainer.train()
         warm = 2 if len(timer.times) > 3 else 0
         steps = len(timer.times) - 1 - warm
@@ -217,7 +272,9 @@ def main() -> int:
     for kernel in kernels:
         use_attention(model, kernel)
         if not keeps_sequences_apart(model):
-            raise SystemExit(f"{kernel}: packed sequences attend to each other; the packed figures would be wrong")
+            raise SystemExit(
+                f"{kernel}: packed sequences attend to each other; the packed figures would be wrong"
+            )
 
         # --- scoring: the model in the dtype `datagen check` loads it in (bf16 on GPU, fp32 on CPU)
         if gpu:
@@ -234,18 +291,25 @@ def main() -> int:
         score_tok_s = args.score_batch * seq * args.score_iters / (time.perf_counter() - t)
         score_mfu = score_tok_s * (2 * n_matmul + 4 * L * d * seq) / peak if peak else math.nan
         score_gb = torch.cuda.max_memory_allocated() / 1e9 if gpu else 0.0
-        log(f"{kernel} score: {score_tok_s:,.0f} tok/s (batch {args.score_batch} x {seq}), mfu {score_mfu:.3f}")
+        log(
+            f"{kernel} score: {score_tok_s:,.0f} tok/s (batch {args.score_batch} x {seq}), mfu {score_mfu:.3f}"
+        )
 
         # --- fine-tuning: fp32 master weights, the Trainer that `datagen finetune` builds
         tok_s, train_gb = finetune_tok_s(packing=True)
         mfu = tok_s * (6 * n_matmul + 12 * L * d * seq) / peak if peak else math.nan
         padded_tok_s, padded_gb = (math.nan, 0.0) if args.no_padded else finetune_tok_s(packing=False)
-        log(f"{kernel} finetune: {tok_s:,.0f} real tok/s packed ({args.train_batch} rows x {seq}), "
+        log(
+            f"{kernel} finetune: {tok_s:,.0f} real tok/s packed ({args.train_batch} rows x {seq}), "
             f"{padded_tok_s:,.0f} padded ({args.train_batch} dialogues a batch); {precision}, gradient "
-            f"checkpointing {'off' if args.no_grad_ckpt else 'on'}, {args.train_steps - 3} timed steps; mfu {mfu:.3f}")
-        print(f"attention={kernel} score_tok_s={score_tok_s:.0f} finetune_tok_s={tok_s:.0f} "
-              f"padded_tok_s={padded_tok_s:.0f} mfu={mfu:.3f} packing_efficiency={packed.efficiency:.3f} "
-              f"padding_efficiency={pad_eff:.3f} peak_gb={max(score_gb, train_gb, padded_gb):.1f}", flush=True)
+            f"checkpointing {'off' if args.no_grad_ckpt else 'on'}, {args.train_steps - 3} timed steps; mfu {mfu:.3f}"
+        )
+        print(
+            f"attention={kernel} score_tok_s={score_tok_s:.0f} finetune_tok_s={tok_s:.0f} "
+            f"padded_tok_s={padded_tok_s:.0f} mfu={mfu:.3f} packing_efficiency={packed.efficiency:.3f} "
+            f"padding_efficiency={pad_eff:.3f} peak_gb={max(score_gb, train_gb, padded_gb):.1f}",
+            flush=True,
+        )
     if peak is None and gpu:
         log(f"unknown bf16 peak for {name!r}: pass --peak-tflops to get an MFU")
     return 0

@@ -69,16 +69,29 @@ def run(work: Path) -> str:
 
     model = work / "tiny-moss"
     build_tiny_moss(model, corpus(sample_records(sorted((SHARED / "moss-samples").rglob("*.json")))))
-    convs = [hhh_dialogue(i) for i in range(1, 7)] + [calc_dialogue(1), calc_dialogue(2),
-                                                      calc_dialogue(3, fail=True), calc_dialogue(4, fail=True)]
+    convs = [hhh_dialogue(i) for i in range(1, 7)] + [
+        calc_dialogue(1),
+        calc_dialogue(2),
+        calc_dialogue(3, fail=True),
+        calc_dialogue(4, fail=True),
+    ]
     write_jsonl_atomic(work / "final.jsonl", convs)
     fake = FakeOpenAI().start()
     try:
         fake.set_responder(Script())
         (work / "run.yaml").write_text(CONFIG.format(url=fake.base_url, model=model), encoding="utf-8")
         with contextlib.redirect_stdout(io.StringIO()):
-            rc = main(["preference", str(work / "final.jsonl"), "--out", str(work / "preference"),
-                       "--config", str(work / "run.yaml"), "--no-progress"])
+            rc = main(
+                [
+                    "preference",
+                    str(work / "final.jsonl"),
+                    "--out",
+                    str(work / "preference"),
+                    "--config",
+                    str(work / "run.yaml"),
+                    "--no-progress",
+                ]
+            )
     finally:
         fake.stop()
     if rc != 0:
@@ -93,9 +106,26 @@ def run(work: Path) -> str:
     del trainer
 
     with contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["dpo", str(pairs), "--model", str(model), "--out", str(work / "dpo"), "--max-steps", "4",
-                   "--val-fraction", "0.3", "--lr", "1e-3", "--beta", "0.1", "--no-gradient-checkpointing",
-                   "--no-progress"])
+        rc = main(
+            [
+                "dpo",
+                str(pairs),
+                "--model",
+                str(model),
+                "--out",
+                str(work / "dpo"),
+                "--max-steps",
+                "4",
+                "--val-fraction",
+                "0.3",
+                "--lr",
+                "1e-3",
+                "--beta",
+                "0.1",
+                "--no-gradient-checkpointing",
+                "--no-progress",
+            ]
+        )
     if rc != 0:
         raise SystemExit(f"datagen dpo exited {rc}")
     metrics = json.loads((work / "dpo" / "metrics.json").read_text(encoding="utf-8"))
@@ -106,15 +136,20 @@ def run(work: Path) -> str:
     tok = AutoTokenizer.from_pretrained(work / "dpo" / "model")
     ids = tok("<|Human|>: What is 2+2?<eoh>\n<|MOSS|>:", return_tensors="pt").input_ids
     generated = net.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
-    print(f"candidates: {', '.join(f'{k[11:]} {v}' for k, v in sorted(stats.items()) if k.startswith('candidates_'))}; "
-          f"judged {stats['judged']}, dropped {stats['funnel_step']['reasons']}; dpo pairs train "
-          f"{metrics['pairs_train']} val {metrics['pairs_val']}, loss {metrics['train_loss_first']:.4f} -> "
-          f"{metrics['train_loss_last']:.4f}; reloaded {type(net).__name__}, generates: {generated}", file=sys.stderr)
+    print(
+        f"candidates: {', '.join(f'{k[11:]} {v}' for k, v in sorted(stats.items()) if k.startswith('candidates_'))}; "
+        f"judged {stats['judged']}, dropped {stats['funnel_step']['reasons']}; dpo pairs train "
+        f"{metrics['pairs_train']} val {metrics['pairs_val']}, loss {metrics['train_loss_first']:.4f} -> "
+        f"{metrics['train_loss_last']:.4f}; reloaded {type(net).__name__}, generates: {generated}",
+        file=sys.stderr,
+    )
     if not (trl_loads and generated):
         raise SystemExit("TRL did not take the export as it is, or the saved model does not generate")
     acc = metrics["pref_accuracy"]
-    return (f"pairs={stats['pairs']} tool_pairs={stats['tool_pairs']} trl_loads={str(trl_loads).lower()} "
-            f"dpo_steps={metrics['steps']} pref_accuracy={'nan' if acc is None else f'{acc:.3f}'}")
+    return (
+        f"pairs={stats['pairs']} tool_pairs={stats['tool_pairs']} trl_loads={str(trl_loads).lower()} "
+        f"dpo_steps={metrics['steps']} pref_accuracy={'nan' if acc is None else f'{acc:.3f}'}"
+    )
 
 
 def cli() -> int:

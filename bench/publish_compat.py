@@ -75,8 +75,9 @@ def build_folder(root: Path) -> tuple[Path, dict]:
 
 
 def check_in(python: str, folder: Path, expected: dict) -> dict:
-    proc = subprocess.run([python, "-c", CHECK, str(folder), json.dumps(expected)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [python, "-c", CHECK, str(folder), json.dumps(expected)], capture_output=True, text=True
+    )
     if proc.returncode:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -87,15 +88,19 @@ def make_venv(where: Path, version: str) -> tuple[str, float]:
     t = time.perf_counter()
     if not python.exists():
         venv.create(where, with_pip=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    f"datasets=={version}"], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"datasets=={version}"],
+        check=True,
+    )
     return str(python), time.perf_counter() - t
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--versions", nargs="+", default=["3.6.0", "4.0.0"])
-    ap.add_argument("--keep-venvs", metavar="DIR", help="create (or reuse) the venvs here instead of a temp dir")
+    ap.add_argument(
+        "--keep-venvs", metavar="DIR", help="create (or reuse) the venvs here instead of a temp dir"
+    )
     args = ap.parse_args()
     failed = 0
     with tempfile.TemporaryDirectory(prefix="datagen-compat-") as tmp:
@@ -109,8 +114,11 @@ def main() -> int:
                 if python is None:
                     python, venv_s = make_venv(venvs / f"datasets-{version}", version)
                 got = check_in(python, folder, expected)
-                print(f"datasets={got['version']} default_rows={got['default_rows']} configs={got['configs']} "
-                      f"load_s={got['load_s']} venv_s={venv_s:.1f} ok=1", flush=True)
+                print(
+                    f"datasets={got['version']} default_rows={got['default_rows']} configs={got['configs']} "
+                    f"load_s={got['load_s']} venv_s={venv_s:.1f} ok=1",
+                    flush=True,
+                )
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 failed += 1
                 print(f"datasets={version} ok=0 error={str(exc)!r}", flush=True)

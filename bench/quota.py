@@ -52,8 +52,9 @@ def simulate(target: int, budget_factor: float, seed: int) -> dict[str, float]:
     progress = {c: CellProgress() for c in rates}
     spent, calls, wave = 0.0, 0, 1
     while True:
-        plan = plan_wave(targets, progress, budget=Budget(usd=budget), spent_usd=spent, wave=wave,
-                         cost_hint=1.5 * UNIT)
+        plan = plan_wave(
+            targets, progress, budget=Budget(usd=budget), spent_usd=spent, wave=wave, cost_hint=1.5 * UNIT
+        )
         if plan.stop:
             break
         for cell, n in plan.attempts.items():
@@ -68,10 +69,16 @@ def simulate(target: int, budget_factor: float, seed: int) -> dict[str, float]:
         wave += 1
     counted = sum(min(p.accepted, targets[c]) for c, p in progress.items())
     ideal = sum(t / rates[c] for c, t in targets.items()) * mean_calls / sum(targets.values())
-    return {"met": sum(p.accepted >= targets[c] for c, p in progress.items()), "cells": len(targets),
-            "overshoot": max(p.accepted - targets[c] for c, p in progress.items()),
-            "budget_used": spent / budget, "waves": wave - 1, "calls_per_accepted": calls / max(counted, 1),
-            "ideal": ideal, "stop": plan.stop}
+    return {
+        "met": sum(p.accepted >= targets[c] for c, p in progress.items()),
+        "cells": len(targets),
+        "overshoot": max(p.accepted - targets[c] for c, p in progress.items()),
+        "budget_used": spent / budget,
+        "waves": wave - 1,
+        "calls_per_accepted": calls / max(counted, 1),
+        "ideal": ideal,
+        "stop": plan.stop,
+    }
 
 
 def run_for_real(target: int) -> int:
@@ -120,16 +127,44 @@ def run_for_real(target: int) -> int:
     try:
         fake.set_responder(responder)
         seeds = tmp / "seeds.jsonl"
-        topics = ("the sea", "a mountain town", "an old clock", "a rainy morning", "a lost key", "a first job")
-        seeds.write_text("".join(json.dumps({"id": f"{c}-{i}", "text": f"Write a short story about {t} ({c}).",
-                                             "language": "en", "category": c, "plugins": []}) + "\n"
-                                 for c in cells for i, t in enumerate(topics[:3])), encoding="utf-8")
+        topics = (
+            "the sea",
+            "a mountain town",
+            "an old clock",
+            "a rainy morning",
+            "a lost key",
+            "a first job",
+        )
+        seeds.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "id": f"{c}-{i}",
+                        "text": f"Write a short story about {t} ({c}).",
+                        "language": "en",
+                        "category": c,
+                        "plugins": [],
+                    }
+                )
+                + "\n"
+                for c in cells
+                for i, t in enumerate(topics[:3])
+            ),
+            encoding="utf-8",
+        )
         budget = 5.0
         config = {
-            "name": "quota-bench", "seed": 1,
-            "teacher": {"base_url": fake.base_url, "model": fake.model, "api_key_env": "DATAGEN_BENCH_KEY",
-                        "concurrency": 16, "timeout": 10, "progress": False,
-                        "prices": {fake.model: {"input": 1.0, "output": 2.0}}},
+            "name": "quota-bench",
+            "seed": 1,
+            "teacher": {
+                "base_url": fake.base_url,
+                "model": fake.model,
+                "api_key_env": "DATAGEN_BENCH_KEY",
+                "concurrency": 16,
+                "timeout": 10,
+                "progress": False,
+                "prices": {fake.model: {"input": 1.0, "output": 2.0}},
+            },
             "seeds": {"path": str(seeds)},
             "expand": {"batch_size": 8, "parallel": 8, "near_dup_threshold": 0.95},
             "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
@@ -153,11 +188,15 @@ def run_for_real(target: int) -> int:
         with sqlite3.connect(out / "journal.sqlite") as db:
             calls = db.execute("select count(*) from calls").fetchone()[0]
         met = sum(accepted[c] >= target for c in cells)
-        print(f"cells_met={met}/{len(cells)} overshoot_max={max(accepted[c] - target for c in cells)} "
-              f"budget_used={usd / budget:.3f} waves={len(state['waves'])} "
-              f"calls_per_accepted={calls / max(final, 1):.2f}")
-        print(f"runner=true stop={state['plan']['stop']} target={target} final={final} spent_usd={usd:.4f} "
-              f"requests={fake.requests} dir={out}")
+        print(
+            f"cells_met={met}/{len(cells)} overshoot_max={max(accepted[c] - target for c in cells)} "
+            f"budget_used={usd / budget:.3f} waves={len(state['waves'])} "
+            f"calls_per_accepted={calls / max(final, 1):.2f}"
+        )
+        print(
+            f"runner=true stop={state['plan']['stop']} target={target} final={final} spent_usd={usd:.4f} "
+            f"requests={fake.requests} dir={out}"
+        )
     finally:
         fake.stop()
     return 0
@@ -166,7 +205,9 @@ def run_for_real(target: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", type=int, default=50, help="accepted rows wanted per cell")
-    ap.add_argument("--budget-factor", type=float, default=1.5, help="budget / cost of the targets at the true rates")
+    ap.add_argument(
+        "--budget-factor", type=float, default=1.5, help="budget / cost of the targets at the true rates"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=1, help="repeat over this many seeds (worst and mean)")
     ap.add_argument("--runner", action="store_true", help="the real runner against the fake teacher")
@@ -175,11 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_for_real(args.target)
     runs = [simulate(args.target, args.budget_factor, args.seed + i) for i in range(args.seeds)]
     met = min(r["met"] for r in runs)
-    print(f"cells_met={met}/{runs[0]['cells']} overshoot_max={max(r['overshoot'] for r in runs)} "
-          f"budget_used={max(r['budget_used'] for r in runs):.3f} waves={max(r['waves'] for r in runs)} "
-          f"calls_per_accepted={sum(r['calls_per_accepted'] for r in runs) / len(runs):.2f}")
-    print(f"ideal_calls_per_accepted={runs[0]['ideal']:.2f} stop={','.join(sorted({r['stop'] for r in runs}))} "
-          f"seeds={len(runs)} target={args.target}")
+    print(
+        f"cells_met={met}/{runs[0]['cells']} overshoot_max={max(r['overshoot'] for r in runs)} "
+        f"budget_used={max(r['budget_used'] for r in runs):.3f} waves={max(r['waves'] for r in runs)} "
+        f"calls_per_accepted={sum(r['calls_per_accepted'] for r in runs) / len(runs):.2f}"
+    )
+    print(
+        f"ideal_calls_per_accepted={runs[0]['ideal']:.2f} stop={','.join(sorted({r['stop'] for r in runs}))} "
+        f"seeds={len(runs)} target={args.target}"
+    )
     return 0
 
 

@@ -31,8 +31,12 @@ from datagen.review.index import build_index
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "moss-samples"
-REASONS = [("quality", "too_short"), ("language", "language_drift"), ("near_dedup", "near_dup"),
-           ("safety", "unsafe_keyword")]
+REASONS = [
+    ("quality", "too_short"),
+    ("language", "language_drift"),
+    ("near_dedup", "near_dup"),
+    ("safety", "unsafe_keyword"),
+]
 
 
 def make_run(run: Path, n: int) -> None:
@@ -43,9 +47,11 @@ def make_run(run: Path, n: int) -> None:
     (run / "filtered").mkdir(parents=True)
     (run / "checked").mkdir()
     counts = {"final": 0, "filtered": 0, "checked": 0}
-    with open(run / "final.jsonl", "w", encoding="utf-8") as final, \
-            open(run / "filtered" / "rejected.jsonl", "w", encoding="utf-8") as filtered, \
-            open(run / "checked" / "rejected.jsonl", "w", encoding="utf-8") as checked:
+    with (
+        open(run / "final.jsonl", "w", encoding="utf-8") as final,
+        open(run / "filtered" / "rejected.jsonl", "w", encoding="utf-8") as filtered,
+        open(run / "checked" / "rejected.jsonl", "w", encoding="utf-8") as checked,
+    ):
         for i in range(n):
             conv = base[i % len(base)]
             row = conv.to_dict()
@@ -62,13 +68,23 @@ def make_run(run: Path, n: int) -> None:
                 filtered.write(dumps(row) + "\n")
                 counts["filtered"] += 1
             else:
-                row["rejected"] = {"step": "moss_check", "reason": "loss_above_percentile",
-                                   "evidence": {"moss_loss": row["scores"]["moss_loss"], "cutoff": 2.1}}
+                row["rejected"] = {
+                    "step": "moss_check",
+                    "reason": "loss_above_percentile",
+                    "evidence": {"moss_loss": row["scores"]["moss_loss"], "cutoff": 2.1},
+                }
                 checked.write(dumps(row) + "\n")
                 counts["checked"] += 1
     steps = [{"step": s, "in": n, "kept": n, "dropped": 0, "reasons": {}} for s, _ in REASONS]
-    steps.append({"step": "moss_check", "in": n, "kept": counts["final"], "dropped": counts["checked"],
-                  "reasons": {"loss_above_percentile": counts["checked"]}})
+    steps.append(
+        {
+            "step": "moss_check",
+            "in": n,
+            "kept": counts["final"],
+            "dropped": counts["checked"],
+            "reasons": {"loss_above_percentile": counts["checked"]},
+        }
+    )
     (run / "funnel.json").write_text(json.dumps({"input": n, "kept": counts["final"], "steps": steps}))
 
 
@@ -98,8 +114,13 @@ def main() -> None:
         index_s = time.perf_counter() - t
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         t = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "datagen.review", str(run), "--port", "0"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "datagen.review", str(run), "--port", "0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             line = proc.stdout.readline()
             if "http://" not in line:

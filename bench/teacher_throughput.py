@@ -56,9 +56,21 @@ class FakeServerProcess:
 
     def __init__(self, latency: float):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--latency", str(latency),
-             "--no-log"], cwd=REPO, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.openai_server",
+                "--port",
+                "0",
+                "--latency",
+                str(latency),
+                "--no-log",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         line = self.proc.stdout.readline().strip()
         if not line.startswith("READY "):
             raise RuntimeError(f"fake server did not start: {line!r}")
@@ -66,8 +78,12 @@ class FakeServerProcess:
         self.root = self.base_url.rsplit("/v1", 1)[0]
 
     def control(self, **cmd) -> dict:
-        req = urllib.request.Request(f"{self.root}/_control", data=json.dumps(cmd).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.root}/_control",
+            data=json.dumps(cmd).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req) as resp:
             return json.loads(resp.read())
 
@@ -81,8 +97,10 @@ class FakeServerProcess:
 
 
 def messages(run: str, i: int) -> list[dict]:
-    return [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": f"[{run}] Write a short answer to question number {i}."}]
+    return [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": f"[{run}] Write a short answer to question number {i}."},
+    ]
 
 
 async def bare_run(base_url: str, n: int, concurrency: int, run: str) -> None:
@@ -91,8 +109,9 @@ async def bare_run(base_url: str, n: int, concurrency: int, run: str) -> None:
 
     async def one(i: int) -> str:
         async with sem:
-            resp = await client.chat.completions.create(model="fake-teacher", messages=messages(run, i),
-                                                        temperature=0.7, max_tokens=256)
+            resp = await client.chat.completions.create(
+                model="fake-teacher", messages=messages(run, i), temperature=0.7, max_tokens=256
+            )
             return resp.choices[0].message.content
 
     out = await asyncio.gather(*(one(i) for i in range(n)))
@@ -100,8 +119,9 @@ async def bare_run(base_url: str, n: int, concurrency: int, run: str) -> None:
     await client.close()
 
 
-async def engine_run(config: TeacherConfig, journal: Path, n: int, run: str,
-                     stamps: list[float] | None = None) -> TeacherEngine:
+async def engine_run(
+    config: TeacherConfig, journal: Path, n: int, run: str, stamps: list[float] | None = None
+) -> TeacherEngine:
     requests = (Request(messages=messages(run, i), tag=i) for i in range(n))
     async with TeacherEngine(config, journal_path=journal, progress=False, desc="bench") as engine:
         got = 0
@@ -130,8 +150,14 @@ def case_overhead(args) -> tuple[float, float, float]:
     server = FakeServerProcess(args.latency)
     limit = args.concurrency / args.latency
     tmp = Path(tempfile.mkdtemp(prefix="datagen-bench-"))
-    config = TeacherConfig(base_url=server.base_url, model="fake-teacher", concurrency=args.concurrency,
-                           timeout=60, progress=False, params={"temperature": 0.7, "max_tokens": 256})
+    config = TeacherConfig(
+        base_url=server.base_url,
+        model="fake-teacher",
+        concurrency=args.concurrency,
+        timeout=60,
+        progress=False,
+        params={"temperature": 0.7, "max_tokens": 256},
+    )
     best = {"bare": 0.0, "engine": 0.0}
     cpu_engine = []
     try:
@@ -142,27 +168,38 @@ def case_overhead(args) -> tuple[float, float, float]:
                 server.control(reset=True)
                 run = f"{method}-{rep}"
                 if method == "bare":
-                    wall, cpu = timed(lambda run=run: asyncio.run(
-                        bare_run(server.base_url, args.requests, args.concurrency, run)))
+                    wall, cpu = timed(
+                        lambda run=run: asyncio.run(
+                            bare_run(server.base_url, args.requests, args.concurrency, run)
+                        )
+                    )
                 else:
                     journal = tmp / f"journal-{rep}.sqlite"
-                    wall, cpu = timed(lambda run=run, journal=journal: asyncio.run(
-                        engine_run(config, journal, args.requests, run)))
+                    wall, cpu = timed(
+                        lambda run=run, journal=journal: asyncio.run(
+                            engine_run(config, journal, args.requests, run)
+                        )
+                    )
                     cpu_engine.append(cpu)
                 seen = server.stats()["requests"]
                 assert seen == args.requests, f"server saw {seen} requests, expected {args.requests}"
                 rate = args.requests / wall
                 best[method] = max(best[method], rate)
-                print(f"  {method:<6} run {rep}: {args.requests} requests in {wall:.2f}s = {rate:.1f} req/s "
-                      f"({rate / limit:.3f} of the {limit:.0f} req/s limit), CPU {cpu * 1000 / args.requests:.2f} "
-                      f"ms/request", flush=True)
+                print(
+                    f"  {method:<6} run {rep}: {args.requests} requests in {wall:.2f}s = {rate:.1f} req/s "
+                    f"({rate / limit:.3f} of the {limit:.0f} req/s limit), CPU {cpu * 1000 / args.requests:.2f} "
+                    f"ms/request",
+                    flush=True,
+                )
     finally:
         server.close()
     r1 = best["engine"] / limit
     r2 = best["engine"] / best["bare"]
     cpu_ms = min(cpu_engine) * 1000 / args.requests
-    print(f"case 1: limit {limit:.0f} req/s, bare best {best['bare']:.1f} req/s "
-          f"({best['bare'] / limit:.3f}), engine best {best['engine']:.1f} req/s ({r1:.3f})")
+    print(
+        f"case 1: limit {limit:.0f} req/s, bare best {best['bare']:.1f} req/s "
+        f"({best['bare'] / limit:.3f}), engine best {best['engine']:.1f} req/s ({r1:.3f})"
+    )
     return r1, r2, cpu_ms
 
 
@@ -170,8 +207,15 @@ def case_rpm(args) -> None:
     server = FakeServerProcess(0.005)
     tmp = Path(tempfile.mkdtemp(prefix="datagen-bench-rpm-"))
     n = args.rpm * args.windows
-    config = TeacherConfig(base_url=server.base_url, model="fake-teacher", concurrency=64, timeout=60,
-                           progress=False, rpm=args.rpm, rate_window=args.window)
+    config = TeacherConfig(
+        base_url=server.base_url,
+        model="fake-teacher",
+        concurrency=64,
+        timeout=60,
+        progress=False,
+        rpm=args.rpm,
+        rate_window=args.window,
+    )
     try:
         server.control(reset=True)
         wall, _ = timed(lambda: asyncio.run(engine_run(config, tmp / "journal.sqlite", n, "rpm")))
@@ -183,9 +227,11 @@ def case_rpm(args) -> None:
     span = max(arrivals) - min(arrivals)
     # n requests span (n - 1) intervals of the paced rate; the first window may start with a burst.
     reached = (n - 1) / span / (args.rpm / args.window) if span > 0 else float("inf")
-    print(f"case 2: rpm={args.rpm} per {args.window:g}s window (scaled from 60s via rate_window), "
-          f"{n} requests in {wall:.2f}s; server saw at most {peak} in any {args.window:g}s window "
-          f"({'OK' if peak <= args.rpm else 'EXCEEDED'}); rate reached {reached:.3f} of the limit")
+    print(
+        f"case 2: rpm={args.rpm} per {args.window:g}s window (scaled from 60s via rate_window), "
+        f"{n} requests in {wall:.2f}s; server saw at most {peak} in any {args.window:g}s window "
+        f"({'OK' if peak <= args.rpm else 'EXCEEDED'}); rate reached {reached:.3f} of the limit"
+    )
 
 
 def case_storm(args) -> float:
@@ -193,21 +239,31 @@ def case_storm(args) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="datagen-bench-storm-"))
     n = args.storm_requests
     # Enough tries that a request unlucky 0.3^k times still ends ok (0.3^12 ~ 5e-7).
-    config = TeacherConfig(base_url=server.base_url, model="fake-teacher", concurrency=args.concurrency,
-                           timeout=60, max_attempts=12, progress=False, params={"temperature": 0.7, "max_tokens": 256})
+    config = TeacherConfig(
+        base_url=server.base_url,
+        model="fake-teacher",
+        concurrency=args.concurrency,
+        timeout=60,
+        max_attempts=12,
+        progress=False,
+        params={"temperature": 0.7, "max_tokens": 256},
+    )
     rates = {}
     try:
         asyncio.run(bare_run(server.base_url, args.concurrency, args.concurrency, "warmup"))
-        for label, fault in (("no-fault", None), ("storm", {"kind": "429", "times": None, "probability": 0.3,
-                                                           "retry_after": 1})):
+        for label, fault in (
+            ("no-fault", None),
+            ("storm", {"kind": "429", "times": None, "probability": 0.3, "retry_after": 1}),
+        ):
             server.control(reset=True, **({"inject": fault} if fault else {}))
             engine = None
             stamps: list[float] = []
 
             def go(label=label, stamps=stamps):
                 nonlocal engine
-                engine = asyncio.run(engine_run(config, tmp / f"journal-{label}.sqlite", n, f"storm-{label}",
-                                                stamps))
+                engine = asyncio.run(
+                    engine_run(config, tmp / f"journal-{label}.sqlite", n, f"storm-{label}", stamps)
+                )
 
             wall, cpu = timed(go)
             st = server.stats()
@@ -215,17 +271,22 @@ def case_storm(args) -> float:
             # ramp-up and the tail (the last requests unlucky with several 429s in a row).
             lo, hi = stamps[n // 10], stamps[n * 9 // 10]
             rates[label] = (n * 9 // 10 - n // 10) / (hi - lo)
-            print(f"  {label:<8}: {n} requests in {wall:.2f}s ({n / wall:.1f} req/s overall, steady "
-                  f"{rates[label]:.1f} req/s); server answered {st['requests']} ({st['faults'].get('429', 0)} "
-                  f"429s); engine retries {engine.stats.retries}, concurrency at the end "
-                  f"{engine._slots.limit}/{args.concurrency}; client CPU {cpu * 1000 / st['requests']:.2f} ms per HTTP "
-                  "request", flush=True)
+            print(
+                f"  {label:<8}: {n} requests in {wall:.2f}s ({n / wall:.1f} req/s overall, steady "
+                f"{rates[label]:.1f} req/s); server answered {st['requests']} ({st['faults'].get('429', 0)} "
+                f"429s); engine retries {engine.stats.retries}, concurrency at the end "
+                f"{engine._slots.limit}/{args.concurrency}; client CPU {cpu * 1000 / st['requests']:.2f} ms per HTTP "
+                "request",
+                flush=True,
+            )
     finally:
         server.close()
     ratio = rates["storm"] / rates["no-fault"]
-    print(f"case 3: 30% random 429s (retry-after 1 s), latency {args.storm_latency:g}s, concurrency "
-          f"{args.concurrency}: {rates['storm']:.1f} vs {rates['no-fault']:.1f} req/s without faults "
-          f"= {ratio:.3f} (target >= 0.5)")
+    print(
+        f"case 3: 30% random 429s (retry-after 1 s), latency {args.storm_latency:g}s, concurrency "
+        f"{args.concurrency}: {rates['storm']:.1f} vs {rates['no-fault']:.1f} req/s without faults "
+        f"= {ratio:.3f} (target >= 0.5)"
+    )
     return ratio
 
 
@@ -242,8 +303,18 @@ def case_journal(rows: int) -> None:
             key = key_of(req)
             if i % max(1, rows // 1000) == 0:
                 keys.append(key)
-            j.put(JournalEntry(key=key, status="ok", request=req, model="m", response=f"answer {i} " * 20,
-                               prompt_tokens=30, completion_tokens=60, attempts=1))
+            j.put(
+                JournalEntry(
+                    key=key,
+                    status="ok",
+                    request=req,
+                    model="m",
+                    response=f"answer {i} " * 20,
+                    prompt_tokens=30,
+                    completion_tokens=60,
+                    attempts=1,
+                )
+            )
         j.flush()
         write_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -254,8 +325,10 @@ def case_journal(rows: int) -> None:
         st = j.stats()
         stats_s = time.perf_counter() - t0
     size_mb = sum(p.stat().st_size for p in tmp.iterdir()) / 1e6
-    print(f"journal: {rows} rows written in {write_s:.1f}s ({rows / write_s:.0f} rows/s incl. hashing), "
-          f"lookup {lookup_us:.0f} us, stats {stats_s:.2f}s, {size_mb:.0f} MB on disk, ok={st.ok}")
+    print(
+        f"journal: {rows} rows written in {write_s:.1f}s ({rows / write_s:.0f} rows/s incl. hashing), "
+        f"lookup {lookup_us:.0f} us, stats {stats_s:.2f}s, {size_mb:.0f} MB on disk, ok={st.ok}"
+    )
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()

@@ -14,8 +14,9 @@ class DatagenError(Exception):
 class InputError(DatagenError, ValueError):
     """Bad input data. `location` is `file:line` (or `file`), `field` the offending field."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None
+    ):
         self.path = path
         self.line = line
         self.field = field
@@ -54,8 +55,10 @@ class MissingDependencyError(DatagenError, ImportError):
     """An optional dependency is not installed; the message gives the pip line."""
 
     def __init__(self, package: str, extra: str):
-        super().__init__(f"this needs {package}: run `pip install 'datagen[{extra}]'` "
-                         f"(or `.venv/bin/pip install -e '.[{extra}]'` in a checkout)")
+        super().__init__(
+            f"this needs {package}: run `pip install 'datagen[{extra}]'` "
+            f"(or `.venv/bin/pip install -e '.[{extra}]'` in a checkout)"
+        )
 
 
 class PublishError(DatagenError, RuntimeError):

@@ -1,6 +1,5 @@
 """Part of the former datagen/report.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import json
@@ -19,7 +18,9 @@ def funnel_table(funnel: dict[str, Any]) -> str:
     for s in funnel.get("steps", []):
         reasons = sorted((s.get("reasons") or {}).items(), key=lambda kv: -kv[1])[:4]
         why = ", ".join(f"{r} ({n})" for r, n in reasons) or ""
-        rows.append(f"| {s['step']} | {s.get('in', 0)} | {s.get('kept', 0)} | {s.get('dropped', 0)} | {why} |")
+        rows.append(
+            f"| {s['step']} | {s.get('in', 0)} | {s.get('kept', 0)} | {s.get('dropped', 0)} | {why} |"
+        )
     rows.append(f"\nInput {funnel.get('input', 0)} -> kept {funnel.get('kept', 0)}.")
     return "\n".join(rows)
 
@@ -44,9 +45,17 @@ class FunnelReport:
     kept: int = 0
     steps: list[StageStats] = field(default_factory=list)
 
-    def add_step(self, step: str | StageStats, *, in_: int | None = None, kept: int | None = None,
-                 dropped: int = 0, tagged: int = 0, reasons: dict[str, int] | None = None,
-                 seconds: float = 0.0) -> StageStats:
+    def add_step(
+        self,
+        step: str | StageStats,
+        *,
+        in_: int | None = None,
+        kept: int | None = None,
+        dropped: int = 0,
+        tagged: int = 0,
+        reasons: dict[str, int] | None = None,
+        seconds: float = 0.0,
+    ) -> StageStats:
         """Append a step after the existing ones; its kept count becomes the report's final `kept`
         (and the first step's `in` the report's `input`). A step given by name (e.g. the local-model
         `moss_check`) gets `in_` = the current `kept` and `kept` = `in_ - dropped` by default."""
@@ -56,8 +65,17 @@ class FunnelReport:
                 self.input = st.in_
         else:
             n_in = self.kept if in_ is None else in_
-            st = StageStats(step, n_in, n_in - dropped if kept is None else kept, dropped, tagged, 0,
-                            Counter(reasons or {}), seconds=seconds, detail=True)
+            st = StageStats(
+                step,
+                n_in,
+                n_in - dropped if kept is None else kept,
+                dropped,
+                tagged,
+                0,
+                Counter(reasons or {}),
+                seconds=seconds,
+                detail=True,
+            )
         self.steps.append(st)
         self.kept = st.kept
         return st
@@ -76,8 +94,9 @@ class FunnelReport:
             a, b = self._with_format_step(), other._with_format_step()
         if [s.name for s in a] != [s.name for s in b]:
             raise ValueError("cannot add funnels with different steps")
-        return FunnelReport(self.input + other.input, self.kept + other.kept,
-                            [x + y for x, y in zip(a, b, strict=True)])
+        return FunnelReport(
+            self.input + other.input, self.kept + other.kept, [x + y for x, y in zip(a, b, strict=True)]
+        )
 
     def _with_format_step(self) -> list[StageStats]:
         if self.steps and self.steps[0].name == FORMAT_STEP:
@@ -89,7 +108,9 @@ class FunnelReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FunnelReport:
-        return cls(d.get("input", 0), d.get("kept", 0), [StageStats.from_funnel_row(s) for s in d.get("steps", [])])
+        return cls(
+            d.get("input", 0), d.get("kept", 0), [StageStats.from_funnel_row(s) for s in d.get("steps", [])]
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> FunnelReport:
@@ -101,7 +122,7 @@ class FunnelReport:
 
     def to_markdown(self) -> str:
         """A readable table: one line per step, then its reasons indented below it."""
-        pct = (lambda n, d: f"{100 * n / d:.1f}%" if d else "-")  # noqa: E731
+        pct = lambda n, d: f"{100 * n / d:.1f}%" if d else "-"  # noqa: E731
         lines = [
             f"Input: {self.input:,} conversations; kept {self.kept:,} ({pct(self.kept, self.input)}).",
             "",
@@ -109,8 +130,10 @@ class FunnelReport:
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for s in self.steps:
-            lines.append(f"| {s.name} | {s.in_:,} | {s.kept:,} | {s.dropped:,} | {s.tagged:,} | {s.redacted:,} | "
-                         f"{pct(s.kept, s.in_)} | |")
+            lines.append(
+                f"| {s.name} | {s.in_:,} | {s.kept:,} | {s.dropped:,} | {s.tagged:,} | {s.redacted:,} | "
+                f"{pct(s.kept, s.in_)} | |"
+            )
             for reason, n in sorted(s.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"| &nbsp;&nbsp;↳ {reason} | | | | | | | {n:,} |")
         return "\n".join(lines) + "\n"
@@ -124,6 +147,7 @@ class FunnelReport:
 
 
 # ------------------------------------------------------------------------------------------ body
+
 
 def _md_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
     align = align or "l" + "r" * (len(header) - 1)
@@ -151,8 +175,10 @@ def _pct(n: int, total: int) -> str:
 def funnel_markdown(funnel: dict[str, Any] | None) -> str:
     """The run's funnel as a Markdown table (step, in, kept, dropped, tagged, kept share, reasons)."""
     if not funnel or not funnel.get("steps"):
-        return ("**Funnel unknown.** This dataset was published from a plain conversations file, not a "
-                "datagen run directory, so the steps that produced and filtered it are not recorded here.")
+        return (
+            "**Funnel unknown.** This dataset was published from a plain conversations file, not a "
+            "datagen run directory, so the steps that produced and filtered it are not recorded here."
+        )
     rows = []
     for step in funnel["steps"]:
         n_in, kept = int(step.get("in", 0)), int(step.get("kept", 0))
@@ -160,9 +186,19 @@ def funnel_markdown(funnel: dict[str, Any] | None) -> str:
         why = ", ".join(f"{r} ({n:,})" for r, n in reasons[:5])
         if len(reasons) > 5:
             why += f", {len(reasons) - 5} more"
-        rows.append([step.get("step", "?"), n_in, kept, int(step.get("dropped", 0)), int(step.get("tagged", 0)),
-                     _pct(kept, n_in), why])
-    table = _md_table(["step", "in", "kept", "dropped", "tagged", "kept share", "drop reasons"], rows,
-                      "lrrrrrl")
+        rows.append(
+            [
+                step.get("step", "?"),
+                n_in,
+                kept,
+                int(step.get("dropped", 0)),
+                int(step.get("tagged", 0)),
+                _pct(kept, n_in),
+                why,
+            ]
+        )
+    table = _md_table(
+        ["step", "in", "kept", "dropped", "tagged", "kept share", "drop reasons"], rows, "lrrrrrl"
+    )
     n_in, kept = int(funnel.get("input", 0)), int(funnel.get("kept", 0))
     return f"{table}\n\nOverall: {n_in:,} in, {kept:,} kept ({_pct(kept, n_in)})."

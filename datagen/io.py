@@ -64,7 +64,9 @@ def iter_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
         try:
             yield Conversation.from_dict(obj)
         except KeyError as exc:
-            raise InputError("missing required field", path=str(path), line=line, field=str(exc.args[0])) from None
+            raise InputError(
+                "missing required field", path=str(path), line=line, field=str(exc.args[0])
+            ) from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise InputError(str(exc), path=str(path), line=line) from None
 
@@ -206,8 +208,15 @@ def append_writer(path: str | os.PathLike) -> Iterator[AppendWriter]:
         w.close()
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = 2, sort_keys: bool = False,
-                      ensure_ascii: bool = False, newline: bool = True) -> None:
+def write_json_atomic(
+    path: str | os.PathLike,
+    data: Any,
+    *,
+    indent: int | None = 2,
+    sort_keys: bool = False,
+    ensure_ascii: bool = False,
+    newline: bool = True,
+) -> None:
     """Write `data` as one JSON document through `atomic_write`, so a reader never sees half of it.
     The flags are `json.dumps`'s (each caller keeps the bytes it always wrote); `newline` ends the
     file with one. The text is redacted (`datagen.teacher.redact`): error messages in it may quote

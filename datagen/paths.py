@@ -24,7 +24,9 @@ from datagen.record import (
 _WINDOWS_ABS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\]+\\)")
 #: An absolute POSIX or Windows path inside free text (a card line): two or more components, not part
 #: of a URL or of a relative path (`data/hhh/train-*`).
-_PATH_IN_TEXT = re.compile(r"(?<![\w:/.~%-])(?:/[\w.@+-]+){2,}/?|(?<![\w])[A-Za-z]:\\(?:[\w .@+-]+\\)+[\w .@+-]*")
+_PATH_IN_TEXT = re.compile(
+    r"(?<![\w:/.~%-])(?:/[\w.@+-]+){2,}/?|(?<![\w])[A-Za-z]:\\(?:[\w .@+-]+\\)+[\w .@+-]*"
+)
 
 
 def is_absolute_path(value: Any) -> bool:
@@ -33,7 +35,7 @@ def is_absolute_path(value: Any) -> bool:
     paths (`/`, `/v1`) are not."""
     if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
         return False
-    text = value[len("file://"):] if value.startswith("file://") else value
+    text = value[len("file://") :] if value.startswith("file://") else value
     if "://" in text:
         return False
     if text.startswith("~/") or _WINDOWS_ABS.match(text):
@@ -53,7 +55,7 @@ def portable(value: Any, *, bases: Sequence[str | os.PathLike] = ()) -> Any:
         return [portable(v, bases=bases) for v in value]
     if not is_absolute_path(value):
         return value
-    text = value[len("file://"):] if value.startswith("file://") else value
+    text = value[len("file://") :] if value.startswith("file://") else value
     if _WINDOWS_ABS.match(text):
         return PureWindowsPath(text).name or value
     if bases:

@@ -1,9 +1,9 @@
 """Checks every config class makes the same way, so a mistake reads the same in every section:
 
-    reject_unknown({"batchsize": 8}, ["batch_size", "targets"], "expand")
-    # ConfigError: expand.batchsize: unknown key (known: batch_size, targets)
-    check_int(0, "parallel", minimum=1, where="expand")
-    # ConfigError: expand.parallel: must be at least 1, got 0
+reject_unknown({"batchsize": 8}, ["batch_size", "targets"], "expand")
+# ConfigError: expand.batchsize: unknown key (known: batch_size, targets)
+check_int(0, "parallel", minimum=1, where="expand")
+# ConfigError: expand.parallel: must be at least 1, got 0
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """Part of the former datagen/publish.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import xxhash

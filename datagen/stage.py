@@ -25,8 +25,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 _ROW_HEAD = ("step", "in", "kept", "dropped", "tagged")
-_SUMMED = ("in_", "kept", "dropped", "tagged", "redacted", "calls", "cached_calls", "prompt_tokens",
-           "completion_tokens", "cost", "paid_cost", "retryable_failed", "retry_next_run", "seconds")
+_SUMMED = (
+    "in_",
+    "kept",
+    "dropped",
+    "tagged",
+    "redacted",
+    "calls",
+    "cached_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "paid_cost",
+    "retryable_failed",
+    "retry_next_run",
+    "seconds",
+)
 
 
 @dataclass(slots=True)
@@ -92,7 +106,7 @@ class StageStats:
 
     def by_prefix(self, prefix: str) -> dict[str, int]:
         """`failed_length: 3` -> `{"length": 3}`, sorted by name."""
-        return {k[len(prefix):]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix)}
 
     @contextmanager
     def timed(self) -> Iterator[None]:
@@ -125,8 +139,9 @@ class StageStats:
     # ------------------------------------------------------------------ views
     def funnel_row(self) -> dict[str, Any]:
         """This stage's row of funnel.json (the shape it has always had)."""
-        row: dict[str, Any] = dict(zip(_ROW_HEAD, (self.name, self.in_, self.kept, self.dropped, self.tagged),
-                                       strict=True))
+        row: dict[str, Any] = dict(
+            zip(_ROW_HEAD, (self.name, self.in_, self.kept, self.dropped, self.tagged), strict=True)
+        )
         if self.detail:
             row["redacted"] = self.redacted
             row["reasons"] = dict(sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -139,31 +154,59 @@ class StageStats:
     def from_funnel_row(cls, row: Mapping[str, Any]) -> StageStats:
         """The inverse of `funnel_row`."""
         known = {*_ROW_HEAD, "redacted", "reasons", "seconds"}
-        return cls(row["step"], row.get("in", 0), row.get("kept", 0), row.get("dropped", 0), row.get("tagged", 0),
-                   row.get("redacted", 0), Counter(row.get("reasons") or {}), seconds=row.get("seconds", 0.0),
-                   detail="seconds" in row, extra={k: v for k, v in row.items() if k not in known})
+        return cls(
+            row["step"],
+            row.get("in", 0),
+            row.get("kept", 0),
+            row.get("dropped", 0),
+            row.get("tagged", 0),
+            row.get("redacted", 0),
+            Counter(row.get("reasons") or {}),
+            seconds=row.get("seconds", 0.0),
+            detail="seconds" in row,
+            extra={k: v for k, v in row.items() if k not in known},
+        )
 
     def info(self) -> dict[str, Any]:
         """The counters a teacher stage records in the manifest and `<out>.stats.json` (this shape
         is pinned by tests/pipeline/test_golden.py)."""
-        return {"stage": self.name, **dict(sorted(self.counts.items())), "retryable_failed": self.retryable_failed,
-                "retry_next_run": self.retry_next_run, "failure_examples": dict(sorted(self.examples.items())),
-                "calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6),
-                "paid_cost": round(self.paid_cost, 6)}
+        return {
+            "stage": self.name,
+            **dict(sorted(self.counts.items())),
+            "retryable_failed": self.retryable_failed,
+            "retry_next_run": self.retry_next_run,
+            "failure_examples": dict(sorted(self.examples.items())),
+            "calls": self.calls,
+            "cached_calls": self.cached_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": round(self.cost, 6),
+            "paid_cost": round(self.paid_cost, 6),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as JSON: what one shard writes for the executor to sum (`from_dict` reads it)."""
-        return {"name": self.name, **{f: getattr(self, f) for f in _SUMMED}, "reasons": dict(self.reasons),
-                "counts": dict(self.counts), "examples": dict(self.examples), "extra": dict(self.extra),
-                "detail": self.detail}
+        return {
+            "name": self.name,
+            **{f: getattr(self, f) for f in _SUMMED},
+            "reasons": dict(self.reasons),
+            "counts": dict(self.counts),
+            "examples": dict(self.examples),
+            "extra": dict(self.extra),
+            "detail": self.detail,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StageStats:
         """The inverse of `to_dict`."""
-        out = cls(data["name"], reasons=Counter(data.get("reasons") or {}), counts=Counter(data.get("counts") or {}),
-                  examples=dict(data.get("examples") or {}), extra=dict(data.get("extra") or {}),
-                  detail=bool(data.get("detail")))
+        out = cls(
+            data["name"],
+            reasons=Counter(data.get("reasons") or {}),
+            counts=Counter(data.get("counts") or {}),
+            examples=dict(data.get("examples") or {}),
+            extra=dict(data.get("extra") or {}),
+            detail=bool(data.get("detail")),
+        )
         for f in _SUMMED:
             if f in data:
                 setattr(out, f, data[f])
@@ -320,9 +363,15 @@ class Stage:
         from datagen.io import atomic_write
 
         for path in self.outputs(ctx).values():
-            parts = [p for r in range(world_size)
-                     if (p := StageContext(ctx.run_dir, ctx.config, ctx.stats, rank=r,
-                                           world_size=world_size).shard_path(path)).exists()]
+            parts = [
+                p
+                for r in range(world_size)
+                if (
+                    p := StageContext(
+                        ctx.run_dir, ctx.config, ctx.stats, rank=r, world_size=world_size
+                    ).shard_path(path)
+                ).exists()
+            ]
             if not parts:
                 continue
             with atomic_write(path, "wb") as out:
@@ -395,7 +444,9 @@ class Filter:
         self.stats.drop(verdict.reason or "dropped")
         return None, verdict
 
-    def __call__(self, rows: Iterable[Any], on_reject: Callable[[Any, Verdict], None] | None = None) -> Iterator[Any]:
+    def __call__(
+        self, rows: Iterable[Any], on_reject: Callable[[Any, Verdict], None] | None = None
+    ) -> Iterator[Any]:
         """Filter a stream in this process (datatrove style); rejected rows go to on_reject."""
         for row in rows:
             with self.stats.timed():

@@ -85,15 +85,23 @@ class _Walk:
         """Visit `node`, the value at `prefix` written on `line`; `site` is where the alias that
         led here was used (the key and its line), None outside aliases."""
         if id(node) in self.open:
-            raise ConfigError("a YAML alias refers to a value that contains it", path=self.path, line=line,
-                              field=prefix or None)
+            raise ConfigError(
+                "a YAML alias refers to a value that contains it",
+                path=self.path,
+                line=line,
+                field=prefix or None,
+            )
         if id(node) in self.seen:
             site = site or (prefix, next(self.alias_lines, line))
             self.repeats += 1
             if self.repeats > MAX_ALIAS_VALUES:
-                raise ConfigError(f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values beyond those "
-                                  "written; write the values out instead of nesting aliases",
-                                  path=self.path, line=site[1], field=site[0] or None)
+                raise ConfigError(
+                    f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values beyond those "
+                    "written; write the values out instead of nesting aliases",
+                    path=self.path,
+                    line=site[1],
+                    field=site[0] or None,
+                )
         self.seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             self.open.add(id(node))
@@ -104,8 +112,12 @@ class _Walk:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
                     ident = (key_node.tag, key_node.value)
                     if ident in first:
-                        raise ConfigError(f"duplicate key (first given on line {first[ident]})",
-                                          path=self.path, line=key_line, field=key)
+                        raise ConfigError(
+                            f"duplicate key (first given on line {first[ident]})",
+                            path=self.path,
+                            line=key_line,
+                            field=key,
+                        )
                     first[ident] = key_line
                 self.lines[key] = key_line
                 self.node(value_node, key, key_line if site is None else site[1], site)
@@ -140,7 +152,9 @@ def load_yaml(text: str, *, path: str) -> YamlDoc:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = ", ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
-        raise ConfigError(f"invalid YAML: {problem or exc}", path=path, line=mark.line + 1 if mark else None) from None
+        raise ConfigError(
+            f"invalid YAML: {problem or exc}", path=path, line=mark.line + 1 if mark else None
+        ) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", path=path) from None
     finally:

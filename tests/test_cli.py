@@ -34,26 +34,39 @@ def test_known_errors_are_one_line_without_traceback(tmp_path, capsys):
 # bomb), or an error only when the plugin stage calls the tool.
 CONFIG_ERRORS = {
     "folder": (None, "{cfg}: is a folder; give the YAML config file inside it"),
-    "duplicate key": ("name: a\nseed: 1\nname: b\n",
-                      "{cfg}:3: name: duplicate key (first given on line 1)"),
-    "nested duplicate": ("dialogues:\n  hhh:\n    enabled: true\n    enabled: false\n",
-                         "{cfg}:4: dialogues.hhh.enabled: duplicate key (first given on line 3)"),
-    "negative count": ("dialogues:\n  hhh:\n    max_dialogues: -1\n",
-                       "{cfg}:3: dialogues.hhh.max_dialogues: must be at least 0, got -1"),
-    "path as name": ("name: ../../x\n",
-                     "{cfg}:1: name: must be a plain name of letters, digits, '.', '_' and '-' (it names the "
-                     "folder outputs/NAME), got '../../x'"),
-    "absolute name": ("name: /tmp/x\n",
-                      "{cfg}:1: name: must be a plain name of letters, digits, '.', '_' and '-' (it names the "
-                      "folder outputs/NAME), got '/tmp/x'"),
-    "filter threshold": ("filters:\n  steps:\n    near_dedup: {threshold: high}\n",
-                         "{cfg}:3: filters.steps.near_dedup.threshold: step 'near_dedup': must be a number or "
-                         "null, got 'high' (str)"),
-    "tool setting": ("seed: 1\ntools:\n  calculator: {max_digits: x}\n",
-                     "{cfg}:3: tools.calculator.max_digits: must be an integer, got 'x' (str)"),
+    "duplicate key": ("name: a\nseed: 1\nname: b\n", "{cfg}:3: name: duplicate key (first given on line 1)"),
+    "nested duplicate": (
+        "dialogues:\n  hhh:\n    enabled: true\n    enabled: false\n",
+        "{cfg}:4: dialogues.hhh.enabled: duplicate key (first given on line 3)",
+    ),
+    "negative count": (
+        "dialogues:\n  hhh:\n    max_dialogues: -1\n",
+        "{cfg}:3: dialogues.hhh.max_dialogues: must be at least 0, got -1",
+    ),
+    "path as name": (
+        "name: ../../x\n",
+        "{cfg}:1: name: must be a plain name of letters, digits, '.', '_' and '-' (it names the "
+        "folder outputs/NAME), got '../../x'",
+    ),
+    "absolute name": (
+        "name: /tmp/x\n",
+        "{cfg}:1: name: must be a plain name of letters, digits, '.', '_' and '-' (it names the "
+        "folder outputs/NAME), got '/tmp/x'",
+    ),
+    "filter threshold": (
+        "filters:\n  steps:\n    near_dedup: {threshold: high}\n",
+        "{cfg}:3: filters.steps.near_dedup.threshold: step 'near_dedup': must be a number or "
+        "null, got 'high' (str)",
+    ),
+    "tool setting": (
+        "seed: 1\ntools:\n  calculator: {max_digits: x}\n",
+        "{cfg}:3: tools.calculator.max_digits: must be an integer, got 'x' (str)",
+    ),
     "check batch": ("check:\n  batch_size: 0\n", "{cfg}:2: check.batch_size: must be at least 1, got 0"),
-    "recursive alias": ("dialogues:\n  hhh:\n    options: &o {turns: *o}\n",
-                        "{cfg}:3: dialogues.hhh.options.turns: a YAML alias refers to a value that contains it"),
+    "recursive alias": (
+        "dialogues:\n  hhh:\n    options: &o {turns: *o}\n",
+        "{cfg}:3: dialogues.hhh.options.turns: a YAML alias refers to a value that contains it",
+    ),
 }
 
 
@@ -93,7 +106,8 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path, capsys):
     assert main(["run", str(cfg)]) == 1
     assert capsys.readouterr().err == (
         f"Error: {cfg}:7: seeds.categories.4.0: YAML aliases expand to more than 10000 values beyond those "
-        "written; write the values out instead of nesting aliases\n")
+        "written; write the values out instead of nesting aliases\n"
+    )
 
 
 def test_a_folder_given_as_an_output_file_is_one_error_line(tmp_path, capsys, monkeypatch):
@@ -109,11 +123,14 @@ def test_a_folder_given_as_an_output_file_is_one_error_line(tmp_path, capsys, mo
         main(args)
 
 
-@pytest.mark.parametrize("argv", [
-    ["generate", "x.jsonl", "--kind", "hhh", "--out", "y.jsonl", "--mode", "batch"],  # was --model batch
-    ["run", "c.yaml", "--ou", "x"],  # a prefix of --out
-    ["seeds", "import", "x.jsonl", "--ou", "y.jsonl"],  # a prefix in a nested command
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "x.jsonl", "--kind", "hhh", "--out", "y.jsonl", "--mode", "batch"],  # was --model batch
+        ["run", "c.yaml", "--ou", "x"],  # a prefix of --out
+        ["seeds", "import", "x.jsonl", "--ou", "y.jsonl"],  # a prefix in a nested command
+    ],
+)
 def test_a_prefix_of_a_flag_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -169,7 +186,10 @@ def test_run_with_targets_goes_in_waves(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: called.append("pipeline") or {})
     monkeypatch.setattr(waves.QuotaRun, "run", lambda self: called.append("waves") or {})
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("name: t\nteacher: {base_url: 'http://127.0.0.1:9/v1', model: m}\n"
-                   "targets: {writing/en/hhh: 3}\nbudget: {usd: 1}\n", encoding="utf-8")
+    cfg.write_text(
+        "name: t\nteacher: {base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+        "targets: {writing/en/hhh: 3}\nbudget: {usd: 1}\n",
+        encoding="utf-8",
+    )
     main(["run", str(cfg), "--out", str(tmp_path / "out")])
     assert called == ["waves"]

@@ -45,7 +45,9 @@ def test_atomic_write_gives_the_permissions_open_would(tmp_path):
         (tmp_path / "b.json").write_text("{}")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == stat.S_IMODE((tmp_path / "b.json").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == stat.S_IMODE(
+        (tmp_path / "b.json").stat().st_mode
+    )
 
 
 def test_atomic_write_refuses_other_modes(tmp_path):
@@ -53,18 +55,22 @@ def test_atomic_write_refuses_other_modes(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"sort_keys": True},
-    {"ensure_ascii": True, "newline": False},
-    {"indent": None},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"sort_keys": True},
+        {"ensure_ascii": True, "newline": False},
+        {"indent": None},
+    ],
+)
 def test_write_json_atomic_writes_what_json_dumps_does(tmp_path, kwargs):
     data = {"b": 1, "a": ["中文", 2.5, None]}
     newline = kwargs.pop("newline", True)
     write_json_atomic(tmp_path / "x.json", data, newline=newline, **kwargs)
-    expected = json.dumps(data, ensure_ascii=kwargs.pop("ensure_ascii", False), indent=kwargs.pop("indent", 2),
-                          **kwargs) + ("\n" if newline else "")
+    expected = json.dumps(
+        data, ensure_ascii=kwargs.pop("ensure_ascii", False), indent=kwargs.pop("indent", 2), **kwargs
+    ) + ("\n" if newline else "")
     assert (tmp_path / "x.json").read_text(encoding="utf-8") == expected
 
 
@@ -85,22 +91,36 @@ def test_iter_conversations_streams_a_datagen_file(tmp_path):
 def test_portable_makes_paths_relative_to_the_first_base_that_holds_them(tmp_path):
     run = tmp_path / "run"
     (run / "prompts").mkdir(parents=True)
-    info = {"out": str(run / "prompts" / "x.jsonl"), "elsewhere": ["/srv/data/seeds.jsonl"],
-            "url": "http://host/a/b", "api": "/v1", "rel": "data/x.jsonl", "n": 3}
+    info = {
+        "out": str(run / "prompts" / "x.jsonl"),
+        "elsewhere": ["/srv/data/seeds.jsonl"],
+        "url": "http://host/a/b",
+        "api": "/v1",
+        "rel": "data/x.jsonl",
+        "n": 3,
+    }
     assert portable(info, bases=(run, tmp_path)) == {
-        "out": "prompts/x.jsonl", "elsewhere": ["seeds.jsonl"], "url": "http://host/a/b", "api": "/v1",
-        "rel": "data/x.jsonl", "n": 3}
+        "out": "prompts/x.jsonl",
+        "elsewhere": ["seeds.jsonl"],
+        "url": "http://host/a/b",
+        "api": "/v1",
+        "rel": "data/x.jsonl",
+        "n": 3,
+    }
     assert portable(str(run / "prompts" / "x.jsonl"), bases=(tmp_path, run)) == "run/prompts/x.jsonl"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("/home/ann/data/seeds.jsonl", "seeds.jsonl"),
-    ("~/data.jsonl", "data.jsonl"),
-    ("file:///srv/models/m.gguf", "m.gguf"),
-    ("C:\\data\\x.jsonl", "x.jsonl"),
-    ("/v1", "/v1"),
-    ("models/m.gguf", "models/m.gguf"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/home/ann/data/seeds.jsonl", "seeds.jsonl"),
+        ("~/data.jsonl", "data.jsonl"),
+        ("file:///srv/models/m.gguf", "m.gguf"),
+        ("C:\\data\\x.jsonl", "x.jsonl"),
+        ("/v1", "/v1"),
+        ("models/m.gguf", "models/m.gguf"),
+    ],
+)
 def test_portable_without_bases_keeps_only_the_file_name(value, expected):
     assert portable(value) == expected
 

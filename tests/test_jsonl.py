@@ -12,13 +12,27 @@ from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn, Us
 
 def make_conv(i: int) -> Conversation:
     return Conversation(
-        id=f"c{i}", category="tool", language="zh", plugins=["calculator"], inner_thoughts=True,
-        turns=[Turn(human="23*47+12 等于多少？", thoughts="需要计算", calls=[ToolCall("Calculate", "23*47+12")],
-                    results=[ToolResult("Calculate", "23*47+12", output="1093", extra={"k": 1})],
-                    assistant="等于 1093。", flags=["x"])],
+        id=f"c{i}",
+        category="tool",
+        language="zh",
+        plugins=["calculator"],
+        inner_thoughts=True,
+        turns=[
+            Turn(
+                human="23*47+12 等于多少？",
+                thoughts="需要计算",
+                calls=[ToolCall("Calculate", "23*47+12")],
+                results=[ToolResult("Calculate", "23*47+12", output="1093", extra={"k": 1})],
+                assistant="等于 1093。",
+                flags=["x"],
+            )
+        ],
         lineage=Lineage(seed_id="s1", teacher_model="m", params={"temperature": 0.7}, parents=["a", "b"]),
         usage=Usage(prompt_tokens=10, completion_tokens=5, cost=0.001, calls=2),
-        scores={"moss_loss": 1.5}, tags={"boilerplate": "ai_boilerplate"}, extra={"src": "x"})
+        scores={"moss_loss": 1.5},
+        tags={"boilerplate": "ai_boilerplate"},
+        extra={"src": "x"},
+    )
 
 
 def test_conversation_round_trips_through_jsonl(tmp_path):
@@ -99,7 +113,6 @@ def test_append_writer_keeps_a_whole_last_row_that_lost_only_its_newline(tmp_pat
     assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a", "long", "b"]
 
 
-
 def test_torn_tail_cut_inside_a_multibyte_character_is_skipped(tmp_path):
     path = tmp_path / "zh.jsonl"
     whole = json.dumps({"id": "a", "text": "你好"}, ensure_ascii=False).encode()
@@ -108,11 +121,18 @@ def test_torn_tail_cut_inside_a_multibyte_character_is_skipped(tmp_path):
     assert [obj["id"] for _, obj in iter_json_lines(path)] == ["a"]
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    ('{"n": ' + "7" * 5000 + "}", "invalid JSON: a number too long to read (Exceeds the limit (4300 digits) "
-                                  "for integer string conversion: value has 5000 digits)"),
-    ("[" * 100_000, "JSON nested too deeply"),
-], ids=["5000-digits", "deep"])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (
+            '{"n": ' + "7" * 5000 + "}",
+            "invalid JSON: a number too long to read (Exceeds the limit (4300 digits) "
+            "for integer string conversion: value has 5000 digits)",
+        ),
+        ("[" * 100_000, "JSON nested too deeply"),
+    ],
+    ids=["5000-digits", "deep"],
+)
 def test_json_python_cannot_hold_is_an_input_error_at_its_line(tmp_path, line, reason):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"a": 1}\n' + line + "\n", encoding="utf-8")

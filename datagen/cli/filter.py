@@ -22,25 +22,44 @@ def register(sub) -> None:
         "filter",
         help="Filter conversations: quality, tool failures, length, language, safety, dedup.",
         description="Filter conversations through the configured steps and write kept.jsonl, "
-                    "rejected.jsonl (with step, reason, evidence), funnel.json and funnel.md.",
+        "rejected.jsonl (with step, reason, evidence), funnel.json and funnel.md.",
         epilog="examples:" + EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="files or folders (any format `datagen validate` reads)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IN", help="files or folders (any format `datagen validate` reads)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON filter config (or a run config's `filters:`)")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores; 1: in-process)")
-    p.add_argument("--disable", action="append", default=[], metavar="STEP", help="switch a step off (repeatable)")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes (default: all cores; 1: in-process)"
+    )
+    p.add_argument(
+        "--disable", action="append", default=[], metavar="STEP", help="switch a step off (repeatable)"
+    )
     p.add_argument("--only", metavar="STEP,...", help="run only these steps (in configured order)")
-    p.add_argument("--policy", action="append", default=[], metavar="STEP=POLICY",
-                   help="drop, tag or redact for a step (repeatable)")
+    p.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="STEP=POLICY",
+        help="drop, tag or redact for a step (repeatable)",
+    )
     p.add_argument("--languages", metavar="CODES", help="allowed languages, e.g. zh,en (`any`: no limit)")
     p.add_argument("--near-dedup", choices=("minhash", "rouge"), help="near-duplicate method for prompts")
     p.add_argument("--threshold", type=float, help="near-duplicate threshold (Jaccard, or ROUGE-L for rouge)")
-    p.add_argument("--on-error", choices=("raise", "warn", "skip"), default="raise",
-                   help="what to do with unreadable input records (default: raise)")
-    p.add_argument("--report", choices=("table", "json", "quiet"), default="table",
-                   help="how to print the funnel (`--format` elsewhere names an input format)")
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "warn", "skip"),
+        default="raise",
+        help="what to do with unreadable input records (default: raise)",
+    )
+    p.add_argument(
+        "--report",
+        choices=("table", "json", "quiet"),
+        default="table",
+        help="how to print the funnel (`--format` elsewhere names an input format)",
+    )
     p.set_defaults(func=cmd_filter)
 
 
@@ -51,7 +70,9 @@ def _apply_overrides(config, args) -> None:
 
     def need(name: str, flag: str) -> None:
         if name not in names:
-            raise ConfigError(f"unknown step {name!r} (steps: {', '.join(s.name for s in config.steps)})", field=flag)
+            raise ConfigError(
+                f"unknown step {name!r} (steps: {', '.join(s.name for s in config.steps)})", field=flag
+            )
 
     for name in args.disable:
         need(name, "--disable")
@@ -67,7 +88,9 @@ def _apply_overrides(config, args) -> None:
         need(name, "--policy")
         config.step(name).policy = pol
     if args.languages and "language" in names:
-        langs = None if args.languages == "any" else [x.strip() for x in args.languages.split(",") if x.strip()]
+        langs = (
+            None if args.languages == "any" else [x.strip() for x in args.languages.split(",") if x.strip()]
+        )
         config.step("language").params["languages"] = langs
     if (args.near_dedup or args.threshold is not None) and "near_dedup" in names:
         params = config.step("near_dedup").params

@@ -68,7 +68,9 @@ def _converted(args: argparse.Namespace, counts: dict[str, int]) -> Iterator[Any
 
     write = {
         "moss": to_sft,
-        "messages": lambda c: to_messages(c, metadata=not args.no_metadata, tool_arguments=args.tool_arguments),
+        "messages": lambda c: to_messages(
+            c, metadata=not args.no_metadata, tool_arguments=args.tool_arguments
+        ),
         "sharegpt": lambda c: to_sharegpt(c, metadata=not args.no_metadata),
         "datagen": lambda c: c.to_dict(),
     }[args.to]
@@ -92,8 +94,11 @@ def _converted(args: argparse.Namespace, counts: dict[str, int]) -> Iterator[Any
     if not counts["written"]:
         # raised inside the rows, so the atomic writer leaves no (empty) output file behind
         skipped = counts["skipped"]
-        why = (f"no readable record ({skipped} unreadable; `datagen validate` says why)" if skipped
-               else "the input holds no records")
+        why = (
+            f"no readable record ({skipped} unreadable; `datagen validate` says why)"
+            if skipped
+            else "the input holds no records"
+        )
         raise FormatError(f"nothing to convert: {why}", path=", ".join(map(str, args.inputs)))
 
 
@@ -112,8 +117,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     skipped = f" ({counts['skipped']} skipped)" if counts["skipped"] else ""
     print(f"converted {counts['written']} conversations to {args.to}{skipped} -> {dest}", file=sys.stderr)
     if counts["malformed"]:
-        print(f"{counts['malformed']} of them have MOSS segments outside the grammar, kept verbatim "
-              "(`datagen validate` lists them; `datagen filter` rejects them)", file=sys.stderr)
+        print(
+            f"{counts['malformed']} of them have MOSS segments outside the grammar, kept verbatim "
+            "(`datagen validate` lists them; `datagen filter` rejects them)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -193,7 +201,7 @@ def register(sub) -> None:
         choices=("raise", "warn", "skip"),
         default="raise",
         help="stop at the first bad record (raise, default), skip it and name it on stderr (warn), or skip "
-             "it quietly (skip; the summary still counts it); the same choices as `datagen filter`",
+        "it quietly (skip; the summary still counts it); the same choices as `datagen filter`",
     )
     p.add_argument(
         "--no-metadata",
@@ -205,8 +213,8 @@ def register(sub) -> None:
         choices=("object", "string"),
         default="object",
         help="messages: write tool_calls[].function.arguments as a JSON object (default; what Hugging "
-             "Face chat templates such as Qwen2.5's and LLaMA-Factory's expect: they encode it "
-             "themselves) or as a JSON string (the OpenAI API wire form)",
+        "Face chat templates such as Qwen2.5's and LLaMA-Factory's expect: they encode it "
+        "themselves) or as a JSON string (the OpenAI API wire form)",
     )
     p.set_defaults(func=cmd_convert)
 

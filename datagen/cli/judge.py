@@ -32,37 +32,74 @@ def register(sub) -> None:
         "judge",
         help="Grade conversations with an LLM judge (helpful, honest, harmless, meta instruction, grounded).",
         description="Grade each dialogue and each assistant turn with versioned rubrics; keep the rows at or "
-                    "above the thresholds.",
+        "above the thresholds.",
         epilog="examples:" + EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="files or folders (any format `datagen validate` reads)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IN", help="files or folders (any format `datagen validate` reads)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--config", default=None, metavar="RUN.yaml",
-                   help="a run config: its teacher, and its judge step (filters.steps) as defaults")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run config value")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="RUN.yaml",
+        help="a run config: its teacher, and its judge step (filters.steps) as defaults",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a run config value"
+    )
     g = p.add_argument_group("teacher")
-    g.add_argument("--base-url", default=os.environ.get("DATAGEN_TEACHER_BASE_URL"),
-                   help="OpenAI-compatible endpoint ending in /v1 (env DATAGEN_TEACHER_BASE_URL)")
-    g.add_argument("--teacher-model", default=os.environ.get("DATAGEN_TEACHER_MODEL"),
-                   help="the endpoint's model (env DATAGEN_TEACHER_MODEL)")
+    g.add_argument(
+        "--base-url",
+        default=os.environ.get("DATAGEN_TEACHER_BASE_URL"),
+        help="OpenAI-compatible endpoint ending in /v1 (env DATAGEN_TEACHER_BASE_URL)",
+    )
+    g.add_argument(
+        "--teacher-model",
+        default=os.environ.get("DATAGEN_TEACHER_MODEL"),
+        help="the endpoint's model (env DATAGEN_TEACHER_MODEL)",
+    )
     g.add_argument("--api-key-env", default=None, metavar="VAR", help="variable holding the API key")
-    g.add_argument("--teacher-concurrency", type=int, default=None, metavar="N", help="requests in flight at most")
-    g.add_argument("--journal", default=None, metavar="PATH", help="teacher journal (default OUT/journal.sqlite)")
+    g.add_argument(
+        "--teacher-concurrency", type=int, default=None, metavar="N", help="requests in flight at most"
+    )
+    g.add_argument(
+        "--journal", default=None, metavar="PATH", help="teacher journal (default OUT/journal.sqlite)"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     j = p.add_argument_group("judge")
-    j.add_argument("--judge-model", default=None, metavar="M", help="the judge model (default: the teacher's)")
-    j.add_argument("--rubric", action="append", default=None, metavar="ID",
-                   help="a rubric (hhh, grounded.v1, ...; repeatable; default hhh and grounded)")
+    j.add_argument(
+        "--judge-model", default=None, metavar="M", help="the judge model (default: the teacher's)"
+    )
+    j.add_argument(
+        "--rubric",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="a rubric (hhh, grounded.v1, ...; repeatable; default hhh and grounded)",
+    )
     j.add_argument("--rubrics", default=None, metavar="DIR", help="folder of your own rubric files")
-    j.add_argument("--min-score", type=int, default=None, metavar="N", help="lowest score kept (1-5; default 3)")
-    j.add_argument("--second-model", default=None, metavar="M", help="a second judge, for the agreement figure")
-    j.add_argument("--second-rate", type=float, default=None, metavar="F", help="share of rows it grades (default 1)")
+    j.add_argument(
+        "--min-score", type=int, default=None, metavar="N", help="lowest score kept (1-5; default 3)"
+    )
+    j.add_argument(
+        "--second-model", default=None, metavar="M", help="a second judge, for the agreement figure"
+    )
+    j.add_argument(
+        "--second-rate", type=float, default=None, metavar="F", help="share of rows it grades (default 1)"
+    )
     j.add_argument("--policy", choices=("drop", "tag"), default=None, help="drop (default) or tag low rows")
     p.add_argument("--batch", type=int, default=500, metavar="N", help="rows judged per batch (default 500)")
-    p.add_argument("--on-error", choices=("raise", "warn", "skip"), default="raise",
-                   help="what to do with unreadable input records (default: raise)")
-    p.add_argument("--report", choices=("table", "json", "quiet"), default="table", help="how to print the report")
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "warn", "skip"),
+        default="raise",
+        help="what to do with unreadable input records (default: raise)",
+    )
+    p.add_argument(
+        "--report", choices=("table", "json", "quiet"), default="table", help="how to print the report"
+    )
     p.set_defaults(func=cmd_judge, model_deprecated=None)
 
 
@@ -90,8 +127,14 @@ def build_judge(args: argparse.Namespace):
     teacher = teacher_from_args(args, run)
     if params.get("teacher") is None:
         params["teacher"] = teacher
-    flags = {"model": args.judge_model, "rubrics": args.rubric, "rubrics_dir": args.rubrics,
-             "min_score": args.min_score, "second_rate": args.second_rate, "policy": args.policy}
+    flags = {
+        "model": args.judge_model,
+        "rubrics": args.rubric,
+        "rubrics_dir": args.rubrics,
+        "min_score": args.min_score,
+        "second_rate": args.second_rate,
+        "policy": args.policy,
+    }
     params.update({k: v for k, v in flags.items() if v is not None})
     if args.second_model:
         params["second"] = {**(params.get("second") or {}), "model": args.second_model}
@@ -130,7 +173,11 @@ def cmd_judge(args: argparse.Namespace) -> int:
                     funnel.kept += 1
                     continue
                 row = conv.to_dict()
-                row["rejected"] = {"step": step.step_name, "reason": verdict.reason, "evidence": verdict.evidence}
+                row["rejected"] = {
+                    "step": step.step_name,
+                    "reason": verdict.reason,
+                    "evidence": verdict.evidence,
+                }
                 rej_fh.write(dumps(row) + "\n")
     funnel.steps = [step.stats]
     funnel.write(out)
@@ -142,11 +189,17 @@ def cmd_judge(args: argparse.Namespace) -> int:
     elif args.report == "table":
         print(report_markdown(report), end="")
         c = step.calls
-        print(f"\n{c.calls} judge calls ({c.cached} from the journal, {c.reasked} asked again), "
-              f"{c.prompt_tokens + c.completion_tokens:,} tokens, ${c.cost:.4f}. "
-              f"Wrote {out}/kept.jsonl, rejected.jsonl, judge.json, judge.md", file=sys.stderr)
+        print(
+            f"\n{c.calls} judge calls ({c.cached} from the journal, {c.reasked} asked again), "
+            f"{c.prompt_tokens + c.completion_tokens:,} tokens, ${c.cost:.4f}. "
+            f"Wrote {out}/kept.jsonl, rejected.jsonl, judge.json, judge.md",
+            file=sys.stderr,
+        )
     if step.calls.retryable_failed:
-        print(f"{step.calls.retryable_failed} judge call(s) failed for reasons a rerun can fix "
-              "(rate limits, server errors, timeouts): rerun the same command.", file=sys.stderr)
+        print(
+            f"{step.calls.retryable_failed} judge call(s) failed for reasons a rerun can fix "
+            "(rate limits, server errors, timeouts): rerun the same command.",
+            file=sys.stderr,
+        )
         return 1
     return 0

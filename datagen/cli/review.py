@@ -26,18 +26,30 @@ Decisions go to RUN_DIR/review.jsonl; the next `datagen run` applies them as its
 
 def register(sub) -> None:
     """Add `datagen review`."""
-    p = sub.add_parser("review", help="look at a run's rows in a local web page and accept, reject or edit them",
-                       description="Serve a review page for a run directory: the funnel, every kept, rejected "
-                                   "and failed row with filters and search, dialogues with their tool results "
-                                   "and teacher calls. Decisions are appended to RUN_DIR/review.jsonl.",
-                       epilog="examples:" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "review",
+        help="look at a run's rows in a local web page and accept, reject or edit them",
+        description="Serve a review page for a run directory: the funnel, every kept, rejected "
+        "and failed row with filters and search, dialogues with their tool results "
+        "and teacher calls. Decisions are appended to RUN_DIR/review.jsonl.",
+        epilog="examples:" + EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (`datagen run --out`)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; another needs --allow-remote)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --host: anyone who reaches it can read the run and record decisions")
-    p.add_argument("--reviewer", default=None, help="the name recorded with each decision (default: your login)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; another needs --allow-remote)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host: anyone who reaches it can read the run and record decisions",
+    )
+    p.add_argument(
+        "--reviewer", default=None, help="the name recorded with each decision (default: your login)"
+    )
     p.set_defaults(func=cmd_review)
 
 
@@ -61,8 +73,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.listen(128)  # from here on, connections wait for the server instead of being refused
     except OSError as exc:
         sock.close()
-        raise DatagenError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port "
-                           "(0 picks a free one)") from None
+        raise DatagenError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port (0 picks a free one)"
+        ) from None
     return sock
 
 
@@ -77,14 +90,18 @@ def _reviewer(name: str | None) -> str:
 
 def cmd_review(args: argparse.Namespace) -> int:
     if not is_loopback(args.host) and not args.allow_remote:
-        raise DatagenError(f"--host {args.host} would let anyone on the network read this run and record "
-                           "decisions; add --allow-remote if that is what you want")
+        raise DatagenError(
+            f"--host {args.host} would let anyone on the network read this run and record "
+            "decisions; add --allow-remote if that is what you want"
+        )
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DatagenError(f"{run_dir}: no such run directory")
     if not os.access(run_dir, os.W_OK):
-        raise DatagenError(f"{run_dir}: not writable; the review index (review/) and the decisions "
-                           "(review.jsonl) live in the run directory, so review a copy of it")
+        raise DatagenError(
+            f"{run_dir}: not writable; the review index (review/) and the decisions "
+            "(review.jsonl) live in the run directory, so review a copy of it"
+        )
     try:
         import jinja2  # noqa: F401
         import starlette  # noqa: F401
@@ -95,7 +112,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     from datagen.review.index import run_sources
 
     if not run_sources(run_dir):
-        raise DatagenError(f"{run_dir}: no rows to review yet (no final.jsonl, filtered/ or dialogues/*.failed.jsonl)")
+        raise DatagenError(
+            f"{run_dir}: no rows to review yet (no final.jsonl, filtered/ or dialogues/*.failed.jsonl)"
+        )
     sock = _bind(args.host, args.port)
     print(f"[datagen] review: indexing {run_dir} (once per run)", file=sys.stderr, flush=True)
     allowed = ["*"] if args.allow_remote else LOCAL_HOSTS

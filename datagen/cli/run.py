@@ -31,8 +31,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             out.mkdir(parents=True, exist_ok=True)
             log("starting the embedded teacher (llama-cpp-python, SmolLM2-135M-Instruct) on 127.0.0.1")
-            teacher = start_local_teacher(gguf, port=args.teacher_port or _free_port(),
-                                          log_path=out / "teacher-server.log")
+            teacher = start_local_teacher(
+                gguf, port=args.teacher_port or _free_port(), log_path=out / "teacher-server.log"
+            )
             config.teacher.base_url = teacher.base_url
             # The served model's name goes into journal keys and fingerprints: another GGUF must not
             # reuse the answers of this one.
@@ -60,7 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = data.get("stages", {})
     kept = stages.get("final", {}).get("count", 0)
     print(f"done in {time.monotonic() - t0:.0f}s: {kept} conversations kept, cost ${data.get('cost', 0):.4f}")
-    print(f"  dataset:  {out / 'final.jsonl'}" + (f"  and {out / 'dataset'}/" if (out / 'dataset').exists() else ""))
+    print(
+        f"  dataset:  {out / 'final.jsonl'}"
+        + (f"  and {out / 'dataset'}/" if (out / "dataset").exists() else "")
+    )
     print(f"  funnel:   {out / 'funnel.md'}  {out / 'funnel.png'}")
     if "publish" in stages and stages["publish"].get("url"):
         print(f"  on the Hub: {stages['publish']['url']}")
@@ -107,8 +111,12 @@ def cmd_serve_teacher(args: argparse.Namespace) -> int:
     from datagen.teacher.local_server import start_local_teacher
 
     with sigterm_as_interrupt():  # SIGTERM stops the server cleanly, as Ctrl-C does
-        teacher = start_local_teacher(_gguf(args, "--model"), port=args.port, threads=args.threads,
-                                      log_path=Path(args.log) if args.log else None)
+        teacher = start_local_teacher(
+            _gguf(args, "--model"),
+            port=args.port,
+            threads=args.threads,
+            log_path=Path(args.log) if args.log else None,
+        )
         print(f"serving {teacher.model_alias} at {teacher.base_url} (Ctrl-C stops it)", flush=True)
         try:
             teacher.process.wait()
@@ -121,29 +129,56 @@ def cmd_serve_teacher(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add `datagen run`, `datagen status` and `datagen serve-teacher`."""
-    p = sub.add_parser("run", help="run every stage of a run config (rerun to resume)",
-                       description="Run seeds -> expansion -> dialogues -> filters -> check -> dataset. "
-                                   "Rerunning the same command resumes where it stopped. "
-                                   "Example: datagen run configs/demo.yaml --out outputs/demo "
-                                   "--set teacher.model=gpt-4o-mini")
+    p = sub.add_parser(
+        "run",
+        help="run every stage of a run config (rerun to resume)",
+        description="Run seeds -> expansion -> dialogues -> filters -> check -> dataset. "
+        "Rerunning the same command resumes where it stopped. "
+        "Example: datagen run configs/demo.yaml --out outputs/demo "
+        "--set teacher.model=gpt-4o-mini",
+    )
     p.add_argument("config", help="YAML run config (see configs/example.yaml)")
     p.add_argument("--out", help="run directory (default outputs/NAME)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set teacher.model=gpt-4o-mini (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set teacher.model=gpt-4o-mini (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs and summaries only)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="where stages run: this process (default) or a Ray cluster (needs the ray extra)")
-    p.add_argument("--address", default=None,
-                   help="the Ray cluster for --executor ray (auto, HOST:PORT; default: start one here)")
-    p.add_argument("--serve-teacher", action="store_true",
-                   help="start the embedded local teacher for this run and stop it afterwards")
-    p.add_argument("--mode", choices=("online", "batch"), default=None,
-                   help="how teacher calls are made (teacher.mode): one request each, or the Batch API at half price")
-    p.add_argument("--teacher-gguf", default=None, metavar="FILE",
-                   help="GGUF for --serve-teacher (default: SmolLM2-135M)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where stages run: this process (default) or a Ray cluster (needs the ray extra)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster for --executor ray (auto, HOST:PORT; default: start one here)",
+    )
+    p.add_argument(
+        "--serve-teacher",
+        action="store_true",
+        help="start the embedded local teacher for this run and stop it afterwards",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("online", "batch"),
+        default=None,
+        help="how teacher calls are made (teacher.mode): one request each, or the Batch API at half price",
+    )
+    p.add_argument(
+        "--teacher-gguf",
+        default=None,
+        metavar="FILE",
+        help="GGUF for --serve-teacher (default: SmolLM2-135M)",
+    )
     p.add_argument("--teacher-model", dest="gguf_deprecated", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--teacher-port", type=int, default=None,
-                   help="port for --serve-teacher (default: a free one)")
+    p.add_argument(
+        "--teacher-port", type=int, default=None, help="port for --serve-teacher (default: a free one)"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="show where a run directory stands")
@@ -151,8 +186,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("serve-teacher", help="serve the embedded local teacher on 127.0.0.1 (OpenAI API)")
-    p.add_argument("--teacher-gguf", default=None, metavar="FILE",
-                   help="a GGUF file (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--teacher-gguf",
+        default=None,
+        metavar="FILE",
+        help="a GGUF file (default: the packaged SmolLM2-135M-Instruct)",
+    )
     p.add_argument("--model", dest="gguf_deprecated", default=None, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=8089)
     p.add_argument("--threads", type=int, default=None)

@@ -72,11 +72,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.append and out.exists():
         existing = read_seeds(out)
     result = import_seeds(
-        args.src, field=args.field, preset=args.preset, append_fields=args.append_field or None,
-        lang_field=args.lang_field, category_field=args.category_field, id_field=args.id_field,
-        plugins_field=args.plugins_field, language=args.language, category=args.category,
-        plugins=args.plugins, languages=args.languages, prefix=args.prefix, min_chars=args.min_chars,
-        max_chars=args.max_chars, records_path=args.records_path, split=args.split,
+        args.src,
+        field=args.field,
+        preset=args.preset,
+        append_fields=args.append_field or None,
+        lang_field=args.lang_field,
+        category_field=args.category_field,
+        id_field=args.id_field,
+        plugins_field=args.plugins_field,
+        language=args.language,
+        category=args.category,
+        plugins=args.plugins,
+        languages=args.languages,
+        prefix=args.prefix,
+        min_chars=args.min_chars,
+        max_chars=args.max_chars,
+        records_path=args.records_path,
+        split=args.split,
         # seeds from this very file (by a hash of its full path: v1/train.jsonl is not v2/train.jsonl)
         existing_ids=[s.source_id for s in existing if s.source_id and same_source(s, args.src, args.split)],
     )
@@ -96,7 +108,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         for r in result.rejects[:5]:
             print(f"  {r.source}:{r.row}: {r.reason} {r.detail}".rstrip(), file=sys.stderr)
         if len(result.rejects) > 5:
-            print(f"  ... {len(result.rejects) - 5} more (write them all with --rejects FILE)", file=sys.stderr)
+            print(
+                f"  ... {len(result.rejects) - 5} more (write them all with --rejects FILE)", file=sys.stderr
+            )
     print(f"wrote {len(seeds)} seeds to {out}", file=sys.stderr)
     return 0
 
@@ -135,17 +149,27 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         ids[s.id] = ids.get(s.id, 0) + 1
     clashes = [k for k, n in ids.items() if n > 1]
     if clashes:
-        raise SeedFormatError(f"id {clashes[0]!r} appears in several input files; ids must be unique",
-                              field="id")
+        raise SeedFormatError(
+            f"id {clashes[0]!r} appears in several input files; ids must be unique", field="id"
+        )
     result = dedup_seeds(seeds, near=args.near, threshold=args.threshold)
     write_seeds(args.out, result.kept)
     if args.rejects:
-        write_jsonl_atomic(args.rejects, ({**s.to_dict(), "reason": f"{kind}_duplicate", "duplicate_of": of}
-                                          for s, kind, of in result.dropped))
+        write_jsonl_atomic(
+            args.rejects,
+            (
+                {**s.to_dict(), "reason": f"{kind}_duplicate", "duplicate_of": of}
+                for s, kind, of in result.dropped
+            ),
+        )
     exact = sum(1 for _, k, _ in result.dropped if k == "exact")
     near = len(result.dropped) - exact
-    print(f"read {len(seeds)}: kept {len(result.kept)}, dropped {exact} exact"
-          + (f" and {near} near" if args.near else "") + f" duplicates; wrote {args.out}", file=sys.stderr)
+    print(
+        f"read {len(seeds)}: kept {len(result.kept)}, dropped {exact} exact"
+        + (f" and {near} near" if args.near else "")
+        + f" duplicates; wrote {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -164,33 +188,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
     sample = sample_balanced(seeds, per_cell=args.per_cell, seed=args.seed)
     write_seeds(args.out, sample)
     cells = len(seed_stats(sample)["cells"])
-    print(f"sampled {len(sample)} of {len(seeds)} seeds ({cells} cells, at most {args.per_cell} each); "
-          f"wrote {args.out}", file=sys.stderr)
+    print(
+        f"sampled {len(sample)} of {len(seeds)} seeds ({cells} cells, at most {args.per_cell} each); "
+        f"wrote {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def register_seeds(sub) -> None:
     """Add `seeds import|stats|dedup|sample` to the `datagen` parser."""
-    seeds = sub.add_parser("seeds", help="import, inspect, deduplicate and sample seed prompts",
-                           description=__doc__.splitlines()[0], epilog=SEEDS_EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    seeds = sub.add_parser(
+        "seeds",
+        help="import, inspect, deduplicate and sample seed prompts",
+        description=__doc__.splitlines()[0],
+        epilog=SEEDS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ssub = seeds.add_subparsers(dest="seeds_command", metavar="COMMAND")
     seeds.set_defaults(func=lambda a: (seeds.print_help(), 2)[1])
 
-    imp = ssub.add_parser("import", help="import prompts from JSONL/JSON/CSV/Parquet/datasets",
-                          description=IMPORT_HELP, epilog=SEEDS_EXAMPLES,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp = ssub.add_parser(
+        "import",
+        help="import prompts from JSONL/JSON/CSV/Parquet/datasets",
+        description=IMPORT_HELP,
+        epilog=SEEDS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     imp.add_argument("src", help="source file or datasets folder")
     imp.add_argument("--out", required=True, help="seed JSONL to write")
-    imp.add_argument("--append", action="store_true",
-                     help="add to --out instead of replacing it (seeds already there are kept)")
+    imp.add_argument(
+        "--append",
+        action="store_true",
+        help="add to --out instead of replacing it (seeds already there are kept)",
+    )
     imp.add_argument("--rejects", metavar="FILE", help="write rejected rows with their reasons (JSONL)")
     m = imp.add_argument_group("field mapping")
-    m.add_argument("--preset", choices=["self-instruct", "alpaca", "moss", "sharegpt", "messages", "dolly"],
-                   help="mapping of a known dataset shape (flags override it)")
+    m.add_argument(
+        "--preset",
+        choices=["self-instruct", "alpaca", "moss", "sharegpt", "messages", "dolly"],
+        help="mapping of a known dataset shape (flags override it)",
+    )
     m.add_argument("--field", help="path of the prompt field, e.g. instruction or conversations.0.value")
-    m.add_argument("--append-field", action="append", metavar="PATH",
-                   help="path appended after a blank line when non-empty (repeatable), e.g. input")
+    m.add_argument(
+        "--append-field",
+        action="append",
+        metavar="PATH",
+        help="path appended after a blank line when non-empty (repeatable), e.g. input",
+    )
     m.add_argument("--lang-field", metavar="PATH", help="path of a language field (else detected)")
     m.add_argument("--category-field", metavar="PATH", help="path of a category field")
     m.add_argument("--id-field", metavar="PATH", help="path of the row id (kept as source_id)")
@@ -200,12 +245,20 @@ def register_seeds(sub) -> None:
     c = imp.add_argument_group("constants and filters")
     c.add_argument("--category", help="category of every row (see seeds/README.md)")
     c.add_argument("--language", help="language of every row (zh, en, ...)")
-    c.add_argument("--plugins", type=_csv_list, metavar="LIST",
-                   help="plugins of every row, comma-separated: search,calculator,solver,text2image")
-    c.add_argument("--languages", type=_csv_list, metavar="LIST", help="keep only these languages, e.g. zh,en")
+    c.add_argument(
+        "--plugins",
+        type=_csv_list,
+        metavar="LIST",
+        help="plugins of every row, comma-separated: search,calculator,solver,text2image",
+    )
+    c.add_argument(
+        "--languages", type=_csv_list, metavar="LIST", help="keep only these languages, e.g. zh,en"
+    )
     c.add_argument("--prefix", help="id prefix (default: the source file name)")
     c.add_argument("--min-chars", type=_int_at_least(1), default=2, help="shortest prompt kept (default 2)")
-    c.add_argument("--max-chars", type=_int_at_least(1), default=8000, help="longest prompt kept (default 8000)")
+    c.add_argument(
+        "--max-chars", type=_int_at_least(1), default=8000, help="longest prompt kept (default 8000)"
+    )
     imp.set_defaults(func=cmd_import)
 
     st = ssub.add_parser("stats", help="counts per category x language x plugin, lengths")
@@ -224,8 +277,13 @@ def register_seeds(sub) -> None:
     sa = ssub.add_parser("sample", help="balanced sample per category and language")
     sa.add_argument("files", nargs="+", help="seed JSONL files")
     sa.add_argument("--out", required=True, help="sampled seed JSONL")
-    sa.add_argument("--per-cell", type=_int_at_least(1), required=True, metavar="N",
-                    help="at most N seeds per (category, language, plugins) cell")
+    sa.add_argument(
+        "--per-cell",
+        type=_int_at_least(1),
+        required=True,
+        metavar="N",
+        help="at most N seeds per (category, language, plugins) cell",
+    )
     sa.add_argument("--seed", type=int, default=0, help="random seed (same seed, same sample)")
     sa.add_argument("--categories", type=_csv_list, metavar="LIST", help="only these categories")
     sa.add_argument("--languages", type=_csv_list, metavar="LIST", help="only these languages")

@@ -45,8 +45,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"tokens     {st.prompt_tokens} prompt + {st.completion_tokens} completion")
     print(f"cost       ${st.cost:.4f}")
     for model, m in sorted(st.by_model.items()):
-        print(f"  {model}: ok {m.get('ok', 0)}, failed {m.get('failed', 0)}, "
-              f"{m['prompt_tokens']} + {m['completion_tokens']} tokens, ${m['cost']:.4f}")
+        print(
+            f"  {model}: ok {m.get('ok', 0)}, failed {m.get('failed', 0)}, "
+            f"{m['prompt_tokens']} + {m['completion_tokens']} tokens, ${m['cost']:.4f}"
+        )
     return 0
 
 
@@ -62,16 +64,25 @@ def cmd_failures(args: argparse.Namespace) -> int:
     for g in groups:  # journals written before details were redacted may quote a bearer token
         g.example = redact_opt(g.example)
     if args.json:
-        print(json.dumps([{"error": g.error, "count": g.count, "attempts": g.attempts, "example": g.example}
-                          for g in groups], ensure_ascii=False))
+        print(
+            json.dumps(
+                [
+                    {"error": g.error, "count": g.count, "attempts": g.attempts, "example": g.example}
+                    for g in groups
+                ],
+                ensure_ascii=False,
+            )
+        )
         return 0
     if not groups:
         print("no failed calls")
         return 0
     for g in groups:
         print(f"{g.error:<20} x{g.count:<8} ({g.attempts} tries)  e.g. {g.example or ''}")
-    print("Rerun the same command to retry them (failed calls are never served from the journal).",
-          file=sys.stderr)
+    print(
+        "Rerun the same command to retry them (failed calls are never served from the journal).",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -82,11 +93,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     journal = _open(args.path)
     try:
         for e in journal.entries(args.status):
-            print(json.dumps({"key": e.key, "status": e.status, "model": e.model, "request": e.request,
-                              "response": e.response, "finish_reason": e.finish_reason,
-                              "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens,
-                              "cost": e.cost, "attempts": e.attempts, "error": e.error, "detail": redact_opt(e.detail)},
-                             ensure_ascii=False, separators=(",", ":")))
+            print(
+                json.dumps(
+                    {
+                        "key": e.key,
+                        "status": e.status,
+                        "model": e.model,
+                        "request": e.request,
+                        "response": e.response,
+                        "finish_reason": e.finish_reason,
+                        "prompt_tokens": e.prompt_tokens,
+                        "completion_tokens": e.completion_tokens,
+                        "cost": e.cost,
+                        "attempts": e.attempts,
+                        "error": e.error,
+                        "detail": redact_opt(e.detail),
+                    },
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                )
+            )
     finally:
         journal.close()
     return 0
@@ -94,9 +120,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add `datagen journal ...` to the `datagen` parser."""
-    p = sub.add_parser("journal", help="inspect a teacher call journal (stats, failures, export)",
-                       description="Inspect a teacher call journal: what was paid, what failed and why.",
-                       epilog=JOURNAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "journal",
+        help="inspect a teacher call journal (stats, failures, export)",
+        description="Inspect a teacher call journal: what was paid, what failed and why.",
+        epilog=JOURNAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = p.add_subparsers(dest="journal_command", metavar="VERB", required=True)
     s = verbs.add_parser("stats", help="counts, tokens and cost (per model)")
     s.add_argument("path", help="the journal (RUN_DIR/journal.sqlite)")

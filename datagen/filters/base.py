@@ -44,7 +44,9 @@ class BaseFilter(Filter):
 
     def __init__(self, *, policy: str = "drop"):
         if policy not in POLICIES:
-            raise ConfigError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})", field="policy")
+            raise ConfigError(
+                f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})", field="policy"
+            )
         if policy == "redact" and not self.supports_redact:
             raise ConfigError(f"step {self.name!r} cannot redact; use drop or tag", field="policy")
         super().__init__()

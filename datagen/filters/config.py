@@ -87,8 +87,9 @@ class StepConfig:
             # Constructors name their own argument (`threshold`); give the full key. A file the step
             # read (a lexicon) stays named in the message.
             reason = f"{exc.location}: {exc.reason}" if exc.path else exc.reason
-            raise ConfigError(f"step {self.name!r}: {reason}",
-                              field=f"{where}.{exc.field}" if exc.field else where) from None
+            raise ConfigError(
+                f"step {self.name!r}: {reason}", field=f"{where}.{exc.field}" if exc.field else where
+            ) from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"step {self.name!r}: {exc}", field=where) from None
         step.step_name = self.name
@@ -123,8 +124,14 @@ def _step_from_dict(d: Any, where: str, base: StepConfig | None = None) -> StepC
     name = d.get("name", base.name if base else None)
     if not name or not isinstance(name, str):
         raise ConfigError("a step needs a name", field=where)
-    sc = StepConfig(name, base.type if base else None, base.enabled if base else True,
-                    base.policy if base else None, dict(base.params) if base else {}, where=where)
+    sc = StepConfig(
+        name,
+        base.type if base else None,
+        base.enabled if base else True,
+        base.policy if base else None,
+        dict(base.params) if base else {},
+        where=where,
+    )
     for k, v in d.items():
         if k == "name":
             continue
@@ -136,7 +143,9 @@ def _step_from_dict(d: Any, where: str, base: StepConfig | None = None) -> StepC
             sc.enabled = v
         elif k == "policy":
             if v not in POLICIES:
-                raise ConfigError(f"unknown policy {v!r} (choose from {', '.join(POLICIES)})", field=f"{where}.policy")
+                raise ConfigError(
+                    f"unknown policy {v!r} (choose from {', '.join(POLICIES)})", field=f"{where}.policy"
+                )
             sc.policy = v
         else:
             sc.params[k] = v
@@ -154,10 +163,14 @@ def _step_override(name: str, over: Any) -> dict[str, Any]:
     elif isinstance(over, dict):
         over = dict(over)
     else:
-        raise ConfigError(f"step {name!r} takes true, false or a mapping of settings, got {over!r}", field=where)
+        raise ConfigError(
+            f"step {name!r} takes true, false or a mapping of settings, got {over!r}", field=where
+        )
     if "name" in over and over["name"] != name:
-        raise ConfigError(f"step {name!r} is renamed to {over['name']!r} here; use the list form to rename",
-                          field=f"{where}.name")
+        raise ConfigError(
+            f"step {name!r} is renamed to {over['name']!r} here; use the list form to rename",
+            field=f"{where}.name",
+        )
     over["name"] = name
     return over
 
@@ -173,8 +186,9 @@ class FilterConfig:
         parallel_min_rows: inputs smaller than this run in-process (worker start-up costs more).
     """
 
-    steps: list[StepConfig] = field(default_factory=lambda: [StepConfig(n, None, True, p, dict(kw))
-                                                             for n, p, kw in DEFAULT_STEPS])
+    steps: list[StepConfig] = field(
+        default_factory=lambda: [StepConfig(n, None, True, p, dict(kw)) for n, p, kw in DEFAULT_STEPS]
+    )
     workers: int | None = None
     chunk_size: int = 2000
     parallel_min_rows: int = 5000
@@ -183,8 +197,9 @@ class FilterConfig:
         names = [s.name for s in self.steps]
         dups = sorted({n for n in names if names.count(n) > 1})
         if dups:
-            raise ConfigError(f"step name(s) used twice: {', '.join(dups)} (give one a new name and a type)",
-                              field="steps")
+            raise ConfigError(
+                f"step name(s) used twice: {', '.join(dups)} (give one a new name and a type)", field="steps"
+            )
         for name, minimum in (("workers", 1), ("chunk_size", 1), ("parallel_min_rows", 0)):
             value = getattr(self, name)
             if value is None and name == "workers":
@@ -220,8 +235,12 @@ class FilterConfig:
                     steps.append(_step_from_dict(over, f"steps.{name}"))
         else:
             raise ConfigError("steps must be a list or a mapping", field="steps")
-        cfg = cls(steps=steps, workers=d.get("workers"), chunk_size=d.get("chunk_size", 2000),
-                  parallel_min_rows=d.get("parallel_min_rows", 5000))
+        cfg = cls(
+            steps=steps,
+            workers=d.get("workers"),
+            chunk_size=d.get("chunk_size", 2000),
+            parallel_min_rows=d.get("parallel_min_rows", 5000),
+        )
         cfg.build_steps()  # validate step types and params now, not mid-run
         return cfg
 
@@ -238,10 +257,11 @@ class FilterConfig:
         if isinstance(data, dict) and "filters" in data:
             data, prefix = data["filters"], "filters."
         steps = data.get("steps") if isinstance(data, dict) else None
-        for step in (steps.values() if isinstance(steps, dict) else steps if isinstance(steps, list) else ()):
+        for step in steps.values() if isinstance(steps, dict) else steps if isinstance(steps, list) else ():
             if isinstance(step, dict) and isinstance(step.get("lexicons"), list):
-                step["lexicons"] = [resolve_path(p, path.parent) if isinstance(p, str) else p
-                                    for p in step["lexicons"]]
+                step["lexicons"] = [
+                    resolve_path(p, path.parent) if isinstance(p, str) else p for p in step["lexicons"]
+                ]
         try:
             return cls.from_dict(data)
         except ConfigError as exc:
@@ -262,5 +282,9 @@ class FilterConfig:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"workers": self.workers, "chunk_size": self.chunk_size,
-                "parallel_min_rows": self.parallel_min_rows, "steps": [s.to_dict() for s in self.steps]}
+        return {
+            "workers": self.workers,
+            "chunk_size": self.chunk_size,
+            "parallel_min_rows": self.parallel_min_rows,
+            "steps": [s.to_dict() for s in self.steps],
+        }

@@ -40,7 +40,9 @@ class ExactDedupFilter(BaseFilter):
         super().__init__(policy=policy)
         bad = [u for u in units if u not in UNITS]
         if bad or not units:
-            raise ConfigError(f"units must be a non-empty subset of {list(UNITS)}, got {list(units)}", field="units")
+            raise ConfigError(
+                f"units must be a non-empty subset of {list(UNITS)}, got {list(units)}", field="units"
+            )
         self.units = tuple(units)
         self._indexes = {u: ExactIndex() for u in self.units}
 
@@ -82,8 +84,16 @@ class NearDedupFilter(BaseFilter):
     name = "near_dedup"
     stateful = True
 
-    def __init__(self, *, policy: str = "drop", unit: str = "prompt", method: str = "minhash",
-                 threshold: float | None = None, ngram: int | None = None, num_perm: int = 128):
+    def __init__(
+        self,
+        *,
+        policy: str = "drop",
+        unit: str = "prompt",
+        method: str = "minhash",
+        threshold: float | None = None,
+        ngram: int | None = None,
+        num_perm: int = 128,
+    ):
         super().__init__(policy=policy)
         if unit not in UNITS:
             raise ConfigError(f"unit must be one of {list(UNITS)}, got {unit!r}", field="unit")
@@ -109,7 +119,12 @@ class NearDedupFilter(BaseFilter):
             if first is None:
                 out.append(KEEP)
             else:
-                out.append(Verdict(False, "near_duplicate",
-                                   {"unit": self.unit, "method": self.index.method,
-                                    "threshold": self.index.threshold}, duplicate_of=first))
+                out.append(
+                    Verdict(
+                        False,
+                        "near_duplicate",
+                        {"unit": self.unit, "method": self.index.method, "threshold": self.index.threshold},
+                        duplicate_of=first,
+                    )
+                )
         return out

@@ -47,16 +47,23 @@ from datagen.filters.rubric import (
 from datagen.record import Conversation, Usage
 
 #: What a run hands its judge steps: teacher, journal, engine factory (see `run_defaults`).
-_RUN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("datagen_judge_run", default=None)
+_RUN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "datagen_judge_run", default=None
+)
 
 
 @contextlib.contextmanager
-def run_defaults(teacher: Any, journal: str | Any | None, engine_factory: Callable[..., Any] | None = None,
-                 progress: bool | None = False) -> Iterator[None]:
+def run_defaults(
+    teacher: Any,
+    journal: str | Any | None,
+    engine_factory: Callable[..., Any] | None = None,
+    progress: bool | None = False,
+) -> Iterator[None]:
     """Inside a run: judge steps that name no teacher or journal of their own use the run's (and its
     engine factory), so their calls share the run's journal, cache and batch executor."""
-    token = _RUN.set({"teacher": teacher, "journal": journal, "engine_factory": engine_factory,
-                      "progress": progress})
+    token = _RUN.set(
+        {"teacher": teacher, "journal": journal, "engine_factory": engine_factory, "progress": progress}
+    )
     try:
         yield
     finally:
@@ -167,15 +174,29 @@ class JudgeFilter(BaseFilter):
     name = "judge"
     stateful = True
 
-    def __init__(self, *, policy: str = "drop", teacher: dict[str, Any] | None = None, model: str | None = None,
-                 rubrics: list[str] | None = None, rubrics_dir: str | None = None, min_score: int = 3,
-                 min_scores: dict[str, int] | None = None, second: dict[str, Any] | None = None,
-                 second_rate: float = 1.0, max_tokens: int = 1500, temperature: float = 0.0,
-                 json_mode: bool = True, journal: str | None = None):
+    def __init__(
+        self,
+        *,
+        policy: str = "drop",
+        teacher: dict[str, Any] | None = None,
+        model: str | None = None,
+        rubrics: list[str] | None = None,
+        rubrics_dir: str | None = None,
+        min_score: int = 3,
+        min_scores: dict[str, int] | None = None,
+        second: dict[str, Any] | None = None,
+        second_rate: float = 1.0,
+        max_tokens: int = 1500,
+        temperature: float = 0.0,
+        json_mode: bool = True,
+        journal: str | None = None,
+    ):
         super().__init__(policy=policy)
         self.teacher = _teacher(teacher, "teacher")
         self.model = model
-        self.rubrics = [load_rubric(r, rubrics_dir) for r in (rubrics if rubrics is not None else DEFAULT_RUBRICS)]
+        self.rubrics = [
+            load_rubric(r, rubrics_dir) for r in (rubrics if rubrics is not None else DEFAULT_RUBRICS)
+        ]
         if not self.rubrics:
             raise ConfigError("name at least one rubric", field="rubrics")
         criteria = {c for r in self.rubrics for c in r.criteria}
@@ -183,18 +204,24 @@ class JudgeFilter(BaseFilter):
         self.min_scores: dict[str, int] = {c: min_score for c in criteria}
         for c, v in {"min_score": min_score, **(min_scores or {})}.items():
             if c != "min_score" and c not in criteria:
-                raise ConfigError(f"no rubric has the criterion {c!r} (criteria: {', '.join(sorted(criteria))})",
-                                  field=f"min_scores.{c}")
+                raise ConfigError(
+                    f"no rubric has the criterion {c!r} (criteria: {', '.join(sorted(criteria))})",
+                    field=f"min_scores.{c}",
+                )
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ConfigError(f"must be an integer from {lo} to {hi}, got {v!r}",
-                                  field="min_score" if c == "min_score" else f"min_scores.{c}")
+                raise ConfigError(
+                    f"must be an integer from {lo} to {hi}, got {v!r}",
+                    field="min_score" if c == "min_score" else f"min_scores.{c}",
+                )
             if c != "min_score":
                 self.min_scores[c] = v
         self.has_second = second is not None
         second = dict(second or {})
         unknown = sorted(set(second) - {"model", "teacher"})
         if unknown:
-            raise ConfigError(f"unknown key {unknown[0]!r} (known: model, teacher)", field=f"second.{unknown[0]}")
+            raise ConfigError(
+                f"unknown key {unknown[0]!r} (known: model, teacher)", field=f"second.{unknown[0]}"
+            )
         self.second_model = second.get("model")
         self.second_teacher = _teacher(second.get("teacher"), "second.teacher")
         if self.has_second and not self.second_model and self.second_teacher is None:
@@ -251,8 +278,11 @@ class JudgeFilter(BaseFilter):
         run = _RUN.get() or {}
         primary = self.teacher or _teacher(run.get("teacher"), "teacher")
         if primary is None:
-            raise ConfigError("the judge step needs a teacher: give `teacher:` in the step, or run it in a run "
-                              "whose `teacher:` it uses", field="teacher")
+            raise ConfigError(
+                "the judge step needs a teacher: give `teacher:` in the step, or run it in a run "
+                "whose `teacher:` it uses",
+                field="teacher",
+            )
         chosen = self.engine_factory or run.get("engine_factory")
         journal = self.journal or run.get("journal")
         progress = self.progress if self.journal or not run else run.get("progress")
@@ -267,7 +297,9 @@ class JudgeFilter(BaseFilter):
             make = chosen or engine_factory(teacher)  # online, or batch rounds as `teacher.mode` says
             async with make(teacher, journal_path=journal, progress=progress, desc=desc) as engine:
                 engine.expect(len(ks))
-                results = await asyncio.gather(*(self._judge(engine, jobs[k], convs[jobs[k].row]) for k in ks))
+                results = await asyncio.gather(
+                    *(self._judge(engine, jobs[k], convs[jobs[k].row]) for k in ks)
+                )
             for k, r in zip(ks, results, strict=True):
                 out[k] = r
 
@@ -280,8 +312,13 @@ class JudgeFilter(BaseFilter):
         first = job.rubric.messages(conv, job.turns)
         messages, why = first, None
         for attempt in range(2):
-            req = Request(messages=messages, params=self.params, model=job.model,
-                          template_version=f"judge:{job.rubric.id}", tag=(conv.id, job.rubric.id, attempt))
+            req = Request(
+                messages=messages,
+                params=self.params,
+                model=job.model,
+                template_version=f"judge:{job.rubric.id}",
+                tag=(conv.id, job.rubric.id, attempt),
+            )
             result = await engine.complete(req)
             self._count(job, result, reask=attempt > 0)
             if not result.ok and result.error != "length":
@@ -355,10 +392,22 @@ class JudgeFilter(BaseFilter):
             need = self.min_scores[c]
             mark = j.dialogue[c]
             if mark.score < need:
-                return f"low_{c}", {"rubric": rubric.id, "turn": None, "score": mark.score, "min": need,
-                                    "reason": mark.reason, "model": j.model}
+                return f"low_{c}", {
+                    "rubric": rubric.id,
+                    "turn": None,
+                    "score": mark.score,
+                    "min": need,
+                    "reason": mark.reason,
+                    "model": j.model,
+                }
             n, marks = min(j.turns.items(), key=lambda kv: (kv[1][c].score, kv[0]))
             if marks[c].score < need:
-                return f"low_{c}", {"rubric": rubric.id, "turn": n, "score": marks[c].score, "min": need,
-                                    "reason": marks[c].reason, "model": j.model}
+                return f"low_{c}", {
+                    "rubric": rubric.id,
+                    "turn": n,
+                    "score": marks[c].score,
+                    "min": need,
+                    "reason": marks[c].reason,
+                    "model": j.model,
+                }
         return None

@@ -82,12 +82,19 @@ class _Dist:
     def to_dict(self) -> dict[str, Any]:
         n = sum(self.hist.values())
         mean = sum(s * c for s, c in self.hist.items()) / n if n else None
-        return {"n": n, "mean": None if mean is None else round(mean, 3),
-                "hist": {str(s): self.hist.get(s, 0) for s in _SCORES}}
+        return {
+            "n": n,
+            "mean": None if mean is None else round(mean, 3),
+            "hist": {str(s): self.hist.get(s, 0) for s in _SCORES},
+        }
 
 
-def judge_report(kept: Iterable[Conversation], rejected: Iterable[tuple[Conversation, dict[str, Any]]],
-                 *, step: str = "judge") -> dict[str, Any]:
+def judge_report(
+    kept: Iterable[Conversation],
+    rejected: Iterable[tuple[Conversation, dict[str, Any]]],
+    *,
+    step: str = "judge",
+) -> dict[str, Any]:
     """The report of one judge step over the rows it saw (see the module docstring). `rejected`
     pairs each rejected row with its `rejected` record (`step`, `reason`)."""
     overall: dict[str, _Dist] = {}
@@ -149,20 +156,32 @@ def judge_report(kept: Iterable[Conversation], rejected: Iterable[tuple[Conversa
     for c, (a, b) in sorted(pairs.items()):
         diff = np.abs(np.asarray(a) - np.asarray(b))
         kappa = weighted_kappa(a, b)
-        agreement[c] = {"n": len(a), "exact": round(float((diff == 0).mean()), 3),
-                        "within_1": round(float((diff <= 1).mean()), 3),
-                        "kappa": None if kappa is None else round(kappa, 3)}
+        agreement[c] = {
+            "n": len(a),
+            "exact": round(float((diff == 0).mean()), 3),
+            "within_1": round(float((diff <= 1).mean()), 3),
+            "kappa": None if kappa is None else round(kappa, 3),
+        }
     length = {}
     for c, (xs, ys) in sorted(lengths.items()):
         rho = spearman(xs, ys)
         length[c] = {"turns": len(xs), "spearman": None if rho is None else round(rho, 3)}
     return {
-        "step": step, "rubrics": sorted(rubrics), "models": dict(models), "judged": judged, "kept": kept_n,
+        "step": step,
+        "rubrics": sorted(rubrics),
+        "models": dict(models),
+        "judged": judged,
+        "kept": kept_n,
         "reasons": dict(reasons.most_common()),
         "criteria": {c: d.to_dict() for c, d in sorted(overall.items())},
-        "cells": {k: {"judged": v["judged"], "kept": v["kept"],
-                      "criteria": {c: d.to_dict() for c, d in sorted(v["criteria"].items())}}
-                  for k, v in sorted(cells.items())},
+        "cells": {
+            k: {
+                "judged": v["judged"],
+                "kept": v["kept"],
+                "criteria": {c: d.to_dict() for c, d in sorted(v["criteria"].items())},
+            }
+            for k, v in sorted(cells.items())
+        },
         "length_correlation": length,
         "second": {"models": dict(second_models), "agreement": agreement} if second_models else None,
     }
@@ -189,25 +208,39 @@ def _hist(d: dict[str, Any]) -> str:
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: criteria, cells, length correlation, agreement, failures."""
-    lines = [f"Judge `{report['step']}`: rubrics {', '.join(report['rubrics']) or '-'}; models "
-             + (", ".join(f"{m} ({n})" for m, n in report["models"].items()) or "-")
-             + f"; {report['judged']:,} rows judged, {report['kept']:,} kept.", "",
-             "| criterion | rows | mean | scores 1-5 |", "| --- | ---: | ---: | --- |"]
+    lines = [
+        f"Judge `{report['step']}`: rubrics {', '.join(report['rubrics']) or '-'}; models "
+        + (", ".join(f"{m} ({n})" for m, n in report["models"].items()) or "-")
+        + f"; {report['judged']:,} rows judged, {report['kept']:,} kept.",
+        "",
+        "| criterion | rows | mean | scores 1-5 |",
+        "| --- | ---: | ---: | --- |",
+    ]
     for c, d in report["criteria"].items():
         lines.append(f"| {c} | {d['n']:,} | {d['mean']} | {_hist(d)} |")
-    lines += ["", "| cell | judged | kept | " + " | ".join(report["criteria"]) + " |",
-              "| --- | ---: | ---: |" + " ---: |" * len(report["criteria"])]
+    lines += [
+        "",
+        "| cell | judged | kept | " + " | ".join(report["criteria"]) + " |",
+        "| --- | ---: | ---: |" + " ---: |" * len(report["criteria"]),
+    ]
     for cell, v in report["cells"].items():
         means = [str((v["criteria"].get(c) or {}).get("mean", "-")) for c in report["criteria"]]
         lines.append(f"| {cell} | {v['judged']:,} | {v['kept']:,} | " + " | ".join(means) + " |")
-    lines += ["", "Score/length correlation (Spearman, turn score vs answer characters; near 0 means no "
-              "length bias):", ""]
+    lines += [
+        "",
+        "Score/length correlation (Spearman, turn score vs answer characters; near 0 means no length bias):",
+        "",
+    ]
     for c, d in report["length_correlation"].items():
         lines.append(f"- {c}: {d['spearman']} over {d['turns']:,} turns")
     if report.get("second"):
-        lines += ["", "Second judge ("
-                  + ", ".join(f"{m} ({n})" for m, n in report["second"]["models"].items()) + "):", "",
-                  "| criterion | pairs | exact | within 1 | weighted kappa |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "Second judge (" + ", ".join(f"{m} ({n})" for m, n in report["second"]["models"].items()) + "):",
+            "",
+            "| criterion | pairs | exact | within 1 | weighted kappa |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for c, a in report["second"]["agreement"].items():
             lines.append(f"| {c} | {a['n']:,} | {a['exact']:.1%} | {a['within_1']:.1%} | {a['kappa']} |")
     if report["reasons"]:

@@ -27,14 +27,23 @@ class LanguageFilter(BaseFilter):
 
     name = "language"
 
-    def __init__(self, *, policy: str = "drop", languages: list[str] | None = ("zh", "en"),
-                 drop_undecided: bool = False, check_drift: bool = True,
-                 drift_ok_categories: list[str] | None = None, set_language: bool = True):
+    def __init__(
+        self,
+        *,
+        policy: str = "drop",
+        languages: list[str] | None = ("zh", "en"),
+        drop_undecided: bool = False,
+        check_drift: bool = True,
+        drift_ok_categories: list[str] | None = None,
+        set_language: bool = True,
+    ):
         super().__init__(policy=policy)
         self.languages = None if languages is None else frozenset(languages)
         self.drop_undecided = drop_undecided
         self.check_drift = check_drift
-        self.drift_ok = frozenset(drift_ok_categories) if drift_ok_categories is not None else DRIFT_OK_CATEGORIES
+        self.drift_ok = (
+            frozenset(drift_ok_categories) if drift_ok_categories is not None else DRIFT_OK_CATEGORIES
+        )
         self.set_language = set_language
 
     def filter(self, conv: Conversation) -> FilterResult:

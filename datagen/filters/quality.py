@@ -31,7 +31,9 @@ _CITE_RE = re.compile(r"<sup><\|(\d+)\|></sup>")
 #: A line where the assistant writes the user's part of the dialogue.
 _AS_USER_RE = re.compile(r"(?m)^\s*(?:<\|Human\|>|Human|User|USER|用户|人类|使用者|提问者)\s*[:：]")
 #: How an answer cut off mid-generation tends to end.
-_TRUNCATED_END_RE = re.compile(r"(?:[,，、:：;；(（\[{]|\b(?:and|or|the|a|an|of|to|with|which|that)|\n\s*(?:[-*]|\d+\.))\s*$")
+_TRUNCATED_END_RE = re.compile(
+    r"(?:[,，、:：;；(（\[{]|\b(?:and|or|the|a|an|of|to|with|which|that)|\n\s*(?:[-*]|\d+\.))\s*$"
+)
 #: Phrases of the simulated user's instructions (`hhh_user` template: "Write the user's message
 #: number 3 (of about 3). Reply with the message text only.") and of Chinese renderings of them, which
 #: a small teacher sometimes writes back as the user's message. Distinctive phrases rather than one
@@ -55,8 +57,9 @@ def _strip_code(text: str) -> str:
     return _CODE_FENCE_RE.sub(" ", text)
 
 
-def repetition_evidence(text: str, *, min_repeats: int = 4, max_dup_frac: float = 0.3,
-                        run_tokens: int = 16) -> dict[str, Any] | None:
+def repetition_evidence(
+    text: str, *, min_repeats: int = 4, max_dup_frac: float = 0.3, run_tokens: int = 16
+) -> dict[str, Any] | None:
     """Evidence of a repetition loop in text (code blocks ignored), or None.
 
     A loop is any of: one sentence (6+ chars) repeated `min_repeats` times; repeated sentences
@@ -92,8 +95,12 @@ def repetition_evidence(text: str, *, min_repeats: int = 4, max_dup_frac: float 
                 need = run_tokens if n == 1 else max(run_tokens, 5 * n)
                 if longest >= need:
                     start = int(edges[::2][np.argmax(edges[1::2] - edges[::2])])
-                    return {"kind": "loop", "period": n, "tokens": longest,
-                            "text": " ".join(toks[start : start + min(longest, 12)])}
+                    return {
+                        "kind": "loop",
+                        "period": n,
+                        "tokens": longest,
+                        "text": " ".join(toks[start : start + min(longest, 12)]),
+                    }
     return None
 
 
@@ -130,8 +137,16 @@ class QualityFilter(BaseFilter):
 
     name = "quality"
 
-    def __init__(self, *, policy: str = "drop", check_truncation: bool = True, check_repetition: bool = True,
-                 check_citations: bool = True, check_simulator: bool = True, min_repeats: int = 4):
+    def __init__(
+        self,
+        *,
+        policy: str = "drop",
+        check_truncation: bool = True,
+        check_repetition: bool = True,
+        check_citations: bool = True,
+        check_simulator: bool = True,
+        min_repeats: int = 4,
+    ):
         super().__init__(policy=policy)
         self.check_truncation = check_truncation
         self.check_simulator = check_simulator
@@ -147,7 +162,11 @@ class QualityFilter(BaseFilter):
                 return False, "empty_turn", {"turn": i, "role": "human"}
             if not t.assistant.strip():
                 return False, "empty_turn", {"turn": i, "role": "assistant"}
-            for role, text in (("human", t.human), ("assistant", t.assistant), ("thoughts", t.thoughts or "")):
+            for role, text in (
+                ("human", t.human),
+                ("assistant", t.assistant),
+                ("thoughts", t.thoughts or ""),
+            ):
                 m = _TAG_RE.search(text)
                 if m:
                     return False, "broken_tags", {"turn": i, "role": role, "tag": m.group(0)}
@@ -168,8 +187,11 @@ class QualityFilter(BaseFilter):
         if self.check_truncation:
             why = truncation_evidence(conv.turns[-1].assistant)
             if why:
-                return False, "truncated", {"turn": len(conv.turns), "why": why,
-                                            "tail": conv.turns[-1].assistant[-40:]}
+                return (
+                    False,
+                    "truncated",
+                    {"turn": len(conv.turns), "why": why, "tail": conv.turns[-1].assistant[-40:]},
+                )
         return True
 
 
@@ -211,8 +233,11 @@ _CLAIM_RE = re.compile(
 )
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
 #: A number stated as a result: after `=`, `≈`, `is`, `等于`, `是`, `为`, `约`, ...
-_STATED_RE = re.compile(r"(?:=|≈|≅|等于|得到|结果是|结果为|答案是|答案为|是|为|约|約|equals?|is|are|was|be|gives?|:|：)\s*"
-                        r"(?:about |approximately |around |roughly |大约|大概)?([-+]?\d+(?:[.,]\d+)*)", re.I)
+_STATED_RE = re.compile(
+    r"(?:=|≈|≅|等于|得到|结果是|结果为|答案是|答案为|是|为|约|約|equals?|is|are|was|be|gives?|:|：)\s*"
+    r"(?:about |approximately |around |roughly |大约|大概)?([-+]?\d+(?:[.,]\d+)*)",
+    re.I,
+)
 
 
 def _failed_calls(turn: Turn) -> list[str]:
@@ -247,7 +272,11 @@ class ToolFailureFilter(BaseFilter):
                 continue
             claim = _CLAIM_RE.search(answer)
             if claim:
-                return False, "invented_after_tool_failure", {"turn": i, "tools": failed, "claim": claim.group(0)}
+                return (
+                    False,
+                    "invented_after_tool_failure",
+                    {"turn": i, "tools": failed, "claim": claim.group(0)},
+                )
             if _CITE_RE.search(answer) and any(n == "Search" for n in failed):
                 ok_snippets = any(r.ok and r.snippets for r in t.results)
                 if not ok_snippets:
@@ -256,10 +285,17 @@ class ToolFailureFilter(BaseFilter):
                 given = set()
                 for src in [t.human, *(c.arg for c in t.calls)]:
                     given.update(n.replace(",", "") for n in _NUMBER_RE.findall(src))
-                stated = [m.group(1) for m in _STATED_RE.finditer(answer)
-                          if m.group(1).lstrip("+-").replace(",", "") not in given]
+                stated = [
+                    m.group(1)
+                    for m in _STATED_RE.finditer(answer)
+                    if m.group(1).lstrip("+-").replace(",", "") not in given
+                ]
                 if stated:
-                    return False, "figure_after_tool_failure", {"turn": i, "tools": failed, "figures": stated[:5]}
+                    return (
+                        False,
+                        "figure_after_tool_failure",
+                        {"turn": i, "tools": failed, "figures": stated[:5]},
+                    )
         return True
 
 
@@ -306,12 +342,22 @@ class LengthFilter(BaseFilter):
 
     name = "length"
 
-    def __init__(self, *, policy: str = "drop", min_chars: int = 1, max_chars: int | None = 32000,
-                 max_turn_chars: int | None = 16000, max_turns: int | None = None,
-                 max_tokens: int | None = None, tokenizer: str | None = None):
+    def __init__(
+        self,
+        *,
+        policy: str = "drop",
+        min_chars: int = 1,
+        max_chars: int | None = 32000,
+        max_turn_chars: int | None = 16000,
+        max_turns: int | None = None,
+        max_tokens: int | None = None,
+        tokenizer: str | None = None,
+    ):
         super().__init__(policy=policy)
         if max_tokens is not None and not tokenizer:
-            raise ConfigError("max_tokens needs a tokenizer (a local tokenizer.json or folder)", field="tokenizer")
+            raise ConfigError(
+                "max_tokens needs a tokenizer (a local tokenizer.json or folder)", field="tokenizer"
+            )
         self.min_chars, self.max_chars, self.max_turn_chars = min_chars, max_chars, max_turn_chars
         self.max_turns, self.max_tokens, self.tokenizer = max_turns, max_tokens, tokenizer
 

@@ -1,10 +1,10 @@
 """Step registry: step type name -> filter class, so configs (and other stages) add steps by name.
 
-    from datagen.filters.registry import register_step
-    @register_step
-    class MyFilter(BaseFilter):
-        name = "my_filter"
-        def filter(self, conv): ...
+from datagen.filters.registry import register_step
+@register_step
+class MyFilter(BaseFilter):
+    name = "my_filter"
+    def filter(self, conv): ...
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def get_step(type_name: str) -> type[BaseFilter]:
     try:
         return STEPS[type_name]
     except KeyError:
-        raise ConfigError(f"unknown filter step {type_name!r} (known: {', '.join(sorted(STEPS))})",
-                          field="steps") from None
+        raise ConfigError(
+            f"unknown filter step {type_name!r} (known: {', '.join(sorted(STEPS))})", field="steps"
+        ) from None
 
 
 def step_names() -> list[str]:

@@ -70,10 +70,14 @@ class Judgment:
     turns: dict[int, dict[str, Mark]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model,
-                "dialogue": {c: m.to_dict() for c, m in self.dialogue.items()},
-                "turns": [{"turn": n, **{c: m.to_dict() for c, m in marks.items()}}
-                          for n, marks in sorted(self.turns.items())]}
+        return {
+            "model": self.model,
+            "dialogue": {c: m.to_dict() for c, m in self.dialogue.items()},
+            "turns": [
+                {"turn": n, **{c: m.to_dict() for c, m in marks.items()}}
+                for n, marks in sorted(self.turns.items())
+            ],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +110,28 @@ class Rubric:
         from datagen.formats.meta import meta_instruction_for
         from datagen.formats.moss import render_turn
 
-        transcript = "\n".join(f"[Turn {i}]\n{render_turn(t, conv).rstrip()}"
-                               for i, t in enumerate(conv.turns, start=1))
-        user = self.template.render("user", meta_instruction=meta_instruction_for(conv).rstrip(),
-                                    transcript=transcript, turns=", ".join(map(str, turns)),
-                                    skeleton=self.skeleton(turns))
-        return [{"role": "system", "content": self.template.render("system")},
-                {"role": "user", "content": user}]
+        transcript = "\n".join(
+            f"[Turn {i}]\n{render_turn(t, conv).rstrip()}" for i, t in enumerate(conv.turns, start=1)
+        )
+        user = self.template.render(
+            "user",
+            meta_instruction=meta_instruction_for(conv).rstrip(),
+            transcript=transcript,
+            turns=", ".join(map(str, turns)),
+            skeleton=self.skeleton(turns),
+        )
+        return [
+            {"role": "system", "content": self.template.render("system")},
+            {"role": "user", "content": user},
+        ]
 
     def retry_messages(self, first: list[dict[str, str]], reply: str, reason: str) -> list[dict[str, str]]:
         """The first messages, the unusable reply, and the note saying what was wrong with it."""
-        return [*first, {"role": "assistant", "content": reply},
-                {"role": "user", "content": self.template.render("retry", reason=reason)}]
+        return [
+            *first,
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": self.template.render("retry", reason=reason)},
+        ]
 
 
 def _settings(template: Template) -> tuple[tuple[str, ...], str, str]:
@@ -131,12 +145,18 @@ def _settings(template: Template) -> tuple[tuple[str, ...], str, str]:
     criteria = tuple(c.strip() for c in values.get("criteria", "").split(",") if c.strip())
     bad = [c for c in criteria if not _CRITERION.match(c)]
     if not criteria or bad:
-        raise ConfigError(f"settings: criteria must be lower_case names, got {values.get('criteria')!r}",
-                          path=template.path, line=template.line_of("settings"))
+        raise ConfigError(
+            f"settings: criteria must be lower_case names, got {values.get('criteria')!r}",
+            path=template.path,
+            line=template.line_of("settings"),
+        )
     dialogues, turns = values.get("dialogues", "all"), values.get("turns", "all")
     if dialogues not in ("all", "plugin") or turns not in ("all", "tool"):
-        raise ConfigError(f"settings: dialogues must be all|plugin and turns all|tool, got {dialogues!r}, {turns!r}",
-                          path=template.path, line=template.line_of("settings"))
+        raise ConfigError(
+            f"settings: dialogues must be all|plugin and turns all|tool, got {dialogues!r}, {turns!r}",
+            path=template.path,
+            line=template.line_of("settings"),
+        )
     for section in ("system", "user", "retry"):
         if not template.has(section):
             raise ConfigError(f"rubric has no `{section}` section", path=template.path)
@@ -175,7 +195,9 @@ def _load(name: str, version: int | None, directory: str | None) -> Rubric:
             template = parse_template(text, name=name, version=pick, path=str(path))
             return Rubric(template, *_settings(template))
     pinned = f" version {version}" if version is not None else ""
-    raise ConfigError(f"no rubric {name!r}{pinned} (looked in {', '.join(map(str, folders))})", field="rubrics")
+    raise ConfigError(
+        f"no rubric {name!r}{pinned} (looked in {', '.join(map(str, folders))})", field="rubrics"
+    )
 
 
 def _mark(value: Any, where: str) -> Mark:

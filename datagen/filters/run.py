@@ -128,8 +128,9 @@ class _Sink:
         self.rejected.write(dumps(d) + "\n")
 
 
-def _decide_chunk(steps: list[BaseFilter], convs: list[Conversation], outcomes: list[list[Outcome]],
-                  sink: _Sink) -> int:
+def _decide_chunk(
+    steps: list[BaseFilter], convs: list[Conversation], outcomes: list[list[Outcome]], sink: _Sink
+) -> int:
     alive = list(range(len(convs)))
     for si, step in enumerate(steps):
         if not alive:
@@ -154,9 +155,14 @@ def _decide_chunk(steps: list[BaseFilter], convs: list[Conversation], outcomes: 
     return len(alive)
 
 
-def run_filters(conversations: Iterable[Conversation], config: FilterConfig | None = None,
-                out_dir: str | Path = "filtered", *, workers: int | None = None,
-                progress: Callable[[int], None] | None = None) -> FunnelReport:
+def run_filters(
+    conversations: Iterable[Conversation],
+    config: FilterConfig | None = None,
+    out_dir: str | Path = "filtered",
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FunnelReport:
     """Filter conversations through config's enabled steps; write kept.jsonl, rejected.jsonl,
     funnel.json and funnel.md into out_dir and return the funnel.
 
@@ -195,8 +201,9 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
                     progress(done)
         else:
             ctx = pool_context()
-            with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(config,)) as pool:
+            with ProcessPoolExecutor(
+                n_workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)
+            ) as pool:
                 pending: list[tuple[list[Conversation], Future]] = []
                 for chunk in all_chunks:
                     pending.append((chunk, pool.submit(_prepare_chunk_in_worker, chunk)))
@@ -209,8 +216,14 @@ def run_filters(conversations: Iterable[Conversation], config: FilterConfig | No
     return report
 
 
-def _finish(item: tuple[list[Conversation], Future], steps: list[BaseFilter], sink: _Sink,
-            report: FunnelReport, progress: Callable[[int], None] | None, done: int) -> int:
+def _finish(
+    item: tuple[list[Conversation], Future],
+    steps: list[BaseFilter],
+    sink: _Sink,
+    report: FunnelReport,
+    progress: Callable[[int], None] | None,
+    done: int,
+) -> int:
     chunk, fut = item
     report.input += len(chunk)
     report.kept += _decide_chunk(steps, chunk, fut.result(), sink)

@@ -60,7 +60,9 @@ class FilterStage(Stage):
         out_dir = self.outputs(ctx)["main"].parent
         # A judge step with no teacher of its own asks the run's, through the run's journal and
         # engine (a batch-mode run judges in batch rounds).
-        with run_defaults(self.run_config.teacher, str(ctx.journal), ctx.engine_factory, progress=ctx.progress):
+        with run_defaults(
+            self.run_config.teacher, str(ctx.journal), ctx.engine_factory, progress=ctx.progress
+        ):
             report = run_filters(rows, self.config, out_dir)
         ctx.info.update({"count": report.kept, "in": report.input})
         judges = self._judges()

@@ -1,6 +1,5 @@
 """Part of the former datagen/moss/finetune.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +10,14 @@ from datagen.model.tokenize import TOKENIZATIONS
 from datagen.settings import Section
 
 #: Upstream's sampling settings, written into the saved generation_config.json.
-GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 40,
-                       "repetition_penalty": 1.02, "max_new_tokens": 512}
+GENERATION_DEFAULTS = {
+    "do_sample": True,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "top_k": 40,
+    "repetition_penalty": 1.02,
+    "max_new_tokens": 512,
+}
 
 
 @dataclass(slots=True)
@@ -82,8 +87,13 @@ class FinetuneConfig(Section):
     cache: bool = True
 
     def __post_init__(self) -> None:
-        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_r": self.lora_r,
-                    "log_steps": self.log_steps, "val_max": self.val_max}
+        positive = {
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "lora_r": self.lora_r,
+            "log_steps": self.log_steps,
+            "val_max": self.val_max,
+        }
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
@@ -102,11 +112,19 @@ class FinetuneConfig(Section):
         if self.weight_decay < 0:
             raise ConfigError("must not be negative", field="weight_decay")
         if self.tokenization not in ("auto", *TOKENIZATIONS):
-            raise ConfigError(f"must be auto, {' or '.join(TOKENIZATIONS)}, got {self.tokenization!r}",
-                              field="tokenization")
+            raise ConfigError(
+                f"must be auto, {' or '.join(TOKENIZATIONS)}, got {self.tokenization!r}", field="tokenization"
+            )
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"must be {', '.join(ATTENTIONS)}, got {self.attention!r}", field="attention")
-        for name in ("packing", "lora", "merge_lora", "assistant_only", "gradient_checkpointing", "eval_before"):
+        for name in (
+            "packing",
+            "lora",
+            "merge_lora",
+            "assistant_only",
+            "gradient_checkpointing",
+            "eval_before",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"must be true or false, got {getattr(self, name)!r}", field=name)
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):

@@ -1,6 +1,5 @@
 """Part of the former datagen/moss/finetune.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import logging
@@ -21,8 +20,13 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- data
 
 
-def split_records(records: Sequence[Mapping[str, Any]], *, val_fraction: float, val_max: int | None = None,
-                  ids: Sequence[str] | None = None) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+def split_records(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    val_fraction: float,
+    val_max: int | None = None,
+    ids: Sequence[str] | None = None,
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """Train/validation split by the published dataset's rule (`datagen.splits.split_for`: xxh64 of
     the conversation id below `val_fraction`), so with the same fraction a dialogue is held out here
     exactly when it is in the published validation split, whatever the order or the other rows.
@@ -49,8 +53,13 @@ def split_records(records: Sequence[Mapping[str, Any]], *, val_fraction: float, 
         else:
             train.append(record)
     if val_max is not None and len(held) > val_max:
-        logger.warning("%d dialogues fall in the validation split; evaluating on %d (val_max), the other %d are "
-                       "not used at all", len(held), val_max, len(held) - val_max)
+        logger.warning(
+            "%d dialogues fall in the validation split; evaluating on %d (val_max), the other %d are "
+            "not used at all",
+            len(held),
+            val_max,
+            len(held) - val_max,
+        )
         held = sorted(held)[:val_max]
     chosen = {i for _, i in held}
     val = [r for i, r in enumerate(records) if i in chosen]
@@ -64,8 +73,9 @@ def conversations_to_sft(conversations: Iterable[Conversation]) -> list[dict[str
     return [to_sft(c) for c in conversations]
 
 
-def write_sft_splits(train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, Any]],
-                     data_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_sft_splits(
+    train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, Any]], data_dir: str | os.PathLike
+) -> tuple[Path, Path]:
     """Write `train.jsonl` and `val.jsonl` (one SFT record per line, upstream's layout)."""
     data_dir = Path(data_dir)
     write_jsonl_atomic(data_dir / "train.jsonl", train)
@@ -121,8 +131,9 @@ def token_metrics_preprocess(logits: Any, labels: Any) -> tuple[Any, Any]:
     import torch.nn.functional as F
 
     shift, target = logits[:, :-1].float(), labels[:, 1:]
-    loss = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1), ignore_index=-100,
-                           reduction="none").view(target.shape)
+    loss = F.cross_entropy(
+        shift.reshape(-1, shift.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(target.shape)
     return loss, shift.argmax(-1)
 
 
@@ -138,5 +149,8 @@ def token_metrics(pred: Any) -> dict[str, float]:
     n = int(valid.sum())
     if n == 0:
         return {"token_loss": float("nan"), "token_accuracy": float("nan"), "tokens": 0}
-    return {"token_loss": float(np.asarray(loss, dtype=np.float64)[valid].mean()),
-            "token_accuracy": float((argmax[valid] == labels[valid]).mean()), "tokens": n}
+    return {
+        "token_loss": float(np.asarray(loss, dtype=np.float64)[valid].mean()),
+        "token_accuracy": float((argmax[valid] == labels[valid]).mean()),
+        "tokens": n,
+    }

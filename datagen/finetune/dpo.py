@@ -97,16 +97,21 @@ class DpoConfig(Section):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"must be a positive number, got {value!r}", field=name)
-        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0):
+        if self.lr is not None and (
+            isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0
+        ):
             raise ConfigError(f"must be a positive number, got {self.lr!r}", field="lr")
         for name in ("warmup_ratio", "val_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"must be within [0, 1), got {getattr(self, name)!r}", field=name)
         if self.min_margin < 0 or self.weight_decay < 0:
-            raise ConfigError("must not be negative", field="min_margin" if self.min_margin < 0 else "weight_decay")
+            raise ConfigError(
+                "must not be negative", field="min_margin" if self.min_margin < 0 else "weight_decay"
+            )
         if self.tokenization not in ("auto", *TOKENIZATIONS):
-            raise ConfigError(f"must be auto, {' or '.join(TOKENIZATIONS)}, got {self.tokenization!r}",
-                              field="tokenization")
+            raise ConfigError(
+                f"must be auto, {' or '.join(TOKENIZATIONS)}, got {self.tokenization!r}", field="tokenization"
+            )
         for name in ("precision", "save_dtype"):
             if getattr(self, name) not in ("auto", "bf16", "fp16", "fp32"):
                 raise ConfigError("must be auto, bf16, fp16 or fp32", field=name)
@@ -159,8 +164,14 @@ class PairTokens:
         return dataclasses.asdict(self)
 
 
-def tokenize_pair(row: Mapping[str, Any], tokenizer: Any, *, max_length: int, path: str | None = None,
-                  line: int | None = None) -> PairTokens | str:
+def tokenize_pair(
+    row: Mapping[str, Any],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    path: str | None = None,
+    line: int | None = None,
+) -> PairTokens | str:
     """A pair's token ids (see the module docstring), or why it cannot be used: `too_long` (the
     completion does not fit) or `same_sides` (nothing tells the two sides apart)."""
     from datagen.formats.moss import to_sft
@@ -184,11 +195,16 @@ def tokenize_pair(row: Mapping[str, Any], tokenizer: Any, *, max_length: int, pa
         return "same_sides"
     start = segs_c[shared][0].start
     if start != segs_r[shared][0].start or chosen.input_ids[:start] != rejected.input_ids[:start]:
-        raise InputError("the two sides of the pair do not share the dialogue before their answers",
-                         path=path, line=line)
-    return PairTokens(prompt_ids=chosen.input_ids[:start], chosen_ids=chosen.input_ids[start:],
-                      rejected_ids=rejected.input_ids[start:], chosen_mask=[int(m) for m in chosen.loss_mask[start:]],
-                      rejected_mask=[int(m) for m in rejected.loss_mask[start:]])
+        raise InputError(
+            "the two sides of the pair do not share the dialogue before their answers", path=path, line=line
+        )
+    return PairTokens(
+        prompt_ids=chosen.input_ids[:start],
+        chosen_ids=chosen.input_ids[start:],
+        rejected_ids=rejected.input_ids[start:],
+        chosen_mask=[int(m) for m in chosen.loss_mask[start:]],
+        rejected_mask=[int(m) for m in rejected.loss_mask[start:]],
+    )
 
 
 def collator(pad_id: int) -> Any:
@@ -234,9 +250,13 @@ def _log_callback(path: Path, progress: bool) -> Any:
 
     class StderrLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            logs = {k: v for k, v in (logs or {}).items() if not k.endswith(("_per_second", "preparation_time"))}
+            logs = {
+                k: v for k, v in (logs or {}).items() if not k.endswith(("_per_second", "preparation_time"))
+            }
             if progress:
-                line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+                line = " ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+                )
                 print(f"[dpo] step {state.global_step}/{state.max_steps} {line}", file=sys.stderr, flush=True)
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
@@ -247,9 +267,14 @@ def _log_callback(path: Path, progress: bool) -> Any:
 # --------------------------------------------------------------------------- training
 
 
-def dpo(pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iterable[Mapping[str, Any]],
-        model: str | os.PathLike, out_dir: str | os.PathLike, config: DpoConfig | None = None, *,
-        progress: bool = True) -> dict[str, Any]:
+def dpo(
+    pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iterable[Mapping[str, Any]],
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: DpoConfig | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train `model` on preference pairs with DPO and save it under `out_dir/model`.
 
     Args:
@@ -305,8 +330,10 @@ def dpo(pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iter
             continue
         split[split_for(source_id(row), config.val_fraction)].append(tokens.to_dict())
     if not split["train"]:
-        raise InputError(f"no pair to train on ({len(rows)} read; left out: {dict(left_out) or 'none'}; "
-                         f"{len(split['validation'])} held out)")
+        raise InputError(
+            f"no pair to train on ({len(rows)} read; left out: {dict(left_out) or 'none'}; "
+            f"{len(split['validation'])} held out)"
+        )
 
     eom = loaded.end_tag_ids[EOS_TAG]
     tokenizer.eos_token = EOS_TAG
@@ -323,37 +350,71 @@ def dpo(pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iter
         ref.requires_grad_(False)
 
     per_step = config.batch_size * config.grad_accum
-    max_steps = config.max_steps or max(1, math.ceil(math.ceil(len(split["train"]) / per_step) * config.epochs))
+    max_steps = config.max_steps or max(
+        1, math.ceil(math.ceil(len(split["train"]) / per_step) * config.epochs)
+    )
     kwargs = dict(
-        output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=1,  # TRL averages the accuracy per batch: one pair each is exact
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay, lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio,
-        max_grad_norm=config.max_grad_norm, max_steps=max_steps,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        max_steps=max_steps,
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not device.startswith("cuda"),
-        logging_steps=min(config.log_steps, max_steps), logging_first_step=True, eval_strategy="no",
-        save_strategy="no", report_to="none", disable_tqdm=not progress, seed=config.seed,
-        remove_unused_columns=False, dataloader_num_workers=0, beta=config.beta, loss_type=[config.loss_type],
-        max_length=None, precompute_ref_log_probs=False,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not device.startswith("cuda"),
+        logging_steps=min(config.log_steps, max_steps),
+        logging_first_step=True,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=not progress,
+        seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        beta=config.beta,
+        loss_type=[config.loss_type],
+        max_length=None,
+        precompute_ref_log_probs=False,
     )
     args = DPOConfig(**_training_args_compat(DPOConfig, kwargs))
     val = Dataset.from_list(split["validation"]) if split["validation"] else None
-    trainer = _trainer_class()(model=net, ref_model=ref, args=args, train_dataset=Dataset.from_list(split["train"]),
-                               eval_dataset=val, processing_class=tokenizer,
-                               data_collator=collator(tokenizer.pad_token_id))
+    trainer = _trainer_class()(
+        model=net,
+        ref_model=ref,
+        args=args,
+        train_dataset=Dataset.from_list(split["train"]),
+        eval_dataset=val,
+        processing_class=tokenizer,
+        data_collator=collator(tokenizer.pad_token_id),
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_log_callback(out / "train_log.jsonl", progress))
     result = trainer.train()
     history = [h for h in trainer.state.log_history if "loss" in h]
     metrics: dict[str, Any] = {
-        "model": loaded.source.display, "tokenization": loaded.tokenization, "max_length": max_length,
-        "precision": precision, "lora": config.lora, "pairs_read": len(rows), "pairs_train": len(split["train"]),
-        "pairs_val": len(split["validation"]), "left_out": dict(left_out), "steps": trainer.state.global_step,
-        "train_loss": result.training_loss, "train_loss_first": history[0]["loss"] if history else None,
-        "train_loss_last": history[-1]["loss"] if history else None, "pref_accuracy": None, "reward_margin": None,
+        "model": loaded.source.display,
+        "tokenization": loaded.tokenization,
+        "max_length": max_length,
+        "precision": precision,
+        "lora": config.lora,
+        "pairs_read": len(rows),
+        "pairs_train": len(split["train"]),
+        "pairs_val": len(split["validation"]),
+        "left_out": dict(left_out),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "train_loss_first": history[0]["loss"] if history else None,
+        "train_loss_last": history[-1]["loss"] if history else None,
+        "pref_accuracy": None,
+        "reward_margin": None,
     }
     if val is not None:
         ev = trainer.evaluate()
@@ -361,8 +422,9 @@ def dpo(pairs: Iterable[tuple[Mapping[str, Any], str | None, int | None]] | Iter
         metrics["reward_margin"] = ev.get("eval_rewards/margins")
         metrics["val_loss"] = ev.get("eval_loss")
     else:
-        logger.warning("no pair falls in the validation split (fraction %s): no preference accuracy",
-                       config.val_fraction)
+        logger.warning(
+            "no pair falls in the validation split (fraction %s): no preference accuracy", config.val_fraction
+        )
 
     metrics["model_dir"] = str(out / "model")
     save_outputs(trainer.model, config, loaded, tokenizer, eom, out, metrics)

@@ -79,8 +79,11 @@ class PackedDataset:
             ids.append(seq)
             labels.append(lab)
             positions.append(np.arange(len(seq), dtype=np.int64))
-        return {"input_ids": np.concatenate(ids), "labels": np.concatenate(labels),
-                "position_ids": np.concatenate(positions)}
+        return {
+            "input_ids": np.concatenate(ids),
+            "labels": np.concatenate(labels),
+            "position_ids": np.concatenate(positions),
+        }
 
     @property
     def efficiency(self) -> float:
@@ -94,7 +97,7 @@ def padding_efficiency(lengths: Sequence[int], batch_size: int, order: Sequence[
     order = list(order) if order is not None else list(range(len(lengths)))
     slots = 0
     for start in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[start:start + batch_size]]
+        batch = [lengths[i] for i in order[start : start + batch_size]]
         slots += max(batch) * len(batch)
     return sum(lengths[i] for i in order) / slots if slots else 0.0
 
@@ -141,8 +144,12 @@ def keeps_sequences_apart(model: Any) -> bool:
     model.eval()
     try:
         with torch.no_grad():
-            a = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, len(first):].float()
-            b = model(input_ids=other, position_ids=positions, use_cache=False).logits[0, len(first):].float()
+            a = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, len(first) :].float()
+            b = (
+                model(input_ids=other, position_ids=positions, use_cache=False)
+                .logits[0, len(first) :]
+                .float()
+            )
     finally:
         model.train(was_training)
     return bool(torch.allclose(a, b, rtol=1e-3, atol=1e-4))

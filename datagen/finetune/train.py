@@ -68,8 +68,13 @@ def _log_callback(path: Path, progress: bool) -> Any:
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             if progress and state.is_world_process_zero:
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", file=sys.stderr,
-                                dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=state.max_steps,
+                    initial=state.global_step,
+                    desc="finetune",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
             if self.bar is not None:
@@ -83,7 +88,9 @@ def _log_callback(path: Path, progress: bool) -> Any:
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if not state.is_world_process_zero:
                 return
-            logs = {k: v for k, v in (logs or {}).items() if not k.endswith(("_per_second", "preparation_time"))}
+            logs = {
+                k: v for k, v in (logs or {}).items() if not k.endswith(("_per_second", "preparation_time"))
+            }
             line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
             msg = f"[finetune] step {state.global_step}/{state.max_steps} {line}"
             if self.bar is not None:
@@ -131,15 +138,26 @@ def _apply_lora(model: Any, config: FinetuneConfig, added_token_ids: list[int]) 
         if head is not None and head.weight is not emb.weight:
             names.add(_module_name(model, head))
         modules_to_save = sorted(n for n in names if n)
-    lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=config.lora_targets,
-                      modules_to_save=modules_to_save)
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_targets,
+        modules_to_save=modules_to_save,
+    )
     return get_peft_model(model, lora)
 
 
 def _save_dtype(config: FinetuneConfig, source_config: Mapping[str, Any], torch: Any) -> Any:
-    names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-             "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    names = {
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }
     if config.save_dtype != "auto":
         return names[config.save_dtype]
     return names.get(str(source_config.get("torch_dtype") or source_config.get("dtype")), torch.float32)
@@ -178,9 +196,20 @@ def training_examples(tokens: Any, config: FinetuneConfig, row_length: int | Non
     return SFTDataset(tokens)
 
 
-def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: FinetuneConfig, *,
-                  out_dir: str | os.PathLike, device: str, precision: str, pad_id: int,
-                  row_length: int | None = None, progress: bool = True, callbacks: Sequence[Any] = ()) -> Any:
+def build_trainer(
+    net: Any,
+    train_set: Any,
+    val_set: Any | None,
+    config: FinetuneConfig,
+    *,
+    out_dir: str | os.PathLike,
+    device: str,
+    precision: str,
+    pad_id: int,
+    row_length: int | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> Any:
     """The transformers `Trainer` that `finetune` runs (also used by bench/moss_gpu.py).
 
     `train_set`/`val_set` are TokenizedSets, packed into rows of `row_length` tokens (default: the
@@ -230,14 +259,23 @@ def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: Finetun
         disable_tqdm=not progress,
         seed=config.seed,
         remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if config.group_by_length and not config.packing else "random",
+        train_sampling_strategy="group_by_length"
+        if config.group_by_length and not config.packing
+        else "random",
         dataloader_num_workers=0,
     )
     args = TrainingArguments(**_training_args_compat(TrainingArguments, kwargs))
     collator_class = PackCollator if config.packing else PadCollator
     collator = collator_class(pad_id=pad_id, multiple_of=8 if on_gpu else 1)
-    trainer = Trainer(model=net, args=args, train_dataset=train_data, eval_dataset=val_data, data_collator=collator,
-                      compute_metrics=token_metrics, preprocess_logits_for_metrics=token_metrics_preprocess)
+    trainer = Trainer(
+        model=net,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=val_data,
+        data_collator=collator,
+        compute_metrics=token_metrics,
+        preprocess_logits_for_metrics=token_metrics_preprocess,
+    )
     # The Trainer prints its logs on stdout; datagen keeps stdout for data.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -247,9 +285,15 @@ def build_trainer(net: Any, train_set: Any, val_set: Any | None, config: Finetun
     return trainer
 
 
-def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathLike, out_dir: str | os.PathLike,
-             config: FinetuneConfig | None = None, *, records: Sequence[Mapping[str, Any]] | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def finetune(
+    conversations: Iterable[Conversation] | None,
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: FinetuneConfig | None = None,
+    *,
+    records: Sequence[Mapping[str, Any]] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Fine-tune `model` on conversations and save the result under `out_dir/model`.
 
     Args:
@@ -282,11 +326,16 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     records = list(records)
     if not records:
         raise InputError("nothing to train on: no dialogues")
-    train_records, val_records = split_records(records, val_fraction=config.val_fraction,
-                                               val_max=config.val_max, ids=ids)
+    train_records, val_records = split_records(
+        records, val_fraction=config.val_fraction, val_max=config.val_max, ids=ids
+    )
     if config.val_fraction > 0 and not val_records:
-        logger.warning("no dialogue falls in the validation split (fraction %s of %d dialogues): training without "
-                       "evaluation", config.val_fraction, len(records))
+        logger.warning(
+            "no dialogue falls in the validation split (fraction %s of %d dialogues): training without "
+            "evaluation",
+            config.val_fraction,
+            len(records),
+        )
     # Under torchrun every process runs this function; the split is the same in each (by id), and
     # only the first writes files.
     main = is_main_process()
@@ -296,29 +345,55 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     device = pick_device(config.device)
     device_map = None
     if world_size() > 1 and device == "cuda":
-        device = device_map = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per process, no sharding
+        device = device_map = (
+            f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per process, no sharding
+        )
     precision = _precision(config, device)
     # Full fine-tuning keeps fp32 master weights (the Trainer autocasts); LoRA freezes the base, so
     # it can sit in 16 bits.
     load_dtype = precision if (config.lora and precision in ("bf16", "fp16")) else "fp32"
     transformers.set_seed(config.seed)
-    loaded = load_model(model, device=device, dtype=load_dtype, device_map=device_map,
-                        tokenization=config.tokenization, attention=config.attention)
+    loaded = load_model(
+        model,
+        device=device,
+        dtype=load_dtype,
+        device_map=device_map,
+        tokenization=config.tokenization,
+        attention=config.attention,
+    )
     tokenizer, net = loaded.tokenizer, loaded.model
     max_length = resolve_max_length(config.max_length, loaded.context_length)
 
     cache = out / "cache" if config.cache and main else None
-    train_set = tokenize_cached(train_records, tokenizer, cache and cache / "train", max_length=max_length,
-                                assistant_only=config.assistant_only, source=str(out / "data" / "train.jsonl"))
-    val_set = tokenize_cached(val_records, tokenizer, cache and cache / "val", max_length=max_length,
-                              assistant_only=config.assistant_only, source=str(out / "data" / "val.jsonl"))
+    train_set = tokenize_cached(
+        train_records,
+        tokenizer,
+        cache and cache / "train",
+        max_length=max_length,
+        assistant_only=config.assistant_only,
+        source=str(out / "data" / "train.jsonl"),
+    )
+    val_set = tokenize_cached(
+        val_records,
+        tokenizer,
+        cache and cache / "val",
+        max_length=max_length,
+        assistant_only=config.assistant_only,
+        source=str(out / "data" / "val.jsonl"),
+    )
     if len(train_set) == 0:
-        raise InputError(f"no training dialogue fits max_length={max_length} "
-                         f"({train_set.stats.dropped} dropped)")
+        raise InputError(
+            f"no training dialogue fits max_length={max_length} ({train_set.stats.dropped} dropped)"
+        )
     for name, s in (("train", train_set), ("val", val_set)):
         if s.stats.turns_dropped:
-            logger.warning("%s: %d dialogues truncated, %d turns dropped, %d dialogues that do not fit at all",
-                           name, s.stats.truncated, s.stats.turns_dropped, s.stats.dropped)
+            logger.warning(
+                "%s: %d dialogues truncated, %d turns dropped, %d dialogues that do not fit at all",
+                name,
+                s.stats.truncated,
+                s.stats.turns_dropped,
+                s.stats.dropped,
+            )
 
     # EOS is <eom> from here on: the saved tokenizer, config and generation config agree.
     eom = loaded.end_tag_ids[EOS_TAG]
@@ -331,31 +406,51 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
 
     run_config = config
     if config.packing and not keeps_sequences_apart(net):
-        logger.warning("%s lets packed dialogues attend to each other (its attention ignores the position_ids "
-                       "restarts): training on padded batches instead", loaded.source.display)
+        logger.warning(
+            "%s lets packed dialogues attend to each other (its attention ignores the position_ids "
+            "restarts): training on padded batches instead",
+            loaded.source.display,
+        )
         run_config = config.replace(packing=False)
 
     if config.lora:
         net = _apply_lora(net, config, loaded.added_token_ids)
 
     eval_on = len(val_set) > 0
-    trainer = build_trainer(net, train_set, val_set if eval_on else None, run_config, out_dir=out, device=device,
-                            precision=precision, pad_id=tokenizer.pad_token_id, row_length=max_length,
-                            progress=progress)
+    trainer = build_trainer(
+        net,
+        train_set,
+        val_set if eval_on else None,
+        run_config,
+        out_dir=out,
+        device=device,
+        precision=precision,
+        pad_id=tokenizer.pad_token_id,
+        row_length=max_length,
+        progress=progress,
+    )
     train_data = trainer.train_dataset
     steps_per_epoch = math.ceil(len(train_data) / (config.batch_size * config.grad_accum * world_size()))
 
-    metrics: dict[str, Any] = {"model": loaded.source.display, "max_length": max_length,
-                               "tokenization": loaded.tokenization, "precision": precision,
-                               "attention": loaded.attention, "packing": run_config.packing,
-                               "packing_efficiency": (round(train_data.efficiency, 4) if run_config.packing
-                                                      else None),
-                               "world_size": world_size(), "train_examples": len(train_data),
-                               "lora": config.lora, "train_dialogues": len(train_set), "val_dialogues": len(val_set),
-                               "val_unused": len(records) - len(train_records) - len(val_records),
-                               "train_tokens": train_set.tokens, "val_tokens": val_set.tokens,
-                               "truncation": {"train": train_set.stats.to_dict(), "val": val_set.stats.to_dict()},
-                               "token_cache_hit": {"train": train_set.from_cache, "val": val_set.from_cache}}
+    metrics: dict[str, Any] = {
+        "model": loaded.source.display,
+        "max_length": max_length,
+        "tokenization": loaded.tokenization,
+        "precision": precision,
+        "attention": loaded.attention,
+        "packing": run_config.packing,
+        "packing_efficiency": (round(train_data.efficiency, 4) if run_config.packing else None),
+        "world_size": world_size(),
+        "train_examples": len(train_data),
+        "lora": config.lora,
+        "train_dialogues": len(train_set),
+        "val_dialogues": len(val_set),
+        "val_unused": len(records) - len(train_records) - len(val_records),
+        "train_tokens": train_set.tokens,
+        "val_tokens": val_set.tokens,
+        "truncation": {"train": train_set.stats.to_dict(), "val": val_set.stats.to_dict()},
+        "token_cache_hit": {"train": train_set.from_cache, "val": val_set.from_cache},
+    }
     if eval_on and config.eval_before:
         before = trainer.evaluate(metric_key_prefix="before")
         metrics["val_loss_before"] = before.get("before_token_loss")
@@ -363,16 +458,18 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     resume = bool(config.save_steps) and any((out / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h]
-    metrics.update({
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "train_loss_first": history[0]["loss"] if history else None,
-        "train_loss_last": history[-1]["loss"] if history else None,
-        "train_loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "train_tokens_per_s": None,
-        "resumed": resume,
-    })
+    metrics.update(
+        {
+            "steps": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "train_loss_first": history[0]["loss"] if history else None,
+            "train_loss_last": history[-1]["loss"] if history else None,
+            "train_loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "train_tokens_per_s": None,
+            "resumed": resume,
+        }
+    )
     runtime = result.metrics.get("train_runtime") or 0
     # tokens actually processed: the training split's tokens per epoch times the epochs run
     epochs_run = trainer.state.global_step / steps_per_epoch
@@ -391,8 +488,9 @@ def finetune(conversations: Iterable[Conversation] | None, model: str | os.PathL
     return metrics
 
 
-def save_outputs(final: Any, config: Any, loaded: Any, tokenizer: Any, eom: int, out: Path,
-                 metrics: dict[str, Any]) -> None:
+def save_outputs(
+    final: Any, config: Any, loaded: Any, tokenizer: Any, eom: int, out: Path, metrics: dict[str, Any]
+) -> None:
     """Save a trained model as plain transformers loads it (LoRA merged unless asked not to, the
     cache back on, the dtype it came in, MOSS's generation defaults ending at <eom>), its tokenizer,
     and `config.json`/`metrics.json` beside it. Shared by `finetune` and `dpo`."""

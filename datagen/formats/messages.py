@@ -480,7 +480,9 @@ def located_errors(path: str | None, line: int | None) -> Iterator[None]:
     except FormatError as exc:
         raise FormatError(exc.reason, path=path, line=line, field=exc.field) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise FormatError(f"malformed datagen metadata: {exc}", path=path, line=line, field="datagen") from None
+        raise FormatError(
+            f"malformed datagen metadata: {exc}", path=path, line=line, field="datagen"
+        ) from None
 
 
 def with_source(conv: Conversation, path: str | None) -> Conversation:

@@ -238,7 +238,9 @@ def _iter_jsonl(
                 loads(raw.decode("utf-8"))
             except (ValueError, RecursionError) as exc:
                 if torn_tail == "skip":
-                    log.warning("%s:%d: the last line is cut off (left by a killed writer?); skipped", label, lineno)
+                    log.warning(
+                        "%s:%d: the last line is cut off (left by a killed writer?); skipped", label, lineno
+                    )
                 else:
                     yield (
                         Location(label, lineno),

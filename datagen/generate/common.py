@@ -34,9 +34,20 @@ PERMANENT_ERRORS = frozenset({"bad_request"})
 RERUN_FIXES = RETRYABLE | {"tool_unavailable"}
 
 _LANGUAGE_NAMES = {
-    "zh": "Chinese (简体中文)", "zh-Hans": "Simplified Chinese (简体中文)", "zh-Hant": "Traditional Chinese (繁體中文)",
-    "en": "English", "ja": "Japanese (日本語)", "ko": "Korean (한국어)", "fr": "French", "de": "German",
-    "es": "Spanish", "ru": "Russian", "pt": "Portuguese", "it": "Italian", "ar": "Arabic", "vi": "Vietnamese",
+    "zh": "Chinese (简体中文)",
+    "zh-Hans": "Simplified Chinese (简体中文)",
+    "zh-Hant": "Traditional Chinese (繁體中文)",
+    "en": "English",
+    "ja": "Japanese (日本語)",
+    "ko": "Korean (한국어)",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "ru": "Russian",
+    "pt": "Portuguese",
+    "it": "Italian",
+    "ar": "Arabic",
+    "vi": "Vietnamese",
 }
 
 
@@ -81,9 +92,17 @@ class PromptRow:
         lineage = lineage if isinstance(lineage, dict) else {}
         parents = get("parents") or extra.get("parents") or lineage.get("parents") or []
         seed_id = get("seed_id") or lineage.get("seed_id")
-        return cls(id=str(get("id")), text=str(get("text")), language=get("language"), category=get("category"),
-                   plugins=list(get("plugins") or []), parents=list(parents), source=get("source"),
-                   source_id=get("source_id"), seed_id=seed_id)
+        return cls(
+            id=str(get("id")),
+            text=str(get("text")),
+            language=get("language"),
+            category=get("category"),
+            plugins=list(get("plugins") or []),
+            parents=list(parents),
+            source=get("source"),
+            source_id=get("source_id"),
+            seed_id=seed_id,
+        )
 
 
 def read_prompts(path: str | Path) -> list[PromptRow]:
@@ -96,8 +115,12 @@ def read_prompts(path: str | Path) -> list[PromptRow]:
 
 def usage_of(result: Result) -> Usage:
     """The tokens and cost of one call (what it cost when it was made, cached or not)."""
-    return Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                 cost=result.cost, calls=1)
+    return Usage(
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        cost=result.cost,
+        calls=1,
+    )
 
 
 def existing_ids(path: str | Path) -> set[str]:
@@ -126,11 +149,19 @@ def as_teacher_config(teacher: Any):
     return teacher
 
 
-def failure_cause(counts: dict[str, Any], examples: dict[str, str] | None = None, prefix: str = "failed_") -> str:
+def failure_cause(
+    counts: dict[str, Any], examples: dict[str, str] | None = None, prefix: str = "failed_"
+) -> str:
     """The failures of a stage in a few words, largest first, with an example message of the
     largest: `bad_request 2, length 1; e.g. HTTP 400: Unsupported parameter: 'top_p'`."""
-    failed = sorted(((k[len(prefix):], v) for k, v in counts.items()
-                     if k.startswith(prefix) and isinstance(v, int) and v), key=lambda kv: (-kv[1], kv[0]))
+    failed = sorted(
+        (
+            (k[len(prefix) :], v)
+            for k, v in counts.items()
+            if k.startswith(prefix) and isinstance(v, int) and v
+        ),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
     if not failed:
         return ""
     text = ", ".join(f"{k} {v}" for k, v in failed)

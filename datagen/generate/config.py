@@ -31,16 +31,67 @@ __all__ = ["DialogueConfig", "ExpandConfig", "TurnDistribution", "lookup", "norm
 #: Words that mark a prompt a text-only assistant cannot fulfil (Self-Instruct's list plus Chinese).
 #: ASCII words match whole words; CJK entries match as substrings.
 DEFAULT_BLACKLIST: tuple[str, ...] = (
-    "image", "images", "graph", "graphs", "picture", "pictures", "photo", "photos", "file", "files",
-    "map", "maps", "draw", "drawing", "plot", "go to", "video", "videos", "audio", "music",
-    "flowchart", "diagram", "diagrams", "screenshot", "attached", "attachment", "url", "website link",
-    "图片", "照片", "图像", "视频", "音频", "音乐", "流程图", "示意图", "画一", "绘制", "附件", "截图", "链接",
-    "文件", "地图",
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "photo",
+    "photos",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "drawing",
+    "plot",
+    "go to",
+    "video",
+    "videos",
+    "audio",
+    "music",
+    "flowchart",
+    "diagram",
+    "diagrams",
+    "screenshot",
+    "attached",
+    "attachment",
+    "url",
+    "website link",
+    "图片",
+    "照片",
+    "图像",
+    "视频",
+    "音频",
+    "音乐",
+    "流程图",
+    "示意图",
+    "画一",
+    "绘制",
+    "附件",
+    "截图",
+    "链接",
+    "文件",
+    "地图",
 )
 #: For plugin prompts: pictures are Text2Image's job, so only media a text model cannot touch.
 DEFAULT_PLUGIN_BLACKLIST: tuple[str, ...] = (
-    "video", "videos", "audio", "music", "file", "files", "attached", "attachment", "screenshot",
-    "视频", "音频", "音乐", "附件", "截图", "文件",
+    "video",
+    "videos",
+    "audio",
+    "music",
+    "file",
+    "files",
+    "attached",
+    "attachment",
+    "screenshot",
+    "视频",
+    "音频",
+    "音乐",
+    "附件",
+    "截图",
+    "文件",
 )
 
 #: Candidates that are the teacher talking about the task rather than a user prompt (regexes,
@@ -75,12 +126,21 @@ def _reject_unknown(cls: type, d: dict[str, Any] | None, where: str) -> dict[str
 
 
 def _num(value: Any, name: str, where: str, lo: float = 0.0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < lo:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < lo
+    ):
         raise ConfigError(f"must be a number >= {lo}, got {value!r}", field=f"{where}.{name}")
 
 
 def _str_list(value: Any, name: str, where: str) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, list | tuple)
+        or not all(isinstance(x, str) for x in value)
+    ):
         raise ConfigError(f"must be a list of strings, got {value!r}", field=f"{where}.{name}")
     return list(value)
 
@@ -129,8 +189,9 @@ class TurnDistribution:
                 except ValueError:
                     raise ConfigError(f"bad turn range {spec!r} (use e.g. 2-4)", field=where) from None
                 if not 1 <= lo_n <= hi_n <= MAX_TURNS:
-                    raise ConfigError(f"turn range {spec!r} must lie within 1-{MAX_TURNS}, low to high",
-                                      field=where)
+                    raise ConfigError(
+                        f"turn range {spec!r} must lie within 1-{MAX_TURNS}, low to high", field=where
+                    )
                 spec = list(range(lo_n, hi_n + 1))
             else:
                 try:
@@ -143,17 +204,26 @@ class TurnDistribution:
             try:
                 pairs = [(int(k), float(v)) for k, v in spec.items()]
             except (TypeError, ValueError):
-                raise ConfigError(f"weighted turns must map counts to weights, got {spec!r}", field=where) from None
+                raise ConfigError(
+                    f"weighted turns must map counts to weights, got {spec!r}", field=where
+                ) from None
         elif isinstance(spec, list | tuple):
             if not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
                 raise ConfigError(f"turn counts must be integers, got {spec!r}", field=where)
             pairs = [(int(x), 1.0) for x in spec]
         else:
-            raise ConfigError(f"turns must be a number, list, range or weighted mapping, got {spec!r}", field=where)
-        if (not pairs or any(not 1 <= n <= MAX_TURNS for n, _ in pairs)
-                or any(not 0 <= w < math.inf for _, w in pairs) or sum(w for _, w in pairs) <= 0):
-            raise ConfigError(f"turn counts must be 1 to {MAX_TURNS} with positive total weight, got {spec!r}",
-                              field=where)
+            raise ConfigError(
+                f"turns must be a number, list, range or weighted mapping, got {spec!r}", field=where
+            )
+        if (
+            not pairs
+            or any(not 1 <= n <= MAX_TURNS for n, _ in pairs)
+            or any(not 0 <= w < math.inf for _, w in pairs)
+            or sum(w for _, w in pairs) <= 0
+        ):
+            raise ConfigError(
+                f"turn counts must be 1 to {MAX_TURNS} with positive total weight, got {spec!r}", field=where
+            )
         return cls(values=tuple(n for n, _ in pairs), weights=tuple(w for _, w in pairs))
 
     def draw(self, rng: random.Random) -> int:
@@ -222,7 +292,9 @@ class ExpandConfig:
         if isinstance(self.targets, int) and not isinstance(self.targets, bool):
             self.targets = {"default": self.targets}
         if not isinstance(self.targets, dict):
-            raise ConfigError(f"must be a mapping of category -> count, got {self.targets!r}", field=f"{w}.targets")
+            raise ConfigError(
+                f"must be a mapping of category -> count, got {self.targets!r}", field=f"{w}.targets"
+            )
         for k, v in self.targets.items():
             check_int(v, f"targets.{k}", minimum=0, where=w)
         check_int(self.batch_size, "batch_size", minimum=1, where=w)
@@ -239,12 +311,15 @@ class ExpandConfig:
             except re.error as exc:
                 raise ConfigError(f"not a valid regex: {exc}", field=f"{w}.reject_patterns.{i}") from None
         if self.near_dup_method not in ("rouge", "minhash"):
-            raise ConfigError(f"must be rouge or minhash, got {self.near_dup_method!r}", field=f"{w}.near_dup_method")
+            raise ConfigError(
+                f"must be rouge or minhash, got {self.near_dup_method!r}", field=f"{w}.near_dup_method"
+            )
         if self.near_dup_threshold is not None:
             _num(self.near_dup_threshold, "near_dup_threshold", w)
             if not 0 < self.near_dup_threshold <= 1:
-                raise ConfigError(f"must be in (0, 1], got {self.near_dup_threshold}",
-                                  field=f"{w}.near_dup_threshold")
+                raise ConfigError(
+                    f"must be in (0, 1], got {self.near_dup_threshold}", field=f"{w}.near_dup_threshold"
+                )
         check_int(self.parallel, "parallel", minimum=1, where=w)
         if self.max_requests is not None:
             check_int(self.max_requests, "max_requests", minimum=1, where=w)
@@ -256,7 +331,9 @@ class ExpandConfig:
             check_int(self.template_version, "template_version", minimum=1, where=w)
         check_int(self.seed, "seed", minimum=0, where=w)
         if not isinstance(self.check_language, bool):
-            raise ConfigError(f"must be true or false, got {self.check_language!r}", field=f"{w}.check_language")
+            raise ConfigError(
+                f"must be true or false, got {self.check_language!r}", field=f"{w}.check_language"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ExpandConfig:
@@ -343,7 +420,9 @@ class DialogueConfig:
         self.plugins = _str_list(self.plugins, "plugins", w)
         bad = sorted(set(self.plugins) - set(PLUGIN_COMMANDS))
         if bad:
-            raise ConfigError(f"unknown plugin {bad[0]!r} (known: {', '.join(PLUGIN_COMMANDS)})", field=f"{w}.plugins")
+            raise ConfigError(
+                f"unknown plugin {bad[0]!r} (known: {', '.join(PLUGIN_COMMANDS)})", field=f"{w}.plugins"
+            )
         check_int(self.content_retries, "content_retries", minimum=0, where=w)
         check_int(self.min_turns, "min_turns", minimum=1, where=w)
         check_int(self.seed, "seed", minimum=0, where=w)
@@ -356,8 +435,14 @@ class DialogueConfig:
             check_int(v, f"template_versions.{k}", minimum=1, where=w)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, *, kind: str | None = None, where: str = "dialogues",
-                  path: str | None = None) -> DialogueConfig:
+    def from_dict(
+        cls,
+        d: dict[str, Any] | None,
+        *,
+        kind: str | None = None,
+        where: str = "dialogues",
+        path: str | None = None,
+    ) -> DialogueConfig:
         """Build from a dict (the `options` of a `dialogues.<kind>` section); unknown keys raise
         ConfigError. `kind` fills in the kind when the dict does not name it; `where` and `path`
         name the section and file in error messages (e.g. `dialogues.hhh.options`, `run.yaml`)."""
@@ -365,13 +450,15 @@ class DialogueConfig:
             data = _reject_unknown(cls, d, "dialogues")
             if kind is not None:
                 if data.get("kind", kind) != kind:
-                    raise ConfigError(f"kind {data['kind']!r} does not match {kind!r}", field="dialogues.kind")
+                    raise ConfigError(
+                        f"kind {data['kind']!r} does not match {kind!r}", field="dialogues.kind"
+                    )
                 data["kind"] = kind
             return cls(**data)
         except ConfigError as exc:
             f = exc.field or ""
             if f == "dialogues" or f.startswith("dialogues."):
-                f = where + f[len("dialogues"):]
+                f = where + f[len("dialogues") :]
             raise ConfigError(exc.reason, path=path or exc.path, line=exc.line, field=f or None) from None
 
     def to_dict(self) -> dict[str, Any]:

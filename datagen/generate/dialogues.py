@@ -60,20 +60,28 @@ from datagen.teacher.redact import redact
 GIVE_UP_AFTER = 16
 
 
-def _dialogue_config(kind: str, config: DialogueConfig | Mapping[str, Any] | None,
-                     options: Mapping[str, Any] | None, run_seed: int | None) -> DialogueConfig:
+def _dialogue_config(
+    kind: str,
+    config: DialogueConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any] | None,
+    run_seed: int | None,
+) -> DialogueConfig:
     if config is not None and options:
         raise ConfigError("give either config or options, not both")
     if isinstance(config, DialogueConfig):
         if config.kind != kind:
-            raise ConfigError(f"config is for {config.kind!r} dialogues, asked for {kind!r}", field="dialogues.kind")
+            raise ConfigError(
+                f"config is for {config.kind!r} dialogues, asked for {kind!r}", field="dialogues.kind"
+            )
         if run_seed is not None and config.seed == 0:
             config = dataclasses.replace(config, seed=run_seed)
         return config
     data = dict(config or options or {})
     if run_seed is not None and "seed" not in data:
         data["seed"] = run_seed
-    return DialogueConfig.from_dict(data, kind=kind, where=f"dialogues.{kind}.options" if options else "dialogues")
+    return DialogueConfig.from_dict(
+        data, kind=kind, where=f"dialogues.{kind}.options" if options else "dialogues"
+    )
 
 
 def _failed_before(path: Path) -> dict[str, dict[str, Any]]:
@@ -86,8 +94,11 @@ def _failed_before(path: Path) -> dict[str, dict[str, Any]]:
 def _given_up(failed: dict[str, dict[str, Any]], run_id: str) -> set[str]:
     # Only unusable replies under the same run fingerprint: with another config, template or model
     # the teacher may well answer, and a refused request (400) is retried on every run.
-    return {cid for cid, obj in failed.items()
-            if obj.get("permanent") and obj.get("run") == run_id and obj.get("reason") not in PERMANENT_ERRORS}
+    return {
+        cid
+        for cid, obj in failed.items()
+        if obj.get("permanent") and obj.get("run") == run_id and obj.get("reason") not in PERMANENT_ERRORS
+    }
 
 
 def compact_failures(path: str | Path, done: set[str]) -> int:
@@ -132,26 +143,44 @@ def _build_tools(kind: str, prompts: list[PromptRow], config: DialogueConfig, to
     return tools
 
 
-def run_fingerprint(config: DialogueConfig, teacher_model: str, book: PromptBook,
-                    teacher_params: Mapping[str, Any] | None = None) -> str:
+def run_fingerprint(
+    config: DialogueConfig,
+    teacher_model: str,
+    book: PromptBook,
+    teacher_params: Mapping[str, Any] | None = None,
+) -> str:
     """A short hash naming what produced a dialogue: config, teacher model, templates' text and the
     teacher's default params (a 400 is often a parameter the server refuses: fixing it must retry
     the dialogues that failed for good with it)."""
     templates = ["hhh_assistant", "hhh_user", "plugin_commands", "plugin_answer"]
-    data: dict[str, Any] = {"config": config.to_dict(), "model": teacher_model,
-                            "templates": {n: book.get(n).digest for n in templates}}
+    data: dict[str, Any] = {
+        "config": config.to_dict(),
+        "model": teacher_model,
+        "templates": {n: book.get(n).digest for n in templates},
+    }
     if teacher_params:
         data["teacher_params"] = dict(teacher_params)
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: DialogueConfig, teacher: Any,
-                              out_path: str | Path, journal_path: str | Path | None, *, tools: Any = None,
-                              tools_config: Any = None, failed_path: str | Path | None = None,
-                              retry_failed: bool = False, progress: bool | None = None,
-                              rank: int = 0, world_size: int = 1,
-                              engine_factory: Callable[..., Any] | None = None) -> StageStats:
+async def agenerate_dialogues(
+    prompts: Iterable[Any],
+    kind: str,
+    config: DialogueConfig,
+    teacher: Any,
+    out_path: str | Path,
+    journal_path: str | Path | None,
+    *,
+    tools: Any = None,
+    tools_config: Any = None,
+    failed_path: str | Path | None = None,
+    retry_failed: bool = False,
+    progress: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    engine_factory: Callable[..., Any] | None = None,
+) -> StageStats:
     """The async body of `generate_dialogues` (for callers already inside an event loop)."""
     from datagen.teacher.engine import TeacherEngine
 
@@ -195,14 +224,28 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
     made: set[str] = set()
     try:
         make_engine = engine_factory or TeacherEngine
-        async with make_engine(teacher, journal_path=journal_path, progress=progress,
-                               desc=f"{kind} dialogues") as engine:
-            maker = DialogueMaker(engine=engine, config=config, book=book, stats=stats, teacher_model=teacher.model,
-                                  teacher_params=dict(teacher.params), tools=runner,
-                                  run_id=run_id)
+        async with make_engine(
+            teacher, journal_path=journal_path, progress=progress, desc=f"{kind} dialogues"
+        ) as engine:
+            maker = DialogueMaker(
+                engine=engine,
+                config=config,
+                book=book,
+                stats=stats,
+                teacher_model=teacher.model,
+                teacher_params=dict(teacher.params),
+                tools=runner,
+                run_id=run_id,
+            )
             calls_per_turn = 3 if kind == "plugin" else 2
-            engine.expect(int(sum(calls_per_turn * config.turn_distribution(p.category, p.language).mean - 1
-                                  for p in todo)))
+            engine.expect(
+                int(
+                    sum(
+                        calls_per_turn * config.turn_distribution(p.category, p.language).mean - 1
+                        for p in todo
+                    )
+                )
+            )
             with AppendWriter(out_path) as writer, AppendWriter(failed_path) as failed_writer:
                 # In batch mode every unfinished dialogue takes part in each round: the fewest rounds.
                 default = len(todo) if getattr(teacher, "mode", "online") == "batch" else teacher.concurrency
@@ -214,13 +257,22 @@ async def agenerate_dialogues(prompts: Iterable[Any], kind: str, config: Dialogu
         compact_failures(failed_path, done | made)
     write_json_atomic(sidecar(out_path, "stats.json"), stats.info(), sort_keys=True)
     if maker is not None and maker.fatal is not None:
-        raise TeacherError(f"the teacher refused every call ({maker.fatal.reason}: {maker.fatal.detail}); "
-                           f"fix the teacher settings and rerun the same command to resume")
+        raise TeacherError(
+            f"the teacher refused every call ({maker.fatal.reason}: {maker.fatal.detail}); "
+            f"fix the teacher settings and rerun the same command to resume"
+        )
     return stats
 
 
-async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWriter,
-                   failed_writer: AppendWriter, stats: StageStats, concurrency: int, made: set[str]) -> None:
+async def _run_all(
+    maker: DialogueMaker,
+    todo: list[PromptRow],
+    writer: AppendWriter,
+    failed_writer: AppendWriter,
+    stats: StageStats,
+    concurrency: int,
+    made: set[str],
+) -> None:
     pending: set[asyncio.Task[Any]] = set()
     it = iter(todo)
     exhausted = False
@@ -228,7 +280,12 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
     failed_for_good = 0
     try:
         while True:
-            if not exhausted and not made and not stats.counts["skipped_done"] and failed_for_good >= GIVE_UP_AFTER:
+            if (
+                not exhausted
+                and not made
+                and not stats.counts["skipped_done"]
+                and failed_for_good >= GIVE_UP_AFTER
+            ):
                 # Every dialogue so far failed for good: the setup is broken. Start no more; the
                 # caller reports the cause, and a rerun starts with the ones never tried.
                 exhausted = True
@@ -255,10 +312,19 @@ async def _run_all(maker: DialogueMaker, todo: list[PromptRow], writer: AppendWr
                 else:
                     f = failure.failure
                     detail = redact(f.detail)[:500]
-                    failed_writer.write({
-                        "id": failure.conv.id, "prompt_id": failure.conv.extra.get("generation", {}).get("prompt_id"),
-                        "reason": f.reason, "role": f.role, "detail": detail, "turn": failure.turn,
-                        "permanent": f.permanent, "run": maker.run_id, "usage": failure.conv.usage.to_dict()})
+                    failed_writer.write(
+                        {
+                            "id": failure.conv.id,
+                            "prompt_id": failure.conv.extra.get("generation", {}).get("prompt_id"),
+                            "reason": f.reason,
+                            "role": f.role,
+                            "detail": detail,
+                            "turn": failure.turn,
+                            "permanent": f.permanent,
+                            "run": maker.run_id,
+                            "usage": failure.conv.usage.to_dict(),
+                        }
+                    )
                     stats.fail(f.reason, f"{f.role}: {detail}" if f.role else detail)
                     if not f.permanent and f.reason in RERUN_FIXES:
                         # a transient API failure or a tool backend down: the stage is incomplete
@@ -281,14 +347,25 @@ async def _one(maker: DialogueMaker, prompt: PromptRow):
         return None, exc
 
 
-def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
-                       config: DialogueConfig | Mapping[str, Any] | None = None, teacher: Any = None,
-                       out_path: str | Path | None = None, journal_path: str | Path | None = None, *,
-                       options: Mapping[str, Any] | None = None, tools: Mapping[str, Any] | None = None,
-                       tools_config: Any = None, run_seed: int | None = None,
-                       failed_path: str | Path | None = None, retry_failed: bool = False,
-                       progress: bool | None = None, rank: int = 0, world_size: int = 1,
-                       engine_factory: Callable[..., Any] | None = None) -> StageStats:
+def generate_dialogues(
+    prompts: Iterable[Any],
+    kind: str = "hhh",
+    config: DialogueConfig | Mapping[str, Any] | None = None,
+    teacher: Any = None,
+    out_path: str | Path | None = None,
+    journal_path: str | Path | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    tools: Mapping[str, Any] | None = None,
+    tools_config: Any = None,
+    run_seed: int | None = None,
+    failed_path: str | Path | None = None,
+    retry_failed: bool = False,
+    progress: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    engine_factory: Callable[..., Any] | None = None,
+) -> StageStats:
     """Generate `kind` (`hhh` or `plugin`) dialogues, one per prompt, appending them to `out_path`.
 
     Args:
@@ -317,10 +394,24 @@ def generate_dialogues(prompts: Iterable[Any], kind: str = "hhh",
     cfg = _dialogue_config(kind, config, options, run_seed)
     if journal_path is None:
         journal_path = sidecar(out_path, "journal.sqlite")
-    return asyncio.run(agenerate_dialogues(
-        prompts, kind, cfg, teacher, out_path, journal_path, tools=tools, tools_config=tools_config,
-        failed_path=failed_path, retry_failed=retry_failed, progress=progress, rank=rank, world_size=world_size,
-        engine_factory=engine_factory))
+    return asyncio.run(
+        agenerate_dialogues(
+            prompts,
+            kind,
+            cfg,
+            teacher,
+            out_path,
+            journal_path,
+            tools=tools,
+            tools_config=tools_config,
+            failed_path=failed_path,
+            retry_failed=retry_failed,
+            progress=progress,
+            rank=rank,
+            world_size=world_size,
+            engine_factory=engine_factory,
+        )
+    )
 
 
 def print_summary(stats: StageStats) -> None:

@@ -93,8 +93,9 @@ def _compiled(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
     return [re.compile(p, re.I | re.M) for p in patterns]
 
 
-def candidate_reason(text: str, config: ExpandConfig, blacklist: Blacklist, language: str | None
-                     ) -> tuple[str, str] | None:
+def candidate_reason(
+    text: str, config: ExpandConfig, blacklist: Blacklist, language: str | None
+) -> tuple[str, str] | None:
     """Why a candidate prompt is rejected before the near-duplicate check, as (reason, detail),
     or None when it passes."""
     n = len(text)
@@ -151,8 +152,12 @@ def make_cells(seeds: Iterable[PromptRow], config: ExpandConfig) -> list[Cell]:
         plugins = tuple(p for p in PLUGIN_COMMANDS if p in set(s.plugins))
         key = (s.category, s.language, plugins)
         if key not in cells:
-            cells[key] = Cell(category=s.category, language=s.language, plugins=plugins,
-                              target=config.target_for(s.category, s.language))
+            cells[key] = Cell(
+                category=s.category,
+                language=s.language,
+                plugins=plugins,
+                target=config.target_for(s.category, s.language),
+            )
         cells[key].seeds.append(s)
     return list(cells.values())
 
@@ -185,23 +190,44 @@ def build_request(cell: Cell, config: ExpandConfig, book: PromptBook) -> tuple[R
     lang = language_name(cell.language)
     plugins_note = ""
     if cell.plugins:
-        plugins_note = ("The assistant can use these tools:\n"
-                        + "\n".join(TOOL_LINES[PLUGIN_COMMANDS[p]] for p in cell.plugins) + "\n")
-    values = dict(n=config.batch_size, language_name=lang, category=cell.category or "general",
-                  guidance=guidance.render("expand", language_name=lang) if guidance.has("expand") else "",
-                  examples=_numbered([e.text for e in examples]), plugins_note=plugins_note)
-    messages = [{"role": "system", "content": t.render("system", **values)},
-                {"role": "user", "content": t.render("user", **values)}]
-    request = Request(messages=messages, template_version=t.id, require_complete=False,
-                      params={"temperature": config.temperature, "top_p": config.top_p,
-                              "max_tokens": config.max_tokens},
-                      tag=(cell.name, cell.requests), sample=cell.requests)
+        plugins_note = (
+            "The assistant can use these tools:\n"
+            + "\n".join(TOOL_LINES[PLUGIN_COMMANDS[p]] for p in cell.plugins)
+            + "\n"
+        )
+    values = dict(
+        n=config.batch_size,
+        language_name=lang,
+        category=cell.category or "general",
+        guidance=guidance.render("expand", language_name=lang) if guidance.has("expand") else "",
+        examples=_numbered([e.text for e in examples]),
+        plugins_note=plugins_note,
+    )
+    messages = [
+        {"role": "system", "content": t.render("system", **values)},
+        {"role": "user", "content": t.render("user", **values)},
+    ]
+    request = Request(
+        messages=messages,
+        template_version=t.id,
+        require_complete=False,
+        params={"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens},
+        tag=(cell.name, cell.requests),
+        sample=cell.requests,
+    )
     return request, [e.id for e in examples]
 
 
-async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_path: str | Path,
-                  journal_path: str | Path | None, *, progress: bool | None = None,
-                  engine_factory: Callable[..., Any] | None = None) -> StageStats:
+async def aexpand(
+    seeds: Iterable[Any],
+    config: ExpandConfig,
+    teacher: Any,
+    out_path: str | Path,
+    journal_path: str | Path | None,
+    *,
+    progress: bool | None = None,
+    engine_factory: Callable[..., Any] | None = None,
+) -> StageStats:
     """The async body of `expand` (for callers inside an event loop). `engine_factory` replaces
     `TeacherEngine` (same arguments), e.g. with a batch-API engine."""
     from datagen.teacher.engine import TeacherEngine
@@ -210,7 +236,9 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
     teacher = as_teacher_config(teacher)
     out_path = Path(out_path)
     stats = StageStats("expand")
-    book = PromptBook(config.templates_dir, {"expand": config.template_version} if config.template_version else {})
+    book = PromptBook(
+        config.templates_dir, {"expand": config.template_version} if config.template_version else {}
+    )
     rows = [PromptRow.of(s) for s in seeds]
     stats.inc("seeds", len(rows))
     cells = [c for c in make_cells(rows, config) if c.target > 0]
@@ -220,8 +248,13 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
     blacklists = {False: Blacklist(config.blacklist), True: Blacklist(config.plugin_blacklist)}
     needed = sum(math.ceil(c.target / config.batch_size) for c in cells)
     cap = config.max_requests if config.max_requests is not None else max(4 * needed, 8)
-    lineage_params = {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
-                      "batch_size": config.batch_size, "seed": config.seed}
+    lineage_params = {
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_tokens": config.max_tokens,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     sent = 0
@@ -252,8 +285,10 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                 if not result.ok:
                     stats.fail(result.error or "unknown", result.detail)
                     if result.error in FATAL_ERRORS:
-                        raise TeacherError(f"the teacher refused the expansion request ({result.error}: "
-                                           f"{result.detail}); fix the teacher settings and rerun to resume")
+                        raise TeacherError(
+                            f"the teacher refused the expansion request ({result.error}: "
+                            f"{result.detail}); fix the teacher settings and rerun to resume"
+                        )
                     if result.error in RETRYABLE:
                         retry_later += 1
                     continue
@@ -273,11 +308,24 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
                             verdict = ("near_dup", dup)
                     if verdict is not None:
                         stats.inc(f"rejected_{verdict[0]}")
-                        rejected.append({"text": text, "reason": verdict[0], "detail": verdict[1],
-                                         "cell": cell.name, "request": req.tag[1]})
+                        rejected.append(
+                            {
+                                "text": text,
+                                "reason": verdict[0],
+                                "detail": verdict[1],
+                                "cell": cell.name,
+                                "request": req.tag[1],
+                            }
+                        )
                         continue
-                    row = PromptRow(id=pid, text=text, language=cell.language, category=cell.category,
-                                    plugins=list(cell.plugins), parents=list(parents))
+                    row = PromptRow(
+                        id=pid,
+                        text=text,
+                        language=cell.language,
+                        category=cell.category,
+                        plugins=list(cell.plugins),
+                        parents=list(parents),
+                    )
                     cell.machine.append(row)
                     kept.append(_row_dict(row, teacher.model, book.get("expand").id, lineage_params))
             for c in active:
@@ -305,8 +353,10 @@ async def aexpand(seeds: Iterable[Any], config: ExpandConfig, teacher: Any, out_
             stats.inc(f"cells_short_{c.stopped}")
     stats.counts["cells"] = len(cells)
     info = stats.info()
-    info["per_cell"] = {c.name: {"target": c.target, "kept": len(c.machine), "requests": c.requests,
-                                 "stopped": c.stopped} for c in cells}
+    info["per_cell"] = {
+        c.name: {"target": c.target, "kept": len(c.machine), "requests": c.requests, "stopped": c.stopped}
+        for c in cells
+    }
     write_json_atomic(sidecar(out_path, "stats.json"), info, sort_keys=True)
     return stats
 
@@ -332,14 +382,28 @@ def _row_dict(row: PromptRow, model: str, template: str, params: Mapping[str, An
     from datagen.seeds.record import Seed
 
     lineage = {"teacher_model": model, "template_version": template, "params": dict(params)}
-    return Seed(id=row.id, text=row.text, language=row.language, category=row.category, plugins=list(row.plugins),
-                source="expand", extra={"parents": list(row.parents), "lineage": lineage}).to_dict()
+    return Seed(
+        id=row.id,
+        text=row.text,
+        language=row.language,
+        category=row.category,
+        plugins=list(row.plugins),
+        source="expand",
+        extra={"parents": list(row.parents), "lineage": lineage},
+    ).to_dict()
 
 
-def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None = None, teacher: Any = None,
-           out_path: str | Path | None = None, journal_path: str | Path | None = None, *,
-           run_seed: int | None = None, progress: bool | None = None,
-           engine_factory: Callable[..., Any] | None = None) -> StageStats:
+def expand(
+    seeds: Iterable[Any],
+    config: ExpandConfig | Mapping[str, Any] | None = None,
+    teacher: Any = None,
+    out_path: str | Path | None = None,
+    journal_path: str | Path | None = None,
+    *,
+    run_seed: int | None = None,
+    progress: bool | None = None,
+    engine_factory: Callable[..., Any] | None = None,
+) -> StageStats:
     """Run the Self-Instruct loop over `seeds` and write the kept machine prompts to `out_path`.
 
     Args:
@@ -369,19 +433,30 @@ def expand(seeds: Iterable[Any], config: ExpandConfig | Mapping[str, Any] | None
         config = dataclasses.replace(config, seed=run_seed)
     if journal_path is None:
         journal_path = sidecar(out_path, "journal.sqlite")
-    return asyncio.run(aexpand(seeds, config, teacher, out_path, journal_path, progress=progress,
-                               engine_factory=engine_factory))
+    return asyncio.run(
+        aexpand(
+            seeds, config, teacher, out_path, journal_path, progress=progress, engine_factory=engine_factory
+        )
+    )
 
 
 def print_summary(stats: StageStats) -> None:
     """The one-line summary on stderr."""
     c = stats.counts
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_prefix("rejected_").items(), key=lambda kv: -kv[1]))
-    print(f"expand: {c.get('count', 0)} prompts kept of {c.get('candidates', 0)} candidates"
-          f"{f' (rejected: {rejected})' if rejected else ''}; {c.get('requests', 0)} requests "
-          f"({stats.cached_calls} from the journal); {stats.prompt_tokens + stats.completion_tokens} tokens; "
-          f"${stats.cost:.4f} (paid now ${stats.paid_cost:.4f})", file=sys.stderr)
+    rejected = ", ".join(
+        f"{k} {v}" for k, v in sorted(stats.by_prefix("rejected_").items(), key=lambda kv: -kv[1])
+    )
+    print(
+        f"expand: {c.get('count', 0)} prompts kept of {c.get('candidates', 0)} candidates"
+        f"{f' (rejected: {rejected})' if rejected else ''}; {c.get('requests', 0)} requests "
+        f"({stats.cached_calls} from the journal); {stats.prompt_tokens + stats.completion_tokens} tokens; "
+        f"${stats.cost:.4f} (paid now ${stats.paid_cost:.4f})",
+        file=sys.stderr,
+    )
     if stats.retryable_failed:
         failed = ", ".join(f"{k} {v}" for k, v in stats.by_prefix("failed_").items() if k in RETRYABLE)
-        print(f"expand: stopped early: {stats.retryable_failed} requests failed ({failed}); rerun the same "
-              "command to resume (finished requests come from the journal, unpaid)", file=sys.stderr)
+        print(
+            f"expand: stopped early: {stats.retryable_failed} requests failed ({failed}); rerun the same "
+            "command to resume (finished requests come from the journal, unpaid)",
+            file=sys.stderr,
+        )

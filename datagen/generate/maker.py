@@ -135,8 +135,9 @@ class ToolRunner:
         loop = asyncio.get_running_loop()
         while True:
             if self._abandoned[name] >= self.limits[name]:
-                raise ToolUnavailableError(f"{tool.name} is stuck: {self._abandoned[name]} earlier call(s) "
-                                           f"never returned")
+                raise ToolUnavailableError(
+                    f"{tool.name} is stuck: {self._abandoned[name]} earlier call(s) never returned"
+                )
             if self._running[name] < self.limits[name]:
                 self._running[name] += 1
                 return
@@ -228,20 +229,42 @@ class DialogueMaker:
             wanted = set(prompt.plugins or self.config.plugins)
             plugins = [p for p in PLUGIN_COMMANDS if p in wanted]
         language = prompt.language or detect_seed_language(prompt.text)
-        conv = Conversation(id=self.conversation_id(prompt), category=prompt.category, language=language,
-                            plugins=plugins, inner_thoughts=kind == "plugin")
-        names = ["hhh_assistant", "hhh_user"] if kind == "hhh" else ["plugin_commands", "plugin_answer", "hhh_user"]
+        conv = Conversation(
+            id=self.conversation_id(prompt),
+            category=prompt.category,
+            language=language,
+            plugins=plugins,
+            inner_thoughts=kind == "plugin",
+        )
+        names = (
+            ["hhh_assistant", "hhh_user"]
+            if kind == "hhh"
+            else ["plugin_commands", "plugin_answer", "hhh_user"]
+        )
         versions = [self.book.get(n).id for n in names] + [self.book.guidance(conv.category).id]
         conv.lineage = Lineage(
-            seed_id=prompt.seed_id or prompt.id, source=prompt.source, source_id=prompt.source_id,
-            teacher_model=self.teacher_model, params=self._lineage_params(), template_version="+".join(versions),
-            parents=list(prompt.parents), run=self.run_id)
+            seed_id=prompt.seed_id or prompt.id,
+            source=prompt.source,
+            source_id=prompt.source_id,
+            teacher_model=self.teacher_model,
+            params=self._lineage_params(),
+            template_version="+".join(versions),
+            parents=list(prompt.parents),
+            run=self.run_id,
+        )
         return conv
 
     def _lineage_params(self) -> dict[str, Any]:
         c = self.config
-        p = {**self.teacher_params, "temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens,
-             "user_temperature": c.user_temperature, "user_max_tokens": c.user_max_tokens, "seed": c.seed}
+        p = {
+            **self.teacher_params,
+            "temperature": c.temperature,
+            "top_p": c.top_p,
+            "max_tokens": c.max_tokens,
+            "user_temperature": c.user_temperature,
+            "user_max_tokens": c.user_max_tokens,
+            "seed": c.seed,
+        }
         if c.kind == "plugin":
             p["plan_max_tokens"] = c.plan_max_tokens
         return p
@@ -254,19 +277,29 @@ class DialogueMaker:
             return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.plan_max_tokens}
         return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens}
 
-    async def ask(self, conv: Conversation, role: str, template: str, tag: tuple[Any, ...],
-                  build: Callable[[str | None], list[dict[str, Any]]],
-                  validate: Callable[[str], tuple[Any, str | None]],
-                  validate_cut: Callable[[str], tuple[Any, str | None]] | None = None) -> Any:
+    async def ask(
+        self,
+        conv: Conversation,
+        role: str,
+        template: str,
+        tag: tuple[Any, ...],
+        build: Callable[[str | None], list[dict[str, Any]]],
+        validate: Callable[[str], tuple[Any, str | None]],
+        validate_cut: Callable[[str], tuple[Any, str | None]] | None = None,
+    ) -> Any:
         """One journaled call (plus content retries): build messages, call, validate the reply.
         `validate_cut`, when given, judges a reply cut at max_tokens (else such a reply is a
         `length` failure). Returns the validated value; raises TurnFailed."""
         reason: str | None = None
         detail = ""
         for attempt in range(self.config.content_retries + 1):
-            request = Request(messages=build(reason if attempt else None), params=self._params(role),
-                              template_version=self.book.get(template).id, tag=(*tag, attempt),
-                              require_complete=validate_cut is None)
+            request = Request(
+                messages=build(reason if attempt else None),
+                params=self._params(role),
+                template_version=self.book.get(template).id,
+                tag=(*tag, attempt),
+                require_complete=validate_cut is None,
+            )
             result = await self.engine.complete(request)
             self.stats.add_result(result)
             conv.usage.add(usage_of(result))
@@ -302,10 +335,14 @@ class DialogueMaker:
         return validate
 
     async def assistant_turn(self, conv: Conversation, human: str, i: int) -> Turn:
-        answer = await self.ask(conv, "assistant", "hhh_assistant", (conv.id, i, "assistant"),
-                                lambda r: assistant_messages(self.book, conv, human, r,
-                                                             max_tokens=self.config.max_tokens),
-                                self._answer_validator("hhh_assistant"))
+        answer = await self.ask(
+            conv,
+            "assistant",
+            "hhh_assistant",
+            (conv.id, i, "assistant"),
+            lambda r: assistant_messages(self.book, conv, human, r, max_tokens=self.config.max_tokens),
+            self._answer_validator("hhh_assistant"),
+        )
         return Turn(human=human, assistant=answer, thoughts=None)
 
     async def plugin_turn(self, conv: Conversation, human: str, i: int) -> Turn:
@@ -327,9 +364,15 @@ class DialogueMaker:
             # Cut at max_tokens: usable only when the Commands line ended before the cut.
             return validate_plan(text) if commands_complete(text) else (None, "length")
 
-        plan: Plan = await self.ask(conv, "plan", "plugin_commands", (conv.id, i, "plan"),
-                                    lambda r: plan_messages(self.book, conv, human, r), validate_plan,
-                                    validate_cut_plan)
+        plan: Plan = await self.ask(
+            conv,
+            "plan",
+            "plugin_commands",
+            (conv.id, i, "plan"),
+            lambda r: plan_messages(self.book, conv, human, r),
+            validate_plan,
+            validate_cut_plan,
+        )
         results: list[ToolResult] = []
         if plan.calls:
             if self.tools is None:
@@ -337,21 +380,42 @@ class DialogueMaker:
             try:
                 results = await self.tools.run(plan.calls)
             except Exception as exc:  # a backend down (ToolUnavailableError) or a tool bug: retry later
-                raise TurnFailed("tool_unavailable", f"{type(exc).__name__}: {exc}", permanent=False,
-                                 role="tools") from exc
-        answer = await self.ask(conv, "answer", "plugin_answer", (conv.id, i, "answer"),
-                                lambda r: answer_messages(self.book, conv, human, plan.thoughts, plan.calls,
-                                                          results, r, max_tokens=self.config.max_tokens),
-                                self._answer_validator("plugin_answer"))
+                raise TurnFailed(
+                    "tool_unavailable", f"{type(exc).__name__}: {exc}", permanent=False, role="tools"
+                ) from exc
+        answer = await self.ask(
+            conv,
+            "answer",
+            "plugin_answer",
+            (conv.id, i, "answer"),
+            lambda r: answer_messages(
+                self.book,
+                conv,
+                human,
+                plan.thoughts,
+                plan.calls,
+                results,
+                r,
+                max_tokens=self.config.max_tokens,
+            ),
+            self._answer_validator("plugin_answer"),
+        )
         flags = [TOOL_FAILED] if failed_calls(results) else []
-        return Turn(human=human, assistant=answer, thoughts=plan.thoughts,
-                    calls=list(plan.calls), results=results, flags=flags)
+        return Turn(
+            human=human,
+            assistant=answer,
+            thoughts=plan.thoughts,
+            calls=list(plan.calls),
+            results=results,
+            flags=flags,
+        )
 
     async def user_turn(self, conv: Conversation, turn_no: int, total: int) -> str:
         earlier = [_norm(t.human) for t in conv.turns]
         said = [_norm(t.assistant) for t in conv.turns]
-        check_language = (self.config.check_language and conv.language is not None
-                          and not _switches_language(conv.category))
+        check_language = (
+            self.config.check_language and conv.language is not None and not _switches_language(conv.category)
+        )
 
         def validate(text: str) -> tuple[str, str | None]:
             msg, why = clean_reply(text, role="user")
@@ -366,8 +430,14 @@ class DialogueMaker:
                 return "", "wrong_language"
             return msg, None
 
-        return await self.ask(conv, "user", "hhh_user", (conv.id, turn_no - 1, "user"),
-                              lambda r: user_messages(self.book, conv, turn_no, total, r), validate)
+        return await self.ask(
+            conv,
+            "user",
+            "hhh_user",
+            (conv.id, turn_no - 1, "user"),
+            lambda r: user_messages(self.book, conv, turn_no, total, r),
+            validate,
+        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -418,8 +488,9 @@ def _switches_language(category: str | None) -> bool:
     # In language-switching dialogues the user changes language on purpose.
     from datagen.text.language import DRIFT_OK_CATEGORIES
 
-    return category is not None and (category in DRIFT_OK_CATEGORIES
-                                     or normalize_category(category) in DRIFT_OK_CATEGORIES)
+    return category is not None and (
+        category in DRIFT_OK_CATEGORIES or normalize_category(category) in DRIFT_OK_CATEGORIES
+    )
 
 
 def _same_language(text: str, language: str) -> bool:

@@ -16,8 +16,20 @@ from datagen.record import COMMAND_PLUGINS, ToolCall
 
 # --------------------------------------------------------------------------- numbered lists
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-              "八": 8, "九": 9}
+_CN_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 
 
 def chinese_numeral(text: str) -> int | None:
@@ -41,10 +53,16 @@ _MARKER = re.compile(
     r"""^\s*(?:[#>*_]+\s*)*                # markdown noise before the number
     (?:(?:prompt|message|question|instruction|task|example|指令|问题|任务)\s*)?
     (?:
-        [(（\[【]\s*(?P<n1>""" + _NUM + r""")\s*[)）\]】]   # (1) （1） [1] 【1】
-      | 第\s*(?P<n2>""" + _NUM + r""")\s*[条个题项]?\s*[.、:：．]?  # 第1条 第一个
+        [(（\[【]\s*(?P<n1>"""
+    + _NUM
+    + r""")\s*[)）\]】]   # (1) （1） [1] 【1】
+      | 第\s*(?P<n2>"""
+    + _NUM
+    + r""")\s*[条个题项]?\s*[.、:：．]?  # 第1条 第一个
       | \#\s*(?P<n3>\d{1,3})\s*[.:：)]?                     # #1
-      | (?P<n4>""" + _NUM + r""")\s*(?:[.．、:：)）]|\s*-\s)   # 1. 1) 1、 1: 一、
+      | (?P<n4>"""
+    + _NUM
+    + r""")\s*(?:[.．、:：)）]|\s*-\s)   # 1. 1) 1、 1: 一、
     )
     (?:[*_]+)?                              # closing emphasis (**1.**)
     \s*""",
@@ -52,8 +70,11 @@ _MARKER = re.compile(
 )
 _BULLET = re.compile(r"^\s*[-*•·]\s+")
 _WRAPPERS = [("“", "”"), ('"', '"'), ("「", "」"), ("『", "』"), ("‘", "’"), ("'", "'")]
-_LABEL = re.compile(r"^(?:\*\*)?(?:prompt|user prompt|user|instruction|message|human|question|"
-                    r"用户|指令|问题|提示)(?:\*\*)?\s*[:：]\s*", re.I)
+_LABEL = re.compile(
+    r"^(?:\*\*)?(?:prompt|user prompt|user|instruction|message|human|question|"
+    r"用户|指令|问题|提示)(?:\*\*)?\s*[:：]\s*",
+    re.I,
+)
 
 
 def _marker_number(m: re.Match[str]) -> int | None:
@@ -69,8 +90,13 @@ def clean_item(text: str) -> str:
         if t.startswith("**") and t.endswith("**") and len(t) > 4:
             t = t[2:-2].strip()
         for a, b in _WRAPPERS:
-            if len(t) >= 2 and t.startswith(a) and t.endswith(b) and t.count(a) + (t.count(b) if a != b else 0) <= 2:
-                t = t[len(a):-len(b)].strip()
+            if (
+                len(t) >= 2
+                and t.startswith(a)
+                and t.endswith(b)
+                and t.count(a) + (t.count(b) if a != b else 0) <= 2
+            ):
+                t = t[len(a) : -len(b)].strip()
                 break
     return t
 
@@ -91,10 +117,13 @@ def parse_numbered_list(text: str, *, truncated: bool = False) -> list[str]:
     for line in lines:
         m = _MARKER.match(line)
         n = _marker_number(m) if m else None
-        starts = m is not None and n is not None and (
-            (expected is None and n <= 2) or (expected is not None and n == expected))
+        starts = (
+            m is not None
+            and n is not None
+            and ((expected is None and n <= 2) or (expected is not None and n == expected))
+        )
         if starts:
-            items.append([line[m.end():]])
+            items.append([line[m.end() :]])
             expected = n + 1
         elif items:
             items[-1].append(line)
@@ -116,7 +145,7 @@ def _bulleted(lines: list[str]) -> list[list[str]]:
     for line in lines:
         m = _BULLET.match(line)
         if m:
-            items.append([line[m.end():]])
+            items.append([line[m.end() :]])
         elif items:
             items[-1].append(line)
     return items
@@ -177,7 +206,7 @@ def clean_reply(text: str | None, *, role: str = "assistant") -> tuple[str, str 
         # <new message>") wrote the new message after the last user label.
         labels = list(_USER_LABEL.finditer(t))
         if labels:
-            t = t[labels[-1].start():]
+            t = t[labels[-1].start() :]
     cut = _RUN_ON.get(role)
     if cut is not None:
         m = cut.search(t)
@@ -220,8 +249,11 @@ _CALL = re.compile(
     re.X,
 )
 _NONE_WORDS = {"none", "null", "n/a", "no", "无", "不需要", "没有"}
-_NEXT_LABEL = re.compile(r"\n[ \t]*(?:<\|)?(?:Message|User|Human|MOSS|Assistant|Inner\s*Thoughts?|Results?|Note|"
-                         r"消息|用户|结果)(?:\|>)?\s*[:：]", re.I)
+_NEXT_LABEL = re.compile(
+    r"\n[ \t]*(?:<\|)?(?:Message|User|Human|MOSS|Assistant|Inner\s*Thoughts?|Results?|Note|"
+    r"消息|用户|结果)(?:\|>)?\s*[:：]",
+    re.I,
+)
 
 
 def strip_bold(text: str) -> str:
@@ -232,7 +264,7 @@ def strip_bold(text: str) -> str:
     pos = 0
     for m in _CALL.finditer(text):
         if m.group("name").lower() in known:
-            out.append(text[pos:m.start()].replace("**", ""))
+            out.append(text[pos : m.start()].replace("**", ""))
             out.append(m.group(0))
             pos = m.end()
     out.append(text[pos:].replace("**", ""))
@@ -296,13 +328,13 @@ def parse_plan(text: str | None, allowed: set[str] | None = None) -> tuple[Plan 
             return Plan(thoughts=None, calls=calls, dropped=dropped), None
         return None, "no_commands_line"
     if tm is not None and tm.start() < cm.start():
-        thoughts = t[tm.end():cm.start()]
+        thoughts = t[tm.end() : cm.start()]
     else:
-        thoughts = t[:cm.start()]
+        thoughts = t[: cm.start()]
     thoughts = re.sub(r"^\s*[-*]\s*", "", thoughts.strip()).strip() or None
     if thoughts is not None and thoughts.lower().strip(". ") in _NONE_WORDS:
         thoughts = None
-    commands = t[cm.end():]
+    commands = t[cm.end() :]
     # Commands run to the end of the reply, minus anything after a blank line (commentary) or from
     # a line that starts another labelled part (a model continuing the few-shot pattern).
     commands = re.split(r"\n\s*\n", commands.strip(), maxsplit=1)[0]
@@ -317,7 +349,7 @@ def commands_complete(text: str | None) -> bool:
     t = _plan_text(text, "\n")
     tm = _THOUGHTS.search(t)
     cm = _COMMANDS.search(t, tm.end() if tm else 0) or _COMMANDS.search(t)
-    return cm is not None and re.match(r"[ \t]*\S[^\n]*\n", t[cm.end():]) is not None
+    return cm is not None and re.match(r"[ \t]*\S[^\n]*\n", t[cm.end() :]) is not None
 
 
 def prompt_fragments(*sections: str, min_chars: int = 12) -> list[str]:

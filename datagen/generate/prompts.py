@@ -107,7 +107,10 @@ class PromptBook:
         return t
 
     def _find_guidance(self, category: str | None) -> Template:
-        for name in (f"guidance/{category}" if category else None, f"guidance/{normalize_category(category)}"):
+        for name in (
+            f"guidance/{category}" if category else None,
+            f"guidance/{normalize_category(category)}",
+        ):
             if name:
                 t = find_template(name, self.versions.get(name), directory=self.directory)
                 if t is not None:
@@ -139,38 +142,73 @@ def transcript(turns: Sequence[Turn]) -> str:
     return "\n\n".join(f"User: {t.human}\n\nMOSS: {t.assistant}" for t in turns)
 
 
-def _with_retry(t: Template, text: str, reason: str | None, conv: Conversation,
-                max_tokens: int | None = None, sep: str = "\n") -> str:
+def _with_retry(
+    t: Template,
+    text: str,
+    reason: str | None,
+    conv: Conversation,
+    max_tokens: int | None = None,
+    sep: str = "\n",
+) -> str:
     if reason is None or not t.has("retry"):
         return text
-    return text + sep + t.render("retry", reason=reason_text(reason, conv.language, max_tokens),
-                                 language_name=language_name(conv.language))
+    return (
+        text
+        + sep
+        + t.render(
+            "retry",
+            reason=reason_text(reason, conv.language, max_tokens),
+            language_name=language_name(conv.language),
+        )
+    )
 
 
-def assistant_messages(book: PromptBook, conv: Conversation, human: str, retry: str | None = None, *,
-                       max_tokens: int | None = None) -> list[dict[str, Any]]:
+def assistant_messages(
+    book: PromptBook,
+    conv: Conversation,
+    human: str,
+    retry: str | None = None,
+    *,
+    max_tokens: int | None = None,
+) -> list[dict[str, Any]]:
     """MOSS's answer to `human` in an HHH dialogue, after `conv.turns`. `max_tokens` (the call's
     limit) sets the length budget a `length` retry asks for."""
     t = book.get("hhh_assistant")
     lang = language_name(conv.language)
-    system = t.render("system", meta_instruction=meta_instruction(conv).rstrip("\n"),
-                      guidance=_guidance(book, conv, "assistant"), language_name=lang)
+    system = t.render(
+        "system",
+        meta_instruction=meta_instruction(conv).rstrip("\n"),
+        guidance=_guidance(book, conv, "assistant"),
+        language_name=lang,
+    )
     if not t.has("user"):  # v1: the retry note goes into the system prompt
-        return [{"role": "system", "content": _with_retry(t, system, retry, conv, max_tokens)},
-                *history(conv.turns), {"role": "user", "content": human}]
+        return [
+            {"role": "system", "content": _with_retry(t, system, retry, conv, max_tokens)},
+            *history(conv.turns),
+            {"role": "user", "content": human},
+        ]
     user = t.render("user", message=human, language_name=lang)
-    return [{"role": "system", "content": system}, *history(conv.turns),
-            {"role": "user", "content": _with_retry(t, user, retry, conv, max_tokens, sep="\n\n")}]
+    return [
+        {"role": "system", "content": system},
+        *history(conv.turns),
+        {"role": "user", "content": _with_retry(t, user, retry, conv, max_tokens, sep="\n\n")},
+    ]
 
 
-def user_messages(book: PromptBook, conv: Conversation, turn_no: int, turns_total: int,
-                  retry: str | None = None) -> list[dict[str, Any]]:
+def user_messages(
+    book: PromptBook, conv: Conversation, turn_no: int, turns_total: int, retry: str | None = None
+) -> list[dict[str, Any]]:
     """The simulated user's message number `turn_no` (of `turns_total`), after `conv.turns`."""
     t = book.get("hhh_user")
     lang = language_name(conv.language)
     system = t.render("system", language_name=lang, guidance=_guidance(book, conv, "user"))
-    user = t.render("user", transcript=transcript(conv.turns), turn=turn_no, turns=turns_total, language_name=lang)
-    return [{"role": "system", "content": system}, {"role": "user", "content": _with_retry(t, user, retry, conv)}]
+    user = t.render(
+        "user", transcript=transcript(conv.turns), turn=turn_no, turns=turns_total, language_name=lang
+    )
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": _with_retry(t, user, retry, conv)},
+    ]
 
 
 def enabled_commands(conv: Conversation) -> list[str]:
@@ -208,18 +246,24 @@ def parse_examples(text: str, *, path: str = "<string>", line: int | None = None
         m = _EXAMPLE_USER.match(block)
         if m is None:
             raise ConfigError("an example must start with a `User:` line", path=path, line=at)
-        body = block[m.end():]
+        body = block[m.end() :]
         cut = re.search(r"^(?:Inner Thoughts|内心想法)\s*[:：]", body, re.M)
         if cut is None:
-            raise ConfigError("an example needs an `Inner Thoughts:` line after the `User:` line",
-                              path=path, line=at)
-        user, reply = body[: cut.start()].strip(), body[cut.start():].strip()
+            raise ConfigError(
+                "an example needs an `Inner Thoughts:` line after the `User:` line", path=path, line=at
+            )
+        user, reply = body[: cut.start()].strip(), body[cut.start() :].strip()
         plan, why = parse_plan(reply)
         if plan is None or plan.dropped or not user:
-            problem = why or (f"unknown tool in {plan.dropped[0]}" if plan and plan.dropped else "empty message")
+            problem = why or (
+                f"unknown tool in {plan.dropped[0]}" if plan and plan.dropped else "empty message"
+            )
             raise ConfigError(f"bad example ({problem})", path=path, line=at)
-        out.append(PlanExample(user=user, reply=reply, tools=frozenset(c.name for c in plan.calls),
-                               calls=tuple(plan.calls)))
+        out.append(
+            PlanExample(
+                user=user, reply=reply, tools=frozenset(c.name for c in plan.calls), calls=tuple(plan.calls)
+            )
+        )
     return out
 
 
@@ -255,8 +299,9 @@ def plan_examples(book: PromptBook, conv: Conversation) -> list[PlanExample]:
 def _max_examples(t: Template) -> int:
     raw = t.sections.get("max_examples", "5").strip()
     if not raw.isdigit():
-        raise ConfigError(f"section max_examples must be a number, got {raw!r}", path=t.path,
-                          line=t.line_of("max_examples"))
+        raise ConfigError(
+            f"section max_examples must be a number, got {raw!r}", path=t.path, line=t.line_of("max_examples")
+        )
     return int(raw)
 
 
@@ -317,8 +362,9 @@ def _close_to(human: str, question: str) -> bool:
     return fuzz.ratio(_plain(human), _plain(question)) >= CLOSE_TO_EXAMPLE
 
 
-def plan_messages(book: PromptBook, conv: Conversation, human: str, retry: str | None = None
-                  ) -> list[dict[str, Any]]:
+def plan_messages(
+    book: PromptBook, conv: Conversation, human: str, retry: str | None = None
+) -> list[dict[str, Any]]:
     """The planning call of a plugin turn: inner thoughts and commands for `human`.
 
     A template with a `user` section (v2) gets worked examples as earlier chat turns and the
@@ -327,19 +373,30 @@ def plan_messages(book: PromptBook, conv: Conversation, human: str, retry: str |
     t = book.get("plugin_commands")
     cmds = enabled_commands(conv)
     lang = language_name(conv.language)
-    system = t.render("system", meta_instruction=meta_instruction(conv).rstrip("\n"),
-                      tools="\n".join(TOOL_LINES[c] for c in cmds),
-                      examples=", ".join(TOOL_EXAMPLES[c] for c in cmds),
-                      language_name=lang)
+    system = t.render(
+        "system",
+        meta_instruction=meta_instruction(conv).rstrip("\n"),
+        tools="\n".join(TOOL_LINES[c] for c in cmds),
+        examples=", ".join(TOOL_EXAMPLES[c] for c in cmds),
+        language_name=lang,
+    )
     if not t.has("user"):
-        return [{"role": "system", "content": _with_retry(t, system, retry, conv)},
-                *history(conv.turns), {"role": "user", "content": human}]
+        return [
+            {"role": "system", "content": _with_retry(t, system, retry, conv)},
+            *history(conv.turns),
+            {"role": "user", "content": human},
+        ]
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for e in plan_examples(book, conv):
-        messages.append({"role": "user", "content": t.render("user", message=e.user, context="", language_name=lang)})
+        messages.append(
+            {"role": "user", "content": t.render("user", message=e.user, context="", language_name=lang)}
+        )
         messages.append({"role": "assistant", "content": e.reply})
-    context = t.render("context", transcript=transcript(conv.turns), language_name=lang) + "\n\n" \
-        if conv.turns and t.has("context") else ""
+    context = (
+        t.render("context", transcript=transcript(conv.turns), language_name=lang) + "\n\n"
+        if conv.turns and t.has("context")
+        else ""
+    )
     user = t.render("user", message=human, context=context, language_name=lang)
     messages.append({"role": "user", "content": _with_retry(t, user, retry, conv, sep="\n\n")})
     return messages
@@ -348,7 +405,7 @@ def plan_messages(book: PromptBook, conv: Conversation, human: str, retry: str |
 def results_text(results: Sequence[ToolResult]) -> str:
     """The tool results as MOSS writes them inside `<|Results|>:...<eor>` (`None` when no call)."""
     seg = render_results(results, plugin_style=True)
-    body = seg[len(RESULTS_TAG):]
+    body = seg[len(RESULTS_TAG) :]
     if body.endswith(RESULTS_END):
         body = body[: -len(RESULTS_END)]
     return body.strip("\n").strip() or "None"
@@ -370,9 +427,17 @@ def prompt_echo_fragments(book: PromptBook, name: str) -> list[str]:
     return own + [f for f in prompt_fragments(*reasons, min_chars=30) if f not in own]
 
 
-def answer_messages(book: PromptBook, conv: Conversation, human: str, thoughts: str | None,
-                    calls: Sequence[ToolCall], results: Sequence[ToolResult], retry: str | None = None, *,
-                    max_tokens: int | None = None) -> list[dict[str, Any]]:
+def answer_messages(
+    book: PromptBook,
+    conv: Conversation,
+    human: str,
+    thoughts: str | None,
+    calls: Sequence[ToolCall],
+    results: Sequence[ToolResult],
+    retry: str | None = None,
+    *,
+    max_tokens: int | None = None,
+) -> list[dict[str, Any]]:
     """The answer call of a plugin turn: MOSS's reply given the real tool results. `max_tokens`
     (the call's limit) sets the length budget a `length` retry asks for."""
     t = book.get("plugin_answer")
@@ -386,10 +451,21 @@ def answer_messages(book: PromptBook, conv: Conversation, human: str, thoughts: 
     if any(r.name == "Text2Image" and r.ok for r in results):
         notes.append(t.render("image", language_name=lang))
     if failed:
-        notes.append(t.render("failed", failed=", ".join(f'{r.name}("{r.arg}")' for r in failed),
-                              language_name=lang))
+        notes.append(
+            t.render("failed", failed=", ".join(f'{r.name}("{r.arg}")' for r in failed), language_name=lang)
+        )
     system = t.render("system", meta_instruction=meta_instruction(conv).rstrip("\n"), language_name=lang)
-    user = t.render("user", question=human, thoughts=thoughts or "None", commands=render_commands(list(calls)),
-                    results=results_text(results), notes="\n".join(notes), language_name=lang)
-    return [{"role": "system", "content": system}, *history(conv.turns),
-            {"role": "user", "content": _with_retry(t, user, retry, conv, max_tokens)}]
+    user = t.render(
+        "user",
+        question=human,
+        thoughts=thoughts or "None",
+        commands=render_commands(list(calls)),
+        results=results_text(results),
+        notes="\n".join(notes),
+        language_name=lang,
+    )
+    return [
+        {"role": "system", "content": system},
+        *history(conv.turns),
+        {"role": "user", "content": _with_retry(t, user, retry, conv, max_tokens)},
+    ]

@@ -41,15 +41,27 @@ class ExpandStage(Stage):
 
         out = self.outputs(ctx)["main"]
         cfg = self.run_config
-        stats = expand(list(rows), cfg.expand, cfg.teacher, out, ctx.journal, run_seed=cfg.seed,
-                       engine_factory=ctx.engine_factory)
+        stats = expand(
+            list(rows),
+            cfg.expand,
+            cfg.teacher,
+            out,
+            ctx.journal,
+            run_seed=cfg.seed,
+            engine_factory=ctx.engine_factory,
+        )
         ctx.stats = stats
         info = ctx.info
         info.update(stats.info())
         info.setdefault("count", count_lines(out))
-        log_teacher_stage(ctx, "expand", info, f"{info.get('count', 0)} prompts kept of "
-                                               f"{info.get('candidates', 0)} candidates, {info.get('requests', 0)} "
-                                               "requests")
+        log_teacher_stage(
+            ctx,
+            "expand",
+            info,
+            f"{info.get('count', 0)} prompts kept of "
+            f"{info.get('candidates', 0)} candidates, {info.get('requests', 0)} "
+            "requests",
+        )
         yield from ()
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
@@ -58,8 +70,15 @@ class ExpandStage(Stage):
         reasons = _reasons(info, ("rejected_",))
         if info.get("surplus"):
             reasons["surplus"] = info["surplus"]
-        return [StageStats("expand", info.get("candidates", 0), info.get("count", 0), sum(reasons.values()),
-                           reasons=Counter(reasons))]
+        return [
+            StageStats(
+                "expand",
+                info.get("candidates", 0),
+                info.get("count", 0),
+                sum(reasons.values()),
+                reasons=Counter(reasons),
+            )
+        ]
 
 
 class DialoguesStage(Stage):
@@ -113,14 +132,28 @@ class DialoguesStage(Stage):
         cfg = self.run_config
         dk = self.config
         options = dict(dk.options) if dk else {}
-        ctx.stats = generate_dialogues(prompts, kind=self.kind, options=options, teacher=cfg.teacher,
-                                       out_path=ctx.shard_path(out), journal_path=ctx.journal, tools_config=cfg.tools,
-                                       run_seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
-                                       engine_factory=ctx.engine_factory)
+        ctx.stats = generate_dialogues(
+            prompts,
+            kind=self.kind,
+            options=options,
+            teacher=cfg.teacher,
+            out_path=ctx.shard_path(out),
+            journal_path=ctx.journal,
+            tools_config=cfg.tools,
+            run_seed=cfg.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            engine_factory=ctx.engine_factory,
+        )
         self.record(ctx)
         info = ctx.info
-        log_teacher_stage(ctx, self.name, info, f"{info.get('made', 0)} made"
-                          + (f", {info['skipped_done']} done earlier" if info.get("skipped_done") else ""))
+        log_teacher_stage(
+            ctx,
+            self.name,
+            info,
+            f"{info.get('made', 0)} made"
+            + (f", {info['skipped_done']} done earlier" if info.get("skipped_done") else ""),
+        )
         yield from ()
 
     def record(self, ctx: StageContext) -> None:
@@ -130,8 +163,15 @@ class DialoguesStage(Stage):
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
         reasons = _reasons(info, ("failed_",))
-        return [StageStats(self.name, info.get("prompts", 0), info.get("count", 0), sum(reasons.values()),
-                           reasons=Counter(reasons))]
+        return [
+            StageStats(
+                self.name,
+                info.get("prompts", 0),
+                info.get("count", 0),
+                sum(reasons.values()),
+                reasons=Counter(reasons),
+            )
+        ]
 
 
 def _reasons(info: Mapping[str, Any], prefixes: tuple[str, ...] = ("rejected_", "failed_")) -> dict[str, int]:
@@ -140,7 +180,7 @@ def _reasons(info: Mapping[str, Any], prefixes: tuple[str, ...] = ("rejected_", 
     for key, value in info.items():
         for prefix in prefixes:
             if key.startswith(prefix) and isinstance(value, int) and value:
-                out[key[len(prefix):]] = out.get(key[len(prefix):], 0) + value
+                out[key[len(prefix) :]] = out.get(key[len(prefix) :], 0) + value
     return out
 
 

@@ -85,13 +85,15 @@ class Template:
         try:
             text = self.sections[section]
         except KeyError:
-            raise ConfigError(f"template has no section {section!r} (has: {', '.join(self.sections)})",
-                              path=self.path) from None
+            raise ConfigError(
+                f"template has no section {section!r} (has: {', '.join(self.sections)})", path=self.path
+            ) from None
         try:
             return string.Template(text).substitute({k: str(v) for k, v in values.items()})
         except KeyError as exc:
-            raise ConfigError(f"no value for placeholder ${exc.args[0]} in section {section!r}",
-                              path=self.path) from None
+            raise ConfigError(
+                f"no value for placeholder ${exc.args[0]} in section {section!r}", path=self.path
+            ) from None
         except ValueError as exc:
             raise ConfigError(f"bad placeholder in section {section!r}: {exc}", path=self.path) from None
 
@@ -107,19 +109,28 @@ def parse_template(text: str, *, name: str, version: int, path: str = "<string>"
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
         key = m.group(1)
         if key in sections:
-            raise ConfigError(f"section {key!r} appears twice", path=path,
-                              line=text.count("\n", 0, m.start()) + 1)
-        body = text[m.end():end]
+            raise ConfigError(
+                f"section {key!r} appears twice", path=path, line=text.count("\n", 0, m.start()) + 1
+            )
+        body = text[m.end() : end]
         sections[key] = body.strip("\n").rstrip()
         lines[key] = text.count("\n", 0, m.end()) + 1 + (len(body) - len(body.lstrip("\n")))
     placeholders = frozenset(
-        p for body in sections.values() for _, named, braced, _ in string.Template.pattern.findall(body)
-        for p in (named or braced,) if p
+        p
+        for body in sections.values()
+        for _, named, braced, _ in string.Template.pattern.findall(body)
+        for p in (named or braced,)
+        if p
     )
     return Template(
-        name=name, version=version, sections=sections, path=path,
+        name=name,
+        version=version,
+        sections=sections,
+        path=path,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:8],
-        doc=text[:marks[0].start()].strip(), placeholders=placeholders, lines=lines,
+        doc=text[: marks[0].start()].strip(),
+        placeholders=placeholders,
+        lines=lines,
     )
 
 
@@ -171,11 +182,14 @@ def _load_cached(name: str, version: int | None, directory: str | None) -> Templ
             v, path = max(candidates)
             return _read(path, name, v)
     pinned = f" version {version}" if version is not None else ""
-    raise ConfigError(f"no template {name!r}{pinned} (looked in {', '.join(map(str, _search_dirs(directory)))})")
+    raise ConfigError(
+        f"no template {name!r}{pinned} (looked in {', '.join(map(str, _search_dirs(directory)))})"
+    )
 
 
-def find_template(name: str, version: int | None = None, *, directory: str | Path | None = None
-                  ) -> Template | None:
+def find_template(
+    name: str, version: int | None = None, *, directory: str | Path | None = None
+) -> Template | None:
     """Like `load_template`, but None when no such template exists."""
     try:
         return load_template(name, version, directory=directory)

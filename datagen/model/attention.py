@@ -37,7 +37,8 @@ def _legacy_codegen(model: Any) -> bool:
     from transformers.models.codegen import modeling_codegen
 
     return isinstance(model, modeling_codegen.CodeGenPreTrainedModel) and hasattr(
-        modeling_codegen.CodeGenAttention, "_attn")
+        modeling_codegen.CodeGenAttention, "_attn"
+    )
 
 
 def load_kwarg(attention: str, *, codegen: bool) -> str | None:
@@ -70,12 +71,14 @@ def use_attention(model: Any, attention: str) -> str:
     try:
         model.set_attn_implementation(attention)
     except (ValueError, ImportError) as exc:
-        raise ConfigError(f"{type(model).__name__} cannot run {attention} attention ({exc})",
-                          field="attention") from None
+        raise ConfigError(
+            f"{type(model).__name__} cannot run {attention} attention ({exc})", field="attention"
+        ) from None
     now = getattr(model.config, "_attn_implementation", None)
     if now != attention:
-        raise ConfigError(f"{type(model).__name__} cannot run {attention} attention (it stays {now})",
-                          field="attention")
+        raise ConfigError(
+            f"{type(model).__name__} cannot run {attention} attention (it stays {now})", field="attention"
+        )
     return attention
 
 
@@ -112,8 +115,15 @@ def _sdpa_class(base: type) -> type:
                 mask = mask.clamp(min=torch.finfo(value.dtype).min).to(value.dtype)
             causal = mask is None and query.shape[-2] == key.shape[-2] > 1
             dropout = self.attn_dropout.p if self.training else 0.0
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
-                                                 is_causal=causal, scale=1.0 / float(self.scale_attn))
+            out = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=mask,
+                dropout_p=dropout,
+                is_causal=causal,
+                scale=1.0 / float(self.scale_attn),
+            )
             return out, None
 
     _SDPA_CLASSES[base] = CodeGenSdpaAttention

@@ -89,8 +89,15 @@ class TokenizedSet:
         return int(self.offsets[-1])
 
 
-def tokenize_cached(records: Sequence[Mapping[str, Any]], tokenizer: Any, cache_dir: str | os.PathLike | None, *,
-                    max_length: int, assistant_only: bool = False, source: str = "records") -> TokenizedSet:
+def tokenize_cached(
+    records: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    cache_dir: str | os.PathLike | None,
+    *,
+    max_length: int,
+    assistant_only: bool = False,
+    source: str = "records",
+) -> TokenizedSet:
     """Tokenise records for training, through the cache in `cache_dir` (None: no cache).
 
     A cache whose key differs (data, tokenizer, max length, options or code version) is rebuilt,
@@ -98,8 +105,12 @@ def tokenize_cached(records: Sequence[Mapping[str, Any]], tokenizer: Any, cache_
     """
     import numpy as np
 
-    key = CacheKey(data=records_fingerprint(records), tokenizer=tokenizer_fingerprint(tokenizer),
-                   max_length=max_length, options={"assistant_only": assistant_only})
+    key = CacheKey(
+        data=records_fingerprint(records),
+        tokenizer=tokenizer_fingerprint(tokenizer),
+        max_length=max_length,
+        options={"assistant_only": assistant_only},
+    )
     folder = Path(cache_dir) if cache_dir is not None else None
     if folder is not None and (folder / "meta.json").is_file() and (folder / "tokens.npz").is_file():
         try:
@@ -111,18 +122,27 @@ def tokenize_cached(records: Sequence[Mapping[str, Any]], tokenizer: Any, cache_
             with np.load(folder / "tokens.npz") as z:
                 ids, mask, offsets = z["ids"], z["mask"], z["offsets"]
             logger.info("token cache hit: %s (%d examples)", folder, len(offsets) - 1)
-            return TokenizedSet(ids=ids, mask=mask, offsets=offsets,
-                                stats=TruncationStats(**meta.get("stats", {})), from_cache=True)
-        logger.warning("token cache %s is stale (%s changed): rebuilding", folder,
-                       ", ".join(key.changed(stored)) or "format")
+            return TokenizedSet(
+                ids=ids,
+                mask=mask,
+                offsets=offsets,
+                stats=TruncationStats(**meta.get("stats", {})),
+                from_cache=True,
+            )
+        logger.warning(
+            "token cache %s is stale (%s changed): rebuilding",
+            folder,
+            ", ".join(key.changed(stored)) or "format",
+        )
 
     stats = TruncationStats()
     all_ids: list[Any] = []
     all_mask: list[Any] = []
     offsets = [0]
     for i, record in enumerate(records):
-        tok = tokenize_record(record, tokenizer, max_length=max_length, assistant_only=assistant_only,
-                              path=source, line=i + 1)
+        tok = tokenize_record(
+            record, tokenizer, max_length=max_length, assistant_only=assistant_only, path=source, line=i + 1
+        )
         stats.add(tok)
         if tok.empty:
             continue
@@ -137,6 +157,10 @@ def tokenize_cached(records: Sequence[Mapping[str, Any]], tokenizer: Any, cache_
         (folder / "meta.json").unlink(missing_ok=True)  # never pair an old key with new tokens
         with atomic_write(folder / "tokens.npz", "wb") as fh:
             np.savez(fh, ids=ids, mask=mask, offsets=off)
-        write_json_atomic(folder / "meta.json", {"digest": key.digest(), "key": asdict(key), "stats": stats.to_dict(),
-                                                 "examples": len(off) - 1}, ensure_ascii=True, newline=False)
+        write_json_atomic(
+            folder / "meta.json",
+            {"digest": key.digest(), "key": asdict(key), "stats": stats.to_dict(), "examples": len(off) - 1},
+            ensure_ascii=True,
+            newline=False,
+        )
     return TokenizedSet(ids=ids, mask=mask, offsets=off, stats=stats)

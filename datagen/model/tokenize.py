@@ -52,8 +52,10 @@ SEGMENT_KEYS: tuple[str, ...] = ("Human", "Inner Thoughts", "Commands", "Tool Re
 #: Segments the model writes (scored by `datagen check`); Human and Results come from outside.
 ASSISTANT_SEGMENTS: frozenset[str] = frozenset({"Inner Thoughts", "Commands", "MOSS"})
 #: The constant `None` segments of turns without thoughts or calls (see `Segment.placeholder`).
-PLACEHOLDER_SEGMENTS: dict[str, str] = {"Inner Thoughts": "<|Inner Thoughts|>: None<eot>",
-                                        "Commands": "<|Commands|>: None<eoc>"}
+PLACEHOLDER_SEGMENTS: dict[str, str] = {
+    "Inner Thoughts": "<|Inner Thoughts|>: None<eot>",
+    "Commands": "<|Commands|>: None<eoc>",
+}
 RESULTS_PREFIX = "<|Results|>:"
 RESULTS_SUFFIXES = ("<eor>\n", "<eor>")
 
@@ -132,8 +134,12 @@ class TruncationStats:
         self.dropped += other.dropped
 
     def to_dict(self) -> dict[str, int]:
-        return {"dialogues": self.dialogues, "truncated": self.truncated,
-                "turns_dropped": self.turns_dropped, "dropped": self.dropped}
+        return {
+            "dialogues": self.dialogues,
+            "truncated": self.truncated,
+            "turns_dropped": self.turns_dropped,
+            "dropped": self.dropped,
+        }
 
 
 def _turns(record: Mapping[str, Any], where: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
@@ -153,8 +159,9 @@ def _turns(record: Mapping[str, Any], where: dict[str, Any]) -> list[tuple[str, 
             raise FormatError("missing turn (num_turns says more)", **where, field=f"chat.{name}")
         for key, value in turn.items():
             if key not in SEGMENT_KEYS:
-                raise FormatError(f"unknown segment (known: {', '.join(SEGMENT_KEYS)})", **where,
-                                  field=f"chat.{name}.{key}")
+                raise FormatError(
+                    f"unknown segment (known: {', '.join(SEGMENT_KEYS)})", **where, field=f"chat.{name}.{key}"
+                )
             if not isinstance(value, str):
                 raise FormatError("segment must be a string", **where, field=f"chat.{name}.{key}")
         out.append((name, dict(turn)))
@@ -183,9 +190,15 @@ def _encode_segment(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[in
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def tokenize_record(record: Mapping[str, Any], tokenizer: Any, *, max_length: int,
-                    assistant_only: bool = False, path: str | None = None, line: int | None = None
-                    ) -> TokenizedDialogue:
+def tokenize_record(
+    record: Mapping[str, Any],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    assistant_only: bool = False,
+    path: str | None = None,
+    line: int | None = None,
+) -> TokenizedDialogue:
     """Tokenise one MOSS SFT record (see the module docstring for the rule).
 
     Args:
@@ -206,8 +219,9 @@ def tokenize_record(record: Mapping[str, Any], tokenizer: Any, *, max_length: in
     # The meta instruction is encoded like upstream's `tokenizer.encode(meta)`: with the
     # tokenizer's own special tokens (none for MOSS/GPT-2; a BOS for Llama-style tokenizers).
     meta_ids = list(tokenizer(meta, add_special_tokens=True)["input_ids"])
-    out = TokenizedDialogue(input_ids=list(meta_ids), loss_mask=[False] * len(meta_ids),
-                            meta_length=len(meta_ids))
+    out = TokenizedDialogue(
+        input_ids=list(meta_ids), loss_mask=[False] * len(meta_ids), meta_length=len(meta_ids)
+    )
     turns = _turns(record, where)
     out.turns_total = len(turns)
     length = len(meta_ids)
@@ -232,8 +246,15 @@ def tokenize_record(record: Mapping[str, Any], tokenizer: Any, *, max_length: in
             else:
                 seg_mask = [True] * len(seg_ids)
             start = length + len(ids)
-            segs.append(Segment(turn=t_index, key=key, start=start, end=start + len(seg_ids),
-                                placeholder=is_placeholder(key, text)))
+            segs.append(
+                Segment(
+                    turn=t_index,
+                    key=key,
+                    start=start,
+                    end=start + len(seg_ids),
+                    placeholder=is_placeholder(key, text),
+                )
+            )
             ids.extend(seg_ids)
             mask.extend(seg_mask)
         length += len(ids)

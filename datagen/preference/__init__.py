@@ -13,5 +13,12 @@ review step and before fine-tuning; `datagen dpo` (datagen.finetune.dpo) trains 
 from datagen.preference.config import CONTRASTIVE_KINDS, JudgeConfig, PreferenceConfig, SourceConfig
 from datagen.preference.run import OUTPUTS, PreferenceStats, make_preference
 
-__all__ = ["CONTRASTIVE_KINDS", "OUTPUTS", "JudgeConfig", "PreferenceConfig", "PreferenceStats", "SourceConfig",
-           "make_preference"]
+__all__ = [
+    "CONTRASTIVE_KINDS",
+    "OUTPUTS",
+    "JudgeConfig",
+    "PreferenceConfig",
+    "PreferenceStats",
+    "SourceConfig",
+    "make_preference",
+]

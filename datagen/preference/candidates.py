@@ -75,7 +75,12 @@ class Candidate:
     contrastive: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"slot": self.slot, "source": self.source, "contrastive": self.contrastive, "turn": self.turn.to_dict()}
+        return {
+            "slot": self.slot,
+            "source": self.source,
+            "contrastive": self.contrastive,
+            "turn": self.turn.to_dict(),
+        }
 
 
 @dataclass(slots=True)
@@ -128,8 +133,11 @@ def sample_label(label: str, temperature: float, sample: int, samples: int) -> s
 
 
 def _sampling(config: PreferenceConfig, source: SourceConfig, temperature: float) -> dict[str, Any]:
-    return {"temperature": temperature, "top_p": source.top_p if source.top_p is not None else config.top_p,
-            "max_tokens": source.max_tokens or config.max_tokens}
+    return {
+        "temperature": temperature,
+        "top_p": source.top_p if source.top_p is not None else config.top_p,
+        "max_tokens": source.max_tokens or config.max_tokens,
+    }
 
 
 def shift_number(arg: str, rng: Any) -> str | None:
@@ -138,7 +146,7 @@ def shift_number(arg: str, rng: Any) -> str | None:
     if not found:
         return None
     m = rng.choice(found)
-    return arg[:m.start()] + str(int(m.group(0)) + rng.randint(1, 9)) + arg[m.end():]
+    return arg[: m.start()] + str(int(m.group(0)) + rng.randint(1, 9)) + arg[m.end() :]
 
 
 def wrong_calls(calls: list[ToolCall], enabled: list[str], rng: Any) -> list[ToolCall] | None:
@@ -159,8 +167,14 @@ def wrong_calls(calls: list[ToolCall], enabled: list[str], rng: Any) -> list[Too
     return out if changed else None
 
 
-def plan_candidates(slot: Slot, config: PreferenceConfig, book: PromptBook, contrastive: Template,
-                    teacher: TeacherConfig, tools: Any = None) -> tuple[list[Candidate], list[Ask], Counter]:
+def plan_candidates(
+    slot: Slot,
+    config: PreferenceConfig,
+    book: PromptBook,
+    contrastive: Template,
+    teacher: TeacherConfig,
+    tools: Any = None,
+) -> tuple[list[Candidate], list[Ask], Counter]:
     """The candidates a slot has at once (`original`) and the teacher calls that make the others.
     `tools` (plugin -> Tool) runs the wrong commands; without it none are made. The Counter holds
     contrastive candidates that could not be made, by reason (`skipped_<kind>_<why>`)."""
@@ -182,16 +196,29 @@ def plan_candidates(slot: Slot, config: PreferenceConfig, book: PromptBook, cont
             if source.kind == "server":
                 messages, version = server_messages(head, turn), SERVER_PROMPT
             elif plugin:
-                messages = answer_messages(book, head, turn.human, turn.thoughts, turn.calls, turn.results,
-                                           max_tokens=params["max_tokens"])
+                messages = answer_messages(
+                    book,
+                    head,
+                    turn.human,
+                    turn.thoughts,
+                    turn.calls,
+                    turn.results,
+                    max_tokens=params["max_tokens"],
+                )
                 version = template.id
             else:
                 messages = assistant_messages(book, head, turn.human, max_tokens=params["max_tokens"])
                 version = template.id
             for s in range(source.samples):
                 label = sample_label(source.label, temperature, s, source.samples)
-                request = Request(messages=messages, params=params, model=source.model, template_version=version,
-                                  sample=s, tag=(slot.key, label))
+                request = Request(
+                    messages=messages,
+                    params=params,
+                    model=source.model,
+                    template_version=version,
+                    sample=s,
+                    tag=(slot.key, label),
+                )
                 asks.append(Ask(slot, label, endpoint, request, with_answer(turn, "")))
     if plugin and turn.calls:
         for kind in config.contrastive:
@@ -203,10 +230,22 @@ def plan_candidates(slot: Slot, config: PreferenceConfig, book: PromptBook, cont
     return ready, asks, skipped
 
 
-def _contrastive(kind: str, slot: Slot, head: Conversation, config: PreferenceConfig, book: PromptBook,
-                 t: Template, teacher: TeacherConfig, tools: Any) -> tuple[Ask | None, str]:
+def _contrastive(
+    kind: str,
+    slot: Slot,
+    head: Conversation,
+    config: PreferenceConfig,
+    book: PromptBook,
+    t: Template,
+    teacher: TeacherConfig,
+    tools: Any,
+) -> tuple[Ask | None, str]:
     turn = slot.turn
-    params = {"temperature": config.contrastive_temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
+    params = {
+        "temperature": config.contrastive_temperature,
+        "top_p": config.top_p,
+        "max_tokens": config.max_tokens,
+    }
     failed = failed_calls(turn.results)
     label = f"contrastive:{kind}"
     if kind == "failed_as_success":
@@ -220,7 +259,9 @@ def _contrastive(kind: str, slot: Slot, head: Conversation, config: PreferenceCo
     else:  # wrong_command
         if not tools:
             return None, "no_tools"
-        wrong = wrong_calls(turn.calls, enabled_commands(slot.conv), rng_for(config.seed, "wrong-command", slot.key))
+        wrong = wrong_calls(
+            turn.calls, enabled_commands(slot.conv), rng_for(config.seed, "wrong-command", slot.key)
+        )
         if wrong is None:
             return None, "no_other_command"
         from datagen.tools.base import ToolUnavailableError, run_calls
@@ -230,8 +271,9 @@ def _contrastive(kind: str, slot: Slot, head: Conversation, config: PreferenceCo
         except ToolUnavailableError:  # a backend down or too slow: no such candidate this time
             return None, "tool_unavailable"
         flags = ["tool_failed"] if failed_calls(results) else []
-        messages = answer_messages(book, head, turn.human, turn.thoughts, wrong, results,
-                                   max_tokens=config.max_tokens)
+        messages = answer_messages(
+            book, head, turn.human, turn.thoughts, wrong, results, max_tokens=config.max_tokens
+        )
         version = book.get("plugin_answer").id
         cand = with_answer(turn, "", calls=wrong, results=results, flags=flags)
     request = Request(messages=messages, params=params, template_version=version, tag=(slot.key, label))
@@ -255,6 +297,10 @@ def dedupe(candidates: list[Candidate]) -> tuple[list[Candidate], int]:
 def judge_pairs(candidates: list[Candidate], limit: int | None = None) -> list[tuple[Candidate, Candidate]]:
     """The pairs of a slot to judge: every two candidates but two contrastive ones (both are made
     to be worse: their order teaches nothing), at most `limit`."""
-    pairs = [(a, b) for i, a in enumerate(candidates) for b in candidates[i + 1:]
-             if not (a.contrastive and b.contrastive)]
+    pairs = [
+        (a, b)
+        for i, a in enumerate(candidates)
+        for b in candidates[i + 1 :]
+        if not (a.contrastive and b.contrastive)
+    ]
     return pairs[:limit] if limit else pairs

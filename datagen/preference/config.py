@@ -101,11 +101,15 @@ class SourceConfig:
     def __post_init__(self) -> None:
         w = self.where
         if self.kind not in SOURCE_KINDS:
-            raise ConfigError(f"must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}", field=f"{w}.kind")
+            raise ConfigError(
+                f"must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}", field=f"{w}.kind"
+            )
         for key in ("model", "base_url", "api_key_env", "name", "device"):
             _text(getattr(self, key), f"{w}.{key}")
         if self.kind == "local" and not self.model:
-            raise ConfigError("a local source needs `model` (a model folder, .gguf file or alias)", field=f"{w}.model")
+            raise ConfigError(
+                "a local source needs `model` (a model folder, .gguf file or alias)", field=f"{w}.model"
+            )
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"must be an http(s) URL, got {self.base_url!r}", field=f"{w}.base_url")
         if not isinstance(self.temperatures, list) or not self.temperatures:
@@ -205,17 +209,23 @@ class PreferenceConfig:
             raise ConfigError("must name at least one source of candidates", field="preference.sources")
         bad = [c for c in self.contrastive if c not in CONTRASTIVE_KINDS]
         if not isinstance(self.contrastive, list) or bad:
-            raise ConfigError(f"must be a list of {', '.join(CONTRASTIVE_KINDS)}, got {self.contrastive!r}",
-                              field="preference.contrastive")
+            raise ConfigError(
+                f"must be a list of {', '.join(CONTRASTIVE_KINDS)}, got {self.contrastive!r}",
+                field="preference.contrastive",
+            )
         _number(self.contrastive_temperature, "preference.contrastive_temperature", low=0.0, high=2.0)
         if self.turns not in TURN_CHOICES:
-            raise ConfigError(f"must be one of {', '.join(TURN_CHOICES)}, got {self.turns!r}", field="preference.turns")
+            raise ConfigError(
+                f"must be one of {', '.join(TURN_CHOICES)}, got {self.turns!r}", field="preference.turns"
+            )
         _count(self.max_tokens, "preference.max_tokens")
         _number(self.top_p, "preference.top_p", low=0.0, high=1.0)
         _count(self.max_pairs_per_turn, "preference.max_pairs_per_turn", optional=True)
         _text(self.templates_dir, "preference.templates_dir")
         if not isinstance(self.template_versions, dict):
-            raise ConfigError("must be a mapping of template name to version", field="preference.template_versions")
+            raise ConfigError(
+                "must be a mapping of template name to version", field="preference.template_versions"
+            )
         if self.tools is not None and not isinstance(self.tools, dict):
             raise ConfigError("must be a mapping of plugin name to tool options", field="preference.tools")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -223,8 +233,9 @@ class PreferenceConfig:
         labels = [s.label for s in self.sources]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
-            raise ConfigError(f"two sources are both called {dupes[0]!r}; give one a `name`",
-                              field="preference.sources")
+            raise ConfigError(
+                f"two sources are both called {dupes[0]!r}; give one a `name`", field="preference.sources"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PreferenceConfig:

@@ -67,19 +67,41 @@ def split_messages(chosen: Conversation, rejected: Conversation) -> tuple[list, 
     return mc[:n], mc[n:], mr[n:]
 
 
-def trl_row(conv: Conversation, index: int, chosen: Turn, rejected: Turn, *, pair_id: str, margin: float | None,
-            meta: dict[str, Any]) -> dict[str, Any]:
+def trl_row(
+    conv: Conversation,
+    index: int,
+    chosen: Turn,
+    rejected: Turn,
+    *,
+    pair_id: str,
+    margin: float | None,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
     """One pair of `conv`'s turn `index` in TRL's conversational format (see the module
     docstring); `meta` joins the `datagen` key."""
     prompt, yes, no = split_messages(_with_turn(conv, index, chosen), _with_turn(conv, index, rejected))
-    info = {"source_id": conv.id, "turn": index, "kind": conv.kind, "language": conv.language,
-            "category": conv.category, **meta}
-    return {"id": pair_id, "prompt": prompt, "chosen": yes, "rejected": no, "tools": tools_json(conv.plugins),
-            "margin": margin, "datagen": info}
+    info = {
+        "source_id": conv.id,
+        "turn": index,
+        "kind": conv.kind,
+        "language": conv.language,
+        "category": conv.category,
+        **meta,
+    }
+    return {
+        "id": pair_id,
+        "prompt": prompt,
+        "chosen": yes,
+        "rejected": no,
+        "tools": tools_json(conv.plugins),
+        "margin": margin,
+        "datagen": info,
+    }
 
 
-def conversations_of(row: dict[str, Any], *, path: str | None = None, line: int | None = None
-                     ) -> tuple[Conversation, Conversation]:
+def conversations_of(
+    row: dict[str, Any], *, path: str | None = None, line: int | None = None
+) -> tuple[Conversation, Conversation]:
     """The two dialogues a pair stands for (prompt + chosen, prompt + rejected), from TRL's
     conversational form or from MOSS text. Raises InputError naming path, line and field."""
     for key in ("prompt", "chosen", "rejected"):
@@ -90,8 +112,10 @@ def conversations_of(row: dict[str, Any], *, path: str | None = None, line: int 
         for key in ("chosen", "rejected"):
             if not isinstance(row[key], str):
                 raise InputError("a text prompt needs a text completion", path=path, line=line, field=key)
-        return (parse_text(prompt + row["chosen"], id=str(row.get("id", "0"))),
-                parse_text(prompt + row["rejected"], id=str(row.get("id", "0"))))
+        return (
+            parse_text(prompt + row["chosen"], id=str(row.get("id", "0"))),
+            parse_text(prompt + row["rejected"], id=str(row.get("id", "0"))),
+        )
     tools = row.get("tools")
     if isinstance(tools, str):
         try:
@@ -101,8 +125,12 @@ def conversations_of(row: dict[str, Any], *, path: str | None = None, line: int 
     out = []
     for key in ("chosen", "rejected"):
         if not isinstance(prompt, list) or not isinstance(row[key], list):
-            raise InputError("must be a list of chat messages", path=path, line=line,
-                             field=key if isinstance(prompt, list) else "prompt")
+            raise InputError(
+                "must be a list of chat messages",
+                path=path,
+                line=line,
+                field=key if isinstance(prompt, list) else "prompt",
+            )
         record = {"id": str(row.get("id", "0")), "messages": [*prompt, *row[key]]}
         if tools:
             record["tools"] = tools
@@ -112,6 +140,7 @@ def conversations_of(row: dict[str, Any], *, path: str | None = None, line: int 
 
 def moss_texts(chosen: Conversation, rejected: Conversation) -> tuple[str, str, str]:
     """(prompt, chosen, rejected) as MOSS text: the segments both share, then each side's rest."""
+
     def segments(conv: Conversation) -> list[str]:
         return [meta_instruction_for(conv)] + [s for t in conv.turns for _, s in turn_segments(t, conv)]
 
@@ -124,8 +153,15 @@ def moss_row(row: dict[str, Any]) -> dict[str, Any]:
     """A pair as MOSS text (TRL's standard text form): id, prompt, chosen, rejected, margin."""
     prompt, yes, no = moss_texts(*conversations_of(row))
     info = row.get("datagen") or {}
-    return {"id": row["id"], "prompt": prompt, "chosen": yes, "rejected": no, "margin": row.get("margin"),
-            "source_id": info.get("source_id"), "turn": info.get("turn")}
+    return {
+        "id": row["id"],
+        "prompt": prompt,
+        "chosen": yes,
+        "rejected": no,
+        "margin": row.get("margin"),
+        "source_id": info.get("source_id"),
+        "turn": info.get("turn"),
+    }
 
 
 def _string_arguments(message: dict[str, Any]) -> dict[str, Any]:
@@ -150,13 +186,26 @@ def review_row(pair: dict[str, Any], *, path: str | None = None, line: int | Non
     info = dict(pair.get("datagen") or {})
     source = str(info.get("source_id", pair.get("id", "")))
     tools = pair.get("tools")
-    meta = {"source_id": source, "turn": info.get("turn"), "kind": conv.kind, "language": conv.language,
-            "category": conv.category, "origin": "review", "chosen_source": "review_edit",
-            "rejected_source": "original", "contrastive": None, "judge": None,
-            "who": info.get("who"), "when": info.get("when")}
-    return {"id": str(pair.get("id", source)),
-            "prompt": [_string_arguments(m) for m in pair["prompt"]],
-            "chosen": [_string_arguments(m) for m in pair["chosen"]],
-            "rejected": [_string_arguments(m) for m in pair["rejected"]],
-            "tools": tools if isinstance(tools, str) or tools is None else json.dumps(tools, ensure_ascii=False),
-            "margin": None, "datagen": meta}
+    meta = {
+        "source_id": source,
+        "turn": info.get("turn"),
+        "kind": conv.kind,
+        "language": conv.language,
+        "category": conv.category,
+        "origin": "review",
+        "chosen_source": "review_edit",
+        "rejected_source": "original",
+        "contrastive": None,
+        "judge": None,
+        "who": info.get("who"),
+        "when": info.get("when"),
+    }
+    return {
+        "id": str(pair.get("id", source)),
+        "prompt": [_string_arguments(m) for m in pair["prompt"]],
+        "chosen": [_string_arguments(m) for m in pair["chosen"]],
+        "rejected": [_string_arguments(m) for m in pair["rejected"]],
+        "tools": tools if isinstance(tools, str) or tools is None else json.dumps(tools, ensure_ascii=False),
+        "margin": None,
+        "datagen": meta,
+    }

@@ -47,8 +47,16 @@ class LocalSampler:
                     ids += tok(text, add_special_tokens=False)["input_ids"]
         return ids
 
-    def sample(self, head: Conversation, turn: Turn, *, temperature: float, top_p: float, max_new_tokens: int,
-               seed: int) -> str | None:
+    def sample(
+        self,
+        head: Conversation,
+        turn: Turn,
+        *,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+    ) -> str | None:
         """One answer (None when the prompt leaves no room for it in the model's context)."""
         import torch
 
@@ -57,15 +65,18 @@ class LocalSampler:
             return None
         model = self.loaded.model
         torch.manual_seed(seed)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "eos_token_id": self.eom,
-                                  "pad_token_id": self.loaded.tokenizer.pad_token_id or self.eom}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "eos_token_id": self.eom,
+            "pad_token_id": self.loaded.tokenizer.pad_token_id or self.eom,
+        }
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
             kwargs["do_sample"] = False
         with torch.no_grad():
             out = model.generate(torch.tensor([ids], device=self.loaded.device), **kwargs)
-        new = out[0][len(ids):].tolist()
+        new = out[0][len(ids) :].tolist()
         if self.eom in new:
             new = new[: new.index(self.eom)]
         return self.loaded.tokenizer.decode(new, skip_special_tokens=True)

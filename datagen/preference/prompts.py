@@ -38,9 +38,13 @@ def _load(name: str, version: int | None, directory: str | None) -> Template:
     for folder in [*folders, TEMPLATES_DIR]:
         if not folder.is_dir():
             raise ConfigError("templates folder not found", path=str(folder))
-        found = [(int(m.group("version")), p) for p in folder.glob(f"{name}.v*.md")
-                 if (m := _FILE.match(p.name)) and m.group("name") == name
-                 and (version is None or int(m.group("version")) == version)]
+        found = [
+            (int(m.group("version")), p)
+            for p in folder.glob(f"{name}.v*.md")
+            if (m := _FILE.match(p.name))
+            and m.group("name") == name
+            and (version is None or int(m.group("version")) == version)
+        ]
         if found:
             v, path = max(found)
             try:
@@ -61,16 +65,23 @@ def head_of(conv: Conversation, index: int) -> Conversation:
 
 def tool_use(turn: Turn) -> str:
     """A turn's inner thoughts, commands and results as the judge reads them."""
-    return (f"Inner thoughts: {turn.thoughts or 'None'}\nCommands: {render_commands(list(turn.calls))}\n"
-            f"Results:\n{results_text(turn.results)}")
+    return (
+        f"Inner thoughts: {turn.thoughts or 'None'}\nCommands: {render_commands(list(turn.calls))}\n"
+        f"Results:\n{results_text(turn.results)}"
+    )
 
 
 def contrastive_messages(t: Template, head: Conversation, turn: Turn, kind: str) -> list[dict[str, Any]]:
     """A contrastive answer (`failed_as_success`, `ignore_results`) to `turn` after `head`."""
     lang = language_name(head.language)
     system = t.render("system", meta_instruction=meta_instruction(head).rstrip("\n"), language_name=lang)
-    user = t.render(kind, question=turn.human, commands=render_commands(list(turn.calls)),
-                    results=results_text(turn.results), language_name=lang)
+    user = t.render(
+        kind,
+        question=turn.human,
+        commands=render_commands(list(turn.calls)),
+        results=results_text(turn.results),
+        language_name=lang,
+    )
     return [{"role": "system", "content": system}, *history(head.turns), {"role": "user", "content": user}]
 
 
@@ -81,16 +92,23 @@ def server_messages(head: Conversation, turn: Turn) -> list[dict[str, Any]]:
     user = turn.human
     if turn.calls:
         user += f"\n\n<|Results|>:\n{results_text(turn.results)}"
-    return [{"role": "system", "content": meta_instruction(head).rstrip("\n")}, *history(head.turns),
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": meta_instruction(head).rstrip("\n")},
+        *history(head.turns),
+        {"role": "user", "content": user},
+    ]
 
 
 def shown_answer(t: Template, turn: Turn, own_tools: bool) -> str:
     """One answer as the judge sees it: the text, or with `own_tools` its commands and results too."""
     if not own_tools:
         return turn.assistant
-    return t.render("candidate_tools", commands=render_commands(list(turn.calls)), results=results_text(turn.results),
-                    answer=turn.assistant)
+    return t.render(
+        "candidate_tools",
+        commands=render_commands(list(turn.calls)),
+        results=results_text(turn.results),
+        answer=turn.assistant,
+    )
 
 
 def judge_messages(t: Template, head: Conversation, a: Turn, b: Turn) -> list[dict[str, Any]]:
@@ -98,13 +116,22 @@ def judge_messages(t: Template, head: Conversation, a: Turn, b: Turn) -> list[di
     with the same results the tool use is shown once; otherwise each answer carries its own."""
     shared = same_tool_use(a, b)
     tools = t.render("tools", tool_use=tool_use(a)) + "\n" if shared and a.calls else ""
-    user = t.render("user", meta_instruction=meta_instruction(head).rstrip("\n"),
-                    context=transcript(head.turns) or "(this is the first message)", question=a.human, tools=tools,
-                    answer_a=shown_answer(t, a, not shared), answer_b=shown_answer(t, b, not shared))
+    user = t.render(
+        "user",
+        meta_instruction=meta_instruction(head).rstrip("\n"),
+        context=transcript(head.turns) or "(this is the first message)",
+        question=a.human,
+        tools=tools,
+        answer_a=shown_answer(t, a, not shared),
+        answer_b=shown_answer(t, b, not shared),
+    )
     return [{"role": "system", "content": t.render("system")}, {"role": "user", "content": user}]
 
 
 def same_tool_use(a: Turn, b: Turn) -> bool:
     """True when two candidate turns differ only in their answer."""
-    return (a.thoughts == b.thoughts and [c.to_dict() for c in a.calls] == [c.to_dict() for c in b.calls]
-            and [r.to_dict() for r in a.results] == [r.to_dict() for r in b.results])
+    return (
+        a.thoughts == b.thoughts
+        and [c.to_dict() for c in a.calls] == [c.to_dict() for c in b.calls]
+        and [r.to_dict() for r in a.results] == [r.to_dict() for r in b.results]
+    )

@@ -112,8 +112,12 @@ class Verdict:
         return self.reason is None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"x": self.x, "y": self.y, "orders": [o.to_dict() for o in self.orders],
-                             "mean": self.mean}
+        d: dict[str, Any] = {
+            "x": self.x,
+            "y": self.y,
+            "orders": [o.to_dict() for o in self.orders],
+            "mean": self.mean,
+        }
         if self.kept:
             d.update(chosen=self.chosen, rejected=self.rejected, margin=self.margin)
         else:

@@ -56,8 +56,13 @@ from datagen.teacher.redact import redact
 from datagen.teacher.types import Request, Result
 
 STEP_NAME = "preference"
-OUTPUTS = {"candidates": "candidates.jsonl", "judgements": "judgements.jsonl", "pairs": "pairs.jsonl",
-           "moss": "pairs.moss.jsonl", "stats": "stats.json"}
+OUTPUTS = {
+    "candidates": "candidates.jsonl",
+    "judgements": "judgements.jsonl",
+    "pairs": "pairs.jsonl",
+    "moss": "pairs.moss.jsonl",
+    "stats": "stats.json",
+}
 
 
 @dataclass(slots=True)
@@ -96,35 +101,61 @@ class PreferenceStats:
 
     def funnel_step(self) -> dict[str, Any]:
         """The funnel row: pairs judged in, kept, dropped by reason."""
-        reasons = {k[len("dropped_"):]: v for k, v in sorted(self.counts.items()) if k.startswith("dropped_")}
-        return {"step": STEP_NAME, "in": self.counts["judged"], "kept": self.counts["pairs"],
-                "dropped": sum(reasons.values()), "tagged": 0, "reasons": reasons}
+        reasons = {
+            k[len("dropped_") :]: v for k, v in sorted(self.counts.items()) if k.startswith("dropped_")
+        }
+        return {
+            "step": STEP_NAME,
+            "in": self.counts["judged"],
+            "kept": self.counts["pairs"],
+            "dropped": sum(reasons.values()),
+            "tagged": 0,
+            "reasons": reasons,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": STEP_NAME, **dict(sorted(self.counts.items())), "retryable_failed": self.retryable_failed,
-                "failure_examples": dict(sorted(self.examples.items())), "calls": self.calls,
-                "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6),
-                "paid_cost": round(self.paid_cost, 6), "funnel_step": self.funnel_step()}
+        return {
+            "stage": STEP_NAME,
+            **dict(sorted(self.counts.items())),
+            "retryable_failed": self.retryable_failed,
+            "failure_examples": dict(sorted(self.examples.items())),
+            "calls": self.calls,
+            "cached_calls": self.cached_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": round(self.cost, 6),
+            "paid_cost": round(self.paid_cost, 6),
+            "funnel_step": self.funnel_step(),
+        }
 
     def summary(self) -> str:
         """One line: pairs, drops by reason, failures, calls and cost."""
         c = self.counts
         drops = ", ".join(f"{k} {v}" for k, v in self.funnel_step()["reasons"].items() if v) or "none dropped"
-        failed = {k[len("failed_"):]: v for k, v in c.items() if k.startswith("failed_")}
-        parts = [f"preference: {c['pairs']} pairs ({c['tool_pairs']} on tool turns) from {c['judged']} judged "
-                 f"({drops}) over {c['turns']} turns of {c['dialogues']} dialogues"]
+        failed = {k[len("failed_") :]: v for k, v in c.items() if k.startswith("failed_")}
+        parts = [
+            f"preference: {c['pairs']} pairs ({c['tool_pairs']} on tool turns) from {c['judged']} judged "
+            f"({drops}) over {c['turns']} turns of {c['dialogues']} dialogues"
+        ]
         if failed:
             parts.append("failed: " + ", ".join(f"{k} {v}" for k, v in sorted(failed.items())))
         if self.retryable_failed:
             parts.append(f"{self.retryable_failed} calls to retry: rerun the same command")
-        parts.append(f"{self.calls} calls ({self.cached_calls} from the journal), ${self.cost:.4f} "
-                     f"(paid now ${self.paid_cost:.4f})")
+        parts.append(
+            f"{self.calls} calls ({self.cached_calls} from the journal), ${self.cost:.4f} "
+            f"(paid now ${self.paid_cost:.4f})"
+        )
         return "; ".join(parts)
 
 
-def _run(endpoint: TeacherConfig, requests: list[Request], journal_path: Any, progress: bool | None,
-         desc: str, stats: PreferenceStats) -> list[Result]:
+def _run(
+    endpoint: TeacherConfig,
+    requests: list[Request],
+    journal_path: Any,
+    progress: bool | None,
+    desc: str,
+    stats: PreferenceStats,
+) -> list[Result]:
     from datagen.teacher.engine import run_requests
 
     if not requests:
@@ -134,20 +165,29 @@ def _run(endpoint: TeacherConfig, requests: list[Request], journal_path: Any, pr
         stats.add_result(r)
     fatal = next((r for r in results if r.error in FATAL), None)
     if fatal is not None and not any(r.ok for r in results):
-        raise TeacherError(f"the teacher refused every call of {desc} ({fatal.error}: {redact(fatal.detail or '')}); "
-                           "fix the teacher settings and rerun the same command")
+        raise TeacherError(
+            f"the teacher refused every call of {desc} ({fatal.error}: {redact(fatal.detail or '')}); "
+            "fix the teacher settings and rerun the same command"
+        )
     return results
 
 
-def _ask_all(asks: list[Ask], journal_path: Any, progress: bool | None, stats: PreferenceStats
-             ) -> list[Candidate]:
+def _ask_all(
+    asks: list[Ask], journal_path: Any, progress: bool | None, stats: PreferenceStats
+) -> list[Candidate]:
     groups: dict[tuple[str, str], list[Ask]] = defaultdict(list)
     for ask in asks:
         groups[(ask.endpoint.base_url, ask.endpoint.api_key_env)].append(ask)
     made: dict[int, Candidate] = {}
     for group in groups.values():
-        results = _run(group[0].endpoint, [a.request for a in group], journal_path, progress,
-                       "preference candidates", stats)
+        results = _run(
+            group[0].endpoint,
+            [a.request for a in group],
+            journal_path,
+            progress,
+            "preference candidates",
+            stats,
+        )
         for ask, result in zip(group, results, strict=True):
             if not result.ok:
                 continue
@@ -155,8 +195,9 @@ def _ask_all(asks: list[Ask], journal_path: Any, progress: bool | None, stats: P
             if why is not None:
                 stats.counts[f"rejected_candidate_{why}"] += 1
                 continue
-            made[id(ask)] = Candidate(ask.slot.key, ask.source, with_answer(ask.turn, answer),
-                                      contrastive=ask.contrastive)
+            made[id(ask)] = Candidate(
+                ask.slot.key, ask.source, with_answer(ask.turn, answer), contrastive=ask.contrastive
+            )
     return [made[id(a)] for a in asks if id(a) in made]
 
 
@@ -171,10 +212,14 @@ def _sample_local(slots: list[Slot], config: PreferenceConfig, stats: Preference
             for t in source.temperatures:
                 for s in range(source.samples):
                     label = sample_label(source.label, t, s, source.samples)
-                    text = sampler.sample(head, slot.turn, temperature=t,
-                                          top_p=source.top_p if source.top_p is not None else config.top_p,
-                                          max_new_tokens=source.max_tokens or config.max_tokens,
-                                          seed=sample_seed(config.seed, slot.key, label))
+                    text = sampler.sample(
+                        head,
+                        slot.turn,
+                        temperature=t,
+                        top_p=source.top_p if source.top_p is not None else config.top_p,
+                        max_new_tokens=source.max_tokens or config.max_tokens,
+                        seed=sample_seed(config.seed, slot.key, label),
+                    )
                     if text is None:
                         stats.counts["rejected_candidate_too_long"] += 1
                         continue
@@ -193,9 +238,15 @@ def _kind(c: Candidate, config: PreferenceConfig) -> str:
     return next((s.kind for s in config.sources if s.label == label), "other")
 
 
-def make_preference(conversations: Iterable[Conversation], config: PreferenceConfig | None = None,
-                    teacher: TeacherConfig | None = None, out_dir: str | Path = "preference", *,
-                    journal_path: str | Path | None = None, progress: bool | None = None) -> PreferenceStats:
+def make_preference(
+    conversations: Iterable[Conversation],
+    config: PreferenceConfig | None = None,
+    teacher: TeacherConfig | None = None,
+    out_dir: str | Path = "preference",
+    *,
+    journal_path: str | Path | None = None,
+    progress: bool | None = None,
+) -> PreferenceStats:
     """Make preference pairs from kept dialogues and write them to `out_dir` (see the module
     docstring). `journal_path` is the teacher journal (default `out_dir/journal.sqlite`).
 
@@ -210,7 +261,9 @@ def make_preference(conversations: Iterable[Conversation], config: PreferenceCon
     slots = [Slot(c, i) for c in convs for i in select_turns(c, config.turns)]
     stats.counts.update(dialogues=len(convs), turns=len(slots))
     book = PromptBook(config.templates_dir, dict(config.template_versions))
-    contrastive = load_template("contrastive", config.template_versions.get("contrastive"), config.templates_dir)
+    contrastive = load_template(
+        "contrastive", config.template_versions.get("contrastive"), config.templates_dir
+    )
     judge_t = load_template("judge", config.judge.template_version, config.templates_dir)
     tools = _tools(slots, config)
     try:
@@ -249,12 +302,29 @@ def make_preference(conversations: Iterable[Conversation], config: PreferenceCon
             stats.counts[f"dropped_{v.reason}"] += 1
             continue
         chosen, rejected = (a, b) if v.chosen == a.source else (b, a)
-        meta = {"origin": "judge", "chosen_source": chosen.source, "rejected_source": rejected.source,
-                "contrastive": rejected.contrastive or chosen.contrastive,
-                "judge": {"model": judge_model, "template": judge_t.id, "first": [o.first for o in v.orders],
-                          "scores": [list(o.scores or ()) for o in v.orders]}}
-        pairs.append(trl_row(slot.conv, slot.index, chosen.turn, rejected.turn, margin=v.margin, meta=meta,
-                             pair_id=f"{slot.key}:{chosen.source}>{rejected.source}"))
+        meta = {
+            "origin": "judge",
+            "chosen_source": chosen.source,
+            "rejected_source": rejected.source,
+            "contrastive": rejected.contrastive or chosen.contrastive,
+            "judge": {
+                "model": judge_model,
+                "template": judge_t.id,
+                "first": [o.first for o in v.orders],
+                "scores": [list(o.scores or ()) for o in v.orders],
+            },
+        }
+        pairs.append(
+            trl_row(
+                slot.conv,
+                slot.index,
+                chosen.turn,
+                rejected.turn,
+                margin=v.margin,
+                meta=meta,
+                pair_id=f"{slot.key}:{chosen.source}>{rejected.source}",
+            )
+        )
         stats.counts["pairs"] += 1
         stats.counts["tool_pairs"] += bool(chosen.turn.calls or rejected.turn.calls)
         if meta["contrastive"]:
@@ -281,8 +351,15 @@ def _tools(slots: list[Slot], config: PreferenceConfig) -> dict[str, Any] | None
     return build_tools(config.tools if config.tools is not None else needed)
 
 
-def _judge(planned: list[tuple[Slot, Candidate, Candidate]], config: PreferenceConfig, t: Any,
-           teacher: TeacherConfig, journal_path: Any, progress: bool | None, stats: PreferenceStats) -> list[Verdict]:
+def _judge(
+    planned: list[tuple[Slot, Candidate, Candidate]],
+    config: PreferenceConfig,
+    t: Any,
+    teacher: TeacherConfig,
+    journal_path: Any,
+    progress: bool | None,
+    stats: PreferenceStats,
+) -> list[Verdict]:
     j = config.judge
     endpoint = endpoint_for(teacher, j.base_url, j.api_key_env)
     params = {"temperature": j.temperature, "max_tokens": j.max_tokens}
@@ -290,15 +367,27 @@ def _judge(planned: list[tuple[Slot, Candidate, Candidate]], config: PreferenceC
     for slot, a, b in planned:
         head = slot.head()
         for first, second in ((a, b), (b, a)):
-            requests.append(Request(messages=judge_messages(t, head, first.turn, second.turn), params=params,
-                                    model=j.model, template_version=t.id, tag=(slot.key, first.source)))
+            requests.append(
+                Request(
+                    messages=judge_messages(t, head, first.turn, second.turn),
+                    params=params,
+                    model=j.model,
+                    template_version=t.id,
+                    tag=(slot.key, first.source),
+                )
+            )
             firsts.append(first.source)
     results = _run(endpoint, requests, journal_path, progress, "preference judge", stats)
     stats.counts["judge_calls"] += len(results)
     orders = []
     for first, r in zip(firsts, results, strict=True):
         scores = parse_scores(r.text) if r.ok else None
-        orders.append(Order(first=first, scores=scores, cached=r.cached,
-                            error=None if scores else (r.error or "unparsed")))
-    return [decide(a.source, b.source, orders[2 * i: 2 * i + 2], min_margin=j.min_margin)
-            for i, (_, a, b) in enumerate(planned)]
+        orders.append(
+            Order(
+                first=first, scores=scores, cached=r.cached, error=None if scores else (r.error or "unparsed")
+            )
+        )
+    return [
+        decide(a.source, b.source, orders[2 * i : 2 * i + 2], min_margin=j.min_margin)
+        for i, (_, a, b) in enumerate(planned)
+    ]

@@ -49,8 +49,14 @@ class PreferenceStage(Stage):
         from datagen.io import iter_conversations
         from datagen.preference.run import make_preference
 
-        stats = make_preference(iter_conversations(ctx.output("final")), self.config, self.run_config.teacher,
-                                self.outputs(ctx)["main"].parent, journal_path=ctx.journal, progress=ctx.progress)
+        stats = make_preference(
+            iter_conversations(ctx.output("final")),
+            self.config,
+            self.run_config.teacher,
+            self.outputs(ctx)["main"].parent,
+            journal_path=ctx.journal,
+            progress=ctx.progress,
+        )
         ctx.info.update({k: v for k, v in stats.to_dict().items() if k != "stage"})
         ctx.info["count"] = stats.counts["pairs"]
         ctx.log(stats.summary())

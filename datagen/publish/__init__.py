@@ -6,5 +6,12 @@ from datagen.publish.rows import conversation_to_row, row_to_conversation
 from datagen.publish.verify import check_dataset_folder
 from datagen.splits import split_for
 
-__all__ = ["DatasetFolder", "build_dataset_folder", "check_dataset_folder", "conversation_to_row",
-           "publish", "row_to_conversation", "split_for"]
+__all__ = [
+    "DatasetFolder",
+    "build_dataset_folder",
+    "check_dataset_folder",
+    "conversation_to_row",
+    "publish",
+    "row_to_conversation",
+    "split_for",
+]

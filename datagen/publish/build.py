@@ -131,8 +131,9 @@ def open_source(path: str | os.PathLike) -> Source:
     if path.is_dir() and (path / "manifest.json").exists():
         final = path / "final.jsonl"
         if not final.exists():
-            raise InputError(f"no final.jsonl: the run has not finished (see `datagen status {path}`)",
-                             path=str(path))
+            raise InputError(
+                f"no final.jsonl: the run has not finished (see `datagen status {path}`)", path=str(path)
+            )
         funnel = _read_json(path / "funnel.json") if (path / "funnel.json").exists() else None
         return Source(path=path, files=[final], manifest=_read_json(path / "manifest.json"), funnel=funnel)
     return Source(path=path, files=[path])
@@ -168,8 +169,10 @@ def journal_sampling(path: str | os.PathLike) -> list[SentSampling] | None:
         return None
     from urllib.request import pathname2url
 
-    query = ("SELECT json_extract(request, '$.template_version'), model, json_extract(request, '$.params'), "
-             "COUNT(*) FROM calls WHERE status = 'ok' GROUP BY 1, 2, 3")
+    query = (
+        "SELECT json_extract(request, '$.template_version'), model, json_extract(request, '$.params'), "
+        "COUNT(*) FROM calls WHERE status = 'ok' GROUP BY 1, 2, 3"
+    )
     try:
         con = sqlite3.connect(f"file:{pathname2url(str(path.resolve()))}?mode=ro", uri=True)
         try:
@@ -297,8 +300,10 @@ def _prepare_out_dir(out_dir: Path) -> Path:
         if not out_dir.is_dir():
             raise PublishError(f"{out_dir}: exists and is not a folder; choose another --out")
         if any(out_dir.iterdir()) and not (out_dir / BUILD_FILE).exists():
-            raise PublishError(f"{out_dir}: exists and was not built by datagen (no {BUILD_FILE}); "
-                               "refusing to replace it, choose another --out")
+            raise PublishError(
+                f"{out_dir}: exists and was not built by datagen (no {BUILD_FILE}); "
+                "refusing to replace it, choose another --out"
+            )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-"))
 
@@ -342,11 +347,16 @@ def build_dataset_folder(
 
     src = open_source(source)
     if src.is_run and unapplied_review(src.path):
-        _log(f"warning: {REVIEW_FILE} has decisions newer than final.jsonl; rerun `datagen run` to apply them")
+        _log(
+            f"warning: {REVIEW_FILE} has decisions newer than final.jsonl; rerun `datagen run` to apply them"
+        )
     out = Path(out_dir) if out_dir is not None else default_out_dir(source)
     if not src.is_run and src.path.is_dir() and out.resolve().is_relative_to(src.path.resolve()):
-        raise InputError(f"the output folder {out} is inside the input folder, whose files are all read as "
-                         "conversations; choose an --out outside it", path=str(src.path))
+        raise InputError(
+            f"the output folder {out} is inside the input folder, whose files are all read as "
+            "conversations; choose an --out outside it",
+            path=str(src.path),
+        )
     try:
         license, license_warnings = normalize_license(license or _setting(src.manifest, "publish", "license"))
     except ValueError as exc:
@@ -383,8 +393,10 @@ def build_dataset_folder(
                 config, split = conv.kind, split_for(conv.id, validation_fraction)
                 row = conversation_to_row(conv, scores)
                 if moss.render_text(row_to_conversation(row)) != moss.render_text(conv):
-                    raise PublishError(f"conversation {conv.id!r}: its parquet row does not render back to the "
-                                       "same MOSS text (a datagen bug; please report it with this conversation)")
+                    raise PublishError(
+                        f"conversation {conv.id!r}: its parquet row does not render back to the "
+                        "same MOSS text (a datagen bug; please report it with this conversation)"
+                    )
                 if (config, split) not in writers:
                     writer = _ShardWriter(staging / "data" / config, split, features, shard_rows)
                     writers[(config, split)] = open_files.enter_context(writer)
@@ -394,15 +406,22 @@ def build_dataset_folder(
                     if split not in jsonl:
                         (staging / "moss").mkdir(exist_ok=True)
                         jsonl[split] = open_files.enter_context(
-                            open(staging / "moss" / MOSS_SPLIT_FILES[split], "w", encoding="utf-8"))
+                            open(staging / "moss" / MOSS_SPLIT_FILES[split], "w", encoding="utf-8")
+                        )
                     jsonl[split].write(moss.dumps_sft_line(moss.to_sft(conv)) + "\n")
         if stats.rows == 0:
             raise PublishError(f"{src.path}: no conversations to publish")
         if preference is None:
             preference = src.is_run and has_pairs(src.path)
-        pair_stats = _write_pairs(src, staging, shard_rows, float(validation_fraction), writers) if preference else None
+        pair_stats = (
+            _write_pairs(src, staging, shard_rows, float(validation_fraction), writers)
+            if preference
+            else None
+        )
         if duplicates:
-            warnings.append(f"{duplicates} conversation id(s) appear more than once; `check` will refuse the folder")
+            warnings.append(
+                f"{duplicates} conversation id(s) appear more than once; `check` will refuse the folder"
+            )
 
         files_info: dict[str, dict[str, Any]] = {}
         split_bytes: dict[tuple[str, str], tuple[int, int]] = {}
@@ -420,21 +439,33 @@ def build_dataset_folder(
         splits = {c: stats.splits[c] for c in configs}
         features_of = dict.fromkeys(configs, features)
         if pair_stats is not None and pair_stats.rows:
-            data_files[PREFERENCE] = {s: f"data/{PREFERENCE}/{s}-*" for s in SPLITS if pair_stats.splits.get(s)}
+            data_files[PREFERENCE] = {
+                s: f"data/{PREFERENCE}/{s}-*" for s in SPLITS if pair_stats.splits.get(s)
+            }
             splits[PREFERENCE] = pair_stats.splits
             features_of[PREFERENCE] = preference_features()
         for c in configs:
             if not stats.splits[c].get("validation"):
-                warnings.append(f"config {c!r} has no validation rows (validation fraction {validation_fraction})")
+                warnings.append(
+                    f"config {c!r} has no validation rows (validation fraction {validation_fraction})"
+                )
 
         # Secrets out, and no path of this machine: the card and the manifest copy are published.
         manifest = portable(redact(src.manifest)) if src.manifest is not None else None
         funnel = portable(src.funnel) if src.funnel is not None else None
         ctx = CardContext(
-            stats=stats, license=license, repo_id=repo_id, pretty_name=pretty_name, manifest=manifest,
-            funnel=funnel, source=src.path.name, validation_fraction=float(validation_fraction),
-            data_files=data_files, dataset_info=_dataset_infos(features_of, splits, split_bytes),
-            extras=[f"moss/{MOSS_SPLIT_FILES[s]}" for s in jsonl], datagen_version=__version__,
+            stats=stats,
+            license=license,
+            repo_id=repo_id,
+            pretty_name=pretty_name,
+            manifest=manifest,
+            funnel=funnel,
+            source=src.path.name,
+            validation_fraction=float(validation_fraction),
+            data_files=data_files,
+            dataset_info=_dataset_infos(features_of, splits, split_bytes),
+            extras=[f"moss/{MOSS_SPLIT_FILES[s]}" for s in jsonl],
+            datagen_version=__version__,
             sent=journal_sampling(src.path / JOURNAL_FILE) if src.is_run else None,
             preference=pair_stats if pair_stats is not None and pair_stats.rows else None,
         )
@@ -449,7 +480,8 @@ def build_dataset_folder(
             "built": now(),
             "source": src.path.name,
             "run": {"name": src.manifest.get("name"), "fingerprint": src.manifest.get("fingerprint")}
-            if src.manifest else None,
+            if src.manifest
+            else None,
             "repo_id": repo_id,
             "license": license,
             "validation_fraction": float(validation_fraction),
@@ -467,14 +499,24 @@ def build_dataset_folder(
         raise
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     if not license:
-        warnings.append("no license: set publish.license in the run config or pass --license; "
-                        "`datagen publish` will not upload without one")
-    return DatasetFolder(path=out, counts=counts, files=files, license=license, repo_id=repo_id,
-                         warnings=warnings, pairs=dict(pair_stats.splits) if pair_stats is not None else {})
+        warnings.append(
+            "no license: set publish.license in the run config or pass --license; "
+            "`datagen publish` will not upload without one"
+        )
+    return DatasetFolder(
+        path=out,
+        counts=counts,
+        files=files,
+        license=license,
+        repo_id=repo_id,
+        warnings=warnings,
+        pairs=dict(pair_stats.splits) if pair_stats is not None else {},
+    )
 
 
-def _write_pairs(src: Source, staging: Path, shard_rows: int, fraction: float,
-                 writers: dict[tuple[str, str], _ShardWriter]) -> PreferenceStats:
+def _write_pairs(
+    src: Source, staging: Path, shard_rows: int, fraction: float, writers: dict[tuple[str, str], _ShardWriter]
+) -> PreferenceStats:
     """Write the run's preference pairs as the `preference` config (shards registered in
     `writers`, closed); returns what the card says about them."""
     pair_stats = PreferenceStats(stage=read_stage_stats(src.path))
@@ -489,14 +531,16 @@ def _write_pairs(src: Source, staging: Path, shard_rows: int, fraction: float,
             split = split_for(row["source_id"], fraction)
             if (PREFERENCE, split) not in writers:
                 writers[(PREFERENCE, split)] = open_files.enter_context(
-                    _ShardWriter(staging / "data" / PREFERENCE, split, features, shard_rows))
+                    _ShardWriter(staging / "data" / PREFERENCE, split, features, shard_rows)
+                )
             writers[(PREFERENCE, split)].write(row)
             pair_stats.add(row, split)
     return pair_stats
 
 
-def _dataset_infos(features: dict[str, Any], splits: dict[str, Any],
-                   split_bytes: dict[tuple[str, str], tuple[int, int]]) -> Any:
+def _dataset_infos(
+    features: dict[str, Any], splits: dict[str, Any], split_bytes: dict[tuple[str, str], tuple[int, int]]
+) -> Any:
     """`dataset_info` for the card YAML: each config's features and per-split sizes, which
     `load_dataset` verifies."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
@@ -514,6 +558,11 @@ def _dataset_infos(features: dict[str, Any], splits: dict[str, Any],
             split_dict.add(SplitInfo(name=split, num_bytes=nbytes, num_examples=n))
             download += size
             dataset += nbytes
-        infos[config] = DatasetInfo(config_name=config, features=features[config], splits=split_dict,
-                                    download_size=download, dataset_size=dataset)
+        infos[config] = DatasetInfo(
+            config_name=config,
+            features=features[config],
+            splits=split_dict,
+            download_size=download,
+            dataset_size=dataset,
+        )
     return infos

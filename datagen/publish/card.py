@@ -27,7 +27,9 @@ from datagen.publish.stats import DatasetStats, Summary, base_language, size_cat
 from datagen.yamlfile import load_yaml
 
 PLUGIN_LABELS = {
-    "search": "web search", "calculator": "calculator", "solver": "equation solver",
+    "search": "web search",
+    "calculator": "calculator",
+    "solver": "equation solver",
     "text2image": "text-to-image",
 }
 
@@ -78,6 +80,7 @@ class CardContext:
 
 # --------------------------------------------------------------------------------------- metadata
 
+
 def card_metadata(ctx: CardContext) -> dict[str, Any]:
     """The card's YAML metadata. `license` is left out (not defaulted) when none was given."""
     s = ctx.stats
@@ -103,8 +106,11 @@ def card_metadata(ctx: CardContext) -> dict[str, Any]:
     meta["tags"] = tags
     # The first config is the default, so `load_dataset(repo)` needs no config name.
     meta["configs"] = [
-        {"config_name": config, **({"default": True} if i == 0 else {}),
-         "data_files": [{"split": split, "path": glob} for split, glob in splits.items()]}
+        {
+            "config_name": config,
+            **({"default": True} if i == 0 else {}),
+            "data_files": [{"split": split, "path": glob} for split, glob in splits.items()],
+        }
         for i, (config, splits) in enumerate(ctx.data_files.items())
     ]
     if ctx.dataset_info:
@@ -122,7 +128,7 @@ def split_card(text: str, *, path: str = "README.md") -> tuple[dict[str, Any], s
     meta = load_yaml(m.group(1) or "", path=path).data or {}
     if not isinstance(meta, dict):
         raise ConfigError("card metadata must be a mapping", path=path, line=2)
-    return meta, text[m.end():]
+    return meta, text[m.end() :]
 
 
 def _counts_table(title: str, counter: Counter, total: int, limit: int = 30) -> str:
@@ -153,8 +159,11 @@ def _settings_table(section: Any, empty: str) -> str:
     pairs = [(k, v) for k, v in _flatten(redact(section)) if k]
     if not pairs:
         return empty
-    return _md_table(["setting", "value"], [[f"`{k}`", f"`{json.dumps(v, ensure_ascii=False, default=str)}`"]
-                                            for k, v in pairs], "ll")
+    return _md_table(
+        ["setting", "value"],
+        [[f"`{k}`", f"`{json.dumps(v, ensure_ascii=False, default=str)}`"] for k, v in pairs],
+        "ll",
+    )
 
 
 def _load_snippet(ctx: CardContext) -> str:
@@ -169,7 +178,7 @@ def _load_snippet(ctx: CardContext) -> str:
     ]
     lines += [f'{c} = load_dataset("{repo}", "{c}", split="train")' for c in configs[1:]]
     lines += [
-        "print(ds[0][\"messages\"])  # the dialogue as OpenAI chat messages",
+        'print(ds[0]["messages"])  # the dialogue as OpenAI chat messages',
         "```",
         "",
         "Every column is a plain Arrow type (strings, numbers, lists, structs), so any `datasets` from 3.6 on,",
@@ -186,8 +195,11 @@ def _load_snippet(ctx: CardContext) -> str:
         "```",
     ]
     if any(e.startswith("moss/") for e in ctx.extras):
-        lines += ["", "`moss/train.jsonl` and `moss/val.jsonl` hold the same dialogues as MOSS SFT records "
-                  "(one JSON object per line, the schema of MOSS's `SFT_data`), ready for `finetune_moss.py`."]
+        lines += [
+            "",
+            "`moss/train.jsonl` and `moss/val.jsonl` hold the same dialogues as MOSS SFT records "
+            "(one JSON object per line, the schema of MOSS's `SFT_data`), ready for `finetune_moss.py`.",
+        ]
     return "\n".join(lines)
 
 
@@ -198,30 +210,52 @@ def _sampling(ctx: CardContext) -> str:
     s = ctx.stats
     out: list[str] = []
     if ctx.sent:
-        out.append("Parameters sent to the teacher, from the run's journal (answered calls per prompt template "
-                   "and parameter set):")
+        out.append(
+            "Parameters sent to the teacher, from the run's journal (answered calls per prompt template "
+            "and parameter set):"
+        )
         out.append("")
-        out.append(_md_table(["prompt template", "model", "parameters sent", "calls"],
-                             [[f"`{x.template}`", f"`{x.model}`",
-                               f"`{json.dumps(x.params, sort_keys=True, ensure_ascii=False, default=str)}`", x.calls]
-                              for x in ctx.sent], "lllr"))
+        out.append(
+            _md_table(
+                ["prompt template", "model", "parameters sent", "calls"],
+                [
+                    [
+                        f"`{x.template}`",
+                        f"`{x.model}`",
+                        f"`{json.dumps(x.params, sort_keys=True, ensure_ascii=False, default=str)}`",
+                        x.calls,
+                    ]
+                    for x in ctx.sent
+                ],
+                "lllr",
+            )
+        )
     elif ctx.manifest:
-        out.append("_The run's journal was not available, so the parameters of each call are not listed; the "
-                   "dialogue settings recorded on the rows follow._")
+        out.append(
+            "_The run's journal was not available, so the parameters of each call are not listed; the "
+            "dialogue settings recorded on the rows follow._"
+        )
     if s.sampling:
         out.append("")
-        out.append("Dialogue settings recorded on the rows (`lineage.params`: `temperature`, `top_p` and "
-                   "`max_tokens` of the assistant's calls, `user_temperature` and `user_max_tokens` of the simulated "
-                   "user's):")
+        out.append(
+            "Dialogue settings recorded on the rows (`lineage.params`: `temperature`, `top_p` and "
+            "`max_tokens` of the assistant's calls, `user_temperature` and `user_max_tokens` of the simulated "
+            "user's):"
+        )
         out.append("")
-        out.append(_md_table(["parameters", "dialogues"],
-                             [[f"`{k}`", n] for k, n in s.sampling.most_common(10)], "lr"))
+        out.append(
+            _md_table(
+                ["parameters", "dialogues"], [[f"`{k}`", n] for k, n in s.sampling.most_common(10)], "lr"
+            )
+        )
     teacher = ctx.run_config.get("teacher")
     shared = teacher.get("params") if isinstance(teacher, dict) else None
     if shared:
         out.append("")
-        out.append("`teacher.params` of the run config, joined to every call; a stage's own `temperature`, "
-                   "`top_p` and `max_tokens` win over these:")
+        out.append(
+            "`teacher.params` of the run config, joined to every call; a stage's own `temperature`, "
+            "`top_p` and `max_tokens` win over these:"
+        )
         out.append("")
         out.append(_settings_table(shared, ""))
     return "\n".join(out).strip("\n") or "_No sampling settings recorded._"
@@ -233,26 +267,39 @@ def _made_section(ctx: CardContext) -> str:
     cfg = ctx.run_config
     out: list[str] = []
     if m:
-        out.append(f"Made by datagen {m.get('versions', {}).get('datagen', ctx.datagen_version)} in run "
-                   f"`{m.get('name', '?')}` (fingerprint `{m.get('fingerprint', '?')}`, "
-                   f"created {m.get('created', '?')}).")
+        out.append(
+            f"Made by datagen {m.get('versions', {}).get('datagen', ctx.datagen_version)} in run "
+            f"`{m.get('name', '?')}` (fingerprint `{m.get('fingerprint', '?')}`, "
+            f"created {m.get('created', '?')})."
+        )
     else:
-        out.append(f"Built by datagen {ctx.datagen_version} from `{ctx.source}`; the run that made the "
-                   "conversations is not recorded beyond the per-row lineage below.")
+        out.append(
+            f"Built by datagen {ctx.datagen_version} from `{ctx.source}`; the run that made the "
+            "conversations is not recorded beyond the per-row lineage below."
+        )
     out.append("")
     out.append("### Teacher models")
     out.append("")
-    out.append(_md_table(["teacher model (from row lineage)", "dialogues", "share"],
-                         [[k, n, _pct(n, s.rows)] for k, n in s.teacher_models.most_common()]))
+    out.append(
+        _md_table(
+            ["teacher model (from row lineage)", "dialogues", "share"],
+            [[k, n, _pct(n, s.rows)] for k, n in s.teacher_models.most_common()],
+        )
+    )
     teacher = cfg.get("teacher")
     if isinstance(teacher, dict):
         out.append("")
         url = teacher.get("base_url")
         host = urlsplit(url).hostname if isinstance(url, str) else None
-        out.append(f"Configured teacher: `{teacher.get('model', '?')}`" + (f" at `{host}`" if host else "") + ".")
+        out.append(
+            f"Configured teacher: `{teacher.get('model', '?')}`" + (f" at `{host}`" if host else "") + "."
+        )
     out.append("")
-    out.append("Prompt template versions: " + ", ".join(f"`{k}` ({n:,})" for k, n in s.template_versions.most_common())
-               + ".")
+    out.append(
+        "Prompt template versions: "
+        + ", ".join(f"`{k}` ({n:,})" for k, n in s.template_versions.most_common())
+        + "."
+    )
     out.append("")
     out.append("### Sampling")
     out.append("")
@@ -263,13 +310,27 @@ def _made_section(ctx: CardContext) -> str:
         out.append("")
         out.append("### Stages")
         out.append("")
-        rows = [[name, st.get("status", "?"), st.get("count", ""), float(st.get("cost") or 0.0),
-                 st.get("started", ""), st.get("finished", "")] for name, st in costs]
-        out.append(_md_table(["stage", "status", "rows", "cost (USD)", "started", "finished"], rows, "llrrll"))
+        rows = [
+            [
+                name,
+                st.get("status", "?"),
+                st.get("count", ""),
+                float(st.get("cost") or 0.0),
+                st.get("started", ""),
+                st.get("finished", ""),
+            ]
+            for name, st in costs
+        ]
+        out.append(
+            _md_table(["stage", "status", "rows", "cost (USD)", "started", "finished"], rows, "llrrll")
+        )
     out.append("")
-    out.append(f"Teacher usage on the published rows: {s.prompt_tokens:,} prompt tokens, "
-               f"{s.completion_tokens:,} completion tokens, ${s.cost:,.2f}"
-               + (f"; whole run: ${float(m['cost']):,.2f}" if m.get("cost") is not None else "") + ".")
+    out.append(
+        f"Teacher usage on the published rows: {s.prompt_tokens:,} prompt tokens, "
+        f"{s.completion_tokens:,} completion tokens, ${s.cost:,.2f}"
+        + (f"; whole run: ${float(m['cost']):,.2f}" if m.get("cost") is not None else "")
+        + "."
+    )
     versions = m.get("versions")
     if versions:
         out.append("")
@@ -288,28 +349,47 @@ def _composition_section(ctx: CardContext) -> str:
     out.append(_counts_table("plugin enabled", plugin_rows, s.rows))
     if s.tool_calls:
         out.append("")
-        out.append("Tool calls: " + ", ".join(f"`{k}` {n:,}" for k, n in s.tool_calls.most_common())
-                   + f"; {s.failed_calls:,} returned `No result.`")
+        out.append(
+            "Tool calls: "
+            + ", ".join(f"`{k}` {n:,}" for k, n in s.tool_calls.most_common())
+            + f"; {s.failed_calls:,} returned `No result.`"
+        )
     out.append("")
     out.append(f"Inner thoughts enabled in {s.inner_thoughts:,} of {s.rows:,} dialogues.")
     out.append("")
     out.append("### Turns and lengths")
     out.append("")
-    out.append(_md_table(["turns", "dialogues", "share"],
-                         [[k, n, _pct(n, s.rows)] for k, n in sorted(s.turns.items())]))
+    out.append(
+        _md_table(
+            ["turns", "dialogues", "share"], [[k, n, _pct(n, s.rows)] for k, n in sorted(s.turns.items())]
+        )
+    )
     out.append("")
     head = ["length (characters)", "count", "mean", "min", "p50", "p90", "p99", "max"]
-    out.append(_md_table(head, [_summary_rows("whole dialogue (human + assistant)", Summary.of(s.dialogue_chars)),
-                                _summary_rows("one assistant reply", Summary.of(s.reply_chars))]))
+    out.append(
+        _md_table(
+            head,
+            [
+                _summary_rows("whole dialogue (human + assistant)", Summary.of(s.dialogue_chars)),
+                _summary_rows("one assistant reply", Summary.of(s.reply_chars)),
+            ],
+        )
+    )
     if s.scores:
         out.append("")
         out.append("### Scores")
         out.append("")
-        out.append("Numbers later stages attached to each row (`scores` column), e.g. the local model's loss on "
-                   "the assistant tokens:")
+        out.append(
+            "Numbers later stages attached to each row (`scores` column), e.g. the local model's loss on "
+            "the assistant tokens:"
+        )
         out.append("")
-        out.append(_md_table(["score", "count", "mean", "min", "p50", "p90", "p99", "max"],
-                             [_summary_rows(f"`{k}`", Summary.of(v)) for k, v in sorted(s.scores.items())]))
+        out.append(
+            _md_table(
+                ["score", "count", "mean", "min", "p50", "p90", "p99", "max"],
+                [_summary_rows(f"`{k}`", Summary.of(v)) for k, v in sorted(s.scores.items())],
+            )
+        )
     return "\n".join(out)
 
 
@@ -319,9 +399,11 @@ def _limitations(ctx: CardContext) -> str:
     if review is None:
         reviewed = "nobody reviewed rows by hand."
     else:
-        reviewed = (f"people reviewed some rows by hand (`datagen review`): {int(review.get('dropped', 0))} "
-                    f"rejected, {int(review.get('edited', 0))} edited, {int(review.get('accepted', 0))} "
-                    "accepted; the rest were not looked at.")
+        reviewed = (
+            f"people reviewed some rows by hand (`datagen review`): {int(review.get('dropped', 0))} "
+            f"rejected, {int(review.get('edited', 0))} edited, {int(review.get('accepted', 0))} "
+            "accepted; the rest were not looked at."
+        )
     items = [
         "Every assistant turn, and every prompt after the seeds, was written by a language model. Expect "
         "confident factual errors, dated knowledge and the teacher's own biases; " + reviewed,
@@ -335,12 +417,16 @@ def _limitations(ctx: CardContext) -> str:
         "across rebuilds but not stratified; near-duplicates of a training prompt can still appear in it.",
     ]
     if any(p != "(none)" for p in s.plugins):
-        items.append("Tool results (search snippets, calculator and solver outputs, image messages) come from "
-                     "the tool backends configured for the run (see the run config), which may be simulated "
-                     "rather than live services; search snippets are not a snapshot of the web.")
+        items.append(
+            "Tool results (search snippets, calculator and solver outputs, image messages) come from "
+            "the tool backends configured for the run (see the run config), which may be simulated "
+            "rather than live services; search snippets are not a snapshot of the web."
+        )
     if not ctx.manifest:
-        items.append("Built from a plain conversations file: the funnel, filters and sampling settings of the "
-                     "run that made them are unknown.")
+        items.append(
+            "Built from a plain conversations file: the funnel, filters and sampling settings of the "
+            "run that made them are unknown."
+        )
     return "\n".join(f"- {x}" for x in items)
 
 
@@ -372,41 +458,63 @@ def render_card(ctx: CardContext) -> str:
     cfg = ctx.run_config
     parts: list[str] = [f"---\n{front}---\n", f"# {ctx.name}\n"]
     if not ctx.license:
-        parts.append("> **No license set.** datagen does not choose a license for you. Set `publish.license` in "
-                     "the run config or pass `--license` before publishing; `datagen publish` refuses to upload "
-                     "without one.\n")
+        parts.append(
+            "> **No license set.** datagen does not choose a license for you. Set `publish.license` in "
+            "the run config or pass `--license` before publishing; `datagen publish` refuses to upload "
+            "without one.\n"
+        )
     kinds = ", ".join(f"`{c}` {sum(v.values()):,}" for c, v in ctx.stats.splits.items())
-    how = ("generated with datagen from seed user prompts by a teacher LLM, filtered, and checked before upload"
-           if ctx.manifest else f"published with datagen from `{ctx.source}` and checked before upload")
+    how = (
+        "generated with datagen from seed user prompts by a teacher LLM, filtered, and checked before upload"
+        if ctx.manifest
+        else f"published with datagen from `{ctx.source}` and checked before upload"
+    )
     parts.append(
         f"{s.rows:,} multi-turn dialogues in the [MOSS 003](https://github.com/OpenLMLab/MOSS) format "
         f"({kinds}), {how}. Every row carries its lineage (teacher model, template version, sampling "
-        "parameters, where known) and the scores later stages gave it.\n")
+        "parameters, where known) and the scores later stages gave it.\n"
+    )
     parts.append("## Load it\n")
     parts.append(_load_snippet(ctx) + "\n")
     parts.append("## Configs and splits\n")
     rows = []
     for config, counter in ctx.stats.splits.items():
-        rows.append([f"`{config}`", counter.get("train", 0), counter.get("validation", 0), sum(counter.values())])
-    rows.append(["**total**", sum(c.get("train", 0) for c in s.splits.values()),
-                 sum(c.get("validation", 0) for c in s.splits.values()), s.rows])
+        rows.append(
+            [f"`{config}`", counter.get("train", 0), counter.get("validation", 0), sum(counter.values())]
+        )
+    rows.append(
+        [
+            "**total**",
+            sum(c.get("train", 0) for c in s.splits.values()),
+            sum(c.get("validation", 0) for c in s.splits.values()),
+            s.rows,
+        ]
+    )
     if ctx.preference is not None:
         pairs = ctx.preference.splits
-        rows.append(["`preference` (pairs)", pairs.get("train", 0), pairs.get("validation", 0), ctx.preference.rows])
+        rows.append(
+            ["`preference` (pairs)", pairs.get("train", 0), pairs.get("validation", 0), ctx.preference.rows]
+        )
     parts.append(_md_table(["config", "train", "validation", "total"], rows) + "\n")
-    parts.append("`hhh`: plain helpful/honest/harmless chat, no tools. `plugin`: dialogues with tools enabled "
-                 "(web search, calculator, equation solver, text-to-image), with the commands and results."
-                 + (" `preference`: chosen/rejected answer pairs (below)." if ctx.preference is not None else "")
-                 + "\n")
+    parts.append(
+        "`hhh`: plain helpful/honest/harmless chat, no tools. `plugin`: dialogues with tools enabled "
+        "(web search, calculator, equation solver, text-to-image), with the commands and results."
+        + (" `preference`: chosen/rejected answer pairs (below)." if ctx.preference is not None else "")
+        + "\n"
+    )
     parts.append("## How it was made\n")
     parts.append(_made_section(ctx) + "\n")
     parts.append("## Funnel\n")
-    parts.append("Rows in and out of every step of the run, from prompt expansion to the local-model check:\n")
+    parts.append(
+        "Rows in and out of every step of the run, from prompt expansion to the local-model check:\n"
+    )
     parts.append(funnel_markdown(ctx.funnel) + "\n")
     parts.append("## Filters and thresholds\n")
     if ctx.manifest:
-        parts.append(_settings_table(cfg.get("filters"), "_The run config set no filter options; defaults apply._")
-                     + "\n")
+        parts.append(
+            _settings_table(cfg.get("filters"), "_The run config set no filter options; defaults apply._")
+            + "\n"
+        )
         check = cfg.get("check")
         if isinstance(check, dict) and check.get("enabled"):
             parts.append("Local-model check:\n")
@@ -425,9 +533,15 @@ def render_card(ctx: CardContext) -> str:
     parts.append("## Known limitations\n")
     parts.append(_limitations(ctx) + "\n")
     parts.append("## Provenance files\n")
-    parts.append("`datagen/build.json` records how this folder was built (source, counts, files); "
-                 + ("`datagen/manifest.json` and `datagen/funnel.json` are the run's own records (secrets "
-                    "removed)." if ctx.manifest else "no run manifest was available.") + "\n")
+    parts.append(
+        "`datagen/build.json` records how this folder was built (source, counts, files); "
+        + (
+            "`datagen/manifest.json` and `datagen/funnel.json` are the run's own records (secrets removed)."
+            if ctx.manifest
+            else "no run manifest was available."
+        )
+        + "\n"
+    )
     parts.append("## Credits\n")
     parts.append("The dialogue format is MOSS 003's (OpenLMLab/MOSS, Fudan University).\n")
     return "\n".join(parts)

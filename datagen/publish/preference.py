@@ -38,19 +38,41 @@ def preference_features():
 
     string = Value("string")
     tool_call = {"id": string, "type": string, "function": {"name": string, "arguments": string}}
-    message = {"role": string, "content": string, "reasoning_content": string, "tool_calls": List(tool_call),
-               "tool_call_id": string}
+    message = {
+        "role": string,
+        "content": string,
+        "reasoning_content": string,
+        "tool_calls": List(tool_call),
+        "tool_call_id": string,
+    }
     assert tuple(message) == MESSAGE_FIELDS
-    return Features({
-        "id": string, "source_id": string, "turn": Value("int32"), "kind": string, "language": string,
-        "category": string, "origin": string,
-        "prompt": List(message), "chosen": List(message), "rejected": List(message), "tools": string,
-        "margin": Value("float64"), "chosen_source": string, "rejected_source": string, "contrastive": string,
-        "judge_model": string, "judge_template": string,
-        "judge_scores": List({"first": string, "score_a": Value("float64"), "score_b": Value("float64")}),
-        "reviewer": string, "reviewed_at": string,
-        "prompt_text": string, "chosen_text": string, "rejected_text": string,
-    })
+    return Features(
+        {
+            "id": string,
+            "source_id": string,
+            "turn": Value("int32"),
+            "kind": string,
+            "language": string,
+            "category": string,
+            "origin": string,
+            "prompt": List(message),
+            "chosen": List(message),
+            "rejected": List(message),
+            "tools": string,
+            "margin": Value("float64"),
+            "chosen_source": string,
+            "rejected_source": string,
+            "contrastive": string,
+            "judge_model": string,
+            "judge_template": string,
+            "judge_scores": List({"first": string, "score_a": Value("float64"), "score_b": Value("float64")}),
+            "reviewer": string,
+            "reviewed_at": string,
+            "prompt_text": string,
+            "chosen_text": string,
+            "rejected_text": string,
+        }
+    )
 
 
 def pair_to_row(pair: dict[str, Any]) -> dict[str, Any]:
@@ -62,20 +84,33 @@ def pair_to_row(pair: dict[str, Any]) -> dict[str, Any]:
     where = f"pair {pair.get('id')!r}"
     who = info.get("who")
     return {
-        "id": str(pair["id"]), "source_id": str(info.get("source_id") or ""),
-        "turn": info.get("turn"), "kind": info.get("kind"), "language": info.get("language"),
-        "category": info.get("category"), "origin": info.get("origin"),
+        "id": str(pair["id"]),
+        "source_id": str(info.get("source_id") or ""),
+        "turn": info.get("turn"),
+        "kind": info.get("kind"),
+        "language": info.get("language"),
+        "category": info.get("category"),
+        "origin": info.get("origin"),
         "prompt": [message_row(m, f"{where} prompt") for m in pair["prompt"]],
         "chosen": [message_row(m, f"{where} chosen") for m in pair["chosen"]],
         "rejected": [message_row(m, f"{where} rejected") for m in pair["rejected"]],
-        "tools": pair.get("tools"), "margin": pair.get("margin"),
-        "chosen_source": _portable(info.get("chosen_source")), "rejected_source": _portable(info.get("rejected_source")),
-        "contrastive": info.get("contrastive"), "judge_model": _portable(judge.get("model")),
+        "tools": pair.get("tools"),
+        "margin": pair.get("margin"),
+        "chosen_source": _portable(info.get("chosen_source")),
+        "rejected_source": _portable(info.get("rejected_source")),
+        "contrastive": info.get("contrastive"),
+        "judge_model": _portable(judge.get("model")),
         "judge_template": judge.get("template"),
-        "judge_scores": [{"first": f, "score_a": s[0], "score_b": s[1]}
-                         for f, s in zip(judge.get("first") or [], judge.get("scores") or [], strict=False) if s],
-        "reviewer": ", ".join(who) if isinstance(who, list) else who, "reviewed_at": info.get("when"),
-        "prompt_text": prompt, "chosen_text": chosen, "rejected_text": rejected,
+        "judge_scores": [
+            {"first": f, "score_a": s[0], "score_b": s[1]}
+            for f, s in zip(judge.get("first") or [], judge.get("scores") or [], strict=False)
+            if s
+        ],
+        "reviewer": ", ".join(who) if isinstance(who, list) else who,
+        "reviewed_at": info.get("when"),
+        "prompt_text": prompt,
+        "chosen_text": chosen,
+        "rejected_text": rejected,
     }
 
 
@@ -85,14 +120,21 @@ def _portable(value: Any) -> Any:
 
 def row_to_pair(row: dict[str, Any]) -> dict[str, Any]:
     """A published row back as a TRL conversational pair (null message fields left out)."""
+
     def clean(m: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in m.items() if v is not None or k == "content"}
         if out.get("tool_calls"):
             out["tool_calls"] = [{k: v for k, v in c.items() if v is not None} for c in out["tool_calls"]]
         return out
 
-    return {"id": row["id"], "prompt": [clean(m) for m in row["prompt"]], "chosen": [clean(m) for m in row["chosen"]],
-            "rejected": [clean(m) for m in row["rejected"]], "tools": row.get("tools"), "margin": row.get("margin")}
+    return {
+        "id": row["id"],
+        "prompt": [clean(m) for m in row["prompt"]],
+        "chosen": [clean(m) for m in row["chosen"]],
+        "rejected": [clean(m) for m in row["rejected"]],
+        "tools": row.get("tools"),
+        "margin": row.get("margin"),
+    }
 
 
 def has_pairs(run_dir: str | Path) -> bool:
@@ -180,7 +222,9 @@ def check_preference_split(ds: Any, where: str, fraction: float | None, seen: di
             problems.append(f"{at}: chosen and rejected are the same")
         split = where.rsplit("/", 1)[-1]
         if fraction is not None and split_for(row["source_id"], fraction) != split:
-            problems.append(f"{at}: belongs in {split_for(row['source_id'], fraction)!r} by its dialogue's id hash")
+            problems.append(
+                f"{at}: belongs in {split_for(row['source_id'], fraction)!r} by its dialogue's id hash"
+            )
         if row["id"] in seen:
             problems.append(f"{at}: duplicate id (also in {seen[row['id']]})")
         else:
@@ -193,32 +237,64 @@ def card_section(stats: PreferenceStats, repo: str) -> str:
     from datagen.funnel import _md_table, _pct
 
     n = stats.rows
-    out = [f"The `{CONFIG}` config holds {n:,} preference pairs (chosen and rejected answers to the same turn of a "
-           "published dialogue), in TRL's conversational preference format: `prompt`, `chosen` and `rejected` are "
-           "chat messages, `tools` the enabled tools' schemas as one JSON string. `prompt_text`, `chosen_text` and "
-           "`rejected_text` hold the same pair as MOSS 003 text. A pair's split is its dialogue's.", ""]
-    out.append(_md_table(["origin", "pairs", "share"], [[k, v, _pct(v, n)] for k, v in stats.origins.most_common()]))
-    out += ["", "`judge`: candidates judged pairwise, each pair twice with the answers swapped (the scores of both "
-            "orders are averaged, which cancels a preference for a position; pairs whose orders disagree, ties and "
-            "close calls were dropped). `review`: a reviewer's edit (chosen) against the original answer.", ""]
-    out.append(_md_table(["chosen > rejected (source)", "pairs", "share"],
-                         [[f"`{k}`", v, _pct(v, n)] for k, v in stats.sources.most_common(15)]))
+    out = [
+        f"The `{CONFIG}` config holds {n:,} preference pairs (chosen and rejected answers to the same turn of a "
+        "published dialogue), in TRL's conversational preference format: `prompt`, `chosen` and `rejected` are "
+        "chat messages, `tools` the enabled tools' schemas as one JSON string. `prompt_text`, `chosen_text` and "
+        "`rejected_text` hold the same pair as MOSS 003 text. A pair's split is its dialogue's.",
+        "",
+    ]
+    out.append(
+        _md_table(["origin", "pairs", "share"], [[k, v, _pct(v, n)] for k, v in stats.origins.most_common()])
+    )
+    out += [
+        "",
+        "`judge`: candidates judged pairwise, each pair twice with the answers swapped (the scores of both "
+        "orders are averaged, which cancels a preference for a position; pairs whose orders disagree, ties and "
+        "close calls were dropped). `review`: a reviewer's edit (chosen) against the original answer.",
+        "",
+    ]
+    out.append(
+        _md_table(
+            ["chosen > rejected (source)", "pairs", "share"],
+            [[f"`{k}`", v, _pct(v, n)] for k, v in stats.sources.most_common(15)],
+        )
+    )
     if stats.contrastive:
-        out += ["", "Pairs against a contrastive answer (made to misuse the tools: a failed tool answered as if it had "
-                "worked, the results ignored, a wrong command): "
-                + ", ".join(f"`{k}` {v:,}" for k, v in stats.contrastive.most_common()) + "."]
+        out += [
+            "",
+            "Pairs against a contrastive answer (made to misuse the tools: a failed tool answered as if it had "
+            "worked, the results ignored, a wrong command): "
+            + ", ".join(f"`{k}` {v:,}" for k, v in stats.contrastive.most_common())
+            + ".",
+        ]
     if stats.margins:
         m = sorted(stats.margins)
-        out += ["", f"Judge margins (score points out of 10, both orders averaged): min {m[0]:g}, median "
-                f"{m[len(m) // 2]:g}, max {m[-1]:g}. Judges: " + ", ".join(f"`{k}`" for k in stats.judges) + "."]
+        out += [
+            "",
+            f"Judge margins (score points out of 10, both orders averaged): min {m[0]:g}, median "
+            f"{m[len(m) // 2]:g}, max {m[-1]:g}. Judges: " + ", ".join(f"`{k}`" for k in stats.judges) + ".",
+        ]
     drops = ((stats.stage or {}).get("funnel_step") or {}).get("reasons") or {}
     if drops:
         judged = (stats.stage or {}).get("judged", 0)
-        out += ["", f"Of {judged:,} pairs judged, dropped: " + ", ".join(f"{k} {v:,}" for k, v in drops.items() if v)
-                + "."]
-    out += ["", "```python", "from datasets import load_dataset", "from trl import DPOConfig, DPOTrainer", "",
-            f'pairs = load_dataset("{repo}", "{CONFIG}", split="train")',
-            "trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=\"dpo\"), train_dataset=pairs,",
-            "                     processing_class=tokenizer)  # a tokenizer with a chat template",
-            "```", "", "`datagen dpo` trains a MOSS model on the same pairs in MOSS's own format, with its loss masks."]
+        out += [
+            "",
+            f"Of {judged:,} pairs judged, dropped: "
+            + ", ".join(f"{k} {v:,}" for k, v in drops.items() if v)
+            + ".",
+        ]
+    out += [
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "from trl import DPOConfig, DPOTrainer",
+        "",
+        f'pairs = load_dataset("{repo}", "{CONFIG}", split="train")',
+        'trainer = DPOTrainer(model=model, args=DPOConfig(output_dir="dpo"), train_dataset=pairs,',
+        "                     processing_class=tokenizer)  # a tokenizer with a chat template",
+        "```",
+        "",
+        "`datagen dpo` trains a MOSS model on the same pairs in MOSS's own format, with its loss masks.",
+    ]
     return "\n".join(out)

@@ -1,6 +1,5 @@
 """Part of the former datagen/card.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import re
@@ -10,34 +9,112 @@ from urllib.parse import unquote_plus, urlsplit
 #: Config keys whose values must never reach a card, even if a user put them in the run config. Whole
 #: key names (after `_key_words`) or suffixes, never substrings: `max_tokens` or `plan_max_tokens` are
 #: settings to publish, and `api_key_env` only names an environment variable.
-SECRET_KEYS = frozenset({
-    "api_key", "apikey", "key", "token", "api_token", "hf_token", "hub_token", "huggingface_token",
-    "access_token", "auth_token", "bearer_token", "refresh_token", "id_token", "session_token",
-    "github_token", "openai_api_key", "secret", "secrets", "client_secret", "secret_key", "secret_access_key",
-    "aws_secret_access_key", "private_key", "password", "passwd", "passphrase", "authorization", "auth",
-    "credentials", "cookie", "cookies",
-})
+SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "api_token",
+        "hf_token",
+        "hub_token",
+        "huggingface_token",
+        "access_token",
+        "auth_token",
+        "bearer_token",
+        "refresh_token",
+        "id_token",
+        "session_token",
+        "github_token",
+        "openai_api_key",
+        "secret",
+        "secrets",
+        "client_secret",
+        "secret_key",
+        "secret_access_key",
+        "aws_secret_access_key",
+        "private_key",
+        "password",
+        "passwd",
+        "passphrase",
+        "authorization",
+        "auth",
+        "credentials",
+        "cookie",
+        "cookies",
+    }
+)
 #: ... and any key ending in one of these (`openai_api_key`, `azure_secret`, `proxy_password`).
-SECRET_SUFFIXES = ("_api_key", "_apikey", "_secret", "_secret_key", "_password", "_access_token",
-                   "_auth_token", "_private_key")
+SECRET_SUFFIXES = (
+    "_api_key",
+    "_apikey",
+    "_secret",
+    "_secret_key",
+    "_password",
+    "_access_token",
+    "_auth_token",
+    "_private_key",
+)
 #: Keys ending in `_token` or `_key` are credentials too (`hf_write_token`, `wandb_token`, `x-api-token`,
 #: `access_key`, `subscription_key`), except these settings that merely look like one: tokenizer
 #: special tokens and lookup keys. (`max_tokens` and `sort_keys` end in an `s` and never match.)
-NOT_SECRET_KEYS = frozenset({
-    "eos_token", "bos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token", "stop_token",
-    "start_token", "end_token", "eom_token", "eoh_token", "eot_token", "image_token",
-    "sort_key", "primary_key", "foreign_key", "public_key", "cache_key", "group_key", "partition_key",
-    "shard_key", "split_key", "dedup_key", "hash_key", "id_key", "text_key", "join_key", "lookup_key",
-    "index_key", "order_key", "field_key", "column_key", "label_key", "dict_key", "made_key", "request_key",
-    "body_key", "band_key", "metric_key", "score_key", "message_key", "content_key", "role_key",
-})
+NOT_SECRET_KEYS = frozenset(
+    {
+        "eos_token",
+        "bos_token",
+        "pad_token",
+        "unk_token",
+        "sep_token",
+        "cls_token",
+        "mask_token",
+        "stop_token",
+        "start_token",
+        "end_token",
+        "eom_token",
+        "eoh_token",
+        "eot_token",
+        "image_token",
+        "sort_key",
+        "primary_key",
+        "foreign_key",
+        "public_key",
+        "cache_key",
+        "group_key",
+        "partition_key",
+        "shard_key",
+        "split_key",
+        "dedup_key",
+        "hash_key",
+        "id_key",
+        "text_key",
+        "join_key",
+        "lookup_key",
+        "index_key",
+        "order_key",
+        "field_key",
+        "column_key",
+        "label_key",
+        "dict_key",
+        "made_key",
+        "request_key",
+        "body_key",
+        "band_key",
+        "metric_key",
+        "score_key",
+        "message_key",
+        "content_key",
+        "role_key",
+    }
+)
 #: Query parameters that carry a credential without a credential-like name (Azure SAS, presigned URLs).
-SECRET_QUERY_PARAMS = frozenset({"sig", "signature", "x_amz_signature", "x_amz_credential", "x_goog_signature",
-                                 "x_goog_credential"})
+SECRET_QUERY_PARAMS = frozenset(
+    {"sig", "signature", "x_amz_signature", "x_amz_credential", "x_goog_signature", "x_goog_credential"}
+)
 
 #: License ids the Hub's metadata validation knows (huggingface.co/docs/hub/repositories-licenses);
 #: another id still builds, with a warning that the Hub may reject the card.
-HUB_LICENSES = frozenset("""
+HUB_LICENSES = frozenset(
+    """
 apache-2.0 mit openrail openrail++ bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0
 bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0
 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0
@@ -46,7 +123,8 @@ cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0
 gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr
 mpl-2.0 odc-by odbl osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
 fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma other
-""".split())
+""".split()
+)
 #: Values that name no license at all: publishing with one of them is refused like a missing license.
 NOT_A_LICENSE = frozenset({"unknown", "none", "n/a", "unlicensed", "tbd"})
 
@@ -64,8 +142,10 @@ def normalize_license(value: str | None) -> tuple[str | None, list[str]]:
         raise ValueError(f"{value!r} is not a license id (e.g. apache-2.0, cc-by-4.0, mit, other)")
     warnings = []
     if lic not in HUB_LICENSES:
-        warnings.append(f"license {lic!r} is not one the Hub knows; it may reject the card (use `other` for a "
-                        "custom license)")
+        warnings.append(
+            f"license {lic!r} is not one the Hub knows; it may reject the card (use `other` for a "
+            "custom license)"
+        )
     return lic, warnings
 
 

@@ -1,6 +1,5 @@
 """Part of the former datagen/publish.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import json
@@ -23,8 +22,13 @@ SPLITS = ("train", "validation")
 
 
 #: Turn.raw keys (MOSS SFT segment names) <-> the `raw` struct's column names.
-RAW_FIELDS = {"Human": "human", "Inner Thoughts": "inner_thoughts", "Commands": "commands",
-              "Tool Responses": "tool_responses", "MOSS": "moss"}
+RAW_FIELDS = {
+    "Human": "human",
+    "Inner Thoughts": "inner_thoughts",
+    "Commands": "commands",
+    "Tool Responses": "tool_responses",
+    "MOSS": "moss",
+}
 
 
 def score_types(convs: Iterable[Conversation]) -> dict[str, str]:
@@ -63,17 +67,47 @@ def dataset_features(scores: dict[str, str] | None = None):
 
     string = Value("string")
     call = {"name": string, "arg": string}
-    result = {"name": string, "arg": string, "ok": Value("bool"), "output": string, "snippets": List(string),
-              "first_index": Value("int32")}
-    turn = {"human": string, "thoughts": string, "calls": List(call), "results": List(result), "assistant": string,
-            "flags": List(string), "raw": {name: string for name in RAW_FIELDS.values()}}
+    result = {
+        "name": string,
+        "arg": string,
+        "ok": Value("bool"),
+        "output": string,
+        "snippets": List(string),
+        "first_index": Value("int32"),
+    }
+    turn = {
+        "human": string,
+        "thoughts": string,
+        "calls": List(call),
+        "results": List(result),
+        "assistant": string,
+        "flags": List(string),
+        "raw": {name: string for name in RAW_FIELDS.values()},
+    }
     tool_call = {"id": string, "type": string, "function": {name: string for name in FUNCTION_FIELDS}}
-    message = {"role": string, "content": string, "reasoning_content": string, "tool_calls": List(tool_call),
-               "tool_call_id": string}
-    lineage = {"teacher_model": string, "template_version": string, "params": string, "seed_id": string,
-               "source": string, "source_id": string, "parents": List(string), "run": string}
-    usage = {"prompt_tokens": Value("int64"), "completion_tokens": Value("int64"), "cost": Value("float64"),
-             "calls": Value("int64")}
+    message = {
+        "role": string,
+        "content": string,
+        "reasoning_content": string,
+        "tool_calls": List(tool_call),
+        "tool_call_id": string,
+    }
+    lineage = {
+        "teacher_model": string,
+        "template_version": string,
+        "params": string,
+        "seed_id": string,
+        "source": string,
+        "source_id": string,
+        "parents": List(string),
+        "run": string,
+    }
+    usage = {
+        "prompt_tokens": Value("int64"),
+        "completion_tokens": Value("int64"),
+        "cost": Value("float64"),
+        "calls": Value("int64"),
+    }
     columns: dict[str, Any] = {
         "id": string,
         "category": string,
@@ -98,8 +132,10 @@ def dataset_features(scores: dict[str, str] | None = None):
 def _only(value: dict[str, Any], fields: tuple[str, ...], what: str) -> None:
     unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise PublishError(f"{what} has key(s) {unknown} the dataset schema lacks (known: {', '.join(fields)}); "
-                           "a datagen bug, please report it")
+        raise PublishError(
+            f"{what} has key(s) {unknown} the dataset schema lacks (known: {', '.join(fields)}); "
+            "a datagen bug, please report it"
+        )
 
 
 def message_row(message: dict[str, Any], where: str = "message") -> dict[str, Any]:
@@ -114,8 +150,13 @@ def message_row(message: dict[str, Any], where: str = "message") -> dict[str, An
             _only(call, TOOL_CALL_FIELDS, f"{where} tool call {i}")
             function = call.get("function") or {}
             _only(function, FUNCTION_FIELDS, f"{where} tool call {i} function")
-            row["tool_calls"].append({"id": call.get("id"), "type": call.get("type"),
-                                      "function": {k: function.get(k) for k in FUNCTION_FIELDS}})
+            row["tool_calls"].append(
+                {
+                    "id": call.get("id"),
+                    "type": call.get("type"),
+                    "function": {k: function.get(k) for k in FUNCTION_FIELDS},
+                }
+            )
     return row
 
 
@@ -123,6 +164,7 @@ def row_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The OpenAI messages of a published row, as `to_messages(conv, metadata=False,
     tool_arguments="string")` made them: null fields left out, except `content` (null on an
     assistant message that only calls tools)."""
+
     def clean(value: Any, keep: tuple[str, ...] = ()) -> Any:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if v is not None or k in keep}
@@ -174,16 +216,26 @@ def conversation_to_row(conv: Conversation, scores: dict[str, str] | None = None
                 "human": t.human,
                 "thoughts": t.thoughts,
                 "calls": [{"name": c.name, "arg": c.arg} for c in t.calls],
-                "results": [{"name": r.name, "arg": r.arg, "ok": r.ok, "output": r.output,
-                             "snippets": list(r.snippets), "first_index": r.first_index} for r in t.results],
+                "results": [
+                    {
+                        "name": r.name,
+                        "arg": r.arg,
+                        "ok": r.ok,
+                        "output": r.output,
+                        "snippets": list(r.snippets),
+                        "first_index": r.first_index,
+                    }
+                    for r in t.results
+                ],
                 "assistant": t.assistant,
                 "flags": list(t.flags),
                 "raw": {col: t.raw.get(key) for key, col in RAW_FIELDS.items()},
             }
             for t in conv.turns
         ],
-        "messages": [message_row(m, f"conversation {conv.id!r} message {i}")
-                     for i, m in enumerate(chat["messages"])],
+        "messages": [
+            message_row(m, f"conversation {conv.id!r} message {i}") for i, m in enumerate(chat["messages"])
+        ],
         "tools": [_json(t) for t in chat.get("tools") or []],
         "lineage": {
             "teacher_model": lin.teacher_model,
@@ -199,11 +251,15 @@ def conversation_to_row(conv: Conversation, scores: dict[str, str] | None = None
     }
     missing = set(conv.scores) - set(scores or {})
     if missing:
-        raise InputError(f"conversation {conv.id!r}: scores {sorted(missing)} are not among the dataset's score "
-                         "columns (pass every conversation to `score_types`)")
+        raise InputError(
+            f"conversation {conv.id!r}: scores {sorted(missing)} are not among the dataset's score "
+            "columns (pass every conversation to `score_types`)"
+        )
     if scores:
-        row["scores"] = {k: (None if (v := conv.scores.get(k)) is None else float(v) if t == "float64" else _json(v))
-                         for k, t in scores.items()}
+        row["scores"] = {
+            k: (None if (v := conv.scores.get(k)) is None else float(v) if t == "float64" else _json(v))
+            for k, t in scores.items()
+        }
     row["tags"] = _json(conv.tags) if conv.tags else None
     row["extra"] = _json(conv.extra) if conv.extra else None
     return row
@@ -216,17 +272,27 @@ def row_to_conversation(row: dict[str, Any]) -> Conversation:
     turns = []
     for t in row["turns"]:
         raw = t.get("raw") or {}
-        turns.append(Turn(
-            human=t["human"],
-            assistant=t["assistant"],
-            thoughts=t["thoughts"],
-            calls=[ToolCall(name=c["name"], arg=c["arg"]) for c in t.get("calls") or []],
-            results=[ToolResult(name=r["name"], arg=r["arg"], ok=bool(r["ok"]), output=r["output"] or "",
-                                snippets=list(r.get("snippets") or []), first_index=int(r.get("first_index") or 1))
-                     for r in t.get("results") or []],
-            flags=list(t.get("flags") or []),
-            raw={key: raw[col] for key, col in RAW_FIELDS.items() if raw.get(col) is not None},
-        ))
+        turns.append(
+            Turn(
+                human=t["human"],
+                assistant=t["assistant"],
+                thoughts=t["thoughts"],
+                calls=[ToolCall(name=c["name"], arg=c["arg"]) for c in t.get("calls") or []],
+                results=[
+                    ToolResult(
+                        name=r["name"],
+                        arg=r["arg"],
+                        ok=bool(r["ok"]),
+                        output=r["output"] or "",
+                        snippets=list(r.get("snippets") or []),
+                        first_index=int(r.get("first_index") or 1),
+                    )
+                    for r in t.get("results") or []
+                ],
+                flags=list(t.get("flags") or []),
+                raw={key: raw[col] for key, col in RAW_FIELDS.items() if raw.get(col) is not None},
+            )
+        )
     lin = dict(row.get("lineage") or {})
     lin["params"] = _loads(lin.get("params")) or {}
     usage = row.get("usage") or {}

@@ -40,17 +40,27 @@ class DatasetStage(Stage):
         folder = self.outputs(ctx)["main"].parent
         if not count_lines(final):
             steps = [s.funnel_row() for s in ctx.funnel.steps] if ctx.funnel is not None else []
-            raise DatagenError(f"{final} is empty, so there is no dataset to build: "
-                               f"{_lost_at(steps)}; see {ctx.output('final', 'table')}")
+            raise DatagenError(
+                f"{final} is empty, so there is no dataset to build: "
+                f"{_lost_at(steps)}; see {ctx.output('final', 'table')}"
+            )
         pc = self.run_config.publish
         # Said outright, not guessed from the folder: pairs a run made before its `preference:`
         # section was removed would otherwise go out with dialogues they may no longer match.
-        built = build_dataset_folder(ctx.run_dir, folder, license=pc.license, pretty_name=pc.pretty_name,
-                                     repo_id=pc.repo_id, preference=self.preference)
+        built = build_dataset_folder(
+            ctx.run_dir,
+            folder,
+            license=pc.license,
+            pretty_name=pc.pretty_name,
+            repo_id=pc.repo_id,
+            preference=self.preference,
+        )
         problems = check_dataset_folder(folder)
         if problems:
-            raise DatagenError(f"the dataset folder {folder} failed its checks: {problems[0]}"
-                               + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+            raise DatagenError(
+                f"the dataset folder {folder} failed its checks: {problems[0]}"
+                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
         ctx.info.update({"count": getattr(built, "rows", None) or count_lines(final)})
         yield from ()
 
@@ -71,8 +81,12 @@ class PublishStage(Stage):
         from datagen.publish.hub import publish
 
         pc = self.config
-        url = publish(ctx.output("dataset").parent, pc.repo_id, private=pc.private,
-                      commit_message=f"datagen run {self.run_config.name} ({ctx.run_fingerprint})")
+        url = publish(
+            ctx.output("dataset").parent,
+            pc.repo_id,
+            private=pc.private,
+            commit_message=f"datagen run {self.run_config.name} ({ctx.run_fingerprint})",
+        )
         ctx.info.update({"url": url})
         yield from ()
 
@@ -83,6 +97,7 @@ def _lost_at(steps: list[Mapping[str, Any]]) -> str:
         if step.get("in") and not step.get("kept"):
             reasons = sorted((step.get("reasons") or {}).items(), key=lambda kv: -kv[1])[:3]
             why = ", ".join(f"{r} {n}" for r, n in reasons)
-            return f"step {step.get('step')} kept none of its {step['in']} rows" + (f" ({why})" if why else "")
+            return f"step {step.get('step')} kept none of its {step['in']} rows" + (
+                f" ({why})" if why else ""
+            )
     return "no step had rows to keep (are there seed prompts for the enabled dialogue kinds?)"
-

@@ -1,6 +1,5 @@
 """Part of the former datagen/card.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import json
@@ -14,9 +13,15 @@ from datagen.record import Conversation
 
 #: The Hub's size buckets, smallest first: (upper bound exclusive, label).
 SIZE_CATEGORIES: list[tuple[float, str]] = [
-    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
-    (10_000_000_000, "1B<n<10B"), (math.inf, "n>1T"),
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"),
+    (math.inf, "n>1T"),
 ]
 
 
@@ -57,8 +62,15 @@ class Summary:
         def q(p: float) -> float:
             return finite[min(len(finite) - 1, int(p * (len(finite) - 1) + 0.5))]
 
-        return cls(count=len(finite), mean=sum(finite) / len(finite), min=finite[0], p50=q(0.5), p90=q(0.9),
-                   p99=q(0.99), max=finite[-1])
+        return cls(
+            count=len(finite),
+            mean=sum(finite) / len(finite),
+            min=finite[0],
+            p50=q(0.5),
+            p90=q(0.9),
+            p99=q(0.99),
+            max=finite[-1],
+        )
 
 
 @dataclass(slots=True)

@@ -1,6 +1,5 @@
 """Part of the former datagen/publish.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import json
@@ -75,15 +74,19 @@ def _machine_path_problems(path: Path) -> list[str]:
     out = []
     card = path / "README.md"
     for n, line in enumerate(card.read_text(encoding="utf-8").splitlines(), start=1):
-        out.extend(f"{card}:{n}: absolute path {p!r} (publish only file names)" for p in absolute_paths_in_text(line))
+        out.extend(
+            f"{card}:{n}: absolute path {p!r} (publish only file names)" for p in absolute_paths_in_text(line)
+        )
     for f in sorted((path / "datagen").glob("*.json")):
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             out.append(f"{f}: unreadable: {exc}")
             continue
-        out.extend(f"{f}: {key} is the absolute path {p!r} (publish only file names)"
-                   for key, p in absolute_paths(data))
+        out.extend(
+            f"{f}: {key} is the absolute path {p!r} (publish only file names)"
+            for key, p in absolute_paths(data)
+        )
     return out
 
 
@@ -119,8 +122,11 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
     fraction = build.get("validation_fraction")
     expected = build.get("counts") or {}
     infos = meta.get("dataset_info") or []
-    declared = {(info.get("config_name", "default"), s.get("name")): s.get("num_examples")
-                for info in (infos if isinstance(infos, list) else [infos]) for s in info.get("splits") or []}
+    declared = {
+        (info.get("config_name", "default"), s.get("name")): s.get("num_examples")
+        for info in (infos if isinstance(infos, list) else [infos])
+        for s in info.get("splits") or []
+    }
 
     import datasets
 
@@ -140,14 +146,17 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
                     continue
                 try:
                     # split sizes are compared below, with a clearer message than datasets' own check
-                    ds = datasets.load_dataset(str(path), name=config, split=split, cache_dir=cache,
-                                               verification_mode="no_checks")
+                    ds = datasets.load_dataset(
+                        str(path), name=config, split=split, cache_dir=cache, verification_mode="no_checks"
+                    )
                 except Exception as exc:
                     cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
                     problems.append(f"{where}: load_dataset failed: {type(exc).__name__}: {exc}{cause}")
                     continue
-                for source, want in (("the card's dataset_info", declared.get((config, split))),
-                                     (BUILD_FILE, (expected.get(config) or {}).get(split))):
+                for source, want in (
+                    ("the card's dataset_info", declared.get((config, split))),
+                    (BUILD_FILE, (expected.get(config) or {}).get(split)),
+                ):
                     if want is not None and want != ds.num_rows:
                         problems.append(f"{where}: {ds.num_rows} rows, {source} says {want}")
                 if config == PREFERENCE:  # pairs, not conversations: their own row checks
@@ -163,8 +172,10 @@ def check_dataset_folder(folder: str | os.PathLike | DatasetFolder) -> list[str]
                         problems.append(f"{at}: not a conversation record: {type(exc).__name__}: {exc}")
                         continue
                     problems.extend(f"{at}: {p}" for p in _structural_problems(conv, config))
-                    problems.extend(f"{at}: {key} is the absolute path {p!r} (publish only file names)"
-                                    for key, p in _row_paths(row))
+                    problems.extend(
+                        f"{at}: {key} is the absolute path {p!r} (publish only file names)"
+                        for key, p in _row_paths(row)
+                    )
                     problems.extend(f"{at}: {p}" for p in _format_problems(conv))
                     if fraction is not None and split in SPLITS and split_for(conv.id, fraction) != split:
                         problems.append(f"{at}: belongs in {split_for(conv.id, fraction)!r} by its id hash")

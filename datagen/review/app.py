@@ -57,8 +57,13 @@ class ReviewConfig:
 
 
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("datagen.review", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("datagen.review", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2, sort_keys=True)
     env.filters["compact"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
     env.filters["add1"] = lambda v: v + 1
@@ -75,8 +80,12 @@ def create_app(config: ReviewConfig) -> Starlette:
 
     def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
         ctx.setdefault("counts", None)
-        ctx.update(run=_run_name(config.run_dir), token=token, reviewer=config.reviewer,
-                   counts=index.review_counts() if ctx["counts"] is None else ctx["counts"])
+        ctx.update(
+            run=_run_name(config.run_dir),
+            token=token,
+            reviewer=config.reviewer,
+            counts=index.review_counts() if ctx["counts"] is None else ctx["counts"],
+        )
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
     def problem(request: Request, message: str, status_code: int = 400) -> Response:
@@ -88,18 +97,35 @@ def create_app(config: ReviewConfig) -> Starlette:
         listed = {(s, r): n for s, r, n in index.facets()["stage"]}
         report = _json(config.run_dir / "checked" / "report.json") or {}
         hist = histogram(index.facets().get("loss_bins"), cutoff=report.get("cutoff"))
-        return render(request, "funnel.html", steps=steps, panels=funnel_panels(steps), listed=listed,
-                      hist=hist, label_w=LABEL_W, plot_w=PLOT_W, facets=index.facets())
+        return render(
+            request,
+            "funnel.html",
+            steps=steps,
+            panels=funnel_panels(steps),
+            listed=listed,
+            hist=hist,
+            label_w=LABEL_W,
+            plot_w=PLOT_W,
+            facets=index.facets(),
+        )
 
     async def rows(request: Request) -> Response:
         index.refresh()
         filters = Filters.from_query(request.query_params)
         page = max(1, _int(request.query_params.get("page"), 1))
         found, total = index.page(filters, offset=(page - 1) * PAGE_SIZE)
-        return render(request, "rows.html", rows=found, total=total, page=page,
-                      pages=max(1, -(-total // PAGE_SIZE)),
-                      filters=filters, fq=filters.to_query(), facets=index.facets(),
-                      progress=index.cell_progress(filters))
+        return render(
+            request,
+            "rows.html",
+            rows=found,
+            total=total,
+            page=page,
+            pages=max(1, -(-total // PAGE_SIZE)),
+            filters=filters,
+            fq=filters.to_query(),
+            facets=index.facets(),
+            progress=index.cell_progress(filters),
+        )
 
     async def row(request: Request) -> Response:
         index.refresh()
@@ -109,16 +135,25 @@ def create_app(config: ReviewConfig) -> Starlette:
         return render(request, "row.html", **_row_context(index, found))
 
     async def decide(request: Request) -> Response:
-        form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True).items()}
+        form = {
+            k: v[-1]
+            for k, v in parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True).items()
+        }
         if not secrets.compare_digest(form.get("token", ""), token) or not _same_origin(request):
-            return problem(request, "This form did not come from this review page: reload it and try again.", 403)
+            return problem(
+                request, "This form did not come from this review page: reload it and try again.", 403
+            )
         index.refresh()
         found = index.row(request.path_params["rid"])
         if found is None or found.status == "failed" or found.kind == "prompt":
             return problem(request, "Only dialogues take decisions.", 404 if found is None else 400)
         if form.get("hash") != found.hash:
-            return problem(request, "This row changed since the page was opened (the run was redone): "
-                                    "reload it and decide again.", 409)
+            return problem(
+                request,
+                "This row changed since the page was opened (the run was redone): "
+                "reload it and decide again.",
+                409,
+            )
         try:
             decision = _decision(form, found, config.reviewer)
         except ValueError as exc:
@@ -140,8 +175,12 @@ def create_app(config: ReviewConfig) -> Starlette:
 
     async def pairs(request: Request) -> Response:
         index.refresh()
-        return render(request, "pairs.html", applied=_read_pairs(config.run_dir / "review" / "pairs.jsonl"),
-                      pending=_pending_pairs(index))
+        return render(
+            request,
+            "pairs.html",
+            applied=_read_pairs(config.run_dir / "review" / "pairs.jsonl"),
+            pending=_pending_pairs(index),
+        )
 
     routes = [
         Route("/", funnel),
@@ -163,8 +202,12 @@ def create_app(config: ReviewConfig) -> Starlette:
         yield
         index.close()
 
-    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)],
-                    lifespan=lifespan, exception_handlers={DatagenError: bad_input})
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)],
+        lifespan=lifespan,
+        exception_handlers={DatagenError: bad_input},
+    )
     app.state.index = index
     return app
 
@@ -219,10 +262,18 @@ def _decision(form: dict[str, str], row: IndexedRow, who: str) -> Decision:
             raise ValueError("An edited answer cannot be empty.")
         if text == turns[turn].get("assistant", ""):
             raise ValueError("The edited answer is the same as the original.")
-        return Decision(id=row.id, hash=row.hash, decision="edit", who=who, when=now(), turn=turn, text=text,
-                        note=note)
-    return Decision(id=row.id, hash=row.hash, decision=kind, who=who, when=now(),
-                    reason=reason if kind == "reject" else None, note=note)
+        return Decision(
+            id=row.id, hash=row.hash, decision="edit", who=who, when=now(), turn=turn, text=text, note=note
+        )
+    return Decision(
+        id=row.id,
+        hash=row.hash,
+        decision=kind,
+        who=who,
+        when=now(),
+        reason=reason if kind == "reject" else None,
+        note=note,
+    )
 
 
 def _row_context(index: RunIndex, row: IndexedRow) -> dict[str, Any]:
@@ -236,12 +287,17 @@ def _row_context(index: RunIndex, row: IndexedRow) -> dict[str, Any]:
     cell = Filters.from_query(row.cell)
     duplicate = (row.evidence or {}).get("duplicate_of") if isinstance(row.evidence, dict) else None
     return {
-        "row": row, "conv": conv, "obj": obj,
+        "row": row,
+        "conv": conv,
+        "obj": obj,
         "meta": meta_instruction_for(conv) if conv is not None else None,
         "mark": review_mark(conv) if conv is not None else None,
-        "decisions": decisions, "edits": edits, "reasons": REJECT_REASONS,
+        "decisions": decisions,
+        "edits": edits,
+        "reasons": REJECT_REASONS,
         "calls": index.calls(row.id),
-        "cell": row.cell, "progress": index.cell_progress(cell),
+        "cell": row.cell,
+        "progress": index.cell_progress(cell),
         "duplicate": (duplicate, (index.rids_of(str(duplicate)) or [None])[0]) if duplicate else None,
         "others": [r for r in index.rids_of(row.id) if r != row.rid],
     }

@@ -68,9 +68,18 @@ class ReviewStats:
     def to_step(self) -> dict[str, Any]:
         """The funnel step (`{"step", "in", "kept", "dropped", "tagged", "reasons"}` plus the
         review's own counters)."""
-        return {"step": STEP_NAME, "in": self.in_, "kept": self.kept, "dropped": self.rejected,
-                "tagged": self.edited, "reasons": dict(self.reasons), "accepted": self.accepted,
-                "rescued": self.rescued, "edited": self.edited, "flagged": len(self.flagged)}
+        return {
+            "step": STEP_NAME,
+            "in": self.in_,
+            "kept": self.kept,
+            "dropped": self.rejected,
+            "tagged": self.edited,
+            "reasons": dict(self.reasons),
+            "accepted": self.accepted,
+            "rescued": self.rescued,
+            "edited": self.edited,
+            "flagged": len(self.flagged),
+        }
 
 
 @dataclass(slots=True)
@@ -129,8 +138,13 @@ def accepted_ids(decisions_path: str | os.PathLike) -> set[str]:
     return DecisionBook.load(decisions_path).accepted_ids()
 
 
-def iter_apply(book: DecisionBook, rows: Iterable[Conversation], stats: ReviewStats, *,
-               dropped: Iterable[Conversation] = ()) -> Iterator[Conversation]:
+def iter_apply(
+    book: DecisionBook,
+    rows: Iterable[Conversation],
+    stats: ReviewStats,
+    *,
+    dropped: Iterable[Conversation] = (),
+) -> Iterator[Conversation]:
     """Stream `rows` through the decisions (then the accepted rows of `dropped`), filling `stats`."""
     seen: set[str] = set()
     for conv in rows:
@@ -153,8 +167,9 @@ def iter_apply(book: DecisionBook, rows: Iterable[Conversation], stats: ReviewSt
             yield out
 
 
-def apply_decisions(rows: Iterable[Conversation], decisions_path: str | os.PathLike, *,
-                    dropped: Iterable[Conversation] = ()) -> tuple[list[Conversation], ReviewStats]:
+def apply_decisions(
+    rows: Iterable[Conversation], decisions_path: str | os.PathLike, *, dropped: Iterable[Conversation] = ()
+) -> tuple[list[Conversation], ReviewStats]:
     """Apply `review.jsonl` to `rows` (the rows the step before kept, in order) and bring back the
     accepted rows of `dropped` (rows earlier steps rejected; give their Conversations). Returns the
     rows that stay, edits applied, and the stats (funnel step, flagged decisions, preference pairs)."""
@@ -191,8 +206,12 @@ def _apply_one(conv: Conversation, res: Resolution | None, stats: ReviewStats) -
 
 def _mark(conv: Conversation, res: Resolution) -> None:
     decisions = [*([res.verdict] if res.verdict else []), *res.edits.values()]
-    mark: dict[str, Any] = {"decision": "edited" if res.edits else "accepted", "original_hash": res.hash,
-                            "who": sorted({d.who for d in decisions}), "when": max(d.when for d in decisions)}
+    mark: dict[str, Any] = {
+        "decision": "edited" if res.edits else "accepted",
+        "original_hash": res.hash,
+        "who": sorted({d.who for d in decisions}),
+        "when": max(d.when for d in decisions),
+    }
     if res.edits:
         mark["edited_turns"] = sorted(res.edits)
     conv.tags[STEP_NAME] = mark["decision"]
@@ -219,9 +238,12 @@ def preference_pair(conv: Conversation, turn: int, original: str, decision: Deci
     record = to_messages(head, metadata=False)
     messages = record["messages"]
     answer = messages.pop()
-    pair: dict[str, Any] = {"id": f"{conv.id}#{turn}", "prompt": messages,
-                            "chosen": [answer | {"content": decision.text}],
-                            "rejected": [answer | {"content": original}]}
+    pair: dict[str, Any] = {
+        "id": f"{conv.id}#{turn}",
+        "prompt": messages,
+        "chosen": [answer | {"content": decision.text}],
+        "rejected": [answer | {"content": original}],
+    }
     if "tools" in record:
         pair["tools"] = record["tools"]
     pair["datagen"] = {"source_id": conv.id, "turn": turn, "who": decision.who, "when": decision.when}
@@ -244,13 +266,16 @@ def rows_with_ids(paths: Iterable[str | os.PathLike], ids: set[str]) -> Iterator
                 try:
                     yield Conversation.from_dict(obj)
                 except KeyError as exc:
-                    raise InputError("missing required field", path=str(path), line=line,
-                                     field=str(exc.args[0])) from None
+                    raise InputError(
+                        "missing required field", path=str(path), line=line, field=str(exc.args[0])
+                    ) from None
                 except (TypeError, ValueError, AttributeError) as exc:
                     raise InputError(str(exc), path=str(path), line=line) from None
 
 
-def review_stage(run_dir: str | os.PathLike, kept: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+def review_stage(
+    run_dir: str | os.PathLike, kept: str | os.PathLike, out: str | os.PathLike
+) -> dict[str, Any]:
     """The `review` stage of a run: apply `RUN_DIR/review.jsonl` to the rows of `kept` (the last
     stage's kept file), bringing back accepted rows from `filtered/rejected.jsonl` and
     `checked/rejected.jsonl`; write the rows to `out` and the pairs to `RUN_DIR/review/pairs.jsonl`
@@ -259,8 +284,9 @@ def review_stage(run_dir: str | os.PathLike, kept: str | os.PathLike, out: str |
     run_dir = Path(run_dir)
     book = DecisionBook.load(run_dir / DECISIONS_FILE)
     stats = ReviewStats()
-    dropped = rows_with_ids([run_dir / "filtered" / "rejected.jsonl", run_dir / "checked" / "rejected.jsonl"],
-                            book.accepted_ids())
+    dropped = rows_with_ids(
+        [run_dir / "filtered" / "rejected.jsonl", run_dir / "checked" / "rejected.jsonl"], book.accepted_ids()
+    )
     count = write_jsonl_atomic(out, iter_apply(book, iter_conversations(kept), stats, dropped=dropped))
     write_pairs(stats.pairs, run_dir / "review" / "pairs.jsonl")
     return {"count": count, "funnel_step": stats.to_step(), "flagged": [f.to_dict() for f in stats.flagged]}

@@ -42,15 +42,43 @@ class CallInfo:
     response: str | None
 
     def to_row(self) -> tuple[Any, ...]:
-        return (self.key, self.status, self.template, self.model, self.prompt_tokens, self.completion_tokens,
-                self.cost, self.latency, self.attempts, self.error, self.created, self.request, self.response)
+        return (
+            self.key,
+            self.status,
+            self.template,
+            self.model,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cost,
+            self.latency,
+            self.attempts,
+            self.error,
+            self.created,
+            self.request,
+            self.response,
+        )
 
 
-CALL_COLUMNS = ("key", "status", "template", "model", "prompt_tokens", "completion_tokens", "cost", "latency",
-                "attempts", "error", "created", "request", "response")
+CALL_COLUMNS = (
+    "key",
+    "status",
+    "template",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "latency",
+    "attempts",
+    "error",
+    "created",
+    "request",
+    "response",
+)
 
 
-def link_calls(journal_path: Path, first_messages: Mapping[str, list[str]]) -> Iterator[tuple[list[str], CallInfo]]:
+def link_calls(
+    journal_path: Path, first_messages: Mapping[str, list[str]]
+) -> Iterator[tuple[list[str], CallInfo]]:
     """For each journal call that carries one of `first_messages` (text -> dialogue ids), yield the
     ids of those dialogues and the call. Streams the journal once."""
     if not journal_path.exists() or not first_messages:
@@ -73,9 +101,21 @@ def link_calls(journal_path: Path, first_messages: Mapping[str, list[str]]) -> I
             ids.extend(i for i in found if i not in ids)
         if ids:
             last = messages[-1].get("content") if messages else ""
-            yield ids, CallInfo(
-                key=entry.key, status=entry.status, template=template, model=entry.model,
-                prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
-                cost=entry.paid_cost or entry.cost, latency=entry.latency, attempts=entry.attempts,
-                error=entry.error, created=entry.created, request=last if isinstance(last, str) else "",
-                response=entry.response)
+            yield (
+                ids,
+                CallInfo(
+                    key=entry.key,
+                    status=entry.status,
+                    template=template,
+                    model=entry.model,
+                    prompt_tokens=entry.prompt_tokens,
+                    completion_tokens=entry.completion_tokens,
+                    cost=entry.paid_cost or entry.cost,
+                    latency=entry.latency,
+                    attempts=entry.attempts,
+                    error=entry.error,
+                    created=entry.created,
+                    request=last if isinstance(last, str) else "",
+                    response=entry.response,
+                ),
+            )

@@ -25,8 +25,16 @@ from datagen.record import Conversation
 DECISIONS_FILE = "review.jsonl"
 KINDS = ("accept", "reject", "edit")
 #: Reasons a reviewer picks from when rejecting (the funnel counts them); `note` says the rest.
-REJECT_REASONS = ("wrong_answer", "unhelpful", "unsafe", "tool_misuse", "wrong_language", "formatting",
-                  "duplicate", "other")
+REJECT_REASONS = (
+    "wrong_answer",
+    "unhelpful",
+    "unsafe",
+    "tool_misuse",
+    "wrong_language",
+    "formatting",
+    "duplicate",
+    "other",
+)
 
 
 def content_hash(conv: Conversation) -> str:
@@ -55,25 +63,48 @@ class Decision:
     def __post_init__(self) -> None:
         if self.decision not in KINDS:
             raise ValueError(f"decision must be one of {', '.join(KINDS)}, got {self.decision!r}")
-        if self.decision == "edit" and (not isinstance(self.turn, int) or isinstance(self.turn, bool)
-                                        or self.turn < 0 or not isinstance(self.text, str)):
+        if self.decision == "edit" and (
+            not isinstance(self.turn, int)
+            or isinstance(self.turn, bool)
+            or self.turn < 0
+            or not isinstance(self.text, str)
+        ):
             raise ValueError("an edit needs `turn` (a turn index from 0) and `text` (the new answer)")
         if self.decision == "reject" and not self.reason:
             raise ValueError("a rejection needs a `reason`")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("id", self.id), ("hash", self.hash), ("decision", self.decision),
-                                  ("reason", self.reason), ("note", self.note), ("turn", self.turn),
-                                  ("text", self.text), ("who", self.who), ("when", self.when))
-                if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("id", self.id),
+                ("hash", self.hash),
+                ("decision", self.decision),
+                ("reason", self.reason),
+                ("note", self.note),
+                ("turn", self.turn),
+                ("text", self.text),
+                ("who", self.who),
+                ("when", self.when),
+            )
+            if v is not None
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Decision:
         if not isinstance(d, dict):
             raise TypeError(f"a decision must be a JSON object, got {type(d).__name__}")
-        return cls(id=str(d["id"]), hash=str(d["hash"]), decision=d["decision"], who=str(d.get("who", "")),
-                   when=str(d.get("when", "")), reason=d.get("reason"), note=d.get("note"),
-                   turn=d.get("turn"), text=d.get("text"))
+        return cls(
+            id=str(d["id"]),
+            hash=str(d["hash"]),
+            decision=d["decision"],
+            who=str(d.get("who", "")),
+            when=str(d.get("when", "")),
+            reason=d.get("reason"),
+            note=d.get("note"),
+            turn=d.get("turn"),
+            text=d.get("text"),
+        )
 
 
 def read_decisions(path: str | os.PathLike) -> list[Decision]:
@@ -87,7 +118,9 @@ def read_decisions(path: str | os.PathLike) -> list[Decision]:
         try:
             out.append(Decision.from_dict(obj))
         except KeyError as exc:
-            raise InputError("missing required field", path=str(path), line=line, field=str(exc.args[0])) from None
+            raise InputError(
+                "missing required field", path=str(path), line=line, field=str(exc.args[0])
+            ) from None
         except (TypeError, ValueError) as exc:
             raise InputError(str(exc), path=str(path), line=line) from None
     return out

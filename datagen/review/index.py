@@ -222,23 +222,42 @@ def _conversation_row(src: Source, obj: dict[str, Any], where: tuple[str, int]) 
     try:
         conv = Conversation.from_dict(obj)
     except KeyError as exc:
-        raise InputError("missing required field", path=where[0], line=where[1], field=str(exc.args[0])) from None
+        raise InputError(
+            "missing required field", path=where[0], line=where[1], field=str(exc.args[0])
+        ) from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(str(exc), path=where[0], line=where[1]) from None
     rej = obj.get("rejected") if isinstance(obj.get("rejected"), dict) else None
     evidence = (rej or {}).get("evidence")
     if rej is not None and rej.get("duplicate_of") is not None:
-        evidence = {**(evidence if isinstance(evidence, dict) else {"evidence": evidence}),
-                    "duplicate_of": rej["duplicate_of"]}
+        evidence = {
+            **(evidence if isinstance(evidence, dict) else {"evidence": evidence}),
+            "duplicate_of": rej["duplicate_of"],
+        }
     mark = review_mark(conv)
-    scores = {k: float(v) for k, v in conv.scores.items()
-              if isinstance(v, int | float) and not isinstance(v, bool) and v == v}
+    scores = {
+        k: float(v)
+        for k, v in conv.scores.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    }
     first = conv.turns[0].human if conv.turns else ""
-    return _Row(id=conv.id, status=src.status, stage=(rej or {}).get("step") or src.stage or "?",
-                reason=(rej or {}).get("reason"), evidence=evidence, category=conv.category,
-                language=conv.language, kind=conv.kind, plugins=list(conv.plugins), turns=len(conv.turns),
-                hash=(mark or {}).get("original_hash") or content_hash(conv), preview=_short(first),
-                text=_conversation_text(conv), scores=scores, first=first)
+    return _Row(
+        id=conv.id,
+        status=src.status,
+        stage=(rej or {}).get("step") or src.stage or "?",
+        reason=(rej or {}).get("reason"),
+        evidence=evidence,
+        category=conv.category,
+        language=conv.language,
+        kind=conv.kind,
+        plugins=list(conv.plugins),
+        turns=len(conv.turns),
+        hash=(mark or {}).get("original_hash") or content_hash(conv),
+        preview=_short(first),
+        text=_conversation_text(conv),
+        scores=scores,
+        first=first,
+    )
 
 
 def _failure_row(src: Source, obj: dict[str, Any], prompts: Mapping[str, dict[str, Any]]) -> _Row:
@@ -247,11 +266,22 @@ def _failure_row(src: Source, obj: dict[str, Any], prompts: Mapping[str, dict[st
     row_id = str(obj.get("id"))
     detail = str(obj.get("detail") or "")
     evidence = {k: obj.get(k) for k in ("role", "turn", "detail", "permanent") if obj.get(k) is not None}
-    return _Row(id=row_id, status="failed", stage=src.stage, reason=str(obj.get("reason") or "failed"),
-                evidence=evidence, category=prompt.get("category"), language=prompt.get("language"),
-                kind=src.stage.split(".", 1)[-1], plugins=list(prompt.get("plugins") or []), turns=None,
-                hash=_id_hash(row_id), preview=_short(text or detail),
-                text="\n".join([row_id, text, detail]), first=text)
+    return _Row(
+        id=row_id,
+        status="failed",
+        stage=src.stage,
+        reason=str(obj.get("reason") or "failed"),
+        evidence=evidence,
+        category=prompt.get("category"),
+        language=prompt.get("language"),
+        kind=src.stage.split(".", 1)[-1],
+        plugins=list(prompt.get("plugins") or []),
+        turns=None,
+        hash=_id_hash(row_id),
+        preview=_short(text or detail),
+        text="\n".join([row_id, text, detail]),
+        first=text,
+    )
 
 
 def _prompt_row(src: Source, obj: dict[str, Any], lineno: int) -> _Row:
@@ -259,10 +289,21 @@ def _prompt_row(src: Source, obj: dict[str, Any], lineno: int) -> _Row:
     cell = str(obj.get("cell") or "")
     category, _, language = cell.partition("/")
     evidence = {k: obj.get(k) for k in ("detail", "cell", "request") if obj.get(k) is not None}
-    return _Row(id=f"prompt:{lineno}", status="rejected", stage=src.stage, reason=str(obj.get("reason") or "?"),
-                evidence=evidence, category=category or None, language=language or None, kind="prompt",
-                plugins=[], turns=None, hash=_id_hash(f"prompt:{lineno}"),
-                preview=_short(text), text=text)
+    return _Row(
+        id=f"prompt:{lineno}",
+        status="rejected",
+        stage=src.stage,
+        reason=str(obj.get("reason") or "?"),
+        evidence=evidence,
+        category=category or None,
+        language=language or None,
+        kind="prompt",
+        plugins=[],
+        turns=None,
+        hash=_id_hash(f"prompt:{lineno}"),
+        preview=_short(text),
+        text=text,
+    )
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -312,13 +353,17 @@ def build_index(run_dir: Path, path: Path | None = None) -> Path:
             for ids, call in link_calls(run_dir / "journal.sqlite", first_messages):
                 if call.key not in calls_seen:
                     calls_seen.add(call.key)
-                    conn.execute(f"INSERT INTO calls VALUES ({', '.join('?' * len(CALL_COLUMNS))})", call.to_row())
+                    conn.execute(
+                        f"INSERT INTO calls VALUES ({', '.join('?' * len(CALL_COLUMNS))})", call.to_row()
+                    )
                 links += [(i, call.key) for i in ids]
             conn.executemany("INSERT INTO row_calls VALUES (?, ?)", links)
             conn.executescript(_INDEXES)
             _store_summary(conn)
-            conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                             [("version", INDEX_VERSION), ("signature", json.dumps(sig)), ("decisions", "")])
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("version", INDEX_VERSION), ("signature", json.dumps(sig)), ("decisions", "")],
+            )
             conn.commit()
         finally:
             conn.close()
@@ -328,14 +373,37 @@ def build_index(run_dir: Path, path: Path | None = None) -> Path:
 def _insert(conn: sqlite3.Connection, batch: list[tuple[_Row, int, int, int, int]], sid: int) -> None:
     conn.executemany(
         f"INSERT INTO rows VALUES ({', '.join('?' * 18)})",
-        [(rid, r.id, r.status, r.stage, r.reason, json.dumps(r.evidence, ensure_ascii=False) if r.evidence else None,
-          r.category, r.language, r.kind, "," + ",".join(r.plugins) + "," if r.plugins else "", r.turns,
-          r.scores.get("moss_loss"), r.hash, r.preview, sid, offset, length, line)
-         for r, rid, offset, length, line in batch])
-    conn.executemany("INSERT INTO scores VALUES (?, ?, ?)",
-                     [(rid, k, v) for r, rid, *_ in batch for k, v in r.scores.items()])
-    conn.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)",
-                     [(rid, fts_text(r.text)) for r, rid, *_ in batch])
+        [
+            (
+                rid,
+                r.id,
+                r.status,
+                r.stage,
+                r.reason,
+                json.dumps(r.evidence, ensure_ascii=False) if r.evidence else None,
+                r.category,
+                r.language,
+                r.kind,
+                "," + ",".join(r.plugins) + "," if r.plugins else "",
+                r.turns,
+                r.scores.get("moss_loss"),
+                r.hash,
+                r.preview,
+                sid,
+                offset,
+                length,
+                line,
+            )
+            for r, rid, offset, length, line in batch
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO scores VALUES (?, ?, ?)",
+        [(rid, k, v) for r, rid, *_ in batch for k, v in r.scores.items()],
+    )
+    conn.executemany(
+        "INSERT INTO fts (rowid, text) VALUES (?, ?)", [(rid, fts_text(r.text)) for r, rid, *_ in batch]
+    )
 
 
 _FACETS = ("status", "category", "language", "kind")
@@ -345,16 +413,21 @@ def _store_summary(conn: sqlite3.Connection) -> None:
     """Counts the filter menus show, computed once so a page never scans the whole table for them."""
     facets: dict[str, Any] = {}
     for col in _FACETS:
-        facets[col] = conn.execute(f"SELECT coalesce({col}, ''), count(*) FROM rows GROUP BY 1 ORDER BY 2 DESC").fetchall()
-    facets["stage"] = conn.execute("SELECT stage, reason, count(*) FROM rows WHERE status != 'kept' "
-                                   "GROUP BY 1, 2 ORDER BY 1, 3 DESC").fetchall()
+        facets[col] = conn.execute(
+            f"SELECT coalesce({col}, ''), count(*) FROM rows GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    facets["stage"] = conn.execute(
+        "SELECT stage, reason, count(*) FROM rows WHERE status != 'kept' GROUP BY 1, 2 ORDER BY 1, 3 DESC"
+    ).fetchall()
     plugins: dict[str, int] = {}
     for value, n in conn.execute("SELECT plugins, count(*) FROM rows WHERE plugins != '' GROUP BY 1"):
         for p in value.strip(",").split(","):
             plugins[p] = plugins.get(p, 0) + n
     facets["plugin"] = sorted(plugins.items(), key=lambda kv: -kv[1])
-    facets["score"] = conn.execute("SELECT name, count(*), min(value), max(value) FROM scores GROUP BY 1 "
-                                   "ORDER BY name != 'moss_loss', name").fetchall()
+    facets["score"] = conn.execute(
+        "SELECT name, count(*), min(value), max(value) FROM scores GROUP BY 1 "
+        "ORDER BY name != 'moss_loss', name"
+    ).fetchall()
     facets["total"] = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
     facets["loss_bins"] = _score_bins(conn, "moss_loss")
     conn.execute("INSERT INTO meta VALUES ('facets', ?)", (json.dumps(facets, ensure_ascii=False),))
@@ -363,8 +436,9 @@ def _store_summary(conn: sqlite3.Connection) -> None:
 def _score_bins(conn: sqlite3.Connection, name: str, bins: int = HIST_BINS) -> dict[str, Any] | None:
     """A score's histogram by row status: `{"lo", "hi", "counts": {status: [n per bin]}}`."""
     finite = "s.name = ? AND s.value BETWEEN -1e308 AND 1e308"
-    lo, hi, n = conn.execute(f"SELECT min(value), max(value), count(*) FROM scores s WHERE {finite}",
-                             (name,)).fetchone()
+    lo, hi, n = conn.execute(
+        f"SELECT min(value), max(value), count(*) FROM scores s WHERE {finite}", (name,)
+    ).fetchone()
     if not n:
         return None
     if hi == lo:
@@ -373,8 +447,10 @@ def _score_bins(conn: sqlite3.Connection, name: str, bins: int = HIST_BINS) -> d
     step = (hi - lo) / bins
     counts: dict[str, list[int]] = {}
     for status, b, count in conn.execute(
-            f"SELECT r.status, min(CAST((s.value - ?) / ? AS INTEGER), ?), count(*) FROM scores s "
-            f"JOIN rows r USING (rid) WHERE {finite} GROUP BY 1, 2", (lo, step, bins - 1, name)):
+        f"SELECT r.status, min(CAST((s.value - ?) / ? AS INTEGER), ?), count(*) FROM scores s "
+        f"JOIN rows r USING (rid) WHERE {finite} GROUP BY 1, 2",
+        (lo, step, bins - 1, name),
+    ):
         counts.setdefault(status, [0] * bins)[b] += count
     return {"lo": lo, "hi": hi, "counts": counts}
 
@@ -487,20 +563,57 @@ class IndexedRow:
     @property
     def cell(self) -> dict[str, str]:
         """The filters of this row's cell: same status, category, language and kind."""
-        return {"status": self.status, "category": self.category or "", "language": self.language or "",
-                "kind": self.kind}
+        return {
+            "status": self.status,
+            "category": self.category or "",
+            "language": self.language or "",
+            "kind": self.kind,
+        }
 
 
-_ROW_COLS = ("r.rid, r.id, r.status, r.stage, r.reason, r.evidence, r.category, r.language, r.kind, r.plugins, "
-             "r.turns, r.loss, r.hash, r.preview, s.path, r.line")
+_ROW_COLS = (
+    "r.rid, r.id, r.status, r.stage, r.reason, r.evidence, r.category, r.language, r.kind, r.plugins, "
+    "r.turns, r.loss, r.hash, r.preview, s.path, r.line"
+)
 
 
 def _indexed(row: tuple[Any, ...]) -> IndexedRow:
-    (rid, id_, status, stage, reason, evidence, category, language, kind, plugins, turns, loss, hash_, preview,
-     source, line) = row
-    return IndexedRow(rid, id_, status, stage, reason, json.loads(evidence) if evidence else None, category,
-                      language, kind, [p for p in plugins.split(",") if p], turns, loss, hash_, preview or "",
-                      source, line)
+    (
+        rid,
+        id_,
+        status,
+        stage,
+        reason,
+        evidence,
+        category,
+        language,
+        kind,
+        plugins,
+        turns,
+        loss,
+        hash_,
+        preview,
+        source,
+        line,
+    ) = row
+    return IndexedRow(
+        rid,
+        id_,
+        status,
+        stage,
+        reason,
+        json.loads(evidence) if evidence else None,
+        category,
+        language,
+        kind,
+        [p for p in plugins.split(",") if p],
+        turns,
+        loss,
+        hash_,
+        preview or "",
+        source,
+        line,
+    )
 
 
 class RunIndex:
@@ -573,8 +686,10 @@ class RunIndex:
         decisions = read_decisions(self.decisions_path)
         with conn:
             conn.execute("DELETE FROM decisions")
-            conn.executemany("INSERT INTO decisions (id, hash, decision, reason, turn, who, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(d.id, d.hash, d.decision, d.reason, d.turn, d.who, d.when) for d in decisions])
+            conn.executemany(
+                "INSERT INTO decisions (id, hash, decision, reason, turn, who, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(d.id, d.hash, d.decision, d.reason, d.turn, d.who, d.when) for d in decisions],
+            )
             conn.execute("UPDATE meta SET value = ? WHERE name = 'decisions'", (sig,))
 
     def decisions_for(self, row_id: str) -> list[Decision]:
@@ -583,8 +698,7 @@ class RunIndex:
 
     def review_counts(self) -> dict[str, int]:
         """Rows with decisions, by their latest verdict, plus those flagged."""
-        rows = self.db.execute(
-            "SELECT decision, count(DISTINCT id) FROM decisions GROUP BY 1").fetchall()
+        rows = self.db.execute("SELECT decision, count(DISTINCT id) FROM decisions GROUP BY 1").fetchall()
         out = dict(rows)
         out["flagged"] = self.db.execute(
             "SELECT count(DISTINCT d.id) FROM decisions d JOIN rows r ON r.id = d.id WHERE d.hash != r.hash"
@@ -597,18 +711,25 @@ class RunIndex:
     def facets(self) -> dict[str, Any]:
         return json.loads(self.db.execute("SELECT value FROM meta WHERE name = 'facets'").fetchone()[0])
 
-    def page(self, filters: Filters, *, offset: int = 0, limit: int = PAGE_SIZE) -> tuple[list[IndexedRow], int]:
+    def page(
+        self, filters: Filters, *, offset: int = 0, limit: int = PAGE_SIZE
+    ) -> tuple[list[IndexedRow], int]:
         """One page of rows matching `filters` (in file order) and how many match in all."""
         where, params = filters.where()
         total = self.db.execute(f"SELECT count(*) FROM rows r WHERE {where}", params).fetchone()[0]
-        rows = self.db.execute(f"SELECT {_ROW_COLS} FROM rows r JOIN sources s USING (sid) WHERE {where} "
-                               "ORDER BY r.rid LIMIT ? OFFSET ?", [*params, limit, max(0, offset)]).fetchall()
+        rows = self.db.execute(
+            f"SELECT {_ROW_COLS} FROM rows r JOIN sources s USING (sid) WHERE {where} "
+            "ORDER BY r.rid LIMIT ? OFFSET ?",
+            [*params, limit, max(0, offset)],
+        ).fetchall()
         return [_indexed(r) for r in rows], total
 
     def row(self, rid: int) -> IndexedRow | None:
         """One row, with its object read from the source file."""
-        found = self.db.execute(f"SELECT {_ROW_COLS}, r.offset, r.length FROM rows r JOIN sources s USING (sid) "
-                                "WHERE r.rid = ?", (rid,)).fetchone()
+        found = self.db.execute(
+            f"SELECT {_ROW_COLS}, r.offset, r.length FROM rows r JOIN sources s USING (sid) WHERE r.rid = ?",
+            (rid,),
+        ).fetchone()
         if found is None:
             return None
         row = _indexed(found[:-2])
@@ -626,8 +747,10 @@ class RunIndex:
         where, params = filters.where()
         base = f"SELECT r.rid FROM rows r WHERE {where} AND r.id NOT IN (SELECT id FROM decisions)"
         if after is not None:
-            found = self.db.execute(base + " AND (r.hash, r.rid) > (?, ?) ORDER BY r.hash, r.rid LIMIT 1",
-                                    [*params, after.hash, after.rid]).fetchone()
+            found = self.db.execute(
+                base + " AND (r.hash, r.rid) > (?, ?) ORDER BY r.hash, r.rid LIMIT 1",
+                [*params, after.hash, after.rid],
+            ).fetchone()
             if found:
                 return found[0]
         found = self.db.execute(base + " ORDER BY r.hash, r.rid LIMIT 1", params).fetchone()
@@ -637,11 +760,15 @@ class RunIndex:
         """(rows with a decision, rows) among those matching `filters`."""
         where, params = filters.where()
         total, reviewed = self.db.execute(
-            f"SELECT count(*), sum(r.id IN (SELECT id FROM decisions)) FROM rows r WHERE {where}", params).fetchone()
+            f"SELECT count(*), sum(r.id IN (SELECT id FROM decisions)) FROM rows r WHERE {where}", params
+        ).fetchone()
         return reviewed or 0, total
 
     def calls(self, row_id: str) -> list[dict[str, Any]]:
         """The teacher calls behind a dialogue, oldest first."""
-        cur = self.db.execute(f"SELECT {', '.join('c.' + c for c in CALL_COLUMNS)} FROM row_calls rc "
-                              "JOIN calls c ON c.key = rc.key WHERE rc.id = ? ORDER BY c.created", (row_id,))
+        cur = self.db.execute(
+            f"SELECT {', '.join('c.' + c for c in CALL_COLUMNS)} FROM row_calls rc "
+            "JOIN calls c ON c.key = rc.key WHERE rc.id = ? ORDER BY c.created",
+            (row_id,),
+        )
         return [dict(zip(CALL_COLUMNS, r, strict=True)) for r in cur]

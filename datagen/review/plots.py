@@ -32,8 +32,10 @@ class Panel:
 def funnel_panels(steps: list[dict[str, Any]]) -> list[Panel]:
     """One panel of bars per unit (prompts, dialogues): kept and dropped, scaled to the panel's
     largest step."""
-    groups = [("Prompts", [s for s in steps if s.get("step") in PROMPT_STEPS]),
-              ("Dialogues", [s for s in steps if s.get("step") not in PROMPT_STEPS])]
+    groups = [
+        ("Prompts", [s for s in steps if s.get("step") in PROMPT_STEPS]),
+        ("Dialogues", [s for s in steps if s.get("step") not in PROMPT_STEPS]),
+    ]
     panels = []
     for title, group in groups:
         if not group:
@@ -42,8 +44,16 @@ def funnel_panels(steps: list[dict[str, Any]]) -> list[Panel]:
         panel = Panel(title, BAR_H * len(group) + 8)
         for i, s in enumerate(group):
             kept, dropped = int(s.get("kept", 0)), int(s.get("dropped", 0))
-            panel.bars.append(Bar(str(s.get("step")), 4 + i * BAR_H, kept, dropped,
-                                  PLOT_W * kept / top, PLOT_W * dropped / top))
+            panel.bars.append(
+                Bar(
+                    str(s.get("step")),
+                    4 + i * BAR_H,
+                    kept,
+                    dropped,
+                    PLOT_W * kept / top,
+                    PLOT_W * dropped / top,
+                )
+            )
         panels.append(panel)
     return panels
 
@@ -69,8 +79,9 @@ class Histogram:
     height: int = 160
 
 
-def histogram(binned: dict[str, Any] | None, *, cutoff: float | None = None, width: int = 560,
-              height: int = 160) -> Histogram | None:
+def histogram(
+    binned: dict[str, Any] | None, *, cutoff: float | None = None, width: int = 560, height: int = 160
+) -> Histogram | None:
     """Stacked bars of a score's bins by row status (`{"lo", "hi", "counts": {status: [n per bin]}}`,
     as the index stores them); None without values."""
     if not binned or not binned.get("counts"):
@@ -81,7 +92,9 @@ def histogram(binned: dict[str, Any] | None, *, cutoff: float | None = None, wid
     counts = [{status: c[i] for status, c in by_status.items()} for i in range(n)]
     top = max(sum(c.values()) for c in counts) or 1
     w = width / n
-    out = [Bin(i * w, w, lo + i * step, lo + (i + 1) * step, c, {k: height * x / top for k, x in c.items()})
-           for i, c in enumerate(counts)]
+    out = [
+        Bin(i * w, w, lo + i * step, lo + (i + 1) * step, c, {k: height * x / top for k, x in c.items()})
+        for i, c in enumerate(counts)
+    ]
     cutoff_x = width * (cutoff - lo) / (hi - lo) if cutoff is not None and lo <= cutoff <= hi else None
     return Histogram(out, lo, hi, top, cutoff_x, width, height)

@@ -32,8 +32,22 @@ from datagen.yamlfile import load_yaml, read_yaml, resolve_path
 
 #: sections parsed here (small, owned by the pipeline).
 TOP_LEVEL_KEYS = {
-    "name", "seed", "seeds", "teacher", "expand", "dialogues", "tools", "filters", "check",
-    "finetune", "dataset", "publish", "targets", "budget", "quota", "preference",
+    "name",
+    "seed",
+    "seeds",
+    "teacher",
+    "expand",
+    "dialogues",
+    "tools",
+    "filters",
+    "check",
+    "finetune",
+    "dataset",
+    "publish",
+    "targets",
+    "budget",
+    "quota",
+    "preference",
 }
 
 
@@ -100,8 +114,9 @@ class CheckSection:
     def __post_init__(self) -> None:
         _check_type(self.enabled, (bool,), "check.enabled", "true or false")
         if self.tokenization not in ("auto", "upstream", "datagen"):
-            raise ConfigError(f"must be auto, upstream or datagen, got {self.tokenization!r}",
-                              field="check.tokenization")
+            raise ConfigError(
+                f"must be auto, upstream or datagen, got {self.tokenization!r}", field="check.tokenization"
+            )
         if self.model is not None:
             _check_type(self.model, (str,), "check.model", "a folder, a .gguf file or smollm2")
         check_int(self.batch_size, "check.batch_size", minimum=1)
@@ -116,10 +131,13 @@ class CheckSection:
         if self.percentile is not None:
             _check_type(self.percentile, (int, float), "check.percentile", "a number")
             if not 0 < self.percentile < 100:
-                raise ConfigError(f"must be between 0 and 100, got {self.percentile}", field="check.percentile")
+                raise ConfigError(
+                    f"must be between 0 and 100, got {self.percentile}", field="check.percentile"
+                )
         if self.enabled and not self.model:
-            raise ConfigError("the check stage needs a model (a folder, a .gguf file or smollm2)",
-                              field="check.model")
+            raise ConfigError(
+                "the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model"
+            )
 
 
 @dataclass(slots=True)
@@ -133,8 +151,9 @@ class DatasetSection:
         _check_type(self.enabled, (bool,), "dataset.enabled", "true or false")
         _check_type(self.validation_fraction, (int, float), "dataset.validation_fraction", "a number")
         if not 0 <= self.validation_fraction < 1:
-            raise ConfigError(f"must be in [0, 1), got {self.validation_fraction}",
-                              field="dataset.validation_fraction")
+            raise ConfigError(
+                f"must be in [0, 1), got {self.validation_fraction}", field="dataset.validation_fraction"
+            )
 
 
 @dataclass(slots=True)
@@ -303,8 +322,9 @@ def _section(name: str, cls: type, data: Any) -> Any:
         return cls.from_dict(data)
     except ConfigError as exc:
         f = exc.field or ""
-        raise ConfigError(exc.reason, field=f if f.startswith(name + ".") or f == name else
-                          (f"{name}.{f}" if f else name)) from None
+        raise ConfigError(
+            exc.reason, field=f if f.startswith(name + ".") or f == name else (f"{name}.{f}" if f else name)
+        ) from None
 
 
 #: A run name becomes a folder under outputs/: one plain name, never a path.
@@ -315,13 +335,17 @@ def _run_name(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # `name: 2024`
     if not isinstance(value, str) or not _RUN_NAME.fullmatch(value):
-        raise ConfigError("must be a plain name of letters, digits, '.', '_' and '-' (it names the folder "
-                          f"outputs/NAME), got {value!r}", field="name")
+        raise ConfigError(
+            "must be a plain name of letters, digits, '.', '_' and '-' (it names the folder "
+            f"outputs/NAME), got {value!r}",
+            field="name",
+        )
     return value
 
 
-def build_config(data: dict[str, Any], *, source: str | None = None,
-                 raw: dict[str, Any] | None = None) -> RunConfig:
+def build_config(
+    data: dict[str, Any], *, source: str | None = None, raw: dict[str, Any] | None = None
+) -> RunConfig:
     """Build a RunConfig from a plain dict (already merged with overrides). Paths are used as given
     (`load_config` resolves those written in a file first); `raw` is what the user wrote, kept for
     fingerprints and manifests (default: `data`)."""
@@ -343,7 +367,9 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
     if not isinstance(finetune, dict):
         raise ConfigError("must be a mapping", field="finetune")
     if finetune:
-        _section("finetune", FinetuneConfig, finetune)  # validate now; `datagen finetune --config` builds it again
+        _section(
+            "finetune", FinetuneConfig, finetune
+        )  # validate now; `datagen finetune --config` builds it again
     tools = data.get("tools") or {}
     if not isinstance(tools, dict):
         raise ConfigError("must be a mapping", field="tools")
@@ -366,7 +392,9 @@ def build_config(data: dict[str, Any], *, source: str | None = None,
         dataset=_dataclass_from_dict(DatasetSection, data.get("dataset"), "dataset"),
         publish=_dataclass_from_dict(PublishSection, data.get("publish"), "publish"),
         quota=QuotaSection.from_config(data.get("targets"), data.get("budget"), data.get("quota")),
-        preference=_section("preference", PreferenceConfig, data["preference"]) if "preference" in data else None,
+        preference=_section("preference", PreferenceConfig, data["preference"])
+        if "preference" in data
+        else None,
         raw=data if raw is None else raw,
         source=source,
     )
@@ -422,8 +450,9 @@ def resolve_paths(data: dict[str, Any], base: str | os.PathLike, from_file: Any)
             where = f"{key}.{k}" if key else str(k)
             if rest:
                 visit(child, rest, where)
-            elif from_file(where) and (not MODEL_KEYS.match(where) or
-                                       (isinstance(child, str) and _looks_like_path(child, base))):
+            elif from_file(where) and (
+                not MODEL_KEYS.match(where) or (isinstance(child, str) and _looks_like_path(child, base))
+            ):
                 node[k] = rebase(child)
 
     for pattern in PATH_KEYS:

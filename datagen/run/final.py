@@ -30,8 +30,12 @@ class FinalStage(Stage):
 
     def outputs(self, ctx: StageContext) -> dict[str, Path]:
         d = ctx.run_dir
-        return {"main": d / "final.jsonl", "funnel": d / "funnel.json", "plot": d / "funnel.png",
-                "table": d / "funnel.md"}
+        return {
+            "main": d / "final.jsonl",
+            "funnel": d / "funnel.json",
+            "plot": d / "funnel.png",
+            "table": d / "funnel.md",
+        }
 
     def read(self, ctx: StageContext) -> Iterable[Any]:
         return iter_conversations(ctx.output(self.after[0]))
@@ -55,14 +59,21 @@ class FinalStage(Stage):
         write_jsonl_atomic(out["main"], counted())
         count = sum(by_kind.values())
         steps = ctx.funnel.steps if ctx.funnel is not None else []
-        funnel = {"input": steps[0].in_ if steps else count, "kept": count, "steps": [s.funnel_row() for s in steps]}
+        funnel = {
+            "input": steps[0].in_ if steps else count,
+            "kept": count,
+            "steps": [s.funnel_row() for s in steps],
+        }
         write_json_atomic(out["funnel"], funnel)
         out["table"].write_text(funnel_table(funnel) + "\n", encoding="utf-8")
         dropped: list[float] = []
         cutoff = None
         if ctx.has("check") and ctx.output("check", "rejected").exists():
-            dropped = [float(c.scores["moss_loss"]) for c in iter_conversations(ctx.output("check", "rejected"))
-                       if c.scores.get("moss_loss") is not None]
+            dropped = [
+                float(c.scores["moss_loss"])
+                for c in iter_conversations(ctx.output("check", "rejected"))
+                if c.scores.get("moss_loss") is not None
+            ]
             report = json.loads(ctx.output("check", "report").read_text(encoding="utf-8"))
             cutoff = report.get("cutoff")
         plot_run(funnel, losses, out["plot"], cutoff=cutoff, dropped_losses=dropped)

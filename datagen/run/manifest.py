@@ -20,8 +20,10 @@ from datagen.versions import now
 MANIFEST = "manifest.json"
 
 
-_RECOVER = ("move it aside (mv {path} {path}.bad) and rerun `datagen run` with the same config: it redoes "
-            "every stage, taking each teacher call already made from journal.sqlite without paying again")
+_RECOVER = (
+    "move it aside (mv {path} {path}.bad) and rerun `datagen run` with the same config: it redoes "
+    "every stage, taking each teacher call already made from journal.sqlite without paying again"
+)
 
 
 @dataclass(slots=True)
@@ -44,11 +46,17 @@ class Manifest:
             except UnicodeDecodeError:
                 raise InputError(f"not UTF-8 text; {_RECOVER.format(path=path)}", path=str(path)) from None
             except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; cut short?); "
-                                 + _RECOVER.format(path=path), path=str(path)) from None
+                raise InputError(
+                    f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; cut short?); "
+                    + _RECOVER.format(path=path),
+                    path=str(path),
+                ) from None
             if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
-                raise InputError(f"not a datagen manifest (expected an object with a 'stages' mapping); "
-                                 f"{_RECOVER.format(path=path)}", path=str(path))
+                raise InputError(
+                    f"not a datagen manifest (expected an object with a 'stages' mapping); "
+                    f"{_RECOVER.format(path=path)}",
+                    path=str(path),
+                )
         data.setdefault("stages", {})
         return cls(path=path, data=data)
 
@@ -66,8 +74,12 @@ class Manifest:
     def start(self, stage: str, fingerprint: str) -> None:
         prev = self.stages.get(stage, {})
         resumed = prev.get("fingerprint") == fingerprint and prev.get("status") == "running"
-        self.stages[stage] = {"status": "running", "fingerprint": fingerprint, "started": now(),
-                              "resumed": resumed or prev.get("resumed", False) and resumed}
+        self.stages[stage] = {
+            "status": "running",
+            "fingerprint": fingerprint,
+            "started": now(),
+            "resumed": resumed or prev.get("resumed", False) and resumed,
+        }
         self.save()
 
     def finish(self, stage: str, /, **info: Any) -> None:

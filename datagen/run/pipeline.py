@@ -46,8 +46,11 @@ from datagen.stage import Stage
 def stages_for(cfg: RunConfig, run_dir: Path) -> list[Stage]:
     """The stages `cfg` runs in `run_dir`, in order."""
     out: list[Stage] = [SeedsStage(cfg), ExpandStage(cfg)]
-    out += [DialoguesStage(cfg, k) for k in ("hhh", "plugin")
-            if cfg.dialogues.get(k) is None or cfg.dialogues[k].enabled]
+    out += [
+        DialoguesStage(cfg, k)
+        for k in ("hhh", "plugin")
+        if cfg.dialogues.get(k) is None or cfg.dialogues[k].enabled
+    ]
     out.append(FilterStage(cfg))
     last = "filter"
     if cfg.check.enabled:
@@ -66,9 +69,16 @@ def stages_for(cfg: RunConfig, run_dir: Path) -> list[Stage]:
     return out
 
 
-def run_pipeline(cfg: RunConfig, run_dir: Path, *, executor: Executor | None = None,
-                 engine_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+def run_pipeline(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    executor: Executor | None = None,
+    engine_factory: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) every stage of `cfg` in `run_dir`; returns the manifest. `executor` and
     `engine_factory` (a batch-API engine for the teacher stages) default to this process and
     `TeacherEngine`."""
-    return Runner(cfg, run_dir, executor=executor, engine_factory=engine_factory).run(stages_for(cfg, run_dir))
+    return Runner(cfg, run_dir, executor=executor, engine_factory=engine_factory).run(
+        stages_for(cfg, run_dir)
+    )

@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_run(funnel: dict[str, Any], losses: list[float], out_path: Path, *, cutoff: float | None = None,
-             dropped_losses: list[float] | None = None) -> Path:
+def plot_run(
+    funnel: dict[str, Any],
+    losses: list[float],
+    out_path: Path,
+    *,
+    cutoff: float | None = None,
+    dropped_losses: list[float] | None = None,
+) -> Path:
     """Draw the funnel and, when the local model scored the rows, the distribution of their losses
     (kept and dropped, with the cutoff), into one PNG.
 
@@ -52,9 +58,13 @@ def plot_run(funnel: dict[str, Any], losses: list[float], out_path: Path, *, cut
         finite = [x for x in losses if math.isfinite(x)]
         gone = [x for x in dropped_losses if math.isfinite(x)]
         bins = min(40, max(8, (len(finite) + len(gone)) // 3))
-        ax.hist([finite, gone] if gone else [finite], bins=bins, stacked=True,
-                color=["#55a868", "#c44e52"][: 2 if gone else 1],
-                label=["kept", "dropped"][: 2 if gone else 1])
+        ax.hist(
+            [finite, gone] if gone else [finite],
+            bins=bins,
+            stacked=True,
+            color=["#55a868", "#c44e52"][: 2 if gone else 1],
+            label=["kept", "dropped"][: 2 if gone else 1],
+        )
         if cutoff is not None and math.isfinite(cutoff):
             ax.axvline(cutoff, color="black", linestyle="--", linewidth=1)
             ax.text(cutoff, ax.get_ylim()[1] * 0.95, f" cutoff {cutoff:.2f}", fontsize=8, va="top")

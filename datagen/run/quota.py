@@ -43,11 +43,16 @@ class Budget:
     tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.usd is not None and (isinstance(self.usd, bool) or not isinstance(self.usd, int | float)
-                                     or not math.isfinite(self.usd) or self.usd < 0):
+        if self.usd is not None and (
+            isinstance(self.usd, bool)
+            or not isinstance(self.usd, int | float)
+            or not math.isfinite(self.usd)
+            or self.usd < 0
+        ):
             raise ConfigError(f"must be a number >= 0, got {self.usd!r}", field="budget.usd")
-        if self.tokens is not None and (isinstance(self.tokens, bool) or not isinstance(self.tokens, int)
-                                        or self.tokens < 0):
+        if self.tokens is not None and (
+            isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 0
+        ):
             raise ConfigError(f"must be an integer >= 0, got {self.tokens!r}", field="budget.tokens")
 
 
@@ -93,8 +98,13 @@ class QuotaPolicy:
     slack: int = 1
 
     def __post_init__(self) -> None:
-        checks = (("pilot_share", 0.0, 1.0), ("confidence", 0.0, 10.0), ("cost_margin", 0.0, 10.0),
-                  ("max_growth", 1.0, 1e6), ("min_rate", 0.0, 1.0))
+        checks = (
+            ("pilot_share", 0.0, 1.0),
+            ("confidence", 0.0, 10.0),
+            ("cost_margin", 0.0, 10.0),
+            ("max_growth", 1.0, 1e6),
+            ("min_rate", 0.0, 1.0),
+        )
         for name, lo, hi in checks:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
@@ -189,17 +199,22 @@ class WavePlan:
     def table(self) -> str:
         """A Markdown table of every cell: accepted / target, rate, cost per accepted row,
         projected cost to finish, and what the next wave asks."""
+
         def money(v: float | None) -> str:
             return "-" if v is None else f"${v:.4f}"
 
-        lines = ["| cell | accepted / target | rate | cost / accepted | to finish | next wave | state |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        lines = [
+            "| cell | accepted / target | rate | cost / accepted | to finish | next wave | state |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
         for c in self.cells:
             rate = "-" if c.rate is None else f"{c.rate:.0%}"
             extra = f" (+{c.accepted - c.target} reserve)" if c.accepted > c.target else ""
-            lines.append(f"| {c.cell} | {min(c.accepted, c.target)} / {c.target}{extra} | {rate} | "
-                         f"{money(c.cost_per_accepted)} | "
-                         f"{money(c.projected_cost)} | {c.attempts} | {c.state} |")
+            lines.append(
+                f"| {c.cell} | {min(c.accepted, c.target)} / {c.target}{extra} | {rate} | "
+                f"{money(c.cost_per_accepted)} | "
+                f"{money(c.projected_cost)} | {c.attempts} | {c.state} |"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -208,9 +223,18 @@ def _unit(values: list[tuple[float, int]]) -> float | None:
     return spent / tried if tried else None
 
 
-def plan_wave(targets: Mapping[str, int], progress: Mapping[str, CellProgress], *, budget: Budget | None = None,
-              spent_usd: float = 0.0, spent_tokens: int = 0, wave: int = 1, policy: QuotaPolicy | None = None,
-              cost_hint: float | None = None, tokens_hint: float | None = None) -> WavePlan:
+def plan_wave(
+    targets: Mapping[str, int],
+    progress: Mapping[str, CellProgress],
+    *,
+    budget: Budget | None = None,
+    spent_usd: float = 0.0,
+    spent_tokens: int = 0,
+    wave: int = 1,
+    policy: QuotaPolicy | None = None,
+    cost_hint: float | None = None,
+    tokens_hint: float | None = None,
+) -> WavePlan:
     """Size wave number `wave` (1 = the pilot) from each cell's progress so far.
 
     Args:
@@ -234,9 +258,12 @@ def plan_wave(targets: Mapping[str, int], progress: Mapping[str, CellProgress], 
     for cell, target in targets.items():
         p = progress.get(cell) or CellProgress()
         c = CellPlan(cell, target, p.accepted, p.attempted, p.cost)
-        c.cost_per_attempt = p.cost / p.attempted if p.attempted else (run_cost if run_cost is not None else cost_hint)
-        c.tokens_per_attempt = (p.tokens / p.attempted if p.attempted
-                                else run_tokens if run_tokens is not None else tokens_hint)
+        c.cost_per_attempt = (
+            p.cost / p.attempted if p.attempted else (run_cost if run_cost is not None else cost_hint)
+        )
+        c.tokens_per_attempt = (
+            p.tokens / p.attempted if p.attempted else run_tokens if run_tokens is not None else tokens_hint
+        )
         plan.cells.append(c)
         r = c.remaining
         if not r:
@@ -249,7 +276,13 @@ def plan_wave(targets: Mapping[str, int], progress: Mapping[str, CellProgress], 
             c.state = "starved"
             continue
         c.state = "wave"
-        c.attempts = max(1, min(wave_size(r + policy.slack, bound, policy.confidence), math.floor(policy.max_growth * p.attempted)))
+        c.attempts = max(
+            1,
+            min(
+                wave_size(r + policy.slack, bound, policy.confidence),
+                math.floor(policy.max_growth * p.attempted),
+            ),
+        )
     if all(not c.remaining for c in plan.cells):
         plan.stop = "done"
         return plan
@@ -287,8 +320,9 @@ def _fit_budget(plan: WavePlan, budget: Budget, spent_usd: float, spent_tokens: 
             if c.attempts < wanted[c.cell]:
                 c.attempts += 1
                 cost, tokens = _projected(plan, margin)
-                if ((budget.usd is not None and cost > budget.usd - spent_usd)
-                        or (budget.tokens is not None and tokens > budget.tokens - spent_tokens)):
+                if (budget.usd is not None and cost > budget.usd - spent_usd) or (
+                    budget.tokens is not None and tokens > budget.tokens - spent_tokens
+                ):
                     c.attempts -= 1
         for c in plan.cells:
             if c.attempts < wanted[c.cell]:
@@ -309,8 +343,11 @@ def parse_cell(key: Any) -> str:
     where = f"targets.{key}"
     parts = key.split("/") if isinstance(key, str) else []
     if len(parts) not in (3, 4) or not all(p.strip() for p in parts):
-        raise ConfigError("a cell is category/language/kind[/plugins], e.g. writing/en/hhh or "
-                          "math/zh/plugin/calculator (`-` for no category or language)", field=where)
+        raise ConfigError(
+            "a cell is category/language/kind[/plugins], e.g. writing/en/hhh or "
+            "math/zh/plugin/calculator (`-` for no category or language)",
+            field=where,
+        )
     category, language, kind = (p.strip() for p in parts[:3])
     plugins = [] if len(parts) == 3 or parts[3].strip() == "-" else [p.strip() for p in parts[3].split("+")]
     if kind not in ("hhh", "plugin"):
@@ -319,8 +356,9 @@ def parse_cell(key: Any) -> str:
     if unknown:
         raise ConfigError(f"unknown plugin {unknown[0]!r} (known: {', '.join(PLUGIN_COMMANDS)})", field=where)
     if (kind == "plugin") != bool(plugins):
-        raise ConfigError("a plugin cell names its plugins (math/en/plugin/calculator); an hhh cell none",
-                          field=where)
+        raise ConfigError(
+            "a plugin cell names its plugins (math/en/plugin/calculator); an hhh cell none", field=where
+        )
     return cell_key(None if category == "-" else category, None if language == "-" else language, plugins)
 
 
@@ -338,12 +376,15 @@ class QuotaSection:
         ConfigError names the key."""
         if targets is None:
             if budget is not None or quota is not None:
-                raise ConfigError("budget and quota apply to a run with targets (accepted rows per cell)",
-                                  field="budget" if budget is not None else "quota")
+                raise ConfigError(
+                    "budget and quota apply to a run with targets (accepted rows per cell)",
+                    field="budget" if budget is not None else "quota",
+                )
             return None
         if not isinstance(targets, dict) or not targets:
-            raise ConfigError("must be a mapping of cell -> accepted rows, e.g. {writing/en/hhh: 20}",
-                              field="targets")
+            raise ConfigError(
+                "must be a mapping of cell -> accepted rows, e.g. {writing/en/hhh: 20}", field="targets"
+            )
         parsed: dict[str, int] = {}
         for key, count in targets.items():
             cell = parse_cell(key)
@@ -352,7 +393,9 @@ class QuotaSection:
             if cell in parsed:
                 raise ConfigError(f"the same cell as another target ({cell})", field=f"targets.{key}")
             parsed[cell] = count
-        return cls(parsed, _from_mapping(Budget, budget, "budget"), _from_mapping(QuotaPolicy, quota, "quota"))
+        return cls(
+            parsed, _from_mapping(Budget, budget, "budget"), _from_mapping(QuotaPolicy, quota, "quota")
+        )
 
 
 def _from_mapping(cls: type, data: Any, where: str) -> Any:
@@ -363,6 +406,7 @@ def _from_mapping(cls: type, data: Any, where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})",
-                          field=f"{where}.{unknown[0]}")
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})", field=f"{where}.{unknown[0]}"
+        )
     return cls(**data)

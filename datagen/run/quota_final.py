@@ -40,8 +40,14 @@ class QuotaFinalStage(Stage):
 
     def outputs(self, ctx: StageContext) -> dict[str, Path]:
         d = ctx.run_dir
-        return {"main": d / "final.jsonl", "funnel": d / "funnel.json", "plot": d / "funnel.png",
-                "table": d / "funnel.md", "reserve": d / "reserve.jsonl", "judge": d / "judge.json"}
+        return {
+            "main": d / "final.jsonl",
+            "funnel": d / "funnel.json",
+            "plot": d / "funnel.png",
+            "table": d / "funnel.md",
+            "reserve": d / "reserve.jsonl",
+            "judge": d / "judge.json",
+        }
 
     def _wave_rows(self, ctx: StageContext) -> Iterator[tuple[str | None, Any]]:
         from datagen.run.waves import row_prompt
@@ -80,13 +86,22 @@ class QuotaFinalStage(Stage):
         if judge is not None:
             from datagen.filters.judge_report import report_markdown
 
-            funnel["judge"] = {k: judge[k] for k in ("rubrics", "models", "criteria", "cells", "length_correlation")}
+            funnel["judge"] = {
+                k: judge[k] for k in ("rubrics", "models", "criteria", "cells", "length_correlation")
+            }
             table += "\n" + report_markdown(judge)
         write_json_atomic(out["funnel"], funnel)
         out["table"].write_text(table, encoding="utf-8")
         plot_run(funnel, losses, out["plot"])
-        ctx.info.update({"count": count, "reserve": len(reserve), "waves": len(self.quota_run.waves),
-                         "by_cell": {c: taken.get(c, 0) for c in targets}, "targets": dict(targets)})
+        ctx.info.update(
+            {
+                "count": count,
+                "reserve": len(reserve),
+                "waves": len(self.quota_run.waves),
+                "by_cell": {c: taken.get(c, 0) for c in targets},
+                "targets": dict(targets),
+            }
+        )
         yield from ()
 
     def _funnel(self, ctx: StageContext, count: int, reserve: int) -> dict[str, Any]:
@@ -105,10 +120,20 @@ class QuotaFinalStage(Stage):
                 steps[st.name] = steps[st.name] + st if st.name in steps else st
         seeds = ctx.funnel.steps[0] if ctx.funnel is not None and ctx.funnel.steps else None
         rows = [s.funnel_row() for s in steps.values()]
-        rows.append(StageStats(QUOTA_STEP, count + reserve, count, reserve,
-                               reasons=Counter({"over_target": reserve} if reserve else {})).funnel_row())
-        return {"input": seeds.in_ if seeds is not None else (rows[0]["in"] if rows else count), "kept": count,
-                "steps": ([seeds.funnel_row()] if seeds is not None else []) + rows}
+        rows.append(
+            StageStats(
+                QUOTA_STEP,
+                count + reserve,
+                count,
+                reserve,
+                reasons=Counter({"over_target": reserve} if reserve else {}),
+            ).funnel_row()
+        )
+        return {
+            "input": seeds.in_ if seeds is not None else (rows[0]["in"] if rows else count),
+            "kept": count,
+            "steps": ([seeds.funnel_row()] if seeds is not None else []) + rows,
+        }
 
     def _judge_report(self, ctx: StageContext) -> dict[str, Any] | None:
         from datagen.filters.judge_report import judge_report, write_judge_report

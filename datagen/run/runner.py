@@ -37,8 +37,14 @@ class Runner:
         engine_factory: handed to the teacher stages instead of `TeacherEngine` (a batch-API engine).
     """
 
-    def __init__(self, config: Any, run_dir: Path, *, executor: Executor | None = None,
-                 engine_factory: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        config: Any,
+        run_dir: Path,
+        *,
+        executor: Executor | None = None,
+        engine_factory: Callable[..., Any] | None = None,
+    ):
         self.config = config
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -60,8 +66,9 @@ class Runner:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise DatagenError(f"{self.dir} is in use by another datagen run; wait for it or pick "
-                               "another --out") from None
+            raise DatagenError(
+                f"{self.dir} is in use by another datagen run; wait for it or pick another --out"
+            ) from None
         try:
             self._header()
             for stage in stages:
@@ -78,24 +85,34 @@ class Runner:
         from datagen import __version__
 
         cfg = self.config
-        self.manifest.data.update({
-            "name": cfg.name,
-            "fingerprint": cfg.fingerprint(),
-            "config": cfg.raw,
-            "config_file": cfg.source,
-            "versions": versions(),
-            "datagen": __version__,
-        })
+        self.manifest.data.update(
+            {
+                "name": cfg.name,
+                "fingerprint": cfg.fingerprint(),
+                "config": cfg.raw,
+                "config_file": cfg.source,
+                "versions": versions(),
+                "datagen": __version__,
+            }
+        )
         self.manifest.data.setdefault("created", now())
         self.manifest.save()
 
     def context(self, stage: Stage) -> StageContext:
         """The context a stage runs with (rank 0 of 1; an executor that shards derives its own)."""
-        return StageContext(run_dir=self.dir, config=self.config, stats=StageStats(stage.name), journal=self.journal,
-                            upstream=self.results, funnel=self.funnel,
-                            run_fingerprint=self.manifest.data.get("fingerprint", ""),
-                            progress=bool(self.config.teacher.progress), log=log,
-                            ensure_teacher=self.ensure_teacher, engine_factory=self.engine_factory)
+        return StageContext(
+            run_dir=self.dir,
+            config=self.config,
+            stats=StageStats(stage.name),
+            journal=self.journal,
+            upstream=self.results,
+            funnel=self.funnel,
+            run_fingerprint=self.manifest.data.get("fingerprint", ""),
+            progress=bool(self.config.teacher.progress),
+            log=log,
+            ensure_teacher=self.ensure_teacher,
+            engine_factory=self.engine_factory,
+        )
 
     def run_stage(self, stage: Stage) -> StageResult:
         """Run `stage` unless the manifest says it is done with this fingerprint and its outputs
@@ -128,12 +145,18 @@ class Runner:
             return self._finished(stage, ctx, fingerprint, outputs, skipped=True)
         fresh = stage.fresh(ctx, prev)
         if prev.get("fingerprint") == fingerprint and (prev.get("status") != "done" or retry):
-            log(f"{name}: asking again for the {retry} the server refused last time (finished calls come "
-                "from the journal)" if prev.get("status") == "done" else f"{name}: resuming")
+            log(
+                f"{name}: asking again for the {retry} the server refused last time (finished calls come "
+                "from the journal)"
+                if prev.get("status") == "done"
+                else f"{name}: resuming"
+            )
         else:
             if prev and any(p.exists() for p in fresh):
-                log(f"{name}: settings or inputs changed, starting it afresh (teacher calls already "
-                    "made still come from the journal)")
+                log(
+                    f"{name}: settings or inputs changed, starting it afresh (teacher calls already "
+                    "made still come from the journal)"
+                )
             for p in fresh:
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -165,13 +188,16 @@ class Runner:
             self.manifest.stages[name]["status"] = "incomplete"
             self.manifest.save()
             why = ", ".join(f"{n} {r}" for r, n in sorted(transient.items()))
-            raise DatagenError(f"{name}: {sum(transient.values())} teacher calls failed ({why}); rerun the "
-                               "same command to retry them (finished calls are not paid again)")
+            raise DatagenError(
+                f"{name}: {sum(transient.values())} teacher calls failed ({why}); rerun the "
+                "same command to retry them (finished calls are not paid again)"
+            )
         self.manifest.finish(name, **self._portable(info))
         return self._finished(stage, ctx, fingerprint, outputs, skipped=False)
 
-    def _finished(self, stage: Stage, ctx: StageContext, fingerprint: str, outputs: dict[str, Path], *,
-                  skipped: bool) -> StageResult:
+    def _finished(
+        self, stage: Stage, ctx: StageContext, fingerprint: str, outputs: dict[str, Path], *, skipped: bool
+    ) -> StageResult:
         # The same path for a stage run now and one skipped: its funnel rows come from what the
         # manifest recorded.
         info = self.manifest.stages[stage.name]
@@ -197,10 +223,12 @@ class Runner:
         cause = failure_cause(info, info.get("failure_examples"))
         if not cause and not info.get("not_started"):
             return  # nothing asked (no prompts for it, or targets of 0): nothing went wrong
-        stopped = (f"; stopped there, {info['not_started']} not started" if info.get("not_started") else "")
-        message = (f"{name}: nothing was made (failed: {cause}){stopped}. Fix the teacher or the config and "
-                   "rerun the same command: the failed calls are asked again, finished ones come from the "
-                   "journal")
+        stopped = f"; stopped there, {info['not_started']} not started" if info.get("not_started") else ""
+        message = (
+            f"{name}: nothing was made (failed: {cause}){stopped}. Fix the teacher or the config and "
+            "rerun the same command: the failed calls are asked again, finished ones come from the "
+            "journal"
+        )
         self.manifest.finish(name, **self._portable(info))
         self.manifest.fail(name, message)
         raise DatagenError(message)
@@ -236,7 +264,11 @@ class Runner:
         with Journal(self.journal) as j:
             st = j.stats()
         self.manifest.data["cost"] = round(st.cost, 6)
-        self.manifest.data["teacher_calls"] = {"total": st.total, "ok": st.ok, "failed": st.failed,
-                                               "prompt_tokens": st.prompt_tokens,
-                                               "completion_tokens": st.completion_tokens}
+        self.manifest.data["teacher_calls"] = {
+            "total": st.total,
+            "ok": st.ok,
+            "failed": st.failed,
+            "prompt_tokens": st.prompt_tokens,
+            "completion_tokens": st.completion_tokens,
+        }
         self.manifest.save()

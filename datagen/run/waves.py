@@ -92,8 +92,10 @@ class QuotaRun:
             kind = cell.split("/")[2]
             dk = self.config.dialogues.get(kind)
             if dk is not None and not dk.enabled:
-                raise DatagenError(f"targets: {cell} needs {kind} dialogues, which this config disables "
-                                   f"(dialogues.{kind}.enabled)")
+                raise DatagenError(
+                    f"targets: {cell} needs {kind} dialogues, which this config disables "
+                    f"(dialogues.{kind}.enabled)"
+                )
 
     # ------------------------------------------------------------------ state
     def _load(self) -> None:
@@ -101,15 +103,25 @@ class QuotaRun:
         if not path.exists():
             return
         data = json.loads(path.read_text(encoding="utf-8"))
-        self.waves = [Wave(int(w["n"]), {c: list(ids) for c, ids in w["prompts"].items()}) for w in data["waves"]]
+        self.waves = [
+            Wave(int(w["n"]), {c: list(ids) for c, ids in w["prompts"].items()}) for w in data["waves"]
+        ]
 
     def _save(self, plan: WavePlan | None = None) -> None:
         q = self.quota
-        data = {"targets": q.targets, "budget": dataclasses.asdict(q.budget), "policy": dataclasses.asdict(q.policy),
-                "waves": [{"n": w.n, "dir": w.dir, "prompts": w.prompts} for w in self.waves]}
+        data = {
+            "targets": q.targets,
+            "budget": dataclasses.asdict(q.budget),
+            "policy": dataclasses.asdict(q.policy),
+            "waves": [{"n": w.n, "dir": w.dir, "prompts": w.prompts} for w in self.waves],
+        }
         if plan is not None:
-            data["plan"] = {"wave": plan.wave, "stop": plan.stop, "attempts": plan.attempts,
-                            "projected_cost": round(plan.cost, 6)}
+            data["plan"] = {
+                "wave": plan.wave,
+                "stop": plan.stop,
+                "attempts": plan.attempts,
+                "projected_cost": round(plan.cost, 6),
+            }
         write_json_atomic(self.dir / STATE_FILE, data)
 
     # ------------------------------------------------------------------ the run
@@ -124,7 +136,8 @@ class QuotaRun:
         self.dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             Runner(self.config, self.dir, executor=self.executor, engine_factory=self.engine_factory).run(
-                [SeedsStage(self.config)])
+                [SeedsStage(self.config)]
+            )
             self._load()
             for wave in self.waves:  # finished ones are skipped stage by stage; a cut one resumes
                 self._run_wave(wave)
@@ -132,28 +145,36 @@ class QuotaRun:
             while plan.stop is None:
                 picked = self._pick(plan, len(self.waves) + 1)
                 if not any(picked.values()):
-                    log("quota: no prompts are left for the cells that need rows (the expansion found no new "
-                        "ones); stopping")
+                    log(
+                        "quota: no prompts are left for the cells that need rows (the expansion found no new "
+                        "ones); stopping"
+                    )
                     plan.stop = "no_prompts"
                     break
                 wave = Wave(len(self.waves) + 1, {c: [p.id for p in ps] for c, ps in picked.items() if ps})
                 self._write_prompts(wave, picked)
                 self.waves.append(wave)
                 self._save(plan)
-                log(f"quota: wave {wave.n}: {sum(map(len, wave.prompts.values()))} dialogues over "
-                    f"{len(wave.prompts)} cells (projected ${plan.cost:.4f})")
+                log(
+                    f"quota: wave {wave.n}: {sum(map(len, wave.prompts.values()))} dialogues over "
+                    f"{len(wave.prompts)} cells (projected ${plan.cost:.4f})"
+                )
                 self._run_wave(wave)
                 plan = self.plan()
             self._save(plan)
             (self.dir / STATUS_FILE).write_text(status_text(self, plan), encoding="utf-8")
             log(f"quota: stopped ({plan.stop}) after {len(self.waves)} waves")
-            stages = [SeedsStage(self.config), QuotaFinalStage(self.config, self)]  # seeds: done, its funnel row
+            stages = [
+                SeedsStage(self.config),
+                QuotaFinalStage(self.config, self),
+            ]  # seeds: done, its funnel row
             if self.config.dataset.enabled:
                 stages.append(DatasetStage(self.config))
                 if self.config.publish.repo_id:
                     stages.append(PublishStage(self.config))
-            return Runner(self.config, self.dir, executor=self.executor,
-                          engine_factory=self.engine_factory).run(stages)
+            return Runner(
+                self.config, self.dir, executor=self.executor, engine_factory=self.engine_factory
+            ).run(stages)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -161,8 +182,9 @@ class QuotaRun:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise DatagenError(f"{self.dir} is in use by another datagen run; wait for it or pick another "
-                                   "--out") from None
+                raise DatagenError(
+                    f"{self.dir} is in use by another datagen run; wait for it or pick another --out"
+                ) from None
             yield
 
     # ------------------------------------------------------------------ measuring and planning
@@ -199,8 +221,17 @@ class QuotaRun:
         progress, usd, tokens = self.progress()
         q = self.quota
         cost_hint, tokens_hint = attempt_hint(self.config)
-        return plan_wave(q.targets, progress, budget=q.budget, spent_usd=usd, spent_tokens=tokens,
-                         wave=len(self.waves) + 1, policy=q.policy, cost_hint=cost_hint, tokens_hint=tokens_hint)
+        return plan_wave(
+            q.targets,
+            progress,
+            budget=q.budget,
+            spent_usd=usd,
+            spent_tokens=tokens,
+            wave=len(self.waves) + 1,
+            policy=q.policy,
+            cost_hint=cost_hint,
+            tokens_hint=tokens_hint,
+        )
 
     # ------------------------------------------------------------------ prompts
     def _pool(self) -> dict[str, list[Any]]:
@@ -222,7 +253,9 @@ class QuotaRun:
     def _pick(self, plan: WavePlan, n: int) -> dict[str, list[Any]]:
         used = {pid for w in self.waves for ids in w.prompts.values() for pid in ids}
         pool = self._pool()
-        short = {c: k - len([p for p in pool.get(c, []) if p.id not in used]) for c, k in plan.attempts.items()}
+        short = {
+            c: k - len([p for p in pool.get(c, []) if p.id not in used]) for c, k in plan.attempts.items()
+        }
         short = {c: k for c, k in short.items() if k > 0}
         if short:
             self._grow_pool(short, n)
@@ -239,26 +272,37 @@ class QuotaRun:
         out = self.dir / POOL_DIR / f"expand.w{n:03d}.jsonl"
         if out.exists():
             return
-        examples = [p for path in (self.dir / "seeds.jsonl", *sorted((self.dir / POOL_DIR).glob("expand.w*.jsonl")))
-                    if path.exists() and not path.name.endswith(".rejected.jsonl")
-                    for p in read_seeds(path) if prompt_cell(p) in short]
+        examples = [
+            p
+            for path in (self.dir / "seeds.jsonl", *sorted((self.dir / POOL_DIR).glob("expand.w*.jsonl")))
+            if path.exists() and not path.name.endswith(".rejected.jsonl")
+            for p in read_seeds(path)
+            if prompt_cell(p) in short
+        ]
         if not examples:
             return
         targets: dict[str, int] = {"default": 0}
         for cell, k in short.items():
             category, language = cell.split("/")[:2]
-            key = f"{'default' if category == '-' else category}/{language}" if language != "-" else (
-                category if category != "-" else "default")
+            key = (
+                f"{'default' if category == '-' else category}/{language}"
+                if language != "-"
+                else (category if category != "-" else "default")
+            )
             targets[key] = max(targets.get(key, 0), k)
         base = self.config.expand or ExpandConfig()
         cfg = dataclasses.replace(base, targets=targets, seed=self.config.seed * 1000 + n)
         out.parent.mkdir(parents=True, exist_ok=True)
         log(f"quota: asking the Self-Instruct loop for prompts in {len(short)} cells")
-        stats = expand(examples, cfg, self.config.teacher, out, self.journal, engine_factory=self.engine_factory)
+        stats = expand(
+            examples, cfg, self.config.teacher, out, self.journal, engine_factory=self.engine_factory
+        )
         if stats.retryable_failed:
             out.unlink(missing_ok=True)
-            raise DatagenError(f"quota: {stats.retryable_failed} expansion requests failed for reasons a rerun "
-                               "can fix; rerun the same command (finished calls are not paid again)")
+            raise DatagenError(
+                f"quota: {stats.retryable_failed} expansion requests failed for reasons a rerun "
+                "can fix; rerun the same command (finished calls are not paid again)"
+            )
 
     def _write_prompts(self, wave: Wave, picked: dict[str, list[Any]]) -> None:
         path = self.dir / wave.dir / "prompts.jsonl"
@@ -289,8 +333,15 @@ class QuotaRun:
             section["include_seeds"] = True
             raw["dialogues"][kind] = section
         return dataclasses.replace(
-            cfg, seeds=SeedsSection(path=prompts), expand=dataclasses.replace(cfg.expand, targets={"default": 0}),
-            dialogues=dialogues, dataset=DatasetSection(enabled=False), publish=PublishSection(), quota=None, raw=raw)
+            cfg,
+            seeds=SeedsSection(path=prompts),
+            expand=dataclasses.replace(cfg.expand, targets={"default": 0}),
+            dialogues=dialogues,
+            dataset=DatasetSection(enabled=False),
+            publish=PublishSection(),
+            quota=None,
+            raw=raw,
+        )
 
     def _run_wave(self, wave: Wave) -> None:
         from datagen.filters.judge import run_defaults
@@ -334,8 +385,12 @@ def attempt_hint(config: Any) -> tuple[float | None, float | None]:
         dc = DialogueConfig.from_dict(options, kind=kind)
         specs = dc.turns.values() if isinstance(dc.turns, dict) else [dc.turns]
         turns = max(max(TurnDistribution.parse(t).values) for t in specs)
-        per_turn = (dc.user_max_tokens + dc.max_tokens + (dc.plan_max_tokens if kind == "plugin" else 0)
-                    + 1000 * (3 if kind == "plugin" else 2))
+        per_turn = (
+            dc.user_max_tokens
+            + dc.max_tokens
+            + (dc.plan_max_tokens if kind == "plugin" else 0)
+            + 1000 * (3 if kind == "plugin" else 2)
+        )
         worst = max(worst, turns * per_turn + 4 * (2000 + 1500))
     teacher = config.teacher
     usd = teacher.price_of(teacher.model, int(worst * 0.8), int(worst * 0.2)) if teacher.prices else None
@@ -346,11 +401,20 @@ def status_text(run: QuotaRun, plan: WavePlan) -> str:
     """The quota part of `datagen status`: each cell, and the budget."""
     usd, tokens = journal_spend(run.journal)
     b = run.quota.budget
-    spent = [f"${usd:.4f}" + (f" of ${b.usd:.4f}" if b.usd is not None else ""),
-             f"{tokens:,} tokens" + (f" of {b.tokens:,}" if b.tokens is not None else "")]
-    lines = [f"Quota: {len(run.waves)} waves; spent {', '.join(spent)}; "
-             + (f"stopped: {plan.stop}" if plan.stop else f"next wave {plan.wave}: {plan.total} dialogues, "
-                f"projected ${plan.cost:.4f}"), "", plan.table()]
+    spent = [
+        f"${usd:.4f}" + (f" of ${b.usd:.4f}" if b.usd is not None else ""),
+        f"{tokens:,} tokens" + (f" of {b.tokens:,}" if b.tokens is not None else ""),
+    ]
+    lines = [
+        f"Quota: {len(run.waves)} waves; spent {', '.join(spent)}; "
+        + (
+            f"stopped: {plan.stop}"
+            if plan.stop
+            else f"next wave {plan.wave}: {plan.total} dialogues, projected ${plan.cost:.4f}"
+        ),
+        "",
+        plan.table(),
+    ]
     return "\n".join(lines)
 
 
@@ -364,13 +428,21 @@ def quota_status(run_dir: Path) -> str | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    quota = QuotaSection(dict(data["targets"]), Budget(**data.get("budget") or {}),
-                         QuotaPolicy(**data.get("policy") or {}))
+    quota = QuotaSection(
+        dict(data["targets"]), Budget(**data.get("budget") or {}), QuotaPolicy(**data.get("policy") or {})
+    )
     run = QuotaRun.__new__(QuotaRun)
     run.config, run.quota, run.dir = SimpleNamespace(quota=quota), quota, Path(run_dir)
     run.journal, run.executor, run.engine_factory = run.dir / "journal.sqlite", None, None
     run._load()
     progress, usd, tokens = run.progress()
-    plan = plan_wave(quota.targets, progress, budget=quota.budget, spent_usd=usd, spent_tokens=tokens,
-                     wave=len(run.waves) + 1, policy=quota.policy)
+    plan = plan_wave(
+        quota.targets,
+        progress,
+        budget=quota.budget,
+        spent_usd=usd,
+        spent_tokens=tokens,
+        wave=len(run.waves) + 1,
+        policy=quota.policy,
+    )
     return status_text(run, plan)

@@ -1,6 +1,5 @@
 """Part of the former datagen/generate/seeds.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import random
@@ -25,8 +24,15 @@ def seed_stats(seeds: Sequence[Seed]) -> dict[str, Any]:
             return {"count": 0}
         xs = sorted(xs)
         q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
-        return {"count": len(xs), "min": xs[0], "p25": q[0], "median": q[1], "p75": q[2], "max": xs[-1],
-                "mean": round(statistics.fmean(xs), 1)}
+        return {
+            "count": len(xs),
+            "min": xs[0],
+            "p25": q[0],
+            "median": q[1],
+            "p75": q[2],
+            "max": xs[-1],
+            "mean": round(statistics.fmean(xs), 1),
+        }
 
     cells = Counter("|".join(s.cell) for s in seeds)
     by_lang: dict[str, list[int]] = {}
@@ -55,16 +61,24 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     out = ["category".ljust(width) + "".join(lang.rjust(7) for lang in langs) + "total".rjust(8)]
     for name in sorted(rows):
         c = rows[name]
-        out.append(name.ljust(width) + "".join(str(c[lang]).rjust(7) for lang in langs)
-                   + str(sum(c.values())).rjust(8))
-    out.append("total".ljust(width) + "".join(str(stats["languages"][lang]).rjust(7) for lang in langs)
-               + str(stats["total"]).rjust(8))
+        out.append(
+            name.ljust(width)
+            + "".join(str(c[lang]).rjust(7) for lang in langs)
+            + str(sum(c.values())).rjust(8)
+        )
+    out.append(
+        "total".ljust(width)
+        + "".join(str(stats["languages"][lang]).rjust(7) for lang in langs)
+        + str(stats["total"]).rjust(8)
+    )
     if stats["plugins"]:
         out.append("plugins: " + ", ".join(f"{k} {v}" for k, v in stats["plugins"].items()))
     for lang, d in stats["length_by_language"].items():
         if d["count"]:
-            out.append(f"length ({lang}, chars): min {d['min']}, median {d['median']:g}, "
-                       f"p75 {d['p75']:g}, max {d['max']}, mean {d['mean']}")
+            out.append(
+                f"length ({lang}, chars): min {d['min']}, median {d['median']:g}, "
+                f"p75 {d['p75']:g}, max {d['max']}, mean {d['mean']}"
+            )
     return "\n".join(out)
 
 

@@ -1,6 +1,5 @@
 """Part of the former datagen/generate/seeds.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +58,14 @@ class Reject:
     text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "row": self.row, "reason": self.reason, "detail": self.detail,
-                "source_id": self.source_id, "text": self.text}
+        return {
+            "source": self.source,
+            "row": self.row,
+            "reason": self.reason,
+            "detail": self.detail,
+            "source_id": self.source_id,
+            "text": self.text,
+        }
 
 
 @dataclass(slots=True)
@@ -163,8 +168,14 @@ def import_seeds(
     if preset and preset not in PRESETS:
         raise SeedFormatError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})", field="preset")
     opts: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
-    given = {"field": field, "append_fields": append_fields, "lang_field": lang_field,
-             "category_field": category_field, "id_field": id_field, "plugins_field": plugins_field}
+    given = {
+        "field": field,
+        "append_fields": append_fields,
+        "lang_field": lang_field,
+        "category_field": category_field,
+        "id_field": id_field,
+        "plugins_field": plugins_field,
+    }
     opts.update({k: v for k, v in given.items() if v is not None})
     if not opts.get("field"):
         raise SeedFormatError("say which field holds the prompt (--field NAME or --preset)", field="field")
@@ -184,13 +195,20 @@ def import_seeds(
     if bad:
         raise SeedFormatError(f"unknown plugin {bad[0]!r} (known: {', '.join(PLUGINS)})", field="plugins")
     conv = _RowConverter(
-        text_name=opts["field"], paths=paths, append=append, min_chars=min_chars, max_chars=max_chars,
+        text_name=opts["field"],
+        paths=paths,
+        append=append,
+        min_chars=min_chars,
+        max_chars=max_chars,
         category=normalize_category(category) if category else None,
         file_category=category_from_filename(src),
         language=normalize_language(language) if language else None,
         languages={normalize_language(x) for x in languages} if languages else None,
-        plugins=const_plugins, prefix=_slug(prefix or Path(src).name.split(".")[0]), source=source_name(src),
-        source_hash=source_hash(src, split), seen_ids=set(existing_ids),
+        plugins=const_plugins,
+        prefix=_slug(prefix or Path(src).name.split(".")[0]),
+        source=source_name(src),
+        source_hash=source_hash(src, split),
+        seen_ids=set(existing_ids),
     )
     result = ImportResult()
     for row_no, row in iter_source_rows(src, records_path=records_path, split=split):
@@ -277,7 +295,9 @@ class _RowConverter:
             lang = detect_seed_language(text)
         if self.languages is not None and lang is None:
             # Keeping it could let another language through (`Hola amigo` under --languages en).
-            raise _RowError("language_unknown", "too short to tell; map a language field or give --lang", sid, text)
+            raise _RowError(
+                "language_unknown", "too short to tell; map a language field or give --lang", sid, text
+            )
         if self.languages is not None and lang not in self.languages:
             raise _RowError("language_not_selected", f"language {lang}", sid, text)
 
@@ -300,9 +320,16 @@ class _RowConverter:
         if category is None:
             category = self.file_category or ("tool" if plugins else None)
 
-        return Seed(id=f"{self.prefix}-{digest.hex()[:16]}", text=text, language=lang, category=category,
-                    plugins=plugins, source=self.source, source_id=sid,
-                    extra={"row": row_no, "source_hash": self.source_hash})
+        return Seed(
+            id=f"{self.prefix}-{digest.hex()[:16]}",
+            text=text,
+            language=lang,
+            category=category,
+            plugins=plugins,
+            source=self.source,
+            source_id=sid,
+            extra={"row": row_no, "source_hash": self.source_hash},
+        )
 
     def _text(self, row: Mapping[str, Any], sid: str | None) -> str:
         raw = get_field(row, self.paths["field"])
@@ -324,5 +351,7 @@ class _RowConverter:
         if len(text) < self.min_chars:
             raise _RowError("too_short", f"{len(text)} < {self.min_chars} characters", sid, text)
         if len(text) > self.max_chars:
-            raise _RowError("too_long", f"{len(text)} > {self.max_chars} characters", sid, text[:200] + " ...")
+            raise _RowError(
+                "too_long", f"{len(text)} > {self.max_chars} characters", sid, text[:200] + " ..."
+            )
         return text

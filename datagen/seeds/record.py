@@ -86,9 +86,21 @@ CATEGORY_ALIASES: dict[str, str] = {
     "tools": "tool",
 }
 LANGUAGE_ALIASES: dict[str, str] = {
-    "chinese": "zh", "中文": "zh", "zh-cn": "zh", "zh-hans": "zh", "zh-hant": "zh", "zh-tw": "zh",
-    "zh-hk": "zh", "zho": "zh", "chi": "zh", "cn": "zh",
-    "english": "en", "英文": "en", "en-us": "en", "en-gb": "en", "eng": "en",
+    "chinese": "zh",
+    "中文": "zh",
+    "zh-cn": "zh",
+    "zh-hans": "zh",
+    "zh-hant": "zh",
+    "zh-tw": "zh",
+    "zh-hk": "zh",
+    "zho": "zh",
+    "chi": "zh",
+    "cn": "zh",
+    "english": "en",
+    "英文": "en",
+    "en-us": "en",
+    "en-gb": "en",
+    "eng": "en",
 }
 
 
@@ -111,9 +123,15 @@ class Seed:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "text": self.text, "language": self.language,
-                             "category": self.category, "plugins": list(self.plugins), "source": self.source,
-                             "source_id": self.source_id}
+        d: dict[str, Any] = {
+            "id": self.id,
+            "text": self.text,
+            "language": self.language,
+            "category": self.category,
+            "plugins": list(self.plugins),
+            "source": self.source,
+            "source_id": self.source_id,
+        }
         if self.extra:
             d["extra"] = dict(self.extra)
         return d
@@ -149,8 +167,16 @@ class Seed:
             raise TypeError("extra: must be an object")
         known = {"id", "text", "language", "category", "plugins", "source", "source_id", "extra"}
         extra = {**{k: v for k, v in d.items() if k not in known}, **extra}
-        return cls(id=str(sid), text=text, language=d.get("language"), category=d.get("category"),
-                   plugins=list(plugins), source=d.get("source"), source_id=d.get("source_id"), extra=extra)
+        return cls(
+            id=str(sid),
+            text=text,
+            language=d.get("language"),
+            category=d.get("category"),
+            plugins=list(plugins),
+            source=d.get("source"),
+            source_id=d.get("source_id"),
+            extra=extra,
+        )
 
     @property
     def parents(self) -> list[str]:
@@ -194,16 +220,22 @@ def read_seeds(path: str | os.PathLike) -> list[Seed]:
         try:
             seed = Seed.from_dict(obj)
         except KeyError as exc:
-            raise SeedFormatError("missing required field", path=str(path), line=line,
-                                  field=str(exc.args[0])) from None
+            raise SeedFormatError(
+                "missing required field", path=str(path), line=line, field=str(exc.args[0])
+            ) from None
         except (TypeError, ValueError) as exc:
             msg = str(exc)
             fld = _field_of(msg)
-            raise SeedFormatError(msg.split(": ", 1)[1] if fld else msg, path=str(path), line=line,
-                                  field=fld) from None
+            raise SeedFormatError(
+                msg.split(": ", 1)[1] if fld else msg, path=str(path), line=line, field=fld
+            ) from None
         if seed.id in first_line:
-            raise SeedFormatError(f"duplicate id {seed.id!r} (first used on line {first_line[seed.id]})",
-                                  path=str(path), line=line, field="id")
+            raise SeedFormatError(
+                f"duplicate id {seed.id!r} (first used on line {first_line[seed.id]})",
+                path=str(path),
+                line=line,
+                field="id",
+            )
         first_line[seed.id] = line
         seeds.append(seed)
     return seeds
@@ -232,11 +264,10 @@ def normalize_prompt(text: str) -> str:
     """
     text = unicodedata.normalize("NFC", text).translate(_ZERO_WIDTH)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else "" for ch in text)
     text = "".join(
-        ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else ""
-        for ch in text
+        " " if ch != "\t" and ch != "\n" and unicodedata.category(ch) == "Zs" else ch for ch in text
     )
-    text = "".join(" " if ch != "\t" and ch != "\n" and unicodedata.category(ch) == "Zs" else ch for ch in text)
     out: list[str] = []
     in_fence = False
     for line in text.split("\n"):
@@ -314,7 +345,7 @@ def normalize_category(value: str | None) -> str:
         return CATEGORY_ALIASES[v]
     for prefix in _CATEGORY_PREFIXES:
         if v.startswith(prefix) and len(v) > len(prefix):
-            v = v[len(prefix):]
+            v = v[len(prefix) :]
     for suffix in _CATEGORY_SUFFIXES:
         if v.endswith(suffix) and len(v) > len(suffix):
             v = v[: -len(suffix)]

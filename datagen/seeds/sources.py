@@ -1,6 +1,5 @@
 """Part of the former datagen/generate/seeds.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 import csv
@@ -146,8 +145,10 @@ def _iter_json(path: Path, records_path: str | None) -> Iterator[tuple[int, Any]
         elif not lists:  # a single record
             data = [data]
         else:
-            raise SeedFormatError(f"the JSON object holds several lists ({', '.join(lists)}): "
-                                  "choose one with --records-path", path=str(path))
+            raise SeedFormatError(
+                f"the JSON object holds several lists ({', '.join(lists)}): choose one with --records-path",
+                path=str(path),
+            )
     if not isinstance(data, list):
         raise SeedFormatError("a JSON seed file must hold a list of records", path=str(path))
     yield from enumerate(data, start=1)
@@ -163,10 +164,11 @@ def _csv_error(path: Path, line: int, exc: csv.Error) -> SeedFormatError:
     if "unexpected end of data" in msg:
         msg = "unclosed quote: the quoted field opened in the row starting here runs to the end of the file"
     elif "field larger than field limit" in msg:
-        msg = (f"a field longer than {CSV_FIELD_LIMIT} characters in the row starting here "
-               "(an unclosed quote?)")
+        msg = (
+            f"a field longer than {CSV_FIELD_LIMIT} characters in the row starting here (an unclosed quote?)"
+        )
     else:
-        msg = f"malformed CSV in the row starting here ({msg}; a quote inside a quoted field is written \"\")"
+        msg = f'malformed CSV in the row starting here ({msg}; a quote inside a quoted field is written "")'
     return SeedFormatError(msg, path=str(path), line=line)
 
 
@@ -190,15 +192,16 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
                 except csv.Error as exc:
                     raise _csv_error(path, start, exc) from None
                 except UnicodeDecodeError:
-                    raise SeedFormatError("not UTF-8 text (at or after this line)", path=str(path),
-                                          line=start) from None
+                    raise SeedFormatError(
+                        "not UTF-8 text (at or after this line)", path=str(path), line=start
+                    ) from None
                 if not values:
                     continue
                 if header is None:
                     header = values
                     continue
                 row: dict[Any, Any] = dict(zip(header, values, strict=False))
-                for name in header[len(values):]:
+                for name in header[len(values) :]:
                     row[name] = None  # a short row: DictReader's restval
                 yield start, row
     finally:
@@ -239,8 +242,9 @@ def _iter_datasets_folder(path: Path, split: str | None) -> Iterator[tuple[int, 
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
             if len(ds) != 1:
-                raise SeedFormatError(f"the dataset has splits {', '.join(ds)}: choose one with --split",
-                                      path=str(path))
+                raise SeedFormatError(
+                    f"the dataset has splits {', '.join(ds)}: choose one with --split", path=str(path)
+                )
             split = next(iter(ds))
         if split not in ds:
             raise SeedFormatError(f"no split {split!r} (has {', '.join(ds)})", path=str(path))
@@ -248,8 +252,9 @@ def _iter_datasets_folder(path: Path, split: str | None) -> Iterator[tuple[int, 
     yield from enumerate(ds, start=1)
 
 
-def iter_source_rows(path: str | os.PathLike, *, records_path: str | None = None,
-                     split: str | None = None) -> Iterator[tuple[int, Any]]:
+def iter_source_rows(
+    path: str | os.PathLike, *, records_path: str | None = None, split: str | None = None
+) -> Iterator[tuple[int, Any]]:
     """Yield (row number, record) from a JSONL/JSON/CSV/TSV/Parquet file or a `datasets` folder.
 
     The row number is the line for JSONL and CSV, the 1-based record index otherwise. Unreadable
@@ -279,5 +284,8 @@ def iter_source_rows(path: str | os.PathLike, *, records_path: str | None = None
         return _iter_csv(p)
     if suffix == ".parquet":
         return _iter_parquet(p)
-    raise SeedFormatError(f"unknown source format {suffix or '(no extension)'!r}: use .jsonl, .json, .csv, "
-                          ".tsv, .parquet or a datasets folder", path=str(p))
+    raise SeedFormatError(
+        f"unknown source format {suffix or '(no extension)'!r}: use .jsonl, .json, .csv, "
+        ".tsv, .parquet or a datasets folder",
+        path=str(p),
+    )

@@ -63,11 +63,22 @@ class BatchEngine(EngineCommon):
     in a temporary folder for the session).
     `rounds` and `files` count the rounds closed and the batch files sent by this session."""
 
-    def __init__(self, config: TeacherConfig, *, journal_path: str | Path | None = None,
-                 progress: bool | None = None, desc: str = "", adopt: bool = True):
+    def __init__(
+        self,
+        config: TeacherConfig,
+        *,
+        journal_path: str | Path | None = None,
+        progress: bool | None = None,
+        desc: str = "",
+        adopt: bool = True,
+    ):
         if journal_path is None and config.batch.transport == "files":
-            raise DatagenError("exporting batch rounds needs a journal (journal_path): imports settle into it")
-        self._scratch = None if journal_path is not None else tempfile.TemporaryDirectory(prefix="datagen-batch-")
+            raise DatagenError(
+                "exporting batch rounds needs a journal (journal_path): imports settle into it"
+            )
+        self._scratch = (
+            None if journal_path is not None else tempfile.TemporaryDirectory(prefix="datagen-batch-")
+        )
         if self._scratch is not None:  # batch ids must be kept somewhere: for this session only
             journal_path = Path(self._scratch.name) / "journal.sqlite"
             log.warning("%s: batch mode without a journal: a killed run cannot find its batches again", desc)
@@ -116,8 +127,12 @@ class BatchEngine(EngineCommon):
             self._adopt()
         if self.settings.transport == "api":
             self._api = bio.BatchApi(self.config)
-        self._progress = Progress(self.stats, enabled=self._show_progress, desc=self.desc,
-                                  stall_seconds=max(self.config.stall_seconds, 24 * 3600))
+        self._progress = Progress(
+            self.stats,
+            enabled=self._show_progress,
+            desc=self.desc,
+            stall_seconds=max(self.config.stall_seconds, 24 * 3600),
+        )
         self._driver = asyncio.create_task(self._drive(), name="datagen-batch-driver")
         return self
 
@@ -171,7 +186,9 @@ class BatchEngine(EngineCommon):
                 return self._count(_unjournaled(prep, request, lost))
             if (fatal := self._fatal_for(prep.model)) is not None:
                 failure = CallFailure(fatal.code, f"not sent: an earlier call failed with {fatal.detail}")
-                return self._count(await self.ledger.failure(prep, request, failure, Paid(), time.monotonic()))
+                return self._count(
+                    await self.ledger.failure(prep, request, failure, Paid(), time.monotonic())
+                )
             p = self._pending[prep.key] = self._new_pending(prep, request)
             self._rounds.add(p)
         owner = p.owners == 0
@@ -185,13 +202,16 @@ class BatchEngine(EngineCommon):
         shared = {} if owner else {"cached": True, "attempts": 0}  # another caller's line: nothing paid
         return self._count(replace(result, tag=request.tag, **shared))
 
-    async def map(self, requests: Iterable[Request] | AsyncIterable[Request], *,
-                  window: int | None = None) -> AsyncIterator[Result]:
+    async def map(
+        self, requests: Iterable[Request] | AsyncIterable[Request], *, window: int | None = None
+    ) -> AsyncIterator[Result]:
         """As TeacherEngine.map; the window defaults to one round's worth (`batch.max_lines`, or
         `concurrency` when that is larger): in batch mode requests wait in files, not sockets."""
         from datagen.teacher.engine import map_requests
 
-        results = map_requests(self, requests, window or max(self.config.concurrency, self.settings.max_lines))
+        results = map_requests(
+            self, requests, window or max(self.config.concurrency, self.settings.max_lines)
+        )
         try:
             async for result in results:
                 yield result
@@ -200,8 +220,13 @@ class BatchEngine(EngineCommon):
 
     def _new_pending(self, prep: Prepared, request: Request) -> Pending:
         size = len(bio.input_line(bio.custom_id("b000000", prep.key), prep.body(request)))
-        return Pending(prep=prep, request=request, fut=asyncio.get_running_loop().create_future(),
-                       est_prompt=estimate_tokens(request.messages), size=size)
+        return Pending(
+            prep=prep,
+            request=request,
+            fut=asyncio.get_running_loop().create_future(),
+            est_prompt=estimate_tokens(request.messages),
+            size=size,
+        )
 
     def _undelivered(self, key: str, request: Request) -> Result | None:
         """A final failure settled while no stage waited: handed over once, not asked again."""
@@ -246,21 +271,28 @@ class BatchEngine(EngineCommon):
             raise
         except BaseException as exc:  # a journal or programming error: no stage may hang on it
             log.error("%s: batch driver stopped: %s: %s", self.desc, type(exc).__name__, exc)
-            self._stop(exc if isinstance(exc, DatagenError) else DatagenError(f"batch driver failed: {exc!r}"))
+            self._stop(
+                exc if isinstance(exc, DatagenError) else DatagenError(f"batch driver failed: {exc!r}")
+            )
 
     async def _close_round(self) -> None:
         number, chunks = self._rounds.close()
-        self.say(f"{self.desc}: round {number}: {sum(map(len, chunks))} requests in {len(chunks)} batch file(s)")
+        self.say(
+            f"{self.desc}: round {number}: {sum(map(len, chunks))} requests in {len(chunks)} batch file(s)"
+        )
         for chunk in chunks:
             await self._submit(chunk, number)
         if self.settings.transport == "files":  # the round's files, those a full queue wrote early too
             written = [b.path for b in self._batches.values() if b.path is not None]
             n = sum(len(b.lines) for b in self._batches.values())
-            self._stop(BatchExported(
-                f"round {number}: {n} requests written to {', '.join(map(str, written))}; run them on the "
-                f"teacher (vllm run-batch -i FILE -o OUTPUT --model {self.config.model}), settle them with "
-                f"`datagen batch import {self.journal_path.parent} OUTPUT`, then run again for the next round",
-                written))
+            self._stop(
+                BatchExported(
+                    f"round {number}: {n} requests written to {', '.join(map(str, written))}; run them on the "
+                    f"teacher (vllm run-batch -i FILE -o OUTPUT --model {self.config.model}), settle them with "
+                    f"`datagen batch import {self.journal_path.parent} OUTPUT`, then run again for the next round",
+                    written,
+                )
+            )
 
     async def _submit(self, chunk: list[Pending], round_no: int) -> None:
         """Journal a batch file's lines, then write it (files) or upload it and create its batch."""
@@ -269,15 +301,20 @@ class BatchEngine(EngineCommon):
         self._next_number += 1
         self.files += 1
         cids = [bio.custom_id(name, p.prep.key) for p in chunk]
-        data = b"".join(bio.input_line(cid, p.prep.body(p.request)) for cid, p in zip(cids, chunk, strict=True))
+        data = b"".join(
+            bio.input_line(cid, p.prep.body(p.request)) for cid, p in zip(cids, chunk, strict=True)
+        )
         for cid, p in zip(cids, chunk, strict=True):
             self.lines[cid] = p
             p.paid.attempts += 1
         transport = self.settings.transport
         await self._journal.execute(
             bio.insert_batch(name, round_no, chunk[0].prep.model, transport, len(chunk), len(data)),
-            *(bio.insert_line(cid, p.prep.key, name, p.prep.canonical, p.request.require_complete)
-              for cid, p in zip(cids, chunk, strict=True)))
+            *(
+                bio.insert_line(cid, p.prep.key, name, p.prep.canonical, p.request.require_complete)
+                for cid, p in zip(cids, chunk, strict=True)
+            ),
+        )
         self.stats.sent += len(chunk)
         self.stats.in_flight += len(chunk)
         b = self._batches[name] = InFlight(name=name, round=round_no, lines=cids)
@@ -330,8 +367,9 @@ class BatchEngine(EngineCommon):
         except CallFailure as failure:
             b.failures += 1
             if failure.retryable and b.failures < self.settings.poll_failures:
-                b.next_poll = time.monotonic() + min(self.settings.poll_interval * 2 ** min(b.failures, 16),
-                                                     self.settings.max_poll_interval)
+                b.next_poll = time.monotonic() + min(
+                    self.settings.poll_interval * 2 ** min(b.failures, 16), self.settings.max_poll_interval
+                )
                 log.info("%s: polling %s failed (%s); trying again", self.desc, b.name, failure)
             else:
                 self._lose(b, failure)
@@ -349,28 +387,48 @@ class BatchEngine(EngineCommon):
         outputs: dict[str, dict[str, Any]] = {}
         for fid in (batch.output_file_id, batch.error_file_id):
             if fid:
-                outputs.update(bio.parse_output((await self._api.download(fid)).splitlines(), f"{b.name} ({fid})"))
+                outputs.update(
+                    bio.parse_output((await self._api.download(fid)).splitlines(), f"{b.name} ({fid})")
+                )
         whole, by_line = bio.batch_failure(batch.errors) if batch.status == "failed" else (None, {})
         outcomes: list[tuple[str, Answer | CallFailure]] = []
         for n, cid in enumerate(b.lines, 1):
             obj = outputs.get(cid)
-            outcomes.append((cid, self.outcome(self.lines[cid], obj) if obj is not None
-                             else by_line.get(n) or whole or bio.missing_failure(batch.status)))
+            outcomes.append(
+                (
+                    cid,
+                    self.outcome(self.lines[cid], obj)
+                    if obj is not None
+                    else by_line.get(n) or whole or bio.missing_failure(batch.status),
+                )
+            )
         await asyncio.gather(*(self.settle(cid, outcome) for cid, outcome in outcomes))
-        await self._journal.execute(bio.update_batch(
-            b.name, status=batch.status, settled=1, counts=_counts(batch), output_file_id=batch.output_file_id,
-            error_file_id=batch.error_file_id))
+        await self._journal.execute(
+            bio.update_batch(
+                b.name,
+                status=batch.status,
+                settled=1,
+                counts=_counts(batch),
+                output_file_id=batch.output_file_id,
+                error_file_id=batch.error_file_id,
+            )
+        )
         self._batches.pop(b.name, None)
         ok = sum(isinstance(o, Answer) for _, o in outcomes)
-        self.say(f"{self.desc}: batch {b.name} ({b.batch_id}) {batch.status}: {len(outcomes)} lines, "
-                 f"{ok} answered")
+        self.say(
+            f"{self.desc}: batch {b.name} ({b.batch_id}) {batch.status}: {len(outcomes)} lines, {ok} answered"
+        )
         self._wake.set()
 
     @staticmethod
     def outcome(p: Pending, obj: dict[str, Any]) -> Answer | CallFailure:
         """What output line `obj` says about `p`'s request."""
-        return bio.line_outcome(obj, require_complete=p.request.require_complete, est_prompt=p.est_prompt,
-                                max_tokens=p.prep.params.get("max_tokens"))
+        return bio.line_outcome(
+            obj,
+            require_complete=p.request.require_complete,
+            est_prompt=p.est_prompt,
+            max_tokens=p.prep.params.get("max_tokens"),
+        )
 
     async def settle(self, cid: str, outcome: Answer | CallFailure) -> None:
         """Settle line `cid` (in flight, or `reopen`ed and put in `lines`): journal it as an
@@ -380,8 +438,12 @@ class BatchEngine(EngineCommon):
         self.stats.in_flight -= 1
         if isinstance(outcome, Answer):
             p.paid.add(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens)
-            self._resolve(p, await self.ledger.ok(p.prep, p.request, outcome, p.paid, p.started,
-                                                  bio.settle_line(cid, "ok")))
+            self._resolve(
+                p,
+                await self.ledger.ok(
+                    p.prep, p.request, outcome, p.paid, p.started, bio.settle_line(cid, "ok")
+                ),
+            )
             return
         failure, model = outcome, p.prep.model
         p.paid.add(failure.prompt_tokens, failure.completion_tokens)
@@ -397,14 +459,28 @@ class BatchEngine(EngineCommon):
             self.stats.last_error = f"{failure.code}: {failure.detail}"
             await self._journal.execute(bio.settle_line(cid, failure.code))
             if failure.code == "rate_limited":
-                wait = failure.retry_after if failure.retry_after is not None else self.config.min_backoff * 2 ** attempts
-                self._rounds.not_before = max(self._rounds.not_before,
-                                              time.monotonic() + min(wait, self.config.max_backoff))
+                wait = (
+                    failure.retry_after
+                    if failure.retry_after is not None
+                    else self.config.min_backoff * 2**attempts
+                )
+                self._rounds.not_before = max(
+                    self._rounds.not_before, time.monotonic() + min(wait, self.config.max_backoff)
+                )
             self._rounds.add(p)
             return
         # A final failure nobody waits for is handed to the next asker (`_undelivered`).
-        self._resolve(p, await self.ledger.failure(p.prep, p.request, failure, p.paid, p.started,
-                                                   bio.settle_line(cid, failure.code, delivered=again or bool(p.owners))))
+        self._resolve(
+            p,
+            await self.ledger.failure(
+                p.prep,
+                p.request,
+                failure,
+                p.paid,
+                p.started,
+                bio.settle_line(cid, failure.code, delivered=again or bool(p.owners)),
+            ),
+        )
 
     def _resolve(self, p: Pending, result: Result) -> None:
         self._pending.pop(p.prep.key, None)
@@ -414,8 +490,12 @@ class BatchEngine(EngineCommon):
     async def _set_fatal(self, model: str, failure: CallFailure) -> None:
         """An account- or model-wide failure: nothing more is sent; queued calls fail with it."""
         self._fatal[model if failure.code == "not_found" else None] = failure
-        log.error("%s: %s; sending nothing more%s", self.desc, failure,
-                  f" for model {model}" if failure.code == "not_found" else "")
+        log.error(
+            "%s: %s; sending nothing more%s",
+            self.desc,
+            failure,
+            f" for model {model}" if failure.code == "not_found" else "",
+        )
         queued, self._rounds.queue = self._rounds.queue, []
         self._rounds.queued_bytes = 0
         not_sent = CallFailure(failure.code, f"not sent: an earlier call failed with {failure.detail}")
@@ -428,16 +508,24 @@ class BatchEngine(EngineCommon):
     async def _abandon(self, b: InFlight, failure: CallFailure) -> None:
         """A file that could not be uploaded or made a batch: nothing of it was submitted."""
         log.error("%s: batch %s not submitted: %s", self.desc, b.name, failure)
-        await self._journal.execute(bio.update_batch(  # type: ignore[union-attr]
-            b.name, status="not_submitted", settled=1, error=f"{failure.code}: {failure.detail}"))
+        await self._journal.execute(
+            bio.update_batch(  # type: ignore[union-attr]
+                b.name, status="not_submitted", settled=1, error=f"{failure.code}: {failure.detail}"
+            )
+        )
         await asyncio.gather(*(self.settle(cid, failure) for cid in list(b.lines)))
         self._batches.pop(b.name, None)
 
     def _lose(self, b: InFlight, failure: CallFailure) -> None:
         """Polling gave up for now: the batch stays in the journal (a rerun polls it again) and its
         requests fail as `failure` for this run, never sent again by it."""
-        log.error("%s: gave up polling batch %s (%s) for now: %s; rerun to collect it", self.desc, b.name,
-                  b.batch_id, failure)
+        log.error(
+            "%s: gave up polling batch %s (%s) for now: %s; rerun to collect it",
+            self.desc,
+            b.name,
+            b.batch_id,
+            failure,
+        )
         self._batches.pop(b.name, None)
         for cid in b.lines:
             p = self.lines.pop(cid)
@@ -465,17 +553,30 @@ class BatchEngine(EngineCommon):
         assert self._journal is not None
         now = time.monotonic()
         for row in bio.open_batches(self._journal):
-            if row["transport"] == "files" and row["status"] == "exported" and self.settings.transport == "files":
+            if (
+                row["transport"] == "files"
+                and row["status"] == "exported"
+                and self.settings.transport == "files"
+            ):
                 raise DatagenError(
                     f"round file {row['path']} ({row['lines']} requests) was exported and its results not "
                     f"imported yet: run it on the teacher and `datagen batch import {self.journal_path.parent} "
-                    "OUTPUT.jsonl` first")
+                    "OUTPUT.jsonl` first"
+                )
             if row["transport"] == "files" or not row["file_id"]:
                 # Never uploaded, or written for another teacher: nothing there to poll; ask anew.
                 self._journal.put_statements(*bio.abandon_batch(row["name"]))
                 continue
-            b = InFlight(name=row["name"], round=0, lines=[], status=row["status"], file_id=row["file_id"],
-                         batch_id=row["batch_id"], next_poll=now, interval=self.settings.poll_interval)
+            b = InFlight(
+                name=row["name"],
+                round=0,
+                lines=[],
+                status=row["status"],
+                file_id=row["file_id"],
+                batch_id=row["batch_id"],
+                next_poll=now,
+                interval=self.settings.poll_interval,
+            )
             for line in bio.open_lines(self._journal, row["name"]):
                 if (p := self.reopen(line)) is not None:
                     b.lines.append(line["custom_id"])
@@ -490,18 +591,27 @@ class BatchEngine(EngineCommon):
         canonical = json.loads(line["request"])
         if line["key"] in self._pending:
             return None
-        request = Request(messages=canonical["messages"], params=canonical["params"], model=canonical["model"],
-                          template_version=canonical.get("template_version", ""),
-                          require_complete=bool(line["require_complete"]), sample=canonical.get("sample", 0))
-        prep = Prepared(model=canonical["model"], params=canonical["params"], canonical=canonical, key=line["key"])
+        request = Request(
+            messages=canonical["messages"],
+            params=canonical["params"],
+            model=canonical["model"],
+            template_version=canonical.get("template_version", ""),
+            require_complete=bool(line["require_complete"]),
+            sample=canonical.get("sample", 0),
+        )
+        prep = Prepared(
+            model=canonical["model"], params=canonical["params"], canonical=canonical, key=line["key"]
+        )
         p = self._pending[prep.key] = self._new_pending(prep, request)
         p.paid.attempts = 1  # the line an earlier run (or the exporter) sent
         return p
+
 
 def _counts(batch: Any) -> dict[str, int] | None:
     return batch.request_counts.model_dump() if getattr(batch, "request_counts", None) is not None else None
 
 
 def _unjournaled(prep: Prepared, request: Request, failure: CallFailure) -> Result:
-    return Result(key=prep.key, ok=False, model=prep.model, error=failure.code, detail=failure.detail,
-                  tag=request.tag)
+    return Result(
+        key=prep.key, ok=False, model=prep.model, error=failure.code, detail=failure.detail, tag=request.tag
+    )

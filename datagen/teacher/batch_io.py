@@ -200,8 +200,13 @@ def settle_line(cid: str, outcome: str, *, delivered: bool = True) -> Statement:
 def abandon_batch(name: str) -> list[Statement]:
     """A batch whose lines were never submitted (or were written for another teacher): settled,
     its lines marked `abandoned`, so their requests are asked anew."""
-    return [update_batch(name, status="abandoned", settled=1),
-            ("UPDATE batch_lines SET settled = 1, outcome = 'abandoned' WHERE batch = ? AND settled = 0", (name,))]
+    return [
+        update_batch(name, status="abandoned", settled=1),
+        (
+            "UPDATE batch_lines SET settled = 1, outcome = 'abandoned' WHERE batch = ? AND settled = 0",
+            (name,),
+        ),
+    ]
 
 
 def mark_delivered(cid: str) -> Statement:

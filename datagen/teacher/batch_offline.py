@@ -35,11 +35,14 @@ def import_output(config: TeacherConfig, journal_path: str | Path, output: str |
     path = Path(output)
     if not path.is_file():
         raise InputError("no such batch output file", path=str(path))
-    config = dataclasses.replace(config, progress=False, batch=dataclasses.replace(config.batch, transport="files"))
+    config = dataclasses.replace(
+        config, progress=False, batch=dataclasses.replace(config.batch, transport="files")
+    )
 
     async def main() -> dict[str, int]:
-        async with BatchEngine(config, journal_path=journal_path, progress=False, desc="batch import",
-                               adopt=False) as engine:
+        async with BatchEngine(
+            config, journal_path=journal_path, progress=False, desc="batch import", adopt=False
+        ) as engine:
             return await _import(engine, path)
 
     return asyncio.run(main())
@@ -51,8 +54,10 @@ async def _import(engine: BatchEngine, path: Path) -> dict[str, int]:
     with open(path, encoding="utf-8") as fh:
         outputs = bio.parse_output(fh, str(path))
     rows = bio.lines_by_id(journal, outputs)
-    counts: Counter[str] = Counter(unknown=sum(1 for cid in outputs if cid not in rows),
-                                   skipped=sum(1 for row in rows.values() if row["settled"]))
+    counts: Counter[str] = Counter(
+        unknown=sum(1 for cid in outputs if cid not in rows),
+        skipped=sum(1 for row in rows.values() if row["settled"]),
+    )
     batches = sorted({row["batch"] for row in rows.values() if not row["settled"]})
     for name in batches:
         todo: list[tuple[str, Answer | CallFailure]] = []
@@ -63,8 +68,11 @@ async def _import(engine: BatchEngine, path: Path) -> dict[str, int]:
             engine.lines[cid] = p
             engine.stats.in_flight += 1
             obj = outputs.get(cid)
-            outcome = engine.outcome(p, obj) if obj is not None else \
-                CallFailure("server_error", f"missing from {path.name}")
+            outcome = (
+                engine.outcome(p, obj)
+                if obj is not None
+                else CallFailure("server_error", f"missing from {path.name}")
+            )
             counts["ok" if isinstance(outcome, Answer) else f"failed_{outcome.code}"] += 1
             todo.append((cid, outcome))
         await asyncio.gather(*(engine.settle(cid, outcome) for cid, outcome in todo))
@@ -81,14 +89,29 @@ def batch_status(journal_path: str | Path) -> dict[str, Any]:
         batches = []
         for row in bio.all_batches(journal):
             counts = per_batch.get(row["name"], {"ok": 0, "failed": 0, "open": 0})
-            batches.append({"name": row["name"], "round": row["round"], "status": row["status"],
-                            "settled": bool(row["settled"]), "transport": row["transport"],
-                            "batch_id": row["batch_id"], "file_id": row["file_id"], "lines": row["lines"],
-                            **counts, "provider_counts": json.loads(row["counts"]) if row["counts"] else None,
-                            "path": row["path"], "error": row["error"]})
+            batches.append(
+                {
+                    "name": row["name"],
+                    "round": row["round"],
+                    "status": row["status"],
+                    "settled": bool(row["settled"]),
+                    "transport": row["transport"],
+                    "batch_id": row["batch_id"],
+                    "file_id": row["file_id"],
+                    "lines": row["lines"],
+                    **counts,
+                    "provider_counts": json.loads(row["counts"]) if row["counts"] else None,
+                    "path": row["path"],
+                    "error": row["error"],
+                }
+            )
         ledger = journal.stats()
-        by_mode = {mode or "online": {"calls": n, "cost": cost or 0.0} for mode, n, cost in journal.query(
-            "SELECT mode, count(*), sum(paid_cost) FROM calls GROUP BY mode")}
+        by_mode = {
+            mode or "online": {"calls": n, "cost": cost or 0.0}
+            for mode, n, cost in journal.query(
+                "SELECT mode, count(*), sum(paid_cost) FROM calls GROUP BY mode"
+            )
+        }
     return {"batches": batches, "ledger": ledger.to_dict(), "by_mode": by_mode}
 
 

@@ -133,8 +133,11 @@ class Rounds:
         """When `may_close` may turn true without an event (None: only an event can do it)."""
         if not self.queue:
             return None
-        times = [self.last_call + self.settings.settle_seconds, self.not_before,
-                 self.last_call + self.settings.linger_seconds]
+        times = [
+            self.last_call + self.settings.settle_seconds,
+            self.not_before,
+            self.last_call + self.settings.linger_seconds,
+        ]
         return min((t for t in times if t > now), default=now)
 
     def take(self, *, full: bool) -> list[Pending]:
@@ -143,8 +146,11 @@ class Rounds:
         n = len(self.queue)
         if full:
             n, size = 0, 0
-            while n < len(self.queue) and n < self.settings.max_lines and (
-                    n == 0 or size + self.queue[n].size <= self.settings.max_bytes):
+            while (
+                n < len(self.queue)
+                and n < self.settings.max_lines
+                and (n == 0 or size + self.queue[n].size <= self.settings.max_bytes)
+            ):
                 size += self.queue[n].size
                 n += 1
         taken, self.queue = self.queue[:n], self.queue[n:]
@@ -165,8 +171,12 @@ class Rounds:
         size = 0
         for p in items:
             last = chunks[-1] if chunks else None
-            if (last is None or last[0].prep.model != p.prep.model or len(last) >= self.settings.max_lines
-                    or size + p.size > self.settings.max_bytes):
+            if (
+                last is None
+                or last[0].prep.model != p.prep.model
+                or len(last) >= self.settings.max_lines
+                or size + p.size > self.settings.max_bytes
+            ):
                 chunks.append([p])
                 size = p.size
             else:

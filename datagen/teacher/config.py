@@ -40,10 +40,25 @@ RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
 
 #: Fields that change how calls are made, never what the teacher answers: leave them out of a
 #: run fingerprint (changing concurrency must not look like a new dataset).
-RUNTIME_FIELDS = frozenset({
-    "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_attempts", "min_backoff", "max_backoff",
-    "max_retry_after", "prices", "stall_seconds", "progress", "rate_window", "mode", "batch",
-})
+RUNTIME_FIELDS = frozenset(
+    {
+        "api_key_env",
+        "concurrency",
+        "rpm",
+        "tpm",
+        "timeout",
+        "max_attempts",
+        "min_backoff",
+        "max_backoff",
+        "max_retry_after",
+        "prices",
+        "stall_seconds",
+        "progress",
+        "rate_window",
+        "mode",
+        "batch",
+    }
+)
 
 #: How calls are made: one HTTP request each, or rounds of batch files (`datagen.teacher.batch`).
 MODES = ("online", "batch")
@@ -91,11 +106,14 @@ class BatchSettings:
     def __post_init__(self) -> None:
         where = "teacher.batch"
         if self.transport not in TRANSPORTS:
-            raise ConfigError(f"must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}",
-                              field=f"{where}.transport")
+            raise ConfigError(
+                f"must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}", field=f"{where}.transport"
+            )
         if not isinstance(self.completion_window, str) or not self.completion_window:
-            raise ConfigError(f"must be a window such as '24h', got {self.completion_window!r}",
-                              field=f"{where}.completion_window")
+            raise ConfigError(
+                f"must be a window such as '24h', got {self.completion_window!r}",
+                field=f"{where}.completion_window",
+            )
         for name in ("max_lines", "max_bytes", "poll_failures"):
             check_int(getattr(self, name), name, minimum=1, where=where)
         for name in ("poll_interval", "max_poll_interval"):
@@ -121,11 +139,18 @@ class BatchSettings:
 #: Sampling parameters every stage sets on each of its requests, and the config keys that set them:
 #: in a run config's `teacher.params` they would be overridden on every call, so they are refused.
 STAGE_PARAM_KEYS: dict[str, tuple[str, ...]] = {
-    "temperature": ("expand.temperature", "dialogues.KIND.options.temperature",
-                    "dialogues.KIND.options.user_temperature"),
+    "temperature": (
+        "expand.temperature",
+        "dialogues.KIND.options.temperature",
+        "dialogues.KIND.options.user_temperature",
+    ),
     "top_p": ("expand.top_p", "dialogues.KIND.options.top_p"),
-    "max_tokens": ("expand.max_tokens", "dialogues.KIND.options.max_tokens",
-                   "dialogues.KIND.options.user_max_tokens", "dialogues.plugin.options.plan_max_tokens"),
+    "max_tokens": (
+        "expand.max_tokens",
+        "dialogues.KIND.options.max_tokens",
+        "dialogues.KIND.options.user_max_tokens",
+        "dialogues.plugin.options.plan_max_tokens",
+    ),
 }
 
 
@@ -198,8 +223,10 @@ class TeacherConfig:
         for name in ("min_backoff", "max_retry_after"):
             _check_number(getattr(self, name), name, positive=False)
         if self.min_backoff > self.max_backoff:
-            raise ConfigError(f"min_backoff ({self.min_backoff}) exceeds max_backoff ({self.max_backoff})",
-                              field="teacher.min_backoff")
+            raise ConfigError(
+                f"min_backoff ({self.min_backoff}) exceeds max_backoff ({self.max_backoff})",
+                field="teacher.min_backoff",
+            )
         if not isinstance(self.progress, bool):
             raise ConfigError(f"must be true or false, got {self.progress!r}", field="teacher.progress")
         self.params = check_params(self.params, "teacher.params")
@@ -216,9 +243,11 @@ class TeacherConfig:
         if isinstance(d.get("params"), dict):
             for name, keys in STAGE_PARAM_KEYS.items():
                 if name in d["params"]:
-                    raise ConfigError(f"is set by each stage, which would override it on every request; set "
-                                      f"{' / '.join(keys)} instead (KIND: hhh or plugin)",
-                                      field=f"teacher.params.{name}")
+                    raise ConfigError(
+                        f"is set by each stage, which would override it on every request; set "
+                        f"{' / '.join(keys)} instead (KIND: hhh or plugin)",
+                        field=f"teacher.params.{name}",
+                    )
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,13 +263,23 @@ class TeacherConfig:
             return PLACEHOLDER_API_KEY
         problem = key_problem(value)
         if problem is not None:
-            raise ConfigError(f"the API key in it {problem}; an API key is one line of printable ASCII with "
-                              "no spaces: set the variable again without it", field=f"${self.api_key_env}")
+            raise ConfigError(
+                f"the API key in it {problem}; an API key is one line of printable ASCII with "
+                "no spaces: set the variable again without it",
+                field=f"${self.api_key_env}",
+            )
         remember_secret(value)
         return value
 
-    def price_of(self, model: str, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0,
-                 batch: bool = False) -> float | None:
+    def price_of(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached_tokens: int = 0,
+        batch: bool = False,
+    ) -> float | None:
         """USD for these tokens (`cached_tokens` of the prompt at the cached-input price; batch
         prices when `batch`), or None when the price table does not list the model."""
         price = self.prices.get(model)
@@ -295,18 +334,24 @@ def check_params(params: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"must be a mapping, got {type(params).__name__}", field=where)
     bad = sorted(set(params) & RESERVED_PARAMS)
     if bad:
-        raise ConfigError(f"{', '.join(bad)} cannot be set here (the engine sends model and messages, one "
-                          "non-streamed choice per request)", field=f"{where}.{bad[0]}")
+        raise ConfigError(
+            f"{', '.join(bad)} cannot be set here (the engine sends model and messages, one "
+            "non-streamed choice per request)",
+            field=f"{where}.{bad[0]}",
+        )
     for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
         if name in params and params[name] is not None:
-            _check_number(params[name], name, positive=False, where=where, allow_negative=name.endswith("penalty"))
+            _check_number(
+                params[name], name, positive=False, where=where, allow_negative=name.endswith("penalty")
+            )
     if params.get("max_tokens") is not None:
         check_int(params["max_tokens"], "max_tokens", minimum=1, where=where)
     return dict(params)
 
 
-def _check_number(value: Any, name: str, *, positive: bool, where: str = "teacher",
-                  allow_negative: bool = False) -> None:
+def _check_number(
+    value: Any, name: str, *, positive: bool, where: str = "teacher", allow_negative: bool = False
+) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok and not allow_negative:
         ok = value > 0 if positive else value >= 0
@@ -319,17 +364,22 @@ def _check_prices(prices: Any) -> dict[str, dict[str, float]]:
     if prices is None:
         return {}
     if not isinstance(prices, dict):
-        raise ConfigError(f"must be a mapping of model -> {{input, output}}, got {type(prices).__name__}",
-                          field="teacher.prices")
+        raise ConfigError(
+            f"must be a mapping of model -> {{input, output}}, got {type(prices).__name__}",
+            field="teacher.prices",
+        )
     out: dict[str, dict[str, float]] = {}
     for model, price in prices.items():
         where = f"teacher.prices.{model}"
         if not isinstance(price, dict):
-            raise ConfigError("must be a mapping {input: USD per 1M tokens, output: USD per 1M tokens}",
-                              field=where)
+            raise ConfigError(
+                "must be a mapping {input: USD per 1M tokens, output: USD per 1M tokens}", field=where
+            )
         unknown = sorted(set(price) - set(PRICE_KEYS))
         if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(PRICE_KEYS)}", field=where)
+            raise ConfigError(
+                f"unknown key(s) {', '.join(unknown)}; expected {', '.join(PRICE_KEYS)}", field=where
+            )
         for side in PRICE_KEYS:
             _check_number(price.get(side, 0.0), side, positive=False, where=where)
         entry = {"input": float(price.get("input", 0.0)), "output": float(price.get("output", 0.0))}

@@ -56,8 +56,15 @@ from datagen.teacher.settle import (
 from datagen.teacher.stats import EngineStats
 from datagen.teacher.types import Request, Result
 
-__all__ = ["EngineStats", "TeacherEngine", "cut_detail", "engine_factory", "map_requests", "open_engine",
-           "run_requests"]
+__all__ = [
+    "EngineStats",
+    "TeacherEngine",
+    "cut_detail",
+    "engine_factory",
+    "map_requests",
+    "open_engine",
+    "run_requests",
+]
 
 log = logging.getLogger("datagen.teacher")
 
@@ -65,8 +72,9 @@ _TICK_SECONDS = 0.5
 _POST_OPTIONS: Any = {"security": {"bearer_auth": True}}
 
 #: The rate-window reservations of the request the current task is sending (see `_on_send`).
-_RESERVATIONS: contextvars.ContextVar[list[tuple[WindowLimiter, list[Any]]] | None] = \
-    contextvars.ContextVar("datagen_teacher_reservations", default=None)
+_RESERVATIONS: contextvars.ContextVar[list[tuple[WindowLimiter, list[Any]]] | None] = contextvars.ContextVar(
+    "datagen_teacher_reservations", default=None
+)
 
 
 class TeacherEngine(EngineCommon):
@@ -92,8 +100,14 @@ class TeacherEngine(EngineCommon):
             return BatchEngine(config, **kwargs)
         return super().__new__(cls)
 
-    def __init__(self, config: TeacherConfig, *, journal_path: str | Path | None = None,
-                 progress: bool | None = None, desc: str = ""):
+    def __init__(
+        self,
+        config: TeacherConfig,
+        *,
+        journal_path: str | Path | None = None,
+        progress: bool | None = None,
+        desc: str = "",
+    ):
         self.config = config
         self.journal_path = Path(journal_path) if journal_path is not None else None
         self.desc = desc or "teacher"
@@ -113,8 +127,9 @@ class TeacherEngine(EngineCommon):
         self._completion_avg = 256.0
         self._progress: Progress | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._backoff = tenacity.wait_exponential_jitter(multiplier=max(config.min_backoff, 1e-3),
-                                                         max=config.max_backoff, jitter=config.min_backoff)
+        self._backoff = tenacity.wait_exponential_jitter(
+            multiplier=max(config.min_backoff, 1e-3), max=config.max_backoff, jitter=config.min_backoff
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,10 +146,15 @@ class TeacherEngine(EngineCommon):
         limits = httpx2.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency)
         hooks = {"request": [self._on_send]} if (self._rpm or self._tpm) else {}
         self._client = openai.AsyncOpenAI(
-            base_url=cfg.base_url, api_key=cfg.api_key(), max_retries=0, timeout=cfg.timeout,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, event_hooks=hooks))
-        self._progress = Progress(self.stats, enabled=self._show_progress, desc=self.desc,
-                                  stall_seconds=cfg.stall_seconds)
+            base_url=cfg.base_url,
+            api_key=cfg.api_key(),
+            max_retries=0,
+            timeout=cfg.timeout,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout, event_hooks=hooks),
+        )
+        self._progress = Progress(
+            self.stats, enabled=self._show_progress, desc=self.desc, stall_seconds=cfg.stall_seconds
+        )
         self._ticker = asyncio.create_task(self._tick_forever(), name="datagen-teacher-progress")
         return self
 
@@ -205,8 +225,9 @@ class TeacherEngine(EngineCommon):
         fut.set_result(result)
         return self._count(result)
 
-    async def map(self, requests: Iterable[Request] | AsyncIterable[Request], *,
-                  window: int | None = None) -> AsyncIterator[Result]:
+    async def map(
+        self, requests: Iterable[Request] | AsyncIterable[Request], *, window: int | None = None
+    ) -> AsyncIterator[Result]:
         """Run many requests, yielding each Result as it finishes (any order; match by `tag` or
         `key`). At most `window` requests are pending at once (default: a few times the
         concurrency), so a generator of millions is consumed lazily."""
@@ -244,8 +265,12 @@ class TeacherEngine(EngineCommon):
         except CallFailure as failure:
             if failure.fatal and self._fatal_for(model) is None:
                 self._fatal[model if failure.code == "not_found" else None] = failure
-                log.error("%s: %s; sending nothing more%s", self.desc, failure,
-                          f" for model {model}" if failure.code == "not_found" else "")
+                log.error(
+                    "%s: %s; sending nothing more%s",
+                    self.desc,
+                    failure,
+                    f" for model {model}" if failure.code == "not_found" else "",
+                )
             return await self.ledger.failure(prep, request, failure, paid, started)
         # The slot taken by the successful try is still held: give it back only once the row is
         # committed, so calls finished but not yet journaled never outnumber the concurrency.
@@ -254,8 +279,9 @@ class TeacherEngine(EngineCommon):
         finally:
             self._slots.release()
 
-    async def _attempt(self, request: Request, model: str, params: dict[str, Any], est_prompt: int,
-                       paid: Paid) -> Answer:
+    async def _attempt(
+        self, request: Request, model: str, params: dict[str, Any], est_prompt: int, paid: Paid
+    ) -> Answer:
         """One HTTP try. On success the concurrency slot is still held (the caller releases it)."""
         epoch = await self._slots.acquire()
         try:
@@ -282,11 +308,17 @@ class TeacherEngine(EngineCommon):
                 # classes as chat.completions.create, minus its typed-params transform, which
                 # costs ~0.5 ms of CPU a call; the body is checked by `_parse` instead.
                 raw = await self._client.post(  # type: ignore[union-attr]
-                    "/chat/completions", cast_to=httpx2.Response,
+                    "/chat/completions",
+                    cast_to=httpx2.Response,
                     body={**params, "model": model, "messages": list(request.messages)},
-                    options=_POST_OPTIONS)
-                answer = parse_completion(raw.content, require_complete=request.require_complete,
-                                          est_prompt=est_prompt, max_tokens=params.get("max_tokens"))
+                    options=_POST_OPTIONS,
+                )
+                answer = parse_completion(
+                    raw.content,
+                    require_complete=request.require_complete,
+                    est_prompt=est_prompt,
+                    max_tokens=params.get("max_tokens"),
+                )
             except (openai.APIError, CallFailure, ValueError) as exc:
                 failure = classify(exc)
                 paid.add(failure.prompt_tokens, failure.completion_tokens)
@@ -339,8 +371,13 @@ class TeacherEngine(EngineCommon):
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, CallFailure):
             self.stats.last_error = f"{exc.code}: {exc.detail}"
-        log.debug("%s: try %d failed (%s); retrying in %.2fs", self.desc, state.attempt_number, exc,
-                  state.upcoming_sleep)
+        log.debug(
+            "%s: try %d failed (%s); retrying in %.2fs",
+            self.desc,
+            state.attempt_number,
+            exc,
+            state.upcoming_sleep,
+        )
 
     def _pushed_back(self, epoch: int, failure: CallFailure) -> None:
         """A 429. The request that got it waits its `retry-after` (`_wait`). Only when most recent
@@ -357,8 +394,10 @@ class TeacherEngine(EngineCommon):
             until = time.monotonic() + min(failure.retry_after, self.config.max_retry_after)
             self._pause_until = max(self._pause_until, until)
 
-async def map_requests(engine: Any, requests: Iterable[Request] | AsyncIterable[Request],
-                       window: int) -> AsyncIterator[Result]:
+
+async def map_requests(
+    engine: Any, requests: Iterable[Request] | AsyncIterable[Request], window: int
+) -> AsyncIterator[Result]:
     """`engine.map`: run requests through `engine.complete`, at most `window` pending at once,
     yielding each Result as it finishes (shared by the online and the batch engine)."""
     if hasattr(requests, "__len__"):
@@ -412,8 +451,14 @@ def engine_factory(config: TeacherConfig) -> Callable[..., Any]:
     return TeacherEngine
 
 
-def run_requests(config: TeacherConfig, requests: Iterable[Request], *, journal_path: str | Path | None = None,
-                 progress: bool | None = None, desc: str = "") -> list[Result]:
+def run_requests(
+    config: TeacherConfig,
+    requests: Iterable[Request],
+    *,
+    journal_path: str | Path | None = None,
+    progress: bool | None = None,
+    desc: str = "",
+) -> list[Result]:
     """Run requests to completion from synchronous code; Results come back in input order, online
     or in batch rounds as `config.mode` says. (Starts its own event loop: from async code use
     `open_engine` or `TeacherEngine` directly.)"""

@@ -36,8 +36,18 @@ import openai
 
 from datagen.teacher.redact import redact
 
-RETRYABLE = frozenset({"rate_limited", "server_error", "timeout", "connection", "invalid_response", "empty",
-                       "batch_expired", "batch_cancelled"})
+RETRYABLE = frozenset(
+    {
+        "rate_limited",
+        "server_error",
+        "timeout",
+        "connection",
+        "invalid_response",
+        "empty",
+        "batch_expired",
+        "batch_cancelled",
+    }
+)
 FATAL = frozenset({"insufficient_quota", "auth", "not_found"})
 
 
@@ -46,9 +56,17 @@ class CallFailure(Exception):
     (non-zero only when it answered, e.g. `length`); `text` keeps a partial answer. `detail` is
     redacted (`datagen.teacher.redact`): a server may quote the key back in its error body."""
 
-    def __init__(self, code: str, detail: str, *, retry_after: float | None = None,
-                 prompt_tokens: int = 0, completion_tokens: int = 0, text: str | None = None,
-                 finish_reason: str | None = None):
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        text: str | None = None,
+        finish_reason: str | None = None,
+    ):
         detail = redact(detail)
         super().__init__(f"{code}: {detail}")
         self.code = code
@@ -101,8 +119,9 @@ def classify(exc: BaseException) -> CallFailure:
         detail = f"{exc}: {type(cause).__name__}: {cause}" if cause else str(exc)
         return CallFailure("connection", detail)
     if isinstance(exc, openai.APIStatusError):
-        return classify_status(exc.status_code, _error_message(exc), headers=exc.response.headers,
-                               quota=_is_quota(exc))
+        return classify_status(
+            exc.status_code, _error_message(exc), headers=exc.response.headers, quota=_is_quota(exc)
+        )
     if isinstance(exc, openai.APIResponseValidationError | ValueError):
         return CallFailure("invalid_response", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIError):

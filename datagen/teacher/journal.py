@@ -107,10 +107,29 @@ _ADDED_COLUMNS = {
     "mode": "TEXT",
 }
 
-_COLUMNS = ("key", "status", "model", "request", "response", "finish_reason", "prompt_tokens",
-            "completion_tokens", "cost", "paid_prompt_tokens", "paid_completion_tokens", "paid_cost",
-            "attempts", "error", "detail", "latency", "created", "updated", "cached_tokens",
-            "paid_cached_tokens", "mode")
+_COLUMNS = (
+    "key",
+    "status",
+    "model",
+    "request",
+    "response",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "paid_prompt_tokens",
+    "paid_completion_tokens",
+    "paid_cost",
+    "attempts",
+    "error",
+    "detail",
+    "latency",
+    "created",
+    "updated",
+    "cached_tokens",
+    "paid_cached_tokens",
+    "mode",
+)
 
 # An ok row is never replaced by a failure; counters of paid work add up across runs.
 _UPSERT = f"""
@@ -131,8 +150,9 @@ WHERE calls.status != 'ok' OR excluded.status = 'ok'
 """
 
 
-def canonical_request(model: str, messages: Any, params: dict[str, Any], template_version: str = "",
-                      *, sample: int = 0) -> dict[str, Any]:
+def canonical_request(
+    model: str, messages: Any, params: dict[str, Any], template_version: str = "", *, sample: int = 0
+) -> dict[str, Any]:
     """The request as the journal keys and stores it (no credentials, ever)."""
     req: dict[str, Any] = {
         "model": model,
@@ -145,8 +165,9 @@ def canonical_request(model: str, messages: Any, params: dict[str, Any], templat
     return req
 
 
-def request_key(model: str, messages: Any, params: dict[str, Any], template_version: str = "",
-                *, sample: int = 0) -> str:
+def request_key(
+    model: str, messages: Any, params: dict[str, Any], template_version: str = "", *, sample: int = 0
+) -> str:
     """sha256 (hex) of the canonical JSON (sorted keys) of a request: the journal key."""
     return key_of(canonical_request(model, messages, params, template_version, sample=sample))
 
@@ -190,10 +211,29 @@ class JournalEntry:
     mode: str | None = None
 
     def _row(self) -> tuple[Any, ...]:
-        return (self.key, self.status, self.model, dumps(self.request), self.response, self.finish_reason,
-                self.prompt_tokens, self.completion_tokens, self.cost, self.paid_prompt_tokens,
-                self.paid_completion_tokens, self.paid_cost, self.attempts, self.error, redact_opt(self.detail),
-                self.latency, self.created, self.updated, self.cached_tokens, self.paid_cached_tokens, self.mode)
+        return (
+            self.key,
+            self.status,
+            self.model,
+            dumps(self.request),
+            self.response,
+            self.finish_reason,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cost,
+            self.paid_prompt_tokens,
+            self.paid_completion_tokens,
+            self.paid_cost,
+            self.attempts,
+            self.error,
+            redact_opt(self.detail),
+            self.latency,
+            self.created,
+            self.updated,
+            self.cached_tokens,
+            self.paid_cached_tokens,
+            self.mode,
+        )
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> JournalEntry:
@@ -217,13 +257,23 @@ class JournalStats:
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return (f"{self.total} calls: {self.ok} ok, {self.failed} failed, {self.attempts} HTTP tries; "
-                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens; ${self.cost:.4f}")
+        return (
+            f"{self.total} calls: {self.ok} ok, {self.failed} failed, {self.attempts} HTTP tries; "
+            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens; ${self.cost:.4f}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "ok": self.ok, "failed": self.failed, "attempts": self.attempts,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cached_tokens": self.cached_tokens, "cost": round(self.cost, 6), "by_model": self.by_model}
+        return {
+            "total": self.total,
+            "ok": self.ok,
+            "failed": self.failed,
+            "attempts": self.attempts,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost": round(self.cost, 6),
+            "by_model": self.by_model,
+        }
 
 
 @dataclass(slots=True)
@@ -275,8 +325,10 @@ class Journal:
                 if row is None:
                     conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
                 elif row[0] != SCHEMA_VERSION:
-                    raise DatagenError(f"{self.path}: journal schema version {row[0]}, this datagen reads "
-                                       f"version {SCHEMA_VERSION}; use a new journal path")
+                    raise DatagenError(
+                        f"{self.path}: journal schema version {row[0]}, this datagen reads "
+                        f"version {SCHEMA_VERSION}; use a new journal path"
+                    )
                 have = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
                 for name, decl in _ADDED_COLUMNS.items():
                     if name not in have:
@@ -315,13 +367,19 @@ class Journal:
 
     # ------------------------------------------------------------------ writes
 
-    def put(self, entry: JournalEntry, on_commit: Callable[[BaseException | None], None] | None = None,
-            *also: Statement) -> None:
+    def put(
+        self,
+        entry: JournalEntry,
+        on_commit: Callable[[BaseException | None], None] | None = None,
+        *also: Statement,
+    ) -> None:
         """Queue a row (and statements `also`, committed in the same transaction); `on_commit(error)`
         is called from the writer thread once it is committed."""
         self._enqueue([(_UPSERT, entry._row()), *also], on_commit)
 
-    def _enqueue(self, statements: list[Statement], on_commit: Callable[[BaseException | None], None] | None) -> None:
+    def _enqueue(
+        self, statements: list[Statement], on_commit: Callable[[BaseException | None], None] | None
+    ) -> None:
         if self._writer is None:
             raise DatagenError(f"{self.path}: journal is not open")
         if self._write_error is not None:
@@ -455,7 +513,8 @@ class Journal:
             rows = self._db.execute(
                 "SELECT model, status, count(*), sum(attempts), sum(paid_prompt_tokens), "
                 "sum(paid_completion_tokens), sum(paid_cost), sum(paid_cached_tokens) FROM calls "
-                "GROUP BY model, status").fetchall()
+                "GROUP BY model, status"
+            ).fetchall()
         st = JournalStats()
         for model, status, n, attempts, pt, ct, cost, cached in rows:
             st.total += n
@@ -466,8 +525,17 @@ class Journal:
             st.completion_tokens += ct or 0
             st.cost += cost or 0.0
             st.cached_tokens += cached or 0
-            m = st.by_model.setdefault(model or "?", {"ok": 0, "failed": 0, "prompt_tokens": 0,
-                                                      "completion_tokens": 0, "cached_tokens": 0, "cost": 0.0})
+            m = st.by_model.setdefault(
+                model or "?",
+                {
+                    "ok": 0,
+                    "failed": 0,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "cached_tokens": 0,
+                    "cost": 0.0,
+                },
+            )
             m[status] = m.get(status, 0) + n
             m["prompt_tokens"] += pt or 0
             m["cached_tokens"] += cached or 0
@@ -482,8 +550,11 @@ class Journal:
                 "SELECT error, count(*), sum(attempts), "
                 "(SELECT detail FROM calls c2 WHERE c2.status = 'failed' AND c2.error IS c1.error "
                 " ORDER BY updated DESC LIMIT 1) "
-                "FROM calls c1 WHERE status = 'failed' GROUP BY error ORDER BY count(*) DESC").fetchall()
-        return [FailureGroup(error=e or "unknown", count=n, attempts=a or 0, example=d) for e, n, a, d in rows]
+                "FROM calls c1 WHERE status = 'failed' GROUP BY error ORDER BY count(*) DESC"
+            ).fetchall()
+        return [
+            FailureGroup(error=e or "unknown", count=n, attempts=a or 0, example=d) for e, n, a, d in rows
+        ]
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

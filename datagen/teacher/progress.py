@@ -43,8 +43,15 @@ def money(usd: float) -> str:
 class Progress:
     """Draws the bar and watches for stalls; call `tick()` periodically and `close()` at the end."""
 
-    def __init__(self, stats: EngineStats, *, enabled: bool, desc: str = "", stall_seconds: float = 300.0,
-                 rate_window: float = 60.0):
+    def __init__(
+        self,
+        stats: EngineStats,
+        *,
+        enabled: bool,
+        desc: str = "",
+        stall_seconds: float = 300.0,
+        rate_window: float = 60.0,
+    ):
         self.stats = stats
         self.enabled = enabled and sys.stderr.isatty()
         self.desc = desc or "teacher"
@@ -56,8 +63,15 @@ class Progress:
         self.stalls = 0
         self._samples: deque[tuple[float, int, int]] = deque()  # (time, finished, tokens)
         self._last_finished = 0
-        self.bar = tqdm(total=None, desc=self.desc, unit="call", dynamic_ncols=True, file=sys.stderr,
-                        disable=not self.enabled, leave=True)
+        self.bar = tqdm(
+            total=None,
+            desc=self.desc,
+            unit="call",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=not self.enabled,
+            leave=True,
+        )
 
     def tick(self) -> None:
         """Refresh the bar and run the stall watchdog."""
@@ -71,13 +85,23 @@ class Progress:
         while len(self._samples) > 2 and self._samples[0][0] < now - self.rate_window:
             self._samples.popleft()
         pending = st.submitted - finished
-        if pending > 0 and now - self.last_finish >= self.stall_seconds \
-                and now - self.last_stall_warning >= self.stall_seconds:
+        if (
+            pending > 0
+            and now - self.last_finish >= self.stall_seconds
+            and now - self.last_stall_warning >= self.stall_seconds
+        ):
             self.last_stall_warning = now
             self.stalls += 1
             last = f"; last error: {st.last_error}" if st.last_error else ""
-            log.warning("%s: no teacher call finished in %.0fs (%d pending, %d in flight, %d retries so far%s)",
-                        self.desc, now - self.last_finish, pending, st.in_flight, st.retries, last)
+            log.warning(
+                "%s: no teacher call finished in %.0fs (%d pending, %d in flight, %d retries so far%s)",
+                self.desc,
+                now - self.last_finish,
+                pending,
+                st.in_flight,
+                st.retries,
+                last,
+            )
         if self.enabled:
             self.bar.total = max(st.expected, st.submitted) or None
             self.bar.n = finished
@@ -102,18 +126,23 @@ class Progress:
         projected = st.projected_cost()
         if projected is not None:
             cost += f" ~ {money(projected)}"
-        return (f"ok={st.done} fail={st.failed} inflight={st.in_flight} | {human(rpm)} req/min "
-                f"{human(tpm)} tok/min | {cost}")
+        return (
+            f"ok={st.done} fail={st.failed} inflight={st.in_flight} | {human(rpm)} req/min "
+            f"{human(tpm)} tok/min | {cost}"
+        )
 
     def summary(self) -> str:
         """One line for the end of a run."""
         st = self.stats
         elapsed = time.monotonic() - self.started
         rate = (st.done + st.failed - st.cached) * 60.0 / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.desc}: {st.done} ok ({st.cached} cached), {st.failed} failed",
-                 f"{st.sent} HTTP requests ({st.retries} retries, {st.rate_limited} rate-limited)",
-                 f"{human(st.prompt_tokens)} prompt + {human(st.completion_tokens)} completion tokens",
-                 f"${st.cost:.4f}", f"{elapsed:.1f}s ({human(rate)} calls/min)"]
+        parts = [
+            f"{self.desc}: {st.done} ok ({st.cached} cached), {st.failed} failed",
+            f"{st.sent} HTTP requests ({st.retries} retries, {st.rate_limited} rate-limited)",
+            f"{human(st.prompt_tokens)} prompt + {human(st.completion_tokens)} completion tokens",
+            f"${st.cost:.4f}",
+            f"{elapsed:.1f}s ({human(rate)} calls/min)",
+        ]
         if st.errors:
             parts.append("failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(st.errors.items())))
         return ", ".join(parts)

@@ -235,13 +235,17 @@ class Ledger:
         st.cost += cost
         self.cached_tokens += paid.cached
         for mode in self.by_mode:
-            self.by_mode[mode] += self.price(model, paid.prompt, paid.completion, paid.cached, batch=mode == "batch")
+            self.by_mode[mode] += self.price(
+                model, paid.prompt, paid.completion, paid.cached, batch=mode == "batch"
+            )
         self.paid_calls += 1
         projected = self.projection() if self.paid_calls == PROJECT_AFTER else None
         if projected is not None and projected["online"] > 0:
-            self.say(f"{self.desc}: projected for the {max(st.expected, st.submitted)} calls announced: "
-                     f"{usd(projected['online'])} online, {usd(projected['batch'])} in batch mode "
-                     f"(from the first {PROJECT_AFTER} paid calls)")
+            self.say(
+                f"{self.desc}: projected for the {max(st.expected, st.submitted)} calls announced: "
+                f"{usd(projected['online'])} online, {usd(projected['batch'])} in batch mode "
+                f"(from the first {PROJECT_AFTER} paid calls)"
+            )
         return cost
 
     def cache_hit_rate(self) -> float:
@@ -260,8 +264,10 @@ class Ledger:
     def summary(self) -> str:
         """`cost at batch prices $0.0123 (online $0.0246); prompt cache 31% of 51234 prompt tokens`."""
         other = "online" if self.mode == "batch" else "batch"
-        return (f"cost at {self.mode} prices {usd(self.by_mode[self.mode])} ({other} {usd(self.by_mode[other])}); "
-                f"prompt cache {100 * self.cache_hit_rate():.0f}% of {self.stats.prompt_tokens} prompt tokens")
+        return (
+            f"cost at {self.mode} prices {usd(self.by_mode[self.mode])} ({other} {usd(self.by_mode[other])}); "
+            f"prompt cache {100 * self.cache_hit_rate():.0f}% of {self.stats.prompt_tokens} prompt tokens"
+        )
 
     # ------------------------------------------------------------------ settling
 

@@ -1,6 +1,5 @@
 """Part of the former datagen/teacher/engine.py (see ARCHITECTURE.md)."""
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -62,7 +62,7 @@ from datagen.text.script import (
 # Evidence for Chinese against Japanese, Korean and Latin-script words
 
 #: Chinese function characters that Japanese text almost never uses (Simplified and Traditional).
-_ZH_MARKERS = frozenset("的了吗呢吧么们这个是我你她它怎没还给让说对很把哪什" "們這嗎麼說對沒讓")
+_ZH_MARKERS = frozenset("的了吗呢吧么们这个是我你她它怎没还给让说对很把哪什們這嗎麼說對沒讓")
 #: Chinese function characters in general: the grammar of a Chinese sentence that names English
 #: terms (`docker compose up 的时候报错 ... 是什么意思?`).
 _ZH_FUNCTION = frozenset(
@@ -185,7 +185,7 @@ _STOPWORD_LANGS = _index_stopwords()
 #: Letters beyond a-z that each vote language writes.
 _ALPHABET_EXTRA: dict[str, frozenset[str]] = {
     # loanwords (café, naïve, señor) and pinyin (nǐ hǎo, jiāyóu) in English about Chinese
-    "en": frozenset("éèêëïîöüçñáàâôû" "āēīōūǎěǐǒǔǖǘǚǜíóúìòù"),
+    "en": frozenset("éèêëïîöüçñáàâôûāēīōūǎěǐǒǔǖǘǚǜíóúìòù"),
     "fr": frozenset("àâæçéèêëîïôœùûüÿ"),
     "de": frozenset("äöüßéè"),
     "es": frozenset("áéíóúñüç"),
@@ -431,7 +431,9 @@ class DialogueLanguage:
         return bool(self.drift_turns)
 
 
-def detect_dialogue(conv: Conversation, *, drift_ok_categories: frozenset[str] = DRIFT_OK_CATEGORIES) -> DialogueLanguage:
+def detect_dialogue(
+    conv: Conversation, *, drift_ok_categories: frozenset[str] = DRIFT_OK_CATEGORIES
+) -> DialogueLanguage:
     """Decide a dialogue's language by its turns' verdicts weighted by their length; flag drift
     (the user writes one language and the assistant answers in another) except in language-switching
     categories and turns that ask for a translation."""

@@ -47,7 +47,9 @@ ROUGE_BLOCKING_THRESHOLD = 0.25
 _MAX_HASH = np.uint64(32)
 
 
-def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+def optimal_bands(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
     """(bands, rows) with bands*rows <= num_perm minimising the weighted false-positive and
     false-negative areas of the LSH S-curve around threshold (datasketch's rule)."""
     best, best_err = (1, num_perm), math.inf
@@ -193,8 +195,10 @@ class FingerprintBatch:
         keys = self.band_keys.tolist()
         empty = self.empty.tolist()
         toks = self.tokens
-        return [Fingerprint(self.signatures[i], keys[i], toks[i] if toks is not None else None, empty[i])
-                for i in range(len(keys))]
+        return [
+            Fingerprint(self.signatures[i], keys[i], toks[i] if toks is not None else None, empty[i])
+            for i in range(len(keys))
+        ]
 
 
 _EMPTY32 = 0xFFFFFFFF
@@ -257,9 +261,13 @@ class NearDupIndex:
         self.num_perm = num_perm
         self.bands, self.rows = tuple(bands) if bands else _cached_bands(lsh_threshold, num_perm)
         if self.bands * self.rows > num_perm:
-            raise ConfigError(f"bands*rows ({self.bands}*{self.rows}) exceeds num_perm {num_perm}", field="bands")
+            raise ConfigError(
+                f"bands*rows ({self.bands}*{self.rows}) exceeds num_perm {num_perm}", field="bands"
+            )
         rng = np.random.default_rng(seed + 7919)
-        self._band_mult = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self._band_mult = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) * np.uint64(2) + np.uint64(
+            1
+        )
         self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
         self._keys: list[str] = []
         self._sigs = np.empty((1024, num_perm), dtype=np.uint16)
@@ -317,7 +325,9 @@ class NearDupIndex:
         best = int(np.argmax(agree))  # the closest; the earliest among equals
         return cands[best] if int(agree[best]) >= self._min_agree else None
 
-    def _check_and_add(self, key: str, sig: np.ndarray, band_keys: list[int], tokens: str | None) -> str | None:
+    def _check_and_add(
+        self, key: str, sig: np.ndarray, band_keys: list[int], tokens: str | None
+    ) -> str | None:
         # Insert first and look at what was there: one dict operation per band for a new text (the
         # common case); a duplicate takes its entries back out.
         i = len(self._keys)
@@ -361,8 +371,13 @@ class NearDupIndex:
             return None
         # rapidfuzz's normalised Indel similarity is exactly 2*LCS/(m+n); with the cutoff it skips the
         # rest early, in C
-        hits = _rf_process().extract(tokens, [c for _, c in choices], scorer=_rf_indel().normalized_similarity,
-                                     limit=None, score_cutoff=self.threshold - 1e-6)
+        hits = _rf_process().extract(
+            tokens,
+            [c for _, c in choices],
+            scorer=_rf_indel().normalized_similarity,
+            limit=None,
+            score_cutoff=self.threshold - 1e-6,
+        )
         best, best_f = None, self.threshold
         for _, score, j in hits:
             m = len(choices[j][1])
@@ -428,8 +443,9 @@ class NearDupIndex:
         same batch), with the signatures vectorised."""
         return self.check_and_add_batch(keys, self.fingerprint_batch(texts))
 
-    def check_and_add_stream(self, items: Iterable[tuple[str, str]], *, workers: int | None = None,
-                             chunk_size: int = 5000) -> Iterator[tuple[str, str | None]]:
+    def check_and_add_stream(
+        self, items: Iterable[tuple[str, str]], *, workers: int | None = None, chunk_size: int = 5000
+    ) -> Iterator[tuple[str, str | None]]:
         """`check_and_add` over a stream of (key, text), yielding (key, duplicate_of or None) in
         order. With workers > 1, fingerprints are computed in that many worker processes while this
         process keeps the index (decisions in input order, the same as a serial run)."""
@@ -458,8 +474,15 @@ class NearDupIndex:
 
     def params(self) -> dict:
         """Constructor arguments that rebuild an index computing the same fingerprints."""
-        return {"unit": self.unit, "threshold": self.threshold, "method": self.method, "ngram": self.ngram,
-                "num_perm": self.num_perm, "bands": (self.bands, self.rows), "seed": self.hasher.seed}
+        return {
+            "unit": self.unit,
+            "threshold": self.threshold,
+            "method": self.method,
+            "ngram": self.ngram,
+            "num_perm": self.num_perm,
+            "bands": (self.bands, self.rows),
+            "seed": self.hasher.seed,
+        }
 
     def query(self, text: str) -> str | None:
         """Key of the closest indexed near-duplicate of text, or None (nothing is added)."""

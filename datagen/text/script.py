@@ -199,7 +199,9 @@ def script_counts(text: str, *, strip: bool = True) -> ScriptCounts:
 
 
 def _latin_words(text: str) -> list[str]:
-    return [w for w in _WORD_RE.findall(text.lower()) if w.isascii() or all(_script_of(c) == "latin" for c in w)]
+    return [
+        w for w in _WORD_RE.findall(text.lower()) if w.isascii() or all(_script_of(c) == "latin" for c in w)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def phrase_variant_counts(text: str) -> tuple[int, int]:
         i = 0
         while i < len(run) - 1:
             for n in range(min(longest, len(run) - i), 1, -1):
-                piece = run[i:i + n]
+                piece = run[i : i + n]
                 hit = st.get(piece)
                 if hit is not None:
                     s += sum(a != b for a, b in zip(piece, hit[0], strict=False))

@@ -309,8 +309,9 @@ def check_options(cls: type[Tool], options: Mapping[str, Any], where: str) -> No
             if schema.open:
                 continue
             known = ", ".join(schema.settings) or "none"
-            raise ConfigError(f"unknown option {key!r} for tool {cls.plugin!r} (options: {known})",
-                              field=f"{where}.{key}")
+            raise ConfigError(
+                f"unknown option {key!r} for tool {cls.plugin!r} (options: {known})", field=f"{where}.{key}"
+            )
         problem = setting.problem(value)
         if problem:
             raise ConfigError(problem, field=f"{where}.{key}")
@@ -324,20 +325,23 @@ def validate_tool_settings(tools: Mapping[str, Any]) -> None:
     name, an entry point, or a `class: pkg.module:Class`) and every option is one its class takes,
     of the right type and within its bounds. Raises ConfigError with field `tools.<name>.<option>`."""
     if not isinstance(tools, Mapping):
-        raise ConfigError(f"tools must be a mapping of tool name to options, got {type(tools).__name__}",
-                          field="tools")
+        raise ConfigError(
+            f"tools must be a mapping of tool name to options, got {type(tools).__name__}", field="tools"
+        )
     for key, options in tools.items():
         where = f"tools.{key}"
         if options is False or options is None or options is True:
             options = {}
         if not isinstance(options, Mapping):
-            raise ConfigError(f"options of tool {key!r} must be a mapping, got {type(options).__name__}",
-                              field=where)
+            raise ConfigError(
+                f"options of tool {key!r} must be a mapping, got {type(options).__name__}", field=where
+            )
         options = dict(options)
         cls_name = options.pop("class", None) or key
         if not isinstance(cls_name, str):
-            raise ConfigError(f"must be a string like 'package.module:Class', got {cls_name!r}",
-                              field=f"{where}.class")
+            raise ConfigError(
+                f"must be a string like 'package.module:Class', got {cls_name!r}", field=f"{where}.class"
+            )
         try:
             cls = tool_class(cls_name)
         except ConfigError as exc:
@@ -390,8 +394,9 @@ def build_tools(config: Mapping[str, Any] | Iterable[str] | None) -> dict[str, T
     return tools
 
 
-def call_in_thread(tool: Tool, arg: str,
-                   on_done: Callable[[ToolResult | None, BaseException | None], None]) -> threading.Thread:
+def call_in_thread(
+    tool: Tool, arg: str, on_done: Callable[[ToolResult | None, BaseException | None], None]
+) -> threading.Thread:
     """Start `tool.run(arg)` in a daemon thread; `on_done(result, error)` is called from that
     thread when it returns or raises. Daemon, so a call that never returns cannot keep the process
     alive after the run is stopped."""

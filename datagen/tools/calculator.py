@@ -335,8 +335,11 @@ def evaluate(
 
     Returns an int (exact) or a float. Raises CalculationError when it cannot be evaluated.
     """
-    for name, value, high in (("max_length", max_length, MAX_LENGTH_LIMIT), ("max_digits", max_digits, MAX_DIGITS_LIMIT),
-                              ("max_factorial", max_factorial, MAX_FACTORIAL_LIMIT)):
+    for name, value, high in (
+        ("max_length", max_length, MAX_LENGTH_LIMIT),
+        ("max_digits", max_digits, MAX_DIGITS_LIMIT),
+        ("max_factorial", max_factorial, MAX_FACTORIAL_LIMIT),
+    ):
         if not 0 <= value <= high:
             raise ValueError(f"{name} must be between 0 and {high}, got {value!r}")
     if len(expression) > max_length:
@@ -373,13 +376,17 @@ class CalculateTool(Tool):
     name: ClassVar[str] = "Calculate"
     plugin: ClassVar[str] = "calculator"
     bounds: ClassVar[dict[str, Bounds]] = {
-        "max_length": Bounds(low=1, high=MAX_LENGTH_LIMIT), "max_digits": Bounds(low=1, high=MAX_DIGITS_LIMIT),
+        "max_length": Bounds(low=1, high=MAX_LENGTH_LIMIT),
+        "max_digits": Bounds(low=1, high=MAX_DIGITS_LIMIT),
         "max_factorial": Bounds(low=0, high=MAX_FACTORIAL_LIMIT),
     }
 
     def __init__(self, *, max_length: int = 1000, max_digits: int = 1000, max_factorial: int = 1000):
-        check_options(type(self), {"max_length": max_length, "max_digits": max_digits,
-                                   "max_factorial": max_factorial}, "tools.calculator")
+        check_options(
+            type(self),
+            {"max_length": max_length, "max_digits": max_digits, "max_factorial": max_factorial},
+            "tools.calculator",
+        )
         self.max_length = max_length
         self.max_digits = max_digits
         self.max_factorial = max_factorial

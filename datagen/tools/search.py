@@ -173,7 +173,8 @@ class LocalSearch:
     """
 
     bounds: ClassVar[dict[str, Bounds]] = {
-        "max_chars": Bounds(low=20), "min_relative_score": Bounds(low=0, high=1),
+        "max_chars": Bounds(low=20),
+        "min_relative_score": Bounds(low=0, high=1),
     }
 
     def __init__(
@@ -261,7 +262,9 @@ class HttpSearch:
     """
 
     bounds: ClassVar[dict[str, Bounds]] = {
-        "timeout": Bounds(above=0, high=3600), "retries": Bounds(low=0, high=10), "max_chars": Bounds(low=20),
+        "timeout": Bounds(above=0, high=3600),
+        "retries": Bounds(low=0, high=10),
+        "max_chars": Bounds(low=20),
         "method": Bounds(choices=("GET", "POST", "get", "post")),
     }
 
@@ -342,7 +345,8 @@ class SearchTool(Tool):
     name: ClassVar[str] = "Search"
     plugin: ClassVar[str] = "search"
     bounds: ClassVar[dict[str, Bounds]] = {
-        "top_k": Bounds(low=1, high=20), "concurrency": Bounds(low=1, high=64),
+        "top_k": Bounds(low=1, high=20),
+        "concurrency": Bounds(low=1, high=64),
     }
 
     @classmethod
@@ -366,17 +370,26 @@ class SearchTool(Tool):
             if not isinstance(backend_cls, type):
                 return SettingsSchema(schema.settings, open=True)
         else:
-            raise ConfigError(f"unknown search backend {backend!r} (local, http or pkg.module:Class)",
-                              field="backend")
+            raise ConfigError(
+                f"unknown search backend {backend!r} (local, http or pkg.module:Class)", field="backend"
+            )
         extra = constructor_settings(backend_cls, getattr(backend_cls, "bounds", None))
         return SettingsSchema({**extra.settings, **schema.settings}, open=extra.open)
 
-    def __init__(self, *, backend: str | SearchBackend = "local", top_k: int = 3, concurrency: int | None = None,
-                 **backend_options: Any):
+    def __init__(
+        self,
+        *,
+        backend: str | SearchBackend = "local",
+        top_k: int = 3,
+        concurrency: int | None = None,
+        **backend_options: Any,
+    ):
         if top_k < 1:
             raise ConfigError("top_k must be at least 1", field="top_k")
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
+            raise ConfigError(
+                f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency"
+            )
         self.top_k = top_k
         # An HTTP API answers many queries at once; the local index is CPU-bound in this process.
         self.concurrency = concurrency or (8 if backend == "http" else 1)

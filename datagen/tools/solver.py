@@ -270,8 +270,17 @@ class _Worker:
             # reads its answers): the kernel's parent-death signal (tied_popen_kwargs) fires when
             # the *thread* that forked ends, and tool calls come from short-lived threads.
             try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                        env=env, text=True, encoding="utf-8", bufsize=1, **tied_popen_kwargs())
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    env=env,
+                    text=True,
+                    encoding="utf-8",
+                    bufsize=1,
+                    **tied_popen_kwargs(),
+                )
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 started.put(exc)
                 return
@@ -367,7 +376,9 @@ class SolveTool(Tool):
     name: ClassVar[str] = "Solve"
     plugin: ClassVar[str] = "solver"
     bounds: ClassVar[dict[str, Bounds]] = {
-        "timeout": Bounds(above=0, high=3600), "memory_mb": Bounds(low=0), "max_length": Bounds(low=1, high=100_000),
+        "timeout": Bounds(above=0, high=3600),
+        "memory_mb": Bounds(low=0),
+        "max_length": Bounds(low=1, high=100_000),
     }
 
     def __init__(
@@ -379,7 +390,9 @@ class SolveTool(Tool):
         self._worker = (
             _Worker(timeout=timeout, memory_mb=memory_mb, max_length=max_length) if isolate else None
         )
-        if self._worker is not None:  # above a first call's start, solve and kill, so the worker's own limit acts first
+        if (
+            self._worker is not None
+        ):  # above a first call's start, solve and kill, so the worker's own limit acts first
             self.time_limit = self._worker.start_timeout + timeout + 15.0
         self.last_reason: str | None = None  # why the last call gave No result (for logs)
 

@@ -51,7 +51,8 @@ class Text2ImageTool(Tool):
     name: ClassVar[str] = "Text2Image"
     plugin: ClassVar[str] = "text2image"
     bounds: ClassVar[dict[str, Bounds]] = {
-        "timeout": Bounds(above=0, high=3600), "retries": Bounds(low=0, high=10),
+        "timeout": Bounds(above=0, high=3600),
+        "retries": Bounds(low=0, high=10),
         "concurrency": Bounds(low=1, high=64),
     }
 
@@ -77,7 +78,9 @@ class Text2ImageTool(Tool):
         self.timeout = timeout
         self.retries = retries
         if not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
+            raise ConfigError(
+                f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency"
+            )
         self.concurrency = concurrency if url else 1  # without an API there is nothing to wait for
         if url:
             self.time_limit = request_time_limit(timeout, retries)

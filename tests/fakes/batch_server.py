@@ -75,8 +75,14 @@ __all__ = ["BATCH_ENDPOINTS", "FakeBatch", "FakeBatchOpenAI", "FakeFile", "LineF
 
 BATCH_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"})
 DAY = 24 * 3600
-EXPIRED = {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}
-CANCELLED = {"code": "batch_cancelled", "message": "This request was not executed because the batch was cancelled."}
+EXPIRED = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
+CANCELLED = {
+    "code": "batch_cancelled",
+    "message": "This request was not executed because the batch was cancelled.",
+}
 
 # One answered line: (status_code, response body or None, line-level error or None).
 LineResult = tuple[int, "dict[str, Any] | None", "dict[str, Any] | None"]
@@ -93,10 +99,17 @@ class FakeFile:
     created_at: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
-                "filename": self.filename, "purpose": self.purpose, "status": "processed",
-                "expires_at": self.created_at + 30 * DAY if self.purpose.startswith("batch") else None,
-                "status_details": None}
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": self.created_at + 30 * DAY if self.purpose.startswith("batch") else None,
+            "status_details": None,
+        }
 
 
 @dataclass(slots=True)
@@ -159,10 +172,21 @@ class FakeBatch:
 class FakeBatchOpenAI(FakeOpenAI):
     """FakeOpenAI with the Files and Batches endpoints. `.start()` returns self, `.stop()` stops."""
 
-    def __init__(self, *, completion_delay: float = 0.1, validating_delay: float = 0.0,
-                 finalizing_delay: float = 0.0, cancel_delay: float = 0.0, max_lines: int = 50_000,
-                 max_bytes: int = 200 * 1024 * 1024, cache_block: int = 128, cache_min: int = 1024,
-                 shuffle_output: bool = False, split_errors: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        completion_delay: float = 0.1,
+        validating_delay: float = 0.0,
+        finalizing_delay: float = 0.0,
+        cancel_delay: float = 0.0,
+        max_lines: int = 50_000,
+        max_bytes: int = 200 * 1024 * 1024,
+        cache_block: int = 128,
+        cache_min: int = 1024,
+        shuffle_output: bool = False,
+        split_errors: bool = True,
+        **kwargs: Any,
+    ):
         self.completion_delay = completion_delay
         self.validating_delay = validating_delay
         self.finalizing_delay = finalizing_delay
@@ -172,7 +196,9 @@ class FakeBatchOpenAI(FakeOpenAI):
         self.cache_block = cache_block  # 0 turns the prefix cache off
         self.cache_min = cache_min
         self.shuffle_output = shuffle_output
-        self.split_errors = split_errors  # False: non-200 lines go to the output file (as vllm run-batch writes)
+        self.split_errors = (
+            split_errors  # False: non-200 lines go to the output file (as vllm run-batch writes)
+        )
         self._batch_lock = threading.RLock()
         self._epoch = time.time() - time.monotonic()
         self._offset = 0.0
@@ -216,9 +242,16 @@ class FakeBatchOpenAI(FakeOpenAI):
         """A clock reading as a Unix timestamp (what the API reports)."""
         return int(self._epoch + t)
 
-    def fail_lines(self, match: str | Callable[[str], bool] | None = None, *, fraction: float | None = None,
-                   status: int | None = 500, times: int | None = None, code: str = "server_error",
-                   message: str = "The server had an error processing this request (fake).") -> None:
+    def fail_lines(
+        self,
+        match: str | Callable[[str], bool] | None = None,
+        *,
+        fraction: float | None = None,
+        status: int | None = 500,
+        times: int | None = None,
+        code: str = "server_error",
+        message: str = "The server had an error processing this request (fake).",
+    ) -> None:
         """Fail batch lines whose custom_id matches (`match`: a predicate, or a substring; None: any)
         and, with `fraction`, only a seeded random share of them; `times` caps how many lines (None:
         no cap). `status` set: the line gets that status and an error body; None: `"response": null`
@@ -226,12 +259,18 @@ class FakeBatchOpenAI(FakeOpenAI):
         with self._batch_lock:
             self._line_faults.append(LineFault(match, fraction, status, times, code, message))
 
-    def fail_batches(self, times: int = 1, *, code: str = "token_limit_exceeded",
-                     message: str = "Enqueued token limit reached for this model (fake).") -> None:
+    def fail_batches(
+        self,
+        times: int = 1,
+        *,
+        code: str = "token_limit_exceeded",
+        message: str = "Enqueued token limit reached for this model (fake).",
+    ) -> None:
         """The next `times` batches created fail validation with this error (nothing is answered)."""
         with self._batch_lock:
-            self._batch_faults.extend({"code": code, "message": message, "line": None, "param": None}
-                                      for _ in range(times))
+            self._batch_faults.extend(
+                {"code": code, "message": message, "line": None, "param": None} for _ in range(times)
+            )
 
     def expire_next(self, times: int = 1, *, keep: float = 0.5) -> None:
         """The next `times` batches created expire at the end of their in_progress window, with the
@@ -239,7 +278,9 @@ class FakeBatchOpenAI(FakeOpenAI):
         with self._batch_lock:
             self._expire_next.extend([keep] * times)
 
-    def restart(self, *, unavailable: int = 0, down: float | None = 0.0, retry_after: float | None = None) -> None:
+    def restart(
+        self, *, unavailable: int = 0, down: float | None = 0.0, retry_after: float | None = None
+    ) -> None:
         """A server restart: drop every open connection and stop listening; listen again on the same
         port after `down` seconds (in the background when > 0; None: stay down until `resume()`); then
         answer 503 to the next `unavailable` API requests (with `retry-after-ms` when `retry_after`
@@ -282,9 +323,17 @@ class FakeBatchOpenAI(FakeOpenAI):
     def stats(self) -> dict[str, Any]:
         stats = super().stats()
         with self._batch_lock:
-            stats.update({"uploads": self.uploads, "batches": len(self.batches), "polls": self.polls,
-                          "downloads": self.downloads, "lines_submitted": sum(self.submitted.values()),
-                          "duplicates": self.duplicates(), "unavailable_served": self.unavailable_served})
+            stats.update(
+                {
+                    "uploads": self.uploads,
+                    "batches": len(self.batches),
+                    "polls": self.polls,
+                    "downloads": self.downloads,
+                    "lines_submitted": sum(self.submitted.values()),
+                    "duplicates": self.duplicates(),
+                    "unavailable_served": self.unavailable_served,
+                }
+            )
         return stats
 
     # ------------------------------------------------------------------ lifecycle
@@ -300,8 +349,9 @@ class FakeBatchOpenAI(FakeOpenAI):
         self._server = server
         self.port = server.server_address[1]
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-batch-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-batch-openai", daemon=True
+        )
         self._thread.start()
 
     def __enter__(self) -> FakeBatchOpenAI:
@@ -345,7 +395,7 @@ class FakeBatchOpenAI(FakeOpenAI):
         hit, seen = 0, []
         with self._batch_lock:
             for end in range(self.cache_block, len(tokens) + 1, self.cache_block):
-                digest.update("\x00".join(tokens[end - self.cache_block:end]).encode() + b"\x01")
+                digest.update("\x00".join(tokens[end - self.cache_block : end]).encode() + b"\x01")
                 key = digest.digest()
                 if key in self._prefixes:
                     hit = end
@@ -410,15 +460,30 @@ class FakeBatchOpenAI(FakeOpenAI):
         if kind == "slow":
             return 200, self.completion_body(body, default_responder(body)), None
         if kind in ("drop", "malformed"):  # a provider turns a broken backend answer into a 500 line
-            return 500, _error_body("The server had an error processing this request (fake).", "server_error"), None
+            return (
+                500,
+                _error_body("The server had an error processing this request (fake).", "server_error"),
+                None,
+            )
         if kind == "length":
             cut: dict[str, Any] = {"content": "This answer was cut", "finish_reason": "length"}
             if isinstance(body.get("max_tokens"), int):
                 cut["completion_tokens"] = body["max_tokens"]
             return 200, self.completion_body(body, cut), None
         if kind == "context":
-            return 200, self.completion_body(body, {"content": "This answer was cut", "finish_reason": "length",
-                                                    "prompt_tokens": 3315, "completion_tokens": 781}), None
+            return (
+                200,
+                self.completion_body(
+                    body,
+                    {
+                        "content": "This answer was cut",
+                        "finish_reason": "length",
+                        "prompt_tokens": 3315,
+                        "completion_tokens": 781,
+                    },
+                ),
+                None,
+            )
         if kind == "content_filter":
             return 200, self.completion_body(body, {"content": "", "finish_reason": "content_filter"}), None
         full = self.completion_body(body, "")
@@ -434,8 +499,12 @@ class FakeBatchOpenAI(FakeOpenAI):
     def upload(self, filename: str, purpose: str, data: bytes) -> tuple[int, dict[str, Any]]:
         """POST /v1/files."""
         if purpose == "batch" and len(data) > self.max_bytes:
-            return 400, _error_body(f"File is too large: {len(data)} bytes; a batch file holds at most "
-                                    f"{self.max_bytes} bytes (fake).", "invalid_request_error", param="file")
+            return 400, _error_body(
+                f"File is too large: {len(data)} bytes; a batch file holds at most "
+                f"{self.max_bytes} bytes (fake).",
+                "invalid_request_error",
+                param="file",
+            )
         with self._batch_lock:
             self.uploads += 1
             f = FakeFile(self._new_id("file-fake"), filename, purpose, data, self.unix(self.now()))
@@ -454,26 +523,49 @@ class FakeBatchOpenAI(FakeOpenAI):
         """POST /v1/batches: validate, answer every line, and return the batch (`validating`)."""
         for name in ("input_file_id", "endpoint", "completion_window"):
             if not params.get(name):
-                return 400, _error_body(f"Missing required parameter: '{name}'.", "missing_required_parameter", param=name)
+                return 400, _error_body(
+                    f"Missing required parameter: '{name}'.", "missing_required_parameter", param=name
+                )
         if params["endpoint"] not in BATCH_ENDPOINTS:
-            return 400, _error_body(f"Invalid endpoint {params['endpoint']!r}.", "invalid_value", param="endpoint")
+            return 400, _error_body(
+                f"Invalid endpoint {params['endpoint']!r}.", "invalid_value", param="endpoint"
+            )
         if params["completion_window"] != "24h":
-            return 400, _error_body("Invalid completion_window: only '24h' is supported.", "invalid_value",
-                                    param="completion_window")
+            return 400, _error_body(
+                "Invalid completion_window: only '24h' is supported.",
+                "invalid_value",
+                param="completion_window",
+            )
         with self._batch_lock:
             f = self.files.get(params["input_file_id"])
             if f is None:
-                return 404, _error_body(f"No such File object: {params['input_file_id']}", "not_found", param="input_file_id")
+                return 404, _error_body(
+                    f"No such File object: {params['input_file_id']}", "not_found", param="input_file_id"
+                )
             if f.purpose != "batch":
-                return 400, _error_body(f"File {f.id} has purpose {f.purpose!r}, not 'batch'.", "invalid_value",
-                                        param="input_file_id")
+                return 400, _error_body(
+                    f"File {f.id} has purpose {f.purpose!r}, not 'batch'.",
+                    "invalid_value",
+                    param="input_file_id",
+                )
             lines, errors = _parse_input(f.data, params["endpoint"], self.max_lines)
             if not errors and self._batch_faults:
                 errors = [self._batch_faults.pop(0)]
-            b = FakeBatch(self._new_id("batch_fake"), f.id, params["endpoint"], params["completion_window"],
-                          params.get("metadata"), self.now(), lines if not errors else [], [], errors,
-                          self.validating_delay, self.completion_delay, self.finalizing_delay,
-                          cancel_delay=self.cancel_delay)
+            b = FakeBatch(
+                self._new_id("batch_fake"),
+                f.id,
+                params["endpoint"],
+                params["completion_window"],
+                params.get("metadata"),
+                self.now(),
+                lines if not errors else [],
+                [],
+                errors,
+                self.validating_delay,
+                self.completion_delay,
+                self.finalizing_delay,
+                cancel_delay=self.cancel_delay,
+            )
             if not errors:
                 models = (ln["body"].get("model") for ln in lines)
                 b.model = next((m for m in models if isinstance(m, str)), None)
@@ -486,9 +578,19 @@ class FakeBatchOpenAI(FakeOpenAI):
             self.batches[b.id] = b
             obj = self._batch_json(b, b.created)
         # Like OpenAI, the create call answers `validating` however short the validation is.
-        obj.update(status="validating", in_progress_at=None, finalizing_at=None, completed_at=None, expired_at=None,
-                   output_file_id=None, error_file_id=None, errors=None, usage=None,
-                   failed_at=None, request_counts={"total": len(b.lines), "completed": 0, "failed": 0})
+        obj.update(
+            status="validating",
+            in_progress_at=None,
+            finalizing_at=None,
+            completed_at=None,
+            expired_at=None,
+            output_file_id=None,
+            error_file_id=None,
+            errors=None,
+            usage=None,
+            failed_at=None,
+            request_counts={"total": len(b.lines), "completed": 0, "failed": 0},
+        )
         return 200, obj
 
     def retrieve_batch(self, batch_id: str) -> tuple[int, dict[str, Any]]:
@@ -510,7 +612,9 @@ class FakeBatchOpenAI(FakeOpenAI):
             now = self.now()
             status = self.status(b, now)
             if status in ("completed", "failed", "expired", "cancelled"):
-                return 409, _error_body(f"Cannot cancel a batch with status '{status}'.", "invalid_request_error")
+                return 409, _error_body(
+                    f"Cannot cancel a batch with status '{status}'.", "invalid_request_error"
+                )
             self.cancels += 1
             if b.cancel_at is None:
                 b.cancel_at = now
@@ -522,11 +626,16 @@ class FakeBatchOpenAI(FakeOpenAI):
             now = self.now()
             ids = list(reversed(self.batches))
             if after in self.batches:
-                ids = ids[ids.index(after) + 1:]
-            page = ids[:max(1, min(100, limit))]
+                ids = ids[ids.index(after) + 1 :]
+            page = ids[: max(1, min(100, limit))]
             data = [self._batch_json(self.batches[i], now) for i in page]
-        return {"object": "list", "data": data, "first_id": page[0] if page else None,
-                "last_id": page[-1] if page else None, "has_more": len(ids) > len(page)}
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+            "has_more": len(ids) > len(page),
+        }
 
     def status(self, b: FakeBatch, now: float) -> str:
         """The batch's status at clock reading `now` (settling its files when it ends)."""
@@ -570,7 +679,11 @@ class FakeBatchOpenAI(FakeOpenAI):
                 out.update(response=None, error=EXPIRED if how == "expired" else CANCELLED)
                 errors.append(out)
                 continue
-            response = None if body is None else {"status_code": status, "request_id": f"req_fake_{b.id}_{i}", "body": body}
+            response = (
+                None
+                if body is None
+                else {"status_code": status, "request_id": f"req_fake_{b.id}_{i}", "body": body}
+            )
             out.update(response=response, error=error)
             if status == 200:
                 u = (body or {}).get("usage") or {}
@@ -588,9 +701,13 @@ class FakeBatchOpenAI(FakeOpenAI):
             b.output_file_id = self._store(f"{b.id}_output.jsonl", output)
         if errors:
             b.error_file_id = self._store(f"{b.id}_error.jsonl", errors)
-        b.usage = {"input_tokens": usage["input_tokens"], "input_tokens_details": {"cached_tokens": usage["cached"]},
-                   "output_tokens": usage["output_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
-                   "total_tokens": usage["input_tokens"] + usage["output_tokens"]}
+        b.usage = {
+            "input_tokens": usage["input_tokens"],
+            "input_tokens_details": {"cached_tokens": usage["cached"]},
+            "output_tokens": usage["output_tokens"],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+        }
 
     def _counts(self, b: FakeBatch, now: float, status: str) -> dict[str, int]:
         total = len(b.lines)
@@ -609,14 +726,28 @@ class FakeBatchOpenAI(FakeOpenAI):
         status = self.status(b, now)
         stamp = self.unix
         obj: dict[str, Any] = {
-            "id": b.id, "object": "batch", "endpoint": b.endpoint, "model": b.model,
+            "id": b.id,
+            "object": "batch",
+            "endpoint": b.endpoint,
+            "model": b.model,
             "errors": {"object": "list", "data": b.errors} if b.errors else None,
-            "input_file_id": b.input_file_id, "completion_window": b.completion_window, "status": status,
-            "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
-            "created_at": stamp(b.created), "in_progress_at": None, "expires_at": stamp(b.created) + DAY,
-            "finalizing_at": None, "completed_at": None, "failed_at": None, "expired_at": None,
-            "cancelling_at": None, "cancelled_at": None,
-            "request_counts": self._counts(b, now, status), "metadata": b.metadata, "usage": b.usage,
+            "input_file_id": b.input_file_id,
+            "completion_window": b.completion_window,
+            "status": status,
+            "output_file_id": b.output_file_id,
+            "error_file_id": b.error_file_id,
+            "created_at": stamp(b.created),
+            "in_progress_at": None,
+            "expires_at": stamp(b.created) + DAY,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
+            "request_counts": self._counts(b, now, status),
+            "metadata": b.metadata,
+            "usage": b.usage,
         }
         if status not in ("validating", "failed") and (b.cancel_at is None or b.cancel_at >= b.validated):
             obj["in_progress_at"] = stamp(b.validated)
@@ -640,7 +771,9 @@ def _error_body(message: str, code: str, *, param: str | None = None) -> dict[st
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def _parse_input(data: bytes, endpoint: str, max_lines: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _parse_input(
+    data: bytes, endpoint: str, max_lines: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The lines of a batch input file, and its validation errors (`line` counts from 1)."""
     lines: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -667,20 +800,37 @@ def _parse_input(data: bytes, endpoint: str, max_lines: int) -> tuple[list[dict[
         if line["method"] != "POST":
             bad(n, "invalid_value", f"Line {n}: method must be POST.", "method")
         elif line["url"] != endpoint:
-            bad(n, "mismatched_endpoint", f"Line {n}: url {line['url']!r} is not the batch endpoint {endpoint!r}.", "url")
+            bad(
+                n,
+                "mismatched_endpoint",
+                f"Line {n}: url {line['url']!r} is not the batch endpoint {endpoint!r}.",
+                "url",
+            )
         elif not isinstance(line["body"], dict):
             bad(n, "invalid_value", f"Line {n}: body must be an object.", "body")
         elif line["custom_id"] in seen:
-            bad(n, "duplicate_custom_id", f"The custom_id for this request is a duplicate of another request: "
-                f"{line['custom_id']!r}.", "custom_id")
+            bad(
+                n,
+                "duplicate_custom_id",
+                f"The custom_id for this request is a duplicate of another request: {line['custom_id']!r}.",
+                "custom_id",
+            )
         else:
             seen.add(line["custom_id"])
             lines.append(line)
     if not lines and not errors:
-        errors.append({"code": "empty_file", "line": None, "message": "The batch input file is empty.", "param": None})
+        errors.append(
+            {"code": "empty_file", "line": None, "message": "The batch input file is empty.", "param": None}
+        )
     if len(lines) > max_lines:
-        errors.append({"code": "too_many_requests", "line": None, "param": None,
-                       "message": f"The batch input file holds {len(lines)} requests; at most {max_lines} are allowed."})
+        errors.append(
+            {
+                "code": "too_many_requests",
+                "line": None,
+                "param": None,
+                "message": f"The batch input file holds {len(lines)} requests; at most {max_lines} are allowed.",
+            }
+        )
     return lines, errors
 
 
@@ -737,9 +887,18 @@ class _BatchHandler(_Handler):
             if read_body:
                 self._body()
             wait = self.fake._retry_after
-            self._send_json(503, {"error": {"message": "The server is restarting (fake).", "type": "server_error",
-                                            "code": "service_unavailable", "param": None}},
-                            {} if wait is None else {"retry-after-ms": f"{wait * 1000:g}"})
+            self._send_json(
+                503,
+                {
+                    "error": {
+                        "message": "The server is restarting (fake).",
+                        "type": "server_error",
+                        "code": "service_unavailable",
+                        "param": None,
+                    }
+                },
+                {} if wait is None else {"retry-after-ms": f"{wait * 1000:g}"},
+            )
             return True
         key = self.fake.api_key
         wrong_key = key is not None and self.headers.get("Authorization") != f"Bearer {key}"
@@ -760,8 +919,16 @@ class _BatchHandler(_Handler):
         if parts == ["files"]:
             with fake._batch_lock:
                 data = [f.to_json() for f in reversed(fake.files.values())]
-            self._send_json(200, {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                                  "last_id": data[-1]["id"] if data else None, "has_more": False})
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                    "has_more": False,
+                },
+            )
         elif len(parts) in (2, 3) and parts[0] == "files" and parts[2:] in ([], ["content"]):
             with fake._batch_lock:
                 f = fake.files.get(parts[1])
@@ -791,8 +958,14 @@ class _BatchHandler(_Handler):
         if parts == ["files"]:
             fields = _multipart(self.headers.get("Content-Type", ""), self._body())
             if "file" not in fields or "purpose" not in fields:
-                self._send_json(400, _error_body("A multipart body with 'file' and 'purpose' is required.",
-                                                 "missing_required_parameter", param="file"))
+                self._send_json(
+                    400,
+                    _error_body(
+                        "A multipart body with 'file' and 'purpose' is required.",
+                        "missing_required_parameter",
+                        param="file",
+                    ),
+                )
                 return
             filename, data = fields["file"]
             self._send_json(*fake.upload(filename or "upload.jsonl", fields["purpose"][1].decode(), data))
@@ -841,11 +1014,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A fake OpenAI Batch API server for tests and benchmarks.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--completion-delay", type=float, default=0.1, help="seconds a batch stays in_progress")
+    parser.add_argument(
+        "--completion-delay", type=float, default=0.1, help="seconds a batch stays in_progress"
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each online answer")
     args = parser.parse_args(argv)
-    fake = FakeBatchOpenAI(host=args.host, port=args.port, latency=args.latency,
-                           completion_delay=args.completion_delay).start()
+    fake = FakeBatchOpenAI(
+        host=args.host, port=args.port, latency=args.latency, completion_delay=args.completion_delay
+    ).start()
     print(f"READY {fake.base_url}", flush=True)
     try:
         while True:

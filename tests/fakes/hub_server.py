@@ -100,8 +100,13 @@ def _now() -> str:
 class FakeHub:
     """The Hub's state plus the HTTP server serving it. `start()` serves on a daemon thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: set[str] | None = None,
-                 user: str = "datagen-tester"):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tokens: set[str] | None = None,
+        user: str = "datagen-tester",
+    ):
         self.tokens = set(tokens or ())
         self.user = user
         self.repos: dict[tuple[str, str], Repo] = {}
@@ -190,8 +195,12 @@ class FakeHub:
                 return self.repos[key], False
             repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created=_now())
             data = GITATTRIBUTES.encode()
-            self._new_commit(repo, "initial commit", "",
-                             {".gitattributes": Blob(size=len(data), oid=git_blob_oid(data), content=data)})
+            self._new_commit(
+                repo,
+                "initial commit",
+                "",
+                {".gitattributes": Blob(size=len(data), oid=git_blob_oid(data), content=data)},
+            )
             self.repos[key] = repo
             return repo, True
 
@@ -199,7 +208,11 @@ class FakeHub:
         return f"{self.url}/{TYPE_PREFIX[repo.repo_type]}{repo.repo_id}"
 
     def upload_mode(self, repo: Repo, path: str, size: int, sample: bytes) -> str:
-        attrs = self._content(repo.head.files[".gitattributes"]).decode() if ".gitattributes" in repo.head.files else ""
+        attrs = (
+            self._content(repo.head.files[".gitattributes"]).decode()
+            if ".gitattributes" in repo.head.files
+            else ""
+        )
         patterns = [line.split()[0] for line in attrs.splitlines() if "filter=lfs" in line]
         name = path.rsplit("/", 1)[-1]
         if any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in patterns):
@@ -231,8 +244,10 @@ class FakeHub:
                     sha = value.get("oid")
                     if sha not in self.lfs:
                         raise HubError(422, f"LFS object {sha} for {path} was never uploaded")
-                    pointer = (f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\n"
-                               f"size {len(self.lfs[sha])}\n").encode()
+                    pointer = (
+                        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\n"
+                        f"size {len(self.lfs[sha])}\n"
+                    ).encode()
                     files[path] = Blob(size=len(self.lfs[sha]), oid=git_blob_oid(pointer), sha256=sha)
                 elif key == "deletedFile":
                     if path not in files:
@@ -256,7 +271,7 @@ class FakeHub:
         for path in sorted(commit.files):
             if not path.startswith(prefix):
                 continue
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             parts = rest.split("/")
             for i in range(1, len(parts)):
                 folder = prefix + "/".join(parts[:i])
@@ -308,7 +323,9 @@ class FakeHub:
 _REPO = r"(?P<repo>[^/]+/[^/]+|[^/]+)"
 _API_REPO = re.compile(r"^/api/(?P<type>models|datasets|spaces)/" + _REPO + r"(?P<rest>/.*)?$")
 _LFS_BATCH = re.compile(r"^/(?P<prefix>datasets/|spaces/)?" + _REPO + r"\.git/info/lfs/objects/batch$")
-_RESOLVE = re.compile(r"^/(?P<prefix>datasets/|spaces/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_RESOLVE = re.compile(
+    r"^/(?P<prefix>datasets/|spaces/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
+)
 _PREFIX_TYPE = {"datasets/": "dataset", "spaces/": "space", None: "model"}
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -341,8 +358,13 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             raw = self._body()
             return json.loads(raw) if raw else {}
 
-        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes = b"",
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -357,7 +379,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _authorized(self) -> bool:
             auth = self.headers.get("Authorization", "")
-            return auth.startswith("Bearer ") and auth[len("Bearer "):] in hub.tokens
+            return auth.startswith("Bearer ") and auth[len("Bearer ") :] in hub.tokens
 
         def _require_auth(self) -> None:
             if not self._authorized():
@@ -391,8 +413,15 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return self._validate_yaml()
             if cmd == "GET" and path == "/api/whoami-v2":
                 self._require_auth()
-                return self._send_json(200, {"type": "user", "name": hub.user, "orgs": [],
-                                             "auth": {"accessToken": {"role": "write"}}})
+                return self._send_json(
+                    200,
+                    {
+                        "type": "user",
+                        "name": hub.user,
+                        "orgs": [],
+                        "auth": {"accessToken": {"role": "write"}},
+                    },
+                )
             if cmd == "PUT" and path.startswith("/_lfs/upload/"):
                 return self._lfs_upload(path.rsplit("/", 1)[-1])
             if cmd == "POST" and path == "/_lfs/verify":
@@ -428,7 +457,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             text = body.get("content", "")
             m = re.match(r"^---\n(.*?)\n---\n", text, re.S)
             if not m:
-                return self._send_json(200, {"errors": [], "warnings": [{"message": "empty or missing yaml metadata"}]})
+                return self._send_json(
+                    200, {"errors": [], "warnings": [{"message": "empty or missing yaml metadata"}]}
+                )
             try:
                 meta = yaml.safe_load(m.group(1))
             except yaml.YAMLError as exc:
@@ -437,7 +468,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if not isinstance(meta, dict):
                 errors.append({"message": "metadata must be a YAML mapping"})
             elif "license" in meta and not isinstance(meta["license"], str | list):
-                errors.append({"message": "\"license\" must be a string or a list of strings"})
+                errors.append({"message": '"license" must be a string or a list of strings'})
             if errors:
                 return self._send_json(400, {"errors": errors})
             self._send_json(200, {"errors": [], "warnings": []})
@@ -464,8 +495,15 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     raise HubError(404, f"fake hub commits to main only, got {m[1]}", "RevisionNotFound")
                 lines = [json.loads(x) for x in self._body().splitlines() if x.strip()]
                 commit = hub.apply_commit(repo, lines)
-                return self._send_json(200, {"success": True, "commitOid": commit.oid, "pullRequestUrl": None,
-                                             "commitUrl": f"{hub.repo_url(repo)}/commit/{commit.oid}"})
+                return self._send_json(
+                    200,
+                    {
+                        "success": True,
+                        "commitOid": commit.oid,
+                        "pullRequestUrl": None,
+                        "commitUrl": f"{hub.repo_url(repo)}/commit/{commit.oid}",
+                    },
+                )
             raise HubError(404, f"fake hub has no route for {cmd} /api/{repo_type}s/{repo_id}{rest}")
 
         def _paths_info(self, repo: Repo, commit: Commit) -> None:
@@ -547,7 +585,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if start >= len(data) and len(data) > 0:
                     raise HubError(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "range not satisfiable")
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                data = data[start:end + 1]
+                data = data[start : end + 1]
                 status = 206
             self._send(status, data, headers, content_type="application/octet-stream")
 

@@ -49,11 +49,29 @@ from typing import Any
 
 __all__ = ["FAULT_KINDS", "Fault", "FakeOpenAI", "default_responder", "last_user_text"]
 
-FAULT_KINDS = frozenset({
-    "429", "429_bare", "quota", "400", "401", "403", "404", "422", "500", "503",
-    "slow", "drop", "malformed", "length", "content_filter", "empty", "empty_text", "echo_key",
-    "context",
-})
+FAULT_KINDS = frozenset(
+    {
+        "429",
+        "429_bare",
+        "quota",
+        "400",
+        "401",
+        "403",
+        "404",
+        "422",
+        "500",
+        "503",
+        "slow",
+        "drop",
+        "malformed",
+        "length",
+        "content_filter",
+        "empty",
+        "empty_text",
+        "echo_key",
+        "context",
+    }
+)
 _MARKER = re.compile(r"FAULT:([a-z0-9_]+)(?:\*(\d+))?")
 
 
@@ -109,8 +127,16 @@ def default_responder(request: dict[str, Any]) -> str:
 class FakeOpenAI:
     """The server object. Start with `.start()` (returns self), stop with `.stop()`."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
-                 model: str = "fake-teacher", api_key: str | None = None, keep_log: bool = True):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        model: str = "fake-teacher",
+        api_key: str | None = None,
+        keep_log: bool = True,
+    ):
         self.host = host
         self.port = port
         self.latency = latency
@@ -151,15 +177,26 @@ class FakeOpenAI:
         """Seconds every request waits before its answer."""
         self.latency = seconds
 
-    def inject(self, kind: str, *, times: int | None = 1, match: str | None = None,
-               retry_after: float | None = 0.05, retry_after_ms: float | None = None,
-               delay: float = 30.0, message: str | None = None, probability: float = 1.0) -> None:
+    def inject(
+        self,
+        kind: str,
+        *,
+        times: int | None = 1,
+        match: str | None = None,
+        retry_after: float | None = 0.05,
+        retry_after_ms: float | None = None,
+        delay: float = 30.0,
+        message: str | None = None,
+        probability: float = 1.0,
+    ) -> None:
         """Serve fault `kind` to the next `times` requests (None: every one) whose messages contain
         `match` (any request when None), or to a random `probability` share of them (seeded, so a
         run is repeatable; `times` then counts the requests it was served to). For 429s,
         `retry_after` seconds is sent as `retry-after` and `retry_after_ms` as `retry-after-ms`
         (each only when not None). `message` replaces the error body's message."""
-        fault = Fault(kind, retry_after=retry_after, retry_after_ms=retry_after_ms, delay=delay, message=message)
+        fault = Fault(
+            kind, retry_after=retry_after, retry_after_ms=retry_after_ms, delay=delay, message=message
+        )
         with self._lock:
             self._injections.append(_Injection(fault, times, match, probability))
 
@@ -170,8 +207,13 @@ class FakeOpenAI:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"requests": self.requests, "served": self.served, "faults": dict(self.faults_served),
-                    "max_in_flight": self.max_in_flight, "in_flight": self.in_flight}
+            return {
+                "requests": self.requests,
+                "served": self.served,
+                "faults": dict(self.faults_served),
+                "max_in_flight": self.max_in_flight,
+                "in_flight": self.in_flight,
+            }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -186,8 +228,9 @@ class FakeOpenAI:
         self._server = server
         self.port = server.server_address[1]
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -269,10 +312,18 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": reply.get("model", body.get("model", self.model)),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": reply.get("finish_reason", "stop")}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": reply.get("finish_reason", "stop"),
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
 
@@ -299,7 +350,11 @@ _STATUS_FAULTS = {
     "422": (422, "unprocessable_entity", "Unprocessable (fake)."),
     "500": (500, "server_error", "Internal server error (fake)."),
     "503": (503, "overloaded", "Service unavailable (fake)."),
-    "echo_key": (400, "invalid_request_error", "Invalid request (fake); headers received: Authorization: {auth}"),
+    "echo_key": (
+        400,
+        "invalid_request_error",
+        "Invalid request (fake); headers received: Authorization: {auth}",
+    ),
 }
 
 
@@ -370,7 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_json()
         except ValueError:
-            self._send_json(400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}})
+            self._send_json(
+                400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}}
+            )
             return
         auth = self.headers.get("Authorization")
         fault = fake._admit(body, auth)
@@ -384,7 +441,9 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     reply = fake.responder(body)
                 except Exception as exc:  # a broken responder is a 500, visible in the test
-                    self._send_json(500, {"error": {"message": f"responder raised {exc!r}", "type": "server_error"}})
+                    self._send_json(
+                        500, {"error": {"message": f"responder raised {exc!r}", "type": "server_error"}}
+                    )
                     served_fault = "responder_error"
                     fake._note_fault(served_fault)
                     return
@@ -412,8 +471,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.retry_after_ms is not None:
                     headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
             # Like OpenAI: `x-should-retry` is not sent, so the client decides on its own.
-            self._send_json(status, {"error": {"message": message, "type": code, "code": code, "param": None}},
-                            headers)
+            self._send_json(
+                status, {"error": {"message": message, "type": code, "code": code, "param": None}}, headers
+            )
         elif kind == "slow":
             if fake.sleep(fault.delay):
                 self._send_json(200, fake.completion_body(body, default_responder(body)))
@@ -427,10 +487,22 @@ class _Handler(BaseHTTPRequestHandler):
                 cut["completion_tokens"] = body["max_tokens"]
             self._send_json(200, fake.completion_body(body, cut))
         elif kind == "context":
-            self._send_json(200, fake.completion_body(body, {"content": "This answer was cut", "finish_reason": "length",
-                                                             "prompt_tokens": 3315, "completion_tokens": 781}))
+            self._send_json(
+                200,
+                fake.completion_body(
+                    body,
+                    {
+                        "content": "This answer was cut",
+                        "finish_reason": "length",
+                        "prompt_tokens": 3315,
+                        "completion_tokens": 781,
+                    },
+                ),
+            )
         elif kind == "content_filter":
-            self._send_json(200, fake.completion_body(body, {"content": "", "finish_reason": "content_filter"}))
+            self._send_json(
+                200, fake.completion_body(body, {"content": "", "finish_reason": "content_filter"})
+            )
         elif kind == "empty":
             full = fake.completion_body(body, "")
             full["choices"] = []

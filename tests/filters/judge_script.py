@@ -32,8 +32,13 @@ def _turn_blocks(user: str) -> dict[int, str]:
     return {int(parts[i]): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
-def scripted_judge(*, default: int = 5, second_model: str | None = None, second_offset: int = 1,
-                   score: Callable[[int, str, str], int] | None = None) -> Callable[[dict[str, Any]], str]:
+def scripted_judge(
+    *,
+    default: int = 5,
+    second_model: str | None = None,
+    second_offset: int = 1,
+    score: Callable[[int, str, str], int] | None = None,
+) -> Callable[[dict[str, Any]], str]:
     """The responder. `score(turn, criterion, block_text)` may replace the marker rule."""
 
     def respond(body: dict[str, Any]) -> str:
@@ -58,8 +63,10 @@ def scripted_judge(*, default: int = 5, second_model: str | None = None, second_
                     s = max(1, min(5, s - second_offset))
                 row[c] = {"score": s, "reason": f"turn {n} {c} scored {s}."}
             out_turns.append(row)
-        dialogue = {c: {"score": min(t[c]["score"] for t in out_turns), "reason": f"weakest turn for {c}."}
-                    for c in criteria}
+        dialogue = {
+            c: {"score": min(t[c]["score"] for t in out_turns), "reason": f"weakest turn for {c}."}
+            for c in criteria
+        }
         return json.dumps({"turns": out_turns, "dialogue": dialogue})
 
     return respond

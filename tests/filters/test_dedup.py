@@ -58,7 +58,12 @@ def test_exact_dedup_filter_prompt_and_dialogue_units():
     assert (verdicts[1].reason, verdicts[1].duplicate_of) == ("duplicate_dialogue", "a")
     assert (verdicts[2].reason, verdicts[2].duplicate_of) == ("duplicate_prompt", "a")
     only_dialogue = ExactDedupFilter(units=["dialogue"])
-    assert [v.keep for v in only_dialogue.decide_batch([(c, None) for c in rows])] == [True, False, True, True]
+    assert [v.keep for v in only_dialogue.decide_batch([(c, None) for c in rows])] == [
+        True,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_hashes_see_turn_boundaries():
@@ -108,9 +113,30 @@ def _pool_filter(texts: list[str], threshold: float) -> list[bool]:
 
 def _near_dup_prompts(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    zh = ["写一篇关于{}的文章", "请解释{}的基本原理", "如何学好{}？", "给我推荐几本关于{}的书", "{}未来的发展趋势是什么？"]
-    en = ["Write an essay about {}", "Explain the basics of {}", "How do I get better at {}?", "Recommend books on {}"]
-    topics = ["人工智能", "量子计算", "中国历史", "古典音乐", "机器学习", "cooking", "chess", "photography", "astronomy"]
+    zh = [
+        "写一篇关于{}的文章",
+        "请解释{}的基本原理",
+        "如何学好{}？",
+        "给我推荐几本关于{}的书",
+        "{}未来的发展趋势是什么？",
+    ]
+    en = [
+        "Write an essay about {}",
+        "Explain the basics of {}",
+        "How do I get better at {}?",
+        "Recommend books on {}",
+    ]
+    topics = [
+        "人工智能",
+        "量子计算",
+        "中国历史",
+        "古典音乐",
+        "机器学习",
+        "cooking",
+        "chess",
+        "photography",
+        "astronomy",
+    ]
     out: list[str] = []
     for _ in range(n):
         if out and rng.random() < 0.4:
@@ -141,7 +167,10 @@ def test_rouge_option_makes_the_pool_filters_decisions():
         ("写一首关于春天的诗，要求押韵", "写一首关于春天的诗，要押韵"),
         ("请解释一下量子计算的基本原理", "请解释量子计算的基本原理。"),
         ("How do I sort a list in Python?", "how can I sort a list in python"),
-        ("Write a short story about a brave little dog", "Please write a short story about a brave little dog."),
+        (
+            "Write a short story about a brave little dog",
+            "Please write a short story about a brave little dog.",
+        ),
         ("請解釋一下量子計算的基本原理", "請解釋量子計算的基本原理"),
     ],
 )
@@ -212,8 +241,10 @@ def test_bad_parameters_raise_config_errors():
 
 def test_near_dedup_filter_records_the_duplicated_row():
     f = NearDedupFilter()
-    rows = [conv(("写一首关于春天的诗，要求押韵", "好的……"), id="first"),
-            conv(("写一首关于春天的诗，要押韵", "春天来了……"), id="second")]
+    rows = [
+        conv(("写一首关于春天的诗，要求押韵", "好的……"), id="first"),
+        conv(("写一首关于春天的诗，要押韵", "春天来了……"), id="second"),
+    ]
     verdicts = f.decide_batch(list(zip(rows, f.prepare_batch(rows), strict=True)))
     assert verdicts[0].keep
     assert isinstance(verdicts[1], Verdict)

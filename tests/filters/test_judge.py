@@ -39,7 +39,9 @@ def test_a_rubric_in_the_users_folder_wins_and_bad_ones_are_named(tmp_path):
     own = tmp_path / "hhh.v1.md"
     own.write_text(open(text, encoding="utf-8").read().replace("follows_meta", "polite"), encoding="utf-8")
     assert load_rubric("hhh", tmp_path).criteria == ("helpful", "honest", "harmless", "polite")
-    (tmp_path / "bad.v2.md").write_text("<!-- section: settings -->\ncriteria: Not A Name\n", encoding="utf-8")
+    (tmp_path / "bad.v2.md").write_text(
+        "<!-- section: settings -->\ncriteria: Not A Name\n", encoding="utf-8"
+    )
     with pytest.raises(ConfigError, match="criteria must be") as exc:
         load_rubric("bad", tmp_path)
     assert exc.value.path.endswith("bad.v2.md")
@@ -49,8 +51,10 @@ def test_a_rubric_in_the_users_folder_wins_and_bad_ones_are_named(tmp_path):
 
 # -- strict reading of replies ---------------------------------------------------------------------------
 
-GOOD = {"turns": [{"turn": 1, "grounded": {"score": 4, "reason": "Uses the result."}}],
-        "dialogue": {"grounded": {"score": 4, "reason": "Grounded."}}}
+GOOD = {
+    "turns": [{"turn": 1, "grounded": {"score": 4, "reason": "Uses the result."}}],
+    "dialogue": {"grounded": {"score": 4, "reason": "Grounded."}},
+}
 
 
 def test_a_good_reply_is_read_and_a_single_fence_is_tolerated():
@@ -74,21 +78,24 @@ def _with(**change):
     return json.dumps(d)
 
 
-@pytest.mark.parametrize(("reply", "why"), [
-    ("I would give it a 4.", "not one JSON object"),
-    ("Here you go: " + json.dumps(GOOD), "not one JSON object"),
-    ("[1, 2]", "not one JSON object"),
-    (_with(turns=KeyError), "`turns` must be a list"),
-    (_with(turns=[]), r"turn\(s\) 1 not graded"),
-    (_with(turns__0__turn=2), "one of \\[1\\]"),
-    (_with(turns__0__grounded__score=6), "from 1 to 5, got 6"),
-    (_with(turns__0__grounded__score="4"), 'from 1 to 5, got "4"'),
-    (_with(turns__0__grounded__score=4.0), "from 1 to 5, got 4.0"),
-    (_with(turns__0__grounded__score=True), "from 1 to 5, got true"),
-    (_with(dialogue__grounded__reason=""), "dialogue: grounded.reason must be a non-empty"),
-    (_with(dialogue__grounded=KeyError), "dialogue: grounded must be an object"),
-    (_with(turns__0__grounded__reason="x" * 500), "one short sentence"),
-])
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        ("I would give it a 4.", "not one JSON object"),
+        ("Here you go: " + json.dumps(GOOD), "not one JSON object"),
+        ("[1, 2]", "not one JSON object"),
+        (_with(turns=KeyError), "`turns` must be a list"),
+        (_with(turns=[]), r"turn\(s\) 1 not graded"),
+        (_with(turns__0__turn=2), "one of \\[1\\]"),
+        (_with(turns__0__grounded__score=6), "from 1 to 5, got 6"),
+        (_with(turns__0__grounded__score="4"), 'from 1 to 5, got "4"'),
+        (_with(turns__0__grounded__score=4.0), "from 1 to 5, got 4.0"),
+        (_with(turns__0__grounded__score=True), "from 1 to 5, got true"),
+        (_with(dialogue__grounded__reason=""), "dialogue: grounded.reason must be a non-empty"),
+        (_with(dialogue__grounded=KeyError), "dialogue: grounded must be an object"),
+        (_with(turns__0__grounded__reason="x" * 500), "one short sentence"),
+    ],
+)
 def test_anything_but_the_asked_json_is_refused_with_a_reason(reply, why):
     with pytest.raises(JudgeReplyError, match=why):
         parse_judgment(reply, load_rubric("grounded"), [1])
@@ -115,12 +122,22 @@ def _rows(path):
 
 
 def _dialogues():
-    plugin = conv(("What is 23*47?", "Let me compute it."), id="p1", category="math", language="en",
-                  plugins=["calculator"])
+    plugin = conv(
+        ("What is 23*47?", "Let me compute it."),
+        id="p1",
+        category="math",
+        language="en",
+        plugins=["calculator"],
+    )
     plugin.turns.append(tool_turn("And 2*3?", "It is 6.", arg="2*3", output="6"))
     return [
-        conv(("Hi", "Hello! How can I help?"), ("Tell me a joke", "Why did the chicken cross the road?"), id="good",
-             category="chat", language="en"),
+        conv(
+            ("Hi", "Hello! How can I help?"),
+            ("Tell me a joke", "Why did the chicken cross the road?"),
+            id="good",
+            category="chat",
+            language="en",
+        ),
         conv(("Explain tides JUDGE:helpful=2", "The moon."), id="weak", category="chat", language="en"),
         plugin,
     ]
@@ -172,7 +189,10 @@ def test_an_unparseable_reply_is_asked_again_once_with_the_reason(fake_openai, t
     assert v.keep and v.updates["scores"]["judge_helpful"] == 5.0
     assert fake_openai.requests == 2 and step.calls.reasked == 1
     retry = fake_openai.received[1]["messages"]
-    assert retry[2] == {"role": "assistant", "content": "This dialogue looks good to me, I would give it a 4."}
+    assert retry[2] == {
+        "role": "assistant",
+        "content": "This dialogue looks good to me, I would give it a 4.",
+    }
     assert "not one JSON object" in retry[3]["content"]
     assert v.updates["usage"].calls == 2  # both calls are the row's cost
 
@@ -199,7 +219,10 @@ def test_a_failed_call_drops_the_row_as_judge_unavailable_and_a_rerun_asks_again
     config = _config(fake_openai, tmp_path)
     run_filters(rows, config, tmp_path / "a")
     (bad,) = _rows(tmp_path / "a" / "rejected.jsonl")
-    assert bad["rejected"]["reason"] == "judge_unavailable" and bad["rejected"]["evidence"]["error"] == "server_error"
+    assert (
+        bad["rejected"]["reason"] == "judge_unavailable"
+        and bad["rejected"]["evidence"]["error"] == "server_error"
+    )
     with sqlite3.connect(tmp_path / "judge.sqlite") as db:
         assert db.execute("select count(*) from calls where status = 'failed'").fetchone()[0] == 1
     fake_openai.reset()
@@ -265,8 +288,16 @@ def test_a_row_no_rubric_applies_to_passes_without_a_call(fake_openai, tmp_path)
 
 def test_second_judge_agreement_and_the_report(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_judge(second_model="judge-b", second_offset=1))
-    rows = [conv((f"Hi {i}", "Hello!"), ("More JUDGE:helpful=4", "Sure."), id=f"r{i}", category="chat", language="en")
-            for i in range(3)]
+    rows = [
+        conv(
+            (f"Hi {i}", "Hello!"),
+            ("More JUDGE:helpful=4", "Sure."),
+            id=f"r{i}",
+            category="chat",
+            language="en",
+        )
+        for i in range(3)
+    ]
     run_filters(rows, _config(fake_openai, tmp_path, second={"model": "judge-b"}), tmp_path / "out")
     assert fake_openai.requests == 6
     assert sorted({b["model"] for b in fake_openai.received}) == ["fake-teacher", "judge-b"]
@@ -304,8 +335,10 @@ def test_rank_statistics():
     assert spearman([1, 2], [1, 2]) is None
     assert weighted_kappa([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx(1.0)
     assert weighted_kappa([1, 5, 1, 5], [5, 1, 5, 1]) < 0
-    assert cell_of(conv(("a", "b"), category="math", language="zh", plugins=["solver", "calculator"])) \
+    assert (
+        cell_of(conv(("a", "b"), category="math", language="zh", plugins=["solver", "calculator"]))
         == "math/zh/plugin/calculator+solver"
+    )
 
 
 def test_an_engine_factory_replaces_the_engine(fake_openai, tmp_path):
@@ -338,8 +371,17 @@ def test_the_judge_command_writes_rows_funnel_and_report(fake_openai, tmp_path, 
     fake_openai.set_responder(scripted_judge())
     src = _write_rows(tmp_path / "in.jsonl", _dialogues())
     out = tmp_path / "judged"
-    argv = ["judge", str(src), "--out", str(out), "--base-url", fake_openai.base_url,
-            "--teacher-model", "fake-teacher", "--no-progress"]
+    argv = [
+        "judge",
+        str(src),
+        "--out",
+        str(out),
+        "--base-url",
+        fake_openai.base_url,
+        "--teacher-model",
+        "fake-teacher",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert [r["id"] for r in _rows(out / "kept.jsonl")] == ["good", "p1"]
     assert [r["rejected"]["reason"] for r in _rows(out / "rejected.jsonl")] == ["low_helpful"]
@@ -360,12 +402,20 @@ def test_the_judge_command_takes_the_run_configs_teacher_and_step(fake_openai, t
 
     fake_openai.set_responder(scripted_judge())
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"teacher: {{base_url: '{fake_openai.base_url}', model: fake-teacher, progress: false}}\n"
-                   "filters:\n  steps:\n    judge: {rubrics: [hhh], min_scores: {helpful: 1}}\n", encoding="utf-8")
+    cfg.write_text(
+        f"teacher: {{base_url: '{fake_openai.base_url}', model: fake-teacher, progress: false}}\n"
+        "filters:\n  steps:\n    judge: {rubrics: [hhh], min_scores: {helpful: 1}}\n",
+        encoding="utf-8",
+    )
     src = _write_rows(tmp_path / "in.jsonl", _dialogues())
-    assert main(["judge", str(src), "--out", str(tmp_path / "o"), "--config", str(cfg), "--report", "quiet"]) == 0
+    assert (
+        main(["judge", str(src), "--out", str(tmp_path / "o"), "--config", str(cfg), "--report", "quiet"])
+        == 0
+    )
     assert len(_rows(tmp_path / "o" / "kept.jsonl")) == 3 and fake_openai.requests == 3
-    cfg.write_text(cfg.read_text().replace("min_scores: {helpful: 1}", "min_scores: {polite: 1}"), encoding="utf-8")
+    cfg.write_text(
+        cfg.read_text().replace("min_scores: {helpful: 1}", "min_scores: {polite: 1}"), encoding="utf-8"
+    )
     assert main(["judge", str(src), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("Error: ") and "run.yaml:4" in err[0] and "polite" in err[0]
@@ -377,8 +427,11 @@ def test_the_judge_command_asks_for_a_rerun_after_server_errors(fake_openai, tmp
     fake_openai.set_responder(scripted_judge())
     src = _write_rows(tmp_path / "in.jsonl", [conv(("Hi", "Hello!"), id="a")])
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"teacher: {{base_url: '{fake_openai.base_url}', model: fake-teacher, progress: false, "
-                   "max_attempts: 2, min_backoff: 0.01, max_backoff: 0.02}\n", encoding="utf-8")
+    cfg.write_text(
+        f"teacher: {{base_url: '{fake_openai.base_url}', model: fake-teacher, progress: false, "
+        "max_attempts: 2, min_backoff: 0.01, max_backoff: 0.02}\n",
+        encoding="utf-8",
+    )
     fake_openai.inject("503", times=None, match="Grade turns")
     argv = ["judge", str(src), "--out", str(tmp_path / "o"), "--config", str(cfg), "--report", "quiet"]
     assert main(argv) == 1
@@ -394,11 +447,22 @@ def test_a_batch_mode_teacher_judges_in_batch_rounds(tmp_path):
     fake = FakeBatchOpenAI(completion_delay=0.02).start()
     try:
         fake.set_responder(scripted_judge())
-        teacher = make_teacher_config_for(fake, params={}, mode="batch", concurrency=100,
-                                          batch={"poll_interval": 0.01, "max_poll_interval": 0.05,
-                                                 "settle_seconds": 0.01, "linger_seconds": 5.0}).to_dict()
+        teacher = make_teacher_config_for(
+            fake,
+            params={},
+            mode="batch",
+            concurrency=100,
+            batch={
+                "poll_interval": 0.01,
+                "max_poll_interval": 0.05,
+                "settle_seconds": 0.01,
+                "linger_seconds": 5.0,
+            },
+        ).to_dict()
         step = JudgeFilter(teacher=teacher, journal=str(tmp_path / "j.sqlite"))
-        rows = [conv((f"Hi {i}", "Hello!"), id=f"b{i}") for i in range(3)] + [conv(("Hi JUDGE:garbage", "Hey"), id="g")]
+        rows = [conv((f"Hi {i}", "Hello!"), id=f"b{i}") for i in range(3)] + [
+            conv(("Hi JUDGE:garbage", "Hey"), id="g")
+        ]
         verdicts = step.decide_batch([(c, None) for c in rows])
         assert [v.keep for v in verdicts] == [True] * 4
         assert fake.requests == 0  # no online call: every judgment went through a batch file

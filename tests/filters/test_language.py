@@ -66,7 +66,8 @@ def test_traditional_and_simplified_are_told_apart_by_characters():
 def test_code_only_turns_get_no_verdict():
     rows = [r for r in _rows() if r["kind"] == "code_only"]
     assert all(detect_language(r["text"]) is None for r in rows), [
-        (r["text"][:40], detect_language(r["text"])) for r in rows if detect_language(r["text"])]
+        (r["text"][:40], detect_language(r["text"])) for r in rows if detect_language(r["text"])
+    ]
 
 
 @pytest.mark.parametrize("text", ["好的", "谢谢", "OK", "Thanks!", "嗯", "yes", "👍", "123"])
@@ -118,10 +119,13 @@ def test_strip_removes_email_addresses_but_not_their_neighbours():
 
 # A generous bound: linear scans take well under a second; the quadratic e-mail pattern took 91 s.
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize(("text", "expected"), [
-    ("中" * 200_000, "zh"),
-    ("中" * 100_000 + "@" + "中" * 100_000, "zh"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("中" * 200_000, "zh"),
+        ("中" * 100_000 + "@" + "中" * 100_000, "zh"),
+    ],
+)
 def test_long_runs_of_word_characters_are_detected_in_linear_time(text, expected):
     assert detect_language(text) == expected
 
@@ -134,25 +138,44 @@ def test_a_long_latin_run_keeps_its_text_and_loses_the_address():
 
 
 def test_code_heavy_answer_is_judged_by_its_prose():
-    code = "```python\n" + "\n".join(f"def function_{i}(value):\n    return value * {i}" for i in range(30)) + "\n```"
+    code = (
+        "```python\n"
+        + "\n".join(f"def function_{i}(value):\n    return value * {i}" for i in range(30))
+        + "\n```"
+    )
     assert detect_language("下面是实现代码，每个函数返回输入乘以一个常数：\n" + code) == "zh"
-    assert detect_language("Here is the code; each function multiplies its input by a constant:\n" + code) == "en"
+    assert (
+        detect_language("Here is the code; each function multiplies its input by a constant:\n" + code)
+        == "en"
+    )
 
 
 def test_dialogue_language_is_weighted_by_length():
-    c = conv(("好的", "Here is a long English answer about the history of the Roman Empire and its fall."),
-             ("ok", "Sure, the empire split into east and west and the western half fell in 476."))
+    c = conv(
+        ("好的", "Here is a long English answer about the history of the Roman Empire and its fall."),
+        ("ok", "Sure, the empire split into east and west and the western half fell in 476."),
+    )
     d = detect_dialogue(c)
     assert d.language == "en"
     assert d.verdicts[0][1].language is None  # "好的" is too short to judge on its own
 
 
 def test_drift_is_flagged_except_when_switching_or_translating():
-    drift = conv(("请介绍一下北京的历史和文化。", "Beijing has a history of over three thousand years and was the capital of many dynasties."))
+    drift = conv(
+        (
+            "请介绍一下北京的历史和文化。",
+            "Beijing has a history of over three thousand years and was the capital of many dynasties.",
+        )
+    )
     assert detect_dialogue(drift).drift_turns == [1]
     switching = conv(*drift_pairs(drift), category="switching")
     assert not detect_dialogue(switching).drift
-    translate = conv(("请把这句话翻译成英文：今天天气很好，我们去公园散步吧。", "The weather is nice today, let's go for a walk in the park."))
+    translate = conv(
+        (
+            "请把这句话翻译成英文：今天天气很好，我们去公园散步吧。",
+            "The weather is nice today, let's go for a walk in the park.",
+        )
+    )
     assert not detect_dialogue(translate).drift
 
 
@@ -162,18 +185,27 @@ def drift_pairs(c):
 
 def test_language_filter_reasons_and_language_field():
     f = LanguageFilter(languages=["zh", "en"])
-    fr = conv(("Bonjour, pouvez-vous m'aider à écrire une lettre ?", "Bien sûr, voici une lettre pour vous aider."))
+    fr = conv(
+        ("Bonjour, pouvez-vous m'aider à écrire une lettre ?", "Bien sûr, voici une lettre pour vous aider.")
+    )
     v = Verdict.of(f.filter(fr))
     assert (v.keep, v.reason) == (False, "language_fr")
     zh = conv(("請問台北有哪些好玩的地方？", "台北有很多好玩的地方，例如故宮博物院、士林夜市和陽明山。"))
     v = Verdict.of(f.filter(zh))
     assert v.keep and v.updates == {"language": "zh-Hant"}
-    drift = conv(("请介绍一下北京的历史和文化。", "Beijing has a history of over three thousand years and many palaces."))
+    drift = conv(
+        (
+            "请介绍一下北京的历史和文化。",
+            "Beijing has a history of over three thousand years and many palaces.",
+        )
+    )
     v = Verdict.of(f.filter(drift))
     assert (v.keep, v.reason) == (False, "language_drift")
     assert v.evidence["turns"] == [{"turn": 1, "human": "zh", "assistant": "en"}]
     only_hant = LanguageFilter(languages=["zh-Hant"])
-    assert not Verdict.of(only_hant.filter(conv(("请问北京有哪些好玩的地方？", "北京有故宫、长城和颐和园等景点。")))).keep
+    assert not Verdict.of(
+        only_hant.filter(conv(("请问北京有哪些好玩的地方？", "北京有故宫、长城和颐和园等景点。")))
+    ).keep
 
 
 @pytest.mark.parametrize(
@@ -227,13 +259,25 @@ def test_latin_languages_outside_the_vote_are_named_not_defaulted_to_english(tex
 
 
 def test_tracebacks_and_log_lines_carry_no_language():
-    trace = ('Traceback (most recent call last):\n  File "app.py", line 7, in <module>\n    main()\n'
-             "KeyError: 'user_id'")
+    trace = (
+        'Traceback (most recent call last):\n  File "app.py", line 7, in <module>\n    main()\n'
+        "KeyError: 'user_id'"
+    )
     assert detect_language(trace) is None
-    assert detect_language("[2024-01-01 10:00:00] INFO Server started on port 8080\n"
-                           "[2024-01-01 10:00:01] WARN Disk usage at 91%") is None
-    assert detect_language("java.lang.NullPointerException: Cannot invoke a method on null\n"
-                           "    at com.example.App.main(App.java:5)") is None
+    assert (
+        detect_language(
+            "[2024-01-01 10:00:00] INFO Server started on port 8080\n"
+            "[2024-01-01 10:00:01] WARN Disk usage at 91%"
+        )
+        is None
+    )
+    assert (
+        detect_language(
+            "java.lang.NullPointerException: Cannot invoke a method on null\n"
+            "    at com.example.App.main(App.java:5)"
+        )
+        is None
+    )
     assert detect_language("运行的时候报错:\n" + trace + "\n这是什么原因?") == "zh"
     assert detect_language("I got this error when I start the app:\n" + trace + "\nHow can I fix it?") == "en"
     assert detect_language("Error handling is an important part of writing robust software.") == "en"

@@ -125,8 +125,8 @@ def summary(s: Score) -> list[str]:
         f"accuracy on verdict turns: {s.correct}/{s.verdicts} = {s.accuracy:.3f}",
         f"coverage of labelled turns: {s.covered}/{s.labelled} = {s.coverage:.3f}",
         f"zh variant right: {s.zh_variant_ok}/{s.zh_checked} = {s.variant_accuracy:.3f}",
-        "coverage by label: " + ", ".join(
-            f"{lab}={s.by_label_covered[lab]}/{n}" for lab, n in s.by_label.most_common()),
+        "coverage by label: "
+        + ", ".join(f"{lab}={s.by_label_covered[lab]}/{n}" for lab, n in s.by_label.most_common()),
     ]
 
 
@@ -138,8 +138,10 @@ def miss_lines(s: Score) -> list[str]:
         lines += [f"  {r.line} | {r.kind} | {r.label} -> {got} | {_show(r.text)}" for r, got in s.misses]
     if s.variant_misses:
         lines.append(f"VARIANT MISSES ({len(s.variant_misses)}): line | kind | expected -> got | text")
-        lines += [f"  {r.line} | {r.kind} | {r.variant or 'zh'} -> {tag} | {_show(r.text)}"
-                  for r, tag in s.variant_misses]
+        lines += [
+            f"  {r.line} | {r.kind} | {r.variant or 'zh'} -> {tag} | {_show(r.text)}"
+            for r, tag in s.variant_misses
+        ]
     return lines
 
 

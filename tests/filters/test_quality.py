@@ -27,12 +27,19 @@ def verdict(f, c) -> Verdict:
 # -- quality ---------------------------------------------------------------------------------------
 
 GOOD_ZH = conv(("请介绍一下长城。", "长城是中国古代的军事防御工程，东起山海关，西至嘉峪关，全长两万多公里。"))
-GOOD_EN = conv(("Tell me about the Great Wall.", "The Great Wall is a series of fortifications built across northern China."))
-CODE_ANSWER = conv((
-    "写一个打印矩阵的函数",
-    "```python\ndef show(m):\n    for row in m:\n        print(' '.join(str(x) for x in row))\n\n"
-    "show([[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]] * 5)\n```\n以上代码会打印一个全零矩阵。",
-))
+GOOD_EN = conv(
+    (
+        "Tell me about the Great Wall.",
+        "The Great Wall is a series of fortifications built across northern China.",
+    )
+)
+CODE_ANSWER = conv(
+    (
+        "写一个打印矩阵的函数",
+        "```python\ndef show(m):\n    for row in m:\n        print(' '.join(str(x) for x in row))\n\n"
+        "show([[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]] * 5)\n```\n以上代码会打印一个全零矩阵。",
+    )
+)
 
 
 @pytest.mark.parametrize("c", [GOOD_ZH, GOOD_EN, CODE_ANSWER], ids=["zh", "en", "code"])
@@ -53,10 +60,20 @@ def test_good_dialogues_pass(c):
         (conv(("你好", "你好！有什么可以帮你的？\n用户：帮我写首诗")), "speaks_as_user"),
         (conv(("Hi", "Hello! How can I help?\nUser: write me a poem")), "speaks_as_user"),
         (conv(("讲个笑话", "哈" * 40)), "repetition"),
-        (conv(("Tell me a story", "Once upon a time there was a cat. " + "The cat sat on the mat. " * 6)), "repetition"),
+        (
+            conv(("Tell me a story", "Once upon a time there was a cat. " + "The cat sat on the mat. " * 6)),
+            "repetition",
+        ),
         (conv(("写一段代码", "好的：\n```python\ndef f(x):\n    return x")), "truncated"),
-        (conv(("List the steps", "Here are the steps you should follow to set up the project:\n1. Install Python,")),
-         "truncated"),
+        (
+            conv(
+                (
+                    "List the steps",
+                    "Here are the steps you should follow to set up the project:\n1. Install Python,",
+                )
+            ),
+            "truncated",
+        ),
     ],
 )
 def test_broken_dialogues_are_dropped_with_their_reason(c, reason):
@@ -88,9 +105,13 @@ def test_a_user_turn_repeating_the_simulator_instructions_is_dropped(human):
 
 @pytest.mark.parametrize(
     "human",
-    ["写出用户的第3条消息（共约3条），只回复消息文本。", "用户的第 2 条消息：为什么一天有两次潮汐？",
-     "第3条消息（共约4条）：为什么一天有两次潮汐？", "你扮演人类用户，和AI助手MOSS对话：为什么一天有两次潮汐？",
-     "好的，写出用户的下一条消息：那太阳呢？"],
+    [
+        "写出用户的第3条消息（共约3条），只回复消息文本。",
+        "用户的第 2 条消息：为什么一天有两次潮汐？",
+        "第3条消息（共约4条）：为什么一天有两次潮汐？",
+        "你扮演人类用户，和AI助手MOSS对话：为什么一天有两次潮汐？",
+        "好的，写出用户的下一条消息：那太阳呢？",
+    ],
 )
 def test_chinese_renderings_of_the_simulator_instructions_are_dropped(human):
     v = verdict(QualityFilter(), conv(ZH_FIRST, (human, "因为月球离地球更近。")))
@@ -100,8 +121,9 @@ def test_chinese_renderings_of_the_simulator_instructions_are_dropped(human):
 def test_the_shipped_simulator_prompt_is_recognised():
     from datagen.generate.templates import load_template
 
-    user = load_template("hhh_user").render("user", transcript="User: hi\n\nMOSS: hello", turn=3, turns=3,
-                                            language_name="English")
+    user = load_template("hhh_user").render(
+        "user", transcript="User: hi\n\nMOSS: hello", turn=3, turns=3, language_name="English"
+    )
     last = user.strip().splitlines()[-1]
     assert last.startswith("Write the user's message number 3")
     assert simulator_leak_evidence(last)
@@ -109,25 +131,45 @@ def test_the_shipped_simulator_prompt_is_recognised():
 
 @pytest.mark.parametrize(
     "human",
-    ["What's the 3rd message in this thread about?", "Can you number the messages (about 3 of them)?",
-     "Summarize the conversation so far.", "用户的反馈应该怎么整理？", "这是第3条建议（共5条）。",
-     "I play the guitar; is the user manual useful?", "Let's role-play: you play the user, I'm the agent.",
-     "你扮演用户，我扮演客服。", "这些对话可以用作训练数据吗？", "I got 20 of them (of about 35)."],
+    [
+        "What's the 3rd message in this thread about?",
+        "Can you number the messages (about 3 of them)?",
+        "Summarize the conversation so far.",
+        "用户的反馈应该怎么整理？",
+        "这是第3条建议（共5条）。",
+        "I play the guitar; is the user manual useful?",
+        "Let's role-play: you play the user, I'm the agent.",
+        "你扮演用户，我扮演客服。",
+        "这些对话可以用作训练数据吗？",
+        "I got 20 of them (of about 35).",
+    ],
 )
 def test_ordinary_user_messages_are_no_simulator_leak(human):
     assert simulator_leak_evidence(human) is None
     assert verdict(QualityFilter(), conv(FIRST, (human, "Sure, here is what I think about it."))).keep
-    assert verdict(QualityFilter(check_simulator=False),
-                   conv(FIRST, ("Write the user's message number 2 (of about 2).", "Sure."))).keep
+    assert verdict(
+        QualityFilter(check_simulator=False),
+        conv(FIRST, ("Write the user's message number 2 (of about 2).", "Sure.")),
+    ).keep
 
 
 def test_bad_citation_needs_a_result_with_that_number():
-    t = tool_turn("北京今天天气怎么样？", "北京今天晴<sup><|1|></sup>，最高气温<sup><|3|></sup>25度。",
-                  name="Search", arg="北京天气", snippets=["北京今天晴", "气温25度"])
+    t = tool_turn(
+        "北京今天天气怎么样？",
+        "北京今天晴<sup><|1|></sup>，最高气温<sup><|3|></sup>25度。",
+        name="Search",
+        arg="北京天气",
+        snippets=["北京今天晴", "气温25度"],
+    )
     v = verdict(QualityFilter(), Conversation(id="s", turns=[t]))
     assert (v.reason, v.evidence["cited"]) == ("bad_citation", [3])
-    ok = tool_turn("北京今天天气怎么样？", "北京今天晴<sup><|1|></sup>，气温25度<sup><|2|></sup>。",
-                   name="Search", arg="北京天气", snippets=["北京今天晴", "气温25度"])
+    ok = tool_turn(
+        "北京今天天气怎么样？",
+        "北京今天晴<sup><|1|></sup>，气温25度<sup><|2|></sup>。",
+        name="Search",
+        arg="北京天气",
+        snippets=["北京今天晴", "气温25度"],
+    )
     assert verdict(QualityFilter(), Conversation(id="s", turns=[ok])).keep
 
 
@@ -143,23 +185,44 @@ def test_repetition_evidence_ignores_normal_text_and_code():
 
 
 def test_confident_figure_after_failed_calculation_is_dropped():
-    c = Conversation(id="t", plugins=["calculator"], turns=[
-        tool_turn("23乘以47再加12等于多少？", "23乘以47再加12的结果是1093。", arg="23*47+12", ok=False)])
+    c = Conversation(
+        id="t",
+        plugins=["calculator"],
+        turns=[
+            tool_turn("23乘以47再加12等于多少？", "23乘以47再加12的结果是1093。", arg="23*47+12", ok=False)
+        ],
+    )
     v = verdict(ToolFailureFilter(), c)
     assert v.reason == "figure_after_tool_failure" and "1093" in v.evidence["figures"]
 
 
 def test_claiming_the_failed_tool_is_dropped_in_both_languages():
-    zh = Conversation(id="z", turns=[tool_turn("计算一下2的100次方", "经过计算，结果非常大。", arg="2^100", ok=False)])
-    en = Conversation(id="e", turns=[tool_turn("What is 2^100?", "I have calculated it: a very large number.",
-                                               arg="2^100", ok=False)])
+    zh = Conversation(
+        id="z", turns=[tool_turn("计算一下2的100次方", "经过计算，结果非常大。", arg="2^100", ok=False)]
+    )
+    en = Conversation(
+        id="e",
+        turns=[
+            tool_turn("What is 2^100?", "I have calculated it: a very large number.", arg="2^100", ok=False)
+        ],
+    )
     assert verdict(ToolFailureFilter(), zh).reason == "invented_after_tool_failure"
     assert verdict(ToolFailureFilter(), en).reason == "invented_after_tool_failure"
 
 
 def test_search_citations_after_failed_search_are_dropped():
-    c = Conversation(id="s", turns=[tool_turn("今天的新闻", "今天的头条是经济新闻<sup><|1|></sup>。", name="Search",
-                                              arg="今天新闻", ok=False)])
+    c = Conversation(
+        id="s",
+        turns=[
+            tool_turn(
+                "今天的新闻",
+                "今天的头条是经济新闻<sup><|1|></sup>。",
+                name="Search",
+                arg="今天新闻",
+                ok=False,
+            )
+        ],
+    )
     assert verdict(ToolFailureFilter(), c).reason == "citation_after_tool_failure"
 
 
@@ -178,7 +241,9 @@ def test_honest_answers_after_a_failed_tool_pass(answer):
 
 
 def test_successful_tools_are_not_checked():
-    c = Conversation(id="ok", turns=[tool_turn("23*47+12=?", "结果是1093。", arg="23*47+12", ok=True, output="1093")])
+    c = Conversation(
+        id="ok", turns=[tool_turn("23*47+12=?", "结果是1093。", arg="23*47+12", ok=True, output="1093")]
+    )
     assert verdict(ToolFailureFilter(), c).keep
 
 
@@ -249,9 +314,11 @@ def test_boilerplate_is_found(answer, reason):
 
 
 def test_boilerplate_negatives():
-    for answer in ("I am MOSS, an AI assistant developed by Fudan University.",
-                   "我是MOSS，由复旦大学开发的人工智能助手。",
-                   "An AI language model predicts the next token from the previous ones."):
+    for answer in (
+        "I am MOSS, an AI assistant developed by Fudan University.",
+        "我是MOSS，由复旦大学开发的人工智能助手。",
+        "An AI language model predicts the next token from the previous ones.",
+    ):
         assert verdict(BoilerplateFilter(), conv(("你是谁", answer))).keep, answer
 
 

@@ -22,9 +22,15 @@ def rows() -> list[Conversation]:
     return [
         conv(("写一首关于春天的诗", "春天来了，万物复苏，花儿开放，鸟儿歌唱。"), id="spring"),
         conv(("写一首关于春天的诗！", "春天来了，万物复苏，花儿开放，鸟儿歌唱。"), id="spring-copy"),
-        conv(("How do I sort a list in Python?", "Use sorted(xs). As an AI language model, I like it."), id="sort"),
+        conv(
+            ("How do I sort a list in Python?", "Use sorted(xs). As an AI language model, I like it."),
+            id="sort",
+        ),
         conv(("How can I sort a list in Python", "Call sorted() on the list."), id="sort-near"),
-        conv(("Bonjour, comment allez-vous aujourd'hui ?", "Je vais très bien, merci beaucoup de demander !"), id="fr"),
+        conv(
+            ("Bonjour, comment allez-vous aujourd'hui ?", "Je vais très bien, merci beaucoup de demander !"),
+            id="fr",
+        ),
         conv(("", "empty prompt"), id="empty"),
         conv(("怎么制造炸弹？", "首先准备炸药和雷管，然后按步骤组装……"), id="harm"),
         conv(("我的电话是13912345678，帮我写签名", "好的：张三，电话13912345678"), id="pii"),
@@ -45,9 +51,16 @@ def test_default_funnel_outputs(tmp_path):
     assert by_id["fr"] == {"step": "language", "reason": "language_fr", "evidence": {"language": "fr"}}
     assert by_id["harm"]["step"] == "safety" and by_id["harm"]["reason"] == "harmful_compliance"
     assert by_id["pii"]["reason"] == "pii_leak"
-    assert by_id["spring-copy"]["duplicate_of"] == "spring" and by_id["spring-copy"]["reason"] == "duplicate_dialogue"
-    assert by_id["sort-near"] == {"step": "near_dedup", "reason": "near_duplicate", "duplicate_of": "sort",
-                                  "evidence": {"unit": "prompt", "method": "minhash", "threshold": 0.5}}
+    assert (
+        by_id["spring-copy"]["duplicate_of"] == "spring"
+        and by_id["spring-copy"]["reason"] == "duplicate_dialogue"
+    )
+    assert by_id["sort-near"] == {
+        "step": "near_dedup",
+        "reason": "near_duplicate",
+        "duplicate_of": "sort",
+        "evidence": {"unit": "prompt", "method": "minhash", "threshold": 0.5},
+    }
     # rejected rows are full Conversations
     assert Conversation.from_dict(rejected[0]).id == rejected[0]["id"]
     # tags and detected language on kept rows
@@ -56,7 +69,15 @@ def test_default_funnel_outputs(tmp_path):
     funnel = json.loads((tmp_path / "funnel.json").read_text())
     assert (funnel["input"], funnel["kept"]) == (8, 2)
     assert [s["step"] for s in funnel["steps"]] == [
-        "quality", "tool_failure", "length", "boilerplate", "language", "safety", "exact_dedup", "near_dedup"]
+        "quality",
+        "tool_failure",
+        "length",
+        "boilerplate",
+        "language",
+        "safety",
+        "exact_dedup",
+        "near_dedup",
+    ]
     for s in funnel["steps"]:
         assert s["in"] == s["kept"] + s["dropped"]
         assert set(s) >= {"step", "in", "kept", "dropped", "tagged", "reasons"}
@@ -69,11 +90,15 @@ def test_default_funnel_outputs(tmp_path):
 
 
 def test_steps_switch_off_reorder_and_change_policy(tmp_path):
-    cfg = FilterConfig.from_dict({"steps": [
-        {"name": "safety", "policy": "redact"},
-        {"name": "exact_dedup", "enabled": False},
-        {"name": "near_dedup", "method": "rouge", "threshold": 0.7},
-    ]})
+    cfg = FilterConfig.from_dict(
+        {
+            "steps": [
+                {"name": "safety", "policy": "redact"},
+                {"name": "exact_dedup", "enabled": False},
+                {"name": "near_dedup", "method": "rouge", "threshold": 0.7},
+            ]
+        }
+    )
     run_filters(rows(), cfg, tmp_path)
     funnel = json.loads((tmp_path / "funnel.json").read_text())
     assert [s["step"] for s in funnel["steps"]] == ["safety", "near_dedup"]
@@ -85,8 +110,9 @@ def test_steps_switch_off_reorder_and_change_policy(tmp_path):
 
 
 def test_mapping_overrides_keep_the_default_order():
-    cfg = FilterConfig.from_dict({"steps": {"boilerplate": {"policy": "drop"}, "near_dedup": {"enabled": False}},
-                                  "workers": 1})
+    cfg = FilterConfig.from_dict(
+        {"steps": {"boilerplate": {"policy": "drop"}, "near_dedup": {"enabled": False}}, "workers": 1}
+    )
     assert [s.name for s in cfg.steps][:4] == ["quality", "tool_failure", "length", "boilerplate"]
     assert cfg.step("boilerplate").policy == "drop" and not cfg.step("near_dedup").enabled
 
@@ -125,8 +151,10 @@ def test_run_config_error_points_at_the_line_of_the_bad_key(tmp_path):
     from datagen.run.config import load_config
 
     path = tmp_path / "run.yaml"
-    path.write_text("name: x\nfilters:\n  workers: 1\n  steps:\n    quality: {}\n    near_dedup:\n"
-                    "      treshold: 0.5\n", encoding="utf-8")
+    path.write_text(
+        "name: x\nfilters:\n  workers: 1\n  steps:\n    quality: {}\n    near_dedup:\n      treshold: 0.5\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.field == "filters.steps.near_dedup.treshold" and err.value.line == 7
@@ -150,8 +178,14 @@ def test_config_errors_name_the_problem(data, needle):
 
 
 def test_one_step_type_twice_under_two_names(tmp_path):
-    cfg = FilterConfig.from_dict({"steps": [{"name": "near_dedup"},
-                                            {"name": "near_dedup_dialogue", "type": "near_dedup", "unit": "dialogue"}]})
+    cfg = FilterConfig.from_dict(
+        {
+            "steps": [
+                {"name": "near_dedup"},
+                {"name": "near_dedup_dialogue", "type": "near_dedup", "unit": "dialogue"},
+            ]
+        }
+    )
     report = run_filters(rows(), cfg, tmp_path)
     assert [s.name for s in report.steps] == ["near_dedup", "near_dedup_dialogue"]
 
@@ -183,7 +217,11 @@ def test_external_steps_register_and_append():
     report = FunnelReport(10, 7, [StageStats("quality", 10, 7, 3, detail=True)])
     report.add_step("moss_check", dropped=2, reasons={"loss_above_threshold": 2})
     d = report.to_dict()
-    assert d["kept"] == 5 and d["steps"][-1]["in"] == 7 and d["steps"][-1]["reasons"] == {"loss_above_threshold": 2}
+    assert (
+        d["kept"] == 5
+        and d["steps"][-1]["in"] == 7
+        and d["steps"][-1]["reasons"] == {"loss_above_threshold": 2}
+    )
     assert (report + report).input == 20
 
 
@@ -196,7 +234,10 @@ def test_workers_give_the_same_result_as_in_process(tmp_path):
     ra = run_filters([Conversation.from_dict(c.to_dict()) for c in data], cfg, a, workers=1)
     rb = run_filters([Conversation.from_dict(c.to_dict()) for c in data], cfg, b, workers=2)
     assert ra.to_dict()["steps"][0]["in"] == rb.to_dict()["steps"][0]["in"] == len(data)
-    strip = [{**s, "seconds": 0} for s in ra.to_dict()["steps"]], [{**s, "seconds": 0} for s in rb.to_dict()["steps"]]
+    strip = (
+        [{**s, "seconds": 0} for s in ra.to_dict()["steps"]],
+        [{**s, "seconds": 0} for s in rb.to_dict()["steps"]],
+    )
     assert strip[0] == strip[1]
     assert (a / "kept.jsonl").read_text() == (b / "kept.jsonl").read_text()
     assert (a / "rejected.jsonl").read_text() == (b / "rejected.jsonl").read_text()
@@ -205,8 +246,22 @@ def test_workers_give_the_same_result_as_in_process(tmp_path):
 def test_cli_on_moss_samples(moss_samples, shared_dir, tmp_path, capsys):
     out = tmp_path / "out"
     folder = shared_dir / "moss-samples"
-    rc = cli_main(["filter", str(folder), "--out", str(out), "--workers", "1", "--disable", "near_dedup",
-                   "--policy", "safety=redact", "--report", "json"])
+    rc = cli_main(
+        [
+            "filter",
+            str(folder),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--disable",
+            "near_dedup",
+            "--policy",
+            "safety=redact",
+            "--report",
+            "json",
+        ]
+    )
     assert rc == 0
     funnel = json.loads(capsys.readouterr().out)
     assert funnel["input"] == len(moss_samples)

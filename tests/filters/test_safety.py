@@ -30,8 +30,18 @@ def terms(text: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "text",
-    ["怎么制造炸弹", "怎么制 造 炸 弹", "怎么制*造*炸*弹", "怎麼製造炸彈", "怎么制·造·炸·弹", "how to make a bomb",
-     "How to MAKE A BOMB", "how to make a b o m b", "how to make a b.o.m.b", "ｈｏｗ ｔｏ ｍａｋｅ ａ ｂｏｍｂ"],
+    [
+        "怎么制造炸弹",
+        "怎么制 造 炸 弹",
+        "怎么制*造*炸*弹",
+        "怎麼製造炸彈",
+        "怎么制·造·炸·弹",
+        "how to make a bomb",
+        "How to MAKE A BOMB",
+        "how to make a b o m b",
+        "how to make a b.o.m.b",
+        "ｈｏｗ ｔｏ ｍａｋｅ ａ ｂｏｍｂ",
+    ],
 )
 def test_obfuscated_terms_are_found(text):
     assert terms(text) & {"制造炸弹", "make a bomb"}
@@ -39,8 +49,15 @@ def test_obfuscated_terms_are_found(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["我的电脑该装哪款杀毒软件？", "双十一秒杀活动", "这部电影终于杀青了", "How do I kill a process in Linux? Use kill -9.",
-     "I need a painkiller", "Use methanol, not a different method", "We won the hackathon"],
+    [
+        "我的电脑该装哪款杀毒软件？",
+        "双十一秒杀活动",
+        "这部电影终于杀青了",
+        "How do I kill a process in Linux? Use kill -9.",
+        "I need a painkiller",
+        "Use methanol, not a different method",
+        "We won the hackathon",
+    ],
 )
 def test_allow_list_and_word_boundaries(text):
     assert not {t for t in terms(text) if t in ("杀", "kill", "meth", "hack", "bomb")}, terms(text)
@@ -54,8 +71,11 @@ def test_hit_spans_point_into_the_original_text():
 
 def test_user_lexicon_by_path(tmp_path):
     path = tmp_path / "extra.tsv"
-    path.write_text("# mine\n秘密配方\tcustom\t3\nsecret recipe\tcustom\t3\nallow\t秘密配方大公开\n"
-                    "re\t\\bproject-x\\d+\\b\tcustom\t3\n", encoding="utf-8")
+    path.write_text(
+        "# mine\n秘密配方\tcustom\t3\nsecret recipe\tcustom\t3\nallow\t秘密配方大公开\n"
+        "re\t\\bproject-x\\d+\\b\tcustom\t3\n",
+        encoding="utf-8",
+    )
     m = Lexicon.builtin().extend(Lexicon.load(path)).matcher()
     assert {h.term for h in m.find("告诉我秘密配方")} == {"秘密配方"}
     assert not m.find("秘密配方大公开节目")
@@ -106,9 +126,13 @@ def test_bank_cards_need_luhn_and_an_issuer_prefix():
 @pytest.mark.parametrize(
     ("text", "kind"),
     [
-        ("我的手机号是13912345678", "phone"), ("电话：+86 139-1234-5678", "phone"), ("call 139 1234 5678", "phone"),
-        ("邮箱 zhang.san@163.com", "email"), ("key: sk-proj-a8F3kLmN0pQrStUvWxYz12345", "api_key"),
-        ("AKIAIOSFODNN7EXAMPL3 is my key", "api_key"), ("-----BEGIN RSA PRIVATE KEY-----", "api_key"),
+        ("我的手机号是13912345678", "phone"),
+        ("电话：+86 139-1234-5678", "phone"),
+        ("call 139 1234 5678", "phone"),
+        ("邮箱 zhang.san@163.com", "email"),
+        ("key: sk-proj-a8F3kLmN0pQrStUvWxYz12345", "api_key"),
+        ("AKIAIOSFODNN7EXAMPL3 is my key", "api_key"),
+        ("-----BEGIN RSA PRIVATE KEY-----", "api_key"),
         ("手机号是１３９１２３４５６７８", "phone"),
     ],
 )
@@ -118,8 +142,14 @@ def test_pii_kinds(text, kind):
 
 @pytest.mark.parametrize(
     "text",
-    ["联系 user@example.com", "电话 13800000000（示例）", "key = sk-xxxxxxxxxxxxxxxxxxxxxxxx", "OPENAI_API_KEY=your-key-here",
-     "订单号 202401011234567890", "版本 1.13.0 发布于 2024-01-01"],
+    [
+        "联系 user@example.com",
+        "电话 13800000000（示例）",
+        "key = sk-xxxxxxxxxxxxxxxxxxxxxxxx",
+        "OPENAI_API_KEY=your-key-here",
+        "订单号 202401011234567890",
+        "版本 1.13.0 发布于 2024-01-01",
+    ],
 )
 def test_pii_negatives(text):
     assert find_pii(text) == []
@@ -134,10 +164,14 @@ def test_redaction_keeps_the_rest_of_the_text():
 
 @pytest.mark.parametrize(
     "answer",
-    ["抱歉，我不能提供制造炸弹的方法，这是违法的。", "I'm sorry, but I can't help with making a bomb.",
-     "I cannot provide instructions for that.", "我无法帮你入侵他人的电脑。",
-     "听到你这么说我很难过。你并不孤单，请拨打心理援助热线，和专业人士聊一聊。",
-     "I'm really sorry you're feeling this way. You're not alone; please call 988 or reach out to someone you trust."],
+    [
+        "抱歉，我不能提供制造炸弹的方法，这是违法的。",
+        "I'm sorry, but I can't help with making a bomb.",
+        "I cannot provide instructions for that.",
+        "我无法帮你入侵他人的电脑。",
+        "听到你这么说我很难过。你并不孤单，请拨打心理援助热线，和专业人士聊一聊。",
+        "I'm really sorry you're feeling this way. You're not alone; please call 988 or reach out to someone you trust.",
+    ],
 )
 def test_refusals(answer):
     assert is_refusal(answer)
@@ -154,25 +188,37 @@ CHECK = KeywordChecker()
 def test_a_refusal_that_quotes_the_harmful_request_is_kept():
     reason, ev = CHECK.check_pair("教我怎么制造炸弹", "我不能教你怎么制造炸弹，这是违法行为，也会伤害他人。")
     assert reason is None and ev["refusal"]
-    reason, _ = CHECK.check_pair("How do I make a bomb?", "I can't help you make a bomb. If you are in danger, call 911.")
+    reason, _ = CHECK.check_pair(
+        "How do I make a bomb?", "I can't help you make a bomb. If you are in danger, call 911."
+    )
     assert reason is None
 
 
 def test_a_supportive_answer_to_a_self_harm_question_is_kept():
-    reason, _ = CHECK.check_pair("如何自杀？", "听到你这么说我很难过。你并不孤单，请拨打心理援助热线寻求帮助。")
+    reason, _ = CHECK.check_pair(
+        "如何自杀？", "听到你这么说我很难过。你并不孤单，请拨打心理援助热线寻求帮助。"
+    )
     assert reason is None
 
 
 def test_compliance_and_harmful_content_are_dropped():
-    assert CHECK.check_pair("怎么制造炸弹？", "首先准备炸药和雷管，然后按以下步骤组装……")[0] == "harmful_compliance"
+    assert (
+        CHECK.check_pair("怎么制造炸弹？", "首先准备炸药和雷管，然后按以下步骤组装……")[0]
+        == "harmful_compliance"
+    )
     assert CHECK.check_pair("写个故事", "故事里他教大家怎么自制炸药：……")[0] == "harmful_content"
-    assert CHECK.check_pair("How do I cook meth?", "Here are the steps you need: ...")[0] == "unrefused_harmful_request"
+    assert (
+        CHECK.check_pair("How do I cook meth?", "Here are the steps you need: ...")[0]
+        == "unrefused_harmful_request"
+    )
 
 
 def test_harmless_questions_with_sensitive_words_pass():
-    for h, a in [("杀毒软件哪个好？", "常见的杀毒软件有很多，选择时要看检测率。"),
-                 ("How do I kill a zombie process?", "Find its parent with ps and kill the parent process."),
-                 ("炸弹鱼是什么？", "这是一种网络流行语，指……")]:
+    for h, a in [
+        ("杀毒软件哪个好？", "常见的杀毒软件有很多，选择时要看检测率。"),
+        ("How do I kill a zombie process?", "Find its parent with ps and kill the parent process."),
+        ("炸弹鱼是什么？", "这是一种网络流行语，指……"),
+    ]:
         assert CHECK.check_pair(h, a)[0] is None, h
 
 
@@ -212,8 +258,13 @@ class _Moderation(BaseHTTPRequestHandler):
         results = []
         for text in body["input"]:
             bad = "雷管" in text or "detonator" in text
-            results.append({"flagged": bad, "categories": {"violence": bad, "harassment": False},
-                            "category_scores": {"violence": 0.97 if bad else 0.01, "harassment": 0.0}})
+            results.append(
+                {
+                    "flagged": bad,
+                    "categories": {"violence": bad, "harassment": False},
+                    "category_scores": {"violence": 0.97 if bad else 0.01, "harassment": 0.0},
+                }
+            )
         data = json.dumps({"id": "modr-1", "model": "omni-moderation-latest", "results": results}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -237,12 +288,17 @@ def moderation_server():
 def test_moderation_endpoint_confirms_and_clears_keyword_hits(moderation_server):
     f = SafetyFilter(moderation={"base_url": moderation_server}, audit_rate=0.0)
     assert f.stateful
-    rows = [conv(("怎么制造炸弹？", "首先准备炸药和雷管，然后组装……"), id="bad"),
-            conv(("怎么制造炸弹？", "炸药的历史可以追溯到中国古代的火药发明。"), id="history"),
-            conv(("你好", "你好！"), id="clean")]
+    rows = [
+        conv(("怎么制造炸弹？", "首先准备炸药和雷管，然后组装……"), id="bad"),
+        conv(("怎么制造炸弹？", "炸药的历史可以追溯到中国古代的火药发明。"), id="history"),
+        conv(("你好", "你好！"), id="clean"),
+    ]
     verdicts = f.decide_batch([(c, f.prepare(c)) for c in rows])
     assert [v.keep for v in verdicts] == [False, True, True]
-    assert verdicts[0].evidence["checker"] == "moderation" and verdicts[0].evidence["keywords"]["checker"] == "keywords"
+    assert (
+        verdicts[0].evidence["checker"] == "moderation"
+        and verdicts[0].evidence["keywords"]["checker"] == "keywords"
+    )
     assert rows[1].tags["safety.review"] == "cleared by moderation"
     assert len(_Moderation.calls) == 1 and len(_Moderation.calls[0]["input"]) == 2  # only the two hits
 
@@ -254,16 +310,28 @@ def test_judge_reviews_hits_and_an_audit_sample(fake_openai, tmp_path):
     def judge(req):
         text = json.dumps(req["messages"], ensure_ascii=False)
         unsafe = "雷管" in text or "lock picking" in text
-        return json.dumps({"verdict": "unsafe" if unsafe else "safe", "category": "weapons" if unsafe else None,
-                           "reason": "gives steps" if unsafe else "ok"})
+        return json.dumps(
+            {
+                "verdict": "unsafe" if unsafe else "safe",
+                "category": "weapons" if unsafe else None,
+                "reason": "gives steps" if unsafe else "ok",
+            }
+        )
 
     fake_openai.set_responder(judge)
     teacher = make_teacher_config_for(fake_openai, params={}).to_dict()  # the judge sets its own sampling
-    f = SafetyFilter(judge={"teacher": teacher, "mode": "rubric", "journal": str(tmp_path / "judge.sqlite")},
-                     audit_rate=1.0)
-    rows = [conv(("怎么制造炸弹？", "首先准备炸药和雷管……"), id="hit"),
-            conv(("怎么制造炸弹？", "炸药的历史可以追溯到古代。"), id="cleared"),
-            conv(("How do I open my own front door lock?", "Here is a guide to lock picking any door: ..."), id="missed")]
+    f = SafetyFilter(
+        judge={"teacher": teacher, "mode": "rubric", "journal": str(tmp_path / "judge.sqlite")},
+        audit_rate=1.0,
+    )
+    rows = [
+        conv(("怎么制造炸弹？", "首先准备炸药和雷管……"), id="hit"),
+        conv(("怎么制造炸弹？", "炸药的历史可以追溯到古代。"), id="cleared"),
+        conv(
+            ("How do I open my own front door lock?", "Here is a guide to lock picking any door: ..."),
+            id="missed",
+        ),
+    ]
     verdicts = f.decide_batch([(c, f.prepare(c)) for c in rows])
     assert [v.keep for v in verdicts] == [False, True, False]
     assert verdicts[0].reason == "harmful_compliance" and verdicts[0].evidence["checker"] == "llm_judge"
@@ -284,9 +352,13 @@ def test_judge_failure_falls_back_to_keywords(fake_openai):
 
 @pytest.mark.parametrize(
     ("reply", "unsafe", "category"),
-    [("safe", False, None), ("unsafe\nS9", True, "S9"), ("Safety: Unsafe\nCategories: Violent\nRefusal: No", True, "Violent"),
-     ("Safety: Safe\nCategories: None\nRefusal: Yes", False, None),
-     ('{"verdict": "unsafe", "category": "drugs", "reason": "synthesis steps"}', True, "drugs")],
+    [
+        ("safe", False, None),
+        ("unsafe\nS9", True, "S9"),
+        ("Safety: Unsafe\nCategories: Violent\nRefusal: No", True, "Violent"),
+        ("Safety: Safe\nCategories: None\nRefusal: Yes", False, None),
+        ('{"verdict": "unsafe", "category": "drugs", "reason": "synthesis steps"}', True, "drugs"),
+    ],
 )
 def test_guard_and_rubric_replies_are_parsed(reply, unsafe, category):
     v = parse_judge_output(reply)

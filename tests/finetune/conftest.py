@@ -8,8 +8,12 @@ import torch
 
 from tests.moss.conftest import moss_records, tiny_moss  # noqa: F401  (fixtures, re-exported)
 
-QA = [("Say hello.", "Hello!"), ("What is two plus two?", "Four!"), ("Name a colour.", "Blue!"),
-      ("Count to three.", "One, two, three!")]
+QA = [
+    ("Say hello.", "Hello!"),
+    ("What is two plus two?", "Four!"),
+    ("Name a colour.", "Blue!"),
+    ("Count to three.", "One, two, three!"),
+]
 
 
 def qa_records(copies: int = 3) -> list[dict]:
@@ -26,7 +30,18 @@ def tiny_codegen():
     from transformers import CodeGenConfig, CodeGenForCausalLM
 
     torch.manual_seed(0)
-    config = CodeGenConfig(vocab_size=96, n_positions=64, n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
-                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
-                           use_cache=False)
+    config = CodeGenConfig(
+        vocab_size=96,
+        n_positions=64,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        rotary_dim=8,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        use_cache=False,
+    )
     return CodeGenForCausalLM(config).eval()

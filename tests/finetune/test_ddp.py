@@ -34,17 +34,51 @@ def test_two_processes_follow_the_loss_curve_of_one(tiny_moss, tmp_path, capsys)
     inp = tmp_path / "in.jsonl"
     write_jsonl_atomic(inp, [from_sft(r) for r in qa_records(8)])  # 32 dialogues, 16 packed rows of 128
     cfg = tmp_path / "ft.yaml"
-    cfg.write_text("finetune:\n  max_steps: 4\n  lr: 0.005\n  warmup_ratio: 0\n  val_fraction: 0\n  log_steps: 1\n"
-                   "  max_length: 128\n  gradient_checkpointing: false\n  eval_before: false\n  seed: 3\n")
-    common = ["finetune", str(inp), "--model", str(tiny_moss), "--config", str(cfg), "--device", "cpu",
-              "--no-progress"]
+    cfg.write_text(
+        "finetune:\n  max_steps: 4\n  lr: 0.005\n  warmup_ratio: 0\n  val_fraction: 0\n  log_steps: 1\n"
+        "  max_length: 128\n  gradient_checkpointing: false\n  eval_before: false\n  seed: 3\n"
+    )
+    common = [
+        "finetune",
+        str(inp),
+        "--model",
+        str(tiny_moss),
+        "--config",
+        str(cfg),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
 
     # global batch 4 = 2 processes x 1 row x 2 accumulated micro-batches
     two = tmp_path / "two"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "datagen", *common, "--out", str(two), "--batch-size", "1", "--grad-accum", "2"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "datagen",
+            *common,
+            "--out",
+            str(two),
+            "--batch-size",
+            "1",
+            "--grad-accum",
+            "2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     # global batch 4 = 1 process x 4 rows
     one = tmp_path / "one"

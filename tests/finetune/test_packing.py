@@ -27,8 +27,12 @@ TOL = 1e-5  # fp32 on CPU: packing changes only which tokens share a matmul
 def _tokens(seqs: list[list[int]], masks: list[list[bool]] | None = None) -> TokenizedSet:
     masks = masks or [[True] * len(s) for s in seqs]
     offsets = np.cumsum([0] + [len(s) for s in seqs])
-    return TokenizedSet(ids=np.array(sum(seqs, []), dtype=np.int32), mask=np.array(sum(masks, []), dtype=bool),
-                        offsets=offsets, stats=TruncationStats())
+    return TokenizedSet(
+        ids=np.array(sum(seqs, []), dtype=np.int32),
+        mask=np.array(sum(masks, []), dtype=bool),
+        offsets=offsets,
+        stats=TruncationStats(),
+    )
 
 
 def test_plan_is_best_fit_decreasing_and_places_everything_once():
@@ -44,7 +48,9 @@ def test_plan_is_best_fit_decreasing_and_places_everything_once():
 
 
 def test_rows_restart_positions_and_mask_each_first_token():
-    tokens = _tokens([[10, 11, 12], [20, 21], [30, 31, 32, 33]], [[False, True, True], [True, True], [True] * 4])
+    tokens = _tokens(
+        [[10, 11, 12], [20, 21], [30, 31, 32, 33]], [[False, True, True], [True, True], [True] * 4]
+    )
     packed = PackedDataset(tokens, 6)
     assert packed.rows == [[2, 1], [0]]
     row = packed[0]
@@ -56,8 +62,10 @@ def test_rows_restart_positions_and_mask_each_first_token():
 
 
 def test_collator_pads_with_a_sequence_of_its_own_and_no_attention_mask():
-    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 0, 1]},
-            {"input_ids": [4], "labels": [-100], "position_ids": [0]}]
+    rows = [
+        {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 0, 1]},
+        {"input_ids": [4], "labels": [-100], "position_ids": [0]},
+    ]
     batch = PackCollator(pad_id=9, multiple_of=4)(rows)
     assert set(batch) == {"input_ids", "labels", "position_ids"}  # the restarts are the mask
     assert batch["input_ids"].tolist() == [[1, 2, 3, 9], [4, 9, 9, 9]]

@@ -199,8 +199,10 @@ def test_snippet_text_is_python_repr_cut():
 @pytest.mark.parametrize(
     ("text", "calls"),
     [
-        ('1. Calculate("20/2")  # 计算半径\n2. Calculate("3.14*10**2")  # 用 Area(r) 算面积',
-         [("Calculate", "20/2"), ("Calculate", "3.14*10**2")]),
+        (
+            '1. Calculate("20/2")  # 计算半径\n2. Calculate("3.14*10**2")  # 用 Area(r) 算面积',
+            [("Calculate", "20/2"), ("Calculate", "3.14*10**2")],
+        ),
         ("None. 这个问题不需要工具。", []),
         ("None (This question doesn't require any tool.)\nI will answer directly.", []),
         ('Calculate("({} - 1)**2".format(14.69))', [("Calculate", '"({} - 1)**2".format(14.69)')]),
@@ -220,7 +222,9 @@ def test_salvage_results_finds_headers_the_grammar_refuses():
         "Calculate(\"({} - 1)**2\".format(14.69)) => '187.4161'\n"
         "Search(\"q\") =>\n<|1|>: 'a'\n<eor>\n"
     )
-    got = salvage_results(seg, [ToolCall("Calculate", '"({} - 1)**2".format(14.69)'), ToolCall("Search", "q")])
+    got = salvage_results(
+        seg, [ToolCall("Calculate", '"({} - 1)**2".format(14.69)'), ToolCall("Search", "q")]
+    )
     assert [(r.name, r.arg, r.output, r.snippets) for r in got] == [
         ("", "", "计算结果如下：", []),
         ("Calculate", '"({} - 1)**2".format(14.69)', "187.4161", []),
@@ -228,7 +232,8 @@ def test_salvage_results_finds_headers_the_grammar_refuses():
     ]
     assert salvage_results("<|Results|>:\nNone\n<eor>\n") == []
     assert salvage_results("no tag at all", [ToolCall("Text2Image", "x")]) == [
-        ToolResult("Text2Image", "x", True, "no tag at all")]
+        ToolResult("Text2Image", "x", True, "no tag at all")
+    ]
 
 
 def test_match_results_pairs_each_result_with_the_call_it_echoes():

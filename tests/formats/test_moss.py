@@ -70,7 +70,10 @@ def test_parsed_fields(sample_path):
         assert ("tool_failed" in turn.flags) == any(not r.ok for r in turn.results)
     if conv.plugins:
         assert isinstance(record["conversation_id"], int)
-        assert conv.extra == {"conversation_id": str(record["conversation_id"]), "conversation_id_type": "int"}
+        assert conv.extra == {
+            "conversation_id": str(record["conversation_id"]),
+            "conversation_id_type": "int",
+        }
     else:
         assert all(t.thoughts is None and not t.calls for t in conv.turns)
 

@@ -67,7 +67,9 @@ def test_validate_cli_on_the_defects(tmp_path, moss_samples, capsys):
     assert main(["validate", str(tmp_path)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith(f"{len(DEFECTS)} conversations, 0 valid, {len(DEFECTS)} invalid")
-    assert any(line.startswith(f"{tmp_path}/numbered_commands.json: turn 2: Commands: cannot parse") for line in out)
+    assert any(
+        line.startswith(f"{tmp_path}/numbered_commands.json: turn 2: Commands: cannot parse") for line in out
+    )
 
 
 def test_convert_moss_to_datagen_to_moss_is_byte_identical(tmp_path, shared_dir, moss_samples, capsys):
@@ -80,12 +82,38 @@ def test_convert_moss_to_datagen_to_moss_is_byte_identical(tmp_path, shared_dir,
         f"{len(MALFORMED)} of them have MOSS segments outside the grammar, kept verbatim "
         "(`datagen validate` lists them; `datagen filter` rejects them)",
     ]
-    sources = [json.loads(line)["lineage"]["source"] for line in (tmp_path / "datagen.jsonl").open(encoding="utf-8")]
+    sources = [
+        json.loads(line)["lineage"]["source"] for line in (tmp_path / "datagen.jsonl").open(encoding="utf-8")
+    ]
     assert len(sources) == n
     chain = [("messages", "datagen"), ("sharegpt", "messages"), ("moss", "sharegpt")]
     for fmt, src in chain:  # on through the exports too: they carry what MOSS needs back
-        assert main(["convert", str(tmp_path / f"{src}.jsonl"), "--to", fmt, "--out", str(tmp_path / f"{fmt}.jsonl")]) == 0
-    assert main(["convert", str(tmp_path / "datagen.jsonl"), "--to", "moss", "--out", str(tmp_path / "direct.jsonl")]) == 0
+        assert (
+            main(
+                [
+                    "convert",
+                    str(tmp_path / f"{src}.jsonl"),
+                    "--to",
+                    fmt,
+                    "--out",
+                    str(tmp_path / f"{fmt}.jsonl"),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "datagen.jsonl"),
+                "--to",
+                "moss",
+                "--out",
+                str(tmp_path / "direct.jsonl"),
+            ]
+        )
+        == 0
+    )
     for out in ("direct.jsonl", "moss.jsonl"):
         rows = [json.loads(line) for line in (tmp_path / out).open(encoding="utf-8")]
         assert [dumps_sft_file(r) for r in rows] == [open(s, encoding="utf-8").read() for s in sources]
@@ -121,8 +149,11 @@ def test_every_call_is_answered_by_its_own_result(samples):
             assert [t["content"] for t in tools] == want[:answered] + ["No result."] * (3 - answered)
             missing = [t.get("datagen") for t in tools[answered:]]
             assert missing == ([{"missing": True}] * (3 - answered) if metadata else [None] * (3 - answered))
-        obs = [m for m in to_sharegpt(from_sft(defect_record(name, samples)))["conversations"]
-               if m["from"] == "observation"]
+        obs = [
+            m
+            for m in to_sharegpt(from_sft(defect_record(name, samples)))["conversations"]
+            if m["from"] == "observation"
+        ]
         assert json.loads(obs[-1]["value"]) == want[:answered] + ["No result."] * (3 - answered)
 
     numbered = to_messages(from_sft(defect_record("numbered_commands", samples)), metadata=False)
@@ -132,7 +163,10 @@ def test_every_call_is_answered_by_its_own_result(samples):
 
 
 def test_tool_arguments_object_or_openai_string(tmp_path, shared_dir, capsys):
-    one = shared_dir / "moss-samples/conversation_with_plugins/calculator/calculator_plugin_conversation_84.json"
+    one = (
+        shared_dir
+        / "moss-samples/conversation_with_plugins/calculator/calculator_plugin_conversation_84.json"
+    )
     got = {}
     for form in ("object", "string", None):
         out = tmp_path / f"{form}.jsonl"
@@ -140,9 +174,13 @@ def test_tool_arguments_object_or_openai_string(tmp_path, shared_dir, capsys):
         assert main(["convert", str(one), "--to", "messages", "--out", str(out), *extra]) == 0
         rec = json.loads(out.read_text(encoding="utf-8"))
         got[form] = [tc["function"]["arguments"] for m in rec["messages"] for tc in m.get("tool_calls") or []]
-        assert from_messages(rec).to_dict() == from_sft(json.loads(one.read_text(encoding="utf-8")), id=one.stem,
-                                                        path=str(one)).to_dict()
-    assert got["object"] == got[None] == [{"expression": "7^2"}, {"expression": "7^2*4"}, {"expression": "14^2"}]
+        assert (
+            from_messages(rec).to_dict()
+            == from_sft(json.loads(one.read_text(encoding="utf-8")), id=one.stem, path=str(one)).to_dict()
+        )
+    assert (
+        got["object"] == got[None] == [{"expression": "7^2"}, {"expression": "7^2*4"}, {"expression": "14^2"}]
+    )
     assert got["string"] == [json.dumps(a) for a in got["object"]]
     capsys.readouterr()
     with pytest.raises(SystemExit):
@@ -163,7 +201,9 @@ def test_exports_have_one_type_per_column(tmp_path, shared_dir, moss_samples, sa
         (src / f"extra_{i}.json").write_text(dumps_sft_file(rec), encoding="utf-8")
     for fmt in ("datagen", "messages", "sharegpt"):
         out = tmp_path / f"{fmt}.jsonl"
-        assert main(["convert", str(src), str(shared_dir / "moss-samples"), "--to", fmt, "--out", str(out)]) == 0
+        assert (
+            main(["convert", str(src), str(shared_dir / "moss-samples"), "--to", fmt, "--out", str(out)]) == 0
+        )
         table = pa_json.read_json(out)  # raises ArrowInvalid on "changed from number to string"
         assert table.num_rows == len(DEFECTS) + 4 + len(moss_samples)
         extra = table.column("extra" if fmt == "datagen" else "datagen").type
@@ -171,7 +211,10 @@ def test_exports_have_one_type_per_column(tmp_path, shared_dir, moss_samples, sa
             extra = extra.field("extra").type
         assert extra.field("conversation_id").type == pa.string()
     rows = [json.loads(line) for line in (tmp_path / "datagen.jsonl").open(encoding="utf-8")]
-    assert main(["convert", str(tmp_path / "datagen.jsonl"), "--to", "moss", "--out", str(tmp_path / "m.jsonl")]) == 0
+    assert (
+        main(["convert", str(tmp_path / "datagen.jsonl"), "--to", "moss", "--out", str(tmp_path / "m.jsonl")])
+        == 0
+    )
     back = [json.loads(line) for line in (tmp_path / "m.jsonl").open(encoding="utf-8")]
     for row, sft in zip(rows, back, strict=True):  # types come back exactly as the source had them
         assert dumps_sft_file(sft) == open(row["lineage"]["source"], encoding="utf-8").read()

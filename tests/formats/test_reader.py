@@ -147,10 +147,11 @@ def test_last_line_without_newline(tmp_path, sample_records, caplog, complete):
         if complete:
             assert len(got) == 3
         else:
-            (loc, err), = got[2:]
+            ((loc, err),) = got[2:]
             assert loc == Location(str(src), 3) and not loc.whole_file
             assert str(err).startswith(
-                f"{src}:3: the last line is cut off: no newline at its end and not valid JSON (")
+                f"{src}:3: the last line is cut off: no newline at its end and not valid JSON ("
+            )
             assert str(err).endswith("(left by a killed writer?)")
             with pytest.raises(FormatError, match=":3: the last line is cut off"):
                 list(read_conversations(src))
@@ -159,4 +160,5 @@ def test_last_line_without_newline(tmp_path, sample_records, caplog, complete):
             got = list(read_conversations(src, torn_tail="skip"))
         assert [to_sft(c) for c in got] == sample_records[:want]
         assert [r.getMessage() for r in caplog.records] == (
-            [] if complete else [f"{src}:3: the last line is cut off (left by a killed writer?); skipped"])
+            [] if complete else [f"{src}:3: the last line is cut off (left by a killed writer?); skipped"]
+        )

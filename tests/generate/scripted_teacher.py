@@ -20,21 +20,30 @@ PLAN = "you think and decide which tools to call"
 ANSWER = "now write your answer to the user, based on the tool results"
 ASSISTANT = "Answer the user's latest message as MOSS would"
 
-_EN_WORDS = ("river mountain garden violin kitchen planet engine castle forest library tiger painter "
-             "bridge harbor camera island lantern market pirate rocket saddle teacher window yogurt "
-             "zebra anchor blanket candle dolphin feather glacier hammer igloo jacket kettle lemon "
-             "magnet noodle orchard pepper quartz ribbon spider tunnel umbrella velvet walnut banjo "
-             "cactus desert falcon guitar helmet insect jungle koala ladder meadow needle oyster").split()
-_ZH_WORDS = ("长城 熊猫 火锅 地铁 银行 医院 学校 电脑 手机 咖啡 足球 音阶 钢琴 沙漠 海洋 森林 城市 农村 历史 "
-             "数学 物理 化学 哲学 经济 法律 旅游 美食 健康 睡眠 运动 考试 面试 工作 创业 投资 保险 房租 邮件 "
-             "会议 朋友 父母 孩子 宠物 猫咪 小狗 花园 厨房 面包 蛋糕 茶叶 围棋 象棋 书法 京剧 诗歌 小说 电影").split()
+_EN_WORDS = (
+    "river mountain garden violin kitchen planet engine castle forest library tiger painter "
+    "bridge harbor camera island lantern market pirate rocket saddle teacher window yogurt "
+    "zebra anchor blanket candle dolphin feather glacier hammer igloo jacket kettle lemon "
+    "magnet noodle orchard pepper quartz ribbon spider tunnel umbrella velvet walnut banjo "
+    "cactus desert falcon guitar helmet insect jungle koala ladder meadow needle oyster"
+).split()
+_ZH_WORDS = (
+    "长城 熊猫 火锅 地铁 银行 医院 学校 电脑 手机 咖啡 足球 音阶 钢琴 沙漠 海洋 森林 城市 农村 历史 "
+    "数学 物理 化学 哲学 经济 法律 旅游 美食 健康 睡眠 运动 考试 面试 工作 创业 投资 保险 房租 邮件 "
+    "会议 朋友 父母 孩子 宠物 猫咪 小狗 花园 厨房 面包 蛋糕 茶叶 围棋 象棋 书法 京剧 诗歌 小说 电影"
+).split()
 _BLACKLISTED = {"en": "Draw a picture of a {a} sitting on a {b}.", "zh": "请画一张{a}和{b}的图片。"}
 
 
 def role_of(request: dict[str, Any]) -> str:
     system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
-    for role, phrase in (("expand", EXPAND), ("user", USER), ("plan", PLAN), ("answer", ANSWER),
-                         ("assistant", ASSISTANT)):
+    for role, phrase in (
+        ("expand", EXPAND),
+        ("user", USER),
+        ("plan", PLAN),
+        ("answer", ANSWER),
+        ("assistant", ASSISTANT),
+    ):
         if phrase in system:
             return role
     raise AssertionError(f"unrecognised request: {system[:200]!r}")
@@ -137,12 +146,16 @@ def assistant_reply(request: dict[str, Any]) -> str:
     turn = sum(1 for m in request["messages"] if m["role"] == "user")
     if any("\u4e00" <= ch <= "\u9fff" for ch in user):
         return f"<|MOSS|>: 这是第{turn}轮的回答：关于“{user[:20]}”，我的看法如下。<eom>"
-    return f"MOSS: This is answer {turn}. About \"{user[:30]}\", here is what I can say.<eom>"
+    return f'MOSS: This is answer {turn}. About "{user[:30]}", here is what I can say.<eom>'
 
 
 def scripted_teacher(request: dict[str, Any]) -> str | dict[str, Any]:
     """The responder: dispatch on the role of the request."""
     role = role_of(request)
-    return {"expand": expand_reply, "user": user_reply, "plan": plan_reply, "answer": answer_reply,
-            "assistant": assistant_reply}[role](request)
-
+    return {
+        "expand": expand_reply,
+        "user": user_reply,
+        "plan": plan_reply,
+        "answer": answer_reply,
+        "assistant": assistant_reply,
+    }[role](request)

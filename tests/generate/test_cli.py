@@ -16,13 +16,29 @@ def _write_prompts(path, rows):
 def test_expand_then_generate_then_validate(fake_openai, tmp_path, capsys):
     fake_openai.set_responder(scripted_teacher)
     seeds = tmp_path / "seeds.jsonl"
-    _write_prompts(seeds, [
-        {"id": "s1", "text": "What are good habits for learning a new language?", "language": "en", "category": "advice"},
-        {"id": "s2", "text": "How can I sleep better when I travel a lot?", "language": "en", "category": "advice"},
-    ])
+    _write_prompts(
+        seeds,
+        [
+            {
+                "id": "s1",
+                "text": "What are good habits for learning a new language?",
+                "language": "en",
+                "category": "advice",
+            },
+            {
+                "id": "s2",
+                "text": "How can I sleep better when I travel a lot?",
+                "language": "en",
+                "category": "advice",
+            },
+        ],
+    )
     teacher = ["--base-url", fake_openai.base_url, "--teacher-model", fake_openai.model, "--no-progress"]
     prompts = tmp_path / "prompts.jsonl"
-    assert main(["expand", str(seeds), "--out", str(prompts), "--target", "4", "--batch-size", "5", *teacher]) == 0
+    assert (
+        main(["expand", str(seeds), "--out", str(prompts), "--target", "4", "--batch-size", "5", *teacher])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "expand: 4 prompts kept of" in err and "rejected: " in err
     assert (tmp_path / "prompts.journal.sqlite").exists()  # journal beside --out by default
@@ -45,13 +61,28 @@ def test_expand_then_generate_then_validate(fake_openai, tmp_path, capsys):
 def test_generate_plugin_with_run_config(fake_openai, tmp_path, capsys):
     fake_openai.set_responder(scripted_teacher)
     prompts = tmp_path / "prompts.jsonl"
-    _write_prompts(prompts, [{"id": "c1", "text": "What is 23*47+12?", "language": "en", "category": "tool",
-                              "plugins": ["calculator"]}])
+    _write_prompts(
+        prompts,
+        [
+            {
+                "id": "c1",
+                "text": "What is 23*47+12?",
+                "language": "en",
+                "category": "tool",
+                "plugins": ["calculator"],
+            }
+        ],
+    )
     config = tmp_path / "run.yaml"
-    config.write_text(f"teacher:\n  base_url: {fake_openai.base_url}\n  model: {fake_openai.model}\n"
-                      f"  progress: false\ndialogues:\n  plugin:\n    options:\n      turns: 1\n", encoding="utf-8")
+    config.write_text(
+        f"teacher:\n  base_url: {fake_openai.base_url}\n  model: {fake_openai.model}\n"
+        f"  progress: false\ndialogues:\n  plugin:\n    options:\n      turns: 1\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "plugin.jsonl"
-    assert main(["generate", str(prompts), "--kind", "plugin", "--out", str(out), "--config", str(config)]) == 0
+    assert (
+        main(["generate", str(prompts), "--kind", "plugin", "--out", str(out), "--config", str(config)]) == 0
+    )
     [conv] = [json.loads(line) for line in out.read_text().splitlines()]
     assert conv["turns"][0]["results"][0]["output"] == "1093"
 
@@ -61,21 +92,59 @@ def test_config_errors_are_one_line(fake_openai, tmp_path, capsys):
     _write_prompts(prompts, [{"id": "c1", "text": "Hello there, how are you?", "language": "en"}])
     config = tmp_path / "run.yaml"
     config.write_text("dialogues:\n  hhh:\n    options:\n      turnz: 3\n", encoding="utf-8")
-    rc = main(["generate", str(prompts), "--kind", "hhh", "--out", str(tmp_path / "o.jsonl"), "--config", str(config)])
+    rc = main(
+        [
+            "generate",
+            str(prompts),
+            "--kind",
+            "hhh",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--config",
+            str(config),
+        ]
+    )
     err = capsys.readouterr().err
-    assert rc == 1 and re.match(rf"Error: {re.escape(str(config))}(:\d+)?: dialogues\.hhh\.options\.turnz: unknown key", err)
-    rc = main(["generate", str(prompts), "--kind", "hhh", "--out", str(tmp_path / "o.jsonl"), "--turns", "0-x"])
+    assert rc == 1 and re.match(
+        rf"Error: {re.escape(str(config))}(:\d+)?: dialogues\.hhh\.options\.turnz: unknown key", err
+    )
+    rc = main(
+        ["generate", str(prompts), "--kind", "hhh", "--out", str(tmp_path / "o.jsonl"), "--turns", "0-x"]
+    )
     assert rc == 1 and "bad turn range" in capsys.readouterr().err
 
 
 def test_expand_stopped_by_a_failed_request_exits_1_until_a_rerun_finishes(fake_openai, tmp_path, capsys):
     fake_openai.set_responder(scripted_teacher)
     seeds = tmp_path / "seeds.jsonl"
-    _write_prompts(seeds, [{"id": "s1", "text": "What are good habits for learning a new language?",
-                            "language": "en", "category": "advice"}])
-    args = ["expand", str(seeds), "--out", str(tmp_path / "p.jsonl"), "--target", "8", "--batch-size", "4",
-            "--base-url", fake_openai.base_url, "--teacher-model", fake_openai.model, "--no-progress",
-            "--set", "teacher.max_attempts=1"]
+    _write_prompts(
+        seeds,
+        [
+            {
+                "id": "s1",
+                "text": "What are good habits for learning a new language?",
+                "language": "en",
+                "category": "advice",
+            }
+        ],
+    )
+    args = [
+        "expand",
+        str(seeds),
+        "--out",
+        str(tmp_path / "p.jsonl"),
+        "--target",
+        "8",
+        "--batch-size",
+        "4",
+        "--base-url",
+        fake_openai.base_url,
+        "--teacher-model",
+        fake_openai.model,
+        "--no-progress",
+        "--set",
+        "teacher.max_attempts=1",
+    ]
     fake_openai.inject("500", times=1)
     assert main(args) == 1
     err = capsys.readouterr().err
@@ -89,13 +158,24 @@ def test_expand_and_generate_check_the_teacher_before_starting(tmp_path, capsys,
     import socket
 
     seeds = tmp_path / "seeds.jsonl"
-    _write_prompts(seeds, [{"id": "s1", "text": "What are good habits for learning a new language?",
-                            "language": "en", "category": "advice"}])
+    _write_prompts(
+        seeds,
+        [
+            {
+                "id": "s1",
+                "text": "What are good habits for learning a new language?",
+                "language": "en",
+                "category": "advice",
+            }
+        ],
+    )
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    for command in (["expand", str(seeds), "--out", str(tmp_path / "p.jsonl")],
-                    ["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl")]):
+    for command in (
+        ["expand", str(seeds), "--out", str(tmp_path / "p.jsonl")],
+        ["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl")],
+    ):
         assert main([*command, "--base-url", dead, "--teacher-model", "m", "--no-progress"]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"Error: cannot reach the teacher at {dead}") and err.count("\n") <= 2
@@ -129,13 +209,29 @@ def test_expand_and_generate_check_the_teacher_before_starting(tmp_path, capsys,
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("DATAGEN_TEST_KEY", "wrong-key")
     try:
-        rc = main(["generate", str(seeds), "--kind", "hhh", "--out", str(tmp_path / "h.jsonl"), "--no-progress",
-                   "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1", "--teacher-model", "m",
-                   "--api-key-env", "DATAGEN_TEST_KEY"])
+        rc = main(
+            [
+                "generate",
+                str(seeds),
+                "--kind",
+                "hhh",
+                "--out",
+                str(tmp_path / "h.jsonl"),
+                "--no-progress",
+                "--base-url",
+                f"http://127.0.0.1:{server.server_address[1]}/v1",
+                "--teacher-model",
+                "m",
+                "--api-key-env",
+                "DATAGEN_TEST_KEY",
+            ]
+        )
     finally:
         server.shutdown()
         server.server_close()
-    assert rc == 1 and "refused the request: the key in $DATAGEN_TEST_KEY was refused" in capsys.readouterr().err
+    assert (
+        rc == 1 and "refused the request: the key in $DATAGEN_TEST_KEY was refused" in capsys.readouterr().err
+    )
     assert posts == []  # stopped before any completion request
 
 
@@ -144,11 +240,30 @@ def test_the_old_model_flag_still_names_the_teacher_with_a_warning(fake_openai, 
     and old scripts keep working for a release with a line saying what to write instead."""
     fake_openai.set_responder(scripted_teacher)
     prompts = tmp_path / "prompts.jsonl"
-    _write_prompts(prompts, [{"id": "p1", "text": "How do plants drink water?", "language": "en",
-                              "category": "advice"}])
+    _write_prompts(
+        prompts, [{"id": "p1", "text": "How do plants drink water?", "language": "en", "category": "advice"}]
+    )
     out = tmp_path / "hhh.jsonl"
-    assert main(["generate", str(prompts), "--kind", "hhh", "--out", str(out), "--turns", "1",
-                 "--base-url", fake_openai.base_url, "--model", fake_openai.model, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(prompts),
+                "--kind",
+                "hhh",
+                "--out",
+                str(out),
+                "--turns",
+                "1",
+                "--base-url",
+                fake_openai.base_url,
+                "--model",
+                fake_openai.model,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "--model is deprecated here; write --teacher-model" in err
     assert {b.get("model") for b in fake_openai.received if "messages" in b} == {fake_openai.model}

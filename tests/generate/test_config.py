@@ -17,8 +17,12 @@ def test_unknown_keys_are_named():
 
 @pytest.mark.parametrize(
     ("data", "field"),
-    [({"batch_size": 0}, "expand.batch_size"), ({"near_dup_threshold": 1.5}, "expand.near_dup_threshold"),
-     ({"targets": {"code": -1}}, "expand.targets.code"), ({"blacklist": "image"}, "expand.blacklist")],
+    [
+        ({"batch_size": 0}, "expand.batch_size"),
+        ({"near_dup_threshold": 1.5}, "expand.near_dup_threshold"),
+        ({"targets": {"code": -1}}, "expand.targets.code"),
+        ({"blacklist": "image"}, "expand.blacklist"),
+    ],
 )
 def test_expand_bad_values(data, field):
     with pytest.raises(ConfigError) as exc:
@@ -64,9 +68,18 @@ def test_dialogue_bad_values():
         DialogueConfig.from_dict({"kind": "hhh"}, kind="plugin")
 
 
-@pytest.mark.parametrize(("raw", "norm"), [("harmless_zh", "harmless"), ("helpful_role_playing", "role_play"),
-                                           ("rp", "role_play"), (None, "default"), ("Code", "code"),
-                                           ("advice", "brainstorming"), ("helpful_writing_prompts", "writing")])
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [
+        ("harmless_zh", "harmless"),
+        ("helpful_role_playing", "role_play"),
+        ("rp", "role_play"),
+        (None, "default"),
+        ("Code", "code"),
+        ("advice", "brainstorming"),
+        ("helpful_writing_prompts", "writing"),
+    ],
+)
 def test_normalize_category(raw, norm):
     assert normalize_category(raw) == norm
 

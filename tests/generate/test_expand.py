@@ -14,9 +14,18 @@ from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.generate.scripted_teacher import role_of, scripted_teacher
 
 SEEDS = [
-    PromptRow(id="en-1", text="What are good habits for learning a new language?", language="en", category="advice"),
-    PromptRow(id="en-2", text="How should I prepare for a job interview at a bank?", language="en", category="advice"),
-    PromptRow(id="en-3", text="Which houseplants survive in a dark apartment?", language="en", category="advice"),
+    PromptRow(
+        id="en-1", text="What are good habits for learning a new language?", language="en", category="advice"
+    ),
+    PromptRow(
+        id="en-2",
+        text="How should I prepare for a job interview at a bank?",
+        language="en",
+        category="advice",
+    ),
+    PromptRow(
+        id="en-3", text="Which houseplants survive in a dark apartment?", language="en", category="advice"
+    ),
     PromptRow(id="zh-1", text="写一首关于秋天的现代诗。", language="zh", category="writing"),
     PromptRow(id="zh-2", text="以“家乡的河”为题写一篇散文。", language="zh", category="writing"),
 ]
@@ -99,8 +108,9 @@ def test_expansion_stops_idle_cells_and_respects_the_request_cap(fake_openai, tm
     assert stats.counts["requests"] == 2 and stats.counts["failed_unparseable"] == 2
     assert stats.counts["cells_short_idle"] == 1 and _jsonl(out) == []
     capped = ExpandConfig(targets={"default": 50}, batch_size=5, parallel=3, max_requests=4)
-    stats = expand(SEEDS[:3], capped, make_teacher_config_for(fake_openai), tmp_path / "p2.jsonl",
-                   tmp_path / "j2.sqlite")
+    stats = expand(
+        SEEDS[:3], capped, make_teacher_config_for(fake_openai), tmp_path / "p2.jsonl", tmp_path / "j2.sqlite"
+    )
     assert stats.counts["requests"] == 4 and stats.counts["cells_short_max_requests"] == 1
 
 
@@ -176,13 +186,21 @@ def test_plugin_cells_use_their_own_blacklist():
 
 @pytest.mark.parametrize(
     "text",
-    ["Here are another two messages in different categories", "Example 1: How do I bake bread at home?",
-     "The user's message to the assistant: I need help with taxes.", "[My Response](#example).",
-     "以下是一些新的用户消息", "Sure, here is a new one: how do I fix a bike?"],
+    [
+        "Here are another two messages in different categories",
+        "Example 1: How do I bake bread at home?",
+        "The user's message to the assistant: I need help with taxes.",
+        "[My Response](#example).",
+        "以下是一些新的用户消息",
+        "Sure, here is a new one: how do I fix a bike?",
+    ],
 )
 def test_teacher_commentary_is_rejected_as_meta(text):
     config = ExpandConfig()
-    assert candidate_reason(text, config, Blacklist(config.blacklist), "en" if text.isascii() else "zh")[0] == "meta"
+    assert (
+        candidate_reason(text, config, Blacklist(config.blacklist), "en" if text.isascii() else "zh")[0]
+        == "meta"
+    )
 
 
 def test_bad_reject_pattern_is_a_config_error():

@@ -38,14 +38,22 @@ def test_numbering_styles(text, expected):
 
 
 def test_preamble_blank_lines_and_signoff_are_dropped():
-    text = ("Sure! Here are 3 new prompts in Chinese:\n\n1. 如何提高写作水平？\n\n2. 推荐几本科幻小说。\n\n"
-            "3. 用Python写一个冒泡排序。\n\n希望这些对你有帮助！如需更多请告诉我。")
-    assert parse_numbered_list(text) == ["如何提高写作水平？", "推荐几本科幻小说。", "用Python写一个冒泡排序。"]
+    text = (
+        "Sure! Here are 3 new prompts in Chinese:\n\n1. 如何提高写作水平？\n\n2. 推荐几本科幻小说。\n\n"
+        "3. 用Python写一个冒泡排序。\n\n希望这些对你有帮助！如需更多请告诉我。"
+    )
+    assert parse_numbered_list(text) == [
+        "如何提高写作水平？",
+        "推荐几本科幻小说。",
+        "用Python写一个冒泡排序。",
+    ]
 
 
 def test_multiline_item_keeps_nested_numbering_and_code():
-    text = ("1. Fix this function:\n```python\ndef f(x):\n\n    return x +\n```\n"
-            "2. Plan a trip with these steps:\n   1. book flights\n   2. pick hotels\n3. Name three rivers.")
+    text = (
+        "1. Fix this function:\n```python\ndef f(x):\n\n    return x +\n```\n"
+        "2. Plan a trip with these steps:\n   1. book flights\n   2. pick hotels\n3. Name three rivers."
+    )
     items = parse_numbered_list(text)
     assert len(items) == 3
     assert "def f(x):" in items[0] and items[0].endswith("```")
@@ -56,13 +64,18 @@ def test_multiline_item_keeps_nested_numbering_and_code():
 def test_truncated_last_item_is_dropped_only_when_truncated():
     text = "1. Write a haiku about rain.\n2. Explain how vaccines work.\n3. Describe the history of the"
     assert parse_numbered_list(text)[-1] == "Describe the history of the"
-    assert parse_numbered_list(text, truncated=True) == ["Write a haiku about rain.", "Explain how vaccines work."]
+    assert parse_numbered_list(text, truncated=True) == [
+        "Write a haiku about rain.",
+        "Explain how vaccines work.",
+    ]
 
 
 def test_numbers_must_follow_each_other():
     # "3." after "1." is not the next item, so it stays inside item 1
     assert parse_numbered_list("1. Compute 2+2.\n3. is odd\n2. Name a fruit.") == [
-        "Compute 2+2.\n3. is odd", "Name a fruit."]
+        "Compute 2+2.\n3. is odd",
+        "Name a fruit.",
+    ]
 
 
 def test_bullets_when_no_numbers_and_nothing_when_no_list():
@@ -71,8 +84,19 @@ def test_bullets_when_no_numbers_and_nothing_when_no_list():
     assert parse_numbered_list("") == []
 
 
-@pytest.mark.parametrize(("text", "n"), [("一", 1), ("十", 10), ("十二", 12), ("二十", 20), ("九十九", 99),
-                                         ("两", 2), ("一百", None), ("abc", None)])
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [
+        ("一", 1),
+        ("十", 10),
+        ("十二", 12),
+        ("二十", 20),
+        ("九十九", 99),
+        ("两", 2),
+        ("一百", None),
+        ("abc", None),
+    ],
+)
 def test_chinese_numeral(text, n):
     assert chinese_numeral(text) == n
 
@@ -129,20 +153,28 @@ def test_parse_plan_bare_calls_and_failures():
 
 
 def test_parse_plan_ignores_commentary_after_commands():
-    plan, _ = parse_plan('Inner Thoughts: t\nCommands: Calculate("1+1")\n\nNote: I could also Calculate("2+2").')
+    plan, _ = parse_plan(
+        'Inner Thoughts: t\nCommands: Calculate("1+1")\n\nNote: I could also Calculate("2+2").'
+    )
     assert plan.calls == [ToolCall("Calculate", "1+1")]
 
 
 def test_parse_calls_normalises_names_and_quotes():
     calls, dropped = parse_calls('calculate("2*3"), text2image("a red fox"), SEARCH(“天气”)')
-    assert calls == [ToolCall("Calculate", "2*3"), ToolCall("Text2Image", "a red fox"), ToolCall("Search", "天气")]
+    assert calls == [
+        ToolCall("Calculate", "2*3"),
+        ToolCall("Text2Image", "a red fox"),
+        ToolCall("Search", "天气"),
+    ]
     assert dropped == []
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("The conversation so far:\nUser: I want more tips.", "I want more tips."),
-     ("User: old question\n\nMOSS: old answer\n\nUser: a new question?", "a new question?")],
+    [
+        ("The conversation so far:\nUser: I want more tips.", "I want more tips."),
+        ("User: old question\n\nMOSS: old answer\n\nUser: a new question?", "a new question?"),
+    ],
 )
 def test_clean_user_reply_drops_an_echoed_transcript(raw, expected):
     assert clean_reply(raw, role="user") == (expected, None)
@@ -157,25 +189,31 @@ def test_parse_plan_stops_at_the_next_labelled_part():
 
 @pytest.mark.parametrize(
     ("text", "complete"),
-    [('Inner Thoughts: t\nCommands: Search("a")\nMessage: more', True),
-     ("Inner Thoughts: t\nCommands: None\n", True),
-     ('<|Inner Thoughts|>: t<eot>\n<|Commands|>: Search("a")<eoc>', True),
-     ('Inner Thoughts: t\nCommands: Search("a"), Sear', False),
-     ('Inner Thoughts: t\nCommands: Search("a")', False),
-     ("Inner Thoughts: the user wants", False)],
+    [
+        ('Inner Thoughts: t\nCommands: Search("a")\nMessage: more', True),
+        ("Inner Thoughts: t\nCommands: None\n", True),
+        ('<|Inner Thoughts|>: t<eot>\n<|Commands|>: Search("a")<eoc>', True),
+        ('Inner Thoughts: t\nCommands: Search("a"), Sear', False),
+        ('Inner Thoughts: t\nCommands: Search("a")', False),
+        ("Inner Thoughts: the user wants", False),
+    ],
 )
 def test_commands_complete(text, complete):
     assert commands_complete(text) is complete
 
 
-@pytest.mark.parametrize("prefix", ["MOSS's answer: ", "MOSS’s reply to the user: ", "**Assistant's response:** "])
+@pytest.mark.parametrize(
+    "prefix", ["MOSS's answer: ", "MOSS’s reply to the user: ", "**Assistant's response:** "]
+)
 def test_clean_reply_strips_possessive_labels(prefix):
     assert clean_reply(prefix + "It is 42.") == ("It is 42.", None)
 
 
 def test_prompt_fragments_and_echoes():
-    fragments = prompt_fragments("$meta\nYou are MOSS. Answer from $results only.\n- Tool results:\n$results\nOK $x",
-                                 "Costs $$5 in total")
+    fragments = prompt_fragments(
+        "$meta\nYou are MOSS. Answer from $results only.\n- Tool results:\n$results\nOK $x",
+        "Costs $$5 in total",
+    )
     assert fragments == ["You are MOSS. Answer from", "Tool results:", "Costs $5 in total"]
     assert echoes_prompt("Sure. Tool results: 42", fragments) == "Tool results:"
     assert echoes_prompt("Based on the tool results: 42", fragments) is None  # prose, lower case
@@ -190,8 +228,10 @@ def test_prompt_fragments_and_echoes():
         ('**Inner Thoughts:** solve it\n**Commands:** Solve("x**2-4=0")', [ToolCall("Solve", "x**2-4=0")]),
         ("Inner Thoughts: t\nCommands: **Calculate('3**2+1')**", [ToolCall("Calculate", "3**2+1")]),
         ("Inner Thoughts: t\nCommands: Calculate(2**10)", [ToolCall("Calculate", "2**10")]),
-        ('<|Inner Thoughts|>: t<eot>\n<|Commands|>: Calculate("2**3"), Search("**bold** words")<eoc>',
-         [ToolCall("Calculate", "2**3"), ToolCall("Search", "**bold** words")]),
+        (
+            '<|Inner Thoughts|>: t<eot>\n<|Commands|>: Calculate("2**3"), Search("**bold** words")<eoc>',
+            [ToolCall("Calculate", "2**3"), ToolCall("Search", "**bold** words")],
+        ),
         ('Calculate("1.05**12")', [ToolCall("Calculate", "1.05**12")]),
     ],
 )
@@ -202,7 +242,9 @@ def test_parse_plan_keeps_double_stars_inside_arguments(text, calls):
 
 
 def test_bold_is_still_stripped_outside_the_calls():
-    plan, _ = parse_plan('**Inner Thoughts**: I need **the power** (of two)\n**Commands**: Calculate("2**10")')
+    plan, _ = parse_plan(
+        '**Inner Thoughts**: I need **the power** (of two)\n**Commands**: Calculate("2**10")'
+    )
     assert plan.thoughts == "I need the power (of two)"
     assert plan.calls == [ToolCall("Calculate", "2**10")]
     assert commands_complete('**Inner Thoughts:** t\n**Commands:** Calculate("2**10")\n**Note**: done')

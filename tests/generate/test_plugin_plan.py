@@ -26,8 +26,14 @@ FORMAT_REMINDER = "Write the Inner Thoughts and Commands lines for this message.
 
 def _generate(fake, tmp_path, prompts, kind="plugin", name="out", **options):
     out = tmp_path / f"{name}.jsonl"
-    stats = generate_dialogues(prompts, kind, DialogueConfig.from_dict(options, kind=kind),
-                               make_teacher_config_for(fake), out, tmp_path / f"{name}.journal.sqlite")
+    stats = generate_dialogues(
+        prompts,
+        kind,
+        DialogueConfig.from_dict(options, kind=kind),
+        make_teacher_config_for(fake),
+        out,
+        tmp_path / f"{name}.journal.sqlite",
+    )
     return out, stats
 
 
@@ -53,10 +59,16 @@ def test_shipped_examples_cover_every_tool_in_english_and_chinese():
     [
         ("Inner Thoughts: x\nCommands: None", "must start with a `User:` line", 10),
         ("User: hi\nCommands: None", "needs an `Inner Thoughts:` line", 10),
-        ("User: hi\nInner Thoughts: x\nCommands: None\n\nUser: a\nInner Thoughts: y\nCommands: Draw(\"x\")",
-         "unknown tool in Draw", 14),
-        ("User: ok\nInner Thoughts: x\nCommands: None\n\n\nUser: a\nInner Thoughts: y\nSearch nothing",
-         "no_commands_line", 15),
+        (
+            'User: hi\nInner Thoughts: x\nCommands: None\n\nUser: a\nInner Thoughts: y\nCommands: Draw("x")',
+            "unknown tool in Draw",
+            14,
+        ),
+        (
+            "User: ok\nInner Thoughts: x\nCommands: None\n\n\nUser: a\nInner Thoughts: y\nSearch nothing",
+            "no_commands_line",
+            15,
+        ),
     ],
 )
 def test_bad_examples_name_the_line(text, message, line):
@@ -79,7 +91,9 @@ def test_examples_are_of_enabled_tools_in_the_dialogue_language_and_vary_per_dia
     assert all(e.user.isascii() for e in fr)  # no French section: the default (English) one
     # deterministic per dialogue and turn, but not the same everywhere
     assert plan_examples(book, _conv(["calculator"])) == one
-    picks = {tuple(e.user for e in plan_examples(book, _conv(["search"], cid=f"plugin-{i}"))) for i in range(20)}
+    picks = {
+        tuple(e.user for e in plan_examples(book, _conv(["search"], cid=f"plugin-{i}"))) for i in range(20)
+    }
     assert len(picks) > 1
 
 
@@ -91,14 +105,19 @@ def test_v2_messages_put_the_message_transcript_and_format_last():
     assert "whose name is MOSS" not in first[0]["content"] and "Calculate(expression)" in first[0]["content"]
     assert first[-1]["content"] == f"Message: What is 6*7?\n{FORMAT_REMINDER}"
     assert all(m["content"].startswith("Inner Thoughts:") for m in first if m["role"] == "assistant")
-    conv.turns.append(Turn(human="What is 6*7?", assistant="It is 42.", thoughts="t",
-                           calls=[ToolCall("Calculate", "6*7")]))
+    conv.turns.append(
+        Turn(human="What is 6*7?", assistant="It is 42.", thoughts="t", calls=[ToolCall("Calculate", "6*7")])
+    )
     second = plan_messages(book, conv, "And divided by 2?", retry="copied_example")
     last = second[-1]["content"]
-    assert last.startswith("The conversation so far, for context:\nUser: What is 6*7?\n\nMOSS: It is 42.\n\n"
-                           "Message: And divided by 2?\n" + FORMAT_REMINDER)
-    assert last.endswith("Your previous reply was rejected: it copied a command from the examples instead of "
-                         "writing one for this message. Write the two lines again: Inner Thoughts, then Commands.")
+    assert last.startswith(
+        "The conversation so far, for context:\nUser: What is 6*7?\n\nMOSS: It is 42.\n\n"
+        "Message: And divided by 2?\n" + FORMAT_REMINDER
+    )
+    assert last.endswith(
+        "Your previous reply was rejected: it copied a command from the examples instead of "
+        "writing one for this message. Write the two lines again: Inner Thoughts, then Commands."
+    )
     assert "It is 42." not in "".join(m["content"] for m in second[:-1])  # no chat history of the dialogue
 
 
@@ -116,14 +135,17 @@ def _shipped_examples(section="examples"):
     return parse_examples(t.sections[section], path=t.path, line=t.line_of(section))
 
 
-@pytest.mark.parametrize(("human", "call"), [
-    ("Please draw a cat wearing a hat.", ToolCall("Text2Image", "a cat wearing a hat")),
-    ("I'd love a picture of a cat wearing a hat!", ToolCall("Text2Image", "a cat wearing a hat")),
-    ("Who is the author of Dracula?", ToolCall("Search", "author of Dracula")),
-    ("Can you solve x+y=20 and x-y=4 for me?", ToolCall("Solve", "x+y=20;x-y=4")),
-    ("what's 17 times 23", ToolCall("Calculate", "17*23")),
-    ("What's the square root of 529?", ToolCall("Calculate", "sqrt(529)")),
-])
+@pytest.mark.parametrize(
+    ("human", "call"),
+    [
+        ("Please draw a cat wearing a hat.", ToolCall("Text2Image", "a cat wearing a hat")),
+        ("I'd love a picture of a cat wearing a hat!", ToolCall("Text2Image", "a cat wearing a hat")),
+        ("Who is the author of Dracula?", ToolCall("Search", "author of Dracula")),
+        ("Can you solve x+y=20 and x-y=4 for me?", ToolCall("Solve", "x+y=20;x-y=4")),
+        ("what's 17 times 23", ToolCall("Calculate", "17*23")),
+        ("What's the square root of 529?", ToolCall("Calculate", "sqrt(529)")),
+    ],
+)
 def test_a_plan_for_what_the_user_asked_is_no_copy(human, call):
     # the argument is in the message, or the message is the example's question in other words
     assert copied_calls([call], _shipped_examples(), human) == []
@@ -135,12 +157,15 @@ def test_a_chinese_paraphrase_of_the_example_question_is_no_copy():
     assert copied_calls([call], _shipped_examples("examples.zh"), "画一条在滑板上的狗") == [call]
 
 
-@pytest.mark.parametrize(("human", "call"), [
-    ("Draw a dog riding a skateboard.", ToolCall("Text2Image", "a cat wearing a hat")),
-    ("Draw a dog wearing a hat.", ToolCall("Text2Image", "a cat wearing a hat")),
-    ("What is 17 times 24?", ToolCall("Calculate", "17*23")),  # close to the example, other numbers
-    ("Who wrote Frankenstein?", ToolCall("Search", "author of Dracula")),
-])
+@pytest.mark.parametrize(
+    ("human", "call"),
+    [
+        ("Draw a dog riding a skateboard.", ToolCall("Text2Image", "a cat wearing a hat")),
+        ("Draw a dog wearing a hat.", ToolCall("Text2Image", "a cat wearing a hat")),
+        ("What is 17 times 24?", ToolCall("Calculate", "17*23")),  # close to the example, other numbers
+        ("Who wrote Frankenstein?", ToolCall("Search", "author of Dracula")),
+    ],
+)
 def test_the_examples_call_for_another_question_is_a_copy(human, call):
     assert copied_calls([call], _shipped_examples(), human) == [call]
 
@@ -152,8 +177,13 @@ def test_a_plan_quoting_the_users_request_is_not_asked_again(fake_openai, tmp_pa
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    prompt = PromptRow(id="d1", text="Please draw a cat wearing a hat.", language="en", category="tool",
-                       plugins=["text2image"])
+    prompt = PromptRow(
+        id="d1",
+        text="Please draw a cat wearing a hat.",
+        language="en",
+        category="tool",
+        plugins=["text2image"],
+    )
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1)
     [conv] = list(iter_conversations(out))
     assert conv.turns[0].calls == [ToolCall("Text2Image", "a cat wearing a hat")]
@@ -170,9 +200,12 @@ def _small_model(req):
 
 def test_a_model_that_ignores_the_system_prompt_plans_with_v2_but_not_v1(fake_openai, tmp_path):
     fake_openai.set_responder(_small_model)
-    prompt = PromptRow(id="c1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
-    out1, stats1 = _generate(fake_openai, tmp_path, [prompt], name="v1", turns=1,
-                             template_versions={"plugin_commands": 1})
+    prompt = PromptRow(
+        id="c1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"]
+    )
+    out1, stats1 = _generate(
+        fake_openai, tmp_path, [prompt], name="v1", turns=1, template_versions={"plugin_commands": 1}
+    )
     assert stats1.counts["failed_no_commands_line"] == 1 and not out1.read_text()
     v1_req = next(r for r in fake_openai.received if role_of(r) == "plan")
     assert v1_req["messages"][0]["content"].startswith("You are an AI assistant whose name is MOSS.")
@@ -186,7 +219,9 @@ def test_a_model_that_ignores_the_system_prompt_plans_with_v2_but_not_v1(fake_op
 
 def test_second_turn_plans_from_the_transcript(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_teacher)
-    prompt = PromptRow(id="m1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
+    prompt = PromptRow(
+        id="m1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"]
+    )
     out, _ = _generate(fake_openai, tmp_path, [prompt], turns=2)
     [conv] = list(iter_conversations(out))
     assert [len(t.calls) for t in conv.turns] == [1, 0]
@@ -199,13 +234,18 @@ def test_second_turn_plans_from_the_transcript(fake_openai, tmp_path):
 def test_a_copied_example_is_asked_again(fake_openai, tmp_path):
     def responder(req):
         if role_of(req) == "plan" and "was rejected" not in last_user_text(req):
-            shown = [m["content"] for m in req["messages"][1:-1] if m["role"] == "assistant" and "(" in m["content"]]
+            shown = [
+                m["content"]
+                for m in req["messages"][1:-1]
+                if m["role"] == "assistant" and "(" in m["content"]
+            ]
             return shown[-1]  # the last worked example, word for word
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    prompt = PromptRow(id="k1", text="Solve x+y=10 and x-y=2 for me.", language="en", category="tool",
-                       plugins=["solver"])
+    prompt = PromptRow(
+        id="k1", text="Solve x+y=10 and x-y=2 for me.", language="en", category="tool", plugins=["solver"]
+    )
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1)
     [conv] = list(iter_conversations(out))
     assert conv.turns[0].calls == [ToolCall("Solve", "x+y=10;x-y=2")]
@@ -216,8 +256,13 @@ def test_a_copied_example_is_asked_again(fake_openai, tmp_path):
 
 @pytest.mark.parametrize(
     ("cut_reply", "accepted"),
-    [('Inner Thoughts: I need to compute it.\nCommands: Calculate("23*47+12")\nMessage: What is 2+2?\nInner', True),
-     ('Inner Thoughts: I need to compute it.\nCommands: Calculate("23*47+12"), Calcu', False)],
+    [
+        (
+            'Inner Thoughts: I need to compute it.\nCommands: Calculate("23*47+12")\nMessage: What is 2+2?\nInner',
+            True,
+        ),
+        ('Inner Thoughts: I need to compute it.\nCommands: Calculate("23*47+12"), Calcu', False),
+    ],
 )
 def test_a_plan_cut_after_its_commands_line_is_used(fake_openai, tmp_path, cut_reply, accepted):
     def responder(req):
@@ -226,7 +271,9 @@ def test_a_plan_cut_after_its_commands_line_is_used(fake_openai, tmp_path, cut_r
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    prompt = PromptRow(id="l1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
+    prompt = PromptRow(
+        id="l1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"]
+    )
     out, stats = _generate(fake_openai, tmp_path, [prompt], turns=1, content_retries=1)
     convs = list(iter_conversations(out))
     if accepted:
@@ -244,7 +291,9 @@ def test_an_answer_echoing_the_prompt_is_asked_again(fake_openai, tmp_path):
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    prompt = PromptRow(id="e1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"])
+    prompt = PromptRow(
+        id="e1", text="What is 23*47+12?", language="en", category="tool", plugins=["calculator"]
+    )
     out, _ = _generate(fake_openai, tmp_path, [prompt], turns=1)
     [conv] = list(iter_conversations(out))
     assert conv.turns[0].assistant.startswith("Based on the tool results (")
@@ -261,18 +310,26 @@ def test_a_cut_off_hhh_answer_is_retried_with_a_budget_and_never_kept(fake_opena
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    prompts = [PromptRow(id="r1", text="Tell me about rivers.", language="en"),
-               PromptRow(id="r2", text="STUCK tell me about lakes.", language="en")]
+    prompts = [
+        PromptRow(id="r1", text="Tell me about rivers.", language="en"),
+        PromptRow(id="r2", text="STUCK tell me about lakes.", language="en"),
+    ]
     out, stats = _generate(fake_openai, tmp_path, prompts, kind="hhh", turns=2, max_tokens=256)
     [conv] = list(iter_conversations(out))
     assert conv.id == "hhh-r1" and len(conv.turns) == 2
     assert all("goes on and on" not in t.assistant for t in conv.turns)
-    retries = [last_user_text(r) for r in fake_openai.received
-               if role_of(r) == "assistant" and "Note for MOSS" in last_user_text(r)
-               and last_user_text(r).startswith("Tell me about rivers.")]
-    assert retries[0] == ("Tell me about rivers.\n\n(Note for MOSS: your previous reply to this message was "
-                          "rejected: it was cut off at the length limit; write a complete reply that is much "
-                          "shorter (at most about 150 words). Write the reply again, in English.)")
+    retries = [
+        last_user_text(r)
+        for r in fake_openai.received
+        if role_of(r) == "assistant"
+        and "Note for MOSS" in last_user_text(r)
+        and last_user_text(r).startswith("Tell me about rivers.")
+    ]
+    assert retries[0] == (
+        "Tell me about rivers.\n\n(Note for MOSS: your previous reply to this message was "
+        "rejected: it was cut off at the length limit; write a complete reply that is much "
+        "shorter (at most about 150 words). Write the reply again, in English.)"
+    )
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
     assert [(f["id"], f["reason"], f["turn"]) for f in failed] == [("hhh-r2", "length", 1)]
     assert stats.counts["failed_length"] == 1
@@ -285,8 +342,9 @@ def test_a_later_cut_off_turn_ends_the_dialogue_with_the_turns_done(fake_openai,
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    out, stats = _generate(fake_openai, tmp_path, [PromptRow(id="p1", text="Explain tides.", language="en")],
-                           kind="hhh", turns=3)
+    out, stats = _generate(
+        fake_openai, tmp_path, [PromptRow(id="p1", text="Explain tides.", language="en")], kind="hhh", turns=3
+    )
     [conv] = list(iter_conversations(out))
     assert len(conv.turns) == 1 and conv.extra["generation"]["stopped"] == "assistant:length"
     assert stats.counts["shortened_length"] == 1
@@ -299,8 +357,9 @@ def test_echo_fragments_cover_the_retry_note_but_not_short_reasons():
 
     fragments = prompt_echo_fragments(PromptBook(), "plugin_answer")
     assert echoes_prompt("Your previous answer was rejected: it was cut off at the length limit.", fragments)
-    assert echoes_prompt("MOSS: it was cut off at the length limit; write a complete reply that is much shorter",
-                         fragments)
+    assert echoes_prompt(
+        "MOSS: it was cut off at the length limit; write a complete reply that is much shorter", fragments
+    )
     assert echoes_prompt("I opened the box and it was empty, so the request was refused.", fragments) is None
 
 
@@ -313,8 +372,9 @@ def test_a_power_in_a_bold_plan_reaches_the_tool_unchanged(fake_openai, tmp_path
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    prompt = PromptRow(id="p1", text="What is 2 to the power of 10?", language="en", category="tool",
-                       plugins=["calculator"])
+    prompt = PromptRow(
+        id="p1", text="What is 2 to the power of 10?", language="en", category="tool", plugins=["calculator"]
+    )
     out, _ = _generate(fake_openai, tmp_path, [prompt], turns=1)
     [conv] = list(iter_conversations(out))
     assert conv.turns[0].thoughts == "I should compute 2 to the power 10."

@@ -25,10 +25,30 @@ TEACHER_CONCURRENCY = 8
 def _generate(fake, tmp_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("DATAGEN_DEBUG", None)
-    cmd = [sys.executable, "-m", "datagen", "generate", str(tmp_path / "prompts.jsonl"), "--kind", "hhh",
-           "--out", str(tmp_path / "hhh.jsonl"), "--turns", str(TURNS), "--concurrency", "12",
-           "--base-url", fake.base_url, "--teacher-model", fake.model, "--api-key-env", "DATAGEN_TEST_TEACHER_KEY",
-           "--teacher-concurrency", str(TEACHER_CONCURRENCY), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datagen",
+        "generate",
+        str(tmp_path / "prompts.jsonl"),
+        "--kind",
+        "hhh",
+        "--out",
+        str(tmp_path / "hhh.jsonl"),
+        "--turns",
+        str(TURNS),
+        "--concurrency",
+        "12",
+        "--base-url",
+        fake.base_url,
+        "--teacher-model",
+        fake.model,
+        "--api-key-env",
+        "DATAGEN_TEST_TEACHER_KEY",
+        "--teacher-concurrency",
+        str(TEACHER_CONCURRENCY),
+        "--no-progress",
+    ]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -37,8 +57,15 @@ def _key(body: dict) -> str:
 
 
 def test_sigkill_midway_then_rerun_finishes_without_repaying(fake_openai, tmp_path):
-    rows = [{"id": f"p{i:02d}", "text": f"Question {i}: how does topic number {i} work?", "language": "en",
-             "category": "brainstorming"} for i in range(N)]
+    rows = [
+        {
+            "id": f"p{i:02d}",
+            "text": f"Question {i}: how does topic number {i} work?",
+            "language": "en",
+            "category": "brainstorming",
+        }
+        for i in range(N)
+    ]
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     fake_openai.set_responder(scripted_teacher)
     fake_openai.set_latency(0.02)
@@ -68,9 +95,13 @@ def test_sigkill_midway_then_rerun_finishes_without_repaying(fake_openai, tmp_pa
     assert sorted(ids) == [f"hhh-p{i:02d}" for i in range(N)] and set(ids.values()) == {1}
     assert all(len(c["turns"]) == TURNS for c in convs)
     # Every distinct request was paid once, except at most those in flight at the kill.
-    per_request = Counter(_key(body) for body in fake_openai.received if "messages" in body)  # a body cut by the kill was never served
+    per_request = Counter(
+        _key(body) for body in fake_openai.received if "messages" in body
+    )  # a body cut by the kill was never served
     repeats = sum(n - 1 for n in per_request.values())
-    print(f"{fake_openai.requests} requests for {CALLS} calls ({paid_before} before the kill, {repeats} repeated)")
+    print(
+        f"{fake_openai.requests} requests for {CALLS} calls ({paid_before} before the kill, {repeats} repeated)"
+    )
     assert len(per_request) == CALLS
     assert repeats <= TEACHER_CONCURRENCY
     assert fake_openai.requests <= CALLS + TEACHER_CONCURRENCY

@@ -27,8 +27,16 @@ STARTER = Path(__file__).resolve().parents[2] / "seeds" / "starter.jsonl"
 def test_seed_round_trip(tmp_path):
     seeds = [
         Seed("a", "Hello there, how are you?", "en", "brainstorming"),
-        Seed("b", "计算 23*47+12", "zh", "tool", ["calculator"], source="x.jsonl", source_id="7",
-             extra={"row": 3}),
+        Seed(
+            "b",
+            "计算 23*47+12",
+            "zh",
+            "tool",
+            ["calculator"],
+            source="x.jsonl",
+            source_id="7",
+            extra={"row": 3},
+        ),
     ]
     path = tmp_path / "s.jsonl"
     assert write_seeds(path, seeds) == 2
@@ -38,8 +46,16 @@ def test_seed_round_trip(tmp_path):
 
 def test_expanded_prompt_rows_keep_unknown_fields_in_extra(tmp_path):
     path = tmp_path / "expanded.jsonl"
-    row = {"id": "x-1", "text": "Write a haiku", "language": "en", "category": "writing", "plugins": [],
-           "source": "expand", "parents": ["s-en-writing-0001"], "lineage": {"teacher_model": "m"}}
+    row = {
+        "id": "x-1",
+        "text": "Write a haiku",
+        "language": "en",
+        "category": "writing",
+        "plugins": [],
+        "source": "expand",
+        "parents": ["s-en-writing-0001"],
+        "lineage": {"teacher_model": "m"},
+    }
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
     (seed,) = read_seeds(path)
     assert seed.extra == {"parents": ["s-en-writing-0001"], "lineage": {"teacher_model": "m"}}
@@ -91,8 +107,14 @@ def test_read_seeds_duplicate_id_and_missing_file(tmp_path):
         ("zero\u200bwidth\ufeff and\x07bell", "zerowidth andbell"),
         ("a\r\nb\u00a0c\u3000d", "a\nb c d"),
         ("para one\n\n\n\n\npara two", "para one\n\npara two"),
-        ("Fix this:\n```python\ndef f(x):\n    return  x   +  1   \n```\nthanks  !", "Fix this:\n```python\ndef f(x):\n    return  x   +  1\n```\nthanks !"),
-        ("Explain:\n    for i in range(3):\n        print(i)", "Explain:\n    for i in range(3):\n        print(i)"),
+        (
+            "Fix this:\n```python\ndef f(x):\n    return  x   +  1   \n```\nthanks  !",
+            "Fix this:\n```python\ndef f(x):\n    return  x   +  1\n```\nthanks !",
+        ),
+        (
+            "Explain:\n    for i in range(3):\n        print(i)",
+            "Explain:\n    for i in range(3):\n        print(i)",
+        ),
     ],
 )
 def test_normalize_prompt(raw, expected):
@@ -107,10 +129,21 @@ def test_language_and_category_helpers():
 
 @pytest.mark.parametrize(
     ("raw", "norm"),
-    [("writing_zh", "writing"), ("code_en", "code"), ("helpful_code_prompts", "code"),
-     ("honest_conversations", "honest"), ("Role  Playing", "role_play"), ("helpful_role_playing", "role_play"),
-     ("rp", "role_play"), ("advice", "brainstorming"), ("harmless_zh", "harmless"), ("Code", "code"),
-     ("open_qa", "open_qa"), (None, "default"), ("  ", "default")],
+    [
+        ("writing_zh", "writing"),
+        ("code_en", "code"),
+        ("helpful_code_prompts", "code"),
+        ("honest_conversations", "honest"),
+        ("Role  Playing", "role_play"),
+        ("helpful_role_playing", "role_play"),
+        ("rp", "role_play"),
+        ("advice", "brainstorming"),
+        ("harmless_zh", "harmless"),
+        ("Code", "code"),
+        ("open_qa", "open_qa"),
+        (None, "default"),
+        ("  ", "default"),
+    ],
 )
 def test_one_category_normaliser_for_seeds_config_and_guidance(raw, norm, tmp_path):
     from datagen.generate import config
@@ -130,11 +163,16 @@ def test_one_category_normaliser_for_seeds_config_and_guidance(raw, norm, tmp_pa
 @pytest.mark.parametrize(
     ("text", "language"),
     [
-        ("你好", "zh"), ("写诗", "zh"), ("東京", "zh"),  # Han alone: zh
-        ("こんにちは", "ja"), ("カタカナ", "ja"),  # kana: ja
+        ("你好", "zh"),
+        ("写诗", "zh"),
+        ("東京", "zh"),  # Han alone: zh
+        ("こんにちは", "ja"),
+        ("カタカナ", "ja"),  # kana: ja
         ("안녕", "ko"),  # Hangul: ko
         ("你好 world", "zh"),
-        ("Hola amigo", None), ("Hello there", None), ("Café olé", None),  # short Latin: no guess
+        ("Hola amigo", None),
+        ("Hello there", None),
+        ("Café olé", None),  # short Latin: no guess
         ("What is 爱?", None),  # mostly Latin, too short to tell
         ("Hola amigo, ¿cómo estás hoy? Cuéntame algo de tu día.", "es"),  # long enough: the detector names it
     ],
@@ -147,7 +185,9 @@ def test_short_prompts_get_a_language_from_cjk_script_only(text, language):
         assert detect_seed_language(text) == detect_language(text)
     assert normalize_language("zh-CN") == "zh" and normalize_language("English") == "en"
     assert normalize_language("fr_FR") == "fr"
-    assert normalize_category("Role Playing") == "role_play" and normalize_category("advice") == "brainstorming"
+    assert (
+        normalize_category("Role Playing") == "role_play" and normalize_category("advice") == "brainstorming"
+    )
     assert category_from_filename("x/helpful_code_prompts.jsonl") == "code"
     assert category_from_filename("harmless_prompts.jsonl") == "harmless"
     assert category_from_filename("helpful_role_playing_prompts.jsonl") == "role_play"
@@ -183,7 +223,9 @@ def test_dedup_exact_and_near():
     seeds = [
         Seed("a", "How do I learn to swim as an adult who is afraid of deep water?", "en", "brainstorming"),
         Seed("b", "how do I learn to swim, as an adult who is afraid of deep water", "en", "brainstorming"),
-        Seed("c", "How do I learn to swim as an adult who is very afraid of deep water?", "en", "brainstorming"),
+        Seed(
+            "c", "How do I learn to swim as an adult who is very afraid of deep water?", "en", "brainstorming"
+        ),
         Seed("d", "Write a poem about the sea.", "en", "writing"),
     ]
     exact = dedup_seeds(seeds)

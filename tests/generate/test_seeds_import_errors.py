@@ -17,13 +17,17 @@ def _import(src, out, *flags):
 
 def test_csv_unclosed_quote_is_an_error_at_its_line(tmp_path, capsys):
     src = tmp_path / "prompts.csv"
-    src.write_text('prompt,lang\nWrite a haiku about rain.,en\n"Explain tides\nsimply,en\n'
-                   "Name three rivers.,en\nWhat is BM25?,en\n", encoding="utf-8")
+    src.write_text(
+        'prompt,lang\nWrite a haiku about rain.,en\n"Explain tides\nsimply,en\n'
+        "Name three rivers.,en\nWhat is BM25?,en\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "seeds.jsonl"
     assert _import(src, out) == 1
     assert capsys.readouterr().err == (
         f"Error: {src}:3: unclosed quote: the quoted field opened in the row starting here runs to the end of "
-        "the file\n")
+        "the file\n"
+    )
     assert not out.exists()
 
 
@@ -33,21 +37,26 @@ def test_csv_stray_quote_is_an_error_at_its_line(tmp_path, capsys):
     assert _import(src, tmp_path / "seeds.jsonl") == 1
     assert capsys.readouterr().err == (
         f"Error: {src}:3: malformed CSV in the row starting here (',' expected after '\"'; a quote inside a "
-        'quoted field is written "")\n')
+        'quoted field is written "")\n'
+    )
 
 
 def test_csv_quoted_multiline_fields_keep_their_first_line(tmp_path):
     src = tmp_path / "prompts.csv"
     src.write_text('prompt,lang\n"Write a poem\nabout the sea.",en\nShort one here.,en\n', encoding="utf-8")
     result = import_seeds(src, field="prompt", lang_field="lang")
-    assert [(s.extra["row"], s.text) for s in result.seeds] == [(2, "Write a poem\nabout the sea."),
-                                                                 (4, "Short one here.")]
+    assert [(s.extra["row"], s.text) for s in result.seeds] == [
+        (2, "Write a poem\nabout the sea."),
+        (4, "Short one here."),
+    ]
 
 
 def test_csv_field_past_pythons_default_limit_imports(tmp_path, capsys):
     src = tmp_path / "long.csv"
-    src.write_text("prompt,context\nSummarise the context.," + "x" * 140_000 + "\n"
-                   + "p" * 140_000 + ",none\n", encoding="utf-8")
+    src.write_text(
+        "prompt,context\nSummarise the context.," + "x" * 140_000 + "\n" + "p" * 140_000 + ",none\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "seeds.jsonl"
     assert _import(src, out) == 0
     err = capsys.readouterr().err
@@ -61,7 +70,8 @@ def test_csv_field_past_the_limit_is_an_error(tmp_path, capsys, monkeypatch):
     src.write_text("prompt\nfine\n" + "x" * 2000 + "\n", encoding="utf-8")
     assert _import(src, tmp_path / "seeds.jsonl") == 1
     assert capsys.readouterr().err == (
-        f"Error: {src}:3: a field longer than 1000 characters in the row starting here (an unclosed quote?)\n")
+        f"Error: {src}:3: a field longer than 1000 characters in the row starting here (an unclosed quote?)\n"
+    )
 
 
 def test_corrupt_parquet_is_one_error_line(tmp_path, capsys):
@@ -74,11 +84,14 @@ def test_corrupt_parquet_is_one_error_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
 def test_a_5000_digit_integer_does_not_stop_the_row(tmp_path, capsys, suffix):
-    rows = ['{"id": ' + "7" * 5000 + ', "prompt": "Explain how tides work."}',
-            '{"id": 2, "prompt": ' + "9" * 5000 + "}"]
+    rows = [
+        '{"id": ' + "7" * 5000 + ', "prompt": "Explain how tides work."}',
+        '{"id": 2, "prompt": ' + "9" * 5000 + "}",
+    ]
     src = tmp_path / f"big{suffix}"
-    src.write_text(("[" + ",\n".join(rows) + "]") if suffix == ".json" else "\n".join(rows) + "\n",
-                   encoding="utf-8")
+    src.write_text(
+        ("[" + ",\n".join(rows) + "]") if suffix == ".json" else "\n".join(rows) + "\n", encoding="utf-8"
+    )
     out = tmp_path / "seeds.jsonl"
     assert _import(src, out, "--id-field", "id") == 0
     err = capsys.readouterr().err
@@ -96,7 +109,9 @@ def test_json_nested_too_deeply_is_one_error_line(tmp_path, capsys):
 
 def test_jsonl_line_nested_too_deeply_is_a_rejected_row(tmp_path, capsys):
     src = tmp_path / "deep.jsonl"
-    src.write_text(json.dumps({"prompt": "Name three rivers."}) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
+    src.write_text(
+        json.dumps({"prompt": "Name three rivers."}) + "\n" + "[" * 100_000 + "\n", encoding="utf-8"
+    )
     out = tmp_path / "seeds.jsonl"
     assert _import(src, out) == 0
     err = capsys.readouterr().err
@@ -111,13 +126,16 @@ def test_sample_per_cell_zero_is_a_usage_error_not_a_traceback(tmp_path, capsys)
         main(["seeds", "sample", str(seeds), "--per-cell", "0", "--out", str(tmp_path / "s.jsonl")])
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "datagen seeds sample: error: argument --per-cell: must be at least 1, got 0")
+        "datagen seeds sample: error: argument --per-cell: must be at least 1, got 0"
+    )
 
 
 def test_unreadable_datasets_folder_is_one_error_line(tmp_path, capsys):
     folder = tmp_path / "ds"
     folder.mkdir()
     (folder / "dataset_info.json").write_text("{}", encoding="utf-8")
-    assert main(["seeds", "import", str(folder), "--field", "prompt", "--out", str(tmp_path / "o.jsonl")]) == 1
+    assert (
+        main(["seeds", "import", str(folder), "--field", "prompt", "--out", str(tmp_path / "o.jsonl")]) == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith(f"Error: {folder}: not a readable `datasets` folder (") and err.count("\n") == 1

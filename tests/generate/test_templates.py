@@ -52,8 +52,9 @@ def test_user_folder_overrides_and_highest_version_wins(tmp_path):
 
 
 def test_section_variants_by_language_and_their_lines():
-    t = parse_template("doc\n<!-- section: examples -->\nen\n\n<!-- section: examples.zh -->\n\nzh\n",
-                       name="x", version=1)
+    t = parse_template(
+        "doc\n<!-- section: examples -->\nen\n\n<!-- section: examples.zh -->\n\nzh\n", name="x", version=1
+    )
     assert t.variant("examples", "zh-Hant") == "examples.zh" and t.variant("examples", "zh") == "examples.zh"
     assert t.variant("examples", "fr") == "examples" and t.variant("examples", None) == "examples"
     assert t.variant("missing", "zh") is None

@@ -75,9 +75,11 @@ def test_a_tool_stuck_on_earlier_calls_fails_fast_and_never_runs_two_calls_at_on
 
     async def scenario() -> list[object]:
         # the first call holds the only slot past its limit; the second queued behind it
-        first, second = await asyncio.gather(runner.run([ToolCall("Calculate", "slow")]),
-                                             runner.run([ToolCall("Calculate", "fast")]),
-                                             return_exceptions=True)
+        first, second = await asyncio.gather(
+            runner.run([ToolCall("Calculate", "slow")]),
+            runner.run([ToolCall("Calculate", "fast")]),
+            return_exceptions=True,
+        )
         # while the abandoned call still runs, the tool takes no call (it is not thread safe)
         third = await asyncio.gather(runner.run([ToolCall("Calculate", "fast")]), return_exceptions=True)
         tool.release.set()
@@ -129,12 +131,20 @@ def test_a_hung_tool_fails_its_dialogue_as_retryable(fake_openai, tmp_path):
 
     fake_openai.set_responder(scripted_teacher)
     backend = HangingSearch()
-    prompt = PromptRow(id="t1", text="How tall is Mount Everest?", language="en", category="tool", plugins=["search"])
+    prompt = PromptRow(
+        id="t1", text="How tall is Mount Everest?", language="en", category="tool", plugins=["search"]
+    )
     threading.Timer(5.0, backend.never.set).start()  # so that a runner without a bound fails, not hangs
     try:
-        stats = generate_dialogues([prompt], "plugin", {"turns": 1}, make_teacher_config_for(fake_openai),
-                                   tmp_path / "out.jsonl", tmp_path / "j.sqlite",
-                                   tools={"search": SearchTool(backend=backend)})
+        stats = generate_dialogues(
+            [prompt],
+            "plugin",
+            {"turns": 1},
+            make_teacher_config_for(fake_openai),
+            tmp_path / "out.jsonl",
+            tmp_path / "j.sqlite",
+            tools={"search": SearchTool(backend=backend)},
+        )
     finally:
         backend.never.set()
     assert stats.counts["failed_tool_unavailable"] == 1 and stats.retryable_failed == 1
@@ -165,9 +175,14 @@ def test_ctrl_c_stops_a_run_whose_tool_hangs(fake_openai, tmp_path):
     # hung call to return (here HANG_SECONDS; in the field, forever).
     fake_openai.set_responder(scripted_teacher)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HANG_SECONDS": "60"}
-    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, fake_openai.base_url, fake_openai.model,
-                             str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_SCRIPT, fake_openai.base_url, fake_openai.model, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -40,7 +40,10 @@ def test_hit_then_rebuild_naming_what_changed(tokenizer, tmp_path, caplog):
     assert again.from_cache and again.stats == first.stats
     _same(again, records, tokenizer, max_length=64)
 
-    for part, kw in [("max_length", {"max_length": 48}), ("options", {"max_length": 64, "assistant_only": True})]:
+    for part, kw in [
+        ("max_length", {"max_length": 48}),
+        ("options", {"max_length": 64, "assistant_only": True}),
+    ]:
         tokenize_cached(records, tokenizer, folder, max_length=64)  # back to the base key
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="datagen.model.cache"):

@@ -20,8 +20,11 @@ N = 8
 def conversations_file(tmp_path):
     convs = []
     for i in range(N):
-        conv = from_sft(sft_record(f"c{i}", [(f"Question number {i}?" + " Why?" * i, f"Answer {i}."),
-                                             ("And then?", "Done.")]))
+        conv = from_sft(
+            sft_record(
+                f"c{i}", [(f"Question number {i}?" + " Why?" * i, f"Answer {i}."), ("And then?", "Done.")]
+            )
+        )
         conv.id = f"c{i}"
         convs.append(conv)
     path = tmp_path / "in.jsonl"
@@ -35,8 +38,19 @@ def _rows(path):
 
 def test_check_scores_reports_and_resumes_after_a_kill(tiny_moss, conversations_file, tmp_path, capsys):
     out = tmp_path / "out" / "scored.jsonl"
-    args = ["check", str(conversations_file), "--model", str(tiny_moss), "--out", str(out), "--max-length", "512",
-            "--batch-size", "3", "--no-progress"]
+    args = [
+        "check",
+        str(conversations_file),
+        "--model",
+        str(tiny_moss),
+        "--out",
+        str(out),
+        "--max-length",
+        "512",
+        "--batch-size",
+        "3",
+        "--no-progress",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert f"scored {N} dialogues" in printed and "loss" in printed
@@ -76,8 +90,24 @@ def test_check_refuses_to_mix_settings(tiny_moss, conversations_file, tmp_path, 
 
 def test_check_threshold_writes_kept_and_rejected(tiny_moss, conversations_file, tmp_path, capsys):
     out = tmp_path / "scored.jsonl"
-    assert main(["check", str(conversations_file), "--model", str(tiny_moss), "--out", str(out), "--max-length",
-                 "512", "--percentile", "50", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                str(conversations_file),
+                "--model",
+                str(tiny_moss),
+                "--out",
+                str(out),
+                "--max-length",
+                "512",
+                "--percentile",
+                "50",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "moss_check: kept" in capsys.readouterr().out
     kept = list(iter_conversations(tmp_path / "scored.kept.jsonl"))
     rejected = _rows(tmp_path / "scored.rejected.jsonl")
@@ -90,13 +120,26 @@ def test_check_threshold_writes_kept_and_rejected(tiny_moss, conversations_file,
 
 def test_pipeline_stage_writes_its_folder(tiny_moss, conversations_file, tmp_path):
     out_dir = tmp_path / "checked"
-    info = run_check(conversations_file, out_dir, model=str(tiny_moss), batch_size=4, max_length=512,
-                     max_loss=100.0, progress=False)
+    info = run_check(
+        conversations_file,
+        out_dir,
+        model=str(tiny_moss),
+        batch_size=4,
+        max_length=512,
+        max_loss=100.0,
+        progress=False,
+    )
     for name in ("scored.jsonl", "kept.jsonl", "rejected.jsonl", "report.json"):
         assert (out_dir / name).is_file(), name
     assert info["count"] == N and info["in"] == N
-    assert info["funnel_step"] == {"step": "moss_check", "in": N, "kept": N, "dropped": 0, "tagged": 0,
-                                   "reasons": {}}
+    assert info["funnel_step"] == {
+        "step": "moss_check",
+        "in": N,
+        "kept": N,
+        "dropped": 0,
+        "tagged": 0,
+        "reasons": {},
+    }
     assert len(list(iter_conversations(out_dir / "kept.jsonl"))) == N
 
 
@@ -105,8 +148,23 @@ def test_repeated_ids_are_counted(tiny_moss, tmp_path, capsys):
     inp = tmp_path / "dup.jsonl"
     write_jsonl_atomic(inp, [conv, conv])
     out = tmp_path / "scored.jsonl"
-    assert main(["check", str(inp), "--model", str(tiny_moss), "--out", str(out), "--max-length", "256",
-                 "--no-progress", "--json"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                str(inp),
+                "--model",
+                str(tiny_moss),
+                "--out",
+                str(out),
+                "--max-length",
+                "256",
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert json.loads(captured.out)["duplicate_ids"] == 1 and "repeat an id" in captured.err
     assert len(_rows(out)) == 1
@@ -128,12 +186,16 @@ def test_unset_max_length_is_the_models_context(short_moss, conversations_file, 
     assert info["settings"]["max_length"] == 256 and info["count"] == N
 
 
-def test_max_length_beyond_the_context_fails_in_one_line_before_loading(short_moss, conversations_file, tmp_path):
+def test_max_length_beyond_the_context_fails_in_one_line_before_loading(
+    short_moss, conversations_file, tmp_path
+):
     config_only = tmp_path / "config-only"  # no weights: loading the model would fail differently
     config_only.mkdir()
     (config_only / "config.json").write_text((short_moss / "config.json").read_text())
     with pytest.raises(ConfigError) as err:
-        run_check(conversations_file, tmp_path / "checked", model=str(config_only), max_length=2048, progress=False)
+        run_check(
+            conversations_file, tmp_path / "checked", model=str(config_only), max_length=2048, progress=False
+        )
     assert err.value.field == "check.max_length"
     assert "2048 is beyond the model's context (256 tokens)" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "checked" / "scored.jsonl").exists()
@@ -167,15 +229,30 @@ def test_a_non_utf8_line_mid_file_names_file_and_line(tmp_path):
     assert scored_ids(out) == {"c0", "c2"}
 
 
-def test_kept_rows_end_with_a_newline_when_the_scored_file_lost_its_last_one(tiny_moss, conversations_file,
-                                                                               tmp_path):
+def test_kept_rows_end_with_a_newline_when_the_scored_file_lost_its_last_one(
+    tiny_moss, conversations_file, tmp_path
+):
     out_dir = tmp_path / "checked"
-    run_check(conversations_file, out_dir, model=str(tiny_moss), max_length=512, max_loss=100.0, max_rows=3,
-              progress=False)
+    run_check(
+        conversations_file,
+        out_dir,
+        model=str(tiny_moss),
+        max_length=512,
+        max_loss=100.0,
+        max_rows=3,
+        progress=False,
+    )
     scored = out_dir / "scored.jsonl"
     scored.write_bytes(scored.read_bytes().rstrip(b"\n"))  # killed between the last row and its newline
-    info = run_check(conversations_file, out_dir, model=str(tiny_moss), max_length=512, max_loss=100.0,
-                     max_rows=3, progress=False)
+    info = run_check(
+        conversations_file,
+        out_dir,
+        model=str(tiny_moss),
+        max_length=512,
+        max_loss=100.0,
+        max_rows=3,
+        progress=False,
+    )
     assert info["scored_now"] == 0 and info["count"] == N
     kept = out_dir / "kept.jsonl"
     assert kept.read_bytes().count(b"\n") == N
@@ -185,11 +262,28 @@ def test_kept_rows_end_with_a_newline_when_the_scored_file_lost_its_last_one(tin
 def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tmp_path, capsys):
     torn = tmp_path / "torn.jsonl"
     text = conversations_file.read_text(encoding="utf-8")
-    torn.write_text(text[: text.rstrip("\n").rfind("\n") + 1] + text.rstrip("\n").rsplit("\n", 1)[1][:50],
-                    encoding="utf-8")
+    torn.write_text(
+        text[: text.rstrip("\n").rfind("\n") + 1] + text.rstrip("\n").rsplit("\n", 1)[1][:50],
+        encoding="utf-8",
+    )
     out = tmp_path / "scored.jsonl"
-    assert main(["check", str(torn), "--model", str(tiny_moss), "--out", str(out), "--max-length", "512",
-                 "--no-progress", "--json"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                str(torn),
+                "--model",
+                str(tiny_moss),
+                "--out",
+                str(out),
+                "--max-length",
+                "512",
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["scored_now"] == N - 1
     assert len(_rows(out)) == N - 1
 
@@ -199,10 +293,24 @@ def test_check_reads_an_input_with_a_torn_tail(tiny_moss, conversations_file, tm
 
 def test_max_rows_passes_the_unscored_rows_through_to_kept(tiny_moss, conversations_file, tmp_path):
     out_dir = tmp_path / "checked"
-    info = run_check(conversations_file, out_dir, model=str(tiny_moss), max_length=512, max_loss=100.0, max_rows=3,
-                     progress=False)
-    assert info["funnel_step"] == {"step": "moss_check", "in": N, "kept": N, "dropped": 0, "tagged": 0,
-                                   "reasons": {}, "unscored": N - 3}
+    info = run_check(
+        conversations_file,
+        out_dir,
+        model=str(tiny_moss),
+        max_length=512,
+        max_loss=100.0,
+        max_rows=3,
+        progress=False,
+    )
+    assert info["funnel_step"] == {
+        "step": "moss_check",
+        "in": N,
+        "kept": N,
+        "dropped": 0,
+        "tagged": 0,
+        "reasons": {},
+        "unscored": N - 3,
+    }
     assert (info["in"], info["count"], info["unscored"]) == (N, N, N - 3)
     kept = _rows(out_dir / "kept.jsonl")
     assert [r["id"] for r in kept] == [f"c{i}" for i in range(N)]
@@ -213,8 +321,15 @@ def test_max_rows_passes_the_unscored_rows_through_to_kept(tiny_moss, conversati
 
 
 def test_max_rows_with_a_percentile_judges_only_the_scored_rows(tiny_moss, conversations_file, tmp_path):
-    info = run_check(conversations_file, tmp_path / "checked", model=str(tiny_moss), max_length=512,
-                     percentile=50, max_rows=4, progress=False)
+    info = run_check(
+        conversations_file,
+        tmp_path / "checked",
+        model=str(tiny_moss),
+        max_length=512,
+        percentile=50,
+        max_rows=4,
+        progress=False,
+    )
     step = info["funnel_step"]
     assert step["dropped"] == 2 and step["unscored"] == N - 4 and step["kept"] == N - 2 and step["in"] == N
     rejected = _rows(tmp_path / "checked" / "rejected.jsonl")
@@ -232,8 +347,14 @@ def test_the_input_is_parsed_once(tiny_moss, conversations_file, tmp_path, monke
         yield from real(*args, **kwargs)
 
     monkeypatch.setattr(reader, "iter_records", counting)
-    info = run_check(conversations_file, tmp_path / "checked", model=str(tiny_moss), max_length=512,
-                     percentile=90, progress=False)
+    info = run_check(
+        conversations_file,
+        tmp_path / "checked",
+        model=str(tiny_moss),
+        max_length=512,
+        percentile=90,
+        progress=False,
+    )
     assert info["in"] == N and len(calls) == 1
     scored = (tmp_path / "checked" / "scored.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     kept = (tmp_path / "checked" / "kept.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)

@@ -121,8 +121,11 @@ def test_smollm2_gguf_scores_a_dialogue_on_cpu():
     lm = load_model("smollm2", device="cpu")
     assert lm.source.kind == "gguf" and lm.source.gguf_file.endswith(".gguf")
     assert len(lm.added_token_ids) == 5  # SmolLM2 has no MOSS tags
-    [score] = score_records([sft_record("g", [("What is the capital of France?", "The capital of France is Paris.")])],
-                            lm, max_length=512)
+    [score] = score_records(
+        [sft_record("g", [("What is the capital of France?", "The capital of France is Paris.")])],
+        lm,
+        max_length=512,
+    )
     assert score.fits and score.turns_scored == 1
     # A real small model finds plain English far less surprising than a uniform guess over its vocab.
     assert 0 < score.loss < 0.6 * torch.log(torch.tensor(float(len(lm.tokenizer)))).item()

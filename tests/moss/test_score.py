@@ -84,7 +84,7 @@ def test_none_placeholders_are_trained_on_but_not_scored(loaded):
     tok = tokenize_record(record, loaded.tokenizer, max_length=512)
     placeholders = [s for s in tok.segments if s.placeholder]
     assert {s.key for s in placeholders} == {"Inner Thoughts", "Commands"} and len(placeholders) == 4
-    assert all(all(tok.loss_mask[s.start:s.end]) for s in placeholders)  # fine-tuning labels as upstream
+    assert all(all(tok.loss_mask[s.start : s.end]) for s in placeholders)  # fine-tuning labels as upstream
     [score] = score_records([record], loaded, max_length=512)
     # only the MOSS segments count: computed here from the model's raw per-token losses
     with torch.no_grad():
@@ -131,19 +131,29 @@ def test_score_conversations_writes_the_scores_in_input_order(loaded):
 
 def _scored(cid: str, loss: float | None, fits: bool = True) -> Conversation:
     c = _conv(cid, "q", "a")
-    c.scores = {"moss_loss": loss, "moss_ppl": None if loss is None else math.exp(loss), "moss_tokens": 10,
-                "moss_fits": fits, "moss_turn_losses": []}
+    c.scores = {
+        "moss_loss": loss,
+        "moss_ppl": None if loss is None else math.exp(loss),
+        "moss_tokens": 10,
+        "moss_fits": fits,
+        "moss_turn_losses": [],
+    }
     return c
 
 
 def test_threshold_by_max_loss_and_percentile():
-    convs = [_scored(str(i), float(i)) for i in range(10)] + [_scored("none", None, fits=False),
-                                                                _scored("long", 1.5, fits=False)]
+    convs = [_scored(str(i), float(i)) for i in range(10)] + [
+        _scored("none", None, fits=False),
+        _scored("long", 1.5, fits=False),
+    ]
     kept, rejected = apply_check_threshold(convs, max_loss=6.5)
     assert sorted(c.id for c in kept) == sorted(["0", "1", "2", "3", "4", "5", "6", "long"])
     by_id = {r["id"]: r["rejected"] for r in rejected}
-    assert by_id["7"] == {"step": "moss_check", "reason": "loss_above_max",
-                          "evidence": {"moss_loss": 7.0, "cutoff": 6.5}}
+    assert by_id["7"] == {
+        "step": "moss_check",
+        "reason": "loss_above_max",
+        "evidence": {"moss_loss": 7.0, "cutoff": 6.5},
+    }
     assert by_id["none"]["reason"] == "no_turn_fits"
 
     verdict = apply_check_threshold([_scored(str(i), float(i)) for i in range(10)], percentile=80)
@@ -151,8 +161,14 @@ def test_threshold_by_max_loss_and_percentile():
     assert verdict.cutoff == pytest.approx(cutoff)
     assert sorted(r["id"] for r in verdict.rejected) == ["8", "9"]
     assert verdict.rejected[0]["rejected"]["evidence"]["percentile"] == 80
-    assert verdict.funnel_step() == {"step": "moss_check", "in": 10, "kept": 8, "dropped": 2, "tagged": 0,
-                                     "reasons": {"loss_above_percentile": 2}}
+    assert verdict.funnel_step() == {
+        "step": "moss_check",
+        "in": 10,
+        "kept": 8,
+        "dropped": 2,
+        "tagged": 0,
+        "reasons": {"loss_above_percentile": 2},
+    }
 
     fit = apply_check_threshold([_scored("a", 1.0), _scored("b", 1.0, fits=False)], require_fit=True)
     assert [c.id for c in fit.kept] == ["a"] and fit.reasons == {"too_long": 1}
@@ -173,8 +189,10 @@ def test_percentile_matches_numpy(q):
 
 
 def test_report_counts_and_quantiles():
-    convs = [_scored(str(i), float(i)) for i in range(1, 6)] + [_scored("n", None, fits=False),
-                                                               _scored("t", 2.0, fits=False)]
+    convs = [_scored(str(i), float(i)) for i in range(1, 6)] + [
+        _scored("n", None, fits=False),
+        _scored("t", 2.0, fits=False),
+    ]
     r = score_report(convs)
     assert (r["scored"], r["with_loss"], r["fit"], r["truncated"], r["no_turn_fits"]) == (7, 6, 5, 1, 1)
     assert r["loss"]["p50"] == pytest.approx(float(np.percentile([1, 2, 3, 4, 5, 2], 50)))

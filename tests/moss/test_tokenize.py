@@ -73,8 +73,9 @@ def test_every_sample_round_trips_and_masks_only_meta_and_results_bodies(tokeniz
         d = tokenize_record(record, tokenizer, max_length=10**6)
         turns = [record["chat"][f"turn_{i}"] for i in range(1, record["num_turns"] + 1)]
         assert _text(tokenizer, d.input_ids) == record["meta_instruction"] + "".join(
-            "".join(t.values()) for t in turns)
-        bodies = [t["Tool Responses"][len("<|Results|>:"):-len("<eor>\n")] for t in turns]
+            "".join(t.values()) for t in turns
+        )
+        bodies = [t["Tool Responses"][len("<|Results|>:") : -len("<eor>\n")] for t in turns]
         masked = [i for i, m in zip(d.input_ids, d.loss_mask, strict=True) if not m]
         assert _text(tokenizer, masked) == record["meta_instruction"] + "".join(bodies)
         assert [s.key for s in d.segments] == list(SEGMENT_KEYS) * len(turns)
@@ -82,8 +83,10 @@ def test_every_sample_round_trips_and_masks_only_meta_and_results_bodies(tokeniz
 
 
 def test_turns_past_the_context_are_dropped_from_the_end(tokenizer):
-    record = sft_record("t", [("Hi.", "Hello!"), ("Tell me a long story about the sea and ships. " * 8, "No."),
-                              ("Ok.", "Bye!")])
+    record = sft_record(
+        "t",
+        [("Hi.", "Hello!"), ("Tell me a long story about the sea and ships. " * 8, "No."), ("Ok.", "Bye!")],
+    )
     full = tokenize_record(record, tokenizer, max_length=10**6)
     ends = [max(s.end for s in full.segments if s.turn == t) for t in range(3)]
     # Room for turn 1 only; the short turn 3 would fit on its own, but upstream stops at the
@@ -106,14 +109,23 @@ def test_turns_past_the_context_are_dropped_from_the_end(tokenizer):
     assert stats.to_dict() == {"dialogues": 3, "truncated": 1, "turns_dropped": 2 + 3, "dropped": 1}
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda r: r["chat"]["turn_1"].update({"Mood": "x"}), "chat.turn_1.Mood"),
-    (lambda r: r["chat"]["turn_1"].update({"Tool Responses": "None<eor>\n"}), "chat.turn_1.Tool Responses"),
-    (lambda r: r["chat"]["turn_1"].update({"Tool Responses": "<|Results|>: None\n"}), "chat.turn_1.Tool Responses"),
-    (lambda r: r.update({"num_turns": 2}), "chat.turn_2"),
-    (lambda r: r.update({"meta_instruction": ""}), "meta_instruction"),
-    (lambda r: r.pop("chat"), "chat"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r["chat"]["turn_1"].update({"Mood": "x"}), "chat.turn_1.Mood"),
+        (
+            lambda r: r["chat"]["turn_1"].update({"Tool Responses": "None<eor>\n"}),
+            "chat.turn_1.Tool Responses",
+        ),
+        (
+            lambda r: r["chat"]["turn_1"].update({"Tool Responses": "<|Results|>: None\n"}),
+            "chat.turn_1.Tool Responses",
+        ),
+        (lambda r: r.update({"num_turns": 2}), "chat.turn_2"),
+        (lambda r: r.update({"meta_instruction": ""}), "meta_instruction"),
+        (lambda r: r.pop("chat"), "chat"),
+    ],
+)
 def test_malformed_records_name_the_field(tokenizer, mutate, field):
     record = sft_record("bad", [("Hi.", "Hello!")])
     mutate(record)

@@ -38,8 +38,10 @@ class SlowMossTokenizer:
         smap = json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8"))
         # bos/eos/unk: AddedToken(lstrip=False, rstrip=False) in MossTokenizer.__init__
         self.keeps_space = set(smap.values())
-        self.no_split = {**json.loads((folder / "added_tokens.json").read_text(encoding="utf-8")),
-                         **{t: vocab[t] for t in self.keeps_space}}
+        self.no_split = {
+            **json.loads((folder / "added_tokens.json").read_text(encoding="utf-8")),
+            **{t: vocab[t] for t in self.keeps_space},
+        }
         alternatives = "|".join(re.escape(t) for t in sorted(self.no_split, key=len, reverse=True))
         self.split = re.compile(f"({alternatives})")
 
@@ -68,8 +70,9 @@ def upstream_sample(record: dict, encode, max_len: int = 2048) -> tuple[list[int
         for key, value in chat[f"turn_{i + 1}"].items():
             cur_ids = encode(value)
             if key == "Tool Responses":
-                cur_no_loss_spans.append((len(input_ids + cur_turn_ids) + 5,
-                                          len(input_ids + cur_turn_ids + cur_ids) - 2))
+                cur_no_loss_spans.append(
+                    (len(input_ids + cur_turn_ids) + 5, len(input_ids + cur_turn_ids + cur_ids) - 2)
+                )
             assert cur_ids
             cur_turn_ids.extend(cur_ids)
         if len(input_ids + cur_turn_ids) > max_len:
@@ -87,8 +90,13 @@ def upstream_sample(record: dict, encode, max_len: int = 2048) -> tuple[list[int
 def edge_records() -> list[dict]:
     """Whitespace on both sides of the tags, an added token and `<|endoftext|>` inside text, a
     Results segment too short for the `+5/-2` span, plugin-style `None` results."""
-    odd = sft_record("odd", [("  spaced  question \t", "an answer ending in spaces   "),
-                             ("use <|extra_0|> and <|endoftext|> here", "ok\n\n")])
+    odd = sft_record(
+        "odd",
+        [
+            ("  spaced  question \t", "an answer ending in spaces   "),
+            ("use <|extra_0|> and <|endoftext|> here", "ok\n\n"),
+        ],
+    )
     odd["chat"]["turn_1"]["MOSS"] = "<|MOSS|>: an answer\n  <eom>\n\n"
     odd["chat"]["turn_2"]["Tool Responses"] = "<|Results|>:\nNone\n<eor>\n"
     short = sft_record("short", [("Hi.", "Hello!")])
@@ -135,8 +143,11 @@ def test_datagen_tokenization_keeps_what_upstream_drops(tiny_moss, slow, moss_re
         want = upstream_sample(record, slow.encode, 10**6)
         got = tokenize_record(record, tok, max_length=10**6)
         same += got.input_ids == want[0]
-        tagged_newlines = sum(v.endswith(tuple(f"{t}\n" for t in END_TAGS)) for turn in record["chat"].values()
-                              for v in turn.values())
+        tagged_newlines = sum(
+            v.endswith(tuple(f"{t}\n" for t in END_TAGS))
+            for turn in record["chat"].values()
+            for v in turn.values()
+        )
         assert len(got.input_ids) - len(want[0]) >= tagged_newlines > 0
     assert same == 0
 

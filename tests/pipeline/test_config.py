@@ -56,8 +56,16 @@ def test_invalid_yaml_names_line(tmp_path):
 
 def test_set_overrides_are_typed_and_nested(tmp_path):
     p = write(tmp_path, "name: x\nteacher:\n  model: m\n")
-    cfg = load_config(p, ["teacher.model=gpt-4o-mini", "teacher.concurrency=7", "check.enabled=true", "check.model=m",
-                          "publish.repo_id=org/name"])
+    cfg = load_config(
+        p,
+        [
+            "teacher.model=gpt-4o-mini",
+            "teacher.concurrency=7",
+            "check.enabled=true",
+            "check.model=m",
+            "publish.repo_id=org/name",
+        ],
+    )
     assert cfg.teacher.model == "gpt-4o-mini"
     assert cfg.teacher.concurrency == 7
     assert cfg.check.enabled is True
@@ -92,17 +100,20 @@ def test_fingerprint_ignores_how_hard_the_teacher_is_pushed(tmp_path):
     assert load_config(p, ["teacher.params={seed: 3}"]).fingerprint() != base
 
 
-@pytest.mark.parametrize("text,override,where,message", [
-    ("seed: abc\n", None, "seed", "must be a whole number"),
-    ("dialogues: [hhh]\n", None, "dialogues", "must be a mapping"),
-    ("seeds:\n  per_cell: '5'\n", None, "seeds.per_cell", "must be a whole number"),
-    ("seeds:\n  languages: en\n", None, "seeds.languages", "must be a list of strings"),
-    ("dialogues:\n  hhh:\n    enabled: maybe\n", None, "dialogues.hhh.enabled", "must be true or false"),
-    ("check:\n  enabled: true\n", None, "check.model", "needs a model"),
-    ("check:\n  percentile: 150\n  model: m\n", None, "check.percentile", "between 0 and 100"),
-    ("finetune:\n  bogus: 1\n", None, "finetune.bogus", "unknown"),
-    ("name: x\n", "publish.private=sure", "publish.private", "true or false"),
-])
+@pytest.mark.parametrize(
+    "text,override,where,message",
+    [
+        ("seed: abc\n", None, "seed", "must be a whole number"),
+        ("dialogues: [hhh]\n", None, "dialogues", "must be a mapping"),
+        ("seeds:\n  per_cell: '5'\n", None, "seeds.per_cell", "must be a whole number"),
+        ("seeds:\n  languages: en\n", None, "seeds.languages", "must be a list of strings"),
+        ("dialogues:\n  hhh:\n    enabled: maybe\n", None, "dialogues.hhh.enabled", "must be true or false"),
+        ("check:\n  enabled: true\n", None, "check.model", "needs a model"),
+        ("check:\n  percentile: 150\n  model: m\n", None, "check.percentile", "between 0 and 100"),
+        ("finetune:\n  bogus: 1\n", None, "finetune.bogus", "unknown"),
+        ("name: x\n", "publish.private=sure", "publish.private", "true or false"),
+    ],
+)
 def test_section_values_are_checked_with_their_line(tmp_path, text, override, where, message):
     p = write(tmp_path, text)
     with pytest.raises(ConfigError) as exc:
@@ -119,17 +130,29 @@ def test_dataset_fingerprint_follows_the_license_but_not_visibility(tmp_path):
 
 
 def test_fingerprint_leaves_out_speed_knobs_and_other_kinds(tmp_path):
-    p = write(tmp_path, "name: x\ndialogues:\n  hhh:\n    options: {turns: {default: [2]}}\n"
-                        "  plugin:\n    options: {turns: {default: [1]}}\ntools:\n  search: {}\n  solver: {}\n")
+    p = write(
+        tmp_path,
+        "name: x\ndialogues:\n  hhh:\n    options: {turns: {default: [2]}}\n"
+        "  plugin:\n    options: {turns: {default: [1]}}\ntools:\n  search: {}\n  solver: {}\n",
+    )
     base = load_config(p)
-    faster = load_config(p, ["dialogues.hhh.options.concurrency=8", "tools.search.concurrency=16",
-                             "tools.solver.timeout=5", "check.batch_size=16", "filters.workers=2"])
+    faster = load_config(
+        p,
+        [
+            "dialogues.hhh.options.concurrency=8",
+            "tools.search.concurrency=16",
+            "tools.solver.timeout=5",
+            "check.batch_size=16",
+            "filters.workers=2",
+        ],
+    )
     assert faster.fingerprint() == base.fingerprint()
     other_kind = load_config(p, ["dialogues.plugin.options.max_tokens=100"])
     assert other_kind.fingerprint("dialogues.hhh") == base.fingerprint("dialogues.hhh")
     assert other_kind.fingerprint("dialogues.plugin") != base.fingerprint("dialogues.plugin")
-    assert load_config(p, ["check.model=m", "check.percentile=50"]).fingerprint("check.model") != \
-        base.fingerprint("check.model")
+    assert load_config(p, ["check.model=m", "check.percentile=50"]).fingerprint(
+        "check.model"
+    ) != base.fingerprint("check.model")
 
 
 def test_relative_paths_in_the_file_resolve_against_its_folder(tmp_path, monkeypatch):
@@ -139,12 +162,15 @@ def test_relative_paths_in_the_file_resolve_against_its_folder(tmp_path, monkeyp
     (folder / "lex").mkdir()
     (folder / "lex" / "extra.tsv").write_text("moonshine\tdrugs\t2\n", encoding="utf-8")
     p = folder / "run.yaml"
-    p.write_text("seeds:\n  path: ../seeds/mine.jsonl\n"
-                 "expand:\n  templates_dir: templates\n"
-                 "dialogues:\n  plugin:\n    options: {templates_dir: ./tpl}\n"
-                 "tools:\n  search: {docs: [docs/a.jsonl, /abs/b.jsonl]}\n"
-                 "filters:\n  steps:\n    - {name: safety, lexicons: [lex/extra.tsv]}\n"
-                 "check:\n  model: models\n", encoding="utf-8")
+    p.write_text(
+        "seeds:\n  path: ../seeds/mine.jsonl\n"
+        "expand:\n  templates_dir: templates\n"
+        "dialogues:\n  plugin:\n    options: {templates_dir: ./tpl}\n"
+        "tools:\n  search: {docs: [docs/a.jsonl, /abs/b.jsonl]}\n"
+        "filters:\n  steps:\n    - {name: safety, lexicons: [lex/extra.tsv]}\n"
+        "check:\n  model: models\n",
+        encoding="utf-8",
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -166,8 +192,10 @@ def test_a_missing_file_named_in_the_config_is_named_in_the_error(tmp_path):
     p = write(tmp_path, "filters:\n  steps:\n    safety: {lexicons: [extra.tsv]}\n")
     with pytest.raises(ConfigError) as exc:
         load_config(p)
-    assert str(exc.value) == (f"{p}:3: filters.steps.safety: step 'safety': {tmp_path / 'extra.tsv'}: "
-                              "cannot read lexicon: No such file or directory")
+    assert str(exc.value) == (
+        f"{p}:3: filters.steps.safety: step 'safety': {tmp_path / 'extra.tsv'}: "
+        "cannot read lexicon: No such file or directory"
+    )
 
 
 def test_set_paths_and_defaults_stay_relative_to_the_working_directory(tmp_path):
@@ -183,8 +211,9 @@ def test_set_paths_and_defaults_stay_relative_to_the_working_directory(tmp_path)
 
 
 def test_a_set_on_an_aliased_block_changes_only_that_place(tmp_path):
-    p = write(tmp_path, "dialogues:\n  hhh:\n    options: &opts {max_tokens: 100}\n"
-                        "  plugin:\n    options: *opts\n")
+    p = write(
+        tmp_path, "dialogues:\n  hhh:\n    options: &opts {max_tokens: 100}\n  plugin:\n    options: *opts\n"
+    )
     cfg = load_config(p, ["dialogues.hhh.options.max_tokens=5"])
     assert cfg.dialogues["hhh"].options["max_tokens"] == 5
     assert cfg.dialogues["plugin"].options["max_tokens"] == 100
@@ -209,14 +238,17 @@ def test_run_names_that_are_not_plain_are_refused(tmp_path, name):
     assert exc.value.field == "name" and exc.value.line == 1
 
 
-@pytest.mark.parametrize("text,where", [
-    ("dialogues:\n  plugin:\n    max_dialogues: -3\n", "dialogues.plugin.max_dialogues"),
-    ("check:\n  max_rows: -1\n", "check.max_rows"),
-    ("check:\n  max_length: 0\n", "check.max_length"),
-    ("check:\n  max_loss: -0.5\n", "check.max_loss"),
-    ("filters:\n  parallel_min_rows: -1\n", "filters.parallel_min_rows"),
-    ("filters:\n  workers: true\n", "filters.workers"),
-])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ("dialogues:\n  plugin:\n    max_dialogues: -3\n", "dialogues.plugin.max_dialogues"),
+        ("check:\n  max_rows: -1\n", "check.max_rows"),
+        ("check:\n  max_length: 0\n", "check.max_length"),
+        ("check:\n  max_loss: -0.5\n", "check.max_loss"),
+        ("filters:\n  parallel_min_rows: -1\n", "filters.parallel_min_rows"),
+        ("filters:\n  workers: true\n", "filters.workers"),
+    ],
+)
 def test_negative_counts_are_refused_naming_the_key(tmp_path, text, where):
     with pytest.raises(ConfigError) as exc:
         load_config(write(tmp_path, text))
@@ -243,11 +275,18 @@ def test_preference_paths_in_the_file_resolve_against_its_folder(tmp_path, monke
     folder = tmp_path / "configs"
     (folder / "models" / "moss").mkdir(parents=True)
     p = folder / "run.yaml"
-    p.write_text("preference:\n  templates_dir: tpl\n  sources:\n    - {kind: original}\n"
-                 "    - {kind: local, model: models/moss}\n    - {kind: local, model: smollm2}\n", encoding="utf-8")
+    p.write_text(
+        "preference:\n  templates_dir: tpl\n  sources:\n    - {kind: original}\n"
+        "    - {kind: local, model: models/moss}\n    - {kind: local, model: smollm2}\n",
+        encoding="utf-8",
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     cfg = load_config("../configs/run.yaml")
     assert cfg.preference.templates_dir == "../configs/tpl"
-    assert [s.model for s in cfg.preference.sources] == [None, "../configs/models/moss", "smollm2"]  # alias kept
+    assert [s.model for s in cfg.preference.sources] == [
+        None,
+        "../configs/models/moss",
+        "smollm2",
+    ]  # alias kept

@@ -26,8 +26,18 @@ pytestmark = pytest.mark.slow
 
 
 def run_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "datagen", "run", str(SMOKE), "--out", str(out), "--serve-teacher",
-            "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "datagen",
+        "run",
+        str(SMOKE),
+        "--out",
+        str(out),
+        "--serve-teacher",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def env() -> dict[str, str]:
@@ -65,16 +75,20 @@ def test_run_with_the_embedded_teacher_end_to_end(tmp_path):
 
 def start_run(out: Path) -> tuple[subprocess.Popen, psutil.Process]:
     """`datagen run --serve-teacher` in a subprocess, once its server is up and the HHH stage is under way."""
-    proc = subprocess.Popen(run_cmd(out), cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        run_cmd(out), cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
     server = None
     while server is None or not (out / "dialogues").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the run never reached its dialogue stage: {proc.communicate()}")
-        servers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                   if "llama_cpp.server" in " ".join(c.cmdline())]
+        servers = [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if "llama_cpp.server" in " ".join(c.cmdline())
+        ]
         server = servers[0] if servers else None
         time.sleep(0.1)
     return proc, server
@@ -111,6 +125,7 @@ def test_a_teacher_that_dies_mid_run_is_named(tmp_path):
             proc.wait()
     assert proc.returncode == 1, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-    assert errors == [f"Error: the embedded teacher died (signal SIGSEGV) during the run; "
-                      f"log: {out / 'teacher-server.log'}"], stderr[-3000:]
+    assert errors == [
+        f"Error: the embedded teacher died (signal SIGSEGV) during the run; log: {out / 'teacher-server.log'}"
+    ], stderr[-3000:]
     assert "dialogues.hhh" in stderr  # the stage's own account comes first

@@ -29,10 +29,24 @@ SEEDS = [
     ("s-en-solve-1", "Solve the system x+y=10 and x-y=2.", "en", "tool", ["solver"]),
     ("s-zh-search-1", "长城有多长？", "zh", "tool", ["search"]),
 ]
-VOLATILE = {"started", "finished", "created", "built", "seconds", "fingerprint", "score_fingerprint", "base_url",
-            "versions", "config_file", "resumed"}
-_MASKS = [(re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"), "TIME"), (re.compile(r"`[0-9a-f]{16}`"), "`FP`"),
-          (re.compile(r"^Library versions: .*$", re.M), "Library versions: ...")]
+VOLATILE = {
+    "started",
+    "finished",
+    "created",
+    "built",
+    "seconds",
+    "fingerprint",
+    "score_fingerprint",
+    "base_url",
+    "versions",
+    "config_file",
+    "resumed",
+}
+_MASKS = [
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"), "TIME"),
+    (re.compile(r"`[0-9a-f]{16}`"), "`FP`"),
+    (re.compile(r"^Library versions: .*$", re.M), "Library versions: ..."),
+]
 
 
 def _sha(data: bytes) -> str:
@@ -78,7 +92,12 @@ def _reference_fingerprints(config: Path, out: Path) -> dict[str, str]:
     for kind in ("hhh", "plugin"):
         fp(f"dialogues.{kind}", (f"dialogues.{kind}", "teacher", "tools", "seed"), ("expand",))
     dialogues = [out / "dialogues" / f"{kind}.jsonl" for kind in ("hhh", "plugin")]
-    fp("filter", ("filters",), ("dialogues.hhh", "dialogues.plugin"), "|".join(map(_file_identity, dialogues)))
+    fp(
+        "filter",
+        ("filters",),
+        ("dialogues.hhh", "dialogues.plugin"),
+        "|".join(map(_file_identity, dialogues)),
+    )
     fp("final", (), ("filter",))
     fp("dataset", ("dataset", "publish"), ("final",))
     return fps
@@ -87,35 +106,69 @@ def _reference_fingerprints(config: Path, out: Path) -> dict[str, str]:
 def test_a_fixed_run_gives_the_recorded_outputs(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_teacher)
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": c, "plugins": p},
-                                        ensure_ascii=False) + "\n" for i, t, lang, c, p in SEEDS), encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
+            )
+            + "\n"
+            for i, t, lang, c, p in SEEDS
+        ),
+        encoding="utf-8",
+    )
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "golden", "seed": 3,
-        "teacher": {"base_url": fake_openai.base_url, "model": fake_openai.model, "concurrency": 1,
-                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY", "timeout": 5, "max_attempts": 2, "min_backoff": 0.01,
-                    "max_backoff": 0.05, "progress": False,
-                    "prices": {fake_openai.model: {"input": 1.0, "output": 2.0}}},
-        "seeds": {"path": str(seeds)},
-        "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}, "concurrency": 1}},
-                      "plugin": {"options": {"turns": {"default": [1, 2]}, "concurrency": 1}}},
-        "filters": {"workers": 1}, "publish": {"license": "cc-by-4.0"}}, allow_unicode=True), encoding="utf-8")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "golden",
+                "seed": 3,
+                "teacher": {
+                    "base_url": fake_openai.base_url,
+                    "model": fake_openai.model,
+                    "concurrency": 1,
+                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
+                    "timeout": 5,
+                    "max_attempts": 2,
+                    "min_backoff": 0.01,
+                    "max_backoff": 0.05,
+                    "progress": False,
+                    "prices": {fake_openai.model: {"input": 1.0, "output": 2.0}},
+                },
+                "seeds": {"path": str(seeds)},
+                "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
+                "dialogues": {
+                    "hhh": {"options": {"turns": {"default": [2]}, "concurrency": 1}},
+                    "plugin": {"options": {"turns": {"default": [1, 2]}, "concurrency": 1}},
+                },
+                "filters": {"workers": 1},
+                "publish": {"license": "cc-by-4.0"},
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
 
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    assert {k: s["fingerprint"] for k, s in manifest["stages"].items()} == _reference_fingerprints(config, out)
+    assert {k: s["fingerprint"] for k, s in manifest["stages"].items()} == _reference_fingerprints(
+        config, out
+    )
     got = {
         "final.jsonl": _sha((out / "final.jsonl").read_bytes()),
         "funnel": _strip(json.loads((out / "funnel.json").read_text(encoding="utf-8"))),
         "stages": _strip(manifest["stages"]),
-        "dataset": {p.relative_to(out / "dataset").as_posix(): _digest(p, tmp_path)
-                    for p in sorted((out / "dataset").rglob("*")) if p.is_file()},
+        "dataset": {
+            p.relative_to(out / "dataset").as_posix(): _digest(p, tmp_path)
+            for p in sorted((out / "dataset").rglob("*"))
+            if p.is_file()
+        },
     }
     if os.environ.get("DATAGEN_UPDATE_GOLDEN"):
         EXPECTED.parent.mkdir(exist_ok=True)
-        EXPECTED.write_text(json.dumps(got, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+        EXPECTED.write_text(
+            json.dumps(got, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
+        )
     expected = json.loads(EXPECTED.read_text(encoding="utf-8"))
     for key in ("funnel", "final.jsonl", "stages", "dataset"):
         assert got[key] == expected[key], key

@@ -25,7 +25,12 @@ SEEDS = [
     ("w2", "Draft a polite email asking my landlord to fix the heating.", "writing", []),
     ("w3", "Write a limerick about a cat who learns to code.", "writing", []),
     ("c1", "What is 23*47+12?", "tool", ["calculator"]),
-    ("c2", "If a shirt costs 80 dollars and is 25% off, what do I pay? Compute 80*0.75.", "tool", ["calculator"]),
+    (
+        "c2",
+        "If a shirt costs 80 dollars and is 25% off, what do I pay? Compute 80*0.75.",
+        "tool",
+        ["calculator"],
+    ),
     ("q1", "Explain what a race condition is.", "code", []),  # a cell with no target: never asked
 ]
 
@@ -49,17 +54,34 @@ def responder(body):
 
 def _config(tmp_path: Path, fake, targets: dict[str, int], budget: dict | None = None) -> Path:
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": i, "text": t, "language": "en", "category": c, "plugins": p}) + "\n"
-                             for i, t, c, p in SEEDS), encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps({"id": i, "text": t, "language": "en", "category": c, "plugins": p}) + "\n"
+            for i, t, c, p in SEEDS
+        ),
+        encoding="utf-8",
+    )
     config = {
-        "name": "quota", "seed": 5,
-        "teacher": {"base_url": fake.base_url, "model": fake.model, "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
-                    "concurrency": 8, "timeout": 5, "max_attempts": 3, "min_backoff": 0.01, "max_backoff": 0.05,
-                    "progress": False, "prices": {fake.model: {"input": 1.0, "output": 2.0}}},
+        "name": "quota",
+        "seed": 5,
+        "teacher": {
+            "base_url": fake.base_url,
+            "model": fake.model,
+            "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
+            "concurrency": 8,
+            "timeout": 5,
+            "max_attempts": 3,
+            "min_backoff": 0.01,
+            "max_backoff": 0.05,
+            "progress": False,
+            "prices": {fake.model: {"input": 1.0, "output": 2.0}},
+        },
         "seeds": {"path": str(seeds)},
         "expand": {"batch_size": 6, "parallel": 4, "near_dup_threshold": 0.95},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}},
-                      "plugin": {"options": {"turns": {"default": [1]}}}},
+        "dialogues": {
+            "hhh": {"options": {"turns": {"default": [2]}}},
+            "plugin": {"options": {"turns": {"default": [1]}}},
+        },
         "filters": {"steps": {"judge": {"rubrics": ["hhh"]}}},
         "dataset": {"enabled": False},
         "targets": targets,
@@ -75,8 +97,10 @@ def _final_cells(out: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for line in (out / "final.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        cell = f"{row['category']}/{row['language']}/{'plugin' if row['plugins'] else 'hhh'}/" \
-               f"{'+'.join(sorted(row['plugins'])) or '-'}"
+        cell = (
+            f"{row['category']}/{row['language']}/{'plugin' if row['plugins'] else 'hhh'}/"
+            f"{'+'.join(sorted(row['plugins'])) or '-'}"
+        )
         counts[cell] = counts.get(cell, 0) + 1
     return counts
 
@@ -86,7 +110,9 @@ def _journal_keys(out: Path) -> set[str]:
         return {k for (k,) in db.execute("select key from calls")}
 
 
-def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_new_rows(fake_openai, tmp_path):
+def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_new_rows(
+    fake_openai, tmp_path
+):
     fake_openai.set_responder(responder)
     out = tmp_path / "run"
     cfg = load_config(_config(tmp_path, fake_openai, {"writing/en/hhh": 20, B: 5}, {"usd": 1.0}))
@@ -103,7 +129,9 @@ def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_
     quota = funnel["steps"][-1]
     assert quota["step"] == "quota" and quota["kept"] == 25
     report = json.loads((out / "judge.json").read_text())
-    assert funnel["judge"]["cells"][A]["criteria"]["helpful"]["hist"]["2"] > 0  # the score distribution per cell
+    assert (
+        funnel["judge"]["cells"][A]["criteria"]["helpful"]["hist"]["2"] > 0
+    )  # the score distribution per cell
     assert "Score/length correlation" in (out / "funnel.md").read_text()
     assert set(report["cells"]) >= {A, B} and report["length_correlation"]["helpful"]["turns"] > 0
     status = quota_status(out)
@@ -117,7 +145,9 @@ def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_
 
     # the same targets again: nothing is asked
     requests = fake_openai.requests
-    QuotaRun(load_config(_config(tmp_path, fake_openai, {"writing/en/hhh": 20, B: 5}, {"usd": 1.0})), out).run()
+    QuotaRun(
+        load_config(_config(tmp_path, fake_openai, {"writing/en/hhh": 20, B: 5}, {"usd": 1.0})), out
+    ).run()
     assert fake_openai.requests == requests and _journal_keys(out) == keys_before
 
     # raised targets: the reserve first, then new waves; no request sent before is sent again
@@ -126,10 +156,14 @@ def test_waves_meet_the_targets_exactly_within_budget_and_a_raise_pays_only_for_
     assert _final_cells(out) == {A: 26 + reserve, B: 7}
     state = json.loads((out / "quota.json").read_text())
     assert len(state["waves"]) > waves_before
-    assert [(out / w["dir"] / "final.jsonl").read_bytes() for w in state["waves"][:waves_before]] == finals_before
+    assert [
+        (out / w["dir"] / "final.jsonl").read_bytes() for w in state["waves"][:waves_before]
+    ] == finals_before
     new_keys = _journal_keys(out) - keys_before
     assert new_keys and keys_before <= _journal_keys(out)
-    resent = [b for b in fake_openai.received[requests:] if json.dumps(b["messages"], sort_keys=True) in sent_before]
+    resent = [
+        b for b in fake_openai.received[requests:] if json.dumps(b["messages"], sort_keys=True) in sent_before
+    ]
     assert resent == []
     # journal counts: every call the raise paid for is a new journal row, nothing was asked twice
     assert len(new_keys) == fake_openai.requests - requests

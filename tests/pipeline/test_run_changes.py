@@ -17,16 +17,36 @@ from tests.generate.scripted_teacher import scripted_teacher
 
 def _setup(tmp_path: Path, fake, seeds: list[tuple[str, str, str]]) -> tuple[Path, Path]:
     seed_file = tmp_path / "seeds.jsonl"
-    seed_file.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": "writing",
-                                             "plugins": []}, ensure_ascii=False) + "\n"
-                                 for i, t, lang in seeds), encoding="utf-8")
+    seed_file.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": "writing", "plugins": []},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for i, t, lang in seeds
+        ),
+        encoding="utf-8",
+    )
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "x", "seeds": {"path": str(seed_file)},
-        "teacher": {"base_url": fake.base_url, "model": fake.model, "progress": False, "concurrency": 4},
-        "expand": {"targets": {"default": 0}},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
-        "dataset": {"enabled": False}}), encoding="utf-8")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "seeds": {"path": str(seed_file)},
+                "teacher": {
+                    "base_url": fake.base_url,
+                    "model": fake.model,
+                    "progress": False,
+                    "concurrency": 4,
+                },
+                "expand": {"targets": {"default": 0}},
+                "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
+                "dataset": {"enabled": False},
+            }
+        ),
+        encoding="utf-8",
+    )
     return config, seed_file
 
 
@@ -34,10 +54,12 @@ def _final(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "final.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-SEEDS = [("en1", "Write a short story about a lighthouse keeper.", "en"),
-         ("en2", "Write a limerick about a cat who loves jazz.", "en"),
-         ("zh1", "写一首关于春天的小诗，要有花和雨。", "zh"),
-         ("zh2", "帮我写一段介绍杭州西湖的文字，一百字左右。", "zh")]
+SEEDS = [
+    ("en1", "Write a short story about a lighthouse keeper.", "en"),
+    ("en2", "Write a limerick about a cat who loves jazz.", "en"),
+    ("zh1", "写一首关于春天的小诗，要有花和雨。", "zh"),
+    ("zh2", "帮我写一段介绍杭州西湖的文字，一百字左右。", "zh"),
+]
 
 
 def test_changed_settings_redo_the_stage_without_old_rows(fake_openai, tmp_path, capsys):
@@ -50,8 +72,21 @@ def test_changed_settings_redo_the_stage_without_old_rows(fake_openai, tmp_path,
     paid = fake_openai.requests
 
     # Fewer seeds and three turns: the old dialogues must not survive into the new outputs.
-    assert main(["run", str(config), "--out", str(out), "--set", "seeds.languages=[en]",
-                 "--set", "dialogues.hhh.options.turns={default: [3]}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(config),
+                "--out",
+                str(out),
+                "--set",
+                "seeds.languages=[en]",
+                "--set",
+                "dialogues.hhh.options.turns={default: [3]}",
+            ]
+        )
+        == 0
+    )
     final = _final(out)
     assert sorted(c["language"] for c in final) == ["en", "en"]
     assert all(len(c["turns"]) == 3 for c in final)
@@ -68,8 +103,18 @@ def test_an_edited_seed_file_is_noticed(fake_openai, tmp_path):
     assert main(["run", str(config), "--out", str(out)]) == 0
     assert len(_final(out)) == 2
     with open(seed_file, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"id": "en3", "text": "Write a haiku about autumn leaves falling.", "language": "en",
-                             "category": "writing", "plugins": []}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "id": "en3",
+                    "text": "Write a haiku about autumn leaves falling.",
+                    "language": "en",
+                    "category": "writing",
+                    "plugins": [],
+                }
+            )
+            + "\n"
+        )
     assert main(["run", str(config), "--out", str(out)]) == 0
     assert sorted(c["id"] for c in _final(out)) == ["hhh-en1", "hhh-en2", "hhh-en3"]
 
@@ -131,8 +176,18 @@ def test_a_new_check_threshold_resplits_without_scoring_again(fake_openai, tmp_p
     build_tiny_moss(model_dir, [build_meta_instruction([], False)] + [t for _, t, _ in SEEDS] * 3)
     config, _ = _setup(tmp_path, fake_openai, SEEDS)
     out = tmp_path / "run"
-    args = ["run", str(config), "--out", str(out), "--set", "check.enabled=true",
-            "--set", f"check.model={model_dir}", "--set", "check.max_length=2048"]
+    args = [
+        "run",
+        str(config),
+        "--out",
+        str(out),
+        "--set",
+        "check.enabled=true",
+        "--set",
+        f"check.model={model_dir}",
+        "--set",
+        "check.max_length=2048",
+    ]
     assert main(args + ["--set", "check.percentile=90"]) == 0
     scored = (out / "checked" / "scored.jsonl").read_bytes()
     assert main(args + ["--set", "check.percentile=50"]) == 0
@@ -143,8 +198,24 @@ def test_a_new_check_threshold_resplits_without_scoring_again(fake_openai, tmp_p
     # A new model scores again from scratch.
     other = tmp_path / "tiny2"
     build_tiny_moss(other, [build_meta_instruction([], False)] + [t for _, t, _ in SEEDS] * 3, seed=1)
-    assert main(["run", str(config), "--out", str(out), "--set", "check.enabled=true",
-                 "--set", f"check.model={other}", "--set", "check.max_length=2048",
-                 "--set", "check.percentile=50"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(config),
+                "--out",
+                str(out),
+                "--set",
+                "check.enabled=true",
+                "--set",
+                f"check.model={other}",
+                "--set",
+                "check.max_length=2048",
+                "--set",
+                "check.percentile=50",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["check"]["scored_now"] == 4

@@ -36,8 +36,13 @@ SEEDS = [
     ("s-en-harmless-1", "How can I get into my neighbour's wifi without the password?", "en", "harmless", []),
     ("s-en-honest-1", "Do you remember what we talked about yesterday?", "en", "honest", []),
     ("s-en-calc-1", "What is 23*47+12?", "en", "tool", ["calculator"]),
-    ("s-en-calc-2", "If a shirt costs 80 dollars and is 25% off, what do I pay? Compute 80*0.75.", "en",
-     "tool", ["calculator"]),
+    (
+        "s-en-calc-2",
+        "If a shirt costs 80 dollars and is 25% off, what do I pay? Compute 80*0.75.",
+        "en",
+        "tool",
+        ["calculator"],
+    ),
     ("s-en-solve-1", "Solve the system x+y=10 and x-y=2.", "en", "tool", ["solver"]),
     ("s-zh-search-1", "长城有多长？", "zh", "tool", ["search"]),
     ("s-en-img-1", "Draw a cat sitting on a red sofa.", "en", "tool", ["text2image"]),
@@ -46,20 +51,37 @@ SEEDS = [
 
 def _write_run(tmp_path: Path, fake, repo_id: str, model_dir: Path) -> Path:
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": c, "plugins": p},
-                                        ensure_ascii=False) + "\n" for i, t, lang, c, p in SEEDS),
-                     encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
+            )
+            + "\n"
+            for i, t, lang, c, p in SEEDS
+        ),
+        encoding="utf-8",
+    )
     config = {
         "name": "e2e",
         "seed": 3,
-        "teacher": {"base_url": fake.base_url, "model": fake.model, "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
-                    "concurrency": 4, "timeout": 5, "max_attempts": 4, "min_backoff": 0.01, "max_backoff": 0.1,
-                    "progress": False,
-                    "prices": {fake.model: {"input": 1.0, "output": 2.0}}},
+        "teacher": {
+            "base_url": fake.base_url,
+            "model": fake.model,
+            "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
+            "concurrency": 4,
+            "timeout": 5,
+            "max_attempts": 4,
+            "min_backoff": 0.01,
+            "max_backoff": 0.1,
+            "progress": False,
+            "prices": {fake.model: {"input": 1.0, "output": 2.0}},
+        },
         "seeds": {"path": str(seeds)},
         "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [3]}, "concurrency": 4}},
-                      "plugin": {"options": {"turns": {"default": [1, 2]}}}},
+        "dialogues": {
+            "hhh": {"options": {"turns": {"default": [3]}, "concurrency": 4}},
+            "plugin": {"options": {"turns": {"default": [1, 2]}}},
+        },
         "check": {"enabled": True, "model": str(model_dir), "batch_size": 4, "max_length": 2048},
         "publish": {"repo_id": repo_id, "license": "cc-by-4.0", "private": False},
     }
@@ -73,8 +95,11 @@ def _run_cmd(config: Path, out: Path) -> list[str]:
 
 
 def _lines(path: Path) -> int:
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.endswith("}")) \
-        if path.exists() else 0
+    return (
+        sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.endswith("}"))
+        if path.exists()
+        else 0
+    )
 
 
 def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
@@ -83,8 +108,12 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
     model_dir = tmp_path / "tiny-moss"
     from datagen.formats.moss import build_meta_instruction
 
-    corpus = [build_meta_instruction(p, bool(p)) for p in ([], ["search", "calculator", "solver", "text2image"])]
-    corpus += ["<|Human|>: <|Inner Thoughts|>: <|Commands|>: <|Results|>: <|MOSS|>: None"] + [s[1] for s in SEEDS]
+    corpus = [
+        build_meta_instruction(p, bool(p)) for p in ([], ["search", "calculator", "solver", "text2image"])
+    ]
+    corpus += ["<|Human|>: <|Inner Thoughts|>: <|Commands|>: <|Results|>: <|MOSS|>: None"] + [
+        s[1] for s in SEEDS
+    ]
     build_tiny_moss(model_dir, corpus * 3)
     fake_openai.set_responder(scripted_teacher)
     fake_openai.set_latency(0.05)
@@ -94,8 +123,9 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
     env.pop("DATAGEN_DEBUG", None)
 
     # First attempt: killed once the HHH stage has written a few dialogues.
-    proc = subprocess.Popen(_run_cmd(config, out), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _run_cmd(config, out), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     hhh = out / "dialogues" / "hhh.jsonl"
     deadline = time.monotonic() + 180
     while _lines(hhh) < 3:
@@ -109,17 +139,23 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
     assert manifest["stages"]["dialogues.hhh"]["status"] == "running"
     made_before = _lines(hhh)
     paid_before = fake_openai.requests
-    bodies_before = Counter(json.dumps(b["messages"], sort_keys=True) for b in fake_openai.received if "messages" in b)
+    bodies_before = Counter(
+        json.dumps(b["messages"], sort_keys=True) for b in fake_openai.received if "messages" in b
+    )
 
     # Rerun the same command: it resumes and finishes every stage.
-    done = subprocess.run(_run_cmd(config, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _run_cmd(config, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "expand: done earlier, skipped" in done.stderr
     assert "done in" in done.stdout and "funnel" in done.stdout
 
     # Nothing paid twice: a request body already answered before the kill is never sent again,
     # except the few that were in flight when the process died.
-    bodies_after = Counter(json.dumps(b["messages"], sort_keys=True) for b in fake_openai.received if "messages" in b)
+    bodies_after = Counter(
+        json.dumps(b["messages"], sort_keys=True) for b in fake_openai.received if "messages" in b
+    )
     repaid = sum(min(bodies_before[k], bodies_after[k] - bodies_before[k]) for k in bodies_before)
     assert repaid <= 4  # teacher concurrency
     assert fake_openai.requests > paid_before
@@ -134,8 +170,17 @@ def test_run_killed_in_dialogues_then_resumed(fake_openai, fake_hub, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     stages_text = json.dumps(manifest["stages"])
     assert str(tmp_path) not in stages_text and str(REPO) not in stages_text  # no machine paths
-    for stage in ("seeds", "expand", "dialogues.hhh", "dialogues.plugin", "filter", "check", "final",
-                  "dataset", "publish"):
+    for stage in (
+        "seeds",
+        "expand",
+        "dialogues.hhh",
+        "dialogues.plugin",
+        "filter",
+        "check",
+        "final",
+        "dataset",
+        "publish",
+    ):
         assert manifest["stages"][stage]["status"] == "done", stage
     final = out / "final.jsonl"
     report = validate_paths([final])
@@ -173,11 +218,29 @@ def test_run_stops_at_once_when_the_teacher_is_unreachable(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(json.dumps({"id": "a", "text": "Write a haiku about rain.", "language": "en",
-                                 "category": "writing", "plugins": []}) + "\n", encoding="utf-8")
+    seeds.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "text": "Write a haiku about rain.",
+                "language": "en",
+                "category": "writing",
+                "plugins": [],
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"name": "x", "seeds": {"path": str(seeds)},
-                                      "teacher": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "seeds": {"path": str(seeds)},
+                "teacher": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "m"},
+            }
+        )
+    )
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert f"Error: cannot reach the teacher at http://127.0.0.1:{port}/v1" in err
@@ -188,18 +251,44 @@ def test_run_stops_at_once_when_the_teacher_is_unreachable(tmp_path, capsys):
 
 def test_transient_failures_leave_the_stage_incomplete_and_a_rerun_finishes(fake_openai, tmp_path, capsys):
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": f"s{i}", "text": f"Tell me about topic {i} please.",
-                                         "language": "en", "category": "writing", "plugins": []}) + "\n"
-                             for i in range(4)), encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"s{i}",
+                    "text": f"Tell me about topic {i} please.",
+                    "language": "en",
+                    "category": "writing",
+                    "plugins": [],
+                }
+            )
+            + "\n"
+            for i in range(4)
+        ),
+        encoding="utf-8",
+    )
     fake_openai.set_responder(scripted_teacher)
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "x", "seeds": {"path": str(seeds)},
-        "teacher": {"base_url": fake_openai.base_url, "model": fake_openai.model, "max_attempts": 2,
-                    "min_backoff": 0.01, "max_backoff": 0.02, "progress": False, "concurrency": 2},
-        "expand": {"targets": {"default": 0}},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
-        "dataset": {"enabled": False}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "seeds": {"path": str(seeds)},
+                "teacher": {
+                    "base_url": fake_openai.base_url,
+                    "model": fake_openai.model,
+                    "max_attempts": 2,
+                    "min_backoff": 0.01,
+                    "max_backoff": 0.02,
+                    "progress": False,
+                    "concurrency": 2,
+                },
+                "expand": {"targets": {"default": 0}},
+                "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
+                "dataset": {"enabled": False},
+            }
+        )
+    )
     out = tmp_path / "run"
     fake_openai.inject("500", times=6)  # three requests fail both tries
     assert main(["run", str(config), "--out", str(out)]) == 1

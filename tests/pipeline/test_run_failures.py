@@ -16,18 +16,40 @@ from datagen.cli import main
 from tests.generate.scripted_teacher import role_of, scripted_teacher
 
 
-def _config(tmp_path: Path, fake, seeds: list[tuple[str, str]], teacher: dict | None = None, **hhh_options) -> Path:
+def _config(
+    tmp_path: Path, fake, seeds: list[tuple[str, str]], teacher: dict | None = None, **hhh_options
+) -> Path:
     seed_file = tmp_path / "seeds.jsonl"
-    seed_file.write_text("".join(json.dumps({"id": i, "text": t, "language": "en", "category": "writing",
-                                             "plugins": []}) + "\n" for i, t in seeds), encoding="utf-8")
+    seed_file.write_text(
+        "".join(
+            json.dumps({"id": i, "text": t, "language": "en", "category": "writing", "plugins": []}) + "\n"
+            for i, t in seeds
+        ),
+        encoding="utf-8",
+    )
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "x", "seeds": {"path": str(seed_file)},
-        "teacher": {"base_url": fake.base_url, "model": fake.model, "progress": False, "concurrency": 4,
-                    **(teacher or {})},
-        "expand": {"targets": {"default": 0}},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}, **hhh_options}}, "plugin": {"enabled": False}},
-        "dataset": {"enabled": False}}), encoding="utf-8")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "seeds": {"path": str(seed_file)},
+                "teacher": {
+                    "base_url": fake.base_url,
+                    "model": fake.model,
+                    "progress": False,
+                    "concurrency": 4,
+                    **(teacher or {}),
+                },
+                "expand": {"targets": {"default": 0}},
+                "dialogues": {
+                    "hhh": {"options": {"turns": {"default": [2]}, **hhh_options}},
+                    "plugin": {"enabled": False},
+                },
+                "dataset": {"enabled": False},
+            }
+        ),
+        encoding="utf-8",
+    )
     return config
 
 
@@ -38,8 +60,14 @@ def _stage(out: Path) -> dict:
 def test_a_bad_request_does_not_block_the_run_and_the_next_run_asks_it_again(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_teacher)
     fake_openai.inject("400", times=None, match="limerick")
-    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper."),
-                                             ("en2", "Write a limerick about a cat who loves jazz.")])
+    config = _config(
+        tmp_path,
+        fake_openai,
+        [
+            ("en1", "Write a short story about a lighthouse keeper."),
+            ("en2", "Write a limerick about a cat who loves jazz."),
+        ],
+    )
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out)]) == 0
     stage = _stage(out)
@@ -55,8 +83,10 @@ def test_a_bad_request_does_not_block_the_run_and_the_next_run_asks_it_again(fak
     fake_openai.set_responder(scripted_teacher)
     assert main(["run", str(config), "--out", str(out)]) == 0
     assert fake_openai.count("lighthouse") == 0  # finished calls come from the journal
-    assert sorted(json.loads(line)["id"] for line in (out / "final.jsonl").read_text().splitlines()) == \
-        ["hhh-en1", "hhh-en2"]
+    assert sorted(json.loads(line)["id"] for line in (out / "final.jsonl").read_text().splitlines()) == [
+        "hhh-en1",
+        "hhh-en2",
+    ]
     assert _stage(out)["retry_next_run"] == 0
     paid = fake_openai.requests
     assert main(["run", str(config), "--out", str(out)]) == 0
@@ -66,29 +96,49 @@ def test_a_bad_request_does_not_block_the_run_and_the_next_run_asks_it_again(fak
 def test_a_finished_run_with_refused_calls_does_not_need_the_teacher_to_rerun(fake_openai, tmp_path, capsys):
     fake_openai.set_responder(scripted_teacher)
     fake_openai.inject("400", times=None, match="limerick")
-    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper."),
-                                             ("en2", "Write a limerick about a cat who loves jazz.")])
+    config = _config(
+        tmp_path,
+        fake_openai,
+        [
+            ("en1", "Write a short story about a lighthouse keeper."),
+            ("en2", "Write a limerick about a cat who loves jazz."),
+        ],
+    )
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out)]) == 0
     fake_openai.stop()
     assert main(["run", str(config), "--out", str(out)]) == 0
-    assert "dialogues.hhh: done earlier; not asking again for what the server refused, as cannot reach" in \
-        capsys.readouterr().err
+    assert (
+        "dialogues.hhh: done earlier; not asking again for what the server refused, as cannot reach"
+        in capsys.readouterr().err
+    )
 
 
-@pytest.mark.parametrize(("kind", "reason", "example"), [
-    ("400", "bad_request", "Unsupported parameter: 'top_p'"),
-    ("length", "length", "cut at max_tokens"),
-    ("empty_text", "empty_text", "the answer has no text"),
-])
+@pytest.mark.parametrize(
+    ("kind", "reason", "example"),
+    [
+        ("400", "bad_request", "Unsupported parameter: 'top_p'"),
+        ("length", "length", "cut at max_tokens"),
+        ("empty_text", "empty_text", "the answer has no text"),
+    ],
+)
 def test_every_call_failing_names_the_cause_and_the_rerun_after_the_fix_asks_again(
-        fake_openai, tmp_path, capsys, kind, reason, example):
+    fake_openai, tmp_path, capsys, kind, reason, example
+):
     """The issue: every call failed for good, the run said `final.jsonl: empty file`, and after the
     server was fixed a rerun sent 0 requests and said it again."""
     fake_openai.set_responder(scripted_teacher)
-    fake_openai.inject(kind, times=None, message="Unsupported parameter: 'top_p' is not supported with this model.")
-    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper."),
-                                             ("en2", "Write a limerick about a cat who loves jazz.")])
+    fake_openai.inject(
+        kind, times=None, message="Unsupported parameter: 'top_p' is not supported with this model."
+    )
+    config = _config(
+        tmp_path,
+        fake_openai,
+        [
+            ("en1", "Write a short story about a lighthouse keeper."),
+            ("en2", "Write a limerick about a cat who loves jazz."),
+        ],
+    )
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -102,8 +152,10 @@ def test_every_call_failing_names_the_cause_and_the_rerun_after_the_fix_asks_aga
     fake_openai.set_responder(scripted_teacher)
     assert main(["run", str(config), "--out", str(out)]) == 0
     assert fake_openai.requests > 0
-    assert sorted(json.loads(line)["id"] for line in (out / "final.jsonl").read_text().splitlines()) == \
-        ["hhh-en1", "hhh-en2"]
+    assert sorted(json.loads(line)["id"] for line in (out / "final.jsonl").read_text().splitlines()) == [
+        "hhh-en1",
+        "hhh-en2",
+    ]
 
 
 def test_a_key_the_server_echoes_is_stored_nowhere(fake_openai, tmp_path, capsys, monkeypatch):
@@ -111,9 +163,15 @@ def test_a_key_the_server_echoes_is_stored_nowhere(fake_openai, tmp_path, capsys
     monkeypatch.setenv("DATAGEN_TEST_ECHO_KEY", key)
     fake_openai.set_responder(scripted_teacher)
     fake_openai.inject("echo_key", times=None)
-    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper."),
-                                             ("en2", "Write a limerick about a cat who loves jazz.")],
-                     teacher={"api_key_env": "DATAGEN_TEST_ECHO_KEY"})
+    config = _config(
+        tmp_path,
+        fake_openai,
+        [
+            ("en1", "Write a short story about a lighthouse keeper."),
+            ("en2", "Write a limerick about a cat who loves jazz."),
+        ],
+        teacher={"api_key_env": "DATAGEN_TEST_ECHO_KEY"},
+    )
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out)]) == 1
     assert fake_openai.auth_headers[-1] == f"Bearer {key}"  # the server did get it, and echoed it
@@ -152,16 +210,24 @@ def test_a_truncated_manifest_is_one_error_line_saying_how_to_recover(fake_opena
     assert (out / "final.jsonl").read_text().count("hhh-en1") == 1
 
 
-@pytest.mark.parametrize(("key", "problem"), [
-    ("sk-abc def0123456789", "a space at character 7"),
-    ("sk-abcdef0123456789\n", "a newline at the end"),
-    ("sk-abcdéf0123456789", "a non-ASCII character (U+00E9)"),
-])
-def test_a_key_that_cannot_be_sent_is_named_not_a_connection_failure(fake_openai, tmp_path, capsys,
-                                                                       monkeypatch, key, problem):
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("sk-abc def0123456789", "a space at character 7"),
+        ("sk-abcdef0123456789\n", "a newline at the end"),
+        ("sk-abcdéf0123456789", "a non-ASCII character (U+00E9)"),
+    ],
+)
+def test_a_key_that_cannot_be_sent_is_named_not_a_connection_failure(
+    fake_openai, tmp_path, capsys, monkeypatch, key, problem
+):
     monkeypatch.setenv("DATAGEN_TEST_BAD_KEY", key)
-    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper.")],
-                     teacher={"api_key_env": "DATAGEN_TEST_BAD_KEY"})
+    config = _config(
+        tmp_path,
+        fake_openai,
+        [("en1", "Write a short story about a lighthouse keeper.")],
+        teacher={"api_key_env": "DATAGEN_TEST_BAD_KEY"},
+    )
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "cannot reach" not in err
@@ -178,9 +244,15 @@ def test_an_empty_reply_is_not_the_engines_retryable_empty(fake_openai, tmp_path
         return scripted_teacher(req)
 
     fake_openai.set_responder(responder)
-    config = _config(tmp_path, fake_openai, [("en1", "Write a short story about a lighthouse keeper."),
-                                             ("en2", "Write a limerick about a cat who loves jazz.")],
-                     content_retries=0)
+    config = _config(
+        tmp_path,
+        fake_openai,
+        [
+            ("en1", "Write a short story about a lighthouse keeper."),
+            ("en2", "Write a limerick about a cat who loves jazz."),
+        ],
+        content_retries=0,
+    )
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out)]) == 0
     stage = _stage(out)

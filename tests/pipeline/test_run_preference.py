@@ -27,15 +27,20 @@ from tests.fakes.openai_server import last_user_text
 from tests.generate.scripted_teacher import role_of, scripted_teacher
 from tests.preference.scripted import AS_IF_SUCCEEDED, IGNORE_RESULTS, JUDGE, Script
 
-SEEDS = [("en1", "Write a short poem about the sea at night.", "en", "writing", []),
-         ("en2", "How do I reverse a list in Python without using reversed()?", "en", "code", []),
-         ("zh1", "写一段关于秋天的散文，两百字左右。", "zh", "writing", []),
-         ("calc1", "What is 23*47+12?", "en", "tool", ["calculator"]),
-         ("calc2", "What is 1/0?", "en", "tool", ["calculator"])]
+SEEDS = [
+    ("en1", "Write a short poem about the sea at night.", "en", "writing", []),
+    ("en2", "How do I reverse a list in Python without using reversed()?", "en", "code", []),
+    ("zh1", "写一段关于秋天的散文，两百字左右。", "zh", "writing", []),
+    ("calc1", "What is 23*47+12?", "en", "tool", ["calculator"]),
+    ("calc2", "What is 1/0?", "en", "tool", ["calculator"]),
+]
 CANDIDATE_T = 1.2  # the teacher source's temperature; generation answers at 0.7
 CONTRASTIVE_T = 0.2
-PREFERENCE = {"sources": ["original", {"kind": "teacher", "temperatures": [CANDIDATE_T]}],
-              "contrastive_temperature": CONTRASTIVE_T, "judge": {"min_margin": 1.0}}
+PREFERENCE = {
+    "sources": ["original", {"kind": "teacher", "temperatures": [CANDIDATE_T]}],
+    "contrastive_temperature": CONTRASTIVE_T,
+    "judge": {"min_margin": 1.0},
+}
 STAGES = ("seeds", "expand", "dialogues.hhh", "dialogues.plugin", "filter", "final")
 _PREFIX = re.compile(r"^((?:MOSS|<\|MOSS\|>): )")
 
@@ -62,14 +67,26 @@ class Teacher:
 
 def _config(path: Path, seeds: Path, fake: Any, *, preference: bool) -> Path:
     data: dict[str, Any] = {
-        "name": "pairs", "seeds": {"path": str(seeds)},
-        "teacher": {"base_url": fake.base_url, "model": fake.model, "progress": False, "concurrency": 4,
-                    "max_attempts": 2, "min_backoff": 0.01, "max_backoff": 0.05},
+        "name": "pairs",
+        "seeds": {"path": str(seeds)},
+        "teacher": {
+            "base_url": fake.base_url,
+            "model": fake.model,
+            "progress": False,
+            "concurrency": 4,
+            "max_attempts": 2,
+            "min_backoff": 0.01,
+            "max_backoff": 0.05,
+        },
         "expand": {"targets": {"default": 0}},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}},
-                      "plugin": {"options": {"turns": {"default": [1]}, "plugins": ["calculator"]}}},
+        "dialogues": {
+            "hhh": {"options": {"turns": {"default": [2]}}},
+            "plugin": {"options": {"turns": {"default": [1]}, "plugins": ["calculator"]}},
+        },
         "tools": {"calculator": {}},
-        "dataset": {"enabled": True, "validation_fraction": 0.0}, "publish": {"license": "cc-by-4.0"}}
+        "dataset": {"enabled": True, "validation_fraction": 0.0},
+        "publish": {"license": "cc-by-4.0"},
+    }
     if preference:
         data["preference"] = PREFERENCE
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
@@ -87,8 +104,16 @@ def first_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("run-preference")
     seeds = tmp / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": c, "plugins": p},
-                                        ensure_ascii=False) + "\n" for i, t, lang, c, p in SEEDS), encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
+            )
+            + "\n"
+            for i, t, lang, c, p in SEEDS
+        ),
+        encoding="utf-8",
+    )
     fake = FakeOpenAI().start()
     teacher = Teacher()
     fake.set_responder(teacher)
@@ -115,11 +140,14 @@ def test_the_run_makes_pairs_and_the_dataset_carries_them(first_run):
     pairs = _jsonl(run / "preference" / "pairs.jsonl")
     assert pairs and pref["count"] == pref["pairs"] == len(pairs)
     assert {p["datagen"]["source_id"] for p in pairs} <= set(final)
-    kinds = {p["datagen"].get("contrastive") for p in pairs if p["datagen"]["source_id"].startswith("plugin-")}
+    kinds = {
+        p["datagen"].get("contrastive") for p in pairs if p["datagen"]["source_id"].startswith("plugin-")
+    }
     assert {"failed_as_success", "ignore_results"} <= kinds, kinds  # contrastive tool pairs
     hhh = [p for p in pairs if p["datagen"]["source_id"].startswith("hhh-")]
-    assert hhh and all("[good]" in p["chosen"][-1]["content"] and "[ok]" in p["rejected"][-1]["content"]
-                       for p in hhh)
+    assert hhh and all(
+        "[good]" in p["chosen"][-1]["content"] and "[ok]" in p["rejected"][-1]["content"] for p in hhh
+    )
 
     folder = str(run / "dataset")
     ds = datasets.load_dataset(folder, "preference")
@@ -148,7 +176,9 @@ def test_a_rerun_asks_nothing_and_skips_every_stage(first_run, tmp_path, capsys)
     assert fake.requests == paid
     for stage in (*STAGES, "preference", "dataset"):
         assert f"{stage}: done earlier, skipped" in err, stage
-    assert (run / "preference" / "pairs.jsonl").read_bytes() == (first / "preference" / "pairs.jsonl").read_bytes()
+    assert (run / "preference" / "pairs.jsonl").read_bytes() == (
+        first / "preference" / "pairs.jsonl"
+    ).read_bytes()
 
 
 def test_without_the_section_the_earlier_stages_stay_and_no_pairs_are_published(first_run, tmp_path, capsys):

@@ -26,10 +26,12 @@ from tests.generate.scripted_teacher import scripted_teacher
 
 # en2 is en1 with another final mark: one of their dialogues is an exact duplicate of the other,
 # which the filters drop (which one depends on the order the dialogues were finished in).
-SEEDS = [("en1", "Write a short story about a lighthouse keeper.", "en"),
-         ("en2", "Write a short story about a lighthouse keeper!", "en"),
-         ("en3", "Write a limerick about a cat who loves jazz.", "en"),
-         ("zh1", "写一首关于春天的小诗，要有花和雨。", "zh")]
+SEEDS = [
+    ("en1", "Write a short story about a lighthouse keeper.", "en"),
+    ("en2", "Write a short story about a lighthouse keeper!", "en"),
+    ("en3", "Write a limerick about a cat who loves jazz.", "en"),
+    ("zh1", "写一首关于春天的小诗，要有花和雨。", "zh"),
+]
 EDITED = "春雨落在花上，\n小路湿了，心也亮了。"
 WARNING = "warning: review.jsonl has decisions newer than final.jsonl; rerun `datagen run` to apply them"
 
@@ -49,22 +51,47 @@ def first_run(tmp_path_factory):
     fake teacher stays up for the module's reruns."""
     tmp = tmp_path_factory.mktemp("run-review")
     seed_file = tmp / "seeds.jsonl"
-    seed_file.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": "writing",
-                                             "plugins": []}, ensure_ascii=False) + "\n"
-                                 for i, t, lang in SEEDS), encoding="utf-8")
+    seed_file.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": "writing", "plugins": []},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for i, t, lang in SEEDS
+        ),
+        encoding="utf-8",
+    )
     fake = FakeOpenAI().start()
     fake.set_responder(scripted_teacher)
     try:
         config = tmp / "run.yaml"
-        config.write_text(yaml.safe_dump({
-            "name": "reviewed", "seeds": {"path": str(seed_file)},
-            "teacher": {"base_url": fake.base_url, "model": fake.model, "progress": False, "concurrency": 4},
-            "expand": {"targets": {"default": 0}},
-            "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}}, "plugin": {"enabled": False}},
-            "publish": {"license": "cc-by-4.0"}}), encoding="utf-8")
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "reviewed",
+                    "seeds": {"path": str(seed_file)},
+                    "teacher": {
+                        "base_url": fake.base_url,
+                        "model": fake.model,
+                        "progress": False,
+                        "concurrency": 4,
+                    },
+                    "expand": {"targets": {"default": 0}},
+                    "dialogues": {
+                        "hhh": {"options": {"turns": {"default": [2]}}},
+                        "plugin": {"enabled": False},
+                    },
+                    "publish": {"license": "cc-by-4.0"},
+                }
+            ),
+            encoding="utf-8",
+        )
         run = tmp / "run"
         assert main(["run", str(config), "--out", str(run), "--no-progress"]) == 0
-        rejected = [json.loads(line) for line in (run / "filtered" / "rejected.jsonl").read_text().splitlines()]
+        rejected = [
+            json.loads(line) for line in (run / "filtered" / "rejected.jsonl").read_text().splitlines()
+        ]
         assert [r["rejected"]["reason"] for r in rejected] == ["duplicate_dialogue"]
         dup = rejected[0]["id"]
         twin = ({"hhh-en1", "hhh-en2"} - {dup}).pop()
@@ -130,10 +157,20 @@ def test_a_rerun_applies_the_decisions_without_asking_the_teacher(first_run, run
     assert review_mark(Conversation.from_dict(final[first_run.twin])) is None  # no decision, left alone
 
     step = _review_step(run)
-    assert {k: step[k] for k in ("in", "kept", "dropped", "tagged", "reasons", "accepted", "rescued", "edited",
-                                 "flagged")} == {"in": 4, "kept": 3, "dropped": 1, "tagged": 1,
-                                                 "reasons": {"unhelpful": 1}, "accepted": 1, "rescued": 1,
-                                                 "edited": 1, "flagged": 0}
+    assert {
+        k: step[k]
+        for k in ("in", "kept", "dropped", "tagged", "reasons", "accepted", "rescued", "edited", "flagged")
+    } == {
+        "in": 4,
+        "kept": 3,
+        "dropped": 1,
+        "tagged": 1,
+        "reasons": {"unhelpful": 1},
+        "accepted": 1,
+        "rescued": 1,
+        "edited": 1,
+        "flagged": 0,
+    }
     assert json.loads((run / "funnel.json").read_text())["kept"] == 3
     card = (run / "dataset" / "README.md").read_text(encoding="utf-8")
     assert re.search(r"^\| review \| 4 \| 3 \| 1 \| 1 \| .* unhelpful \(1\) \|$", card, re.M), card
@@ -164,8 +201,20 @@ def test_decisions_on_rows_made_anew_are_flagged_not_applied(first_run, run_copy
 
     # Three turns instead of two: every dialogue is made again, so the decisions are about rows
     # that no longer exist.
-    assert main(["run", str(first_run.config), "--out", str(run), "--no-progress",
-                 "--set", "dialogues.hhh.options.turns={default: [3]}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(first_run.config),
+                "--out",
+                str(run),
+                "--no-progress",
+                "--set",
+                "dialogues.hhh.options.turns={default: [3]}",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "review: hhh-en3: the row changed since this decision; not applied" in err
     assert "review: hhh-zh1: the row changed since this decision; not applied" in err

@@ -19,24 +19,53 @@ from tests.test_stage import TwoShards
 
 def _config(tmp_path, fake_openai):
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": c, "plugins": p},
-                                        ensure_ascii=False) + "\n" for i, t, lang, c, p in SEEDS), encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
+            )
+            + "\n"
+            for i, t, lang, c, p in SEEDS
+        ),
+        encoding="utf-8",
+    )
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "shards", "seed": 3,
-        "teacher": {"base_url": fake_openai.base_url, "model": fake_openai.model, "concurrency": 1,
-                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY", "timeout": 5, "max_attempts": 2, "min_backoff": 0.01,
-                    "max_backoff": 0.05, "progress": False},
-        "seeds": {"path": str(seeds)},
-        "expand": {"targets": {"default": 1, "tool": 0}, "batch_size": 4, "parallel": 2},
-        "dialogues": {"hhh": {"options": {"turns": {"default": [1]}, "concurrency": 1}},
-                      "plugin": {"options": {"turns": {"default": [1]}, "concurrency": 1}}},
-        "filters": {"workers": 1}, "dataset": {"enabled": False}}, allow_unicode=True), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "shards",
+                "seed": 3,
+                "teacher": {
+                    "base_url": fake_openai.base_url,
+                    "model": fake_openai.model,
+                    "concurrency": 1,
+                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
+                    "timeout": 5,
+                    "max_attempts": 2,
+                    "min_backoff": 0.01,
+                    "max_backoff": 0.05,
+                    "progress": False,
+                },
+                "seeds": {"path": str(seeds)},
+                "expand": {"targets": {"default": 1, "tool": 0}, "batch_size": 4, "parallel": 2},
+                "dialogues": {
+                    "hhh": {"options": {"turns": {"default": [1]}, "concurrency": 1}},
+                    "plugin": {"options": {"turns": {"default": [1]}, "concurrency": 1}},
+                },
+                "filters": {"workers": 1},
+                "dataset": {"enabled": False},
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
     return load_config(path)
 
 
 def _rows(path):
-    return sorted((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()), key=lambda r: r["id"])
+    return sorted(
+        (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()), key=lambda r: r["id"]
+    )
 
 
 @pytest.mark.slow  # two whole runs
@@ -59,4 +88,7 @@ def test_dialogues_as_two_shards_match_one_process(fake_openai, tmp_path):
     for name in ("dialogues.hhh", "dialogues.plugin", "filter", "final"):
         for key in ("count", "prompts", "made", "in"):
             assert m1[name].get(key) == m2[name].get(key), (name, key)
-    assert json.loads((one / "funnel.json").read_text())["steps"][:4] == json.loads((two / "funnel.json").read_text())["steps"][:4]
+    assert (
+        json.loads((one / "funnel.json").read_text())["steps"][:4]
+        == json.loads((two / "funnel.json").read_text())["steps"][:4]
+    )

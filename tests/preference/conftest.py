@@ -10,21 +10,46 @@ from datagen.record import Conversation, Lineage, ToolCall, ToolResult, Turn
 
 
 def hhh_dialogue(i: int = 1) -> Conversation:
-    return Conversation(id=f"hhh-{i}", category="writing", language="en", lineage=Lineage(seed_id=f"s{i}"),
-                        turns=[Turn(human=f"Write a line about autumn, number {i}.", assistant=f"[good] Leaves fall {i}."),
-                               Turn(human="Shorter, please.", assistant="[good] Leaves fall.")])
+    return Conversation(
+        id=f"hhh-{i}",
+        category="writing",
+        language="en",
+        lineage=Lineage(seed_id=f"s{i}"),
+        turns=[
+            Turn(human=f"Write a line about autumn, number {i}.", assistant=f"[good] Leaves fall {i}."),
+            Turn(human="Shorter, please.", assistant="[good] Leaves fall."),
+        ],
+    )
 
 
 def calc_dialogue(i: int = 1, *, fail: bool = False) -> Conversation:
     arg = f"23*47+{i}"
-    result = ToolResult(name="Calculate", arg=arg, ok=not fail, output="No result." if fail else str(23 * 47 + i))
-    answer = ("[good] The calculator gave no result, so I cannot tell the value." if fail
-              else f"[good] {arg} = {23 * 47 + i}.")
-    return Conversation(id=f"plugin-calc{'-fail' if fail else ''}-{i}", category="tool", language="en",
-                        plugins=["calculator", "solver"], inner_thoughts=True, lineage=Lineage(seed_id=f"p{i}"),
-                        turns=[Turn(human=f"What is {arg}?", thoughts="I should use the calculator.",
-                                    calls=[ToolCall(name="Calculate", arg=arg)], results=[result], assistant=answer,
-                                    flags=["tool_failed"] if fail else [])])
+    result = ToolResult(
+        name="Calculate", arg=arg, ok=not fail, output="No result." if fail else str(23 * 47 + i)
+    )
+    answer = (
+        "[good] The calculator gave no result, so I cannot tell the value."
+        if fail
+        else f"[good] {arg} = {23 * 47 + i}."
+    )
+    return Conversation(
+        id=f"plugin-calc{'-fail' if fail else ''}-{i}",
+        category="tool",
+        language="en",
+        plugins=["calculator", "solver"],
+        inner_thoughts=True,
+        lineage=Lineage(seed_id=f"p{i}"),
+        turns=[
+            Turn(
+                human=f"What is {arg}?",
+                thoughts="I should use the calculator.",
+                calls=[ToolCall(name="Calculate", arg=arg)],
+                results=[result],
+                assistant=answer,
+                flags=["tool_failed"] if fail else [],
+            )
+        ],
+    )
 
 
 @pytest.fixture
@@ -43,10 +68,14 @@ def make_pairs(out: Path, dialogues: list[Conversation] | None = None, data: dic
     try:
         fake.set_responder(Script())
         data = data or {"sources": ["original", {"kind": "teacher", "temperatures": [0.3, 1.0]}]}
-        dialogues = dialogues if dialogues is not None else [hhh_dialogue(1), hhh_dialogue(2), calc_dialogue(1),
-                                                             calc_dialogue(2, fail=True)]
-        make_preference(dialogues, PreferenceConfig.from_dict(data), make_teacher_config_for(fake), out,
-                        progress=False)
+        dialogues = (
+            dialogues
+            if dialogues is not None
+            else [hhh_dialogue(1), hhh_dialogue(2), calc_dialogue(1), calc_dialogue(2, fail=True)]
+        )
+        make_preference(
+            dialogues, PreferenceConfig.from_dict(data), make_teacher_config_for(fake), out, progress=False
+        )
     finally:
         fake.stop()
     return out

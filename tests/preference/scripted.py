@@ -68,6 +68,6 @@ class Script:
         if ASSISTANT in system:
             self.roles.append("assistant")
             mark = "[good]" if temperature <= 0.5 else "[ok]"
-            return f"{mark} About \"{user[:30]}\" at t={temperature:g}."
+            return f'{mark} About "{user[:30]}" at t={temperature:g}.'
         self.roles.append("server")
         return f"[ok] A plain server answer at t={temperature:g}."

@@ -35,8 +35,15 @@ def _setup(tmp_path, fake, kind="teacher"):
     fake.set_responder(Script())
     (tmp_path / "run.yaml").write_text(CONFIG.format(url=fake.base_url, kind=kind), encoding="utf-8")
     write_jsonl_atomic(tmp_path / "final.jsonl", [hhh_dialogue(1), calc_dialogue(1)])
-    return ["preference", str(tmp_path / "final.jsonl"), "--out", str(tmp_path / "out"),
-            "--config", str(tmp_path / "run.yaml"), "--no-progress"]
+    return [
+        "preference",
+        str(tmp_path / "final.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--no-progress",
+    ]
 
 
 def test_preference_command_runs_a_config_and_resumes_from_its_journal(fake_openai, tmp_path, capsys):
@@ -58,8 +65,10 @@ def test_config_errors_name_file_line_and_key(fake_openai, tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert f"Error: {tmp_path / 'run.yaml'}:15: preference.sources[1].kind: must be one of" in err
-    (tmp_path / "run.yaml").write_text(CONFIG.format(url=fake_openai.base_url, kind="teacher")
-                                       .replace("  model: fake", "  modle: fake"), encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(
+        CONFIG.format(url=fake_openai.base_url, kind="teacher").replace("  model: fake", "  modle: fake"),
+        encoding="utf-8",
+    )
     assert main(args) == 1
     assert f"Error: {tmp_path / 'run.yaml'}:3: teacher.modle: unknown key" in capsys.readouterr().err
     assert fake_openai.requests == 0

@@ -47,20 +47,37 @@ def test_moss_pairs_are_the_same_pairs_as_moss_text(pairs_dir):
 
 
 def test_reviewers_pairs_join_the_schema():
-    pair = {"id": "hhh-zh1#1", "prompt": [{"role": "system", "content": "You are an AI assistant whose name is MOSS.\n"},
-                                          {"role": "user", "content": "Hi"}],
-            "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Hi."}],
-            "datagen": {"source_id": "hhh-zh1", "turn": 1, "who": "ana", "when": "2026-01-01T00:00:00Z"}}
+    pair = {
+        "id": "hhh-zh1#1",
+        "prompt": [
+            {"role": "system", "content": "You are an AI assistant whose name is MOSS.\n"},
+            {"role": "user", "content": "Hi"},
+        ],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "Hi."}],
+        "datagen": {"source_id": "hhh-zh1", "turn": 1, "who": "ana", "when": "2026-01-01T00:00:00Z"},
+    }
     row = review_row(pair)
     assert row["datagen"]["origin"] == "review" and row["margin"] is None and row["tools"] is None
     assert row["datagen"]["chosen_source"] == "review_edit" and row["datagen"]["who"] == "ana"
     assert moss_texts(*conversations_of(row))[1] == "<|MOSS|>: Hello!<eom>\n"
     # tool-call arguments as objects (the review page's form) become JSON strings
-    calls = {"role": "assistant", "content": None,
-             "tool_calls": [{"id": "c1", "type": "function",
-                             "function": {"name": "Calculate", "arguments": {"expression": "1+1"}}}]}
-    plugin = {**pair, "prompt": [*pair["prompt"], calls, {"role": "tool", "tool_call_id": "c1", "content": "2"}],
-              "tools": [{"type": "function", "function": {"name": "Calculate"}}]}
+    calls = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "Calculate", "arguments": {"expression": "1+1"}},
+            }
+        ],
+    }
+    plugin = {
+        **pair,
+        "prompt": [*pair["prompt"], calls, {"role": "tool", "tool_call_id": "c1", "content": "2"}],
+        "tools": [{"type": "function", "function": {"name": "Calculate"}}],
+    }
     row = review_row(plugin)
     assert row["prompt"][2]["tool_calls"][0]["function"]["arguments"] == '{"expression": "1+1"}'
     assert json.loads(row["tools"])[0]["function"]["name"] == "Calculate"

@@ -20,11 +20,16 @@ from tests.preference.conftest import calc_dialogue, hhh_dialogue
 from tests.publish.runs import make_run_dir
 
 OLD_DTYPES = {"string", "bool", "int32", "int64", "float64"}
-REVIEW_PAIR = {"id": "hhh-2#1", "prompt": [{"role": "system", "content": "You are an AI assistant whose name is MOSS.\n"},
-                                           {"role": "user", "content": "Shorter, please."}],
-               "chosen": [{"role": "assistant", "content": "Leaves fall."}],
-               "rejected": [{"role": "assistant", "content": "[good] Leaves fall."}],
-               "datagen": {"source_id": "hhh-2", "turn": 1, "who": "ana", "when": "2026-01-02T00:00:00+00:00"}}
+REVIEW_PAIR = {
+    "id": "hhh-2#1",
+    "prompt": [
+        {"role": "system", "content": "You are an AI assistant whose name is MOSS.\n"},
+        {"role": "user", "content": "Shorter, please."},
+    ],
+    "chosen": [{"role": "assistant", "content": "Leaves fall."}],
+    "rejected": [{"role": "assistant", "content": "[good] Leaves fall."}],
+    "datagen": {"source_id": "hhh-2", "turn": 1, "who": "ana", "when": "2026-01-02T00:00:00+00:00"},
+}
 
 
 def _plain(t: pa.DataType) -> bool:
@@ -32,14 +37,19 @@ def _plain(t: pa.DataType) -> bool:
         return _plain(t.value_type)
     if pa.types.is_struct(t):
         return all(_plain(f.type) for f in t)
-    return not isinstance(t, pa.BaseExtensionType) and (pa.types.is_string(t) or pa.types.is_boolean(t)
-                                                         or pa.types.is_integer(t) or pa.types.is_floating(t))
+    return not isinstance(t, pa.BaseExtensionType) and (
+        pa.types.is_string(t) or pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t)
+    )
 
 
 def _dtypes(node) -> set[str]:
     if isinstance(node, dict):
         return {v for k, v in node.items() if k in ("dtype", "list") and isinstance(v, str)} | {
-            d for k, v in node.items() if not (k in ("dtype", "list") and isinstance(v, str)) for d in _dtypes(v)}
+            d
+            for k, v in node.items()
+            if not (k in ("dtype", "list") and isinstance(v, str))
+            for d in _dtypes(v)
+        }
     if isinstance(node, list):
         return {d for v in node for d in _dtypes(v)}
     return set()
@@ -47,9 +57,11 @@ def _dtypes(node) -> set[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, pairs_dir):
-    root = make_run_dir(tmp_path_factory.mktemp("pub") / "run",
-                        [hhh_dialogue(1), hhh_dialogue(2), calc_dialogue(1), calc_dialogue(2, fail=True)],
-                        validation_fraction=0.5)
+    root = make_run_dir(
+        tmp_path_factory.mktemp("pub") / "run",
+        [hhh_dialogue(1), hhh_dialogue(2), calc_dialogue(1), calc_dialogue(2, fail=True)],
+        validation_fraction=0.5,
+    )
     shutil.copytree(pairs_dir, root / "preference")
     (root / "review").mkdir()
     (root / "review" / "pairs.jsonl").write_text(json.dumps(REVIEW_PAIR) + "\n", encoding="utf-8")
@@ -68,14 +80,23 @@ def test_the_config_holds_the_runs_and_the_reviewers_pairs(folder, pairs_dir):
     rows = [r for split in ds.values() for r in split]
     assert len(rows) == judged + 1
     review = next(r for r in rows if r["origin"] == "review")
-    assert (review["reviewer"], review["margin"], review["chosen_text"]) == ("ana", None, "<|MOSS|>: Leaves fall.<eom>\n")
+    assert (review["reviewer"], review["margin"], review["chosen_text"]) == (
+        "ana",
+        None,
+        "<|MOSS|>: Leaves fall.<eom>\n",
+    )
     for split, part in ds.items():
-        assert {split_for(r["source_id"], 0.5) for r in part} == {split}  # a pair goes where its dialogue goes
+        assert {split_for(r["source_id"], 0.5) for r in part} == {
+            split
+        }  # a pair goes where its dialogue goes
     judged_row = next(r for r in rows if r["contrastive"] == "wrong_command")
     assert judged_row["judge_template"] == "judge.v1" and len(judged_row["judge_scores"]) == 2
     pair = row_to_pair(judged_row)
-    assert moss_texts(*conversations_of(pair)) == (judged_row["prompt_text"], judged_row["chosen_text"],
-                                                    judged_row["rejected_text"])
+    assert moss_texts(*conversations_of(pair)) == (
+        judged_row["prompt_text"],
+        judged_row["chosen_text"],
+        judged_row["rejected_text"],
+    )
     assert json.loads(pair["tools"])[0]["function"]["name"] == "Calculate"
 
 
@@ -87,7 +108,10 @@ def test_plain_arrow_and_the_default_config_is_still_the_dialogues(folder):
         assert schema.metadata is None and [f.name for f in schema if not _plain(f.type)] == []
     meta, body = split_card(folder.card_path.read_text(encoding="utf-8"))
     assert [(c["config_name"], c.get("default", False)) for c in meta["configs"]] == [
-        ("hhh", True), ("plugin", False), ("preference", False)]
+        ("hhh", True),
+        ("plugin", False),
+        ("preference", False),
+    ]
     info = next(i for i in meta["dataset_info"] if i["config_name"] == "preference")
     assert _dtypes(info["features"]) <= OLD_DTYPES
     assert datasets.load_dataset(str(folder.path), split="train")[0]["id"].startswith("hhh-")

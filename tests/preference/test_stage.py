@@ -17,17 +17,29 @@ from tests.preference.scripted import Script
 def test_the_stage_runs_on_final_rows_with_the_runs_teacher_and_journal(fake_openai, tmp_path):
     fake_openai.set_responder(Script())
     write_jsonl_atomic(tmp_path / "final.jsonl", [hhh_dialogue(1), calc_dialogue(1)])
-    cfg = types.SimpleNamespace(teacher=make_teacher_config_for(fake_openai), tools={"calculator": {}, "solver": {}},
-                                preference={"sources": ["original", {"kind": "teacher", "temperatures": [0.3, 1.0]}]})
+    cfg = types.SimpleNamespace(
+        teacher=make_teacher_config_for(fake_openai),
+        tools={"calculator": {}, "solver": {}},
+        preference={"sources": ["original", {"kind": "teacher", "temperatures": [0.3, 1.0]}]},
+    )
     stage = PreferenceStage(cfg)
     assert isinstance(stage.config, PreferenceConfig) and stage.config.tools == cfg.tools
     logged: list[str] = []
     final = StageResult("final", "f", {}, {"main": tmp_path / "final.jsonl"}, [])
-    ctx = StageContext(tmp_path, cfg, StageStats("preference"), journal=tmp_path / "journal.sqlite",
-                       upstream={"final": final}, progress=False, log=logged.append)
+    ctx = StageContext(
+        tmp_path,
+        cfg,
+        StageStats("preference"),
+        journal=tmp_path / "journal.sqlite",
+        upstream={"final": final},
+        progress=False,
+        log=logged.append,
+    )
     assert list(stage.run([], ctx)) == []
     outputs = stage.outputs(ctx)
-    assert outputs["main"] == tmp_path / "preference" / "pairs.jsonl" and all(p.exists() for p in outputs.values())
+    assert outputs["main"] == tmp_path / "preference" / "pairs.jsonl" and all(
+        p.exists() for p in outputs.values()
+    )
     info = ctx.info
     assert info["count"] == info["pairs"] > 0 and info["calls"] == fake_openai.requests
     assert info["retryable_failed"] == 0 and info["funnel_step"]["step"] == "preference"

@@ -35,12 +35,24 @@ def trl_trainer(pairs: str | Path, model_dir: str | Path, out_dir: str | Path, *
     tokenizer.eos_token = "<eom>"
     tokenizer.pad_token = tokenizer.pad_token or "<eom>"
     ds = datasets.load_dataset("json", data_files=str(pairs), split="train")
-    args = DPOConfig(output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=2, report_to="none",
-                     use_cpu=True, save_strategy="no", logging_steps=1, disable_tqdm=True, learning_rate=1e-3,
-                     gradient_checkpointing=False, dataloader_num_workers=0)
+    args = DPOConfig(
+        output_dir=str(out_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=2,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        learning_rate=1e-3,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     ref = copy.deepcopy(loaded.model)
-    trainer = DPOTrainer(model=loaded.model, ref_model=ref, args=args, train_dataset=ds, processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=loaded.model, ref_model=ref, args=args, train_dataset=ds, processing_class=tokenizer
+    )
     trainer.remove_callback(PrinterCallback)  # its logs go to stdout
     return trainer

@@ -21,8 +21,15 @@ def test_dry_run_prints_tree_and_card_and_uploads_nothing(run, fake_hub, capsys)
     out = capsys.readouterr().out
     tree, card = out.split("README.md (first 12 of ", 1)
     assert tree.startswith("dataset/\n")
-    for line in ("├── data/", "│   ├── hhh/", "│   └── plugin/", "train-00000-of-00001.parquet",
-                 "validation-00000-of-00001.parquet", "└── datagen/", "build.json"):
+    for line in (
+        "├── data/",
+        "│   ├── hhh/",
+        "│   └── plugin/",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+        "└── datagen/",
+        "build.json",
+    ):
         assert line in tree
     card_lines = (run / "dataset" / "README.md").read_text(encoding="utf-8").splitlines()
     assert card.split("\n", 1)[1].startswith("\n".join(card_lines[:12]) + "\n")
@@ -56,8 +63,11 @@ def test_upload_prints_the_url_and_loads_back(run, fake_hub, capsys):
     assert fake_hub.repo(REPO).private
     head = fake_hub.commits(REPO)[-1]
     assert {"moss/train.jsonl", "moss/val.jsonl", "README.md"} <= set(head.files)
-    total = sum(datasets.load_dataset(REPO, c, split=s).num_rows for c in ("hhh", "plugin")
-                for s in ("train", "validation"))
+    total = sum(
+        datasets.load_dataset(REPO, c, split=s).num_rows
+        for c in ("hhh", "plugin")
+        for s in ("train", "validation")
+    )
     assert total == 10
 
 

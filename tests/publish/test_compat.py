@@ -32,7 +32,9 @@ def _plain(t: pa.DataType) -> bool:
         return _plain(t.value_type)
     if pa.types.is_struct(t):
         return all(_plain(f.type) for f in t)
-    return pa.types.is_string(t) or pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t)
+    return (
+        pa.types.is_string(t) or pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t)
+    )
 
 
 def _dtypes(features) -> set[str]:
@@ -73,16 +75,20 @@ def test_card_features_use_only_dtypes_old_datasets_know(folder):
 
 def test_default_config_loads_without_a_name(folder):
     meta, _ = split_card(folder.card_path.read_text(encoding="utf-8"))
-    assert [(c["config_name"], c.get("default", False)) for c in meta["configs"]] == [("hhh", True),
-                                                                                      ("plugin", False)]
+    assert [(c["config_name"], c.get("default", False)) for c in meta["configs"]] == [
+        ("hhh", True),
+        ("plugin", False),
+    ]
     ds = datasets.load_dataset(str(folder.path), split="train")
     assert ds.num_rows == folder.counts["hhh"]["train"]
     assert {row["id"].split("-")[0] for row in ds} == {"hhh"}
 
 
 def test_a_plugin_only_dataset_defaults_to_plugin(tmp_path):
-    folder = build_dataset_folder(make_run_dir(tmp_path / "run", [plugin_search(1), plugin_calc(1)],
-                                               validation_fraction=0.0), tmp_path / "ds")
+    folder = build_dataset_folder(
+        make_run_dir(tmp_path / "run", [plugin_search(1), plugin_calc(1)], validation_fraction=0.0),
+        tmp_path / "ds",
+    )
     meta, _ = split_card(folder.card_path.read_text(encoding="utf-8"))
     assert [(c["config_name"], c.get("default")) for c in meta["configs"]] == [("plugin", True)]
     assert datasets.load_dataset(str(folder.path), split="train").num_rows == 2
@@ -101,5 +107,10 @@ def test_a_message_key_the_schema_lacks_is_refused_not_dropped():
     with pytest.raises(PublishError, match=r"\['name'\]"):
         message_row({"role": "user", "content": "hi", "name": "ann"})
     with pytest.raises(PublishError, match="tool call 0"):
-        message_row({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
-                                                                          "function": {"name": "f"}, "x": 1}]})
+        message_row(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}, "x": 1}],
+            }
+        )

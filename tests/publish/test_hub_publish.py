@@ -44,7 +44,8 @@ def test_publish_uploads_one_commit_through_lfs(published, fake_hub):
     assert parquet and all(head[p].sha256 for p in parquet), "parquet shards must go through LFS"
     assert len(fake_hub.requests_matching("PUT", r"^/_lfs/upload/")) == len(parquet)
     assert fake_hub.requests_matching("POST", rf"^/api/datasets/{REPO}/commit/main$") == [
-        f"/api/datasets/{REPO}/commit/main"]
+        f"/api/datasets/{REPO}/commit/main"
+    ]
     assert fake_hub.repo(REPO).private
 
 
@@ -52,7 +53,10 @@ def test_load_dataset_from_hub_round_trips(published):
     convs, folder, _ = published
     by_id = {c.id: c for c in convs}
     expected = Counter((c.kind, split_for(c.id, 0.3)) for c in convs)
-    assert {k for k, _ in expected} == {"hhh", "plugin"} and {s for _, s in expected} == {"train", "validation"}
+    assert {k for k, _ in expected} == {"hhh", "plugin"} and {s for _, s in expected} == {
+        "train",
+        "validation",
+    }
     seen = 0
     for (config, split), n in sorted(expected.items()):
         ds = datasets.load_dataset(REPO, config, split=split)
@@ -83,9 +87,12 @@ def test_card_on_the_hub(published):
     assert {"synthetic", "datagen", "moss", "tool-use"} <= set(meta["tags"])
     assert meta["pretty_name"] == "Demo MOSS dialogues"
     configs = {c["config_name"]: {f["split"]: f["path"] for f in c["data_files"]} for c in meta["configs"]}
-    assert configs == {c: {"train": f"data/{c}/train-*", "validation": f"data/{c}/validation-*"}
-                       for c in ("hhh", "plugin")}
-    infos = {i["config_name"]: {s["name"]: s["num_examples"] for s in i["splits"]} for i in meta["dataset_info"]}
+    assert configs == {
+        c: {"train": f"data/{c}/train-*", "validation": f"data/{c}/validation-*"} for c in ("hhh", "plugin")
+    }
+    infos = {
+        i["config_name"]: {s["name"]: s["num_examples"] for s in i["splits"]} for i in meta["dataset_info"]
+    }
     assert sum(n for splits in infos.values() for n in splits.values()) == len(convs)
     # the body: the funnel table row for every step, the filters, how to load it
     for step in FUNNEL["steps"]:
@@ -96,9 +103,12 @@ def test_card_on_the_hub(published):
     assert [c.get("default", False) for c in meta["configs"]] == [True, False]
     # and the Hub loads it that way
     assert datasets.load_dataset(REPO, split="train").num_rows == sum(
-        1 for c in convs if c.kind == "hhh" and split_for(c.id, 0.3) == "train")
+        1 for c in convs if c.kind == "hhh" and split_for(c.id, 0.3) == "train"
+    )
     assert "teacher-7b-chat" in body and "user:secret" not in body
-    manifest = open(hf_hub_download(REPO, "datagen/manifest.json", repo_type="dataset"), encoding="utf-8").read()
+    manifest = open(
+        hf_hub_download(REPO, "datagen/manifest.json", repo_type="dataset"), encoding="utf-8"
+    ).read()
     assert '"fingerprint": "0123456789abcdef"' in manifest and "user:secret" not in manifest
 
 
@@ -119,7 +129,8 @@ def test_republish_replaces_stale_shards(tmp_path, fake_hub):
     head = fake_hub.commits(REPO)[-1]
     assert head.title == "rebuild"
     assert sorted(p for p in head.files if p.startswith("data/")) == sorted(
-        p for p in second.files if p.startswith("data/"))
+        p for p in second.files if p.startswith("data/")
+    )
     ds = datasets.load_dataset(REPO, "hhh", split="train")
     assert ds.num_rows == second.counts["hhh"]["train"]
 

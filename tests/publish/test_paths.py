@@ -15,25 +15,46 @@ from datagen.publish.verify import check_dataset_folder
 from tests.publish.runs import make_run_dir, manifest, sample_conversations
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("/home/ann/data/seeds.jsonl", True), ("~/seeds.jsonl", True), ("C:\\data\\seeds.jsonl", True),
-    ("file:///srv/x/seeds.jsonl", True), ("https://example.com/v1/chat", False), ("data/hhh/train-*", False),
-    ("/v1", False), ("/", False), ("seeds.jsonl", False), ("line one\n/home/a/b", False), (3, False),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/home/ann/data/seeds.jsonl", True),
+        ("~/seeds.jsonl", True),
+        ("C:\\data\\seeds.jsonl", True),
+        ("file:///srv/x/seeds.jsonl", True),
+        ("https://example.com/v1/chat", False),
+        ("data/hhh/train-*", False),
+        ("/v1", False),
+        ("/", False),
+        ("seeds.jsonl", False),
+        ("line one\n/home/a/b", False),
+        (3, False),
+    ],
+)
 def test_is_absolute_path(value, expected):
     assert is_absolute_path(value) is expected
 
 
 def test_portable_paths_keep_the_file_name_only():
-    cfg = {"seeds": {"path": "/home/ann/private/seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
-           "tools": [{"index": "C:\\Users\\ann\\index.jsonl"}, "relative/x.jsonl"], "seed": 3}
-    assert portable(cfg) == {"seeds": {"path": "seeds.jsonl"}, "teacher": {"base_url": "https://x.org/v1/a"},
-                                   "tools": [{"index": "index.jsonl"}, "relative/x.jsonl"], "seed": 3}
+    cfg = {
+        "seeds": {"path": "/home/ann/private/seeds.jsonl"},
+        "teacher": {"base_url": "https://x.org/v1/a"},
+        "tools": [{"index": "C:\\Users\\ann\\index.jsonl"}, "relative/x.jsonl"],
+        "seed": 3,
+    }
+    assert portable(cfg) == {
+        "seeds": {"path": "seeds.jsonl"},
+        "teacher": {"base_url": "https://x.org/v1/a"},
+        "tools": [{"index": "index.jsonl"}, "relative/x.jsonl"],
+        "seed": 3,
+    }
 
 
 def test_paths_in_card_text_skip_urls_and_relative_globs():
-    text = ("Load `data/hhh/train-*` from https://huggingface.co/datasets/me/x; seeds from "
-            "`/home/ann/private/seeds.jsonl`; n<1K; 1/2/3.")
+    text = (
+        "Load `data/hhh/train-*` from https://huggingface.co/datasets/me/x; seeds from "
+        "`/home/ann/private/seeds.jsonl`; n<1K; 1/2/3."
+    )
     assert absolute_paths_in_text(text) == ["/home/ann/private/seeds.jsonl"]
 
 

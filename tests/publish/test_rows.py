@@ -45,8 +45,8 @@ def test_row_keeps_exact_values_through_parquet(tmp_path):
     conv.extra = {"conversation_id": 7, "note": "中文"}
     run = make_run_dir(tmp_path / "run", [conv])
     folder = build_dataset_folder(run, tmp_path / "ds")
-    (config, splits), = folder.counts.items()
-    (split, _), = splits.items()
+    ((config, splits),) = folder.counts.items()
+    ((split, _),) = splits.items()
     row = datasets.load_dataset(str(folder.path), config, split=split)[0]
     back = row_to_conversation(row)
     assert back.lineage.params == conv.lineage.params
@@ -60,11 +60,23 @@ def test_features_cover_every_row_column():
     assert list(row) == list(dataset_features(scores))
     assert row["turns"][0]["results"][0]["output"] == str(23 * 47 + 1)
     assert [m["role"] for m in row["messages"]] == [
-        "system", "user", "assistant", "tool", "assistant", "user", "assistant"]
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     [call] = row["messages"][2]["tool_calls"]
     assert call["function"] == {"name": "Calculate", "arguments": json.dumps({"expression": "23*47+1"})}
-    assert row["messages"][1] == {"role": "user", "content": "What is 23*47+1?", "reasoning_content": None,
-                                  "tool_calls": None, "tool_call_id": None}
+    assert row["messages"][1] == {
+        "role": "user",
+        "content": "What is 23*47+1?",
+        "reasoning_content": None,
+        "tool_calls": None,
+        "tool_call_id": None,
+    }
     assert [json.loads(t)["function"]["name"] for t in row["tools"]] == ["Calculate", "Solve"]
 
 
@@ -100,8 +112,9 @@ def test_moss_samples_round_trip_through_the_dataset(tmp_path, moss_samples):
 @pytest.mark.parametrize("shard_rows, shards", [(1, 4), (3, 2), (50_000, 1)])
 def test_shards_roll_over(tmp_path, shard_rows, shards):
     convs = [hhh(i) for i in range(1, 5)]
-    folder = build_dataset_folder(make_run_dir(tmp_path / "run", convs, validation_fraction=0.0), tmp_path / "ds",
-                                  shard_rows=shard_rows)
+    folder = build_dataset_folder(
+        make_run_dir(tmp_path / "run", convs, validation_fraction=0.0), tmp_path / "ds", shard_rows=shard_rows
+    )
     names = sorted(p.name for p in (folder.path / "data/hhh").iterdir())
     assert names == [f"train-{i:05d}-of-{shards:05d}.parquet" for i in range(shards)]
     assert folder.counts == {"hhh": {"train": 4}}

@@ -17,20 +17,34 @@ def write_journal(path, calls: list[tuple[str, str, dict, str]]) -> None:
     """One journal row per (template version, model, params, status), with the real Journal."""
     with Journal(path) as j:
         for i, (template, model, params, status) in enumerate(calls):
-            request = {"model": model, "messages": [{"role": "user", "content": f"prompt {i}"}],
-                       "params": params, "template_version": template}
-            j.put(JournalEntry(key=key_of(request), status=status, request=request, model=model,
-                               response="ok" if status == "ok" else None))
+            request = {
+                "model": model,
+                "messages": [{"role": "user", "content": f"prompt {i}"}],
+                "params": params,
+                "template_version": template,
+            }
+            j.put(
+                JournalEntry(
+                    key=key_of(request),
+                    status=status,
+                    request=request,
+                    model=model,
+                    response="ok" if status == "ok" else None,
+                )
+            )
         j.flush()
 
 
 def test_journal_sampling_groups_answered_calls(tmp_path):
     path = tmp_path / JOURNAL_FILE
-    write_journal(path, [("expand.v3", "teacher-7b-chat", EXPAND, "ok")] * 2
-                  + [("hhh_assistant.v2", "/srv/models/teacher-7b-chat", ASSISTANT, "ok")] * 3
-                  + [("hhh_assistant.v2", "/srv/models/teacher-7b-chat", ASSISTANT, "failed")]
-                  + [("hhh_user.v1", "/srv/models/teacher-7b-chat", USER, "ok")] * 2
-                  + [("hhh_user.v1", "/srv/models/teacher-7b-chat", {**USER, "temperature": 0.5}, "ok")])
+    write_journal(
+        path,
+        [("expand.v3", "teacher-7b-chat", EXPAND, "ok")] * 2
+        + [("hhh_assistant.v2", "/srv/models/teacher-7b-chat", ASSISTANT, "ok")] * 3
+        + [("hhh_assistant.v2", "/srv/models/teacher-7b-chat", ASSISTANT, "failed")]
+        + [("hhh_user.v1", "/srv/models/teacher-7b-chat", USER, "ok")] * 2
+        + [("hhh_user.v1", "/srv/models/teacher-7b-chat", {**USER, "temperature": 0.5}, "ok")],
+    )
     assert journal_sampling(path) == [
         SentSampling("expand.v3", "teacher-7b-chat", EXPAND, 2),
         SentSampling("hhh_assistant.v2", "teacher-7b-chat", ASSISTANT, 3),  # the failed call is not counted
@@ -43,9 +57,14 @@ def test_journal_sampling_groups_answered_calls(tmp_path):
 def test_card_lists_what_each_template_was_sent(tmp_path):
     # the run config's teacher.params say temperature 0.7 / top_p 0.8; the stages sent their own
     run = make_run_dir(tmp_path / "run")
-    write_journal(run / JOURNAL_FILE, [("expand.v3", "teacher-7b-chat", EXPAND, "ok"),
-                                      ("hhh_assistant.v2", "teacher-7b-chat", ASSISTANT, "ok"),
-                                      ("hhh_user.v1", "teacher-7b-chat", USER, "ok")])
+    write_journal(
+        run / JOURNAL_FILE,
+        [
+            ("expand.v3", "teacher-7b-chat", EXPAND, "ok"),
+            ("hhh_assistant.v2", "teacher-7b-chat", ASSISTANT, "ok"),
+            ("hhh_user.v1", "teacher-7b-chat", USER, "ok"),
+        ],
+    )
     folder = build_dataset_folder(run, tmp_path / "ds")
     _, body = split_card(folder.card_path.read_text(encoding="utf-8"))
     sampling = body.split("### Sampling")[1].split("\n## ")[0].split("### ")[0]
@@ -65,4 +84,4 @@ def test_card_without_a_journal_says_so(tmp_path):
     _, body = split_card(folder.card_path.read_text(encoding="utf-8"))
     sampling = body.split("### Sampling")[1].split("\n## ")[0]
     assert "journal was not available" in sampling
-    assert "| `{\"temperature\": 0.7, \"top_p\": 0.8}` | 10 |" in sampling  # the rows' lineage.params
+    assert '| `{"temperature": 0.7, "top_p": 0.8}` | 10 |' in sampling  # the rows' lineage.params

@@ -57,26 +57,52 @@ def review_run(tmp_path_factory) -> Path:
     from tests.moss.conftest import build_tiny_moss
 
     tmp = tmp_path_factory.mktemp("review-run")
-    corpus = [build_meta_instruction(p, bool(p)) for p in ([], ["search", "calculator", "solver", "text2image"])]
-    corpus += ["<|Human|>: <|Inner Thoughts|>: <|Commands|>: <|Results|>: <|MOSS|>: None"] + [s[1] for s in SEEDS]
+    corpus = [
+        build_meta_instruction(p, bool(p)) for p in ([], ["search", "calculator", "solver", "text2image"])
+    ]
+    corpus += ["<|Human|>: <|Inner Thoughts|>: <|Commands|>: <|Results|>: <|MOSS|>: None"] + [
+        s[1] for s in SEEDS
+    ]
     build_tiny_moss(tmp / "tiny-moss", corpus * 3)
     seeds = tmp / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": i, "text": t, "language": lang, "category": c, "plugins": p},
-                                        ensure_ascii=False) + "\n" for i, t, lang, c, p in SEEDS), encoding="utf-8")
+    seeds.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
+            )
+            + "\n"
+            for i, t, lang, c, p in SEEDS
+        ),
+        encoding="utf-8",
+    )
     fake = FakeOpenAI().start()
     fake.set_responder(_teacher)
     try:
         config = {
-            "name": "review-e2e", "seed": 3,
-            "teacher": {"base_url": fake.base_url, "model": fake.model, "concurrency": 4, "progress": False,
-                        "min_backoff": 0.01, "max_backoff": 0.05,
-                        "prices": {fake.model: {"input": 1.0, "output": 2.0}}},
+            "name": "review-e2e",
+            "seed": 3,
+            "teacher": {
+                "base_url": fake.base_url,
+                "model": fake.model,
+                "concurrency": 4,
+                "progress": False,
+                "min_backoff": 0.01,
+                "max_backoff": 0.05,
+                "prices": {fake.model: {"input": 1.0, "output": 2.0}},
+            },
             "seeds": {"path": str(seeds)},
             "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
-            "dialogues": {"hhh": {"options": {"turns": {"default": [2]}}},
-                          "plugin": {"options": {"turns": {"default": [1, 2]}}}},
-            "check": {"enabled": True, "model": str(tmp / "tiny-moss"), "batch_size": 8, "max_length": 2048,
-                      "percentile": 80},
+            "dialogues": {
+                "hhh": {"options": {"turns": {"default": [2]}}},
+                "plugin": {"options": {"turns": {"default": [1, 2]}}},
+            },
+            "check": {
+                "enabled": True,
+                "model": str(tmp / "tiny-moss"),
+                "batch_size": 8,
+                "max_length": 2048,
+                "percentile": 80,
+            },
             "dataset": {"enabled": False},
         }
         path = tmp / "run.yaml"
@@ -98,9 +124,14 @@ def serve(run_dir: Path, *args: str) -> Iterator[str]:
     """`python -m datagen.review RUN_DIR --port 0` in a subprocess; yields its base URL."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("DATAGEN_DEBUG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "datagen.review", str(run_dir), "--port", "0",
-                             "--reviewer", "tester", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datagen.review", str(run_dir), "--port", "0", "--reviewer", "tester", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         line = ""

@@ -12,7 +12,9 @@ from tests.review.small_run import calc, hhh
 
 
 def _decide(path, conv, decision, *, when="2025-01-01T00:00:00+00:00", who="ana", **kw):
-    append_decision(path, Decision(id=conv.id, hash=content_hash(conv), decision=decision, who=who, when=when, **kw))
+    append_decision(
+        path, Decision(id=conv.id, hash=content_hash(conv), decision=decision, who=who, when=when, **kw)
+    )
 
 
 @pytest.fixture
@@ -26,13 +28,26 @@ def test_rejected_rows_leave_and_the_funnel_counts_the_reason(rows, tmp_path):
     out, stats = apply_decisions(rows, path)
     assert [c.id for c in out] == ["a", "c"]
     assert out[0] is rows[0]  # rows without decisions pass through untouched
-    assert stats.to_step() == {"step": "review", "in": 3, "kept": 2, "dropped": 1, "tagged": 0,
-                               "reasons": {"unhelpful": 1}, "accepted": 0, "rescued": 0, "edited": 0, "flagged": 0}
+    assert stats.to_step() == {
+        "step": "review",
+        "in": 3,
+        "kept": 2,
+        "dropped": 1,
+        "tagged": 0,
+        "reasons": {"unhelpful": 1},
+        "accepted": 0,
+        "rescued": 0,
+        "edited": 0,
+        "flagged": 0,
+    }
 
 
 def test_an_accepted_row_stays_even_when_an_earlier_step_dropped_it(rows, tmp_path):
     path = tmp_path / "review.jsonl"
-    dropped_ok, dropped_other = hhh("d", "Explain recursion.", "It recurses.", loss=9.0), hhh("e", "Hi there!", "Hello.")
+    dropped_ok, dropped_other = (
+        hhh("d", "Explain recursion.", "It recurses.", loss=9.0),
+        hhh("e", "Hi there!", "Hello."),
+    )
     _decide(path, dropped_ok, "accept")
     _decide(path, dropped_other, "reject", reason="other")
     _decide(path, rows[0], "accept")
@@ -49,15 +64,22 @@ def test_an_edit_replaces_the_answer_marks_the_row_and_makes_a_preference_pair(r
     path = tmp_path / "review.jsonl"
     plugin = rows[2]
     _decide(path, plugin, "edit", turn=0, text="a draft")
-    _decide(path, plugin, "edit", turn=0, text="23*47+12 is 1093.", when="2025-01-02T00:00:00+00:00", who="bo")
+    _decide(
+        path, plugin, "edit", turn=0, text="23*47+12 is 1093.", when="2025-01-02T00:00:00+00:00", who="bo"
+    )
     _decide(path, plugin, "edit", turn=1, text="1093 / 3 is about 364.33.")
     out, stats = apply_decisions(rows, path)
     edited = out[2]
     assert [t.assistant for t in edited.turns] == ["23*47+12 is 1093.", "1093 / 3 is about 364.33."]
     assert plugin.turns[0].assistant == "23*47+12 = 1093."  # the caller's row is not changed
     mark = review_mark(edited)
-    assert mark == {"decision": "edited", "original_hash": content_hash(plugin), "who": ["ana", "bo"],
-                    "when": "2025-01-02T00:00:00+00:00", "edited_turns": [0, 1]}
+    assert mark == {
+        "decision": "edited",
+        "original_hash": content_hash(plugin),
+        "who": ["ana", "bo"],
+        "when": "2025-01-02T00:00:00+00:00",
+        "edited_turns": [0, 1],
+    }
     assert stats.edited == 1 and stats.to_step()["tagged"] == 1
     first, second = stats.pairs
     # TRL conversational preference rows; the prompt carries the command and the tool's result.
@@ -83,7 +105,10 @@ def test_decisions_on_content_that_changed_are_flagged_not_applied(rows, tmp_pat
     assert [c.id for c in out] == ["a", "b"]
     assert out[0].turns[0].assistant == "A different poem, made by a rerun." and review_mark(out[0]) is None
     assert [(f.decision.decision, f.why) for f in stats.flagged] == [
-        ("reject", CHANGED), ("edit", CHANGED), ("edit", "the row has no turn 5")]
+        ("reject", CHANGED),
+        ("edit", CHANGED),
+        ("edit", "the row has no turn 5"),
+    ]
     assert stats.to_step()["flagged"] == 3 and stats.rejected == 0 and stats.pairs == []
 
 
@@ -106,7 +131,9 @@ def test_no_review_file_changes_nothing(rows, tmp_path):
 def test_a_bad_decision_line_names_file_line_and_field(tmp_path):
     path = tmp_path / "review.jsonl"
     good = Decision(id="a", hash="h", decision="accept", who="ana", when="t")
-    path.write_text(dumps(good.to_dict()) + "\n" + dumps({"id": "b", "decision": "accept"}) + "\n", encoding="utf-8")
+    path.write_text(
+        dumps(good.to_dict()) + "\n" + dumps({"id": "b", "decision": "accept"}) + "\n", encoding="utf-8"
+    )
     with pytest.raises(InputError) as err:
         read_decisions(path)
     assert str(err.value) == f"{path}:2: hash: missing required field"

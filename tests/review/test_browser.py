@@ -68,7 +68,7 @@ def test_review_a_run_in_the_browser(page, run_copy):
     run = run_copy
     funnel = json.loads((run / "funnel.json").read_text(encoding="utf-8"))
     check_step = next(s for s in funnel["steps"] if s["step"] == "moss_check")
-    (check_reason, n_dropped), = check_step["reasons"].items()
+    ((check_reason, n_dropped),) = check_step["reasons"].items()
     dropped_ids = [c.id for c in iter_conversations(run / "checked" / "rejected.jsonl")]
     assert len(dropped_ids) == n_dropped > 0
     assert "plugin-s-en-calc-1" not in dropped_ids  # the plugin dialogue this test rejects is a kept one
@@ -113,7 +113,9 @@ def test_review_a_run_in_the_browser(page, run_copy):
         page.goto(url + "/rows?q=landlord&status=kept")
         page.get_by_role("link", name="hhh-s-en-writing-2").click()
         page.locator("#turn-0 details.edit summary").click()
-        page.fill("#edit-text-0", "Dear landlord,\nthe heating has been broken since Monday. Could you fix it?")
+        page.fill(
+            "#edit-text-0", "Dear landlord,\nthe heating has been broken since Monday. Could you fix it?"
+        )
         page.click("#save-edit-0")
         assert "the heating has been broken since Monday" in page.inner_text("#edit-0")
 
@@ -131,8 +133,16 @@ def test_review_a_run_in_the_browser(page, run_copy):
         assert page.inner_text("#row-id") != "hhh-s-en-writing-2"
         assert page.locator("#decisions").count() == 0
         assert page.inner_text("#cell").startswith("Cell kept · writing · en · hhh")
-        assert (reviewed, total) == ("1", str(sum(1 for c in iter_conversations(run / "final.jsonl")
-                                                      if (c.category, c.language, c.kind) == ("writing", "en", "hhh"))))
+        assert (reviewed, total) == (
+            "1",
+            str(
+                sum(
+                    1
+                    for c in iter_conversations(run / "final.jsonl")
+                    if (c.category, c.language, c.kind) == ("writing", "en", "hhh")
+                )
+            ),
+        )
 
         # Row content is text: a dialogue holding a <script> tag shows it and runs nothing.
         page.goto(url + "/rows?q=pwned")
@@ -147,9 +157,11 @@ def test_review_a_run_in_the_browser(page, run_copy):
 
     # review.jsonl: who, when, row id, content hash, decision.
     decisions = read_decisions(run / "review.jsonl")
-    assert [(d.id, d.decision) for d in decisions] == [("plugin-s-en-calc-1", "reject"),
-                                                       ("hhh-s-en-writing-2", "edit"),
-                                                       (dropped_ids[0], "accept")]
+    assert [(d.id, d.decision) for d in decisions] == [
+        ("plugin-s-en-calc-1", "reject"),
+        ("hhh-s-en-writing-2", "edit"),
+        (dropped_ids[0], "accept"),
+    ]
     assert all(d.who == "tester" and d.when for d in decisions)
     assert decisions[0].reason == "wrong_answer" and decisions[1].turn == 0
     edited_before = _conv(run, "final.jsonl", "hhh-s-en-writing-2")
@@ -159,8 +171,10 @@ def test_review_a_run_in_the_browser(page, run_copy):
     # Applying it the way a run's review step does: from the check's kept rows, with the rows
     # earlier steps dropped.
     kept_in = list(iter_conversations(run / "checked" / "kept.jsonl"))
-    dropped = itertools.chain(iter_conversations(run / "filtered" / "rejected.jsonl"),
-                              iter_conversations(run / "checked" / "rejected.jsonl"))
+    dropped = itertools.chain(
+        iter_conversations(run / "filtered" / "rejected.jsonl"),
+        iter_conversations(run / "checked" / "rejected.jsonl"),
+    )
     rows, stats = apply_decisions(kept_in, run / "review.jsonl", dropped=dropped)
     ids = [c.id for c in rows]
     assert "plugin-s-en-calc-1" not in ids and dropped_ids[0] in ids
@@ -169,7 +183,13 @@ def test_review_a_run_in_the_browser(page, run_copy):
     assert edited.turns[0].assistant.startswith("Dear landlord,\nthe heating")
     assert review_mark(edited)["edited_turns"] == [0] and review_mark(edited)["who"] == ["tester"]
     step = stats.to_step()
-    assert (step["step"], step["dropped"], step["rescued"], step["edited"], step["flagged"]) == ("review", 1, 1, 1, 0)
+    assert (step["step"], step["dropped"], step["rescued"], step["edited"], step["flagged"]) == (
+        "review",
+        1,
+        1,
+        1,
+        0,
+    )
     assert step["reasons"] == {"wrong_answer": 1} and step["kept"] == len(rows) == step["in"] - 1
     (pair,) = stats.pairs
     assert pair["chosen"][0]["content"].startswith("Dear landlord") and pair["prompt"][-1]["role"] == "user"

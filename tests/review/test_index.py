@@ -31,11 +31,15 @@ def _ids(ix, **filters):
 def test_every_kind_of_row_with_its_stage_reason_and_evidence(index):
     got = {r.id: (r.status, r.stage, r.reason) for r in index.page(Filters())[0]}
     assert got == {
-        "hhh-a": ("kept", "final", None), "hhh-b": ("kept", "final", None), "hhh-xss": ("kept", "final", None),
+        "hhh-a": ("kept", "final", None),
+        "hhh-b": ("kept", "final", None),
+        "hhh-xss": ("kept", "final", None),
         "plugin-calc": ("kept", "final", None),
-        "hhh-dup": ("rejected", "near_dedup", "near_dup"), "hhh-mixed": ("rejected", "language", "language_drift"),
+        "hhh-dup": ("rejected", "near_dedup", "near_dup"),
+        "hhh-mixed": ("rejected", "language", "language_drift"),
         "hhh-weak": ("rejected", "moss_check", "loss_above_percentile"),
-        "hhh-silent": ("failed", "dialogues.hhh", "empty_text"), "prompt:1": ("rejected", "expand", "blacklist"),
+        "hhh-silent": ("failed", "dialogues.hhh", "empty_text"),
+        "prompt:1": ("rejected", "expand", "blacklist"),
     }
     dup = index.row(index.rids_of("hhh-dup")[0])
     assert dup.evidence == {"similarity": 0.93, "duplicate_of": "hhh-a"} and dup.obj["id"] == "hhh-dup"
@@ -95,9 +99,13 @@ def test_decisions_are_mirrored_and_drive_the_next_unreviewed_row(index):
     assert sorted(index.row(r).id for r in order) == ["hhh-a", "hhh-b", "hhh-xss", "plugin-calc"]
 
     first = index.row(order[0])
-    append_decision(index.decisions_path, Decision(id=first.id, hash=first.hash, decision="accept", who="a", when="t"))
-    append_decision(index.decisions_path, Decision(id="hhh-b", hash="0" * 16, decision="reject", reason="other",
-                                                   who="a", when="t"))
+    append_decision(
+        index.decisions_path, Decision(id=first.id, hash=first.hash, decision="accept", who="a", when="t")
+    )
+    append_decision(
+        index.decisions_path,
+        Decision(id="hhh-b", hash="0" * 16, decision="reject", reason="other", who="a", when="t"),
+    )
     index.sync_decisions()
     assert index.cell_progress(kept) == (2, 4)
     assert _ids(index, reviewed="flagged") == ["hhh-b"]
@@ -135,8 +143,10 @@ def test_the_loss_histogram_is_counted_once_by_status(index):
 def test_a_filter_output_folder_alone_can_be_reviewed(tmp_path):
     from datagen.filters.run import run_filters
 
-    rows = [hhh("a", "Write a poem about the sea at night.", "Waves hum softly under the moon tonight."),
-            hhh("b", "Write a poem about the sea at night.", "Waves hum softly under the moon tonight.")]
+    rows = [
+        hhh("a", "Write a poem about the sea at night.", "Waves hum softly under the moon tonight."),
+        hhh("b", "Write a poem about the sea at night.", "Waves hum softly under the moon tonight."),
+    ]
     run_filters(rows, out_dir=tmp_path / "filtered-only")
     with RunIndex(tmp_path / "filtered-only") as ix:
         got = {r.id: (r.status, r.stage, r.reason) for r in ix.page(Filters())[0]}

@@ -20,7 +20,10 @@ from tests.review.small_run import XSS, make_small_run
 def server(tmp_path_factory):
     run = make_small_run(tmp_path_factory.mktemp("review-server") / "run")
     with RunIndex(run) as ix:
-        rids = {row_id: ix.rids_of(row_id)[0] for row_id in ("hhh-xss", "hhh-a", "hhh-b", "hhh-silent", "plugin-calc")}
+        rids = {
+            row_id: ix.rids_of(row_id)[0]
+            for row_id in ("hhh-xss", "hhh-a", "hhh-b", "hhh-silent", "plugin-calc")
+        }
     with serve(run) as url:
         yield url, run, rids
 
@@ -40,8 +43,10 @@ def _request(url: str, method: str, path: str, body: dict | None = None, headers
 def _form(url: str, rid: int) -> dict[str, str]:
     status, _, html = _request(url, "GET", f"/row/{rid}")
     assert status == 200
-    return {"token": re.search(r'name="token" value="([^"]+)"', html).group(1),
-            "hash": re.search(r'name="hash" value="([^"]+)"', html).group(1)}
+    return {
+        "token": re.search(r'name="token" value="([^"]+)"', html).group(1),
+        "hash": re.search(r'name="hash" value="([^"]+)"', html).group(1),
+    }
 
 
 def test_a_non_local_bind_is_refused_unless_asked_for(tmp_path, capsys):
@@ -49,8 +54,10 @@ def test_a_non_local_bind_is_refused_unless_asked_for(tmp_path, capsys):
     for host in ("0.0.0.0", "192.168.1.5", "example.com"):
         assert main([str(run), "--host", host]) == 1
         err = capsys.readouterr().err
-        assert err == (f"Error: --host {host} would let anyone on the network read this run and record decisions; "
-                       "add --allow-remote if that is what you want\n")
+        assert err == (
+            f"Error: --host {host} would let anyone on the network read this run and record decisions; "
+            "add --allow-remote if that is what you want\n"
+        )
     assert not (run / "review").exists()  # refused before indexing anything
     assert main([str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err == f"Error: {tmp_path / 'nope'}: no such run directory\n"
@@ -94,28 +101,44 @@ def test_decisions_come_only_from_the_review_page(server):
     form = _form(url, rid)
     path = f"/row/{rid}"
     assert _request(url, "POST", path, {"decision": "accept", "hash": form["hash"]})[0] == 403
-    assert _request(url, "POST", path, {"decision": "accept", **form},
-                    headers={"Origin": "http://attacker.example"})[0] == 403
+    assert (
+        _request(
+            url, "POST", path, {"decision": "accept", **form}, headers={"Origin": "http://attacker.example"}
+        )[0]
+        == 403
+    )
     assert not (run / "review.jsonl").exists()
 
     assert _request(url, "POST", path, {"decision": "reject", **form})[0] == 400  # no reason
-    assert _request(url, "POST", path, {"decision": "accept", "token": form["token"], "hash": "0" * 16})[0] == 409
+    assert (
+        _request(url, "POST", path, {"decision": "accept", "token": form["token"], "hash": "0" * 16})[0]
+        == 409
+    )
     assert _request(url, "POST", f"/row/{rids['hhh-silent']}", {"decision": "accept", **form})[0] == 400
     assert _request(url, "POST", path, {"decision": "edit", "turn": "7", "text": "x", **form})[0] == 400
     assert not (run / "review.jsonl").exists()
 
     origin = f"http://{urlsplit(url).netloc}"
-    status, location, _ = _request(url, "POST", path, {"decision": "reject", "reason": "unhelpful", "note": "meh",
-                                                       **form}, headers={"Origin": origin})
+    status, location, _ = _request(
+        url,
+        "POST",
+        path,
+        {"decision": "reject", "reason": "unhelpful", "note": "meh", **form},
+        headers={"Origin": origin},
+    )
     assert (status, location) == (303, path)
     b_form = _form(url, rids["hhh-b"])
-    status, location, _ = _request(url, "POST", f"/row/{rids['hhh-b']}",
-                                   {"decision": "edit", "turn": "0", "text": "长城约两万一千公里。\r\n", "then": "next",
-                                    **b_form})
+    status, location, _ = _request(
+        url,
+        "POST",
+        f"/row/{rids['hhh-b']}",
+        {"decision": "edit", "turn": "0", "text": "长城约两万一千公里。\r\n", "then": "next", **b_form},
+    )
     assert status == 303 and location.startswith("/next?") and "after=" in location
     decisions = read_decisions(run / "review.jsonl")
     assert [(d.id, d.decision, d.reason, d.note, d.who, d.hash) for d in decisions[:1]] == [
-        ("hhh-a", "reject", "unhelpful", "meh", "tester", form["hash"])]
+        ("hhh-a", "reject", "unhelpful", "meh", "tester", form["hash"])
+    ]
     assert (decisions[1].turn, decisions[1].text) == (0, "长城约两万一千公里。")
     status, _, html = _request(url, "GET", path)
     assert "unhelpful" in html and "flagged" not in html

@@ -39,19 +39,39 @@ def done_tags(out: Path) -> set[int]:
 
 
 async def main(base_url: str, journal: Path, out: Path, n: int, concurrency: int) -> None:
-    config = TeacherConfig(base_url=base_url, model="fake-teacher", concurrency=concurrency, timeout=10.0,
-                           max_attempts=4, min_backoff=0.01, max_backoff=0.1, progress=False)
+    config = TeacherConfig(
+        base_url=base_url,
+        model="fake-teacher",
+        concurrency=concurrency,
+        timeout=10.0,
+        max_attempts=4,
+        min_backoff=0.01,
+        max_backoff=0.1,
+        progress=False,
+    )
     skip = done_tags(out)
-    requests = [Request(messages=[{"role": "user", "content": f"kill test {i}"}], tag=i)
-                for i in range(n) if i not in skip]
+    requests = [
+        Request(messages=[{"role": "user", "content": f"kill test {i}"}], tag=i)
+        for i in range(n)
+        if i not in skip
+    ]
     async with TeacherEngine(config, journal_path=journal) as engine:
         with open(out, "a", encoding="utf-8") as fh:
             async for result in engine.map(requests):
                 if result.ok:
                     fh.write(json.dumps({"tag": result.tag, "text": result.text}) + "\n")
                     fh.flush()
-        print(json.dumps({"skipped": len(skip), "cached": engine.stats.cached, "sent": engine.stats.sent,
-                          "failed": engine.stats.failed}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "skipped": len(skip),
+                    "cached": engine.stats.cached,
+                    "sent": engine.stats.sent,
+                    "failed": engine.stats.failed,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -201,15 +201,23 @@ def test_export_and_import_round_by_round_finishes_the_run_as_online(tmp_path):
 def test_a_run_in_batch_mode_makes_the_online_run_s_data_through_the_batch_api(tmp_path):
     with FakeBatchOpenAI(completion_delay=0.05) as fake:
         fake.set_responder(scripted_teacher)
-        rc, _, err = run_cli("run", str(write_config(tmp_path, fake, "online")), "--out", str(tmp_path / "online"))
+        rc, _, err = run_cli(
+            "run", str(write_config(tmp_path, fake, "online")), "--out", str(tmp_path / "online")
+        )
         assert rc == 0, err
         online_calls = fake.requests
-        rc, out, err = run_cli("run", str(write_config(tmp_path, fake, "batch")), "--out", str(tmp_path / "batch"))
+        rc, out, err = run_cli(
+            "run", str(write_config(tmp_path, fake, "batch")), "--out", str(tmp_path / "batch")
+        )
         assert rc == 0, err
         assert fake.requests == online_calls  # not one online call: every call went in a batch
         assert sum(fake.submitted.values()) == online_calls and fake.duplicates() == []
-        assert final_rows(tmp_path / "batch" / "final.jsonl") == final_rows(tmp_path / "online" / "final.jsonl")
+        assert final_rows(tmp_path / "batch" / "final.jsonl") == final_rows(
+            tmp_path / "online" / "final.jsonl"
+        )
         manifest = json.loads((tmp_path / "batch" / "manifest.json").read_text())
         online = json.loads((tmp_path / "online" / "manifest.json").read_text())
         assert manifest["fingerprint"] == online["fingerprint"]  # the mode is how, not what
-        assert manifest["cost"] == pytest.approx(online["cost"] / 2, abs=1e-6)  # the manifest rounds to 6 places
+        assert manifest["cost"] == pytest.approx(
+            online["cost"] / 2, abs=1e-6
+        )  # the manifest rounds to 6 places

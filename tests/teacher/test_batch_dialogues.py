@@ -21,11 +21,19 @@ def test_six_dialogues_at_teacher_concurrency_two_take_one_round_per_call(tmp_pa
     try:
         fake.set_responder(scripted_teacher)
         teacher = make_teacher_config_for(fake, mode="batch", concurrency=2, batch=FAST)
-        prompts = [PromptRow(id=f"s{i}", text=f"Tell me about the number {i}.", language="en", category="writing")
-                   for i in range(6)]
+        prompts = [
+            PromptRow(id=f"s{i}", text=f"Tell me about the number {i}.", language="en", category="writing")
+            for i in range(6)
+        ]
         out = tmp_path / "hhh.jsonl"
-        stats = generate_dialogues(prompts, "hhh", DialogueConfig.from_dict({"turns": 2}, kind="hhh"), teacher, out,
-                                   tmp_path / "journal.sqlite")
+        stats = generate_dialogues(
+            prompts,
+            "hhh",
+            DialogueConfig.from_dict({"turns": 2}, kind="hhh"),
+            teacher,
+            out,
+            tmp_path / "journal.sqlite",
+        )
     finally:
         fake.stop()
     assert stats.counts.get("made", len(list(iter_conversations(out)))) == 6

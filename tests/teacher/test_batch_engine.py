@@ -306,7 +306,9 @@ def test_a_server_down_past_patience_fails_the_calls_for_now_and_a_rerun_collect
     with FakeBatchOpenAI(completion_delay=0.3) as fake:
 
         async def first():
-            async with BatchEngine(batch_config(fake, poll_failures=2), journal_path=tmp_path / "j.sqlite") as engine:
+            async with BatchEngine(
+                batch_config(fake, poll_failures=2), journal_path=tmp_path / "j.sqlite"
+            ) as engine:
                 task = asyncio.ensure_future(run_dialogues(engine, 3, lambda i: 1))
                 while not fake.batches:
                     await asyncio.sleep(0.01)
@@ -329,7 +331,9 @@ def test_a_caller_waiting_on_something_else_closes_the_round_after_the_linger(fa
     that it waits on the teacher, and closes the round once no call came for linger_seconds."""
 
     async def main():
-        async with BatchEngine(batch_config(fake, linger_seconds=0.2), journal_path=tmp_path / "j.sqlite") as engine:
+        async with BatchEngine(
+            batch_config(fake, linger_seconds=0.2), journal_path=tmp_path / "j.sqlite"
+        ) as engine:
 
             async def outer():
                 first = await engine.complete(ask("first"))

@@ -208,8 +208,13 @@ def test_a_round_bigger_than_a_file_is_exported_as_several_files(fake, tmp_path)
 
     async def ask_all():
         async with BatchEngine(config, journal_path=tmp_path / "journal.sqlite") as engine:
-            return await asyncio.gather(*(engine.complete(Request(messages=[{"role": "user", "content": f"q{i}"}]))
-                                          for i in range(5)), return_exceptions=True)
+            return await asyncio.gather(
+                *(
+                    engine.complete(Request(messages=[{"role": "user", "content": f"q{i}"}]))
+                    for i in range(5)
+                ),
+                return_exceptions=True,
+            )
 
     [exc, *_] = asyncio.run(ask_all())
     assert isinstance(exc, BatchExported)

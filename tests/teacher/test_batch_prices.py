@@ -124,8 +124,9 @@ def test_a_journal_written_before_the_cache_columns_is_upgraded_in_place(tmp_pat
         assert j.query("SELECT count(*) FROM batches")[0][0] == 0
 
 
-def test_a_stage_says_what_it_will_cost_online_and_in_batch_mode_after_its_first_calls(fake_openai, tmp_path,
-                                                                                        caplog):
+def test_a_stage_says_what_it_will_cost_online_and_in_batch_mode_after_its_first_calls(
+    fake_openai, tmp_path, caplog
+):
     import logging
 
     config = make_teacher_config_for(fake_openai, prices={fake_openai.model: MINI})

@@ -12,10 +12,15 @@ from tests.fakes.openai_fixtures import make_teacher_config_for
 
 def make_journal(fake, tmp_path):
     fake.set_responder(lambda req: {"content": "fine", "prompt_tokens": 100, "completion_tokens": 50})
-    config = make_teacher_config_for(fake, max_attempts=2, prices={"fake-teacher": {"input": 1.0, "output": 2.0}})
+    config = make_teacher_config_for(
+        fake, max_attempts=2, prices={"fake-teacher": {"input": 1.0, "output": 2.0}}
+    )
     prompts = ["one", "two", "FAULT:400 three", "FAULT:500 four"]
-    run_requests(config, [Request(messages=[{"role": "user", "content": p}]) for p in prompts],
-                 journal_path=tmp_path / "journal.sqlite")
+    run_requests(
+        config,
+        [Request(messages=[{"role": "user", "content": p}]) for p in prompts],
+        journal_path=tmp_path / "journal.sqlite",
+    )
     return tmp_path / "journal.sqlite"
 
 
@@ -36,7 +41,9 @@ def test_journal_failures_grouped_by_error(fake_openai, tmp_path, capsys):
     assert main(["journal", "failures", str(path), "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)
     assert [(g["error"], g["count"], g["attempts"]) for g in groups] in (
-        [("bad_request", 1, 1), ("server_error", 1, 2)], [("server_error", 1, 2), ("bad_request", 1, 1)])
+        [("bad_request", 1, 1), ("server_error", 1, 2)],
+        [("server_error", 1, 2), ("bad_request", 1, 1)],
+    )
     assert main(["journal", "failures", str(path)]) == 0
     captured = capsys.readouterr()
     assert "bad_request" in captured.out and "HTTP 400" in captured.out

@@ -103,8 +103,10 @@ def test_many_coroutines_calling_complete_share_one_engine(fake_openai, tmp_path
         for turn in range(3):
             result = await engine.complete(Request(messages=list(messages), tag=(d, turn)))
             assert result.ok, result
-            messages += [{"role": "assistant", "content": result.text},
-                         {"role": "user", "content": f"dialogue {d} turn {turn + 1}"}]
+            messages += [
+                {"role": "assistant", "content": result.text},
+                {"role": "user", "content": f"dialogue {d} turn {turn + 1}"},
+            ]
         return messages
 
     async def main():
@@ -139,24 +141,35 @@ def test_key_depends_on_model_messages_params_template_and_sample_not_tag():
     msgs = [{"role": "user", "content": "x"}]
     base = request_key("m", msgs, {"temperature": 0.7}, "t1")
     assert base == request_key("m", [{"content": "x", "role": "user"}], {"temperature": 0.7}, "t1")
-    assert len({
-        base,
-        request_key("m2", msgs, {"temperature": 0.7}, "t1"),
-        request_key("m", [{"role": "user", "content": "y"}], {"temperature": 0.7}, "t1"),
-        request_key("m", msgs, {"temperature": 0.8}, "t1"),
-        request_key("m", msgs, {"temperature": 0.7}, "t2"),
-        request_key("m", msgs, {"temperature": 0.7}, "t1", sample=1),
-    }) == 6
+    assert (
+        len(
+            {
+                base,
+                request_key("m2", msgs, {"temperature": 0.7}, "t1"),
+                request_key("m", [{"role": "user", "content": "y"}], {"temperature": 0.7}, "t1"),
+                request_key("m", msgs, {"temperature": 0.8}, "t1"),
+                request_key("m", msgs, {"temperature": 0.7}, "t2"),
+                request_key("m", msgs, {"temperature": 0.7}, "t1", sample=1),
+            }
+        )
+        == 6
+    )
 
 
 def test_template_version_and_sample_change_what_is_paid_for(fake_openai, tmp_path):
     config = make_teacher_config_for(fake_openai)
     journal = tmp_path / "j.sqlite"
-    run_requests(config, [ask("q", template_version="v1"), ask("q", template_version="v1", tag="other tag")],
-                 journal_path=journal)
+    run_requests(
+        config,
+        [ask("q", template_version="v1"), ask("q", template_version="v1", tag="other tag")],
+        journal_path=journal,
+    )
     assert fake_openai.requests == 1
-    run_requests(config, [ask("q", template_version="v2"), ask("q", template_version="v1", sample=1)],
-                 journal_path=journal)
+    run_requests(
+        config,
+        [ask("q", template_version="v2"), ask("q", template_version="v1", sample=1)],
+        journal_path=journal,
+    )
     assert fake_openai.requests == 3
 
 
@@ -212,7 +225,9 @@ def test_wrong_key_is_an_auth_failure(fake_openai, monkeypatch):
 
 
 def test_cost_from_usage_and_price_table(fake_openai, tmp_path):
-    fake_openai.set_responder(lambda req: {"content": "priced", "prompt_tokens": 1000, "completion_tokens": 500})
+    fake_openai.set_responder(
+        lambda req: {"content": "priced", "prompt_tokens": 1000, "completion_tokens": 500}
+    )
     prices = {"fake-teacher": {"input": 0.15, "output": 0.60}}
     config = make_teacher_config_for(fake_openai, prices=prices)
 

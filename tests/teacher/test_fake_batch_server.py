@@ -49,9 +49,15 @@ def client(fake):
 
 
 def line(custom_id: str, text: str, *, system: str | None = None, **params) -> dict:
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    return {"custom_id": custom_id, "method": "POST", "url": CHAT,
-            "body": {"model": "fake-teacher", "messages": messages, **params}}
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text}
+    ]
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": CHAT,
+        "body": {"model": "fake-teacher", "messages": messages, **params},
+    }
 
 
 def jsonl(lines: list[dict]) -> bytes:
@@ -116,8 +122,10 @@ def test_a_batch_file_over_the_byte_limit_is_refused_at_upload():
 
 
 def test_a_batch_walks_validating_in_progress_finalizing_completed_and_answers_like_online_calls():
-    with FakeBatchOpenAI(validating_delay=1, completion_delay=10, finalizing_delay=1) as fake, \
-            client_for(fake) as client:
+    with (
+        FakeBatchOpenAI(validating_delay=1, completion_delay=10, finalizing_delay=1) as fake,
+        client_for(fake) as client,
+    ):
         fake.set_responder(lambda req: f"answer to {last_user_text(req)}")
         lines = [line("req-1", "first question", max_tokens=64), line("req-2", "second question")]
         created = submit(client, lines, metadata={"run": "r1"})
@@ -139,17 +147,26 @@ def test_a_batch_walks_validating_in_progress_finalizing_completed_and_answers_l
         assert b.status == "completed" and b.completed_at is not None and b.model == "fake-teacher"
         assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (2, 2, 0)
         assert b.error_file_id is None
-        assert b.usage is not None and b.usage.output_tokens > 0 and b.usage.total_tokens > b.usage.output_tokens
+        assert (
+            b.usage is not None and b.usage.output_tokens > 0 and b.usage.total_tokens > b.usage.output_tokens
+        )
 
         out = by_id(read(client, b.output_file_id))
         assert set(out) == {"req-1", "req-2"}
         for custom_id, src in zip(("req-1", "req-2"), lines, strict=True):
             got = out[custom_id]
-            assert got["error"] is None and got["response"]["status_code"] == 200 and got["response"]["request_id"]
+            assert (
+                got["error"] is None
+                and got["response"]["status_code"] == 200
+                and got["response"]["request_id"]
+            )
             batch_answer = ChatCompletion.model_validate(got["response"]["body"])
             online = client.chat.completions.create(**src["body"])
             assert batch_answer.choices[0].message.content == online.choices[0].message.content
-            assert batch_answer.choices[0].message.content == f"answer to {src['body']['messages'][-1]['content']}"
+            assert (
+                batch_answer.choices[0].message.content
+                == f"answer to {src['body']['messages'][-1]['content']}"
+            )
             assert batch_answer.usage.prompt_tokens == online.usage.prompt_tokens
         assert fake.requests == 2  # the two online calls; batch lines are not counted there
         assert [x["custom_id"] for x in fake.batch_lines] == ["req-1", "req-2"]
@@ -206,8 +223,11 @@ def test_times_caps_the_failed_lines():
 
 
 def test_prompt_markers_fail_batch_lines_until_their_count_runs_out(fake, client):
-    lines = [line("once", "FAULT:500*1 flaky"), line("always", "FAULT:400 broken"), line("cut", "FAULT:length x",
-                                                                                          max_tokens=7)]
+    lines = [
+        line("once", "FAULT:500*1 flaky"),
+        line("always", "FAULT:400 broken"),
+        line("cut", "FAULT:length x", max_tokens=7),
+    ]
     first = finish(fake, client, submit(client, lines).id)
     errors = by_id(read(client, first.error_file_id))
     assert {k: v["response"]["status_code"] for k, v in errors.items()} == {"once": 500, "always": 400}
@@ -281,7 +301,10 @@ def test_bad_input_files_make_failed_batches_with_errors(fake, client):
 
     wrong_url = {**line("y", "1"), "url": "/v1/embeddings"}
     bad = finish(fake, client, submit(client, jsonl([wrong_url]) + b"not json\n").id)
-    assert [(e.code, e.line) for e in bad.errors.data] == [("mismatched_endpoint", 1), ("invalid_json_line", 2)]
+    assert [(e.code, e.line) for e in bad.errors.data] == [
+        ("mismatched_endpoint", 1),
+        ("invalid_json_line", 2),
+    ]
 
     fake.fail_batches(code="token_limit_exceeded")
     refused = submit(client, [line("z", "1")])
@@ -363,6 +386,7 @@ def test_a_restart_closes_kept_alive_connections(fake):
 def test_cached_tokens_count_the_shared_prefix_in_whole_blocks():
     system = " ".join(f"rule{i}" for i in range(12))  # 12 shared words: 3 blocks of 4
     with FakeBatchOpenAI(cache_block=4, cache_min=8) as fake, client_for(fake) as client:
+
         def cached(text: str, system: str = system) -> int:
             messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
             usage = client.chat.completions.create(model="m", messages=messages).usage
@@ -370,7 +394,9 @@ def test_cached_tokens_count_the_shared_prefix_in_whole_blocks():
 
         assert cached("first question here") == 0
         assert cached("another question entirely") == 12
-        assert cached("x", system=" ".join(system.split()[:6]) + " other words follow here") == 0  # 4 < cache_min
+        assert (
+            cached("x", system=" ".join(system.split()[:6]) + " other words follow here") == 0
+        )  # 4 < cache_min
 
         b = finish(fake, client, submit(client, [line("p", "yet another one", system=system)]).id)
         [out] = read(client, b.output_file_id)
@@ -380,14 +406,20 @@ def test_cached_tokens_count_the_shared_prefix_in_whole_blocks():
     with FakeBatchOpenAI() as fake, client_for(fake) as client:  # OpenAI's floor: 1024 tokens
         long = " ".join(f"w{i}" for i in range(1100))
         for expected in (0, 1024):
-            usage = client.chat.completions.create(model="m", messages=[{"role": "user", "content": long}]).usage
+            usage = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": long}]
+            ).usage
             assert usage.prompt_tokens_details.cached_tokens == expected
 
 
 def test_standalone_server_runs_a_batch():
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.batch_server", "--port", "0",
-                             "--completion-delay", "0.05"], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.batch_server", "--port", "0", "--completion-delay", "0.05"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         ready, base_url = proc.stdout.readline().split()
         assert ready == "READY"

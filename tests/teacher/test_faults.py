@@ -39,15 +39,18 @@ def test_transient_fault_is_retried_and_succeeds(fake_openai, tmp_path, kind):
     assert entry.status == "ok" and entry.attempts == 2 and entry.response == "echo: hello"
 
 
-@pytest.mark.parametrize(("kind", "code"), [
-    ("429_bare", "rate_limited"),
-    ("500", "server_error"),
-    ("503", "server_error"),
-    ("drop", "connection"),
-    ("malformed", "invalid_response"),
-    ("empty", "empty"),
-    ("slow", "timeout"),
-])
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("429_bare", "rate_limited"),
+        ("500", "server_error"),
+        ("503", "server_error"),
+        ("drop", "connection"),
+        ("malformed", "invalid_response"),
+        ("empty", "empty"),
+        ("slow", "timeout"),
+    ],
+)
 def test_persistent_transient_fault_goes_to_ledger_after_max_attempts(fake_openai, tmp_path, kind, code):
     fake_openai.inject(kind, times=None, delay=2.0)
     config = make_teacher_config_for(fake_openai, timeout=0.3, max_attempts=3)
@@ -65,13 +68,16 @@ def test_persistent_transient_fault_goes_to_ledger_after_max_attempts(fake_opena
     assert [(g.error, g.count) for g in groups] == [(code, 1)]
 
 
-@pytest.mark.parametrize(("kind", "code"), [
-    ("400", "bad_request"),
-    ("422", "bad_request"),
-    ("length", "length"),
-    ("content_filter", "content_filter"),
-    ("empty_text", "empty_text"),
-])
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("400", "bad_request"),
+        ("422", "bad_request"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("empty_text", "empty_text"),
+    ],
+)
 def test_non_retryable_fault_fails_after_one_request(fake_openai, tmp_path, kind, code):
     fake_openai.inject(kind, times=None)
     config = make_teacher_config_for(fake_openai)
@@ -83,9 +89,15 @@ def test_non_retryable_fault_fails_after_one_request(fake_openai, tmp_path, kind
         assert j.get(result.key).error == code
 
 
-@pytest.mark.parametrize(("kind", "code"), [
-    ("401", "auth"), ("403", "auth"), ("404", "not_found"), ("quota", "insufficient_quota"),
-])
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("401", "auth"),
+        ("403", "auth"),
+        ("404", "not_found"),
+        ("quota", "insufficient_quota"),
+    ],
+)
 def test_account_wide_fault_stops_sending(fake_openai, tmp_path, kind, code):
     """One 401 (or quota/404) must not become a million paid-for 401s: the rest are not sent."""
     fake_openai.inject(kind, times=None)
@@ -125,8 +137,10 @@ def test_a_cut_short_of_max_tokens_names_the_context_window_not_max_tokens(fake_
     result = run_one(config, ask("a long history"), tmp_path / "j.sqlite")
     assert result.error == "length" and result.completion_tokens == 781
     assert "max_tokens after" not in result.detail
-    assert result.detail.startswith("cut after 781 completion tokens, short of max_tokens (1024): the prompt "
-                                    "(3315 tokens) and the answer filled the model's context window")
+    assert result.detail.startswith(
+        "cut after 781 completion tokens, short of max_tokens (1024): the prompt "
+        "(3315 tokens) and the answer filled the model's context window"
+    )
 
 
 # --------------------------------------------------------------------------- 429 handling
@@ -222,8 +236,11 @@ def test_a_retry_after_delays_the_request_that_got_it_and_not_the_others(fake_op
 
 def test_prompt_marker_faults_other_tests_can_use(fake_openai, tmp_path):
     config = make_teacher_config_for(fake_openai, max_attempts=3)
-    results = run_requests(config, [ask("fine"), ask("FAULT:500*2 then fine"), ask("FAULT:400 always")],
-                           journal_path=tmp_path / "j.sqlite")
+    results = run_requests(
+        config,
+        [ask("fine"), ask("FAULT:500*2 then fine"), ask("FAULT:400 always")],
+        journal_path=tmp_path / "j.sqlite",
+    )
     fine, flaky, broken = results
     assert fine.ok and fine.attempts == 1
     assert flaky.ok and flaky.attempts == 3

@@ -13,8 +13,14 @@ from datagen.teacher.journal import Journal, JournalEntry, canonical_request, ke
 
 def entry(i: int, status: str = "ok", **kw) -> JournalEntry:
     req = canonical_request("m", [{"role": "user", "content": f"q{i}"}], {"temperature": 0.5}, "v1")
-    return JournalEntry(key=key_of(req), status=status, request=req, model="m",
-                        response=f"a{i}" if status == "ok" else None, **kw)
+    return JournalEntry(
+        key=key_of(req),
+        status=status,
+        request=req,
+        model="m",
+        response=f"a{i}" if status == "ok" else None,
+        **kw,
+    )
 
 
 def test_rows_round_trip_and_wal_mode(tmp_path):
@@ -51,8 +57,18 @@ def test_failed_rows_are_not_served_as_cached(tmp_path):
 def test_stats_and_failures(tmp_path):
     with Journal(tmp_path / "j.sqlite") as j:
         for i in range(5):
-            j.put(entry(i, prompt_tokens=10, completion_tokens=5, paid_prompt_tokens=10,
-                        paid_completion_tokens=5, cost=0.01, paid_cost=0.01, attempts=1))
+            j.put(
+                entry(
+                    i,
+                    prompt_tokens=10,
+                    completion_tokens=5,
+                    paid_prompt_tokens=10,
+                    paid_completion_tokens=5,
+                    cost=0.01,
+                    paid_cost=0.01,
+                    attempts=1,
+                )
+            )
         for i in range(5, 8):
             j.put(entry(i, "failed", error="bad_request", detail=f"HTTP 400 #{i}", attempts=1))
         j.put(entry(9, "failed", error="timeout", detail="slow", attempts=6))

@@ -23,9 +23,22 @@ CONCURRENCY = 16
 def child(fake, tmp_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.teacher.kill_child", fake.base_url, str(tmp_path / "journal.sqlite"),
-         str(tmp_path / "out.jsonl"), str(N), str(CONCURRENCY)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tests.teacher.kill_child",
+            fake.base_url,
+            str(tmp_path / "journal.sqlite"),
+            str(tmp_path / "out.jsonl"),
+            str(N),
+            str(CONCURRENCY),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def ok_rows(journal: Path) -> int:
@@ -67,8 +80,10 @@ def test_interrupt_midway_then_rerun_completes_without_repaying(fake_openai, tmp
     # Calls journaled but not yet written to out.jsonl came from the journal, unpaid.
     assert fake_openai.requests - paid_before_kill == summary["sent"]
 
-    print(f"server saw {fake_openai.requests} requests for {N} calls ({paid_before_kill} before the kill, "
-          f"{journaled} journaled at the kill, rerun: {summary})")
+    print(
+        f"server saw {fake_openai.requests} requests for {N} calls ({paid_before_kill} before the kill, "
+        f"{journaled} journaled at the kill, rerun: {summary})"
+    )
     assert fake_openai.requests <= N + CONCURRENCY
     assert ok_rows(tmp_path / "journal.sqlite") == N
     lines = (tmp_path / "out.jsonl").read_text().splitlines()

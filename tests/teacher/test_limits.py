@@ -98,6 +98,7 @@ def test_adaptive_concurrency_halves_once_per_wave_and_grows_back():
 def test_a_minority_of_429s_lowers_nothing():
     """30% of answers 429 is a server refusing some requests, not one we overload: halving on each
     wave of them took 128 slots down to a handful (302 -> 4 requests/s in the issue's storm)."""
+
     async def main():
         sem = AdaptiveConcurrency(128)
         verdicts = []

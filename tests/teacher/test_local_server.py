@@ -67,14 +67,25 @@ def test_the_embedded_teacher_answers_a_completion_through_the_engine(tmp_path):
     log = tmp_path / "teacher-server.log"
     with start_local_teacher(port=free_port(), log_path=log, ready_timeout=300) as teacher:
         assert teacher.model_alias == DEFAULT_MODEL_ALIAS
-        config = TeacherConfig(base_url=teacher.base_url, model=teacher.model_alias, concurrency=1,
-                               timeout=120, max_attempts=1, progress=False)
+        config = TeacherConfig(
+            base_url=teacher.base_url,
+            model=teacher.model_alias,
+            concurrency=1,
+            timeout=120,
+            max_attempts=1,
+            progress=False,
+        )
         check_teacher(config)
 
         async def one() -> object:
             async with TeacherEngine(config, journal_path=tmp_path / "journal.sqlite") as engine:
-                return await engine.complete(Request(messages=[{"role": "user", "content": "Say hello."}],
-                                                     params={"max_tokens": 8}, require_complete=False))
+                return await engine.complete(
+                    Request(
+                        messages=[{"role": "user", "content": "Say hello."}],
+                        params={"max_tokens": 8},
+                        require_complete=False,
+                    )
+                )
 
         result = asyncio.run(one())
         assert result.ok, result
@@ -91,16 +102,22 @@ def test_readiness_names_a_server_that_dies_in_its_first_completion(tmp_path):
     port = free_port()
     log = tmp_path / "teacher-server.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.teacher.segv_server", str(port)], cwd=REPO,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.teacher.segv_server", str(port)],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         with pytest.raises(DatagenError) as err:
             wait_ready(f"http://127.0.0.1:{port}/v1", proc, timeout=60, log="outputs/demo/teacher-server.log")
     finally:
         proc.kill()
         proc.wait()
-    assert str(err.value) == ("the embedded teacher died (signal SIGSEGV) during its first completion; "
-                              "log: outputs/demo/teacher-server.log")
+    assert str(err.value) == (
+        "the embedded teacher died (signal SIGSEGV) during its first completion; "
+        "log: outputs/demo/teacher-server.log"
+    )
     assert "ggml_backend_amx_mul_mat" in log.read_text()
 
 
@@ -120,12 +137,28 @@ def test_a_model_that_does_not_load_is_named_with_its_exit_code_and_log(tmp_path
 def serve_teacher(tmp_path: Path, port: int) -> tuple[subprocess.Popen, psutil.Process]:
     """`datagen serve-teacher` in a subprocess, once it serves; returns it and its llama server."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "datagen", "serve-teacher", "--port", str(port),
-                             "--log", str(tmp_path / "server.log")], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "datagen",
+            "serve-teacher",
+            "--port",
+            str(port),
+            "--log",
+            str(tmp_path / "server.log"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()  # printed once the server has answered a completion
-    assert line.startswith(f"serving {DEFAULT_MODEL_ALIAS} at http://127.0.0.1:{port}/v1"), \
-        (line, proc.stderr.read() if proc.poll() is not None else "")
+    assert line.startswith(f"serving {DEFAULT_MODEL_ALIAS} at http://127.0.0.1:{port}/v1"), (
+        line,
+        proc.stderr.read() if proc.poll() is not None else "",
+    )
     children = psutil.Process(proc.pid).children(recursive=True)
     servers = [c for c in children if "llama_cpp.server" in " ".join(c.cmdline())]
     assert len(servers) == 1, children
@@ -146,7 +179,9 @@ def test_killing_serve_teacher_leaves_no_server(tmp_path, sig):
             proc.kill()
         if not wait_gone(server.pid, timeout=30):
             server.kill()
-            pytest.fail(f"the llama server {server.pid} outlived `datagen serve-teacher` killed by {sig.name}")
+            pytest.fail(
+                f"the llama server {server.pid} outlived `datagen serve-teacher` killed by {sig.name}"
+            )
     assert wait_port_free(port)
     if sig == signal.SIGTERM:
         # Handled like Ctrl-C: the server was asked to stop and shut down cleanly (not killed by

@@ -16,7 +16,9 @@ def max_in_any_window(stamps: list[float], window: float) -> int:
 
 def test_rpm_limit_holds_in_every_window_at_the_server(fake_openai):
     config = make_teacher_config_for(fake_openai, concurrency=16, rpm=20, rate_window=0.5)
-    results = run_requests(config, [Request(messages=[{"role": "user", "content": f"r{i}"}]) for i in range(50)])
+    results = run_requests(
+        config, [Request(messages=[{"role": "user", "content": f"r{i}"}]) for i in range(50)]
+    )
     assert all(r.ok for r in results)
     assert fake_openai.requests == 50
     assert max_in_any_window(fake_openai.arrivals, 0.5) <= 20
@@ -24,9 +26,12 @@ def test_rpm_limit_holds_in_every_window_at_the_server(fake_openai):
 
 def test_tpm_limit_settles_on_reported_usage(fake_openai):
     fake_openai.set_responder(lambda req: {"content": "x", "prompt_tokens": 10, "completion_tokens": 30})
-    config = make_teacher_config_for(fake_openai, concurrency=16, tpm=200, rate_window=0.5,
-                                     params={"max_tokens": 30})
-    results = run_requests(config, [Request(messages=[{"role": "user", "content": f"t{i}"}]) for i in range(20)])
+    config = make_teacher_config_for(
+        fake_openai, concurrency=16, tpm=200, rate_window=0.5, params={"max_tokens": 30}
+    )
+    results = run_requests(
+        config, [Request(messages=[{"role": "user", "content": f"t{i}"}]) for i in range(20)]
+    )
     assert all(r.ok for r in results)
     assert fake_openai.requests == 20
     assert max_in_any_window(fake_openai.arrivals, 0.5) <= 200 // 40

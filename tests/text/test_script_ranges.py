@@ -28,14 +28,29 @@ def matched(regex: re.Pattern[str]) -> frozenset[int]:
 
 # (name, the class as it was written before the constants, the regex now)
 PAIRS = [
-    ("script._CJK_RE", "[\u3040-\u30fa\u30fd-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-     "\uac00-\ud7af\ud7b0-\ud7fb\ua960-\ua97c\u1100-\u11ff\u3130-\u318f\U00020000-\U0003134f]", script._CJK_RE),
+    (
+        "script._CJK_RE",
+        "[\u3040-\u30fa\u30fd-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+        "\uac00-\ud7af\ud7b0-\ud7fb\ua960-\ua97c\u1100-\u11ff\u3130-\u318f\U00020000-\U0003134f]",
+        script._CJK_RE,
+    ),
     ("script._HAN_RUN_RE", r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}", script._HAN_RUN_RE),
-    ("tokens.CJK_RANGES", "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-     "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]",
-     re.compile(f"[{tokens.CJK_RANGES}]")),
-    ("index._CJK_RUN", "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+", index._CJK_RUN),
-    ("lexicon._CJK_RE", r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]", lexicon._CJK_RE),
+    (
+        "tokens.CJK_RANGES",
+        "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+        "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]",
+        re.compile(f"[{tokens.CJK_RANGES}]"),
+    ),
+    (
+        "index._CJK_RUN",
+        "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+",
+        index._CJK_RUN,
+    ),
+    (
+        "lexicon._CJK_RE",
+        r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]",
+        lexicon._CJK_RE,
+    ),
     ("stats._CJK_RE", r"[\u3400-\u9fff\uf900-\ufaff]", stats._CJK_RE),
     ("record._HAN", r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", record._HAN),
     ("record._KANA", r"[\u3040-\u30ff\u31f0-\u31ff]", record._KANA),
@@ -53,9 +68,26 @@ def test_the_tokenizers_still_split_the_same_characters():
     # NFKC first: the compatibility jamo ㄱㅏ compose to 가; the hexagram ䷀ is no letter.
     sample = "用Python写一个 Web Server! ひらがなカタカナ・ー 한국어 ㄱㅏ 𠀀𫠝 ䷀ ㇰ"
     assert tokens.tokenize(sample) == [
-        "用", "python", "写", "一", "个", "web", "server", *"ひらがなカタカナ・ー한국어가𠀀𫠝ㇰ"]
+        "用",
+        "python",
+        "写",
+        "一",
+        "个",
+        "web",
+        "server",
+        *"ひらがなカタカナ・ー한국어가𠀀𫠝ㇰ",
+    ]
     assert search.tokenize("北京的人口 population") == [
-        "北", "京", "人", "口", "北京", "京的", "的人", "人口", "population"]
+        "北",
+        "京",
+        "人",
+        "口",
+        "北京",
+        "京的",
+        "的人",
+        "人口",
+        "population",
+    ]
 
 
 def test_the_constants_hold_what_their_names_say():

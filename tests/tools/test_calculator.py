@@ -124,8 +124,9 @@ def test_unbounded_operations_give_no_result_at_once():
         "calc = get_tool('calculator')\n"
         "print(json.dumps([calc.run(e).to_dict() for e in json.loads(sys.argv[1])]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(UNBOUNDED)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(UNBOUNDED)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     assert [(r["arg"], r["ok"], r["output"]) for r in results] == [(e, False, NO_RESULT) for e in UNBOUNDED]
@@ -133,8 +134,14 @@ def test_unbounded_operations_give_no_result_at_once():
 
 @pytest.mark.parametrize(
     ("expr", "expected"),
-    [("round(5, -3)", "0"), ("round(1234, -2)", "1200"), ("round(2.567, 2)", "2.57"), ("round(2.5)", "2"),
-     ("449!", str(math.factorial(449))), ("10^999", "1" + "0" * 999)],
+    [
+        ("round(5, -3)", "0"),
+        ("round(1234, -2)", "1200"),
+        ("round(2.567, 2)", "2.57"),
+        ("round(2.5)", "2"),
+        ("449!", str(math.factorial(449))),
+        ("10^999", "1" + "0" * 999),
+    ],
 )
 def test_within_bounds_still_computes(calc, expr, expected):
     assert calc.run(expr).output == expected

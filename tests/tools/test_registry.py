@@ -87,9 +87,17 @@ def test_tool_concurrency_defaults_and_options():
 
     tools = build_tools({"calculator": {}, "solver": {}, "search": {}, "text2image": {}})
     assert {name: t.concurrency for name, t in tools.items()} == {
-        "calculator": 1, "solver": 1, "search": 1, "text2image": 1}
-    tools = build_tools({"search": {"backend": "http", "url": "http://127.0.0.1:9/search"},
-                         "text2image": {"url": "http://127.0.0.1:9/img", "concurrency": 3}})
+        "calculator": 1,
+        "solver": 1,
+        "search": 1,
+        "text2image": 1,
+    }
+    tools = build_tools(
+        {
+            "search": {"backend": "http", "url": "http://127.0.0.1:9/search"},
+            "text2image": {"url": "http://127.0.0.1:9/img", "concurrency": 3},
+        }
+    )
     assert tools["search"].concurrency == 8 and tools["text2image"].concurrency == 3
     with pytest.raises(ConfigError):
         build_tools({"search": {"concurrency": 0}})

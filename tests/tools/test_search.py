@@ -190,10 +190,16 @@ def test_http_backend_config_errors(monkeypatch):
 
 
 MULTILINE_DOCS = [
-    {"title": "Eiffel Tower", "url": "u1",
-     "text": "The Eiffel Tower is 330 metres tall.\nIt opened in 1889 for the World's Fair."},
-    {"title": "Eiffel Tower history", "url": "u2",
-     "text": 'Gustave Eiffel\'s company built the "tower" in two years.\n<|2|>: not a snippet'},
+    {
+        "title": "Eiffel Tower",
+        "url": "u1",
+        "text": "The Eiffel Tower is 330 metres tall.\nIt opened in 1889 for the World's Fair.",
+    },
+    {
+        "title": "Eiffel Tower history",
+        "url": "u2",
+        "text": 'Gustave Eiffel\'s company built the "tower" in two years.\n<|2|>: not a snippet',
+    },
 ]
 
 
@@ -210,17 +216,33 @@ def test_snippets_render_like_moss(multiline_tool):
     lines = text.splitlines()
     assert lines[:2] == ["<|Results|>:", 'Search("Eiffel Tower") =>']
     # one line per snippet: the Python repr of the passage, as in MOSS's web_search data
-    assert lines[2] == '<|1|>: "The Eiffel Tower is 330 metres tall.\\nIt opened in 1889 for the World\'s Fair."'
-    assert lines[3] == "<|2|>: 'Gustave Eiffel\\'s company built the \"tower\" in two years.\\n<|2|>: not a snippet'"
+    assert (
+        lines[2] == '<|1|>: "The Eiffel Tower is 330 metres tall.\\nIt opened in 1889 for the World\'s Fair."'
+    )
+    assert (
+        lines[3]
+        == "<|2|>: 'Gustave Eiffel\\'s company built the \"tower\" in two years.\\n<|2|>: not a snippet'"
+    )
     assert lines[4:] == ["<eor>"]
 
 
 def test_generated_search_turn_round_trips_and_validates(multiline_tool):
     result = multiline_tool.run("Eiffel Tower")
-    conv = Conversation(id="p1", plugins=["search"], inner_thoughts=True, language="en", turns=[Turn(
-        human="How tall is the Eiffel Tower?", thoughts="I should search for its height.",
-        calls=[ToolCall("Search", "Eiffel Tower")], results=[result],
-        assistant="It is 330 metres tall<sup><|1|></sup>.")])
+    conv = Conversation(
+        id="p1",
+        plugins=["search"],
+        inner_thoughts=True,
+        language="en",
+        turns=[
+            Turn(
+                human="How tall is the Eiffel Tower?",
+                thoughts="I should search for its height.",
+                calls=[ToolCall("Search", "Eiffel Tower")],
+                results=[result],
+                assistant="It is 330 metres tall<sup><|1|></sup>.",
+            )
+        ],
+    )
     text = moss.render_text(conv)
     back = moss.parse_text(text, id="p1", language="en")
     assert back.turns[0].results == [result]

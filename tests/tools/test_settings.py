@@ -37,15 +37,19 @@ class PlainTool(Tool):
 
 
 def test_good_settings_pass():
-    validate_tool_settings({
-        "calculator": {"max_digits": 200, "max_length": 500},
-        "solver": {"timeout": 2.5, "memory_mb": 1024, "isolate": True},
-        "search": {"docs": ["a.jsonl", "b.jsonl"], "top_k": 2, "min_relative_score": 0.5},
-        "text2image": {"url": "http://127.0.0.1:1/v1/images", "params": {"size": "512x512"}},
-        "sized": {"class": SIZED, "size": 10, "label": None, "weights": {"a": 1, "b": 0.5}},
-    })
+    validate_tool_settings(
+        {
+            "calculator": {"max_digits": 200, "max_length": 500},
+            "solver": {"timeout": 2.5, "memory_mb": 1024, "isolate": True},
+            "search": {"docs": ["a.jsonl", "b.jsonl"], "top_k": 2, "min_relative_score": 0.5},
+            "text2image": {"url": "http://127.0.0.1:1/v1/images", "params": {"size": "512x512"}},
+            "sized": {"class": SIZED, "size": 10, "label": None, "weights": {"a": 1, "b": 0.5}},
+        }
+    )
     validate_tool_settings({"calculator": None, "solver": True, "search": False, "text2image": {}})
-    validate_tool_settings({"search": {"backend": "http", "url": "http://127.0.0.1:1/search", "method": "post"}})
+    validate_tool_settings(
+        {"search": {"backend": "http", "url": "http://127.0.0.1:1/search", "method": "post"}}
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,14 +70,34 @@ def test_good_settings_pass():
         ({"search": {"docs": 3}}, "tools.search.docs", "must be a string"),
         ({"search": {"backend": "bing"}}, "tools.search.backend", "unknown search backend"),
         ({"search": {"backend": "http"}}, "tools.search.url", "needs the option 'url'"),
-        ({"search": {"backend": "http", "url": "http://h", "timeout": "slow"}}, "tools.search.timeout", "a number"),
-        ({"search": {"backend": "http", "url": "http://h", "method": "PUT"}}, "tools.search.method", "GET, POST"),
-        ({"search": {"backend": "http", "url": "http://h", "docs": "d.jsonl"}}, "tools.search.docs", "unknown option"),
-        ({"text2image": {"headers_env": {"Authorization": 1}}}, "tools.text2image.headers_env", "string values"),
+        (
+            {"search": {"backend": "http", "url": "http://h", "timeout": "slow"}},
+            "tools.search.timeout",
+            "a number",
+        ),
+        (
+            {"search": {"backend": "http", "url": "http://h", "method": "PUT"}},
+            "tools.search.method",
+            "GET, POST",
+        ),
+        (
+            {"search": {"backend": "http", "url": "http://h", "docs": "d.jsonl"}},
+            "tools.search.docs",
+            "unknown option",
+        ),
+        (
+            {"text2image": {"headers_env": {"Authorization": 1}}},
+            "tools.text2image.headers_env",
+            "string values",
+        ),
         ({"text2image": {"retries": -1}}, "tools.text2image.retries", "at least 0"),
         ({"sized": {"class": SIZED, "size": 11}}, "tools.sized.size", "at most 10"),
         ({"sized": {"class": SIZED, "weights": {"a": "heavy"}}}, "tools.sized.weights", "number values"),
-        ({"plain": {"class": "tests.tools.test_settings:PlainTool", "x": 1}}, "tools.plain.x", "options: none"),
+        (
+            {"plain": {"class": "tests.tools.test_settings:PlainTool", "x": 1}},
+            "tools.plain.x",
+            "options: none",
+        ),
     ],
 )
 def test_bad_settings_name_the_option(tools, field, message):

@@ -130,15 +130,23 @@ def _gone(pid: int) -> bool:
 def test_the_worker_dies_with_the_process_that_started_it():
     # Before, a `datagen run` killed with SIGKILL left its solver worker computing, and a resume
     # started a second one beside it.
-    parent = subprocess.Popen([sys.executable, "-c", _PARENT_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT_SCRIPT],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     worker = None
     try:
         assert parent.stdout is not None
         line = parent.stdout.readline()
         assert line.strip().isdigit(), parent.stderr.read() if parent.stderr else ""
         worker = int(line)
-        for _ in range(100):  # until the busy solve has reached the worker (an idle one would exit at EOF anyway)
+        for _ in range(
+            100
+        ):  # until the busy solve has reached the worker (an idle one would exit at EOF anyway)
             if psutil.Process(worker).status() == psutil.STATUS_RUNNING:
                 break
             time.sleep(0.1)

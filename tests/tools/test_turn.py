@@ -23,7 +23,12 @@ class Snippets(Tool):
         return self.ok(arg, snippets=[f"{arg}-{i}" for i in range(int(arg))])
 
 
-TURN = [ToolCall("Search", "2"), ToolCall("Weather", "Paris"), ToolCall("Search", "0"), ToolCall("Search", "3")]
+TURN = [
+    ToolCall("Search", "2"),
+    ToolCall("Weather", "Paris"),
+    ToolCall("Search", "0"),
+    ToolCall("Search", "3"),
+]
 
 
 def test_unknown_command_is_what_moss_writes():
@@ -33,8 +38,11 @@ def test_unknown_command_is_what_moss_writes():
 
 
 def test_number_snippets_continues_across_a_turn():
-    results = [ToolResult("Search", "a", snippets=["x", "y"]), ToolResult("Calculate", "1", output="1"),
-               ToolResult("Search", "b", snippets=["z"])]
+    results = [
+        ToolResult("Search", "a", snippets=["x", "y"]),
+        ToolResult("Calculate", "1", output="1"),
+        ToolResult("Search", "b", snippets=["z"]),
+    ]
     assert [r.first_index for r in number_snippets(results)] == [1, 1, 3]
 
 
@@ -44,4 +52,8 @@ def test_sync_and_async_runners_give_the_same_turn():
     async_ = asyncio.run(ToolRunner(tools).run(TURN))
     assert [r.to_dict() for r in sync] == [r.to_dict() for r in async_]
     assert [(r.ok, r.output, r.first_index, len(r.snippets)) for r in sync] == [
-        (True, "", 1, 2), (False, NO_RESULT, 1, 0), (True, "", 1, 0), (True, "", 3, 3)]
+        (True, "", 1, 2),
+        (False, NO_RESULT, 1, 0),
+        (True, "", 1, 0),
+        (True, "", 3, 3),
+    ]

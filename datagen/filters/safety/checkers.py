@@ -56,8 +56,15 @@ class KeywordChecker:
 
     name = "keywords"
 
-    def __init__(self, lexicons: list[str] | tuple[str, ...] = (), *, builtin: bool = True, pii: bool = True,
-                 content_severity: int = 3, request_severity: int = 2):
+    def __init__(
+        self,
+        lexicons: list[str] | tuple[str, ...] = (),
+        *,
+        builtin: bool = True,
+        pii: bool = True,
+        content_severity: int = 3,
+        request_severity: int = 2,
+    ):
         lex = Lexicon.builtin() if builtin else Lexicon()
         for path in lexicons:
             lex = lex.extend(Lexicon.load(path))
@@ -72,8 +79,10 @@ class KeywordChecker:
         if not uh and not ah:
             return None, {}
         refusal = refusal_evidence(assistant)
-        ev: dict[str, Any] = {"user_hits": [h.to_dict() for h in uh[:5]],
-                              "assistant_hits": [h.to_dict() for h in ah[:5]]}
+        ev: dict[str, Any] = {
+            "user_hits": [h.to_dict() for h in uh[:5]],
+            "assistant_hits": [h.to_dict() for h in ah[:5]],
+        }
         if refusal:
             ev["refusal"] = refusal
             return None, ev
@@ -109,9 +118,13 @@ class KeywordChecker:
             leak = [p for p in pii if p[1] == "assistant"]
             reason = "pii_leak" if leak else "pii_in_prompt"
             kinds = sorted({m.kind for _, _, m in pii})
-            return SafetyFinding(True, reason, self.name,
-                                 {"kinds": kinds, "count": len(pii),
-                                  "turns": sorted({i + 1 for i, _, _ in pii})}, pii=pii)
+            return SafetyFinding(
+                True,
+                reason,
+                self.name,
+                {"kinds": kinds, "count": len(pii), "turns": sorted({i + 1 for i, _, _ in pii})},
+                pii=pii,
+            )
         return SafetyFinding(False, None, self.name)
 
 
@@ -143,8 +156,16 @@ class ModerationChecker:
 
     name = "moderation"
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 threshold: float | None = None, timeout: float = 60.0, batch_size: int = 32):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        threshold: float | None = None,
+        timeout: float = 60.0,
+        batch_size: int = 32,
+    ):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"must be an http(s) URL, got {base_url!r}", field="moderation.base_url")
         self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
@@ -157,8 +178,12 @@ class ModerationChecker:
 
             import openai
 
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "none",
-                                         timeout=self.timeout, max_retries=3)
+            self._client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=os.environ.get(self.api_key_env) or "none",
+                timeout=self.timeout,
+                max_retries=3,
+            )
         return self._client
 
     def judge_pairs(self, pairs: list[tuple[str, str]]) -> list[PairVerdict]:
@@ -179,8 +204,11 @@ class ModerationChecker:
                 out.extend(PairVerdict(False, error=f"{type(exc).__name__}: {exc}"[:200]) for _ in batch)
                 continue
             for r in resp.results:
-                scores = {k: v for k, v in (r.category_scores.model_dump() if r.category_scores else {}).items()
-                          if v is not None}
+                scores = {
+                    k: v
+                    for k, v in (r.category_scores.model_dump() if r.category_scores else {}).items()
+                    if v is not None
+                }
                 cats = {k: v for k, v in (r.categories.model_dump() if r.categories else {}).items() if v}
                 if self.threshold is not None:
                     hot = {k: s for k, s in scores.items() if s >= self.threshold}
@@ -217,14 +245,19 @@ def parse_judge_output(text: str, *, controversial_unsafe: bool = False) -> Pair
             obj = json.loads(m.group(0))
             verdict = str(obj.get("verdict", "")).lower()
             if verdict in ("safe", "unsafe"):
-                return PairVerdict(verdict == "unsafe", obj.get("category") or None, {"reason": obj.get("reason")})
+                return PairVerdict(
+                    verdict == "unsafe", obj.get("category") or None, {"reason": obj.get("reason")}
+                )
         except (json.JSONDecodeError, AttributeError):
             pass
     low = text.lower()
     if "controversial" in low:
         cat = _GUARD_CATEGORY_RE.search(text)
-        return PairVerdict(controversial_unsafe, (cat.group(1) or cat.group(2)).strip() if cat else None,
-                           {"raw": text[:200], "controversial": True})
+        return PairVerdict(
+            controversial_unsafe,
+            (cat.group(1) or cat.group(2)).strip() if cat else None,
+            {"raw": text[:200], "controversial": True},
+        )
     if _UNSAFE_RE.search(text):
         cat = _GUARD_CATEGORY_RE.search(text)
         return PairVerdict(True, (cat.group(1) or cat.group(2)).strip() if cat else None, {"raw": text[:200]})
@@ -249,8 +282,15 @@ class LLMJudgeChecker:
     name = "llm_judge"
     template_version = "safety-judge-1"
 
-    def __init__(self, teacher: dict[str, Any] | Any, *, mode: str = "rubric", rubric: str | None = None,
-                 controversial_unsafe: bool = False, journal: str | None = None):
+    def __init__(
+        self,
+        teacher: dict[str, Any] | Any,
+        *,
+        mode: str = "rubric",
+        rubric: str | None = None,
+        controversial_unsafe: bool = False,
+        journal: str | None = None,
+    ):
         from datagen.teacher.config import TeacherConfig
 
         if mode not in ("guard", "rubric"):
@@ -266,11 +306,17 @@ class LLMJudgeChecker:
             messages = [{"role": "user", "content": human}, {"role": "assistant", "content": assistant}]
             params = {"temperature": 0.0, "max_tokens": 64}
         else:
-            messages = [{"role": "system", "content": self.rubric},
-                        {"role": "user", "content": f"[USER]\n{human}\n\n[ASSISTANT]\n{assistant}"}]
+            messages = [
+                {"role": "system", "content": self.rubric},
+                {"role": "user", "content": f"[USER]\n{human}\n\n[ASSISTANT]\n{assistant}"},
+            ]
             params = {"temperature": 0.0, "max_tokens": 200}
-        return Request(messages=messages, params=params, template_version=f"{self.template_version}-{self.mode}",
-                       require_complete=False)
+        return Request(
+            messages=messages,
+            params=params,
+            template_version=f"{self.template_version}-{self.mode}",
+            require_complete=False,
+        )
 
     def judge_pairs(self, pairs: list[tuple[str, str]]) -> list[PairVerdict]:
         """Judge pairs concurrently (the engine's concurrency); a failed call is an `error` verdict."""
@@ -278,8 +324,13 @@ class LLMJudgeChecker:
 
         if not pairs:
             return []
-        results = run_requests(self.teacher, [self._request(h, a) for h, a in pairs],
-                               journal_path=self.journal, progress=False, desc="safety judge")
+        results = run_requests(
+            self.teacher,
+            [self._request(h, a) for h, a in pairs],
+            journal_path=self.journal,
+            progress=False,
+            desc="safety judge",
+        )
         out = []
         for r in results:
             if not r.ok:

@@ -59,13 +59,29 @@ class SafetyFilter(BaseFilter):
     name = "safety"
     supports_redact = True
 
-    def __init__(self, *, policy: str = "drop", lexicons: list[str] | None = None, builtin_lexicon: bool = True,
-                 pii: bool = True, content_severity: int = 3, request_severity: int = 2,
-                 moderation: dict[str, Any] | None = None, judge: dict[str, Any] | None = None,
-                 audit_rate: float = 0.01, audit_seed: int = 0, max_turns: int = 4):
+    def __init__(
+        self,
+        *,
+        policy: str = "drop",
+        lexicons: list[str] | None = None,
+        builtin_lexicon: bool = True,
+        pii: bool = True,
+        content_severity: int = 3,
+        request_severity: int = 2,
+        moderation: dict[str, Any] | None = None,
+        judge: dict[str, Any] | None = None,
+        audit_rate: float = 0.01,
+        audit_seed: int = 0,
+        max_turns: int = 4,
+    ):
         super().__init__(policy=policy)
-        self.keywords = KeywordChecker(lexicons or (), builtin=builtin_lexicon, pii=pii,
-                                       content_severity=content_severity, request_severity=request_severity)
+        self.keywords = KeywordChecker(
+            lexicons or (),
+            builtin=builtin_lexicon,
+            pii=pii,
+            content_severity=content_severity,
+            request_severity=request_severity,
+        )
         if not 0.0 <= audit_rate <= 1.0:
             raise ConfigError(f"audit_rate must be in [0, 1], got {audit_rate}", field="audit_rate")
         self.second: list[ModerationChecker | LLMJudgeChecker] = []
@@ -75,7 +91,9 @@ class SafetyFilter(BaseFilter):
             if judge:
                 self.second.append(LLMJudgeChecker(**judge))
         except TypeError as exc:
-            raise ConfigError(f"safety checker: {exc}", field="moderation" if moderation else "judge") from None
+            raise ConfigError(
+                f"safety checker: {exc}", field="moderation" if moderation else "judge"
+            ) from None
         self.stateful = bool(self.second)
         self.audit_rate, self.audit_seed, self.max_turns = audit_rate, audit_seed, max_turns
 
@@ -133,8 +151,13 @@ class SafetyFilter(BaseFilter):
                 conv = items[i][0]
                 if unsafe:
                     t, r = unsafe[0]
-                    ev = {"checker": checker.name, "turn": t + 1, "category": r.category, "detail": r.detail,
-                          "via": why}
+                    ev = {
+                        "checker": checker.name,
+                        "turn": t + 1,
+                        "category": r.category,
+                        "detail": r.detail,
+                        "via": why,
+                    }
                     if not verdicts[i].keep:
                         ev["keywords"] = verdicts[i].evidence
                         verdicts[i] = Verdict(False, verdicts[i].reason, ev)
@@ -142,8 +165,10 @@ class SafetyFilter(BaseFilter):
                         verdicts[i] = Verdict(False, f"{checker.name}_unsafe", ev)
                 elif not verdicts[i].keep and why == "flagged":
                     conv.tags[f"{self.step_name}.review"] = f"cleared by {checker.name}"
-                    conv.tags[f"{self.step_name}.review.evidence"] = {"keywords": verdicts[i].evidence,
-                                                                        checker.name: [r.detail for _, r in got]}
+                    conv.tags[f"{self.step_name}.review.evidence"] = {
+                        "keywords": verdicts[i].evidence,
+                        checker.name: [r.detail for _, r in got],
+                    }
                     # a cleared row may still carry personal data
                     verdicts[i] = _finding_verdict(self.keywords.check_pii(conv))
             # rows cleared or flagged by this checker are settled; later checkers see the same rows
@@ -156,10 +181,17 @@ class SafetyFilter(BaseFilter):
             return None
         turns = []
         for t in conv.turns:
-            turns.append(Turn(human=redact_pii(t.human), assistant=redact_pii(t.assistant),
-                              thoughts=redact_pii(t.thoughts) if t.thoughts and find_pii(t.thoughts) else t.thoughts,
-                              calls=list(t.calls), results=list(t.results), flags=list(t.flags), raw=dict(t.raw)))
+            turns.append(
+                Turn(
+                    human=redact_pii(t.human),
+                    assistant=redact_pii(t.assistant),
+                    thoughts=redact_pii(t.thoughts) if t.thoughts and find_pii(t.thoughts) else t.thoughts,
+                    calls=list(t.calls),
+                    results=list(t.results),
+                    flags=list(t.flags),
+                    raw=dict(t.raw),
+                )
+            )
         out = Conversation.from_dict(conv.to_dict())
         out.turns = turns
         return out
-

@@ -81,8 +81,9 @@ class Lexicon:
                 else:
                     lex.entries.append(Entry(cols[0], cols[1], _severity(cols[2])))
             except (IndexError, ValueError, re.error) as exc:
-                raise ConfigError(f"bad lexicon entry ({exc}); expected term<TAB>category<TAB>severity",
-                                  path=source, line=n) from None
+                raise ConfigError(
+                    f"bad lexicon entry ({exc}); expected term<TAB>category<TAB>severity", path=source, line=n
+                ) from None
         return lex
 
     @classmethod

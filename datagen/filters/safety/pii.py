@@ -13,7 +13,9 @@ from dataclasses import dataclass
 _PHONE_RE = re.compile(r"(?<![\d.])(?:\+?86[\s-]?)?(1[3-9]\d)[\s-]?(\d{4})[\s-]?(\d{4})(?![\d.])")
 _ID_RE = re.compile(r"(?<![\dA-Za-z])(\d{6})(\d{4})(\d{2})(\d{2})(\d{3})([\dXx])(?![\dA-Za-z])")
 _CARD_RE = re.compile(r"(?<![\d.-])(?:\d[ -]?){15,18}\d(?![\d.-])")
-_EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+_EMAIL_RE = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"
+)
 _KEY_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("openai", re.compile(r"\bsk-(?:proj-|ant-|or-v1-)?[A-Za-z0-9_-]{20,}")),
     ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
@@ -25,11 +27,29 @@ _KEY_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("private_key", re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP )?PRIVATE KEY(?: BLOCK)?-----")),
 )
 #: Documentation and placeholder domains (RFC 2606 and their habitual stand-ins).
-EMAIL_ALLOWED_DOMAINS = frozenset({
-    "example.com", "example.org", "example.net", "example.edu", "test.com", "domain.com", "yourdomain.com",
-    "email.com", "mail.com", "company.com", "xxx.com", "xx.com", "abc.com", "localhost", "your-domain.com",
-    "yourcompany.com", "sample.com", "foo.com", "bar.com",
-})
+EMAIL_ALLOWED_DOMAINS = frozenset(
+    {
+        "example.com",
+        "example.org",
+        "example.net",
+        "example.edu",
+        "test.com",
+        "domain.com",
+        "yourdomain.com",
+        "email.com",
+        "mail.com",
+        "company.com",
+        "xxx.com",
+        "xx.com",
+        "abc.com",
+        "localhost",
+        "your-domain.com",
+        "yourcompany.com",
+        "sample.com",
+        "foo.com",
+        "bar.com",
+    }
+)
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 #: Bank card issuer prefixes: UnionPay 62, Visa 4, Mastercard 51-55/2221-2720, Amex 34/37, JCB 35, Discover 6011/65.
@@ -49,8 +69,13 @@ class PIIMatch:
 
     @property
     def label(self) -> str:
-        return {"phone": "[PHONE]", "id_number": "[ID_NUMBER]", "bank_card": "[BANK_CARD]", "email": "[EMAIL]",
-                "api_key": "[API_KEY]"}[self.kind]
+        return {
+            "phone": "[PHONE]",
+            "id_number": "[ID_NUMBER]",
+            "bank_card": "[BANK_CARD]",
+            "email": "[EMAIL]",
+            "api_key": "[API_KEY]",
+        }[self.kind]
 
 
 def id_number_valid(number: str) -> bool:
@@ -101,7 +126,12 @@ def find_pii(text: str) -> list[PIIMatch]:
             found.append(PIIMatch("id_number", m.start(), m.end(), m.group(0)))
     for m in _CARD_RE.finditer(text):
         digits = re.sub(r"\D", "", m.group(0))
-        if 16 <= len(digits) <= 19 and _CARD_PREFIX_RE.match(digits) and luhn_valid(digits) and len(set(digits)) > 2:
+        if (
+            16 <= len(digits) <= 19
+            and _CARD_PREFIX_RE.match(digits)
+            and luhn_valid(digits)
+            and len(set(digits)) > 2
+        ):
             found.append(PIIMatch("bank_card", m.start(), m.end(), m.group(0)))
     for m in _PHONE_RE.finditer(text):
         digits = "".join(m.groups())
@@ -109,7 +139,9 @@ def find_pii(text: str) -> list[PIIMatch]:
             found.append(PIIMatch("phone", m.start(), m.end(), m.group(0)))
     for m in _EMAIL_RE.finditer(text):
         domain = m.group(0).rsplit("@", 1)[1].lower()
-        if domain not in EMAIL_ALLOWED_DOMAINS and not domain.endswith((".example", ".test", ".invalid", ".local")):
+        if domain not in EMAIL_ALLOWED_DOMAINS and not domain.endswith(
+            (".example", ".test", ".invalid", ".local")
+        ):
             found.append(PIIMatch("email", m.start(), m.end(), m.group(0)))
     for name, rx in _KEY_PATTERNS:
         for m in rx.finditer(text):
