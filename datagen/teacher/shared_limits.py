@@ -147,11 +147,20 @@ class SharedLimits:
         return import_ray().get(self.actor.forget.remote(worker))
 
 
+async def _flush(proxy: Any) -> None:
+    # One caller's calls reach the actor in order, and these methods never await inside it: once
+    # the last one has run, every earlier one has.
+    last, proxy._last = proxy._last, None
+    if last is not None:
+        await last
+
+
 class SharedConcurrency:
     """`AdaptiveConcurrency`'s interface, backed by the shared actor."""
 
     def __init__(self, actor: Any, worker: str, maximum: int):
         self._actor, self._worker = actor, worker
+        self._last: Any = None  # the last call sent without waiting
         self.maximum = maximum
         self.limit = maximum  # as of the actor's last answer
 
@@ -175,7 +184,7 @@ class SharedConcurrency:
         ref.future().add_done_callback(done)
 
     def release(self) -> None:
-        self._actor.release_slot.remote(self._worker)
+        self._last = self._actor.release_slot.remote(self._worker)
 
     def pushed_back(self, epoch: int) -> bool:
         """A 429; True when the servers' recent answers, all workers together, say overloaded. The
@@ -188,7 +197,11 @@ class SharedConcurrency:
         return overloaded
 
     def succeeded(self) -> None:
-        self._actor.succeeded.remote()
+        self._last = self._actor.succeeded.remote()
+
+    async def flush(self) -> None:
+        """Wait until the actor has applied every call this proxy sent without waiting."""
+        await _flush(self)
 
 
 class SharedWindow:
@@ -196,18 +209,23 @@ class SharedWindow:
 
     def __init__(self, actor: Any, name: str):
         self._actor, self.name = actor, name
+        self._last: Any = None
 
     async def acquire(self, amount: float = 1.0) -> int:
         return await self._actor.acquire_window.remote(self.name, float(amount))
 
     def sent(self, handle: int, when: float) -> None:
-        self._actor.sent.remote(handle, max(0.0, time.monotonic() - when))
+        self._last = self._actor.sent.remote(handle, max(0.0, time.monotonic() - when))
 
     def finished(self, handle: int, when: float) -> None:
-        self._actor.finished.remote(handle, max(0.0, time.monotonic() - when))
+        self._last = self._actor.finished.remote(handle, max(0.0, time.monotonic() - when))
 
     def settle(self, handle: int, actual: float) -> None:
-        self._actor.settle.remote(handle, float(actual))
+        self._last = self._actor.settle.remote(handle, float(actual))
+
+    async def flush(self) -> None:
+        """Wait until the actor has applied every call this proxy sent without waiting."""
+        await _flush(self)
 
 
 class SharedLimitsEngine(TeacherEngine):
@@ -239,6 +257,16 @@ class SharedLimitsEngine(TeacherEngine):
         self._slots = limits.concurrency(worker)  # type: ignore[assignment]
         self._rpm = limits.window("rpm") if config.rpm else None  # type: ignore[assignment]
         self._tpm = limits.window("tpm") if config.tpm else None  # type: ignore[assignment]
+
+    async def aclose(self) -> None:
+        """Close as `TeacherEngine` does, then wait until the actor has every release and
+        settlement this engine sent (so the slots it held are free when it is closed)."""
+        try:
+            await super().aclose()
+        finally:
+            for proxy in (self._slots, self._rpm, self._tpm):
+                if proxy is not None:
+                    await proxy.flush()  # type: ignore[union-attr]
 
     async def __aenter__(self) -> SharedLimitsEngine:
         await super().__aenter__()

@@ -21,9 +21,26 @@ def requests(worker: str, n: int) -> list[Request]:
     return [Request(messages=[{"role": "user", "content": f"{worker} question {i}"}]) for i in range(n)]
 
 
+@ray.remote(num_cpus=0)
+class Barrier:
+    """Lets the workers start together: a worker process can take seconds to start on a busy
+    machine, and workers that never overlap test no shared limit."""
+
+    def __init__(self, n: int):
+        self.n, self.arrived, self.all_here = n, 0, asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.n:
+            self.all_here.set()
+        await self.all_here.wait()
+
+
 @ray.remote(num_cpus=1)
-def worker(config, limits, name: str, n: int, journal_paths=None) -> tuple[int, str]:
+def worker(config, limits, name: str, n: int, journal_paths=None, barrier=None) -> tuple[int, str]:
     """n calls through one engine on whichever node Ray picks; (calls ok, node id)."""
+    if barrier is not None:
+        ray.get(barrier.wait.remote())
 
     async def main() -> int:
         if limits is None:
@@ -38,9 +55,10 @@ def worker(config, limits, name: str, n: int, journal_paths=None) -> tuple[int, 
 
 
 def two_workers(config, limits, n: int, journal_paths=None) -> list[int]:
+    barrier = Barrier.remote(2)
     refs = [
         worker.options(scheduling_strategy="SPREAD").remote(
-            config, limits, f"w{i}", n, journal_paths[i] if journal_paths else None
+            config, limits, f"w{i}", n, journal_paths[i] if journal_paths else None, barrier
         )
         for i in range(2)
     ]
