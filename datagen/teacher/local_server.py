@@ -93,14 +93,21 @@ class LocalTeacher:
         return death_line(self.process, self.log, when)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ctrl-C the server; a second Ctrl-C (uvicorn's force quit) if a completion still holds it
+        after a few seconds; SIGKILL only if that fails too."""
         if self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        grace = min(3.0, timeout / 2)
+        for sig, wait in ((signal.SIGINT, grace), (None, timeout - grace)):
+            try:
+                self.process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                if sig is not None:
+                    self.process.send_signal(sig)
+        self.process.kill()
+        self.process.wait()
 
     def __enter__(self) -> LocalTeacher:
         return self

@@ -109,7 +109,9 @@ def test_sigterm_stops_the_run_and_its_embedded_teacher(tmp_path):
     assert "rerun the same command to resume" in stderr
     assert wait_gone(server.pid)
     assert wait_port_free(port)
-    assert "Finished server process" in (out / "teacher-server.log").read_text(errors="replace")
+    # the run's cleanup stopped the server (a Ctrl-C, not an orphan or a SIGKILL); mid-completion on a
+    # loaded machine uvicorn may be force-quit before it logs "Finished server process"
+    assert "Shutting down" in (out / "teacher-server.log").read_text(errors="replace")
 
 
 def test_a_teacher_that_dies_mid_run_is_named(tmp_path):
