@@ -114,7 +114,8 @@ class RayExecutor:
     """Runs stages on a Ray cluster (see the module docstring).
 
     Args:
-        address: the cluster (`auto`, `host:port`, `ray://...`); None starts a Ray on this machine.
+        address: the cluster (`auto`, `host:port`, `ray://...`); None starts a Ray of its own on this
+            machine.
         world_size: ranks of a sharded stage (default: the cluster's CPUs when it first runs).
         gpus_per_actor: GPUs each check-scoring actor asks for.
     """
@@ -134,7 +135,8 @@ class RayExecutor:
     def _connect(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False)
+            # no address: a Ray of our own here, never the last cluster someone started on this machine
+            ray.init(address=self.address or "local", log_to_driver=False)
         return ray
 
     def run(self, stage: Stage, ctx: StageContext) -> dict[str, Any]:
@@ -195,6 +197,7 @@ class RayExecutor:
             for ref, rank in refs.items():
                 try:
                     ray.get(ref)
+                    log(f"{name}: shard {rank + 1} of {n} finished")
                 except Exception as exc:  # every rank finishes what it can; then the first error
                     errors.append(exc)
                     if limits is not None:
