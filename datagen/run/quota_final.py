@@ -2,7 +2,9 @@
 (`final.jsonl`), the rest as a reserve for a raised target (`reserve.jsonl`), the funnel summed
 over the waves with a `quota` step (`funnel.json`, `funnel.md`, `funnel.png`), and the judge's
 report over every wave (`judge.json`, `judge.md`: score distributions per cell, score/length
-correlation, agreement)."""
+correlation, agreement). A reviewer's decisions (`review.jsonl`) apply to the waves' rows first
+(`datagen.run.quota_review`): the funnel then has a `review` step, edits become the preference pairs
+of `review/pairs.jsonl`, and a rejected row's place goes to the next row of its cell."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.funnel import funnel_table
-from datagen.io import iter_conversations, write_json_atomic, write_jsonl_atomic
+from datagen.io import write_json_atomic, write_jsonl_atomic
 from datagen.paths import file_identity
 from datagen.stage import Stage, StageContext, StageStats
 
@@ -35,8 +37,13 @@ class QuotaFinalStage(Stage):
         return self.run_config.quota
 
     def input_identity(self, ctx: StageContext) -> str:
+        from datagen.run.quota_review import WaveReview
+
         waves = [file_identity(str(ctx.run_dir / w.dir / "final.jsonl")) for w in self.quota_run.waves]
-        return json.dumps([self.run_config.quota.targets, waves], sort_keys=True)
+        review = WaveReview(ctx.run_dir).identity()
+        return json.dumps(
+            [self.run_config.quota.targets, waves, *([review] if review else [])], sort_keys=True
+        )
 
     def outputs(self, ctx: StageContext) -> dict[str, Path]:
         d = ctx.run_dir
@@ -49,27 +56,28 @@ class QuotaFinalStage(Stage):
             "judge": d / "judge.json",
         }
 
-    def _wave_rows(self, ctx: StageContext) -> Iterator[tuple[str | None, Any]]:
+    def _wave_rows(self, ctx: StageContext, review: Any) -> Iterator[tuple[str | None, Any]]:
         from datagen.run.waves import row_prompt
 
         for wave in self.quota_run.waves:
             owner = {pid: cell for cell, ids in wave.prompts.items() for pid in ids}
-            path = ctx.run_dir / wave.dir / "final.jsonl"
-            if path.exists():
-                for conv in iter_conversations(path):
-                    yield owner.get(row_prompt(conv)), conv
+            for conv in review.rows(ctx.run_dir / wave.dir):
+                yield owner.get(row_prompt(conv)), conv
 
     def run(self, rows: Iterable[Any], ctx: StageContext) -> Iterator[Any]:
+        from datagen.review.apply import write_pairs
         from datagen.run.plot import plot_run
+        from datagen.run.quota_review import WaveReview
 
         out = self.outputs(ctx)
+        review = WaveReview(ctx.run_dir)
         targets = self.run_config.quota.targets
         taken: Counter[str] = Counter()
         reserve: list[Any] = []
         losses: list[float] = []
 
         def capped() -> Iterator[Any]:
-            for cell, conv in self._wave_rows(ctx):
+            for cell, conv in self._wave_rows(ctx, review):
                 if cell is None or taken[cell] >= targets.get(cell, 0):
                     reserve.append(conv.to_dict())
                     continue
@@ -80,7 +88,9 @@ class QuotaFinalStage(Stage):
 
         count = write_jsonl_atomic(out["main"], capped())
         write_jsonl_atomic(out["reserve"], reserve)
-        funnel = self._funnel(ctx, count, len(reserve))
+        if review.active:
+            write_pairs(review.stats.pairs, ctx.run_dir / "review" / "pairs.jsonl")
+        funnel = self._funnel(ctx, count, len(reserve), review.stats.to_step() if review.active else None)
         judge = self._judge_report(ctx)
         table = funnel_table(funnel) + "\n"
         if judge is not None:
@@ -102,10 +112,16 @@ class QuotaFinalStage(Stage):
                 "targets": dict(targets),
             }
         )
+        if review.active:
+            ctx.info["review"] = review.stats.to_step()
+            ctx.info["flagged"] = [f.to_dict() for f in review.stats.flagged]
         yield from ()
 
-    def _funnel(self, ctx: StageContext, count: int, reserve: int) -> dict[str, Any]:
-        """The waves' funnels summed step by step (in first-seen order), then the quota step."""
+    def _funnel(
+        self, ctx: StageContext, count: int, reserve: int, review: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The waves' funnels summed step by step (in first-seen order), then the `review` step
+        (when a reviewer decided anything), then the quota step."""
         steps: dict[str, StageStats] = {}
         for wave in self.quota_run.waves:
             path = ctx.run_dir / wave.dir / "funnel.json"
@@ -120,6 +136,8 @@ class QuotaFinalStage(Stage):
                 steps[st.name] = steps[st.name] + st if st.name in steps else st
         seeds = ctx.funnel.steps[0] if ctx.funnel is not None and ctx.funnel.steps else None
         rows = [s.funnel_row() for s in steps.values()]
+        if review is not None:
+            rows.append(review)
         rows.append(
             StageStats(
                 QUOTA_STEP,
@@ -154,6 +172,10 @@ class QuotaFinalStage(Stage):
             return None
         write_judge_report(report, ctx.run_dir)
         return report
+
+    def report(self, info: Mapping[str, Any], ctx: StageContext) -> None:
+        for flagged in info.get("flagged", []):
+            ctx.log(f"review: {flagged['id']}: {flagged['why']}; not applied")
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
         path = self.outputs(ctx)["funnel"]

@@ -33,6 +33,7 @@ from datagen.errors import DatagenError
 from datagen.filters.judge_report import cell_key
 from datagen.io import iter_conversations, write_json_atomic, write_jsonl_atomic
 from datagen.run.quota import CellProgress, WavePlan, plan_wave
+from datagen.run.quota_review import WaveReview
 from datagen.stage import log
 
 STATE_FILE = "quota.json"
@@ -85,6 +86,7 @@ class QuotaRun:
         self.journal = self.dir / "journal.sqlite"
         self.executor, self.engine_factory = executor, engine_factory
         self.waves: list[Wave] = []
+        self.review: WaveReview | None = None
         self._check_kinds()
 
     def _check_kinds(self) -> None:
@@ -191,8 +193,11 @@ class QuotaRun:
     def progress(self) -> tuple[dict[str, CellProgress], float, int]:
         """Each cell's figures over the recorded waves, and the run's spend (usd, tokens) from the
         journal. Costs the rows do not carry (expansion, failed dialogues) are spread over the cells
-        in proportion, so a cell's cost per attempt is what an attempt really costs the run."""
+        in proportion, so a cell's cost per attempt is what an attempt really costs the run. A
+        wave's accepted rows are counted after a reviewer's decisions (`review.jsonl`): a rejected
+        row is missing from its cell, a rescued one counts (`self.review` says what they did)."""
         progress = {c: CellProgress() for c in self.quota.targets}
+        review = self.review = WaveReview(self.dir)
         for wave in self.waves:
             owner = {pid: cell for cell, ids in wave.prompts.items() for pid in ids}
             for cell, ids in wave.prompts.items():
@@ -204,7 +209,7 @@ class QuotaRun:
                     if cell is not None:
                         progress[cell].cost += conv.usage.cost
                         progress[cell].tokens += conv.usage.prompt_tokens + conv.usage.completion_tokens
-            for conv in _rows(wdir / "final.jsonl"):
+            for conv in review.rows(wdir):
                 cell = owner.get(row_prompt(conv))
                 if cell is not None:
                     progress[cell].accepted += 1
@@ -415,6 +420,9 @@ def status_text(run: QuotaRun, plan: WavePlan) -> str:
         "",
         plan.table(),
     ]
+    reviewed = run.review.summary() if run.review is not None else None
+    if reviewed:
+        lines.append(reviewed)
     return "\n".join(lines)
 
 
