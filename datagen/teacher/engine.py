@@ -41,7 +41,8 @@ from datagen.errors import DatagenError
 from datagen.teacher.config import TeacherConfig
 from datagen.teacher.failures import CallFailure, classify
 from datagen.teacher.journal import Journal
-from datagen.teacher.limits import AdaptiveConcurrency, WindowLimiter, estimate_tokens
+from datagen.teacher.limiters import Limiters, RateWindow
+from datagen.teacher.limits import estimate_tokens
 from datagen.teacher.progress import Progress
 from datagen.teacher.settle import (
     Answer,
@@ -72,7 +73,7 @@ _TICK_SECONDS = 0.5
 _POST_OPTIONS: Any = {"security": {"bearer_auth": True}}
 
 #: The rate-window reservations of the request the current task is sending (see `_on_send`).
-_RESERVATIONS: contextvars.ContextVar[list[tuple[WindowLimiter, list[Any]]] | None] = contextvars.ContextVar(
+_RESERVATIONS: contextvars.ContextVar[list[tuple[RateWindow, Any]] | None] = contextvars.ContextVar(
     "datagen_teacher_reservations", default=None
 )
 
@@ -87,6 +88,10 @@ class TeacherEngine(EngineCommon):
         progress: show the progress bar (default: `config.progress`; never when stderr is not a
             terminal).
         desc: the bar's label and the summary's prefix (e.g. the stage name).
+        journal: an unopened journal to use instead of `journal_path`'s (e.g. a cluster worker's
+            `journal_merge.ShardJournal`); the engine opens it on entry and closes it on exit.
+        limiters: the concurrency and RPM/TPM windows to send through (default:
+            `Limiters.local(config)`, this engine's own); e.g. the cluster's shared ones.
 
     With `config.mode == "batch"` the constructor returns a `datagen.teacher.batch.BatchEngine`
     (the same interface), so a config that asks for batch mode never pays online prices, whichever
@@ -107,18 +112,26 @@ class TeacherEngine(EngineCommon):
         journal_path: str | Path | None = None,
         progress: bool | None = None,
         desc: str = "",
+        journal: Journal | None = None,
+        limiters: Limiters | None = None,
     ):
+        if journal is not None and journal_path is not None:
+            raise TypeError("TeacherEngine: give journal or journal_path, not both")
         self.config = config
+        if journal is not None:
+            journal_path = journal.path
         self.journal_path = Path(journal_path) if journal_path is not None else None
         self.desc = desc or "teacher"
         self.stats = EngineStats(concurrency=config.concurrency)
         self.summary: str | None = None
         self._show_progress = config.progress if progress is None else progress
+        self._given_journal = journal
         self._journal: Journal | None = None
         self._client: openai.AsyncOpenAI | None = None
-        self._slots = AdaptiveConcurrency(config.concurrency)
-        self._rpm = WindowLimiter(config.rpm, config.rate_window) if config.rpm else None
-        self._tpm = WindowLimiter(config.tpm, config.rate_window) if config.tpm else None
+        self.limiters = limiters if limiters is not None else Limiters.local(config)
+        self._slots = self.limiters.concurrency
+        self._rpm = self.limiters.rpm
+        self._tpm = self.limiters.tpm
         self._pause_until = 0.0
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self._fatal: dict[str | None, CallFailure] = {}  # None: the whole endpoint; else per model
@@ -140,9 +153,11 @@ class TeacherEngine(EngineCommon):
         httpx_log = logging.getLogger("httpx2")
         if httpx_log.level == logging.NOTSET:
             httpx_log.setLevel(logging.WARNING)
-        if self.journal_path is not None:
+        if self._given_journal is not None:
+            self._journal = self._given_journal.open()
+        elif self.journal_path is not None:
             self._journal = Journal(self.journal_path).open()
-            self.ledger.journal = self._journal
+        self.ledger.journal = self._journal
         limits = httpx2.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency)
         hooks = {"request": [self._on_send]} if (self._rpm or self._tpm) else {}
         self._client = openai.AsyncOpenAI(

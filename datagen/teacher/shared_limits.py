@@ -30,6 +30,7 @@ from datagen.ray_support import import_ray
 from datagen.teacher.config import TeacherConfig
 from datagen.teacher.engine import TeacherEngine
 from datagen.teacher.journal import Journal
+from datagen.teacher.limiters import Limiters
 from datagen.teacher.limits import AdaptiveConcurrency, WindowLimiter
 
 #: A 429's answer (`pushed_back`) is awaited this long at most; past it the engine is told "not
@@ -251,12 +252,12 @@ class SharedLimitsEngine(TeacherEngine):
     ):
         if journal is not None:
             kwargs["journal_path"] = None
-        super().__init__(config, **kwargs)
-        self._given_journal = journal
-        # TeacherEngine builds its own limiters; these take their place (same methods).
-        self._slots = limits.concurrency(worker)  # type: ignore[assignment]
-        self._rpm = limits.window("rpm") if config.rpm else None  # type: ignore[assignment]
-        self._tpm = limits.window("tpm") if config.tpm else None  # type: ignore[assignment]
+        self._proxies = (
+            limits.concurrency(worker),
+            limits.window("rpm") if config.rpm else None,
+            limits.window("tpm") if config.tpm else None,
+        )
+        super().__init__(config, journal=journal, limiters=Limiters(*self._proxies), **kwargs)
 
     async def aclose(self) -> None:
         """Close as `TeacherEngine` does, then wait until the actor has every release and
@@ -264,15 +265,6 @@ class SharedLimitsEngine(TeacherEngine):
         try:
             await super().aclose()
         finally:
-            for proxy in (self._slots, self._rpm, self._tpm):
+            for proxy in self._proxies:
                 if proxy is not None:
-                    await proxy.flush()  # type: ignore[union-attr]
-
-    async def __aenter__(self) -> SharedLimitsEngine:
-        await super().__aenter__()
-        if self._given_journal is not None:
-            self._journal = self._given_journal.open()
-            ledger = getattr(self, "ledger", None)
-            if ledger is not None:  # the engine's journal writer, where it has one
-                ledger.journal = self._journal
-        return self
+                    await proxy.flush()
