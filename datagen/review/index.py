@@ -2,7 +2,8 @@
 
 One pass over the run's files fills it: kept rows (`final.jsonl`, else the last stage's kept file),
 rows a filter or the local check rejected (with step, reason and evidence), dialogues that failed,
-and expansion prompts that were rejected. Each row keeps its file, byte offset and length, so a page
+and expansion prompts that were rejected; for a run in waves also its `reserve.jsonl` (kept, stage
+`reserve`) and the rows each wave's filters and check rejected. Each row keeps its file, byte offset and length, so a page
 reads one line of the source file and the index stays small. An FTS5 table (contentless) makes the
 text searchable; Chinese and Japanese characters are indexed one by one, so any run of them is
 found. The index records the size and modification time of every file it read and is rebuilt when
@@ -118,6 +119,13 @@ def run_sources(run_dir: Path) -> list[Source]:
     for rejected in ("filtered/rejected.jsonl", "checked/rejected.jsonl", "rejected.jsonl"):
         if (run_dir / rejected).is_file():
             out.append(Source(rejected, "rejected", "", "conversation"))
+    if (run_dir / "quota.json").is_file():  # a run in waves: its reserve, and what each wave dropped
+        if (run_dir / "reserve.jsonl").is_file():
+            out.append(Source("reserve.jsonl", "kept", "reserve", "conversation"))
+        for wave in sorted(p for p in (run_dir / "waves").glob("w*") if p.is_dir()):
+            for rejected in ("filtered/rejected.jsonl", "checked/rejected.jsonl"):
+                if (wave / rejected).is_file():
+                    out.append(Source(f"waves/{wave.name}/{rejected}", "rejected", "", "conversation"))
     for failed in sorted((run_dir / "dialogues").glob("*.failed.jsonl")):
         kind = failed.name.split(".")[0]
         out.append(Source(f"dialogues/{failed.name}", "failed", f"dialogues.{kind}", "failure"))

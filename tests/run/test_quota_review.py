@@ -15,7 +15,7 @@ import pytest
 from datagen.cli import main
 from datagen.record import Conversation
 from datagen.review.app import _decision
-from datagen.review.decisions import Decision, append_decision, content_hash
+from datagen.review.decisions import append_decision, content_hash, read_decisions
 from datagen.review.index import RunIndex
 from datagen.run.config import load_config
 from datagen.run.waves import QuotaRun, quota_status
@@ -75,10 +75,10 @@ def test_a_reviewed_quota_run_tops_up_from_the_reserve_then_from_new_waves(fake_
         r for p in sorted(run.glob("waves/*/filtered/rejected.jsonl")) for r in _rows(p) if _in_a(r)
     )
     rescued = Conversation.from_dict(dropped)
-    append_decision(
-        run / "review.jsonl",
-        Decision(id=rescued.id, hash=content_hash(rescued), decision="accept", who="ana", when="now"),
-    )
+    _decide(run, rescued.id, decision="accept")  # the page lists what the waves dropped
+    with RunIndex(run) as index:  # and the reserve, which tops up the cells first
+        assert all(index.rids_of(r["id"]) for r in reserve_a)
+    assert [d.hash for d in read_decisions(run / "review.jsonl")][-1] == content_hash(rescued)
     paid, keys = fake_openai.requests, _journal_keys(run)
     waves = len(json.loads((run / "quota.json").read_text())["waves"])
 
