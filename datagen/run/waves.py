@@ -16,7 +16,9 @@ cell's seeds not used yet, then prompts of the pool, which grows (journaled, wit
 own per wave) when it runs short. At the end, `final.jsonl` takes each cell's accepted rows in
 wave order up to its target; the rest go to `reserve.jsonl`, which a raised target uses first. A
 rerun replays every recorded wave from the journal (a finished wave is skipped) and plans from
-there, so raising a target pays only for the new rows.
+there, so raising a target pays only for the new rows. A reviewer's decisions on the run's rows
+(`review.jsonl`, from `datagen review RUN_DIR`) apply before rows are counted or capped
+(`datagen.run.quota_review`): a rejected row's place goes to the reserve, then to a new wave.
 """
 
 from __future__ import annotations
