@@ -44,6 +44,7 @@ from datagen.errors import InputError, PublishError
 from datagen.io import write_json_atomic
 from datagen.paths import make_portable, portable
 from datagen.publish.card import CardContext, SentSampling, render_card
+from datagen.publish.card_judge import read_judge_report
 from datagen.publish.preference import CONFIG as PREFERENCE
 from datagen.publish.preference import (
     PreferenceStats,
@@ -468,6 +469,7 @@ def build_dataset_folder(
             datagen_version=__version__,
             sent=journal_sampling(src.path / JOURNAL_FILE) if src.is_run else None,
             preference=pair_stats if pair_stats is not None and pair_stats.rows else None,
+            judge=portable(read_judge_report(src.path, src.manifest)) if src.is_run else None,
         )
         (staging / "README.md").write_text(render_card(ctx), encoding="utf-8")
         if manifest is not None:

@@ -64,6 +64,7 @@ class CardContext:
     datagen_version: str = ""
     sent: list[SentSampling] | None = None  # from the run's journal; None when it had none
     preference: Any = None  # datagen.publish.preference.PreferenceStats when the folder has pairs
+    judge: dict[str, Any] | None = None  # the run's judge report (publish/card_judge.py); None: no judge
 
     @property
     def run_config(self) -> dict[str, Any]:
@@ -521,6 +522,11 @@ def render_card(ctx: CardContext) -> str:
             parts.append(_settings_table(check, "") + "\n")
     else:
         parts.append("_Unknown: not built from a datagen run directory._\n")
+    if ctx.judge:
+        from datagen.publish.card_judge import judge_section
+
+        parts.append("## Judge scores\n")
+        parts.append(judge_section(ctx.judge, cfg, ctx.funnel) + "\n")
     parts.append("## Composition\n")
     parts.append(_composition_section(ctx) + "\n")
     if ctx.preference is not None:

@@ -1,5 +1,6 @@
 """The `final` stage of `datagen run`: the conversations that made it (`final.jsonl`) and the run's
-funnel (`funnel.json`, `funnel.md`, `funnel.png`)."""
+funnel (`funnel.json`, `funnel.md`, `funnel.png`; with a judge step, its score distributions per
+cell too)."""
 
 from __future__ import annotations
 
@@ -64,8 +65,17 @@ class FinalStage(Stage):
             "kept": count,
             "steps": [s.funnel_row() for s in steps],
         }
+        table = funnel_table(funnel) + "\n"
+        judge = self._judge_report(ctx)
+        if judge is not None:  # as a run in waves does (run/quota_final.py)
+            from datagen.filters.judge_report import report_markdown
+
+            funnel["judge"] = {
+                k: judge[k] for k in ("rubrics", "models", "criteria", "cells", "length_correlation")
+            }
+            table += "\n" + report_markdown(judge)
         write_json_atomic(out["funnel"], funnel)
-        out["table"].write_text(funnel_table(funnel) + "\n", encoding="utf-8")
+        out["table"].write_text(table, encoding="utf-8")
         dropped: list[float] = []
         cutoff = None
         if ctx.has("check") and ctx.output("check", "rejected").exists():
@@ -79,6 +89,22 @@ class FinalStage(Stage):
         plot_run(funnel, losses, out["plot"], cutoff=cutoff, dropped_losses=dropped)
         ctx.info.update({"count": count, "by_kind": dict(by_kind)})
         yield from ()
+
+    def _judge_report(self, ctx: StageContext) -> dict[str, Any] | None:
+        """The filter stage's judge report when the run's filters have a judge step now (a report an
+        earlier config left beside the filtered rows is not this run's) and it judged rows."""
+        from datagen.filters.judge_report import JUDGE_JSON
+
+        filters = getattr(self.run_config, "filters", None)
+        if not ctx.has("filter") or not any(
+            s.enabled and s.step_type == "judge" for s in getattr(filters, "steps", None) or []
+        ):
+            return None
+        path = ctx.output("filter").parent / JUDGE_JSON
+        if not path.exists():
+            return None
+        report = json.loads(path.read_text(encoding="utf-8"))
+        return report if report.get("judged") else None
 
     def funnel(self, info: Mapping[str, Any], ctx: StageContext) -> list[StageStats]:
         return []
