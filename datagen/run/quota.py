@@ -86,6 +86,8 @@ class QuotaPolicy:
         max_growth: a wave asks a cell for at most this many times what it has tried so far.
         min_rate: a cell whose acceptance rate bound falls under this is given up.
         max_waves: the most waves of one run.
+        slack: rows a wave aims for past what a cell still needs, so that a wave a little unlucky
+            still fills it (fewer waves, at the price of a few reserve rows).
     """
 
     pilot_share: float = 0.1

@@ -89,9 +89,16 @@ class QuotaRun:
         self.executor, self.engine_factory = executor, engine_factory
         self.waves: list[Wave] = []
         self.review: WaveReview | None = None
-        self._check_kinds()
+        self._check()
 
-    def _check_kinds(self) -> None:
+    def _check(self) -> None:
+        teacher = self.config.teacher
+        if self.quota.budget.usd is not None and teacher.price_of(teacher.model, 1, 1) is None:
+            # without a price every call costs $0 and the budget never stops a wave
+            raise DatagenError(
+                f"budget.usd: teacher.prices has no price for the model {teacher.model!r}, so no call "
+                "would count against the budget; add its prices, or limit budget.tokens instead"
+            )
         for cell in self.quota.targets:
             kind = cell.split("/")[2]
             dk = self.config.dialogues.get(kind)
