@@ -20,6 +20,8 @@ from datagen.review.index import RunIndex
 from datagen.run.config import load_config
 from datagen.run.waves import QuotaRun, quota_status
 from tests.pipeline.test_quota_run import A, B, _config, responder
+from tests.review.conftest import serve
+from tests.review.test_server import _form, _request
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +77,14 @@ def test_a_reviewed_quota_run_tops_up_from_the_reserve_then_from_new_waves(fake_
         r for p in sorted(run.glob("waves/*/filtered/rejected.jsonl")) for r in _rows(p) if _in_a(r)
     )
     rescued = Conversation.from_dict(dropped)
-    _decide(run, rescued.id, decision="accept")  # the page lists what the waves dropped
-    with RunIndex(run) as index:  # and the reserve, which tops up the cells first
+    with RunIndex(run) as index:  # the page lists the reserve, which tops up the cells first
         assert all(index.rids_of(r["id"]) for r in reserve_a)
+        rid = index.rids_of(rescued.id)[0]  # and what the waves dropped
+    with serve(run) as url:  # `datagen review RUN_DIR` on the run in waves: its pages, a real POST
+        status, _, page = _request(url, "GET", "/")
+        assert status == 200 and "quota" in page and "judge" in page
+        status, location, _ = _request(url, "POST", f"/row/{rid}", {"decision": "accept", **_form(url, rid)})
+        assert (status, location) == (303, f"/row/{rid}")
     assert [d.hash for d in read_decisions(run / "review.jsonl")][-1] == content_hash(rescued)
     paid, keys = fake_openai.requests, _journal_keys(run)
     waves = len(json.loads((run / "quota.json").read_text())["waves"])
