@@ -8,10 +8,14 @@ embedded teacher, started here, unless `--base-url` names another) to grade it w
 every graded turn) with the `tool_failure` step's. Prints one line:
 
     rows=N agreement=A kappa=K both_keep=a both_drop=b judge_only_drop=c rule_only_drop=d unparseable=u errors=e
+        judge_model=M structured=S format=F refused_formats=R calls=C reasked=Q seconds=T
 
 then one line per disagreement (id, the rule's reason, the judge's weakest score and reason).
 `agreement` and `kappa` (Cohen's, keep/drop) are over the rows the judge graded. The journal goes
 to a temporary folder unless `--journal` names one, so a second run with it pays nothing.
+`--structured` is the judge's setting (default `auto`); `format` is the one the endpoint answered in
+(the embedded llama-cpp-python server refuses `json_schema` and takes `json_object_schema`, its
+grammar-constrained form). `--limit N` judges the first N conversations only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,11 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-score", type=int, default=3)
     ap.add_argument("--journal", default=None)
     ap.add_argument("--n-ctx", type=int, default=8192)
-    ap.add_argument("--no-json-mode", action="store_true", help="do not send response_format")
+    ap.add_argument(
+        "--structured",
+        default="auto",
+        choices=["auto", "json_schema", "json_object_schema", "json_object", "off"],
+        help="how the judge asks for its JSON (the judge step's `structured`)",
+    )
+    ap.add_argument("--limit", type=int, default=None, help="judge only the first N conversations")
     args = ap.parse_args(argv)
     convs = [
         c for c in read_conversations([str(Path(args.samples) / "conversation_with_plugins")]) if c.plugins
-    ]
+    ][: args.limit]
     server = None
     if args.base_url is None:
         import socket
@@ -71,17 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         base_url, model = args.base_url, args.model
     try:
-        teacher = TeacherConfig(base_url=base_url, model=model, concurrency=1, timeout=600.0, progress=False)
+        # two tries: a refused response_format (llama-cpp-python answers it with a 500) is not
+        # worth the default back-off before the judge tries its next format
+        teacher = TeacherConfig(
+            base_url=base_url, model=model, concurrency=1, timeout=600.0, max_attempts=2, progress=False
+        )
         journal = args.journal or str(Path(tempfile.mkdtemp()) / "judge.sqlite")
         judge = JudgeFilter(
             teacher=teacher.to_dict(),
             rubrics=["grounded"],
             min_score=args.min_score,
             journal=journal,
-            json_mode=not args.no_json_mode,
+            structured=args.structured,
             max_tokens=600,
         )
+        started = time.monotonic()
         verdicts = judge.decide_batch([(c, None) for c in convs])
+        seconds = time.monotonic() - started
     finally:
         if server is not None:
             server.stop()
@@ -94,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         r = Verdict.of(rule.filter(conv))
         if v.reason == "judge_unparseable":
             unparseable += 1
+            lines.append(f"  {conv.id}: unparseable: {(v.evidence or {}).get('detail', '')[:200]!r}")
             continue
         if v.reason in ("judge_error", "judge_unavailable"):
             errors += 1
@@ -122,10 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     n = len(pairs)
     agree = sum(a == b for a, b in pairs) / n if n else 0.0
     k = kappa(pairs)
+    fmt = args.structured
+    if fmt == "auto":
+        fmt = ",".join(sorted(set(judge.formats.settled.values()))) or "-"
     print(
         f"rows={n} agreement={agree:.3f} kappa={'-' if k is None else f'{k:.3f}'} "
         + " ".join(f"{k_}={v_}" for k_, v_ in counts.items())
-        + f" unparseable={unparseable} errors={errors} judge_model={model} calls={judge.calls.calls}"
+        + f" unparseable={unparseable} errors={errors} judge_model={model} structured={args.structured}"
+        + f" format={fmt}"
+        + f" refused_formats={judge.calls.refused_formats} calls={judge.calls.calls}"
+        + f" reasked={judge.calls.reasked} seconds={seconds:.0f}"
     )
     print("\n".join(lines))
     return 0

@@ -18,6 +18,10 @@ What a judged row carries, kept or dropped (so reports can be rebuilt from the f
   each with its one-sentence reason; `tags["judge.second"]` the same from the second judge;
 - `usage`: the judge calls' tokens and cost added to the row's own (the price of an accepted row).
 
+`structured` says how the JSON is asked for: the rubric's JSON schema as structured outputs where
+the endpoint takes it, with a fallback to plainer formats remembered per endpoint
+(`datagen.filters.judge_format`).
+
 (`judge` is the step's name; a renamed step uses its own name in these keys.)
 """
 
@@ -26,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import xxhash
 
 from datagen.errors import ConfigError
 from datagen.filters.base import KEEP, BaseFilter, FilterResult, Verdict
+from datagen.filters.judge_format import LADDER, Formats, Structured, refused, response_format
 from datagen.filters.registry import register_step
 from datagen.filters.rubric import (
     DEFAULT_RUBRICS,
@@ -45,6 +51,8 @@ from datagen.filters.rubric import (
     parse_judgment,
 )
 from datagen.record import Conversation, Usage
+
+log = logging.getLogger("datagen.judge")
 
 #: What a run hands its judge steps: teacher, journal, engine factory (see `run_defaults`).
 _RUN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -105,6 +113,7 @@ class JudgeCalls:
     cached: int = 0
     reasked: int = 0
     unparseable: int = 0
+    refused_formats: int = 0  # calls an endpoint refused for their response_format (see `structured`)
     errors: int = 0
     retryable_failed: int = 0
     prompt_tokens: int = 0
@@ -167,7 +176,10 @@ class JudgeFilter(BaseFilter):
         second: a second judge, `{model: ..., teacher: {...}}`, for the agreement figure only.
         second_rate: the share of rows the second judge also grades (chosen by row id).
         max_tokens, temperature: the judge's sampling settings.
-        json_mode: send `response_format: {type: json_object}` (switch off for servers refusing it).
+        structured: how the JSON is asked for: `auto` (default: the rubric's schema as structured
+            outputs, falling back once per endpoint to plainer formats it accepts), `json_schema`,
+            `json_object_schema` (llama-cpp-python's form), `json_object` or `off` (see
+            `datagen.filters.judge_format`).
         journal: the engine journal (a run uses its own).
     """
 
@@ -188,7 +200,7 @@ class JudgeFilter(BaseFilter):
         second_rate: float = 1.0,
         max_tokens: int = 1500,
         temperature: float = 0.0,
-        json_mode: bool = True,
+        structured: Structured = "auto",
         journal: str | None = None,
     ):
         super().__init__(policy=policy)
@@ -230,8 +242,10 @@ class JudgeFilter(BaseFilter):
             raise ConfigError(f"must be in [0, 1], got {second_rate}", field="second_rate")
         self.second_rate = second_rate
         self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
-        if json_mode:
-            self.params["response_format"] = {"type": "json_object"}
+        try:
+            self.formats = Formats(structured)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="structured") from None
         self.journal = journal
         self.progress: bool | None = False
         #: Called instead of the engine `teacher.mode` names, with the same arguments.
@@ -295,22 +309,58 @@ class JudgeFilter(BaseFilter):
             teacher = self.second_teacher if own_teacher else primary
             desc = "judge (second)" if own_teacher else "judge"
             make = chosen or engine_factory(teacher)  # online, or batch rounds as `teacher.mode` says
+            endpoints = {k: (teacher.base_url, jobs[k].model or teacher.model) for k in ks}
+            # An endpoint whose format is not known yet gets one call first, so that a refusal
+            # costs one request rather than one per job.
+            probes: dict[tuple[str, str], int] = {}
+            for k in ks:
+                if self.formats.probing(endpoints[k]):
+                    probes.setdefault(endpoints[k], k)
+            first = list(probes.values())
             async with make(teacher, journal_path=journal, progress=progress, desc=desc) as engine:
                 engine.expect(len(ks))
-                results = await asyncio.gather(
-                    *(self._judge(engine, jobs[k], convs[jobs[k].row]) for k in ks)
-                )
-            for k, r in zip(ks, results, strict=True):
-                out[k] = r
+                for wave in (first, [k for k in ks if k not in first]):
+                    results = await asyncio.gather(
+                        *(self._judge(engine, jobs[k], convs[jobs[k].row], endpoints[k]) for k in wave)
+                    )
+                    for k, r in zip(wave, results, strict=True):
+                        out[k] = r
 
         await asyncio.gather(*(run_group(own, ks) for own, ks in groups.items()))
         return out  # type: ignore[return-value]
 
-    async def _judge(self, engine: Any, job: _Job, conv: Conversation) -> Judgment | JudgeFailure:
+    async def _ask(
+        self, engine: Any, job: _Job, req: Any, endpoint: tuple[str, str], kind: str, *, reask: bool
+    ) -> tuple[Any, str]:
+        """Make the call `req` in format `kind`, and in the next formats while an endpoint still
+        probing refuses it; return the result and the format it was made in."""
+        while True:
+            fmt = response_format(kind, job.rubric, job.turns)
+            params = {**self.params, "response_format": fmt} if fmt else self.params
+            result = await engine.complete(replace(req, params=params))
+            self._count(job, result, reask=reask)
+            if result.ok or result.error == "length":  # answered: the endpoint takes this format
+                if self.formats.settle(endpoint, kind) and kind != LADDER[0]:
+                    log.warning("judge: %s (%s) answers with response_format %s", *endpoint, kind)
+                return result, kind
+            nxt = self.formats.fallback(endpoint, kind) if refused(result.error, result.detail) else None
+            if nxt is None:
+                return result, kind
+            self.calls.refused_formats += 1
+            why = (result.detail or result.error or "")[:200]
+            log.warning(
+                "judge: %s (%s) refused response_format %s (%s); trying %s", *endpoint, kind, why, nxt
+            )
+            kind = nxt
+
+    async def _judge(
+        self, engine: Any, job: _Job, conv: Conversation, endpoint: tuple[str, str]
+    ) -> Judgment | JudgeFailure:
         from datagen.teacher.types import Request
 
         first = job.rubric.messages(conv, job.turns)
         messages, why = first, None
+        kind = self.formats.first(endpoint)
         for attempt in range(2):
             req = Request(
                 messages=messages,
@@ -319,8 +369,7 @@ class JudgeFilter(BaseFilter):
                 template_version=f"judge:{job.rubric.id}",
                 tag=(conv.id, job.rubric.id, attempt),
             )
-            result = await engine.complete(req)
-            self._count(job, result, reask=attempt > 0)
+            result, kind = await self._ask(engine, job, req, endpoint, kind, reask=attempt > 0)
             if not result.ok and result.error != "length":
                 self.calls.errors += 1
                 reason = "judge_unavailable" if result.error in _RETRYABLE else "judge_error"

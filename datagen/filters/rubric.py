@@ -42,6 +42,9 @@ _FILE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)\.v(?P<version>\d+)\.md$")
 _ID = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)(?:\.v(?P<version>\d+))?$")
 _FENCE = re.compile(r"^```(?:json)?[ \t]*\n(?P<body>.*)\n```$", re.S | re.I)
 _CRITERION = re.compile(r"^[a-z][a-z0-9_]*$")
+#: A reason for grammar-constrained decoding: no leading space, no quote, backslash or control
+#: character (llama.cpp 0.3's JSON string rule lets raw newlines through, which is not JSON).
+_REASON_PATTERN = r'^[^ "\\\x00-\x1f][^"\\\x00-\x1f]{0,' + str(MAX_REASON_CHARS - 1) + "}$"
 
 
 class JudgeReplyError(ValueError):
@@ -105,6 +108,24 @@ class Rubric:
         rows = ",\n".join(f"  {json.dumps({'turn': n, **blank})}" for n in turns)
         return f'{{"turns": [\n{rows}\n ],\n "dialogue": {json.dumps(blank)}}}'
 
+    def schema(self, turns: list[int], *, grammar: bool = False) -> dict[str, Any]:
+        """The JSON schema of a reply grading `turns`: exactly the criteria, integer scores from the
+        scale, a reason string, one entry per asked turn numbered as asked. It keeps to what strict
+        structured outputs accept (OpenAI refuses string lengths and patterns there). `grammar`
+        bounds the reason for servers that compile the schema into a grammar (llama.cpp): one line
+        of at most `MAX_REASON_CHARS` without quotes or control characters, so a small model cannot
+        ramble past the limit or break the JSON with a raw newline. The reader still checks all."""
+        lo, hi = SCORE_RANGE
+        reason: dict[str, Any] = {"type": "string"}
+        if grammar:
+            reason["pattern"] = _REASON_PATTERN
+        mark = _object({"score": {"type": "integer", "enum": list(range(lo, hi + 1))}, "reason": reason})
+        item = _object(
+            {"turn": {"type": "integer", "enum": list(turns)}, **dict.fromkeys(self.criteria, mark)}
+        )
+        graded = {"type": "array", "items": item, "minItems": len(turns), "maxItems": len(turns)}
+        return _object({"turns": graded, "dialogue": _object(dict.fromkeys(self.criteria, mark))})
+
     def messages(self, conv: Conversation, turns: list[int]) -> list[dict[str, str]]:
         """The chat messages asking the judge to grade `turns` of conv."""
         from datagen.formats.meta import meta_instruction_for
@@ -132,6 +153,16 @@ class Rubric:
             {"role": "assistant", "content": reply},
             {"role": "user", "content": self.template.render("retry", reason=reason)},
         ]
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    """A closed object with every property required (what strict structured outputs demand)."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
 
 
 def _settings(template: Template) -> tuple[tuple[str, ...], str, str]:

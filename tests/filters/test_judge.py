@@ -166,9 +166,10 @@ def test_judged_rows_carry_scores_reasons_model_and_rubric_and_low_ones_are_drop
     assert weak["rejected"]["evidence"]["score"] == 2 and weak["rejected"]["evidence"]["rubric"] == "hhh.v1"
     assert weak["scores"]["judge_helpful"] == 2.0  # a dropped row keeps its scores for the report
     assert report.step("judge").reasons == {"low_helpful": 1}
-    # the judge sends its own sampling settings and asks for JSON
+    # the judge sends its own sampling settings and asks for the rubric's JSON schema
     body = fake_openai.received[0]
-    assert body["temperature"] == 0.0 and body["response_format"] == {"type": "json_object"}
+    assert body["temperature"] == 0.0 and body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "judge_hhh_v1"
 
 
 def test_a_rerun_pays_nothing_and_a_tag_policy_keeps_low_rows(fake_openai, tmp_path):
