@@ -92,13 +92,15 @@ class QuotaRun:
         self._check()
 
     def _check(self) -> None:
-        teacher = self.config.teacher
-        if self.quota.budget.usd is not None and teacher.price_of(teacher.model, 1, 1) is None:
-            # without a price every call costs $0 and the budget never stops a wave
-            raise DatagenError(
-                f"budget.usd: teacher.prices has no price for the model {teacher.model!r}, so no call "
-                "would count against the budget; add its prices, or limit budget.tokens instead"
-            )
+        if self.quota.budget.usd is None:
+            return
+        for where, teacher, model in priced_models(self.config):
+            if teacher.price_of(model, 1, 1) is None:
+                # without a price its calls cost $0 in the ledger and the budget never stops a wave
+                raise DatagenError(
+                    f"budget.usd: {where} has no price for the model {model!r}, so its calls would "
+                    "not count against the budget; add its prices, or limit budget.tokens instead"
+                )
         for cell in self.quota.targets:
             kind = cell.split("/")[2]
             dk = self.config.dialogues.get(kind)
@@ -372,6 +374,30 @@ class QuotaRun:
 
 def _rows(path: Path) -> Iterator[Any]:
     return iter_conversations(path) if path.exists() else iter(())
+
+
+def priced_models(config: Any) -> Iterator[tuple[str, Any, str]]:
+    """(where its prices are set, the TeacherConfig that prices it, model) for every model a run's
+    waves call: the teacher's, and each judge step's judge and second judge (on the run's teacher
+    unless the step gives its own `teacher:`)."""
+    from datagen.teacher.config import TeacherConfig
+
+    yield "teacher.prices", config.teacher, config.teacher.model
+    steps = config.filters.enabled_steps() if config.filters is not None else []
+    for step in (s for s in steps if s.step_type == "judge"):
+        where, params = f"filters.steps.{step.name}", step.params
+        own = params.get("teacher")
+        primary = TeacherConfig.from_dict(own) if isinstance(own, dict) else config.teacher
+        at = f"{where}.teacher.prices" if isinstance(own, dict) else "teacher.prices"
+        yield at, primary, params.get("model") or primary.model
+        second = params.get("second")
+        if not isinstance(second, dict):
+            continue
+        if isinstance(second.get("teacher"), dict):
+            other = TeacherConfig.from_dict(second["teacher"])
+            yield f"{where}.second.teacher.prices", other, second.get("model") or other.model
+        elif second.get("model"):
+            yield at, primary, second["model"]
 
 
 def journal_spend(journal: Path) -> tuple[float, int]:
