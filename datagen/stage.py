@@ -18,11 +18,11 @@ import hashlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 _ROW_HEAD = ("step", "in", "kept", "dropped", "tagged")
 _SUMMED = (
@@ -249,6 +249,25 @@ class StageResult:
     skipped: bool = False
 
 
+class DedupBackend(Protocol):
+    """Decides a dedup step over a whole stream at once, somewhere other than this process (the Ray
+    executor's is `datagen.text.neardup_ray.RayDedup`). Its answers are exactly the local keep-first
+    filters' for the same rows in the same order; positions count from 0 in that order. `step` names
+    the filter step, for the backend's log line."""
+
+    def near_duplicates(self, texts: Sequence[str], params: Mapping[str, Any], *, step: str) -> Sequence[int]:
+        """Per text, the position of the earlier kept text it nearly repeats, or -1 when it is kept,
+        as `NearDupIndex(**params)` decides them one by one."""
+        ...
+
+    def exact_duplicates(
+        self, hashes: Sequence[Sequence[int]], *, step: str
+    ) -> tuple[Sequence[int], Sequence[int]]:
+        """Per row of 64-bit hashes (one per unit, in the order they are checked): the position of
+        the earlier kept row it repeats (-1: kept) and the column that matched (-1: kept)."""
+        ...
+
+
 @dataclass(slots=True)
 class StageContext:
     """Everything a stage may use besides its rows. Built by the runner, one per stage and shard."""
@@ -269,6 +288,9 @@ class StageContext:
     #: None: stages open a `TeacherEngine`. A batch-API executor passes its own, called as
     #: `engine_factory(teacher_config, journal_path=..., progress=..., desc=...)`.
     engine_factory: Callable[..., Any] | None = None
+    #: None: the filter stage's dedup steps decide in this process. The Ray executor passes its
+    #: cluster's, and `exact_dedup` / `near_dedup` then decide the whole stream there, same verdicts.
+    dedup: DedupBackend | None = None
 
     def output(self, stage: str, key: str = "main") -> Path:
         """A file an earlier stage declared in `outputs` (never a hard-coded name)."""

@@ -13,15 +13,21 @@ policy and counts what it did:
 Stateful steps (dedup indexes, LLM judges) split their work in two: `prepare(conv)` runs in worker
 processes (signatures, hashes, keyword hits) and `decide_batch(items)` runs in the main process,
 in input order. Stateless steps only implement `filter`.
+
+Dedup steps (`global_dedup`) can also be decided over the whole stream at once by a
+`datagen.stage.DedupBackend` (the Ray executor's): `global_input(conv)` is what the backend
+compares, `decide_global` asks it, `global_verdict` is the verdict of a row it found repeating
+another; the verdicts are the ones `decide_batch` gives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from datagen.errors import ConfigError
 from datagen.record import Conversation
-from datagen.stage import KEEP, Filter, FilterResult, Verdict
+from datagen.stage import KEEP, DedupBackend, Filter, FilterResult, Verdict
 
 __all__ = ["KEEP", "POLICIES", "BaseFilter", "FilterResult", "Verdict"]  # Verdict lives in datagen.stage
 
@@ -41,6 +47,8 @@ class BaseFilter(Filter):
     name: ClassVar[str] = ""
     stateful: ClassVar[bool] = False
     supports_redact: ClassVar[bool] = False
+    #: A keep-first dedup a `DedupBackend` may decide over the whole stream (see the module docstring).
+    global_dedup: ClassVar[bool] = False
 
     def __init__(self, *, policy: str = "drop"):
         if policy not in POLICIES:
@@ -72,6 +80,23 @@ class BaseFilter(Filter):
         if self.stateful:
             return self.decide_batch([(conv, self.prepare(conv))])[0]
         return Verdict.of(self.filter(conv))
+
+    def global_input(self, conv: Conversation) -> Any:
+        """Dedup steps: what a `DedupBackend` compares for this row (a text, a tuple of hashes),
+        computed where `prepare` would be."""
+        raise NotImplementedError
+
+    def decide_global(
+        self, backend: DedupBackend, inputs: list[Any]
+    ) -> tuple[Sequence[int], Sequence[int] | None]:
+        """Dedup steps: the backend's answer for the rows reaching this step, in input order: per row
+        the position of the kept row it repeats (-1: kept), and the unit column that matched (or
+        None for a step with one unit)."""
+        raise NotImplementedError
+
+    def global_verdict(self, first: str, column: int | None) -> Verdict:
+        """Dedup steps: the verdict on a row that repeats the kept row with id `first`."""
+        raise NotImplementedError
 
     def redact(self, conv: Conversation, verdict: Verdict) -> Conversation | None:
         """Return conv with the offending spans rewritten, or None when this verdict cannot be

@@ -1,16 +1,19 @@
 """Dedup steps: `exact_dedup` (xxhash of normalised text) and `near_dedup` (MinHash LSH or
 ROUGE-L), both keep-first and streaming. Hashes and signatures are computed in worker processes
 (`prepare`); the index lives in the main process (`decide_batch`). A dropped row's verdict names the
-row it repeats (`duplicate_of`)."""
+row it repeats (`duplicate_of`). Given a `datagen.stage.DedupBackend` (a run on Ray), the filter run
+asks it instead (`global_input`, `decide_global`), for the same verdicts over the whole stream."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.filters.base import KEEP, BaseFilter, Verdict
 from datagen.filters.registry import register_step
 from datagen.record import Conversation
+from datagen.stage import DedupBackend
 from datagen.text.exact import ExactIndex, dialogue_hash, prompt_hash
 from datagen.text.neardup import Fingerprint, NearDupIndex
 
@@ -35,6 +38,7 @@ class ExactDedupFilter(BaseFilter):
 
     name = "exact_dedup"
     stateful = True
+    global_dedup = True
 
     def __init__(self, *, policy: str = "drop", units: list[str] | tuple[str, ...] = UNITS):
         super().__init__(policy=policy)
@@ -50,21 +54,42 @@ class ExactDedupFilter(BaseFilter):
         hashers = {"prompt": prompt_hash, "dialogue": dialogue_hash}
         return {u: hashers[u](conv) for u in self.units}
 
+    @property
+    def _checked(self) -> tuple[str, ...]:
+        """The units in the order a row is checked against them."""
+        return tuple(u for u in ("dialogue", "prompt") if u in self.units)
+
+    @staticmethod
+    def _duplicate(unit: str, first: str) -> Verdict:
+        return Verdict(False, f"duplicate_{unit}", {"unit": unit}, duplicate_of=first)
+
     def decide_batch(self, items: list[tuple[Conversation, Any]]) -> list[Verdict]:
         out = []
         for conv, hashes in items:
             hashes = hashes if hashes is not None else self.prepare(conv)
             verdict = KEEP
             # check every unit before adding any, so a dropped row leaves no trace in the indexes
-            for u in ("dialogue", "prompt"):
-                if u in hashes and (first := self._indexes[u].get(hashes[u])) is not None:
-                    verdict = Verdict(False, f"duplicate_{u}", {"unit": u}, duplicate_of=first)
+            for u in self._checked:
+                if (first := self._indexes[u].get(hashes[u])) is not None:
+                    verdict = self._duplicate(u, first)
                     break
             if verdict.keep:
                 for u, h in hashes.items():
                     self._indexes[u].check_and_add(conv.id, h)
             out.append(verdict)
         return out
+
+    def global_input(self, conv: Conversation) -> tuple[int, ...]:
+        hashes = self.prepare(conv)
+        return tuple(hashes[u] for u in self._checked)
+
+    def decide_global(
+        self, backend: DedupBackend, inputs: list[Any]
+    ) -> tuple[Sequence[int], Sequence[int] | None]:
+        return backend.exact_duplicates(inputs, step=self.step_name)
+
+    def global_verdict(self, first: str, column: int | None) -> Verdict:
+        return self._duplicate(self._checked[column or 0], first)
 
 
 @register_step
@@ -83,6 +108,7 @@ class NearDedupFilter(BaseFilter):
 
     name = "near_dedup"
     stateful = True
+    global_dedup = True
 
     def __init__(
         self,
@@ -116,15 +142,21 @@ class NearDedupFilter(BaseFilter):
         out = []
         for conv, fp in items:
             first = self.index.check_and_add_fingerprint(conv.id, fp)
-            if first is None:
-                out.append(KEEP)
-            else:
-                out.append(
-                    Verdict(
-                        False,
-                        "near_duplicate",
-                        {"unit": self.unit, "method": self.index.method, "threshold": self.index.threshold},
-                        duplicate_of=first,
-                    )
-                )
+            out.append(KEEP if first is None else self.global_verdict(first, None))
         return out
+
+    def global_input(self, conv: Conversation) -> str:
+        return unit_text(conv, self.unit)
+
+    def decide_global(
+        self, backend: DedupBackend, inputs: list[Any]
+    ) -> tuple[Sequence[int], Sequence[int] | None]:
+        return backend.near_duplicates(inputs, self.index.params(), step=self.step_name), None
+
+    def global_verdict(self, first: str, column: int | None) -> Verdict:
+        return Verdict(
+            False,
+            "near_duplicate",
+            {"unit": self.unit, "method": self.index.method, "threshold": self.index.threshold},
+            duplicate_of=first,
+        )

@@ -24,8 +24,8 @@ moves through the object store, never through the driver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -346,3 +346,62 @@ def exact_duplicates(
         for s, spec in enumerate(shards)
     ]
     return _pipeline(maps, parts, lambda refs: _remote("exact_decide").remote(*refs), True, as_refs)
+
+
+# -- the run's dedup backend -------------------------------------------------------------------------
+
+
+@dataclass
+class RayDedup:
+    """The `datagen.stage.DedupBackend` of a run on Ray: flat lists of texts or hash rows are cut into
+    shards, put in the object store and decided by `near_duplicates` / `exact_duplicates` on the
+    cluster this process is connected to; the answers come back as flat positions.
+
+    Args:
+        log: where the one line per step goes (how many rows, how many duplicates).
+        shard_rows: rows per shard (default: the rows spread over the cluster's CPUs, 1,000 to
+            100,000 a shard).
+        parts: pieces of each shuffle (default `default_parts()`).
+    """
+
+    log: Callable[[str], None] = print
+    shard_rows: int | None = None
+    parts: int | None = None
+    #: (step, rows, duplicates, shards) of every step decided, in order.
+    decided: list[tuple[str, int, int, int]] = field(default_factory=list)
+
+    def _bounds(self, n: int) -> list[int]:
+        size = self.shard_rows or min(100_000, max(1_000, -(-n // cluster_cpus())))
+        return [*range(0, n, size), n]
+
+    def _run(
+        self, step: str, rows: Sequence[Any], decide: Callable[..., list[ShardVerdicts]]
+    ) -> ShardVerdicts:
+        ray = import_ray()
+        bounds = self._bounds(len(rows))
+        shards = [ray.put(rows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+        verdicts = decide(shards, parts=self.parts)
+        starts = np.asarray(bounds[:-1], np.int64)
+        dup = np.concatenate([v.duplicate_of for v in verdicts]) if verdicts else np.empty(0, np.int64)
+        hit = dup >= 0
+        dup[hit] = starts[dup[hit] >> _SHIFT] + (dup[hit] & _POS_MASK)
+        cols = [v.column for v in verdicts if v.column is not None]
+        n_dup = int(hit.sum())
+        self.decided.append((step, len(rows), n_dup, len(shards)))
+        self.log(f"{step} ran on Ray: {len(rows)} rows in {len(shards)} shard(s), {n_dup} duplicates")
+        return ShardVerdicts(dup, np.concatenate(cols) if cols else None)
+
+    def near_duplicates(self, texts: Sequence[str], params: Mapping[str, Any], *, step: str) -> np.ndarray:
+        """Per text, the position of the earlier kept text it nearly repeats (-1: kept)."""
+        return self._run(
+            step, list(texts), lambda shards, parts: near_duplicates(shards, params=dict(params), parts=parts)
+        ).duplicate_of
+
+    def exact_duplicates(
+        self, hashes: Sequence[Sequence[int]], *, step: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of hashes: the position of the earlier kept row it repeats and the matched column
+        (-1, -1: kept)."""
+        out = self._run(step, np.asarray(hashes, dtype=np.uint64), exact_duplicates)
+        assert out.column is not None
+        return out.duplicate_of, out.column

@@ -13,7 +13,11 @@ funnel and manifest as the local executor, with the work spread over a Ray clust
   or on the next start when the driver died first.
 - The check stage scores on actors that ask for a GPU each (`ray_check`), one model load per
   actor; without GPUs in the cluster it runs in the driver, as locally.
-- Every other stage runs in the driver, as locally.
+- Every other stage runs in the driver, as locally, but with a dedup backend on the cluster
+  (`ctx.dedup`, a `RayDedup`): the filter stage's `exact_dedup` and `near_dedup` steps are decided
+  there over the whole stream (`datagen.text.neardup_ray`), keeping the rows, `duplicate_of` and
+  reasons the local run keeps. The fingerprints do not change, so a finished filter stage is skipped
+  whichever executor made it.
 
 Workers import datagen and read and write the run directory, so on a real cluster datagen must be
 installed on every node, the run directory must be on a filesystem they share, and the teacher's
@@ -130,6 +134,8 @@ class RayExecutor:
         self.gpus_per_actor = gpus_per_actor
         self._limits: dict[str, Any] = {}
         self.check_nodes: list[str] = []  # where the last check's scoring actors ran
+        #: (step, rows, duplicates, shards) of every dedup step decided on the cluster
+        self.dedup_decided: list[tuple[str, int, int, int]] = []
         import_ray()  # the missing extra fails before any stage runs
 
     def _connect(self) -> Any:
@@ -146,7 +152,13 @@ class RayExecutor:
             return self._run_sharded(stage, ctx)
         if stage.name == "check":
             return self._run_check(stage, ctx)
+        ctx.dedup = self._dedup(stage.name)
         return LocalExecutor().run(stage, ctx)
+
+    def _dedup(self, stage: str) -> Any:
+        from datagen.text.neardup_ray import RayDedup
+
+        return RayDedup(log=lambda msg: log(f"{stage}: {msg}"), decided=self.dedup_decided)
 
     # ------------------------------------------------------------------ sharded stages
     def _shards(self, ctx: StageContext, stage: str, fingerprint: str) -> int:
