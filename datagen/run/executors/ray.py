@@ -38,7 +38,7 @@ from datagen.ray_support import cluster_cpus, import_ray
 from datagen.run.executors import read_shard_stats, write_shard_stats
 from datagen.run.executors.local import LocalExecutor
 from datagen.run.manifest import Manifest
-from datagen.stage import Stage, StageContext, StageStats, log
+from datagen.stage import DedupBackend, Stage, StageContext, StageStats, log
 
 
 def completion_path(run_dir: Path, stage: str, rank: int) -> Path:
@@ -155,7 +155,7 @@ class RayExecutor:
         ctx.dedup = self._dedup(stage.name)
         return LocalExecutor().run(stage, ctx)
 
-    def _dedup(self, stage: str) -> Any:
+    def _dedup(self, stage: str) -> DedupBackend:
         from datagen.text.neardup_ray import RayDedup
 
         return RayDedup(log=lambda msg: log(f"{stage}: {msg}"), decided=self.dedup_decided)
