@@ -30,7 +30,7 @@ from datagen.review.calls import CALL_COLUMNS, link_calls
 from datagen.review.decisions import DECISIONS_FILE, Decision, content_hash, read_decisions
 from datagen.text.script import HAN_BMP, HANGUL_SYLLABLES, KANA_BASIC
 
-INDEX_VERSION = "2"
+INDEX_VERSION = "3"
 INDEX_FILE = Path("review") / "index.sqlite"
 PAGE_SIZE = 50
 HIST_BINS = 30
@@ -426,6 +426,10 @@ def _store_summary(conn: sqlite3.Connection) -> None:
         ).fetchall()
     facets["stage"] = conn.execute(
         "SELECT stage, reason, count(*) FROM rows WHERE status != 'kept' GROUP BY 1, 2 ORDER BY 1, 3 DESC"
+    ).fetchall()
+    # kept rows by where they sit: `final`, and `reserve` for a run in waves
+    facets["kept_stage"] = conn.execute(
+        "SELECT stage, count(*) FROM rows WHERE status = 'kept' GROUP BY 1 ORDER BY 1"
     ).fetchall()
     plugins: dict[str, int] = {}
     for value, n in conn.execute("SELECT plugins, count(*) FROM rows WHERE plugins != '' GROUP BY 1"):

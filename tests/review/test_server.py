@@ -10,10 +10,11 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from datagen.cli.review import main
+from datagen.io import write_jsonl_atomic
 from datagen.review.decisions import read_decisions
 from datagen.review.index import RunIndex
 from tests.review.conftest import serve
-from tests.review.small_run import XSS, make_small_run
+from tests.review.small_run import XSS, hhh, make_small_run
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,16 @@ def test_a_broken_run_file_is_named_on_the_page(tmp_path):
         status, _, html = _request(url, "GET", "/rows")
     assert status == 500
     assert f"Error: {run / 'review.jsonl'}:1: hash: missing required field" in html
+
+
+def test_the_stage_menu_offers_a_run_in_waves_its_reserve(tmp_path):
+    run = make_small_run(tmp_path / "run")
+    (run / "quota.json").write_text("{}", encoding="utf-8")
+    write_jsonl_atomic(run / "reserve.jsonl", [hhh("hhh-spare", "One more poem?", "Here is one more.")])
+    with serve(run) as url:
+        status, _, html = _request(url, "GET", "/rows")
+        assert status == 200
+        assert '<option value="final">final (kept)</option>' in html
+        assert '<option value="reserve">reserve (kept)</option>' in html
+        status, _, html = _request(url, "GET", "/rows?stage=reserve")
+    assert status == 200 and "hhh-spare" in html and "hhh-a" not in html
