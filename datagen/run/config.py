@@ -411,6 +411,7 @@ PATH_KEYS = (
     "dialogues.*.options.templates_dir",
     "tools.*.docs",  # search document collections
     "filters.steps.*.lexicons",
+    "filters.steps.*.rubrics_dir",  # the judge's own rubric files
     "check.model",  # also an alias (smollm2) or a Hub id: only when it names a file or folder
     "preference.templates_dir",
     "preference.sources.*.model",  # a local source's model: like check.model

@@ -160,6 +160,7 @@ def test_relative_paths_in_the_file_resolve_against_its_folder(tmp_path, monkeyp
     folder.mkdir(parents=True)
     (folder / "models").mkdir()
     (folder / "lex").mkdir()
+    (folder / "rubrics").mkdir()
     (folder / "lex" / "extra.tsv").write_text("moonshine\tdrugs\t2\n", encoding="utf-8")
     p = folder / "run.yaml"
     p.write_text(
@@ -168,6 +169,7 @@ def test_relative_paths_in_the_file_resolve_against_its_folder(tmp_path, monkeyp
         "dialogues:\n  plugin:\n    options: {templates_dir: ./tpl}\n"
         "tools:\n  search: {docs: [docs/a.jsonl, /abs/b.jsonl]}\n"
         "filters:\n  steps:\n    - {name: safety, lexicons: [lex/extra.tsv]}\n"
+        "    - {name: judge, rubrics_dir: rubrics}\n"
         "check:\n  model: models\n",
         encoding="utf-8",
     )
@@ -181,6 +183,7 @@ def test_relative_paths_in_the_file_resolve_against_its_folder(tmp_path, monkeyp
     assert cfg.dialogues["plugin"].options["templates_dir"] == f"{rel}/tpl"
     assert cfg.tools["search"]["docs"] == [f"{rel}/docs/a.jsonl", "/abs/b.jsonl"]
     assert cfg.filters.step("safety").params["lexicons"] == [f"{rel}/lex/extra.tsv"]
+    assert cfg.filters.step("judge").params["rubrics_dir"] == f"{rel}/rubrics"
     assert cfg.check.model == f"{rel}/models"
     # what the user wrote is what fingerprints and manifests see
     assert cfg.raw["seeds"]["path"] == "../seeds/mine.jsonl"
