@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from datagen.check.scoring import LocalScorer, ScoreJob, Scorer, check_settings, write_settings
 from datagen.errors import ConfigError, FormatError, InputError
 from datagen.io import AppendWriter, atomic_write, dumps, write_json_atomic
 from datagen.model.score import (
@@ -44,7 +45,6 @@ from datagen.model.score import (
     format_report,
     reject_reason,
     resolve_max_length,
-    score_conversations,
     score_report,
     threshold_cutoff,
 )
@@ -106,36 +106,6 @@ def scored_ids(path: str | os.PathLike) -> set[str]:
     return {str(row["id"]) for _, _, row in iter_scored_rows(path)}
 
 
-def _settings_path(out: Path) -> Path:
-    return out.with_name(out.name + ".settings.json")
-
-
-def _check_settings(out: Path, model: str, max_length: int | None, tokenization: str | None = None) -> None:
-    """Refuse to add rows scored with another model, context or token stream to an existing output."""
-    path = _settings_path(out)
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text(encoding="utf-8"))
-    changed = []
-    if before.get("model") != model:
-        changed.append(f"model {before.get('model')!r}")
-    if max_length is not None and before.get("max_length") not in (None, max_length):
-        changed.append(f"max_length {before.get('max_length')}")
-    # files scored before the setting existed used datagen's token stream
-    if tokenization is not None and before.get("tokenization", "datagen") != tokenization:
-        changed.append(f"tokenization {before.get('tokenization', 'datagen')!r}")
-    if changed:
-        raise InputError(
-            f"already holds rows scored with other settings ({', '.join(changed)}); "
-            "use another --out or delete it",
-            path=str(out),
-        )
-
-
-def _write_settings(out: Path, settings: dict[str, Any]) -> None:
-    write_json_atomic(_settings_path(out), settings, ensure_ascii=True, newline=False)
-
-
 def _rejected_line(conv: Conversation, reason: str, evidence: Any) -> bytes:
     """A rejected-file line for an input row `check` did not score (see `format_defect`)."""
     row = conv.to_dict()
@@ -189,6 +159,7 @@ def check_files(
     rejected_path: str | os.PathLike | None = None,
     progress: bool = True,
     tokenization: str = "auto",
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Score the conversations in `inputs` into `out` (resumable by row id), then report.
 
@@ -204,13 +175,15 @@ def check_files(
             (counted as `unscored`) whenever a kept file is written.
         report_path: the distribution report as JSON (default: beside `out`, `*.report.json`).
         tokenization: `upstream`, `datagen` or `auto` (see `datagen.model.loading.load_model`).
+        scorer: what scores the rows (default: `LocalScorer`, the model in this process); loaded
+            only when a row is left to score, and closed before the report.
 
     Returns a summary: `in`, `scored_now`, `resumed`, `count` (rows kept), `unscored`, `report`,
     `funnel_step`.
     """
     from datagen.formats.reader import read_conversations
     from datagen.formats.validate import format_defect
-    from datagen.model.loading import MODEL_ALIASES, load_model, resolve_model
+    from datagen.model.loading import MODEL_ALIASES, resolve_model
 
     def read_any(paths: Sequence[str | os.PathLike]) -> Iterator[Conversation]:
         # an input may be a stage output still being appended to: its torn tail is not a row yet
@@ -231,7 +204,7 @@ def check_files(
         resolve_max_length(max_length, declared)  # a bad value fails before the model is loaded
     done = scored_ids(out)
     if done:
-        _check_settings(out, model_id, max_length or declared)
+        check_settings(out, model_id, max_length or declared)
     total = _estimate_rows(inputs)
     if total is not None and max_rows is not None:
         total = min(total, max_rows)
@@ -261,39 +234,34 @@ def check_files(
     rows_todo = todo()
     first = next(rows_todo, None)
     if first is not None:  # load the model only when there is something to score
-        loaded = load_model(source, device=device, dtype=dtype, tokenization=tokenization)
-        limit = resolve_max_length(max_length, loaded.context_length)
-        settings["max_length"] = limit
-        settings["tokenization"] = loaded.tokenization
-        if done:
-            _check_settings(out, model_id, limit, loaded.tokenization)
-        _write_settings(out, settings)
+        scorer = scorer if scorer is not None else LocalScorer()
         bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=total,
-                initial=min(len(done), total) if total is not None else len(done),
-                desc="check",
-                unit="dlg",
-                file=sys.stderr,
-                dynamic_ncols=True,
-            )
         try:
+            loaded = scorer.load(ScoreJob(str(model), max_length, batch_size, tokenization, device, dtype))
+            settings["max_length"] = loaded.max_length
+            settings["tokenization"] = loaded.tokenization
+            if done:
+                check_settings(out, model_id, loaded.max_length, loaded.tokenization)
+            write_settings(out, settings)
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=total,
+                    initial=min(len(done), total) if total is not None else len(done),
+                    desc="check",
+                    unit="dlg",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
             with AppendWriter(out) as writer:
-                for conv in score_conversations(
-                    itertools.chain([first], rows_todo),
-                    loaded,
-                    batch_size=batch_size,
-                    max_length=limit,
-                    stats=stats,
-                ):
+                for conv in scorer.score(itertools.chain([first], rows_todo), stats):
                     writer.write(conv)
                     scored_now += 1
                     if bar is not None:
                         bar.update(1)
         finally:
+            scorer.close()
             if bar is not None:
                 bar.close()
 
@@ -469,13 +437,14 @@ def run_check(
     device: str | None = None,
     progress: bool = True,
     tokenization: str = "auto",
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """The pipeline's check stage: `out_dir/scored.jsonl`, `kept.jsonl`, `rejected.jsonl`,
     `report.json`. Returns `count` (kept), `in` and the `funnel_step`.
 
     `max_length=None` is the model's context (`check.max_length` left unset); a larger value than
     the model's is a ConfigError on `check.max_length`. With `max_rows`, the rows past it go to
-    `kept.jsonl` unscored (see the module docstring)."""
+    `kept.jsonl` unscored (see the module docstring). `scorer`: as for `check_files`."""
     if not model:
         raise ConfigError(
             "the check stage needs a model (a folder, a .gguf file or smollm2)", field="check.model"
@@ -497,6 +466,7 @@ def run_check(
             rejected_path=out_dir / "rejected.jsonl",
             progress=progress,
             tokenization=tokenization,
+            scorer=scorer,
         )
     except ConfigError as exc:
         if exc.path is not None or not exc.field or "." in exc.field:

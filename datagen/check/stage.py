@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datagen.paths import file_identity
 from datagen.stage import Stage, StageContext, StageStats, stage_fingerprint
+
+if TYPE_CHECKING:
+    from datagen.check.scoring import Scorer
 
 #: What the scores depend on: the model, the context and the rows. The threshold only splits them.
 SCORE_SECTIONS = ("check.model", "check.max_length", "check.max_rows", "check.tokenization")
@@ -23,9 +26,11 @@ class CheckStage(Stage):
     after = ("filter",)
     done_when = ("main",)
 
-    def __init__(self, run_config: Any):
+    def __init__(self, run_config: Any, *, scorer: Scorer | None = None):
         super().__init__(run_config)
         self.score_fingerprint = ""
+        #: None: the model loads in this process. An executor may score elsewhere (`ray_check`).
+        self.scorer = scorer
 
     @property
     def config(self) -> Any:
@@ -72,6 +77,7 @@ class CheckStage(Stage):
                 max_rows=cc.max_rows,
                 progress=ctx.progress,
                 tokenization=cc.tokenization,
+                scorer=self.scorer,
             )
         )
         yield from ()
