@@ -95,7 +95,7 @@ class TeacherEngine(EngineCommon):
 
     With `config.mode == "batch"` the constructor returns a `datagen.teacher.batch.BatchEngine`
     (the same interface), so a config that asks for batch mode never pays online prices, whichever
-    stage opens the engine.
+    stage opens the engine. `journal` and `limiters` are the online engine's alone.
     """
 
     def __new__(cls, config: TeacherConfig, **kwargs: Any) -> Any:
