@@ -26,6 +26,7 @@ key must be in each node's environment (it is never sent through Ray).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -233,29 +234,21 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ check
     def _run_check(self, stage: Stage, ctx: StageContext) -> dict[str, Any]:
-        from datagen.run.executors.ray_check import cluster_gpus, score_on_actors, settle_report
+        from datagen.run.executors.ray_check import ActorScorer, cluster_gpus
 
         cc = stage.config
         gpus = cluster_gpus()
         if not gpus or not cc.model:
             return LocalExecutor().run(stage, ctx)
-        outputs = stage.outputs(ctx)
-        scored = score_on_actors(
-            ctx.output("filter"),
-            outputs["scored"],
-            model=str(cc.model),
-            batch_size=cc.batch_size,
-            max_length=cc.max_length,
-            max_rows=cc.max_rows,
-            tokenization=cc.tokenization,
-            actors=max(1, int(gpus / self.gpus_per_actor)),
-            gpus_per_actor=self.gpus_per_actor,
+        scorer = ActorScorer(
+            actors=max(1, int(gpus / self.gpus_per_actor)), gpus_per_actor=self.gpus_per_actor
         )
-        self.check_nodes = scored["nodes"]
-        if scored["scored_now"]:
-            log(f"check: {scored['scored_now']} rows scored on {len(scored['nodes'])} GPU actor(s)")
-        info = LocalExecutor().run(stage, ctx)
-        settle_report(info, outputs["report"], scored)
+        on_gpus = copy.copy(stage)  # the runner's own stage object keeps no scorer
+        on_gpus.scorer = scorer  # type: ignore[attr-defined]
+        info = LocalExecutor().run(on_gpus, ctx)
+        self.check_nodes = scorer.nodes
+        if scorer.scored:
+            log(f"check: {scorer.scored} rows scored on {len(scorer.nodes)} GPU actor(s)")
         return info
 
 

@@ -11,11 +11,8 @@ local executor computes; the rows come back in input order too.
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections import deque
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from datagen.check.scoring import ScoreJob, ScoreSettings
@@ -124,96 +121,9 @@ def _windows(rows: Iterator[Conversation], size: int) -> Iterator[list[Conversat
         yield window
 
 
-def _todo(inp: Path, out: Path, max_rows: int | None) -> Iterator[Conversation]:
-    """The rows `check_files` would score, in its order: the first `max_rows`, first of each id,
-    well-formed, not in the output yet."""
-    from datagen.check.files import scored_ids
-    from datagen.formats.reader import read_conversations
-    from datagen.formats.validate import format_defect
-
-    done = scored_ids(out)
-    seen: set[str] = set()
-    for i, conv in enumerate(read_conversations([inp], torn_tail="skip")):
-        if max_rows is not None and i >= max_rows:
-            return
-        if conv.id in seen:
-            continue
-        seen.add(conv.id)
-        if conv.id not in done and format_defect(conv) is None:
-            yield conv
-
-
-def score_on_actors(
-    inp: Path,
-    out: Path,
-    *,
-    model: str,
-    batch_size: int,
-    max_length: int | None,
-    max_rows: int | None,
-    tokenization: str,
-    actors: int,
-    gpus_per_actor: float,
-) -> dict[str, Any]:
-    """Score what is left of `inp` into `out` with an `ActorScorer`, before the stage runs (what
-    `RayExecutor._run_check` does until it hands the stage the scorer; then this, `_todo` and
-    `settle_report` go). Returns {"scored_now": n, "truncation": {...}, "nodes": [node ids of the
-    actors], "settings": {...}} (nothing to score: no actor is started)."""
-    from datagen.check.scoring import check_settings, write_settings
-    from datagen.io import AppendWriter
-    from datagen.model.loading import MODEL_ALIASES, resolve_model
-
-    truncation = TruncationStats()
-    rows = _todo(inp, out, max_rows)
-    first = next(rows, None)
-    if first is None:
-        return {"scored_now": 0, "truncation": truncation.to_dict(), "nodes": []}
-    model_id = str(model) if str(model) in MODEL_ALIASES else resolve_model(model).display
-    scorer = ActorScorer(actors=actors, gpus_per_actor=gpus_per_actor)
-    try:
-        loaded = scorer.load(ScoreJob(str(model), max_length, batch_size, tokenization))
-        if out.exists() and out.stat().st_size:
-            check_settings(out, model_id, loaded.max_length, loaded.tokenization)
-        settings = {"model": model_id, "max_length": loaded.max_length, "tokenization": loaded.tokenization}
-        write_settings(out, settings)
-        with AppendWriter(out) as writer:
-            for conv in scorer.score(itertools.chain([first], rows), truncation):
-                writer.write(conv)
-    finally:
-        scorer.close()
-    return {
-        "scored_now": scorer.scored,
-        "truncation": truncation.to_dict(),
-        "nodes": scorer.nodes,
-        "settings": settings,
-    }
-
-
-def settle_report(info: dict[str, Any], report_path: Path, scored: dict[str, Any]) -> None:
-    """The stage ran after the actors scored: it saw every row as resumed. Put back what this run
-    scored, in the manifest info and in report.json, as one process would have recorded it."""
-    n = scored["scored_now"]
-    if not n:
-        return  # nothing scored on the actors: the stage's own record is the local one
-    # the settings as a run that loaded the model records them (one that scored nothing has less)
-    fixes = {
-        "scored_now": n,
-        "resumed": info.get("resumed", 0) - n,
-        "truncation_this_run": scored["truncation"],
-        "settings": scored["settings"],
-    }
-    info.update(fixes)
-    if report_path.exists():
-        from datagen.io import write_json_atomic
-
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        report.update(fixes)
-        write_json_atomic(report_path, report, newline=False)
-
-
 def cluster_gpus() -> int:
     """GPUs the Ray cluster has (0 without any)."""
     return int(import_ray().cluster_resources().get("GPU", 0))
 
 
-__all__ = ["ActorScorer", "ScoreActor", "cluster_gpus", "score_on_actors", "settle_report"]
+__all__ = ["ActorScorer", "ScoreActor", "cluster_gpus"]
