@@ -297,30 +297,19 @@ class Ledger:
     ) -> Result:
         """Journal a usable answer (with statements `also`, in the same transaction) and count it."""
         cost = self.price(prep.model, answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
-        if self.journal is not None:
-            await self.journal.write(
-                JournalEntry(
-                    key=prep.key,
-                    status="ok",
-                    request=prep.canonical,
-                    model=prep.model,
-                    response=answer.text,
-                    finish_reason=answer.finish_reason,
-                    prompt_tokens=answer.prompt_tokens,
-                    completion_tokens=answer.completion_tokens,
-                    cost=cost,
-                    paid_prompt_tokens=paid.prompt,
-                    paid_completion_tokens=paid.completion,
-                    paid_cost=self.price(prep.model, paid.prompt, paid.completion, paid.cached),
-                    attempts=paid.attempts,
-                    latency=time.monotonic() - started,
-                    cached_tokens=answer.cached_tokens,
-                    paid_cached_tokens=paid.cached,
-                    mode=self.mode,
-                ),
-                *also,
-            )
-        self.charge(prep.model, paid)
+        await self._record(
+            prep,
+            paid,
+            started,
+            also,
+            status="ok",
+            response=answer.text,
+            finish_reason=answer.finish_reason,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost=cost,
+            cached_tokens=answer.cached_tokens,
+        )
         return Result(
             key=prep.key,
             ok=True,
@@ -348,31 +337,20 @@ class Ledger:
         """Journal a call that cannot succeed in the failure ledger and count it."""
         self.stats.last_error = f"{failure.code}: {failure.detail}"
         cost = self.price(prep.model, failure.prompt_tokens, failure.completion_tokens)
-        if self.journal is not None:
-            await self.journal.write(
-                JournalEntry(
-                    key=prep.key,
-                    status="failed",
-                    request=prep.canonical,
-                    model=prep.model,
-                    response=failure.text,
-                    finish_reason=failure.finish_reason,
-                    prompt_tokens=failure.prompt_tokens,
-                    completion_tokens=failure.completion_tokens,
-                    cost=cost,
-                    paid_prompt_tokens=paid.prompt,
-                    paid_completion_tokens=paid.completion,
-                    paid_cost=self.price(prep.model, paid.prompt, paid.completion, paid.cached),
-                    attempts=paid.attempts,
-                    error=failure.code,
-                    detail=failure.detail,
-                    latency=time.monotonic() - started,
-                    paid_cached_tokens=paid.cached,
-                    mode=self.mode,
-                ),
-                *also,
-            )
-        self.charge(prep.model, paid)
+        await self._record(
+            prep,
+            paid,
+            started,
+            also,
+            status="failed",
+            response=failure.text,
+            finish_reason=failure.finish_reason,
+            prompt_tokens=failure.prompt_tokens,
+            completion_tokens=failure.completion_tokens,
+            cost=cost,
+            error=failure.code,
+            detail=failure.detail,
+        )
         return Result(
             key=prep.key,
             ok=False,
@@ -388,6 +366,30 @@ class Ledger:
             detail=failure.detail,
             tag=request.tag,
         )
+
+    async def _record(
+        self, prep: Prepared, paid: Paid, started: float, also: tuple[Statement, ...], **last_try: Any
+    ) -> None:
+        """Journal a settled call (`last_try`: its status and the fields of its last try) with what it
+        paid in all, then charge what it paid."""
+        if self.journal is not None:
+            await self.journal.write(
+                JournalEntry(
+                    key=prep.key,
+                    request=prep.canonical,
+                    model=prep.model,
+                    paid_prompt_tokens=paid.prompt,
+                    paid_completion_tokens=paid.completion,
+                    paid_cost=self.price(prep.model, paid.prompt, paid.completion, paid.cached),
+                    attempts=paid.attempts,
+                    latency=time.monotonic() - started,
+                    paid_cached_tokens=paid.cached,
+                    mode=self.mode,
+                    **last_try,
+                ),
+                *also,
+            )
+        self.charge(prep.model, paid)
 
 
 def usd(amount: float) -> str:
