@@ -17,6 +17,7 @@ import yaml
 from datagen.cli import main
 from datagen.run.config import load_config
 from tests.generate.scripted_teacher import scripted_teacher
+from tests.run_files import fake_teacher, write_seeds
 
 EXPECTED = Path(__file__).parent / "golden" / "expected.json"
 SEEDS = [
@@ -105,35 +106,16 @@ def _reference_fingerprints(config: Path, out: Path) -> dict[str, str]:
 
 def test_a_fixed_run_gives_the_recorded_outputs(fake_openai, tmp_path):
     fake_openai.set_responder(scripted_teacher)
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(
-        "".join(
-            json.dumps(
-                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
-            )
-            + "\n"
-            for i, t, lang, c, p in SEEDS
-        ),
-        encoding="utf-8",
-    )
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     config = tmp_path / "run.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "name": "golden",
                 "seed": 3,
-                "teacher": {
-                    "base_url": fake_openai.base_url,
-                    "model": fake_openai.model,
-                    "concurrency": 1,
-                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
-                    "timeout": 5,
-                    "max_attempts": 2,
-                    "min_backoff": 0.01,
-                    "max_backoff": 0.05,
-                    "progress": False,
-                    "prices": {fake_openai.model: {"input": 1.0, "output": 2.0}},
-                },
+                "teacher": fake_teacher(
+                    fake_openai, prices={fake_openai.model: {"input": 1.0, "output": 2.0}}
+                ),
                 "seeds": {"path": str(seeds)},
                 "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
                 "dialogues": {

@@ -22,6 +22,7 @@ import yaml
 from datagen.cli import main
 from datagen.formats.validate import validate_paths
 from tests.generate.scripted_teacher import scripted_teacher
+from tests.run_files import fake_teacher, write_seeds
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -50,32 +51,17 @@ SEEDS = [
 
 
 def _write_run(tmp_path: Path, fake, repo_id: str, model_dir: Path) -> Path:
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(
-        "".join(
-            json.dumps(
-                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
-            )
-            + "\n"
-            for i, t, lang, c, p in SEEDS
-        ),
-        encoding="utf-8",
-    )
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     config = {
         "name": "e2e",
         "seed": 3,
-        "teacher": {
-            "base_url": fake.base_url,
-            "model": fake.model,
-            "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
-            "concurrency": 4,
-            "timeout": 5,
-            "max_attempts": 4,
-            "min_backoff": 0.01,
-            "max_backoff": 0.1,
-            "progress": False,
-            "prices": {fake.model: {"input": 1.0, "output": 2.0}},
-        },
+        "teacher": fake_teacher(
+            fake,
+            concurrency=4,
+            max_attempts=4,
+            max_backoff=0.1,
+            prices={fake.model: {"input": 1.0, "output": 2.0}},
+        ),
         "seeds": {"path": str(seeds)},
         "expand": {"targets": {"default": 2, "tool": 0}, "batch_size": 4, "parallel": 2},
         "dialogues": {

@@ -14,38 +14,19 @@ from datagen.run.pipeline import stages_for
 from datagen.run.runner import Runner
 from tests.generate.scripted_teacher import scripted_teacher
 from tests.pipeline.test_golden import SEEDS
+from tests.run_files import fake_teacher, write_seeds
 from tests.test_stage import TwoShards
 
 
 def _config(tmp_path, fake_openai):
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(
-        "".join(
-            json.dumps(
-                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
-            )
-            + "\n"
-            for i, t, lang, c, p in SEEDS
-        ),
-        encoding="utf-8",
-    )
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     path = tmp_path / "run.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "name": "shards",
                 "seed": 3,
-                "teacher": {
-                    "base_url": fake_openai.base_url,
-                    "model": fake_openai.model,
-                    "concurrency": 1,
-                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
-                    "timeout": 5,
-                    "max_attempts": 2,
-                    "min_backoff": 0.01,
-                    "max_backoff": 0.05,
-                    "progress": False,
-                },
+                "teacher": fake_teacher(fake_openai),
                 "seeds": {"path": str(seeds)},
                 "expand": {"targets": {"default": 1, "tool": 0}, "batch_size": 4, "parallel": 2},
                 "dialogues": {

@@ -22,41 +22,21 @@ from datagen.run.runner import Runner
 from datagen.teacher.journal import Journal
 from tests.generate.scripted_teacher import EXPAND, scripted_teacher
 from tests.pipeline.test_golden import SEEDS
+from tests.run_files import fake_teacher, write_seeds
 
 #: A seed of rank 1 of 2 in dialogues.hhh (the odd places of the hhh prompts, seeds first).
 RANK1_SEED = "Draft a polite email asking my landlord to fix the heating."
 
 
 def config_file(tmp_path, fake, **teacher):
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(
-        "".join(
-            json.dumps(
-                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
-            )
-            + "\n"
-            for i, t, lang, c, p in SEEDS
-        ),
-        encoding="utf-8",
-    )
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     path = tmp_path / "run.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "name": "on-ray",
                 "seed": 3,
-                "teacher": {
-                    "base_url": fake.base_url,
-                    "model": fake.model,
-                    "concurrency": 2,
-                    "api_key_env": "DATAGEN_TEST_TEACHER_KEY",
-                    "timeout": 60,
-                    "max_attempts": 2,
-                    "min_backoff": 0.01,
-                    "max_backoff": 0.05,
-                    "progress": False,
-                    **teacher,
-                },
+                "teacher": fake_teacher(fake, **{"concurrency": 2, "timeout": 60, **teacher}),
                 "seeds": {"path": str(seeds)},
                 "expand": {"targets": {"default": 1, "tool": 0}, "batch_size": 4, "parallel": 2},
                 "dialogues": {

@@ -7,7 +7,6 @@ journal. One seed carries a `<script>` tag, one makes the teacher answer nothing
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import yaml
 
 from tests.fakes.openai_server import FakeOpenAI, last_user_text
 from tests.generate.scripted_teacher import role_of, scripted_teacher
+from tests.run_files import write_seeds
 
 REPO = Path(__file__).resolve().parents[2]
 XSS = "<script>alert('pwned')</script>"
@@ -64,17 +64,7 @@ def review_run(tmp_path_factory) -> Path:
         s[1] for s in SEEDS
     ]
     build_tiny_moss(tmp / "tiny-moss", corpus * 3)
-    seeds = tmp / "seeds.jsonl"
-    seeds.write_text(
-        "".join(
-            json.dumps(
-                {"id": i, "text": t, "language": lang, "category": c, "plugins": p}, ensure_ascii=False
-            )
-            + "\n"
-            for i, t, lang, c, p in SEEDS
-        ),
-        encoding="utf-8",
-    )
+    seeds = write_seeds(tmp / "seeds.jsonl", SEEDS)
     fake = FakeOpenAI().start()
     fake.set_responder(_teacher)
     try:
