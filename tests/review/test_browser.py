@@ -1,13 +1,16 @@
 """The review page in a real headless browser (Debian's chromium driven by playwright; no browser
 download): open a run, filter by a reason, open a plugin dialogue, reject one row, edit another,
 accept one the check dropped; then check review.jsonl and what applying it does. Screenshots of the
-main views go to docs/review/ (the README shows them)."""
+main views are taken every time; they replace docs/review/ (the README shows them) only with
+DATAGEN_UPDATE_SCREENSHOTS=1, so a test run leaves the tree as it was."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,11 @@ from datagen.review.decisions import content_hash, read_decisions
 from tests.review.conftest import REPO, XSS, serve
 
 pytestmark = pytest.mark.slow
-SHOTS = REPO / "docs" / "review"
+SHOTS = (
+    REPO / "docs" / "review"
+    if os.environ.get("DATAGEN_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="datagen-review-shots-"))
+)
 
 
 def _chromium() -> str:
