@@ -42,9 +42,12 @@ _FILE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)\.v(?P<version>\d+)\.md$")
 _ID = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)(?:\.v(?P<version>\d+))?$")
 _FENCE = re.compile(r"^```(?:json)?[ \t]*\n(?P<body>.*)\n```$", re.S | re.I)
 _CRITERION = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The longest reason a grammar lets a judge write: the rubrics' "at most 25 words" with room to
+#: spare (the reader accepts up to MAX_REASON_CHARS from any judge).
+GRAMMAR_REASON_CHARS = 200
 #: A reason for grammar-constrained decoding: no leading space, no quote, backslash or control
 #: character (llama.cpp 0.3's JSON string rule lets raw newlines through, which is not JSON).
-_REASON_PATTERN = r'^[^ "\\\x00-\x1f][^"\\\x00-\x1f]{0,' + str(MAX_REASON_CHARS - 1) + "}$"
+_REASON_PATTERN = r'^[^ "\\\x00-\x1f][^"\\\x00-\x1f]{0,' + str(GRAMMAR_REASON_CHARS - 1) + "}$"
 
 
 class JudgeReplyError(ValueError):
@@ -111,20 +114,27 @@ class Rubric:
     def schema(self, turns: list[int], *, grammar: bool = False) -> dict[str, Any]:
         """The JSON schema of a reply grading `turns`: exactly the criteria, integer scores from the
         scale, a reason string, one entry per asked turn numbered as asked. It keeps to what strict
-        structured outputs accept (OpenAI refuses string lengths and patterns there). `grammar`
-        bounds the reason for servers that compile the schema into a grammar (llama.cpp): one line
-        of at most `MAX_REASON_CHARS` without quotes or control characters, so a small model cannot
-        ramble past the limit or break the JSON with a raw newline. The reader still checks all."""
+        structured outputs accept (OpenAI refuses string lengths, patterns and tuples there).
+
+        `grammar` is for servers that compile the schema into a grammar (llama.cpp): the turns come
+        as a tuple in the asked order, so none is graded twice or left out, and each reason is one
+        line of at most `GRAMMAR_REASON_CHARS`, without quotes or control characters, so a small
+        model can neither ramble to the token limit nor break the JSON with a raw newline. The
+        reader checks every reply all the same."""
         lo, hi = SCORE_RANGE
         reason: dict[str, Any] = {"type": "string"}
         if grammar:
             reason["pattern"] = _REASON_PATTERN
         mark = _object({"score": {"type": "integer", "enum": list(range(lo, hi + 1))}, "reason": reason})
-        item = _object(
-            {"turn": {"type": "integer", "enum": list(turns)}, **dict.fromkeys(self.criteria, mark)}
-        )
-        graded = {"type": "array", "items": item, "minItems": len(turns), "maxItems": len(turns)}
-        return _object({"turns": graded, "dialogue": _object(dict.fromkeys(self.criteria, mark))})
+        marks = dict.fromkeys(self.criteria, mark)
+        graded: dict[str, Any] = {"type": "array", "minItems": len(turns), "maxItems": len(turns)}
+        if grammar:
+            graded["prefixItems"] = [
+                _object({"turn": {"type": "integer", "const": n}, **marks}) for n in turns
+            ]
+        else:
+            graded["items"] = _object({"turn": {"type": "integer", "enum": list(turns)}, **marks})
+        return _object({"turns": graded, "dialogue": _object(marks)})
 
     def messages(self, conv: Conversation, turns: list[int]) -> list[dict[str, str]]:
         """The chat messages asking the judge to grade `turns` of conv."""

@@ -13,7 +13,7 @@ import pytest
 from datagen.errors import ConfigError
 from datagen.filters.config import FilterConfig
 from datagen.filters.judge_format import LADDER, response_format
-from datagen.filters.rubric import MAX_REASON_CHARS, load_rubric, parse_judgment
+from datagen.filters.rubric import GRAMMAR_REASON_CHARS, MAX_REASON_CHARS, load_rubric, parse_judgment
 from tests.fakes.openai_fixtures import make_teacher_config_for
 from tests.fakes.openai_server import Fault
 from tests.filters.conftest import conv, tool_turn
@@ -52,13 +52,20 @@ def test_the_schema_has_exactly_the_rubrics_keys_scores_and_asked_turns(rubric_i
         assert obj["additionalProperties"] is False and obj["required"] == list(obj["properties"])
 
 
-def test_the_grammar_schema_bounds_each_reason_to_one_short_json_safe_line():
-    schema = load_rubric("grounded").schema([1], grammar=True)
+def test_the_grammar_schema_fixes_the_turns_and_bounds_each_reason_to_one_short_json_safe_line():
+    rubric = load_rubric("grounded")
+    schema = rubric.schema([2, 5], grammar=True)
+    tuple_ = schema["properties"]["turns"]["prefixItems"]
+    assert [t["properties"]["turn"]["const"] for t in tuple_] == [2, 5]
+    assert [list(t["properties"]) for t in tuple_] == [["turn", "grounded"]] * 2
+    for obj in _objects(schema):
+        assert obj["additionalProperties"] is False and obj["required"] == list(obj["properties"])
     pattern = re.compile(
         schema["properties"]["dialogue"]["properties"]["grounded"]["properties"]["reason"]["pattern"]
     )
     assert pattern.match("Uses the 1081 the tool returned.")
-    assert pattern.match("x" * MAX_REASON_CHARS) and not pattern.match("x" * (MAX_REASON_CHARS + 1))
+    assert pattern.match("x" * GRAMMAR_REASON_CHARS) and not pattern.match("x" * (GRAMMAR_REASON_CHARS + 1))
+    assert GRAMMAR_REASON_CHARS <= MAX_REASON_CHARS  # what a grammar lets through, the reader accepts
     for bad in ["", " leading space", "two\nlines", 'a "quote"', "back\\slash"]:
         assert not pattern.match(bad), bad
 
@@ -70,7 +77,9 @@ def test_llama_cpp_compiles_the_schema_into_the_rubrics_grammar():
     rf = response_format("json_object_schema", load_rubric("hhh"), [1, 3])
     assert rf["type"] == "json_object"
     gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(rf["schema"]))
-    assert '"\\"follows_meta\\""' in gbnf and '"1" | "3"' in gbnf
+    assert '"\\"follows_meta\\""' in gbnf
+    assert 'turns ::= "[" space turns-tuple-0 "," space turns-tuple-1 "]" space' in gbnf
+    assert 'turns-tuple-0-turn ::= "1"' in gbnf and 'turns-tuple-1-turn ::= "3"' in gbnf
     assert '[^"\\\\\\x00-\\x1f]' in gbnf  # the reason's character class: no raw newline
     assert llama_grammar.LlamaGrammar.from_json_schema(json.dumps(rf["schema"])) is not None
 
@@ -80,13 +89,17 @@ def test_llama_cpp_compiles_the_schema_into_the_rubrics_grammar():
 
 def _fill(schema, *, score=4):
     """What a server constraining decoding to `schema` answers: built from the schema alone."""
-    item = schema["properties"]["turns"]["items"]["properties"]
-    criteria = [c for c in item if c != "turn"]
-    assert score in item[criteria[0]]["properties"]["score"]["enum"]
+    graded = schema["properties"]["turns"]
+    if "prefixItems" in graded:  # the grammar form: one entry per asked turn, in order
+        turns = [t["properties"]["turn"]["const"] for t in graded["prefixItems"]]
+    else:
+        turns = graded["items"]["properties"]["turn"]["enum"]
+    criteria = list(schema["properties"]["dialogue"]["properties"])
+    assert score in schema["properties"]["dialogue"]["properties"][criteria[0]]["properties"]["score"]["enum"]
     mark = {"score": score, "reason": "Fits the schema."}
     return json.dumps(
         {
-            "turns": [{"turn": n, **dict.fromkeys(criteria, mark)} for n in item["turn"]["enum"]],
+            "turns": [{"turn": n, **dict.fromkeys(criteria, mark)} for n in turns],
             "dialogue": dict.fromkeys(criteria, mark),
         }
     )
@@ -247,3 +260,34 @@ def test_a_reply_outside_the_schema_is_still_refused_by_the_reader():
     reply["turns"][0]["turn"] = 7
     with pytest.raises(ValueError, match="one of \\[2\\]"):
         parse_judgment(json.dumps(reply), rubric, [2])
+
+
+@pytest.mark.slow
+def test_the_embedded_teacher_answers_the_grounded_rubric_in_its_grammar(tmp_path):
+    """llama-cpp-python's server refuses `json_schema` and decodes `json_object` + schema with a
+    grammar: even SmolLM2-135M's judgment then has the asked shape."""
+    import socket
+
+    from datagen.filters.judge import JudgeFilter
+    from datagen.teacher.local_server import start_local_teacher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    row = _rows()[0]
+    row.turns = row.turns[:2]  # one graded turn keeps the completion short
+    with start_local_teacher(port=port, log_path=tmp_path / "teacher.log", ready_timeout=300) as teacher:
+        config = {
+            "base_url": teacher.base_url,
+            "model": teacher.model_alias,
+            "max_attempts": 1,
+            "progress": False,
+        }
+        step = JudgeFilter(
+            teacher=config, rubrics=["grounded"], journal=str(tmp_path / "j.sqlite"), max_tokens=400
+        )
+        (v,) = step.decide_batch([(row, None)])
+    assert step.formats.settled == {(teacher.base_url, teacher.model_alias): "json_object_schema"}
+    assert step.calls.refused_formats == 1 and step.calls.unparseable == 0, v.evidence
+    marks = v.updates["tags"]["judge.rubrics"]["grounded.v1"]
+    assert [t["turn"] for t in marks["turns"]] == [2] and 1 <= marks["dialogue"]["grounded"]["score"] <= 5
