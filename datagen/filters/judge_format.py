@@ -4,8 +4,8 @@
   "strict": true}}` with the rubric's schema (`Rubric.schema`). OpenAI, vLLM, SGLang and llama.cpp's
   own server constrain decoding to it.
 - `json_object_schema`: `{"type": "json_object", "schema": ...}`, the shape llama-cpp-python's server
-  (the embedded teacher) and Anyscale-style endpoints take; the schema also bounds each reason, as
-  these servers compile it into a grammar.
+  (the embedded teacher) and Anyscale-style endpoints take. These servers compile the schema into a
+  grammar, so it says more (`Rubric.schema(grammar=True)`): the asked turns in order, short reasons.
 - `json_object`: JSON mode, any JSON object; `off`: no `response_format`, the prompt alone.
 - `auto` (the default): the first of those four the endpoint accepts. Its first call goes alone; an
   endpoint that refuses the format (HTTP 400/422, or llama-cpp-python's validation error, which it
