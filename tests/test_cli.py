@@ -187,7 +187,7 @@ def test_run_with_targets_goes_in_waves(tmp_path, monkeypatch):
     monkeypatch.setattr(waves.QuotaRun, "run", lambda self: called.append("waves") or {})
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        "name: t\nteacher: {base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+        "name: t\nteacher: {base_url: 'http://127.0.0.1:9/v1', model: m, prices: {m: {input: 1, output: 2}}}\n"
         "targets: {writing/en/hhh: 3}\nbudget: {usd: 1}\n",
         encoding="utf-8",
     )
