@@ -186,10 +186,25 @@ def journal_sampling(path: str | os.PathLike) -> list[SentSampling] | None:
     merged: dict[tuple[str, str, str], int] = {}
     for template, model, params, calls in rows:
         params = portable(json.loads(params) if params else {})
+        if "response_format" in params:
+            params["response_format"] = _format_label(params["response_format"])
         key = (template or "(none)", portable(model or "(unknown)"), _json(params))
         merged[key] = merged.get(key, 0) + int(calls)
     ordered = sorted(merged.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1:]))
     return [SentSampling(template=t, model=m, params=json.loads(p), calls=n) for (t, m, p), n in ordered]
+
+
+def _format_label(fmt: Any) -> Any:
+    """A short name for a structured-output request: the judge's schemas differ with every set of
+    graded turns, and the card wants one row per kind of request, not one per schema."""
+    if not isinstance(fmt, dict):
+        return fmt
+    if fmt.get("type") == "json_schema":
+        name = (fmt.get("json_schema") or {}).get("name")
+        return f"json_schema:{name}" if name else "json_schema"
+    if fmt.get("type") == "json_object" and "schema" in fmt:
+        return "json_object+schema"
+    return fmt.get("type", fmt)
 
 
 # ------------------------------------------------------------------------------------ build

@@ -54,6 +54,50 @@ def test_journal_sampling_groups_answered_calls(tmp_path):
     assert journal_sampling(tmp_path / "missing.sqlite") is None
 
 
+def test_structured_output_schemas_are_one_row_per_kind(tmp_path):
+    """The judge sends a schema that differs with every set of graded turns: the card counts them
+    under one short name per kind of request, not one row per schema."""
+    judge = {"max_tokens": 700, "temperature": 0.0}
+
+    def schema(turns):
+        return {"type": "object", "properties": {"turns": {"enum": turns}}}
+
+    path = tmp_path / JOURNAL_FILE
+    write_journal(
+        path,
+        [
+            (
+                "judge.hhh.v1",
+                "m",
+                {
+                    **judge,
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "hhh_v1", "schema": schema(t)},
+                    },
+                },
+                "ok",
+            )
+            for t in ([1], [1, 2], [1, 2, 3])
+        ]
+        + [
+            (
+                "judge.grounded.v1",
+                "m",
+                {**judge, "response_format": {"type": "json_object", "schema": schema(t)}},
+                "ok",
+            )
+            for t in ([1], [2])
+        ]
+        + [("judge.grounded.v1", "m", {**judge, "response_format": {"type": "json_object"}}, "ok")],
+    )
+    assert journal_sampling(path) == [
+        SentSampling("judge.grounded.v1", "m", {**judge, "response_format": "json_object+schema"}, 2),
+        SentSampling("judge.grounded.v1", "m", {**judge, "response_format": "json_object"}, 1),
+        SentSampling("judge.hhh.v1", "m", {**judge, "response_format": "json_schema:hhh_v1"}, 3),
+    ]
+
+
 def test_card_lists_what_each_template_was_sent(tmp_path):
     # the run config's teacher.params say temperature 0.7 / top_p 0.8; the stages sent their own
     run = make_run_dir(tmp_path / "run")
