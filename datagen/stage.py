@@ -268,6 +268,28 @@ class DedupBackend(Protocol):
         ...
 
 
+class ChunkMapper(Protocol):
+    """Runs one function over a stream of chunks somewhere other than this process (the Ray
+    executor's is `datagen.run.executors.ray_chunks.RayChunkMapper`), for the per-row work of a
+    stage that runs in the driver (the filter steps' predicates and `prepare_batch`)."""
+
+    def map_chunks(
+        self,
+        setup: Callable[[], Any],
+        work: Callable[[Any, Any], Any],
+        chunks: Iterable[Sequence[Any]],
+        *,
+        what: str,
+    ) -> Iterator[Any]:
+        """`work(state, chunk)` for each chunk, yielded in input order, with a bounded number of
+        chunks in flight (the input is pulled only as results are taken). `state = setup()` is
+        built once per worker (steps with their lexicons and models); `setup` and `work` must
+        pickle (module-level functions, `functools.partial` of them). `what` names the work in
+        the mapper's log line ("prepared"). An error raised by `work` or `setup` is raised here
+        as it was raised there."""
+        ...
+
+
 @dataclass(slots=True)
 class StageContext:
     """Everything a stage may use besides its rows. Built by the runner, one per stage and shard."""
@@ -291,6 +313,9 @@ class StageContext:
     #: None: the filter stage's dedup steps decide in this process. The Ray executor passes its
     #: cluster's, and `exact_dedup` / `near_dedup` then decide the whole stream there, same verdicts.
     dedup: DedupBackend | None = None
+    #: None: a driver stage's per-row work runs here (the filter stage: in its worker processes).
+    #: The Ray executor passes its cluster's, and the filter steps' per-chunk work runs there.
+    chunk_mapper: ChunkMapper | None = None
 
     def output(self, stage: str, key: str = "main") -> Path:
         """A file an earlier stage declared in `outputs` (never a hard-coded name)."""

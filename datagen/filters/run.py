@@ -13,7 +13,10 @@ they leave the stream, each with its reason. The funnel lists the step only when
 Large inputs use worker processes: each worker runs the stateless steps' predicates and the stateful
 steps' `prepare` (MinHash signatures, hashes, keyword scans) on a chunk of rows; the main process
 replays the steps in order, feeding the stateful ones (dedup indexes, judges) in input order, so the
-result is the same as a serial run. Inputs under `parallel_min_rows` stay in-process.
+result is the same as a serial run. Inputs under `parallel_min_rows` stay in-process. Given a
+`datagen.stage.ChunkMapper` (`mapper=`, what a run on Ray passes), that per-chunk work runs through
+it instead of the local pool (`workers` then does not apply): steps built once per worker from the
+config, chunks in input order, a bounded number in flight; the main process decides as before.
 
 Given a `datagen.stage.DedupBackend` (`dedup=`, what a run on Ray passes), the dedup steps that come
 before any other stateful step are decided by it over the whole stream instead: a first pass
@@ -25,6 +28,7 @@ funnel are the ones the local run writes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import pickle
@@ -44,7 +48,7 @@ from datagen.funnel import FORMAT_STEP, KEPT_FILE, REJECTED_FILE, FunnelReport
 from datagen.io import atomic_write, dumps
 from datagen.procs import pool_context
 from datagen.record import Conversation
-from datagen.stage import DedupBackend, log
+from datagen.stage import ChunkMapper, DedupBackend, log
 
 
 class FormatStep(BaseFilter):
@@ -86,6 +90,19 @@ def _init_worker(config: FilterConfig, on_backend: frozenset[int] = frozenset())
 def _prepare_chunk_in_worker(convs: list[Conversation]) -> list[list[Outcome]]:
     assert _WORKER_STEPS is not None
     return prepare_chunk(_WORKER_STEPS, convs, _WORKER_GLOBAL)
+
+
+WorkerState = tuple[list[BaseFilter], frozenset[int]]
+
+
+def _mapper_state(config: FilterConfig, on_backend: frozenset[int]) -> WorkerState:
+    """What a `ChunkMapper` worker builds once: the steps (lexicons, models) and the backend's steps."""
+    return build_steps(config), on_backend
+
+
+def _prepare_chunk_with(state: WorkerState, convs: list[Conversation]) -> list[list[Outcome]]:
+    steps, on_backend = state
+    return prepare_chunk(steps, convs, on_backend)
 
 
 def prepare_chunk(
@@ -137,9 +154,10 @@ def _prepared(
     config: FilterConfig,
     n_workers: int,
     on_backend: frozenset[int],
+    mapper: ChunkMapper | None = None,
 ) -> Iterator[Prepared]:
-    """(chunk, outcomes) in input order: in this process for a small input, else from worker
-    processes, at most 2 x workers chunks ahead."""
+    """(chunk, outcomes) in input order: in this process for a small input, else through `mapper`,
+    else from worker processes, at most 2 x workers chunks ahead."""
     chunks = _chunks(conversations, config.chunk_size)
     # Buffer up to parallel_min_rows rows: a small input never pays for worker start-up.
     head: list[list[Conversation]] = []
@@ -150,9 +168,21 @@ def _prepared(
         if buffered >= config.parallel_min_rows:
             break
     all_chunks = itertools.chain(head, chunks)
-    if n_workers <= 1 or buffered < config.parallel_min_rows:
+    if buffered < config.parallel_min_rows or (mapper is None and n_workers <= 1):
         for chunk in all_chunks:
             yield chunk, prepare_chunk(steps, chunk, on_backend)
+        return
+    if mapper is not None:
+        sent: deque[list[Conversation]] = deque()  # the chunks the mapper took, not yet answered
+
+        def feed() -> Iterator[list[Conversation]]:
+            for chunk in all_chunks:
+                sent.append(chunk)
+                yield chunk
+
+        setup = functools.partial(_mapper_state, config, on_backend)
+        for outcomes in mapper.map_chunks(setup, _prepare_chunk_with, feed(), what="prepared"):
+            yield sent.popleft(), outcomes
         return
     with ProcessPoolExecutor(
         n_workers, mp_context=pool_context(), initializer=_init_worker, initargs=(config, on_backend)
@@ -320,6 +350,7 @@ def run_filters(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     dedup: DedupBackend | None = None,
+    mapper: ChunkMapper | None = None,
 ) -> FunnelReport:
     """Filter conversations through config's enabled steps; write kept.jsonl, rejected.jsonl,
     funnel.json and funnel.md into out_dir and return the funnel.
@@ -332,6 +363,8 @@ def run_filters(
         progress: called with the number of rows done after each chunk.
         dedup: decides the dedup steps over the whole stream (see the module docstring); None:
             this process decides them as it streams.
+        mapper: runs the per-chunk work of a large input (format and stateless steps,
+            `prepare_batch`) instead of local worker processes; None: the local pool.
     """
     config = config or FilterConfig.default()
     out_dir = Path(out_dir)
@@ -343,7 +376,7 @@ def run_filters(
     done = 0
     with atomic_write(out_dir / KEPT_FILE) as kept, atomic_write(out_dir / REJECTED_FILE) as rejected:
         sink = _Sink(kept, rejected)
-        prepared = _prepared(conversations, steps, config, n_workers, on_backend)
+        prepared = _prepared(conversations, steps, config, n_workers, on_backend, mapper)
         if on_backend:
             assert dedup is not None
             prepared = _decide_on_backend(prepared, steps, on_backend, dedup, out_dir)

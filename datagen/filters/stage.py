@@ -1,7 +1,8 @@
 """The `filter` stage of `datagen run`: the configured filter steps over every dialogue the run made
 (`filtered/kept.jsonl`, `rejected.jsonl`, `funnel.json`, `funnel.md`). When the executor gives a
 dedup backend (`ctx.dedup`: a run on Ray), the dedup steps are decided by it, with the same verdicts;
-the fingerprint does not depend on it, so a run made one way is done for the other."""
+the fingerprint does not depend on it, so a run made one way is done for the other. Likewise a
+chunk mapper (`ctx.chunk_mapper`) runs the steps' per-row work on the cluster, same outputs."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class FilterStage(Stage):
         with run_defaults(
             self.run_config.teacher, str(ctx.journal), ctx.engine_factory, progress=ctx.progress
         ):
-            report = run_filters(rows, self.config, out_dir, dedup=ctx.dedup)
+            report = run_filters(rows, self.config, out_dir, dedup=ctx.dedup, mapper=ctx.chunk_mapper)
         ctx.info.update({"count": report.kept, "in": report.input})
         judges = self._judges()
         if judges:

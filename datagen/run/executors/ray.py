@@ -16,8 +16,10 @@ funnel and manifest as the local executor, with the work spread over a Ray clust
 - Every other stage runs in the driver, as locally, but with a dedup backend on the cluster
   (`ctx.dedup`, a `RayDedup`): the filter stage's `exact_dedup` and `near_dedup` steps are decided
   there over the whole stream (`datagen.text.neardup_ray`), keeping the rows, `duplicate_of` and
-  reasons the local run keeps. The fingerprints do not change, so a finished filter stage is skipped
-  whichever executor made it.
+  reasons the local run keeps. The other filter steps' per-row work (the format step, the
+  stateless steps, `prepare_batch`) runs on actors (`ctx.chunk_mapper`, `ray_chunks`) while the
+  driver decides in input order; a judge still asks the teacher from the driver. The fingerprints
+  do not change, so a finished filter stage is skipped whichever executor made it.
 
 Workers import datagen and read and write the run directory, so on a real cluster datagen must be
 installed on every node, the run directory must be on a filesystem they share, and the teacher's
@@ -39,7 +41,7 @@ from datagen.ray_support import cluster_cpus, import_ray
 from datagen.run.executors import read_shard_stats, write_shard_stats
 from datagen.run.executors.local import LocalExecutor
 from datagen.run.manifest import Manifest
-from datagen.stage import DedupBackend, Stage, StageContext, StageStats, log
+from datagen.stage import ChunkMapper, DedupBackend, Stage, StageContext, StageStats, log
 
 
 def completion_path(run_dir: Path, stage: str, rank: int) -> Path:
@@ -137,6 +139,8 @@ class RayExecutor:
         self.check_nodes: list[str] = []  # where the last check's scoring actors ran
         #: (step, rows, duplicates, shards) of every dedup step decided on the cluster
         self.dedup_decided: list[tuple[str, int, int, int]] = []
+        #: (what, rows, chunks, actors) of every driver stage's per-chunk work run on the cluster
+        self.chunks_mapped: list[tuple[str, int, int, int]] = []
         import_ray()  # the missing extra fails before any stage runs
 
     def _connect(self) -> Any:
@@ -154,12 +158,18 @@ class RayExecutor:
         if stage.name == "check":
             return self._run_check(stage, ctx)
         ctx.dedup = self._dedup(stage.name)
+        ctx.chunk_mapper = self._chunk_mapper(stage.name)
         return LocalExecutor().run(stage, ctx)
 
     def _dedup(self, stage: str) -> DedupBackend:
         from datagen.text.neardup_ray import RayDedup
 
         return RayDedup(log=lambda msg: log(f"{stage}: {msg}"), decided=self.dedup_decided)
+
+    def _chunk_mapper(self, stage: str) -> ChunkMapper:
+        from datagen.run.executors.ray_chunks import RayChunkMapper
+
+        return RayChunkMapper(log=lambda msg: log(f"{stage}: {msg}"), mapped=self.chunks_mapped)
 
     # ------------------------------------------------------------------ sharded stages
     def _shards(self, ctx: StageContext, stage: str, fingerprint: str) -> int:
@@ -218,7 +228,7 @@ class RayExecutor:
         finally:
             self._merge_journal(ctx)
         if errors:
-            raise _cause(errors[0])
+            raise remote_cause(errors[0])
         ctx.stats = read_shard_stats(ctx.run_dir, name, n)
         stage.merge_shards(ctx, n)
         stage.record(ctx)
@@ -252,8 +262,9 @@ class RayExecutor:
         return info
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The exception a rank raised, without Ray's wrapping (a DatagenError stays one `Error:` line)."""
+def remote_cause(exc: BaseException) -> BaseException:
+    """The exception a task or actor raised, without Ray's wrapping (a DatagenError stays one
+    `Error:` line)."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, DatagenError):
         return cause
