@@ -1,6 +1,7 @@
-"""`datagen run --executor ray`: the filter stage's exact and near dedup are decided on the cluster and
-keep exactly what the local run keeps (same filtered files, `duplicate_of`, reasons and funnel); the
-filter stage's fingerprint does not depend on the executor, so a finished stage is skipped either way."""
+"""`datagen run --executor ray`: the filter stage's exact and near dedup are decided on the cluster, its
+other steps' per-row work runs on actors, and the stage keeps exactly what the local run keeps (same
+filtered files, `duplicate_of`, reasons and funnel); the filter stage's fingerprint does not depend
+on the executor, so a finished stage is skipped either way."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def config_file(tmp_path, fake):
                     "hhh": {"options": {"turns": {"default": [1]}, "concurrency": 1}},
                     "plugin": {"enabled": False},
                 },
-                "filters": {"workers": 1},
+                # the local run filters in-process; on Ray, the steps' per-row work goes to actors
+                "filters": {"workers": 1, "parallel_min_rows": 0, "chunk_size": 4},
                 "dataset": {"enabled": False},
             }
         ),
@@ -118,6 +120,10 @@ def test_a_run_on_ray_dedups_on_the_cluster_as_the_local_run_does(ray_cluster, f
     for name in ("exact_dedup", "near_dedup"):
         line = f"filter: {name} ran on Ray: {steps[name]['in']} rows in 1 shard(s), {steps[name]['dropped']} duplicates"
         assert line in err
+    # and the other steps' per-row work ran on actors, chunk by chunk
+    rows = filtered(local)["funnel"]["input"]
+    assert executor.chunks_mapped == [("prepared", rows, -(-rows // 4), 2)]
+    assert f"filter: {rows} rows prepared on Ray in {-(-rows // 4)} chunks by 2 actor(s)" in err
     ray_manifest = json.loads((on_ray / "manifest.json").read_text())["stages"]["filter"]
     local_manifest = json.loads((local / "manifest.json").read_text())["stages"]["filter"]
     assert ray_manifest["fingerprint"] == local_manifest["fingerprint"]
@@ -128,5 +134,5 @@ def test_a_run_on_ray_dedups_on_the_cluster_as_the_local_run_does(ray_cluster, f
     again = RayExecutor(ray_cluster.address)
     run(path, local, again)
     assert "filter: done earlier, skipped" in capsys.readouterr().err
-    assert again.dedup_decided == []
+    assert again.dedup_decided == [] and again.chunks_mapped == []
     assert fake_openai.requests == asked
