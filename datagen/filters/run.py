@@ -181,8 +181,14 @@ def _prepared(
                 yield chunk
 
         setup = functools.partial(_mapper_state, config, on_backend)
-        for outcomes in mapper.map_chunks(setup, _prepare_chunk_with, feed(), what="prepared"):
-            yield sent.popleft(), outcomes
+        results = mapper.map_chunks(setup, _prepare_chunk_with, feed(), what="prepared")
+        try:
+            for outcomes in results:
+                yield sent.popleft(), outcomes
+        finally:  # a run that stops early frees the mapper's workers now, not when collected
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
         return
     with ProcessPoolExecutor(
         n_workers, mp_context=pool_context(), initializer=_init_worker, initargs=(config, on_backend)
