@@ -28,6 +28,7 @@ funnel are the ones the local run writes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -35,7 +36,7 @@ import pickle
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -155,7 +156,7 @@ def _prepared(
     n_workers: int,
     on_backend: frozenset[int],
     mapper: ChunkMapper | None = None,
-) -> Iterator[Prepared]:
+) -> Generator[Prepared, None, None]:
     """(chunk, outcomes) in input order: in this process for a small input, else through `mapper`,
     else from worker processes, at most 2 x workers chunks ahead."""
     chunks = _chunks(conversations, config.chunk_size)
@@ -185,7 +186,7 @@ def _prepared(
         try:
             for outcomes in results:
                 yield sent.popleft(), outcomes
-        finally:  # a run that stops early frees the mapper's workers now, not when collected
+        finally:
             close = getattr(results, "close", None)
             if close is not None:
                 close()
@@ -281,7 +282,7 @@ def _decide_on_backend(
     on_backend: frozenset[int],
     backend: DedupBackend,
     spill_dir: Path,
-) -> Iterator[Prepared]:
+) -> Generator[Prepared, None, None]:
     """Pass 1 spills every prepared chunk and collects, for each backend step, the rows the stateless
     steps let reach it (input position, `global_input`). The backend decides the steps in order,
     each over the rows the earlier ones did not drop. Pass 2 yields the chunks again with those
@@ -386,12 +387,14 @@ def run_filters(
         if on_backend:
             assert dedup is not None
             prepared = _decide_on_backend(prepared, steps, on_backend, dedup, out_dir)
-        for chunk, outcomes in prepared:
-            report.input += len(chunk)
-            report.kept += _decide_chunk(steps, chunk, outcomes, sink, on_backend)
-            done += len(chunk)
-            if progress:
-                progress(done)
+        # closed on an error too: the workers (the mapper's actors) go now, not when collected
+        with contextlib.closing(prepared):
+            for chunk, outcomes in prepared:
+                report.input += len(chunk)
+                report.kept += _decide_chunk(steps, chunk, outcomes, sink, on_backend)
+                done += len(chunk)
+                if progress:
+                    progress(done)
     report.steps = [s.stats for s in steps if s.step_name != FORMAT_STEP or s.stats.dropped]
     report.write(out_dir)
     return report

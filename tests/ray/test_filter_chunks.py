@@ -5,7 +5,10 @@ funnel, per-step counters); an error raised on an actor stops the run as the loc
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import ray
 
 from datagen.errors import ConfigError
 from datagen.filters.config import FilterConfig
@@ -99,3 +102,25 @@ def test_an_error_on_an_actor_is_the_error_the_local_run_gives(ray_cluster, tmp_
     assert type(on_ray.value) is ConfigError
     assert str(on_ray.value) == str(here.value) and str(lexicon) in str(here.value)
     assert not (tmp_path / "out" / "kept.jsonl").exists()
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_a_run_stopped_early_frees_the_actors_cpus(ray_cluster, tmp_path, data):
+    """An error in the driver mid-stream (a judge's, a full disk, here the progress callback) leaves no
+    actor holding a CPU, even while the error, its traceback and the run's frames are still held."""
+    mapper = RayChunkMapper(log=lambda _msg: None)
+
+    def progress(done: int) -> None:
+        if done >= 2 * CHUNK:  # answers came back (both actors hold their CPU), more are in flight
+            raise Stopped
+
+    with pytest.raises(Stopped) as stopped:
+        run_filters(iter(data), config(), tmp_path / "out", mapper=mapper, progress=progress)
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+    assert mapper.mapped == [] and stopped.value is not None  # it never finished
