@@ -14,6 +14,7 @@ Plugin names used throughout datagen (and their MOSS API names):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,12 +157,21 @@ class Lineage:
     review: dict[str, Any] = field(default_factory=dict)  # a reviewer's edit: who, when, what changed
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, [], {})}
+        # not dataclasses.asdict: its recursive copy was the largest cost of writing a row
+        out: dict[str, Any] = {}
+        for k in _LINEAGE_FIELDS:
+            v = getattr(self, k)
+            if v not in (None, [], {}):
+                out[k] = copy.deepcopy(v) if isinstance(v, (dict, list)) else v
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Lineage:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_LINEAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Lineage))
 
 
 @dataclass(slots=True)
@@ -180,7 +190,12 @@ class Usage:
         self.calls += other.calls
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "calls": self.calls,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Usage:

@@ -145,3 +145,18 @@ def test_json_python_cannot_hold_is_an_input_error_at_its_line(tmp_path, line, r
     with AppendWriter(path) as w:
         w.write({"a": 2})
     assert [obj for _, obj in iter_json_lines(path)] == [{"a": 1}, {"a": 2}]
+
+
+def test_a_row_dict_is_a_copy_in_field_order():
+    """Writing a row must not hand out the record's own lists and dicts (a stage that edits the dict
+    would change the record), and the keys keep the fields' order, which the golden files pin."""
+    conv = make_conv(0)
+    conv.lineage.review = {"by": "ana", "changed": ["assistant"]}
+    d = conv.to_dict()
+    assert list(d["lineage"]) == ["seed_id", "teacher_model", "params", "parents", "review"]
+    assert list(d["usage"]) == ["prompt_tokens", "completion_tokens", "cost", "calls"]
+    d["lineage"]["params"]["temperature"] = 0.1
+    d["lineage"]["parents"].append("c")
+    d["lineage"]["review"]["changed"].append("thoughts")
+    assert conv.lineage.params == {"temperature": 0.7} and conv.lineage.parents == ["a", "b"]
+    assert conv.lineage.review["changed"] == ["assistant"]
