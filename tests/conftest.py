@@ -27,3 +27,14 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def moss_samples(shared_dir) -> list[Path]:
     return sorted((shared_dir / "moss-samples").rglob("*.json"))
+
+
+@pytest.fixture(autouse=True)
+def _forget_judge_formats():
+    """The fake teacher is one server per session, scripted anew by each test: what the judge found
+    out about an endpoint's response formats in one test must not carry into the next."""
+    from datagen.filters.judge_format import SETTLED
+
+    SETTLED.clear()
+    yield
+    SETTLED.clear()

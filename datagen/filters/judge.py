@@ -347,7 +347,10 @@ class JudgeFilter(BaseFilter):
             if nxt is None:
                 return result, kind
             self.calls.refused_formats += 1
-            why = (result.detail or result.error or "")[:200]
+            why = " ".join(
+                (result.detail or result.error or "").split()
+            )  # one line: servers send JSON bodies
+            why = why if len(why) <= 160 else why[:159] + "…"
             log.warning(
                 "judge: %s (%s) refused response_format %s (%s); trying %s", *endpoint, kind, why, nxt
             )

@@ -10,8 +10,9 @@
 - `auto` (the default): the first of those four the endpoint accepts. Its first call goes alone; an
   endpoint that refuses the format (HTTP 400/422, or llama-cpp-python's validation error, which it
   answers with a 500 naming `response_format`) is asked again with the next one, and the first
-  format that gets an answer is remembered for every later call to that endpoint and model. A call
-  refused in every format is a plain failure (the request itself was bad) and settles nothing.
+  format that gets an answer is remembered for every later call to that endpoint and model in this
+  process (so the waves of a run probe once). A call refused in every format is a plain failure (the
+  request itself was bad) and settles nothing.
 
 The format is part of each request's params, so of its journal key: a reply cached without a schema
 is never taken for one asked with it.
@@ -55,13 +56,18 @@ def refused(error: str | None, detail: str | None) -> bool:
     return error == "server_error" and "response_format" in (detail or "")
 
 
+#: What `auto` found out this process: (base_url, model) -> the format that endpoint answered.
+SETTLED: dict[tuple[str, str], str] = {}
+
+
 @dataclass(slots=True)
 class Formats:
     """The format each endpoint gets: the configured one, or under `auto` the one it accepted."""
 
     structured: str = "auto"
-    #: (base_url, model) -> the format that endpoint answered (auto only).
-    settled: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (base_url, model) -> the format that endpoint answered (auto only); shared by every judge of
+    #: this process unless one is given.
+    settled: dict[tuple[str, str], str] = field(default_factory=lambda: SETTLED)
 
     def __post_init__(self) -> None:
         if self.structured != "auto" and self.structured not in LADDER:

@@ -181,6 +181,13 @@ def test_an_endpoint_refusing_json_schema_gets_its_own_form_once_and_it_is_remem
     fake_openai.set_responder(_llama_cpp_like)
     _judge(step, [conv(("Bye", "Goodbye!"), id="c")])
     assert _kinds(fake_openai) == ["json_object+schema"]
+    # so does a new judge in the same process (the next wave of a run in waves)
+    fake_openai.reset()
+    fake_openai.set_responder(_llama_cpp_like)
+    (tmp_path / "next-wave").mkdir()
+    again = _step(fake_openai, tmp_path / "next-wave")
+    _judge(again, [conv(("Hi", "Hello!"), id="d")])
+    assert _kinds(fake_openai) == ["json_object+schema"] and again.calls.refused_formats == 0
 
 
 def test_an_endpoint_refusing_every_response_format_falls_back_to_the_prompt_alone(fake_openai, tmp_path):
