@@ -15,6 +15,7 @@ from datagen.run.executors.ray import RayExecutor
 from datagen.run.pipeline import stages_for
 from datagen.run.runner import Runner
 from tests.generate.scripted_teacher import scripted_teacher
+from tests.ray.test_filter_dedup import outputs
 
 SEEDS = [
     "Write a short story about a lighthouse keeper.",
@@ -73,15 +74,7 @@ def config_file(tmp_path, fake):
 
 
 def filtered(run_dir) -> dict:
-    out = run_dir / "filtered"
-    funnel = json.loads((out / "funnel.json").read_text(encoding="utf-8"))
-    for s in funnel["steps"]:
-        s.pop("seconds", None)
-    return {
-        "kept": (out / "kept.jsonl").read_bytes(),
-        "rejected": (out / "rejected.jsonl").read_bytes(),
-        "funnel": funnel,
-    }
+    return outputs(run_dir / "filtered")
 
 
 def run(path, run_dir, executor=None) -> None:
