@@ -248,6 +248,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_to_funnel(report: dict[str, Any], funnel: dict[str, Any], table: str) -> str:
+    """Put the report's per-cell distributions into a run's `funnel` (its `judge` entry) and return
+    the funnel's markdown `table` with the report after it."""
+    funnel["judge"] = {k: report[k] for k in ("rubrics", "models", "criteria", "cells", "length_correlation")}
+    return table + "\n" + report_markdown(report)
+
+
 def write_judge_report(report: dict[str, Any], folder: str | Path) -> None:
     """Write judge.json and judge.md into folder (atomically)."""
     folder = Path(folder)

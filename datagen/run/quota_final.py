@@ -94,12 +94,9 @@ class QuotaFinalStage(Stage):
         judge = self._judge_report(ctx)
         table = funnel_table(funnel) + "\n"
         if judge is not None:
-            from datagen.filters.judge_report import report_markdown
+            from datagen.filters.judge_report import add_to_funnel
 
-            funnel["judge"] = {
-                k: judge[k] for k in ("rubrics", "models", "criteria", "cells", "length_correlation")
-            }
-            table += "\n" + report_markdown(judge)
+            table = add_to_funnel(judge, funnel, table)
         write_json_atomic(out["funnel"], funnel)
         out["table"].write_text(table, encoding="utf-8")
         plot_run(funnel, losses, out["plot"])
